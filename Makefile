@@ -1,0 +1,36 @@
+# forecaster: two commands on a fresh machine, `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test check pretrain clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's metadata changes. torch is pinned first and
+# exactly: an unpinned torch would pull several GB of CUDA packages on a CPU box.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[demo,test]"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m forecaster.demo --config config.yaml
+
+test: install
+	$(PY) -m pytest
+
+check: install
+	$(VENV)/bin/forecaster check -c config.yaml
+
+# Refit the shipped starting weights in models/ (seeded, reproducible).
+pretrain: install
+	for p in stock weather power_load; do \
+	  $(VENV)/bin/forecaster pretrain -c config.yaml --pipeline $$p || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) state .pytest_cache

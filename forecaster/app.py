@@ -1,0 +1,233 @@
+"""The daemon: one run loop per pipeline, the HTTP endpoints, and a clean stop.
+
+Each pipeline's loop reads like its data flow:
+    poll -> decode -> step -> produce forecasts and dead letters -> acknowledged -> commit
+Offsets are committed only after Kafka acknowledged everything the batch produced, so
+a crash anywhere re-delivers input rather than losing forecasts (at-least-once).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Protocol, Sequence
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from . import records
+from .config import Config, Pipeline
+from .engine import Engine, Forecasts, seeded_model, model_spec
+from .errors import ForecasterError
+from .io.checkpoint import load_weights
+from .io.http import StatusServer
+from .io.kafka import DeliveryError, Message, Polled, Sink, Source, missing_topics
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_SUMMARY_EVERY_S = 60.0
+
+
+class SourceLike(Protocol):
+    def poll(self, timeout_ms: int) -> list[Polled]: ...
+    def commit(self, polled: Sequence[Polled]) -> None: ...
+    def assigned(self) -> bool: ...
+    def lag(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class SinkLike(Protocol):
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None: ...
+    def close(self) -> None: ...
+
+
+def resolve_device(setting: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a silent fallback."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ForecasterError("device: cuda was configured but no CUDA device is available (use auto or cpu)")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def build_engine(config: Config, pipeline: Pipeline, device: torch.device) -> Engine:
+    """The pipeline's engine with its starting weights: the weights file if configured, else seeded."""
+    if pipeline.model.weights is None:
+        return Engine(pipeline, seeded_model(pipeline), device, model_version=0)
+    model, metadata = load_weights(config.resolve(pipeline.model.weights), expected=model_spec(pipeline))
+    return Engine(pipeline, model, device, model_version=int(metadata.get("version", 1)))
+
+
+class PipelineWorker:
+    """One pipeline's run loop. Source and sink are passed in, so the loop runs without Kafka in tests."""
+
+    def __init__(self, pipeline: Pipeline, engine: Engine, source: SourceLike, sink: SinkLike,
+                 metrics: Metrics, stop: threading.Event):
+        self.pipeline, self.engine = pipeline, engine
+        self.source, self.sink = source, sink
+        self.metrics, self.stop = metrics, stop
+        self.error: BaseException | None = None
+        self.last_poll = 0.0
+        self._ready_logged = False
+        self._evictions_seen = 0
+        metrics.model_version.labels(pipeline.name).set(engine.model_version)
+
+    def run(self) -> None:
+        """Loop until stopped; an unexpected error is kept for the daemon, which then shuts down."""
+        summary_due = time.monotonic() + _SUMMARY_EVERY_S
+        try:
+            while not self.stop.is_set():
+                self.run_once()
+                if time.monotonic() >= summary_due:
+                    self._log_summary()
+                    summary_due = time.monotonic() + _SUMMARY_EVERY_S
+        except DeliveryError as error:
+            log.warning("pipeline %s: %s", self.pipeline.name, error)
+        except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
+            log.exception("pipeline %s failed", self.pipeline.name)
+            self.error = error
+        finally:
+            self.metrics.up.labels(self.pipeline.name).set(0)
+
+    def run_once(self) -> int:
+        """One poll batch through the whole flow; returns the number of records consumed."""
+        polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        self.last_poll = time.monotonic()
+        self._note_assignment()
+        if not polled:
+            return 0
+        received = time.monotonic()
+        observations, bad = records.decode([r.value for r in polled], self.pipeline.record)
+        started = time.perf_counter()
+        forecasts, refused = self.engine.step(observations)
+        self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
+        rejected = bad + refused
+        self.sink.deliver(self._dead_letters(polled, rejected) + self._forecast_messages(forecasts), self.stop)
+        self.source.commit(polled)
+        self._record(len(polled), forecasts, rejected, time.monotonic() - received)
+        return len(polled)
+
+    def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
+        name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
+        return [Message(topic, row.series.encode(), records.encode(row, name, target)) for row in forecasts.rows()]
+
+    def _dead_letters(self, polled: Sequence[Polled], rejected: Sequence[records.Rejected]) -> list[Message]:
+        """Rejected records, with their original bytes and the reason in headers."""
+        messages = []
+        for bad in rejected:
+            record = polled[bad.position]
+            headers = (
+                ("forecaster.reason", bad.reason.encode()),
+                ("forecaster.detail", bad.detail.encode()),
+                ("forecaster.pipeline", self.pipeline.name.encode()),
+                ("forecaster.source", f"{self.pipeline.input_topic}/{record.partition}/{record.offset}".encode()),
+            )
+            messages.append(Message(self.pipeline.dead_letter_topic, record.key, record.value or b"", headers))
+        return messages
+
+    def _record(self, consumed: int, forecasts: Forecasts, rejected, latency_s: float) -> None:
+        m, name, store = self.metrics, self.pipeline.name, self.engine.store
+        m.records_consumed.labels(name).inc(consumed)
+        m.forecasts_produced.labels(name).inc(len(forecasts))
+        for reason, count in collections.Counter(r.reason for r in rejected).items():
+            m.records_rejected.labels(name, reason).inc(count)
+        m.latency.labels(name).observe(latency_s)
+        m.batch_size.labels(name).observe(consumed)
+        m.active_series.labels(name).set(len(store))
+        m.state_bytes.labels(name).set(store.nbytes)
+        m.series_evicted.labels(name).inc(store.evictions - self._evictions_seen)
+        self._evictions_seen = store.evictions
+        m.one_step_mae.labels(name, "model").set(self.engine.skill.model.value)
+        m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
+        m.consumer_lag.labels(name).set(self.source.lag())
+
+    def _note_assignment(self) -> None:
+        assigned = self.source.assigned()
+        self.metrics.up.labels(self.pipeline.name).set(int(assigned))
+        if assigned and not self._ready_logged:
+            log.info("pipeline %s ready: consuming %s, forecasting to %s", self.pipeline.name,
+                     self.pipeline.input_topic, self.pipeline.output_topic)
+            self._ready_logged = True
+
+    def _log_summary(self) -> None:
+        skill = self.engine.skill
+        log.info("pipeline %s: %d series, one-step MAE model %.4g vs naive %.4g over the last %d",
+                 self.pipeline.name, len(self.engine.store), skill.model.value, skill.naive.value, skill.model.count)
+
+
+class Daemon:
+    """Every pipeline of a config, served until `stop()`; `run()` returns the exit code."""
+
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None, shutdown_timeout_s: float = 30.0):
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._stop = threading.Event()
+        self.workers: list[PipelineWorker] = []
+        self.server: StatusServer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when every pipeline is assigned partitions and polled within the last 10 s."""
+        now = time.monotonic()
+        waiting = [w.pipeline.name for w in self.workers
+                   if not w.source.assigned() or now - w.last_poll > 10 or w.error is not None]
+        if not self.workers or waiting:
+            return False, f"not ready: {', '.join(waiting) or 'starting'}"
+        return True, "ready"
+
+    def run(self) -> int:
+        settings = self.config.settings
+        device = resolve_device(settings.device)
+        self._check_topics()
+        log.info("starting %d pipelines on %s", len(self.config.pipelines), device)
+        self.server = StatusServer(settings.metrics.host, settings.metrics.port, self.registry, self.ready).start()
+        log.info("metrics at %s/metrics", self.server.address)
+        try:
+            self.workers = [self._worker(p, device) for p in self.config.pipelines]
+            threads = [threading.Thread(target=w.run, name=f"pipeline-{w.pipeline.name}") for w in self.workers]
+            for thread in threads:
+                thread.start()
+            while not self._stop.wait(0.5):
+                if any(w.error is not None for w in self.workers):
+                    break
+            return self._shutdown(threads)
+        finally:
+            self.server.close()
+
+    def _check_topics(self) -> None:
+        """Refuse to start on missing topics: brokers that auto-create them would pick the wrong partitions."""
+        names = [t for p in self.config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
+        missing = missing_topics(self.config.settings.kafka, names)
+        if missing:
+            raise ForecasterError(f"topics missing: {', '.join(missing)} (create them with "
+                                  f"`forecaster topics -c {self.config.path}`)")
+
+    def _worker(self, pipeline: Pipeline, device: torch.device) -> PipelineWorker:
+        kafka = self.config.settings.kafka
+        engine = build_engine(self.config, pipeline, device)
+        source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records)
+        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop)
+
+    def _shutdown(self, threads: list[threading.Thread]) -> int:
+        """Stop polling, let each batch in flight finish, close the clients; exit code 0 unless a pipeline failed."""
+        self._stop.set()
+        log.info("stopping: finishing batches in flight")
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        for worker in self.workers:
+            worker.source.close()
+            worker.sink.close()
+        failed = [w.pipeline.name for w in self.workers if w.error is not None]
+        if stuck:
+            log.error("shutdown timed out after %.0f s waiting for %s", self.shutdown_timeout_s, ", ".join(stuck))
+        log.info("stopped%s", f" after failure of {', '.join(failed)}" if failed else "")
+        return 1 if failed or stuck else 0

@@ -1,0 +1,245 @@
+"""Typed, frozen configuration: `config.yaml` (global) naming one YAML file per pipeline.
+
+`load(path)` validates everything once; after it, no code reads raw dicts. Every error
+names the file, the YAML path and what was expected, e.g.
+`pipelines/weather.yaml: model.hidden_size: expected a positive integer, got -3`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+from .errors import ConfigError
+from .schema import (
+    Builder,
+    non_negative,
+    port,
+    positive,
+    positive_int,
+    probability,
+    read_yaml,
+    setting,
+)
+
+_TOPIC = (lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None, "a Kafka topic name (letters, digits, '.', '_', '-')")
+_CADENCE = (lambda v: re.fullmatch(r"[1-9][0-9]*[smhdb]", v) is not None, "a cadence such as 30m, 1h, 1d or 1b (business day)")
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordFormat:
+    """How an input record's JSON fields map onto a series observation."""
+
+    key: str = setting(doc="record field holding the series key (also used as the Kafka record key)")
+    timestamp: str = setting(doc="record field holding the observation time: ISO-8601 string or epoch seconds")
+    target: str = setting(doc="record field holding the value to forecast")
+    covariates: tuple[str, ...] = setting((), doc="record fields fed to the model as extra inputs (scaled per series)")
+    format: Literal["json"] = setting("json", doc="payload encoding of the input records")
+
+    def __post_init__(self):
+        names = [self.key, self.timestamp, self.target, *self.covariates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"record fields must be distinct, got {names}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calendar:
+    """Calendar features derived from the timestamp, each encoded as a sine/cosine pair."""
+
+    hour_of_day: bool = setting(False, doc="add hour-of-day features (for sub-daily cadences)")
+    day_of_week: bool = setting(False, doc="add day-of-week features")
+
+    @property
+    def width(self) -> int:
+        return 2 * (self.hour_of_day + self.day_of_week)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The recurrent network shared by every series of a pipeline."""
+
+    cell: Literal["gru", "lstm", "rnn"] = setting("gru", doc="recurrent cell")
+    hidden_size: int = setting(64, doc="hidden units per layer", check=positive_int)
+    num_layers: int = setting(2, doc="stacked recurrent layers", check=positive_int)
+    dropout: float = setting(0.0, doc="dropout between layers during training", check=probability)
+    layer_norm: bool = setting(False, doc="layer normalisation inside each cell")
+    residual: bool = setting(False, doc="residual connections between stacked layers")
+    nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
+    weights: str | None = setting(None, doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded initialisation")
+    seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
+
+    def __post_init__(self):
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ValueError(f"model.nonlinearity applies only to cell rnn, got cell {self.cell}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scaling:
+    """Per-series online normalisation, so series of different scales share one model."""
+
+    halflife: float | None = setting(200.0, doc="half-life in records of the running mean and variance; null: all history weighs equally", check=positive)
+    clip: float = setting(8.0, doc="scaled inputs are clipped to +-clip standard deviations", check=positive)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batching:
+    """How much the consumer takes per poll."""
+
+    max_records: int = setting(2000, doc="most records handled per poll batch", check=positive_int)
+    poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """Offline fitting by `forecaster pretrain` with truncated backpropagation through time."""
+
+    dataset: str | None = setting(None, doc="dataset name pretrain reads by default (see `forecaster replay --help`)")
+    train_fraction: float = setting(0.5, doc="leading fraction of each series used for fitting", check=(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    window: int = setting(256, doc="length of each training window in steps", check=positive_int)
+    chunk: int = setting(32, doc="TBPTT chunk length: gradients stop at chunk boundaries", check=positive_int)
+    batch_size: int = setting(32, doc="windows per optimisation step", check=positive_int)
+    steps: int = setting(300, doc="optimisation steps", check=positive_int)
+    learning_rate: float = setting(3e-3, doc="peak AdamW learning rate", check=positive)
+    weight_decay: float = setting(1e-4, doc="AdamW weight decay", check=non_negative)
+    grad_clip: float = setting(1.0, doc="gradient clipping by global norm", check=positive)
+    warmup_steps: int = setting(20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0"))
+    seed: int = setting(0, doc="seed for window sampling and initial weights")
+
+    def __post_init__(self):
+        if self.chunk > self.window:
+            raise ValueError(f"training.chunk ({self.chunk}) must not exceed training.window ({self.window})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    """One input topic of observations, one model, one output topic of forecasts."""
+
+    name: str = setting(doc="pipeline name, used in metrics labels and consumer group ids", check=(lambda v: re.fullmatch(r"[a-z][a-z0-9_]*", v) is not None, "a lower-case identifier"))
+    input_topic: str = setting(doc="topic of observations", check=_TOPIC)
+    output_topic: str = setting(doc="topic of forecasts", check=_TOPIC)
+    dead_letter_topic: str = setting(doc="topic receiving rejected records with their reason and original bytes", check=_TOPIC)
+    record: RecordFormat = setting(doc="field mapping of the input records")
+    cadence: str = setting(doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE)
+    horizon: int = setting(doc="forecast steps emitted per forecast", check=positive_int)
+    partitions: int = setting(3, doc="partitions when forecaster creates the topics", check=positive_int)
+    calendar: Calendar = setting(Calendar(), doc="calendar features")
+    model: ModelConfig = setting(ModelConfig(), doc="the recurrent network")
+    scaling: Scaling = setting(Scaling(), doc="per-series online normalisation")
+    emit: Literal["per_record", "latest_per_series"] = setting("per_record", doc="a forecast for every input record, or only each series' latest in a batch")
+    max_series: int = setting(100_000, doc="series held at once; the least recently seen is evicted beyond it", check=positive_int)
+    skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
+    batching: Batching = setting(Batching(), doc="poll batch size")
+    training: Training = setting(Training(), doc="offline pretraining")
+
+    def __post_init__(self):
+        topics = {self.input_topic, self.output_topic, self.dead_letter_topic}
+        if len(topics) != 3:
+            raise ValueError("input_topic, output_topic and dead_letter_topic must be three different topics")
+
+    @property
+    def input_size(self) -> int:
+        """Model inputs per step: scaled target, scaled covariates, calendar features."""
+        return 1 + len(self.record.covariates) + self.calendar.width
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kafka:
+    """Connection to the user's Kafka cluster."""
+
+    bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
+    client_id: str = setting("forecaster", doc="client id shown in broker logs")
+    group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting("PLAINTEXT", doc="transport security")
+    consumer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaConsumer settings, passed through")
+    producer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaProducer settings, passed through")
+    admin: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaAdminClient settings, passed through")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsServer:
+    """Where Prometheus scrapes /metrics."""
+
+    host: str = setting("127.0.0.1", doc="address to bind; 127.0.0.1 keeps it private to the machine")
+    port: int = setting(9108, doc="TCP port of /metrics", check=port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The global part of config.yaml."""
+
+    kafka: Kafka = setting(Kafka(), doc="Kafka connection")
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", doc="where states and model live: auto picks CUDA when present")
+    metrics: MetricsServer = setting(MetricsServer(), doc="Prometheus endpoint")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", doc="logging threshold")
+    state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
+    pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the daemon runs with: global settings plus the loaded pipelines."""
+
+    path: Path
+    settings: Settings
+    pipelines: tuple[Pipeline, ...]
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the configuration, taken relative to config.yaml's folder."""
+        return (self.path.parent / relative).resolve()
+
+    def pipeline(self, name: str) -> Pipeline:
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        known = ", ".join(p.name for p in self.pipelines)
+        raise ConfigError(f"{self.path}: no pipeline named {name!r} (known: {known})")
+
+
+def load(path: str | Path, require_weights: bool = True) -> Config:
+    """Read and validate config.yaml and every pipeline file it names.
+
+    `require_weights=False` is for `forecaster pretrain`, which writes the weights files.
+    """
+    path = Path(path)
+    settings = Builder(str(path)).build(Settings, read_yaml(str(path), str(path)))
+    pipelines = tuple(_load_pipeline(path, name) for name in settings.pipelines)
+    config = Config(path=path, settings=settings, pipelines=pipelines)
+    _check_unique(config)
+    for pipeline, name in zip(pipelines, settings.pipelines if require_weights else ()):
+        _check_weights_exist(config, pipeline, _display(path, name))
+    return config
+
+
+def _display(config_path: Path, name: str) -> str:
+    """How a pipeline file is named in messages: as written in config.yaml, beside it."""
+    return str(config_path.parent / name) if config_path.parent != Path(".") else name
+
+
+def _load_pipeline(config_path: Path, name: str) -> Pipeline:
+    display = _display(config_path, name)
+    return Builder(display).build(Pipeline, read_yaml(str(config_path.parent / name), display))
+
+
+def _check_unique(config: Config) -> None:
+    seen_names: dict[str, str] = {}
+    seen_topics: dict[str, str] = {}
+    files = [_display(config.path, name) for name in config.settings.pipelines]
+    for pipeline, file in zip(config.pipelines, files):
+        if pipeline.name in seen_names:
+            raise ConfigError(f"{file}: name: pipeline name {pipeline.name!r} is already used by {seen_names[pipeline.name]}")
+        seen_names[pipeline.name] = file
+        for key in ("input_topic", "output_topic", "dead_letter_topic"):
+            topic = getattr(pipeline, key)
+            if topic in seen_topics:
+                raise ConfigError(f"{file}: {key}: topic {topic!r} is already used by {seen_topics[topic]}")
+            seen_topics[topic] = file
+
+
+def _check_weights_exist(config: Config, pipeline: Pipeline, display: str) -> None:
+    weights = pipeline.model.weights
+    if weights is not None and not config.resolve(weights).is_file():
+        raise ConfigError(f"{display}: model.weights: expected an existing weights file, got {weights!r} (run `forecaster pretrain -c {config.path} --pipeline {pipeline.name}`)")

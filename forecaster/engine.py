@@ -1,0 +1,191 @@
+"""The batched step: observations in, forecasts out, every series' state carried forward.
+
+For one poll batch the engine
+  1. looks up each series' slot (new series get one, the least recently seen may be evicted),
+  2. orders each series' records by time and refuses stale or duplicate timestamps,
+  3. runs the recurrent step in waves: wave k holds the k-th new record of every series,
+     so a series seen 5 times costs 5 batched steps, not 5 x series calls,
+  4. forecasts the horizon for every record with the direct multi-step head, and
+  5. scores the previous one-step forecasts against the actuals that just arrived.
+It does no I/O: the run loop hands it decoded observations and encodes what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import records, scaling
+from .cadence import calendar_features, horizon_times
+from .config import Pipeline
+from .model import Forecaster, ModelSpec
+from .records import Observations, Rejected
+from .skill import Skill
+from .state import REFUSED, StateStore
+
+
+def model_spec(pipeline: Pipeline) -> ModelSpec:
+    """The network a pipeline configures: inputs are scaled target, covariates, calendar features."""
+    m = pipeline.model
+    return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                     horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
+                     nonlinearity=m.nonlinearity)
+
+
+def seeded_model(pipeline: Pipeline) -> Forecaster:
+    """Fresh weights from the pipeline's seed, identical on every run."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(pipeline.model.seed)
+    try:
+        return Forecaster(model_spec(pipeline))
+    finally:
+        torch.random.set_rng_state(generator_state)
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """The forecasts of one step, column by column, in input order."""
+
+    keys: tuple[str, ...]
+    times: np.ndarray          # (m,) epoch seconds of the observations forecast from
+    horizon_times: np.ndarray  # (m, horizon) epoch seconds
+    values: np.ndarray         # (m, horizon) in the series' original units
+    positions: np.ndarray      # (m,) poll-batch positions of the observations
+    issued_at: float
+    model_version: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self):
+        """One `records.Forecast` per row, for encoding."""
+        for i, key in enumerate(self.keys):
+            yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
+                                   self.horizon_times[i].tolist(), self.values[i].tolist())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Accepted rows in (series, time) order, and the wave of each."""
+
+    order: np.ndarray    # (n,) indices into the observations, grouped by slot, by time within a slot
+    waves: np.ndarray    # (n,) rank of each row within its series: the wave it is stepped in
+    first: np.ndarray    # (n,) bool: the row is its series' first in this batch
+    last: np.ndarray     # (n,) bool: the row is its series' last in this batch
+    rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
+
+
+def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
+    """Group rows by slot in time order; refuse rows not newer than what their series already has.
+
+    `newest[slot]` is the newest time already taken for each slot (-inf for new series).
+    """
+    rejected = [(int(i), records.SERIES_CAPACITY, "more new series in one batch than max_series")
+                for i in np.flatnonzero(slots == REFUSED)]
+    held = np.flatnonzero(slots != REFUSED)
+    order = held[np.lexsort((times[held], slots[held]))]
+    s, t = slots[order], times[order]
+    same_series = np.r_[False, s[1:] == s[:-1]]
+    floor = newest[s]
+    stale = t < floor
+    repeat = (t == floor) | (same_series & np.r_[False, t[1:] == t[:-1]])
+    for i in order[stale]:
+        rejected.append((int(i), records.OUT_OF_ORDER, "older than the newest observation of its series"))
+    for i in order[repeat & ~stale]:
+        rejected.append((int(i), records.DUPLICATE_TIMESTAMP, "its series already has an observation at this time"))
+    order = order[~(stale | repeat)]
+    s = slots[order]
+    first = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    waves = np.arange(len(s)) - np.repeat(starts, np.diff(np.r_[starts, len(s)]))
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
+    return Plan(order=order, waves=waves, first=first, last=last, rejected=rejected)
+
+
+class Engine:
+    """One pipeline's model and every series' state, stepped a batch at a time."""
+
+    def __init__(self, pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0):
+        self.pipeline = pipeline
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.model_version = model_version
+        self.store = StateStore(layers=model.spec.num_layers, width=model.state_width,
+                                features=1 + len(pipeline.record.covariates),
+                                max_series=pipeline.max_series, device=self.device)
+        self.skill = Skill(pipeline.skill_window)
+        self._alpha = scaling.decay(pipeline.scaling.halflife)
+
+    @torch.no_grad()
+    def step(self, observations: Observations) -> tuple[Forecasts, list[Rejected]]:
+        """Step every observation into its series' state and forecast; refused rows come back as Rejected."""
+        slots = self.store.slots(observations.keys)
+        the_plan = plan(slots, observations.times, self.store.last_time)
+        rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
+        order = the_plan.order
+        deltas = self._run_waves(slots[order], observations, order, the_plan.waves)
+        actual = observations.values[order, 0]
+        forecast = actual[:, None] + deltas  # (n, horizon), original units
+        self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
+        emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
+        return self._forecasts(observations, order[emit], forecast[emit]), rejected
+
+    def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
+        """Batched recurrent steps, one per wave; returns std * head output, (n, horizon), on the host."""
+        n, horizon = len(order), self.pipeline.horizon
+        if n == 0:
+            return np.zeros((0, horizon))
+        by_wave = np.argsort(waves, kind="stable")          # rows of wave 0, then wave 1, ...
+        bounds = np.searchsorted(waves[by_wave], np.arange(waves.max() + 2))
+        rows = order[by_wave]
+        dtype = self.store.dtype
+        x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)               # (n, F)
+        cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
+                              device=self.device, dtype=dtype)                                          # (n, C)
+        device_slots = torch.as_tensor(slots[by_wave], device=self.device)
+        deltas = torch.empty(n, horizon, device=self.device, dtype=dtype)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            deltas[a:b] = self._step_wave(device_slots[a:b], x[a:b], cal[a:b])
+        result = np.empty((n, horizon))
+        result[by_wave] = deltas.cpu().numpy()
+        return result
+
+    def _step_wave(self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
+        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast."""
+        state, moments = self.store.gather(slots)               # (layers, n, width)
+        moments = scaling.update(moments, x, self._alpha)
+        inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
+        out, state = self.model.step(inputs, state)             # out: (n, hidden)
+        self.store.scatter(slots, state, moments)
+        return scaling.std(moments)[:, :1] * self.model.head(out)  # (n, horizon)
+
+    def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
+        """Score last step's one-step forecasts, then keep this batch's newest per series."""
+        previous_forecast = np.r_[np.nan, one_step[:-1]]
+        previous_actual = np.r_[np.nan, actual[:-1]]
+        first = the_plan.first
+        previous_forecast[first] = self.store.last_forecast[slots[first]]
+        previous_actual[first] = self.store.last_value[slots[first]]
+        self.skill.add(actual, previous_forecast, previous_actual)
+        last = the_plan.last
+        self.store.last_time[slots[last]] = times[last]
+        self.store.last_value[slots[last]] = actual[last]
+        self.store.last_forecast[slots[last]] = one_step[last]
+
+    def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray) -> Forecasts:
+        """Columnar forecasts for `rows`, back in input order."""
+        arrival = np.argsort(observations.positions[rows], kind="stable")
+        rows, values = rows[arrival], values[arrival]
+        times = observations.times[rows]
+        return Forecasts(
+            keys=tuple(observations.keys[i] for i in rows),
+            times=times,
+            horizon_times=horizon_times(times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon),
+            values=values,
+            positions=observations.positions[rows],
+            issued_at=time.time(),
+            model_version=self.model_version,
+        )

@@ -1,0 +1,18 @@
+"""The error tree: every error forecaster raises on purpose is a ForecasterError."""
+
+
+class ForecasterError(Exception):
+    """Root of forecaster's own errors; anything else escaping is a bug."""
+
+
+class ConfigError(ForecasterError):
+    """A configuration file is wrong: the message names the file, the YAML path and what was expected."""
+
+
+class RecordError(ForecasterError):
+    """An input record cannot be used. `reason` is a short label for metrics and dead letters."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

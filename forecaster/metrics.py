@@ -1,0 +1,31 @@
+"""Every Prometheus metric forecaster exports, on an injected registry.
+
+Tests build `Metrics(CollectorRegistry())` and read `registry.get_sample_value(...)`.
+All metrics carry a `pipeline` label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        p = ["pipeline"]
+        self.records_consumed = Counter("forecaster_records_consumed_total", "Input records polled from Kafka.", p, registry=registry)
+        self.forecasts_produced = Counter("forecaster_forecasts_produced_total", "Forecast records acknowledged by Kafka.", p, registry=registry)
+        self.records_rejected = Counter("forecaster_records_rejected_total", "Input records rejected and dead-lettered, by reason.", p + ["reason"], registry=registry)
+        self.latency = Histogram("forecaster_end_to_end_latency_seconds", "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).", p, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram("forecaster_batch_records", "Records per poll batch.", p, buckets=_BATCH_BUCKETS, registry=registry)
+        self.active_series = Gauge("forecaster_active_series", "Series with state held.", p, registry=registry)
+        self.series_evicted = Counter("forecaster_series_evicted_total", "Series whose state was dropped to make room (max_series).", p, registry=registry)
+        self.state_bytes = Gauge("forecaster_state_memory_bytes", "Bytes of per-series state: recurrent state, normaliser, bookkeeping.", p, registry=registry)
+        self.consumer_lag = Gauge("forecaster_consumer_lag_records", "Records in the input topic not yet consumed, summed over assigned partitions.", p, registry=registry)
+        self.model_version = Gauge("forecaster_model_version", "Version of the serving weights, carried in every forecast.", p, registry=registry)
+        self.one_step_mae = Gauge("forecaster_one_step_mae", "Rolling MAE of one-step forecasts against the actuals that arrived, in original units; forecaster=model|naive.", p + ["forecaster"], registry=registry)
+        self.step_seconds = Histogram("forecaster_step_seconds", "Time in the engine's batched step per poll batch.", p, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline's consumer is assigned partitions and polling.", p, registry=registry)

@@ -1,0 +1,200 @@
+"""The recurrent forecaster: hand-written GRU / LSTM / RNN cells, stacked, with a direct multi-step head.
+
+Pure tensor math: no logging, files or clocks. The state of every layer travels as one tensor
+(num_layers, batch, state_width) so a store can keep it in one slot per series; for the LSTM the
+last dim holds [h | c]. `forward` over a window is `step` in a loop, so the streaming path and the
+training path are the same code.
+
+With layer_norm=False, residual=False and dropout=0 the network equals torch's nn.GRU / nn.LSTM /
+nn.RNN given the same weights (same gate order, equations and initialisation).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CELLS = ("gru", "lstm", "rnn")
+NONLINEARITIES = ("tanh", "relu")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that fixes the network's shape; checked once here, so the model can trust it."""
+
+    cell: str  # "gru" | "lstm" | "rnn"
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    horizon: int  # number of direct multi-step outputs of the head
+    dropout: float = 0.0  # on every layer's output except the last, as nn.GRU
+    layer_norm: bool = False
+    residual: bool = False  # for layer l >= 1: out_l = cell_l(in_l) + in_l
+    nonlinearity: str = "tanh"  # rnn only: "tanh" | "relu"
+
+    def __post_init__(self):
+        """Reject a bad spec where it is made, with a message that states the constraint."""
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("input_size", "hidden_size", "num_layers", "horizon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        d = self.dropout
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
+        for name in ("layer_norm", "residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {self.nonlinearity!r}"
+            )
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ValueError(
+                f"nonlinearity applies only to cell 'rnn', got {self.nonlinearity!r} for cell {self.cell!r}"
+            )
+
+
+class _Cell(nn.Module):
+    """What every cell shares: the fused projections W_ih x and W_hh h, optionally layer-normalised."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, layer_norm: bool):
+        super().__init__()
+        G = self.gates * hidden_size
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size))
+        # under layer norm a bias before normalisation cancels out, so the LayerNorms carry the biases
+        self.register_parameter("bias_ih", None if layer_norm else nn.Parameter(torch.empty(G)))
+        self.register_parameter("bias_hh", None if layer_norm else nn.Parameter(torch.empty(G)))
+        self.norm_ih = nn.LayerNorm(G) if layer_norm else None
+        self.norm_hh = nn.LayerNorm(G) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """uniform(-1/sqrt(H), 1/sqrt(H)) as torch's recurrent layers; LayerNorms keep gain 1, bias 0."""
+        bound = 1 / math.sqrt(self.hidden_size)
+        for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
+            if p is not None:
+                nn.init.uniform_(p, -bound, bound)
+
+    def project(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All gates of the input in one matmul and all gates of the hidden in another."""
+        gi = F.linear(x, self.weight_ih, self.bias_ih)  # (B, gates*H)
+        gh = F.linear(h, self.weight_hh, self.bias_hh)  # (B, gates*H)
+        if self.norm_ih is not None:  # Ba et al. 2016: normalise each projection on its own
+            gi, gh = self.norm_ih(gi), self.norm_hh(gh)
+        return gi, gh
+
+
+class GRUCell(_Cell):
+    """nn.GRU's cell, gates (r, z, n): the reset gate scales the hidden's candidate after its bias."""
+
+    gates = 3
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, in), (B, H) -> output h (B, H), new state (B, H)."""
+        gi, gh = self.project(x, s)
+        i_r, i_z, i_n = gi.chunk(3, -1)  # (B, H) each
+        h_r, h_z, h_n = gh.chunk(3, -1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (s - n)  # = (1 - z) * n + z * s, written as ATen does
+        return h, h
+
+
+class LSTMCell(_Cell):
+    """nn.LSTM's cell, gates (i, f, g, o); the state is [h | c] so it fits one tensor slot."""
+
+    gates = 4
+
+    def __init__(self, input_size: int, hidden_size: int, layer_norm: bool):
+        super().__init__(input_size, hidden_size, layer_norm)
+        self.norm_c = nn.LayerNorm(hidden_size) if layer_norm else None
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, in), (B, 2H) -> output h (B, H), new state [h | c] (B, 2H)."""
+        h, c = s.split(self.hidden_size, -1)  # (B, H) each
+        gi, gh = self.project(x, h)
+        i, f, g, o = (gi + gh).chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        c_out = c if self.norm_c is None else self.norm_c(c)  # the carried c stays unnormalised
+        h = torch.sigmoid(o) * torch.tanh(c_out)
+        return h, torch.cat([h, c], -1)
+
+
+class RNNCell(_Cell):
+    """nn.RNN's cell: h = act(W_ih x + b_ih + W_hh h + b_hh)."""
+
+    def __init__(self, input_size: int, hidden_size: int, layer_norm: bool, nonlinearity: str = "tanh"):
+        super().__init__(input_size, hidden_size, layer_norm)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, in), (B, H) -> output h (B, H), new state (B, H)."""
+        gi, gh = self.project(x, s)
+        h = torch.tanh(gi + gh) if self.nonlinearity == "tanh" else torch.relu(gi + gh)
+        return h, h
+
+
+def _make_cell(spec: ModelSpec, input_size: int) -> _Cell:
+    """One layer of the kind the spec names."""
+    if spec.cell == "gru":
+        return GRUCell(input_size, spec.hidden_size, spec.layer_norm)
+    if spec.cell == "lstm":
+        return LSTMCell(input_size, spec.hidden_size, spec.layer_norm)
+    return RNNCell(input_size, spec.hidden_size, spec.layer_norm, spec.nonlinearity)
+
+
+class Forecaster(nn.Module):
+    """Stacked recurrent cells and a linear head that reads all `horizon` steps off the top hidden."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.state_width = 2 * spec.hidden_size if spec.cell == "lstm" else spec.hidden_size
+        sizes = [spec.input_size] + [spec.hidden_size] * (spec.num_layers - 1)
+        self.layers = nn.ModuleList(_make_cell(spec, n) for n in sizes)
+        self.drop = nn.Dropout(spec.dropout)
+        self.readout = nn.Linear(spec.hidden_size, spec.horizon)  # named apart from the head() verb
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        """Zeros (num_layers, batch, state_width), on the model's device and dtype unless told."""
+        w = self.readout.weight
+        shape = (self.spec.num_layers, batch, self.state_width)
+        return torch.zeros(shape, device=device or w.device, dtype=dtype or w.dtype)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step through every layer: the streaming path, and the body of forward."""
+        expected = (self.spec.num_layers, x.shape[0], self.state_width)
+        if tuple(state.shape) != expected:
+            got = tuple(state.shape)
+            raise ValueError(f"state must have shape {expected} for x {tuple(x.shape)}, got {got}")
+        last = self.spec.num_layers - 1
+        new = []
+        for l, cell in enumerate(self.layers):
+            h, s = cell(x, state[l])  # (B, H), (B, state_width)
+            x = x + h if self.spec.residual and l > 0 else h
+            x = self.drop(x) if l < last else x
+            new.append(s)
+        return x, torch.stack(new)  # (B, H), (L, B, state_width)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A window (T, B, input_size) -> top outputs (T, B, H) and the state after its last step."""
+        outs = []
+        for x_t in x:  # (B, input_size)
+            out, state = self.step(x_t, state)
+            outs.append(out)
+        if not outs:  # an empty window leaves the state as it was
+            return x.new_zeros(0, x.shape[1], self.spec.hidden_size), state
+        return torch.stack(outs), state
+
+    def head(self, out: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., horizon): direct multi-step forecast, no predictions fed back."""
+        return self.readout(out)

@@ -1,0 +1,47 @@
+"""Online skill: rolling mean absolute error of one-step forecasts, for the model and the naive one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RollingMean:
+    """Mean of the last `window` values added, in O(1) memory per value kept."""
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self._ring = np.zeros(window)
+        self._next = 0
+        self._filled = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        """Add values in order; only the newest `window` are kept."""
+        values = np.asarray(values, dtype=np.float64)[-len(self._ring):]
+        positions = (self._next + np.arange(len(values))) % len(self._ring)
+        self._ring[positions] = values
+        self._next = (self._next + len(values)) % len(self._ring)
+        self._filled = min(len(self._ring), self._filled + len(values))
+
+    @property
+    def count(self) -> int:
+        return self._filled
+
+    @property
+    def value(self) -> float:
+        """The rolling mean, or NaN before anything was added."""
+        return float(self._ring[: self._filled].mean()) if self._filled else float("nan")
+
+
+class Skill:
+    """Rolling one-step MAE of the model next to the naive last-value forecast, in original units."""
+
+    def __init__(self, window: int):
+        self.model = RollingMean(window)
+        self.naive = RollingMean(window)
+
+    def add(self, actual: np.ndarray, model_forecast: np.ndarray, naive_forecast: np.ndarray) -> None:
+        """Score forecasts made one step earlier against the actuals that have now arrived."""
+        scored = np.isfinite(model_forecast) & np.isfinite(naive_forecast)
+        self.model.extend(np.abs(actual[scored] - model_forecast[scored]))
+        self.naive.extend(np.abs(actual[scored] - naive_forecast[scored]))

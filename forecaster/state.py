@@ -1,0 +1,187 @@
+"""StateStore: series key -> slot in one device-resident state tensor.
+
+Each series owns a slot: a column of the recurrent state (layers, slots, width), a row of
+the normaliser's moments, and host-side bookkeeping (newest time, newest value, the last
+one-step forecast, when it was last seen). The store grows by doubling up to
+`max_series`, then evicts the least recently seen series. Nothing else indexes these
+tensors: the engine gathers and scatters through `gather` and `scatter`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .scaling import Moments
+
+REFUSED = -1  # slot returned for a series that cannot be held (too many new series at once)
+_FREE = np.iinfo(np.int64).max  # last_seen of an empty slot: never the least recently seen
+
+
+class StateStore:
+    def __init__(self, *, layers: int, width: int, features: int, max_series: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, initial_capacity: int = 64):
+        if max_series < 1:
+            raise ValueError(f"max_series must be at least 1, got {max_series}")
+        self.layers, self.width, self.features = layers, width, features
+        self.max_series = max_series
+        self.device, self.dtype = torch.device(device), dtype
+        self._index: dict[str, int] = {}
+        self._keys: list[str | None] = []
+        self._tick = 0
+        self.evictions = 0
+        self._allocate(min(initial_capacity, max_series))
+
+    # -- lookup -----------------------------------------------------------------------
+
+    def slots(self, keys: Sequence[str]) -> np.ndarray:
+        """Slots of `keys` (one per record), allocating new series; REFUSED when full of this batch."""
+        self._tick += 1
+        unique = list(dict.fromkeys(keys))
+        known = [self._index[k] for k in unique if k in self._index]
+        self.last_seen[known] = self._tick
+        new = [k for k in unique if k not in self._index]
+        if new:
+            self._admit(new)
+        index = self._index
+        return np.fromiter((index.get(k, REFUSED) for k in keys), dtype=np.int64, count=len(keys))
+
+    def key(self, slot: int) -> str | None:
+        return self._keys[slot]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    @property
+    def capacity(self) -> int:
+        return self.state.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for series state: device tensors plus host bookkeeping."""
+        tensors = (self.state, *self._moment_tensors())
+        return sum(t.element_size() * t.nelement() for t in tensors) + sum(a.nbytes for a in self._host_arrays())
+
+    # -- gather and scatter ---------------------------------------------------------------
+
+    def gather(self, slots: Tensor) -> tuple[Tensor, Moments]:
+        """States (layers, n, width) and moments of `slots` (n,), a device tensor of distinct slots."""
+        m = self.moments
+        return self.state[:, slots], Moments(m.mean[slots], m.var[slots], m.count[slots])
+
+    def scatter(self, slots: Tensor, state: Tensor, moments: Moments) -> None:
+        """Write back what `gather` returned, after the step."""
+        self.state[:, slots] = state
+        self.moments.mean[slots] = moments.mean
+        self.moments.var[slots] = moments.var
+        self.moments.count[slots] = moments.count
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Everything needed to restore every series exactly, on the host, compacted."""
+        keys = list(self._index)
+        slots = np.asarray([self._index[k] for k in keys], dtype=np.int64)
+        device_slots = torch.as_tensor(slots, device=self.device)
+        return {
+            "keys": keys,
+            "state": self.state[:, device_slots].cpu(),
+            "mean": self.moments.mean[device_slots].cpu(),
+            "var": self.moments.var[device_slots].cpu(),
+            "count": self.moments.count[device_slots].cpu(),
+            "last_time": self.last_time[slots].copy(),
+            "last_value": self.last_value[slots].copy(),
+            "last_forecast": self.last_forecast[slots].copy(),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Replace every series with those of `snapshot`, in slots 0..n-1."""
+        keys = list(snapshot["keys"])
+        if len(keys) > self.max_series:
+            raise ValueError(f"snapshot holds {len(keys)} series, more than max_series {self.max_series}")
+        self._allocate(max(len(keys), min(64, self.max_series)))
+        n = len(keys)
+        self.state[:, :n] = snapshot["state"].to(self.device, self.dtype)
+        self.moments.mean[:n] = snapshot["mean"].to(self.device, self.dtype)
+        self.moments.var[:n] = snapshot["var"].to(self.device, self.dtype)
+        self.moments.count[:n] = snapshot["count"].to(self.device, self.dtype)
+        self.last_time[:n] = snapshot["last_time"]
+        self.last_value[:n] = snapshot["last_value"]
+        self.last_forecast[:n] = snapshot["last_forecast"]
+        self.last_seen[:n] = self._tick
+        self._index = {k: i for i, k in enumerate(keys)}
+        self._keys[:n] = keys
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _allocate(self, capacity: int) -> None:
+        """Fresh, empty storage for `capacity` series."""
+        self.state = torch.zeros(self.layers, capacity, self.width, device=self.device, dtype=self.dtype)
+        self.moments = Moments.zeros(capacity, self.features, device=self.device, dtype=self.dtype)
+        self.last_time = np.full(capacity, -np.inf)
+        self.last_value = np.full(capacity, np.nan)
+        self.last_forecast = np.full(capacity, np.nan)
+        self.last_seen = np.full(capacity, _FREE, dtype=np.int64)
+        self._index, self._keys = {}, [None] * capacity
+
+    def _admit(self, keys: list[str]) -> None:
+        """Give each new key a free slot, growing, then evicting the least recently seen."""
+        free = np.flatnonzero(self.last_seen == _FREE).tolist()
+        if len(free) < len(keys) and self.capacity < self.max_series:
+            old = self.capacity
+            self._grow(min(self.max_series, max(2 * old, len(self) + len(keys))))
+            free += range(old, self.capacity)
+        if len(free) < len(keys):
+            free += self._evict(len(keys) - len(free))
+        for key, slot in zip(keys, free):
+            self._index[key] = slot
+            self._keys[slot] = key
+            self.last_seen[slot] = self._tick
+
+    def _grow(self, capacity: int) -> None:
+        """Reallocate for `capacity` series, keeping every series where it is."""
+        old = self.capacity
+        state, moments, host, index, keys = self.state, self.moments, self._host_arrays(), self._index, self._keys
+        self._allocate(capacity)
+        self.state[:, :old] = state
+        for mine, previous in zip(self._moment_tensors(), (moments.mean, moments.var, moments.count)):
+            mine[:old] = previous
+        for mine, previous in zip(self._host_arrays(), host):
+            mine[:old] = previous
+        self._index, self._keys = index, keys + [None] * (capacity - old)
+
+    def _moment_tensors(self) -> tuple[Tensor, Tensor, Tensor]:
+        return self.moments.mean, self.moments.var, self.moments.count
+
+    def _host_arrays(self) -> tuple[np.ndarray, ...]:
+        return self.last_time, self.last_value, self.last_forecast, self.last_seen
+
+    def _evict(self, needed: int) -> list[int]:
+        """Free up to `needed` slots of series not seen in the current batch, least recently seen first."""
+        candidates = np.flatnonzero(self.last_seen < self._tick)
+        if len(candidates) > needed:
+            oldest = np.argpartition(self.last_seen[candidates], needed - 1)[:needed]
+            candidates = candidates[oldest]
+        for slot in candidates:
+            del self._index[self._keys[slot]]
+            self._keys[slot] = None
+        self._reset(candidates)
+        self.evictions += len(candidates)
+        return candidates.tolist()
+
+    def _reset(self, slots: np.ndarray) -> None:
+        device_slots = torch.as_tensor(slots, device=self.device)
+        self.state[:, device_slots] = 0
+        self.moments.mean[device_slots] = 0
+        self.moments.var[device_slots] = 0
+        self.moments.count[device_slots] = 0
+        self.last_time[slots] = -np.inf
+        self.last_value[slots] = np.nan
+        self.last_forecast[slots] = np.nan
+        self.last_seen[slots] = _FREE

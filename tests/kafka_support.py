@@ -1,0 +1,70 @@
+"""Helpers for integration tests against the embedded broker: private deployments, reading topics back."""
+
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from forecaster import config as config_module
+from forecaster.io.broker import free_port
+from forecaster.io.kafka import create_topics
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True) -> config_module.Config:
+    """The shipped config.yaml and pipelines, with topics, consumer group and metrics port of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    (directory / "pipelines").mkdir(parents=True, exist_ok=True)
+    for name in pipelines:
+        spec = yaml.safe_load((REPO / "pipelines" / f"{name}.yaml").read_text())
+        for key in ("input_topic", "output_topic", "dead_letter_topic"):
+            spec[key] = f"{tag}.{spec[key]}"
+        spec["model"]["weights"] = str(REPO / spec["model"]["weights"])
+        (directory / "pipelines" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    settings = yaml.safe_load((REPO / "config.yaml").read_text())
+    settings["kafka"]["bootstrap_servers"] = broker.bootstrap
+    settings["kafka"]["group_id"] = f"test-{tag}"
+    settings["metrics"]["port"] = free_port()
+    settings["state_dir"] = str(directory / "state")
+    settings["pipelines"] = [f"pipelines/{name}.yaml" for name in pipelines]
+    (directory / "config.yaml").write_text(yaml.safe_dump(settings))
+    config = config_module.load(directory / "config.yaml")
+    if create:
+        create_topics(config.settings.kafka, [(t, p.partitions) for p in config.pipelines
+                                              for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
+    return config
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 90.0, linger_s: float = 1.0):
+    """Every record of `topic` from the beginning, once `count` have arrived (plus any that follow within linger_s)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.seek_to_beginning()
+        got, deadline = [], time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            got += [r for rs in consumer.poll(timeout_ms=500).values() for r in rs]
+        linger_until = time.monotonic() + linger_s
+        while time.monotonic() < linger_until:  # anything beyond `count` would be a duplicate
+            got += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
+        return got
+    finally:
+        consumer.close()
+
+
+def scrape(url: str) -> dict:
+    """{(name, frozenset(labels)): value} of a /metrics page."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metrics_url(config) -> str:
+    return f"http://{config.settings.metrics.host}:{config.settings.metrics.port}"

@@ -1,0 +1,42 @@
+"""Builders shared by the tests: small pipelines and observation batches."""
+
+import dataclasses
+
+import numpy as np
+
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+from forecaster.records import Observations
+
+
+def make_pipeline(cell="gru", horizon=4, emit="per_record", covariates=(), max_series=1000,
+                  calendar=Calendar(hour_of_day=True, day_of_week=True), cadence="1h", **model) -> Pipeline:
+    """A small pipeline with seeded weights, as config.load would build it."""
+    return Pipeline(
+        name="test", input_topic="in", output_topic="out", dead_letter_topic="dead",
+        record=RecordFormat(key="key", timestamp="time", target="y", covariates=tuple(covariates)),
+        cadence=cadence, horizon=horizon, calendar=calendar, emit=emit, max_series=max_series,
+        model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
+    )
+
+
+def observations(keys, times, values, positions=None) -> Observations:
+    """Observations from lists: values is a list of targets or of [target, *covariates] rows."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values.reshape(len(keys), -1)
+    times = np.asarray(times, dtype=np.float64)
+    return Observations(tuple(keys), times, times.copy(), values,
+                        np.arange(len(keys)) if positions is None else np.asarray(positions))
+
+
+def random_walks(n_series=5, length=12, seed=0, covariates=0):
+    """Interleaved records of several series of different scales, in arrival order."""
+    rng = np.random.default_rng(seed)
+    keys, times, rows = [], [], []
+    for t in range(length):
+        for s in range(n_series):
+            if rng.random() < 0.8:  # series do not all report every step
+                keys.append(f"s{s}")
+                times.append(1_600_000_000 + 3600.0 * t)
+                level = 10.0 ** s
+                rows.append([level * (1 + 0.1 * rng.standard_normal())] + list(rng.standard_normal(covariates)))
+    return keys, times, rows

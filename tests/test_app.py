@@ -1,0 +1,136 @@
+"""The run loop without Kafka: poll, decode, step, deliver, then commit; bad records dead-lettered."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from forecaster.app import PipelineWorker, resolve_device
+from forecaster.engine import Engine, seeded_model
+from forecaster.errors import ForecasterError
+from forecaster.io.kafka import Polled
+from forecaster.metrics import Metrics
+
+from support import make_pipeline
+
+
+class FakeSource:
+    def __init__(self, batches):
+        self.batches, self.committed, self.events = list(batches), [], []
+
+    def poll(self, timeout_ms):
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self, polled):
+        self.events.append("commit")
+        self.committed.extend((r.partition, r.offset) for r in polled)
+
+    def assigned(self):
+        return True
+
+    def lag(self):
+        return 7
+
+    def close(self):
+        pass
+
+
+class FakeSink:
+    def __init__(self, source, fail=False):
+        self.source, self.fail, self.messages = source, fail, []
+
+    def deliver(self, messages, stop):
+        self.source.events.append("deliver")
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.messages.extend(messages)
+
+    def close(self):
+        pass
+
+
+def record(key, hour, y, partition=0, offset=0) -> Polled:
+    value = json.dumps({"key": key, "time": f"2024-01-01T{hour:02d}:00:00+00:00", "y": y}).encode()
+    return Polled(partition, offset, key.encode(), value)
+
+
+def worker(batches, fail=False):
+    pipeline = make_pipeline()
+    registry = CollectorRegistry()
+    source = FakeSource(batches)
+    sink = FakeSink(source, fail)
+    w = PipelineWorker(pipeline, Engine(pipeline, seeded_model(pipeline)), source, sink, Metrics(registry), threading.Event())
+    return w, source, sink, registry
+
+
+def test_forecasts_are_delivered_before_the_offsets_are_committed():
+    w, source, sink, _ = worker([[record("a", 0, 1.0, offset=0), record("b", 0, 2.0, partition=1, offset=5)]])
+    assert w.run_once() == 2
+    assert source.events == ["deliver", "commit"]
+    assert sorted(source.committed) == [(0, 0), (1, 5)]
+    forecasts = [json.loads(m.value) for m in sink.messages]
+    assert [(m.topic, m.key) for m in sink.messages] == [("out", b"a"), ("out", b"b")]
+    assert [f["series"] for f in forecasts] == ["a", "b"] and all(len(f["values"]) == 4 for f in forecasts)
+    assert forecasts[0]["time"] == "2024-01-01T00:00:00+00:00"
+    assert forecasts[0]["times"][0] == "2024-01-01T01:00:00+00:00"
+
+
+def test_nothing_is_committed_when_delivery_fails():
+    w, source, _, _ = worker([[record("a", 0, 1.0)]], fail=True)
+    with pytest.raises(ConnectionError):
+        w.run_once()
+    assert source.committed == []
+
+
+def test_bad_records_go_to_the_dead_letter_topic_with_reason_and_original_bytes():
+    garbage = Polled(0, 1, b"x", b"\xff not json")
+    w, source, sink, registry = worker([[record("a", 0, 1.0, offset=0), garbage, record("a", 0, 9.0, offset=2)]])
+    w.run_once()
+    dead = [m for m in sink.messages if m.topic == "dead"]
+    assert [(m.value, dict(m.headers)["forecaster.reason"]) for m in dead] == [
+        (b"\xff not json", b"malformed"), (record("a", 0, 9.0).value, b"duplicate_timestamp")]
+    assert dict(dead[0].headers)["forecaster.source"] == b"in/0/1"
+    assert sorted(source.committed) == [(0, 0), (0, 1), (0, 2)]  # dead-lettered records are done with too
+    assert registry.get_sample_value("forecaster_records_rejected_total", {"pipeline": "test", "reason": "malformed"}) == 1
+    assert registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "test"}) == 1
+
+
+def test_a_bad_record_does_not_change_other_series_forecasts():
+    clean, _, clean_sink, _ = worker([[record("a", 0, 1.0), record("a", 1, 2.0)]])
+    clean.run_once()
+    noisy, _, noisy_sink, _ = worker([[record("a", 0, 1.0), Polled(0, 9, b"b", b'{"key": "b"}'), record("a", 1, 2.0)]])
+    noisy.run_once()
+    values = lambda sink: [json.loads(m.value)["values"] for m in sink.messages if m.topic == "out"]
+    np.testing.assert_array_equal(values(clean_sink), values(noisy_sink))
+
+
+def test_metrics_count_the_batch():
+    w, _, _, registry = worker([[record("a", h, float(h)) for h in range(5)]])
+    w.run_once()
+    sample = lambda name, **labels: registry.get_sample_value(name, {"pipeline": "test", **labels})
+    assert sample("forecaster_records_consumed_total") == 5
+    assert sample("forecaster_forecasts_produced_total") == 5
+    assert sample("forecaster_active_series") == 1
+    assert sample("forecaster_consumer_lag_records") == 7
+    assert sample("forecaster_batch_records_sum") == 5
+    assert sample("forecaster_end_to_end_latency_seconds_count") == 1
+    assert sample("forecaster_state_memory_bytes") > 0
+    assert sample("forecaster_one_step_mae", forecaster="naive") == pytest.approx(1.0)
+    assert sample("forecaster_model_version") == 0
+
+
+def test_an_empty_poll_delivers_and_commits_nothing():
+    w, source, sink, _ = worker([])
+    assert w.run_once() == 0
+    assert source.events == [] and sink.messages == []
+
+
+def test_cuda_without_a_gpu_is_an_error_and_auto_falls_back_to_what_exists():
+    import torch
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ForecasterError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -1,0 +1,117 @@
+"""StateStore: series keys to slots of one device tensor; growth, eviction, snapshot and restore."""
+
+import numpy as np
+import pytest
+import torch
+
+from forecaster.scaling import Moments
+from forecaster.state import REFUSED, StateStore
+
+
+def store(device="cpu", max_series=100, initial_capacity=2, layers=2, width=3, features=2):
+    return StateStore(layers=layers, width=width, features=features, max_series=max_series,
+                      device=device, initial_capacity=initial_capacity)
+
+
+def write(s: StateStore, keys, value):
+    """Give each key's slot a recognisable state and moments."""
+    slots = torch.as_tensor(s.slots(keys), device=s.device)
+    state, moments = s.gather(slots)
+    s.scatter(slots, torch.full_like(state, value), Moments(moments.mean + value, moments.var + value, moments.count + 1))
+
+
+def read(s: StateStore, key):
+    slot = torch.as_tensor(s.slots([key]), device=s.device)
+    state, moments = s.gather(slot)
+    return state.cpu(), moments.mean.cpu()
+
+
+def test_a_new_series_gets_a_slot_on_first_sight_and_keeps_it(device):
+    s = store(device)
+    first = s.slots(["a", "b", "a"])
+    assert first[0] == first[2] != first[1]
+    assert s.slots(["b"])[0] == first[1]
+    assert len(s) == 2 and "a" in s and "c" not in s
+
+
+def test_new_series_start_from_zero_state(device):
+    s = store(device)
+    state, mean = read(s, "fresh")
+    assert torch.count_nonzero(state) == 0 and torch.count_nonzero(mean) == 0
+
+
+def test_capacity_grows_and_keeps_every_series_state(device):
+    s = store(device, initial_capacity=2)
+    write(s, ["a", "b"], 7.0)
+    s.slots([f"k{i}" for i in range(10)])
+    assert s.capacity >= 12
+    state, mean = read(s, "a")
+    assert torch.all(state == 7.0) and torch.all(mean == 7.0)
+
+
+def test_growth_stops_at_max_series_and_evicts_the_least_recently_seen(device):
+    s = store(device, max_series=3, initial_capacity=1)
+    write(s, ["old"], 1.0)
+    write(s, ["mid"], 2.0)
+    write(s, ["new"], 3.0)
+    s.slots(["old"])            # "old" is seen again: "mid" is now the least recent
+    s.slots(["newest"])
+    assert s.capacity == 3 and len(s) == 3
+    assert "mid" not in s and {"old", "new", "newest"} <= {s.key(i) for i in range(3)}
+    assert s.evictions == 1
+    state, _ = read(s, "newest")
+    assert torch.count_nonzero(state) == 0  # the evicted series' state did not leak into the new one
+
+
+def test_an_evicted_series_that_returns_starts_fresh(device):
+    s = store(device, max_series=1)
+    write(s, ["a"], 5.0)
+    s.slots(["b"])
+    state, _ = read(s, "a")
+    assert torch.count_nonzero(state) == 0
+
+
+def test_series_of_the_current_batch_are_never_evicted_for_each_other(device):
+    s = store(device, max_series=2)
+    slots = s.slots(["a", "b", "c"])
+    assert list(slots[:2]) != [REFUSED, REFUSED] and slots[2] == REFUSED
+    assert len(s) == 2
+
+
+def test_snapshot_then_restore_round_trips_exactly(device):
+    s = store(device)
+    write(s, ["a", "b", "c"], 1.5)
+    write(s, ["b"], 2.0)
+    s.last_time[s.slots(["b"])] = 123.0
+    s.last_value[s.slots(["b"])] = 9.5
+    snapshot = s.snapshot()
+    other = store(device)
+    other.restore(snapshot)
+    for key in ("a", "b", "c"):
+        assert torch.equal(read(other, key)[0], read(s, key)[0])
+        assert torch.equal(read(other, key)[1], read(s, key)[1])
+    b = other.slots(["b"])[0]
+    assert other.last_time[b] == 123.0 and other.last_value[b] == 9.5
+    assert sorted(other.snapshot()["keys"]) == ["a", "b", "c"]
+
+
+def test_restored_series_keep_their_slots_when_new_series_arrive(device):
+    s = store(device)
+    write(s, ["a", "b"], 3.0)
+    other = store(device)
+    other.restore(s.snapshot())
+    other.slots([f"new{i}" for i in range(50)])  # within max_series: nothing is evicted
+    assert torch.all(read(other, "a")[0] == 3.0) and torch.all(read(other, "b")[0] == 3.0)
+
+
+def test_restore_refuses_more_series_than_max_series():
+    s = store(max_series=10)
+    s.slots([str(i) for i in range(5)])
+    with pytest.raises(ValueError, match="more than max_series 2"):
+        store(max_series=2).restore(s.snapshot())
+
+
+def test_memory_is_the_tensor_bytes_plus_bookkeeping():
+    s = store(initial_capacity=4, layers=2, width=3, features=2)
+    per_slot = 4 * (2 * 3 + 2 + 2 + 1) + 8 * 4  # fp32 state, mean, var, count; four host arrays
+    assert s.nbytes == 4 * per_slot
