@@ -113,7 +113,8 @@ def cmd_check(args) -> int:
         m = pipeline.model
         print(f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} {m.num_layers}x{m.hidden_size}, "
               f"horizon {pipeline.horizon} x {pipeline.cadence}, weights {m.weights or 'seeded'}")
-    print(f"{args.config}: ok ({len(config.pipelines)} pipelines)")
+    count = len(config.pipelines)
+    print(f"{args.config}: ok ({count} pipeline{'s' if count != 1 else ''})")
     return EXIT_OK
 
 

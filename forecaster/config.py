@@ -43,7 +43,7 @@ class RecordFormat:
     def __post_init__(self):
         names = [self.key, self.timestamp, self.target, *self.covariates]
         if len(set(names)) != len(names):
-            raise ValueError(f"record fields must be distinct, got {names}")
+            raise ValueError(f"covariates: expected fields distinct from each other and from key, timestamp and target, got {names}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +74,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ValueError(f"model.nonlinearity applies only to cell rnn, got cell {self.cell}")
+            raise ValueError(f"nonlinearity: expected tanh unless cell is rnn, got {self.nonlinearity} with cell {self.cell}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,11 +107,11 @@ class Training:
     weight_decay: float = setting(1e-4, doc="AdamW weight decay", check=non_negative)
     grad_clip: float = setting(1.0, doc="gradient clipping by global norm", check=positive)
     warmup_steps: int = setting(20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0"))
-    seed: int = setting(0, doc="seed for window sampling and initial weights")
+    seed: int = setting(0, doc="seed for window sampling and dropout (initial weights use model.seed)")
 
     def __post_init__(self):
-        if self.chunk > self.window:
-            raise ValueError(f"training.chunk ({self.chunk}) must not exceed training.window ({self.window})")
+        if self.chunk >= self.window:  # the first chunk of a window is burn-in: nothing would be left to learn from
+            raise ValueError(f"chunk: expected fewer steps than training.window ({self.window}), got {self.chunk}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,9 +136,10 @@ class Pipeline:
     training: Training = setting(Training(), doc="offline pretraining")
 
     def __post_init__(self):
-        topics = {self.input_topic, self.output_topic, self.dead_letter_topic}
-        if len(topics) != 3:
-            raise ValueError("input_topic, output_topic and dead_letter_topic must be three different topics")
+        if self.output_topic == self.input_topic:
+            raise ValueError(f"output_topic: expected a topic other than input_topic, got {self.output_topic!r}")
+        if self.dead_letter_topic in (self.input_topic, self.output_topic):
+            raise ValueError(f"dead_letter_topic: expected a topic other than input_topic and output_topic, got {self.dead_letter_topic!r}")
 
     @property
     def input_size(self) -> int:

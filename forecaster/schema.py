@@ -93,7 +93,10 @@ class Builder:
                 raise self.fail(field_path, f"missing required key ({doc})" if doc else "missing required key")
         try:
             return cls(**values)
-        except ValueError as error:  # cross-field rules raised by __post_init__
+        except ValueError as error:  # cross-field rules of __post_init__ say "field: expected ..., got ..."
+            field, separator, message = str(error).partition(": ")
+            if separator and field in fields:
+                raise self.fail(_join(path, field), message) from None
             raise self.fail(path, str(error)) from None
 
     def convert(self, hint: Any, value: Any, path: str, check: tuple[Check, str] | None = None) -> Any:

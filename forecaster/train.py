@@ -1,0 +1,324 @@
+"""Truncated-BPTT training on windows of prepared series; pure and seeded.
+
+`prepare` turns decoded observations into exactly the inputs the engine feeds the model,
+step by step with the same `scaling` and `calendar_features`, plus the targets the engine's
+forecast implies: y_hat[t + h] = y[t] + std_t * head[h], so the head learns
+(y[t + h] - y[t]) / std_t. `fit` samples windows with a seeded generator and unrolls them
+chunk by chunk, stopping gradients at each chunk boundary. `evaluate` scores one-step
+forecasts against the naive last value, as the engine's skill does. `pretrain` does all of
+it for one pipeline and writes the starting weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import datasets, records, scaling
+from .cadence import calendar_features
+from .config import Config, Pipeline, Training
+from .engine import seeded_model
+from .errors import ConfigError, ForecasterError
+from .io.checkpoint import save_weights
+from .model import Forecaster
+from .records import Observations
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """One series prepared for training, in time order; float32 on the CPU except `actual`."""
+
+    key: str
+    inputs: Tensor   # (T, input_size): what the engine feeds the model at each step
+    targets: Tensor  # (T, horizon): (y[t + h] - y[t]) / std_t, 0 where masked
+    mask: Tensor     # (T, horizon) bool: y[t + h] exists
+    actual: Tensor   # (T,) float64: the raw target y[t]
+    std: Tensor      # (T,): std_t, the scale the engine multiplies the head by
+
+    def __len__(self) -> int:
+        return len(self.actual)
+
+
+# -- preparing series ---------------------------------------------------------------------
+
+
+def prepare(pipeline: Pipeline, observations: Observations) -> list[Series]:
+    """Every series of `observations`, in order of first appearance, as the engine would see it.
+
+    Rows are taken in time order and a repeated timestamp keeps only its first row, as the
+    engine refuses duplicates. Series of equal length are scaled together in one batch.
+    """
+    rows = _rows_by_series(observations)
+    by_length: dict[int, list[str]] = {}
+    for key, index in rows.items():
+        by_length.setdefault(len(index), []).append(key)
+    prepared = {}
+    for keys in by_length.values():
+        index = np.stack([rows[k] for k in keys], axis=1)  # (T, n)
+        for key, series in zip(keys, _prepare_batch(pipeline, observations, index)):
+            prepared[key] = dataclasses.replace(series, key=key)
+    return [prepared[key] for key in rows]
+
+
+def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
+    """Row indices of each series key, sorted by time, without repeated timestamps."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(observations.keys):
+        groups.setdefault(key, []).append(i)
+    rows = {}
+    for key, index in groups.items():
+        index = np.asarray(index)
+        index = index[np.argsort(observations.times[index], kind="stable")]
+        times = observations.times[index]
+        rows[key] = index[np.r_[True, times[1:] != times[:-1]]]
+    return rows
+
+
+def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
+    """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
+    values = torch.as_tensor(observations.values[index], dtype=torch.float32)  # (T, n, F)
+    local_times = observations.local_times[index]
+    calendar = torch.as_tensor(calendar_features(local_times.ravel(), pipeline.calendar), dtype=torch.float32)
+    calendar = calendar.reshape(*index.shape, -1)                               # (T, n, C)
+    scaled, std = _scale(values, scaling.decay(pipeline.scaling.halflife), pipeline.scaling.clip)
+    inputs = torch.cat([scaled, calendar], dim=2)
+    actual = observations.values[index, 0]                                      # (T, n) float64
+    return [_series(inputs[:, j], actual[:, j], std[:, j], pipeline.horizon) for j in range(index.shape[1])]
+
+
+def _scale(values: Tensor, alpha: float, clip: float) -> tuple[Tensor, Tensor]:
+    """Online scaling of (T, n, F) values exactly as `Engine._step_wave`: scaled (T, n, F), std_t (T, n)."""
+    moments = scaling.Moments.zeros(values.shape[1], values.shape[2])
+    scaled = torch.empty_like(values)
+    std = torch.empty(values.shape[:2])
+    for t, x in enumerate(values):  # x: (n, F)
+        moments = scaling.update(moments, x, alpha)
+        scaled[t] = scaling.scale(moments, x, clip)
+        std[t] = scaling.std(moments)[:, 0]
+    return scaled, std
+
+
+def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int) -> Series:
+    """Targets (y[t + h] - y[t]) / std_t for h = 1..horizon, masked past the series' end."""
+    padded = np.r_[actual, np.full(horizon, np.nan)]
+    future = np.lib.stride_tricks.sliding_window_view(padded[1:], horizon)[: len(actual)]  # (T, horizon)
+    mask = ~np.isnan(future)
+    targets = np.where(mask, (future - actual[:, None]) / std.double().numpy()[:, None], 0.0)
+    return Series(key="", inputs=inputs.contiguous(), targets=torch.as_tensor(targets, dtype=torch.float32),
+                  mask=torch.as_tensor(mask), actual=torch.as_tensor(actual), std=std.contiguous())
+
+
+def head(series: Series, length: int) -> Series:
+    """The first `length` steps of a series, as if nothing came after: later targets are masked.
+
+    Inputs only depend on the past, so this equals preparing the truncated observations.
+    """
+    t = torch.arange(length).unsqueeze(1)
+    h = torch.arange(1, series.targets.shape[1] + 1)
+    inside = t + h < length
+    return dataclasses.replace(series, inputs=series.inputs[:length], targets=series.targets[:length] * inside,
+                               mask=series.mask[:length] & inside, actual=series.actual[:length], std=series.std[:length])
+
+
+# -- fitting ------------------------------------------------------------------------------
+
+
+def learning_rate(training: Training, step: int) -> float:
+    """The rate of optimisation step `step` (0-based): linear warm-up, then cosine decay to 10% of the peak.
+
+    The decay ends exactly at the last step, so a short run still finishes on a low rate.
+    """
+    peak = training.learning_rate
+    if step < training.warmup_steps:
+        return peak * (step + 1) / training.warmup_steps
+    progress = (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps - 1)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Unroll a window (T, B, input_size) `chunk` steps at a time: yields (forecasts (c, B, horizon), state).
+
+    Forward values are those of one pass over the whole window; only gradients are cut, at
+    each chunk boundary, so backpropagation through a chunk never reaches the chunk before.
+    """
+    precision = _precision(inputs.device)
+    for start in range(0, len(inputs), chunk):
+        with precision:
+            outputs, state = model(inputs[start:start + chunk], state)  # (c, B, hidden), (layers, B, width)
+            forecasts = model.head(outputs)
+        yield forecasts, state
+        state = state.detach()  # truncated BPTT: the next chunk starts from a constant
+
+
+def _precision(device: torch.device):
+    """bfloat16 autocast on CUDA (no loss scaling needed); plain float32 elsewhere."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over every step and horizon whose target exists."""
+    errors = (forecasts.float() - targets).square() * mask
+    return errors.sum() / mask.sum().clamp_min(1)
+
+
+def sample_windows(series: Sequence[Series], training: Training, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """`batch_size` windows, uniform over every (series, start) pair: inputs, targets, mask, each (window, B, ...).
+
+    Drawing starts rather than series first gives every time step the same chance, so a
+    long series is not underweighted against a short one.
+    """
+    window = training.window
+    starts_per_series = torch.tensor([max(0, len(s) - window + 1) for s in series])
+    if starts_per_series.sum() == 0:
+        longest = max((len(s) for s in series), default=0)
+        raise ValueError(f"training.window ({window}) must not exceed the longest series ({longest} steps)")
+    ends = starts_per_series.cumsum(0)
+    draws = torch.randint(int(ends[-1]), (training.batch_size,), generator=generator)
+    which = torch.searchsorted(ends, draws, right=True)
+    starts = draws - (ends[which] - starts_per_series[which])
+    picked = [(series[int(i)], int(a)) for i, a in zip(which, starts)]
+    return tuple(torch.stack([getattr(s, name)[a:a + window] for s, a in picked], dim=1)
+                 for name in ("inputs", "targets", "mask"))
+
+
+def fit(model: Forecaster, series: Sequence[Series], training: Training, *, device: str | torch.device = "cpu",
+        progress: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train `model` in place for `training.steps` optimisation steps; returns the loss of each.
+
+    Each window starts from a zero state, like a new series in the engine; its first chunk
+    only warms the state up (no loss), so the model learns to forecast from a warmed state.
+    Every later chunk is one step. The seed fixes window sampling and dropout, and the
+    global random state is left as it was.
+    """
+    if training.window <= training.chunk:
+        raise ValueError(f"training.window ({training.window}) must be longer than training.chunk ({training.chunk}): "
+                         "the first chunk of every window only warms the state up")
+    device = torch.device(device)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate(training, i) / training.learning_rate)
+    generator = torch.Generator().manual_seed(training.seed)
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(training.seed)
+        while len(losses) < training.steps:
+            inputs, targets, mask = (t.to(device) for t in sample_windows(series, training, generator))
+            state = model.initial_state(inputs.shape[1], device=device)
+            for k, (forecasts, _) in enumerate(chunks(model, inputs, state, training.chunk)):
+                if k == 0:
+                    continue  # burn-in: the state warms up, nothing is learnt
+                rows = slice(k * training.chunk, (k + 1) * training.chunk)
+                loss = masked_mse(forecasts, targets[rows], mask[rows])
+                _optimise(model, loss, optimizer, schedule, training.grad_clip)
+                losses.append(loss.item())
+                if progress is not None:
+                    progress(len(losses), losses[-1])
+                if len(losses) == training.steps:
+                    break
+    model.eval()
+    return losses
+
+
+def _optimise(model: Forecaster, loss: Tensor, optimizer, schedule, grad_clip: float) -> None:
+    """One AdamW step on `loss`, gradients clipped by global norm, then the next learning rate."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    schedule.step()
+
+
+# -- evaluating ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: Forecaster, series: Sequence[Series], device: str | torch.device = "cpu", *,
+             warmup_fraction: float = 0.0) -> dict:
+    """One-step-ahead MAE in original units, model and naive last value, from a stateful pass.
+
+    Each series is stepped from a zero state from its start; forecasts issued in its leading
+    `warmup_fraction` only warm the state up and are not scored, so a held-out tail can be
+    scored with the state the model would have reached by then.
+    """
+    model.to(device).eval()
+    model_error = naive_error = 0.0
+    steps = 0
+    for s in series:
+        inputs = s.inputs.to(device).unsqueeze(1)                          # (T, 1, input_size)
+        outputs, _ = model(inputs, model.initial_state(1, device=device))
+        delta = (s.std * model.head(outputs)[:, 0, 0].float().cpu()).double()  # as the engine: std * head
+        scored = slice(int(warmup_fraction * len(s)), len(s) - 1)          # forecasts from t, actual at t + 1
+        y, following = s.actual[scored], s.actual[1:][scored]
+        model_error += (following - (y + delta[scored])).abs().sum().item()
+        naive_error += (following - y).abs().sum().item()
+        steps += len(y)
+    if steps == 0:
+        return {"model_mae": math.nan, "naive_mae": math.nan, "steps": 0}
+    return {"model_mae": model_error / steps, "naive_mae": naive_error / steps, "steps": steps}
+
+
+# -- pretraining --------------------------------------------------------------------------
+
+
+def pretrain(config: Config, pipeline: Pipeline, *, dataset: str | None = None, out: Path | None = None,
+             steps: int | None = None, progress: Callable[[int, float], None] | None = None,
+             device: str | torch.device = "cpu") -> dict:
+    """Fit a pipeline's seeded model on the leading part of a dataset, score the rest, save the weights.
+
+    The dataset goes through JSON and `records.decode`, so training sees what the daemon sees.
+    Returns the saved metadata plus "path" and "seconds".
+    """
+    began = time.perf_counter()
+    name = dataset or pipeline.training.dataset
+    if name is None:
+        raise ConfigError(f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
+                          f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run")
+    training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
+    series = prepare(pipeline, _observations(pipeline, name))
+    fraction = training.train_fraction
+    model = seeded_model(pipeline)
+    losses = fit(model, [head(s, int(fraction * len(s))) for s in series], training, device=device, progress=progress)
+    scores = evaluate(model, series, device, warmup_fraction=fraction)
+    metadata = {"dataset": name, "steps": training.steps, "final_loss": losses[-1],
+                "model_mae": scores["model_mae"], "naive_mae": scores["naive_mae"],
+                "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = save_weights(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
+    return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
+
+
+def _observations(pipeline: Pipeline, name: str) -> Observations:
+    """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
+    loaded = datasets.load(name)
+    payloads = [json.dumps(record).encode() for record in loaded.records]
+    observations, rejected = records.decode(payloads, pipeline.record)
+    if rejected:
+        first = rejected[0]
+        raise ForecasterError(f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
+                              f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})")
+    return observations
+
+
+def _pipeline_file(config: Config, pipeline: Pipeline) -> str:
+    """The pipeline's file as config.yaml names it, for error messages."""
+    for loaded, file in zip(config.pipelines, config.settings.pipelines):
+        if loaded.name == pipeline.name:
+            return file
+    return f"pipeline {pipeline.name}"
+
+
+def _default_weights(config: Config, pipeline: Pipeline) -> Path:
+    """model.weights from the pipeline file, else <state_dir>/<pipeline>.pt."""
+    if pipeline.model.weights is not None:
+        return config.resolve(pipeline.model.weights)
+    return config.resolve(config.settings.state_dir) / f"{pipeline.name}.pt"

@@ -1,0 +1,106 @@
+"""`forecaster check` and the command line's help: exit codes and messages a user reads."""
+
+import textwrap
+
+import pytest
+
+from forecaster.cli import main
+
+COMMANDS = ["run", "check", "replay", "pretrain", "topics"]
+
+
+def pipeline(name: str, extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        input_topic: {name}.in
+        output_topic: {name}.out
+        dead_letter_topic: {name}.dead
+        record:
+          key: station
+          timestamp: time
+          target: temp
+        cadence: 1h
+        horizon: 24
+        model:
+          hidden_size: 8
+          num_layers: 2
+          weights: null
+        """) + extra
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    """A config with two pipelines that start from seeded weights (no weights files needed)."""
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "weather.yaml").write_text(pipeline("weather"))
+    (tmp_path / "pipelines" / "solar.yaml").write_text(pipeline("solar").replace("cadence: 1h", "cadence: 30m"))
+    (tmp_path / "config.yaml").write_text("pipelines:\n  - pipelines/weather.yaml\n  - pipelines/solar.yaml\n")
+    return tmp_path
+
+
+def test_check_passes_a_valid_config_and_summarises_each_pipeline(config_dir, capsys):
+    path = config_dir / "config.yaml"
+    assert main(["check", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, weights seeded",
+        "solar: solar.in -> solar.out, gru 2x8, horizon 24 x 30m, weights seeded",
+        f"{path}: ok (2 pipelines)",
+    ]
+    assert err == ""
+
+
+def test_check_names_the_file_and_yaml_path_of_a_broken_pipeline(config_dir, capsys):
+    broken = config_dir / "pipelines" / "solar.yaml"
+    broken.write_text(broken.read_text().replace("hidden_size: 8", "hidden_size: -3"))
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"forecaster: configuration error: {broken}: model.hidden_size: expected a positive integer, got -3\n"
+    assert "ok" not in out
+
+
+def test_check_asks_for_pretrain_when_a_weights_file_is_missing(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text().replace("weights: null", "weights: models/weather.pt"))
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{weather}: model.weights: expected an existing weights file" in err
+    assert "forecaster pretrain" in err and "--pipeline weather" in err
+
+
+def test_check_of_a_missing_config_file_fails_with_a_config_error(tmp_path, capsys):
+    missing = tmp_path / "config.yaml"
+    assert main(["check", "-c", str(missing)]) == 2
+    assert capsys.readouterr().err == f"forecaster: configuration error: {missing}: file not found\n"
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: forecaster")
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: forecaster {command}")
+    assert "--config" in out
+
+
+def test_no_command_prints_usage_and_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: forecaster")
+
+
+def test_an_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["forecast"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'forecast'" in capsys.readouterr().err
