@@ -207,6 +207,9 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},  # plain text in the log
             preexec_fn=_die_with_parent(),
+            # Its own session: a Ctrl-C in the terminal must not kill the broker before the
+            # daemon has left its consumer groups; stop() (or our death) ends it.
+            start_new_session=True,
         )
 
     def _wait_until_ready(self, timeout_s: float) -> None:
