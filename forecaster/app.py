@@ -1,9 +1,12 @@
-"""The daemon: one run loop per pipeline, the HTTP endpoints, and a clean stop.
+"""The daemon: one run loop per pipeline, checkpoints tied to offsets, HTTP endpoints, a clean stop.
 
 Each pipeline's loop reads like its data flow:
-    poll -> decode -> step -> produce forecasts and dead letters -> acknowledged -> commit
-Offsets are committed only after Kafka acknowledged everything the batch produced, so
-a crash anywhere re-delivers input rather than losing forecasts (at-least-once).
+    poll -> decode -> step -> produce forecasts and dead letters -> acknowledged
+         -> (every N records or T seconds) checkpoint state with offsets -> commit offsets
+Offsets are committed only once a checkpoint holding the state they reflect is durable.
+After a crash the daemon restores the newest valid checkpoint and resumes at its offsets:
+the records since then are consumed again (their forecasts may be produced twice, never
+lost) and every series' state ends up exactly as if nothing had happened.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import collections
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import torch
@@ -19,9 +23,9 @@ from prometheus_client import CollectorRegistry
 
 from . import records
 from .config import Config, Pipeline
-from .engine import Engine, Forecasts, seeded_model, model_spec
+from .engine import Engine, Forecasts, model_spec, seeded_model
 from .errors import ForecasterError
-from .io.checkpoint import load_weights
+from .io.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint
 from .io.http import StatusServer
 from .io.kafka import DeliveryError, Message, Polled, Sink, Source, missing_topics
 from .metrics import Metrics
@@ -29,12 +33,15 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 _SUMMARY_EVERY_S = 60.0
+_CONTACT_CHECK_EVERY_S = 1.0
+CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/1"
 
 
 class SourceLike(Protocol):
     def poll(self, timeout_ms: int) -> list[Polled]: ...
-    def commit(self, polled: Sequence[Polled]) -> None: ...
+    def commit(self, offsets: dict[int, int]) -> None: ...
     def assigned(self) -> bool: ...
+    def connected(self) -> bool: ...
     def lag(self) -> int: ...
     def close(self) -> None: ...
 
@@ -53,30 +60,74 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def build_engine(config: Config, pipeline: Pipeline, device: torch.device) -> Engine:
+def pipeline_dir(config: Config, pipeline: Pipeline) -> Path:
+    """Where a pipeline keeps its checkpoints and spilled state."""
+    return config.resolve(config.settings.state_dir) / pipeline.name
+
+
+def build_engine(config: Config, pipeline: Pipeline, device: torch.device | str) -> Engine:
     """The pipeline's engine with its starting weights: the weights file if configured, else seeded."""
+    spill_path = pipeline_dir(config, pipeline) / "spill.sqlite"
     if pipeline.model.weights is None:
-        return Engine(pipeline, seeded_model(pipeline), device, model_version=0)
+        return Engine(pipeline, seeded_model(pipeline), device, model_version=0, spill_path=spill_path)
     model, metadata = load_weights(config.resolve(pipeline.model.weights), expected=model_spec(pipeline))
-    return Engine(pipeline, model, device, model_version=int(metadata.get("version", 1)))
+    return Engine(pipeline, model, device, model_version=int(metadata.get("version", 1)), spill_path=spill_path)
+
+
+class Checkpoints:
+    """A pipeline's checkpoint schedule and files: state plus the offsets it reflects."""
+
+    def __init__(self, folder: Path, pipeline: Pipeline):
+        self.folder, self.settings, self.name = folder, pipeline.checkpoint, pipeline.name
+        self.records_since = 0
+        self._due_at = time.monotonic() + self.settings.every_seconds
+
+    def due(self) -> bool:
+        return self.records_since >= self.settings.every_records or (
+            self.records_since > 0 and time.monotonic() >= self._due_at)
+
+    def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
+        payload = {"format": CHECKPOINT_FORMAT, "pipeline": self.name, "offsets": dict(offsets),
+                   "written_at": time.time(), "engine": engine.snapshot()}
+        path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
+        self.records_since = 0
+        self._due_at = time.monotonic() + self.settings.every_seconds
+        return path
+
+    def load(self) -> dict | None:
+        found = load_latest_checkpoint(self.folder)
+        if found is None:
+            return None
+        payload, path = found
+        if payload.get("format") != CHECKPOINT_FORMAT or payload.get("pipeline") != self.name:
+            raise ForecasterError(f"{path}: a checkpoint of {payload.get('pipeline')!r}, not of pipeline {self.name!r}")
+        log.info("pipeline %s: restoring %s (%d series, offsets %s)", self.name, path.name,
+                 len(payload["engine"]["store"]["keys"]), payload["offsets"])
+        return payload
 
 
 class PipelineWorker:
     """One pipeline's run loop. Source and sink are passed in, so the loop runs without Kafka in tests."""
 
     def __init__(self, pipeline: Pipeline, engine: Engine, source: SourceLike, sink: SinkLike,
-                 metrics: Metrics, stop: threading.Event):
+                 metrics: Metrics, stop: threading.Event, checkpoints: Checkpoints | None = None,
+                 offsets: dict[int, int] | None = None):
         self.pipeline, self.engine = pipeline, engine
         self.source, self.sink = source, sink
         self.metrics, self.stop = metrics, stop
+        self.checkpoints = checkpoints
+        self.offsets: dict[int, int] = dict(offsets or {})  # partition -> next offset the state reflects
         self.error: BaseException | None = None
         self.last_poll = 0.0
+        self.in_contact = True
+        self._contact_checked = 0.0
+        self._lost_contact_at = 0.0
         self._ready_logged = False
         self._evictions_seen = 0
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
 
     def run(self) -> None:
-        """Loop until stopped; an unexpected error is kept for the daemon, which then shuts down."""
+        """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
         summary_due = time.monotonic() + _SUMMARY_EVERY_S
         try:
             while not self.stop.is_set():
@@ -84,8 +135,9 @@ class PipelineWorker:
                 if time.monotonic() >= summary_due:
                     self._log_summary()
                     summary_due = time.monotonic() + _SUMMARY_EVERY_S
-        except DeliveryError as error:
-            log.warning("pipeline %s: %s", self.pipeline.name, error)
+            self.checkpoint()  # every batch taken was delivered: the state and offsets agree
+        except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
+            log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
         except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
             log.exception("pipeline %s failed", self.pipeline.name)
             self.error = error
@@ -96,19 +148,45 @@ class PipelineWorker:
         """One poll batch through the whole flow; returns the number of records consumed."""
         polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
         self.last_poll = time.monotonic()
-        self._note_assignment()
+        self._watch_contact()
         if not polled:
+            self._maybe_checkpoint()
             return 0
         received = time.monotonic()
-        observations, bad = records.decode([r.value for r in polled], self.pipeline.record)
+        observations, bad = records.decode([r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time())
         started = time.perf_counter()
         forecasts, refused = self.engine.step(observations)
         self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
         rejected = bad + refused
         self.sink.deliver(self._dead_letters(polled, rejected) + self._forecast_messages(forecasts), self.stop)
-        self.source.commit(polled)
+        self._advance(polled)
         self._record(len(polled), forecasts, rejected, time.monotonic() - received)
+        self._maybe_checkpoint()
         return len(polled)
+
+    def checkpoint(self) -> None:
+        """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just commit)."""
+        if not self.offsets:
+            return
+        if self.checkpoints is not None:
+            started = time.perf_counter()
+            path = self.checkpoints.write(self.engine, self.offsets)
+            self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
+            self.metrics.checkpoints.labels(self.pipeline.name).inc()
+            log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
+        self.source.commit(self.offsets)
+
+    def _maybe_checkpoint(self) -> None:
+        if self.checkpoints is None or self.checkpoints.due():
+            self.checkpoint()
+
+    def _advance(self, polled: Sequence[Polled]) -> None:
+        """The batch is delivered: the state now reflects every record up to these offsets."""
+        for record in polled:
+            if record.offset >= self.offsets.get(record.partition, 0):
+                self.offsets[record.partition] = record.offset + 1
+        if self.checkpoints is not None:
+            self.checkpoints.records_since += len(polled)
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
@@ -137,6 +215,7 @@ class PipelineWorker:
         m.latency.labels(name).observe(latency_s)
         m.batch_size.labels(name).observe(consumed)
         m.active_series.labels(name).set(len(store))
+        m.spilled_series.labels(name).set(len(store.spill) if store.spill is not None else 0)
         m.state_bytes.labels(name).set(store.nbytes)
         m.series_evicted.labels(name).inc(store.evictions - self._evictions_seen)
         self._evictions_seen = store.evictions
@@ -144,13 +223,24 @@ class PipelineWorker:
         m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
         m.consumer_lag.labels(name).set(self.source.lag())
 
-    def _note_assignment(self) -> None:
-        assigned = self.source.assigned()
-        self.metrics.up.labels(self.pipeline.name).set(int(assigned))
-        if assigned and not self._ready_logged:
+    def _watch_contact(self) -> None:
+        """Log losing and regaining the cluster once each, not per retry; feeds /readyz and `up`."""
+        now = time.monotonic()
+        if now - self._contact_checked < _CONTACT_CHECK_EVERY_S:
+            return
+        self._contact_checked = now
+        assigned, connected = self.source.assigned(), self.source.connected()
+        self.metrics.up.labels(self.pipeline.name).set(int(assigned and connected))
+        if assigned and connected and not self._ready_logged:
             log.info("pipeline %s ready: consuming %s, forecasting to %s", self.pipeline.name,
                      self.pipeline.input_topic, self.pipeline.output_topic)
             self._ready_logged = True
+        if self.in_contact and not connected:
+            self._lost_contact_at = now
+            log.warning("pipeline %s: lost contact with Kafka; reconnecting with backoff", self.pipeline.name)
+        elif connected and not self.in_contact:
+            log.info("pipeline %s: Kafka reachable again after %.0f s", self.pipeline.name, now - self._lost_contact_at)
+        self.in_contact = connected
 
     def _log_summary(self) -> None:
         skill = self.engine.skill
@@ -174,10 +264,10 @@ class Daemon:
         self._stop.set()
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every pipeline is assigned partitions and polled within the last 10 s."""
+        """Ready when every pipeline is assigned partitions, in contact with Kafka and polled within 10 s."""
         now = time.monotonic()
         waiting = [w.pipeline.name for w in self.workers
-                   if not w.source.assigned() or now - w.last_poll > 10 or w.error is not None]
+                   if not w.source.assigned() or not w.in_contact or now - w.last_poll > 10 or w.error is not None]
         if not self.workers or waiting:
             return False, f"not ready: {', '.join(waiting) or 'starting'}"
         return True, "ready"
@@ -210,13 +300,21 @@ class Daemon:
                                   f"`forecaster topics -c {self.config.path}`)")
 
     def _worker(self, pipeline: Pipeline, device: torch.device) -> PipelineWorker:
+        """Engine (restored from the newest checkpoint if any), source resuming at its offsets, sink."""
         kafka = self.config.settings.kafka
         engine = build_engine(self.config, pipeline, device)
-        source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records)
-        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop)
+        checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
+        restored = checkpoints.load()
+        offsets = {}
+        if restored is not None:
+            engine.restore(restored["engine"])
+            offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
+        source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
+                        start_offsets=offsets)
+        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets)
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
-        """Stop polling, let each batch in flight finish, close the clients; exit code 0 unless a pipeline failed."""
+        """Stop polling, let each batch in flight finish and checkpoint, close the clients; 0 unless a pipeline failed."""
         self._stop.set()
         log.info("stopping: finishing batches in flight")
         deadline = time.monotonic() + self.shutdown_timeout_s

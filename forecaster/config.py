@@ -94,6 +94,23 @@ class Batching:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Checkpointing:
+    """When a pipeline writes its state with the input offsets it reflects (then commits those offsets)."""
+
+    every_records: int = setting(10_000, doc="checkpoint after this many records since the last one", check=positive_int)
+    every_seconds: float = setting(30.0, doc="checkpoint at least this often while records flow", check=positive)
+    keep: int = setting(3, doc="checkpoints kept; an unreadable newest one falls back to the one before", check=positive_int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What an acceptable record looks like, beyond its format; the rest is dead-lettered."""
+
+    max_abs_value: float = setting(1e15, doc="a target or covariate larger in magnitude is rejected as out_of_range", check=positive)
+    max_future_seconds: float = setting(7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Training:
     """Offline fitting by `forecaster pretrain` with truncated backpropagation through time."""
 
@@ -130,7 +147,10 @@ class Pipeline:
     model: ModelConfig = setting(ModelConfig(), doc="the recurrent network")
     scaling: Scaling = setting(Scaling(), doc="per-series online normalisation")
     emit: Literal["per_record", "latest_per_series"] = setting("per_record", doc="a forecast for every input record, or only each series' latest in a batch")
-    max_series: int = setting(100_000, doc="series held at once; the least recently seen is evicted beyond it", check=positive_int)
+    max_series: int = setting(100_000, doc="series held on the device at once; the least recently seen is evicted beyond it", check=positive_int)
+    spill: Literal["memory", "disk", "none"] = setting("memory", doc="where an evicted series' state goes, to be restored if it returns: host memory, a file in state_dir, or nowhere")
+    checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
+    limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
     skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
     batching: Batching = setting(Batching(), doc="poll batch size")
     training: Training = setting(Training(), doc="offline pretraining")
@@ -176,6 +196,7 @@ class Settings:
     device: Literal["auto", "cpu", "cuda"] = setting("auto", doc="where states and model live: auto picks CUDA when present")
     metrics: MetricsServer = setting(MetricsServer(), doc="Prometheus endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", doc="logging threshold")
+    log_format: Literal["text", "json"] = setting("text", doc="log lines: text for people, or json: one object per line with time, level, logger, message and the event's fields")
     state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
     pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
 

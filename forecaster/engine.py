@@ -12,8 +12,10 @@ It does no I/O: the run loop hands it decoded observations and encodes what it r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from .config import Pipeline
 from .model import Forecaster, ModelSpec
 from .records import Observations, Rejected
 from .skill import Skill
+from .spill import DiskSpill, MemorySpill, Spill
 from .state import REFUSED, StateStore
 
 
@@ -43,6 +46,18 @@ def seeded_model(pipeline: Pipeline) -> Forecaster:
         return Forecaster(model_spec(pipeline))
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def _spill(pipeline: Pipeline, state_size: int, features: int, path: Path | None) -> Spill | None:
+    """The pipeline's spill for evicted series: rows of state, moments and count, plus 3 exact values."""
+    wide = state_size + 2 * features + 1
+    if pipeline.spill == "memory":
+        return MemorySpill(wide, 3)
+    if pipeline.spill == "disk":
+        if path is None:
+            raise ValueError("spill: disk needs a file path (the pipeline's folder in state_dir)")
+        return DiskSpill(path, wide, 3)
+    return None
 
 
 @dataclass(frozen=True)
@@ -108,16 +123,35 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
 class Engine:
     """One pipeline's model and every series' state, stepped a batch at a time."""
 
-    def __init__(self, pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0):
+    def __init__(self, pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0,
+                 spill_path: Path | None = None):
         self.pipeline = pipeline
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model_version = model_version
-        self.store = StateStore(layers=model.spec.num_layers, width=model.state_width,
-                                features=1 + len(pipeline.record.covariates),
-                                max_series=pipeline.max_series, device=self.device)
+        features = 1 + len(pipeline.record.covariates)
+        self.store = StateStore(layers=model.spec.num_layers, width=model.state_width, features=features,
+                                max_series=pipeline.max_series, device=self.device,
+                                spill=_spill(pipeline, model.spec.num_layers * model.state_width, features, spill_path))
         self.skill = Skill(pipeline.skill_window)
         self._alpha = scaling.decay(pipeline.scaling.halflife)
+
+    def snapshot(self) -> dict:
+        """Weights, version and every series' state: what a checkpoint needs to resume exactly."""
+        return {
+            "model": {"spec": dataclasses.asdict(self.model.spec), "version": self.model_version,
+                      "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
+            "store": self.store.snapshot(),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Resume from `snapshot`; its model must be the one the pipeline configures."""
+        spec = ModelSpec(**snapshot["model"]["spec"])
+        if spec != self.model.spec:
+            raise ValueError(f"the checkpoint's model ({spec}) is not the pipeline's ({self.model.spec})")
+        self.model.load_state_dict(snapshot["model"]["state_dict"])
+        self.model_version = int(snapshot["model"]["version"])
+        self.store.restore(snapshot["store"])
 
     @torch.no_grad()
     def step(self, observations: Observations) -> tuple[Forecasts, list[Rejected]]:

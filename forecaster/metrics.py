@@ -28,4 +28,7 @@ class Metrics:
         self.model_version = Gauge("forecaster_model_version", "Version of the serving weights, carried in every forecast.", p, registry=registry)
         self.one_step_mae = Gauge("forecaster_one_step_mae", "Rolling MAE of one-step forecasts against the actuals that arrived, in original units; forecaster=model|naive.", p + ["forecaster"], registry=registry)
         self.step_seconds = Histogram("forecaster_step_seconds", "Time in the engine's batched step per poll batch.", p, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline's consumer is assigned partitions and polling.", p, registry=registry)
+        self.spilled_series = Gauge("forecaster_spilled_series", "Evicted series whose state waits in the spill (memory or disk).", p, registry=registry)
+        self.checkpoints = Counter("forecaster_checkpoints_total", "Checkpoints written (state with the offsets it reflects).", p, registry=registry)
+        self.checkpoint_seconds = Histogram("forecaster_checkpoint_seconds", "Time to write one checkpoint durably.", p, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline is assigned partitions and in contact with Kafka.", p, registry=registry)

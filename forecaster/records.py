@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import RecordFormat
+from .config import Limits, RecordFormat
 from .errors import RecordError
 
 # Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
@@ -27,6 +27,8 @@ BAD_TIMESTAMP = "bad_timestamp"      # a timestamp that does not parse
 OUT_OF_ORDER = "out_of_order"        # older than the newest observation of its series
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
 SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
+OUT_OF_RANGE = "out_of_range"        # a value larger in magnitude than limits.max_abs_value
+FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits.max_future_seconds
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,14 @@ class Forecast:
     values: Sequence[float]
 
 
-def decode(payloads: Sequence[bytes], fmt: RecordFormat) -> tuple[Observations, list[Rejected]]:
-    """Decode a poll batch; each bad record becomes a `Rejected`, never an exception."""
+def decode(payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None,
+           now: float | None = None) -> tuple[Observations, list[Rejected]]:
+    """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
+
+    With `limits`, absurd magnitudes and timestamps far beyond `now` (epoch seconds) are
+    rejected too: one record a century ahead would otherwise make every later record of
+    its series look stale.
+    """
     keys, times, local_times, rows, positions = [], [], [], [], []
     rejected = []
     for position, payload in enumerate(payloads):
@@ -87,7 +95,30 @@ def decode(payloads: Sequence[bytes], fmt: RecordFormat) -> tuple[Observations, 
         values=np.asarray(rows, dtype=np.float64).reshape(len(rows), width),
         positions=np.asarray(positions, dtype=np.int64),
     )
-    return observations, rejected
+    if limits is None:
+        return observations, rejected
+    return _within_limits(observations, rejected, limits, now)
+
+
+def _within_limits(observations: Observations, rejected: list[Rejected], limits: Limits,
+                   now: float | None) -> tuple[Observations, list[Rejected]]:
+    too_large = np.abs(observations.values).max(axis=1, initial=0.0) > limits.max_abs_value
+    too_late = (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
+    for i in np.flatnonzero(too_large):
+        rejected.append(Rejected(int(observations.positions[i]), OUT_OF_RANGE,
+                                 f"a value beyond +-{limits.max_abs_value:g}: {observations.values[i].tolist()}"[:200]))
+    for i in np.flatnonzero(too_late & ~too_large):
+        rejected.append(Rejected(int(observations.positions[i]), FUTURE_TIMESTAMP,
+                                 f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead"))
+    keep = ~(too_large | too_late)
+    if keep.all():
+        return observations, rejected
+    kept = Observations(
+        keys=tuple(k for k, ok in zip(observations.keys, keep) if ok),
+        times=observations.times[keep], local_times=observations.local_times[keep],
+        values=observations.values[keep], positions=observations.positions[keep],
+    )
+    return kept, rejected
 
 
 def decode_one(payload: bytes | None, fmt: RecordFormat) -> tuple[str, float, float, list[float]]:

@@ -5,6 +5,9 @@ the normaliser's moments, and host-side bookkeeping (newest time, newest value, 
 one-step forecast, when it was last seen). The store grows by doubling up to
 `max_series`, then evicts the least recently seen series. Nothing else indexes these
 tensors: the engine gathers and scatters through `gather` and `scatter`.
+
+An evicted series' state goes to a `Spill` (host memory or disk) when one is given, and
+comes back when the series returns, so a flood of new keys costs memory, not state.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .scaling import Moments
+from .spill import MemorySpill, Spill
 
 REFUSED = -1  # slot returned for a series that cannot be held (too many new series at once)
 _FREE = np.iinfo(np.int64).max  # last_seen of an empty slot: never the least recently seen
@@ -23,10 +27,13 @@ _FREE = np.iinfo(np.int64).max  # last_seen of an empty slot: never the least re
 
 class StateStore:
     def __init__(self, *, layers: int, width: int, features: int, max_series: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, initial_capacity: int = 64):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, initial_capacity: int = 64,
+                 spill: Spill | None = None):
         if max_series < 1:
             raise ValueError(f"max_series must be at least 1, got {max_series}")
         self.layers, self.width, self.features = layers, width, features
+        self.spill = spill
+        self.restored = 0  # series brought back from the spill
         self.max_series = max_series
         self.device, self.dtype = torch.device(device), dtype
         self._index: dict[str, int] = {}
@@ -85,20 +92,16 @@ class StateStore:
     # -- snapshot ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """Everything needed to restore every series exactly, on the host, compacted."""
+        """Every series' state as CPU tensors (safe for weights_only loading), compacted."""
         keys = list(self._index)
         slots = np.asarray([self._index[k] for k in keys], dtype=np.int64)
-        device_slots = torch.as_tensor(slots, device=self.device)
-        return {
-            "keys": keys,
-            "state": self.state[:, device_slots].cpu(),
-            "mean": self.moments.mean[device_slots].cpu(),
-            "var": self.moments.var[device_slots].cpu(),
-            "count": self.moments.count[device_slots].cpu(),
-            "last_time": self.last_time[slots].copy(),
-            "last_value": self.last_value[slots].copy(),
-            "last_forecast": self.last_forecast[slots].copy(),
-        }
+        wide, exact = self._pack(slots)
+        snapshot = {"keys": keys, "wide": torch.from_numpy(wide), "exact": torch.from_numpy(exact)}
+        if isinstance(self.spill, MemorySpill):
+            spilled = self.spill.snapshot()
+            snapshot["spilled"] = {"keys": spilled["keys"], "wide": torch.from_numpy(spilled["wide"]),
+                                   "exact": torch.from_numpy(spilled["exact"])}
+        return snapshot
 
     def restore(self, snapshot: dict) -> None:
         """Replace every series with those of `snapshot`, in slots 0..n-1."""
@@ -106,17 +109,34 @@ class StateStore:
         if len(keys) > self.max_series:
             raise ValueError(f"snapshot holds {len(keys)} series, more than max_series {self.max_series}")
         self._allocate(max(len(keys), min(64, self.max_series)))
-        n = len(keys)
-        self.state[:, :n] = snapshot["state"].to(self.device, self.dtype)
-        self.moments.mean[:n] = snapshot["mean"].to(self.device, self.dtype)
-        self.moments.var[:n] = snapshot["var"].to(self.device, self.dtype)
-        self.moments.count[:n] = snapshot["count"].to(self.device, self.dtype)
-        self.last_time[:n] = snapshot["last_time"]
-        self.last_value[:n] = snapshot["last_value"]
-        self.last_forecast[:n] = snapshot["last_forecast"]
-        self.last_seen[:n] = self._tick
+        slots = np.arange(len(keys))
+        self._unpack(slots, snapshot["wide"].numpy(), snapshot["exact"].numpy())
+        self.last_seen[slots] = self._tick
         self._index = {k: i for i, k in enumerate(keys)}
-        self._keys[:n] = keys
+        self._keys[:len(keys)] = keys
+        if isinstance(self.spill, MemorySpill) and "spilled" in snapshot:
+            spilled = snapshot["spilled"]
+            self.spill.restore({"keys": spilled["keys"], "wide": spilled["wide"].numpy(), "exact": spilled["exact"].numpy()})
+
+    def _pack(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Series rows as (n, wide) float32 and (n, 3) float64 host arrays."""
+        device_slots = torch.as_tensor(slots, device=self.device)
+        m = self.moments
+        wide = torch.cat([self.state[:, device_slots].transpose(0, 1).reshape(len(slots), -1),
+                          m.mean[device_slots], m.var[device_slots], m.count[device_slots, None]], dim=1)
+        exact = np.stack([self.last_time[slots], self.last_value[slots], self.last_forecast[slots]], axis=1)
+        return wide.float().cpu().numpy(), exact
+
+    def _unpack(self, slots: np.ndarray, wide: np.ndarray, exact: np.ndarray) -> None:
+        """Write rows made by `_pack` into `slots`."""
+        device_slots = torch.as_tensor(slots, device=self.device)
+        wide = torch.as_tensor(wide, device=self.device, dtype=self.dtype)
+        n, state_size, f = len(slots), self.layers * self.width, self.features
+        self.state[:, device_slots] = wide[:, :state_size].reshape(n, self.layers, self.width).transpose(0, 1)
+        self.moments.mean[device_slots] = wide[:, state_size:state_size + f]
+        self.moments.var[device_slots] = wide[:, state_size + f:state_size + 2 * f]
+        self.moments.count[device_slots] = wide[:, state_size + 2 * f]
+        self.last_time[slots], self.last_value[slots], self.last_forecast[slots] = exact.T
 
     # -- internals ------------------------------------------------------------------------
 
@@ -139,10 +159,20 @@ class StateStore:
             free += range(old, self.capacity)
         if len(free) < len(keys):
             free += self._evict(len(keys) - len(free))
-        for key, slot in zip(keys, free):
+        admitted = list(zip(keys, free))
+        for key, slot in admitted:
             self._index[key] = slot
             self._keys[slot] = key
             self.last_seen[slot] = self._tick
+        if self.spill is not None and admitted:
+            self._bring_back([key for key, _ in admitted])
+
+    def _bring_back(self, keys: list[str]) -> None:
+        """Restore the state of returning series from the spill."""
+        found, wide, exact = self.spill.take(keys)
+        if found:
+            self._unpack(np.asarray([self._index[k] for k in found]), wide, exact)
+            self.restored += len(found)
 
     def _grow(self, capacity: int) -> None:
         """Reallocate for `capacity` series, keeping every series where it is."""
@@ -168,6 +198,8 @@ class StateStore:
         if len(candidates) > needed:
             oldest = np.argpartition(self.last_seen[candidates], needed - 1)[:needed]
             candidates = candidates[oldest]
+        if self.spill is not None and len(candidates):
+            self.spill.put([self._keys[slot] for slot in candidates], *self._pack(candidates))
         for slot in candidates:
             del self._index[self._keys[slot]]
             self._keys[slot] = None

@@ -1,5 +1,6 @@
 """The run loop without Kafka: poll, decode, step, deliver, then commit; bad records dead-lettered."""
 
+import dataclasses
 import json
 import threading
 
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from forecaster.app import PipelineWorker, resolve_device
+from forecaster.app import Checkpoints, PipelineWorker, resolve_device
+from forecaster.io.checkpoint import load_latest_checkpoint
+from forecaster.io.kafka import DeliveryError
 from forecaster.engine import Engine, seeded_model
 from forecaster.errors import ForecasterError
 from forecaster.io.kafka import Polled
@@ -23,11 +26,14 @@ class FakeSource:
     def poll(self, timeout_ms):
         return self.batches.pop(0) if self.batches else []
 
-    def commit(self, polled):
+    def commit(self, offsets):
         self.events.append("commit")
-        self.committed.extend((r.partition, r.offset) for r in polled)
+        self.committed.append(dict(offsets))
 
     def assigned(self):
+        return True
+
+    def connected(self):
         return True
 
     def lag(self):
@@ -38,13 +44,13 @@ class FakeSource:
 
 
 class FakeSink:
-    def __init__(self, source, fail=False):
-        self.source, self.fail, self.messages = source, fail, []
+    def __init__(self, source, error=None):
+        self.source, self.error, self.messages = source, error, []
 
     def deliver(self, messages, stop):
         self.source.events.append("deliver")
-        if self.fail:
-            raise ConnectionError("broker gone")
+        if self.error:
+            raise self.error
         self.messages.extend(messages)
 
     def close(self):
@@ -56,12 +62,20 @@ def record(key, hour, y, partition=0, offset=0) -> Polled:
     return Polled(partition, offset, key.encode(), value)
 
 
-def worker(batches, fail=False):
+def worker(batches, error=None, checkpoint_dir=None, every_records=3, restore=False):
     pipeline = make_pipeline()
+    pipeline = dataclasses.replace(pipeline, checkpoint=dataclasses.replace(pipeline.checkpoint, every_records=every_records))
     registry = CollectorRegistry()
     source = FakeSource(batches)
-    sink = FakeSink(source, fail)
-    w = PipelineWorker(pipeline, Engine(pipeline, seeded_model(pipeline)), source, sink, Metrics(registry), threading.Event())
+    sink = FakeSink(source, error)
+    engine = Engine(pipeline, seeded_model(pipeline))
+    checkpoints = Checkpoints(checkpoint_dir, pipeline) if checkpoint_dir else None
+    offsets = {}
+    if restore:
+        payload = checkpoints.load()
+        engine.restore(payload["engine"])
+        offsets = payload["offsets"]
+    w = PipelineWorker(pipeline, engine, source, sink, Metrics(registry), threading.Event(), checkpoints, offsets)
     return w, source, sink, registry
 
 
@@ -69,7 +83,7 @@ def test_forecasts_are_delivered_before_the_offsets_are_committed():
     w, source, sink, _ = worker([[record("a", 0, 1.0, offset=0), record("b", 0, 2.0, partition=1, offset=5)]])
     assert w.run_once() == 2
     assert source.events == ["deliver", "commit"]
-    assert sorted(source.committed) == [(0, 0), (1, 5)]
+    assert source.committed == [{0: 1, 1: 6}]  # the next offset to consume, per partition
     forecasts = [json.loads(m.value) for m in sink.messages]
     assert [(m.topic, m.key) for m in sink.messages] == [("out", b"a"), ("out", b"b")]
     assert [f["series"] for f in forecasts] == ["a", "b"] and all(len(f["values"]) == 4 for f in forecasts)
@@ -78,7 +92,7 @@ def test_forecasts_are_delivered_before_the_offsets_are_committed():
 
 
 def test_nothing_is_committed_when_delivery_fails():
-    w, source, _, _ = worker([[record("a", 0, 1.0)]], fail=True)
+    w, source, _, _ = worker([[record("a", 0, 1.0)]], error=ConnectionError("broker gone"))
     with pytest.raises(ConnectionError):
         w.run_once()
     assert source.committed == []
@@ -92,7 +106,7 @@ def test_bad_records_go_to_the_dead_letter_topic_with_reason_and_original_bytes(
     assert [(m.value, dict(m.headers)["forecaster.reason"]) for m in dead] == [
         (b"\xff not json", b"malformed"), (record("a", 0, 9.0).value, b"duplicate_timestamp")]
     assert dict(dead[0].headers)["forecaster.source"] == b"in/0/1"
-    assert sorted(source.committed) == [(0, 0), (0, 1), (0, 2)]  # dead-lettered records are done with too
+    assert source.committed == [{0: 3}]  # dead-lettered records are done with too
     assert registry.get_sample_value("forecaster_records_rejected_total", {"pipeline": "test", "reason": "malformed"}) == 1
     assert registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "test"}) == 1
 
@@ -134,3 +148,46 @@ def test_cuda_without_a_gpu_is_an_error_and_auto_falls_back_to_what_exists():
     if not torch.cuda.is_available():
         with pytest.raises(ForecasterError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+# --- checkpoints tied to offsets -------------------------------------------------------------
+
+
+def hours(key, start, stop, partition=0):
+    return [record(key, h, float(h * h % 7), partition=partition, offset=h) for h in range(start, stop)]
+
+
+def test_offsets_are_committed_only_once_a_checkpoint_holds_the_state_they_reflect(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 2), hours("a", 2, 4)], checkpoint_dir=tmp_path, every_records=3)
+    w.run_once()
+    assert source.committed == [] and load_latest_checkpoint(tmp_path) is None
+    w.run_once()
+    payload, _ = load_latest_checkpoint(tmp_path)
+    assert payload["offsets"] == {0: 4} and source.committed == [{0: 4}]
+    assert payload["engine"]["store"]["keys"] == ["a"]
+
+
+def test_stopping_writes_a_final_checkpoint(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 2)], checkpoint_dir=tmp_path, every_records=1000)
+    w.run_once()
+    w.stop.set()
+    w.run()
+    assert load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 2} and source.committed == [{0: 2}]
+
+
+def test_no_checkpoint_when_the_last_batch_could_not_be_delivered(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 2)], DeliveryError("undelivered at shutdown"), tmp_path, every_records=1000)
+    w.run()
+    assert load_latest_checkpoint(tmp_path) is None and source.committed == [] and w.error is None
+
+
+def test_a_restored_worker_forecasts_exactly_as_one_that_never_stopped(tmp_path):
+    values = lambda sink: [json.loads(m.value)["values"] for m in sink.messages]
+    uninterrupted, _, whole, _ = worker([hours("a", 0, 6) + hours("b", 0, 6, partition=1), hours("a", 6, 12)])
+    uninterrupted.run_once()
+    uninterrupted.run_once()
+    first, _, _, _ = worker([hours("a", 0, 6) + hours("b", 0, 6, partition=1)], checkpoint_dir=tmp_path, every_records=1)
+    first.run_once()  # then the process dies
+    resumed, _, after, _ = worker([hours("a", 6, 12)], checkpoint_dir=tmp_path, restore=True)
+    resumed.run_once()
+    np.testing.assert_allclose(values(after), values(whole)[12:], rtol=1e-6)

@@ -163,8 +163,8 @@ def test_config_objects_are_frozen(tmp_path):
 def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
-        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, skill_window, "
-        "batching, training)")
+        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
+        "skill_window, batching, training)")
 
 
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
@@ -176,7 +176,7 @@ def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
 def test_an_unknown_global_key_names_config_yaml(tmp_path):
     path = write_config(tmp_path, {"weather": WEATHER}, "metric:\n  port: 9100\n")
     assert load_error(path) == (f"{path}: metric: unknown key "
-                                "(expected one of: kafka, device, metrics, log_level, state_dir, pipelines)")
+                                "(expected one of: kafka, device, metrics, log_level, log_format, state_dir, pipelines)")
 
 
 # --- types ----------------------------------------------------------------------------

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -64,38 +66,52 @@ def _connect(factory, kafka: Kafka, **settings):
 
 
 class Source:
-    """A consumer-group member reading one topic; offsets are committed only when told."""
+    """A consumer-group member reading one topic; offsets are committed only when told.
 
-    def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int):
+    `start_offsets` (partition -> next offset, from a checkpoint) are where consumption
+    resumes whenever those partitions are assigned, wherever the group's committed
+    offsets stand: the restored state reflects exactly the records before them.
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int,
+                 start_offsets: dict[int, int] | None = None):
         self.topic = topic
         self._max_records = max_records
+        settings = {**client_settings(kafka), **kafka.consumer}
+        self._session_timeout_s = settings.get("session_timeout_ms", 45_000) / 1000
         self._consumer = _connect(
             KafkaConsumer, kafka,
             group_id=group_id,
-            enable_auto_commit=False,       # at-least-once: commit after the forecasts are acknowledged
-            auto_offset_reset="earliest",   # a new group starts at the beginning of the topic
+            enable_auto_commit=False,        # at-least-once: commit after the state is checkpointed
+            auto_offset_reset="earliest",    # a new group starts at the beginning of the topic
             max_poll_records=max_records,
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
-            **{**client_settings(kafka), **kafka.consumer},
+            **settings,
         )
-        self._consumer.subscribe([topic])
+        self._consumer.subscribe([topic], listener=_SeekOnAssign(self._consumer, topic, dict(start_offsets or {})))
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max_records)
         return [Polled(tp.partition, r.offset, r.key, r.value) for tp, rs in batches.items() for r in rs]
 
-    def commit(self, polled: Sequence[Polled]) -> None:
-        """Commit the offsets after `polled`: the next record each partition should deliver."""
-        newest: dict[int, int] = {}
-        for record in polled:
-            newest[record.partition] = max(record.offset, newest.get(record.partition, -1))
-        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o + 1, "", -1) for p, o in newest.items()}
-        if offsets:
-            self._consumer.commit(offsets)
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit `offsets` (partition -> next offset to consume) for the partitions still assigned."""
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        committing = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in assigned}
+        if committing:
+            self._consumer.commit(committing)
 
     def assigned(self) -> bool:
         return bool(self._consumer.assignment())
+
+    def connected(self) -> bool:
+        """In contact with the cluster: connections open and group heartbeats answered lately."""
+        metrics = self._consumer.metrics()
+        connections = metrics.get("consumer-metrics", {}).get("connection-count", 0)
+        heartbeat_age = metrics.get("consumer-coordinator-metrics", {}).get("last-heartbeat-seconds-ago", math.inf)
+        joining = heartbeat_age == math.inf  # no heartbeat yet: still joining the group
+        return connections > 0 and (joining or heartbeat_age < self._session_timeout_s)
 
     def lag(self) -> int:
         """Records not yet consumed on the assigned partitions (from the last fetch's high watermarks)."""
@@ -110,12 +126,34 @@ class Source:
         self._consumer.close(autocommit=False)
 
 
+class _SeekOnAssign(ConsumerRebalanceListener):
+    """Resume assigned partitions at the checkpoint's offsets rather than the group's committed ones."""
+
+    def __init__(self, consumer, topic: str, offsets: dict[int, int]):
+        self._consumer, self._topic, self._offsets = consumer, topic, offsets
+
+    def on_partitions_assigned(self, assigned):
+        for tp in assigned:
+            if tp.partition in self._offsets:
+                self._consumer.seek(tp, self._offsets[tp.partition])
+        log.info("%s: assigned partitions %s", self._topic, sorted(tp.partition for tp in assigned))
+
+    def on_partitions_revoked(self, revoked):
+        if revoked:
+            log.info("%s: partitions %s revoked", self._topic, sorted(tp.partition for tp in revoked))
+
+
 class Sink:
-    """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped."""
+    """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
+
+    A failing cluster is logged once when deliveries start failing and once when they
+    recover, not on every retry.
+    """
 
     def __init__(self, kafka: Kafka):
         settings = {"acks": "all", "linger_ms": 5, **client_settings(kafka), **kafka.producer}
         self._producer = _connect(KafkaProducer, kafka, **settings)
+        self._failing_since: float | None = None
 
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
@@ -123,11 +161,16 @@ class Sink:
         while pending:
             pending = self._send_and_wait(pending)
             if not pending:
-                return
-            log.warning("%d records not acknowledged; retrying in %.1f s", len(pending), backoff)
+                break
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.warning("deliveries failing (%d records unacknowledged); retrying with backoff", len(pending))
             if stop.wait(backoff):
                 raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
             backoff = min(2 * backoff, 30.0)
+        if self._failing_since is not None:
+            log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
 
     def _send_and_wait(self, messages: Sequence[Message]) -> list[Message]:
         futures = []
@@ -136,7 +179,7 @@ class Sink:
                 futures.append((message, self._producer.send(message.topic, value=message.value, key=message.key,
                                                              headers=list(message.headers))))
             except KafkaError as error:
-                log.warning("send to %s failed: %s", message.topic, error)
+                log.debug("send to %s failed: %s", message.topic, error)
                 futures.append((message, None))
         self._producer.flush()
         return [m for m, f in futures if f is None or f.failed()]

@@ -1,0 +1,112 @@
+"""Where an evicted series' state waits until the series returns: host memory or a SQLite file.
+
+A spilled series is two packed rows: float32 (recurrent state and normaliser moments) and
+float64 (newest time, newest value, last one-step forecast). The StateStore packs and
+unpacks them; a spill only keeps rows by key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+class Spill(Protocol):
+    def put(self, keys: Sequence[str], wide: np.ndarray, exact: np.ndarray) -> None: ...
+    def take(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+    def __len__(self) -> int: ...
+
+
+class MemorySpill:
+    """Rows in two growing arrays and a key index: about (row bytes + 100) bytes per series."""
+
+    def __init__(self, wide_width: int, exact_width: int):
+        self._index: dict[str, int] = {}
+        self._free: list[int] = []
+        self._wide = np.zeros((0, wide_width), np.float32)
+        self._exact = np.zeros((0, exact_width), np.float64)
+
+    def put(self, keys: Sequence[str], wide: np.ndarray, exact: np.ndarray) -> None:
+        rows = [self._row(key) for key in keys]
+        self._wide[rows] = wide
+        self._exact[rows] = exact
+
+    def take(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Remove and return the rows of those `keys` that were spilled."""
+        found = [k for k in keys if k in self._index]
+        rows = [self._index.pop(k) for k in found]
+        self._free.extend(rows)
+        return found, self._wide[rows].copy(), self._exact[rows].copy()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def nbytes(self) -> int:
+        return self._wide.nbytes + self._exact.nbytes
+
+    def snapshot(self) -> dict:
+        keys = list(self._index)
+        rows = [self._index[k] for k in keys]
+        return {"keys": keys, "wide": self._wide[rows].copy(), "exact": self._exact[rows].copy()}
+
+    def restore(self, snapshot: dict) -> None:
+        self._index, self._free = {}, []
+        self._wide = self._wide[:0]
+        self._exact = self._exact[:0]
+        if snapshot["keys"]:
+            self.put(snapshot["keys"], np.asarray(snapshot["wide"]), np.asarray(snapshot["exact"]))
+
+    def _row(self, key: str) -> int:
+        if key in self._index:
+            return self._index[key]
+        if not self._free:
+            grown = max(1024, 2 * len(self._wide))
+            self._free = list(range(len(self._wide), grown))[::-1]
+            self._wide = np.resize(self._wide, (grown, self._wide.shape[1]))
+            self._exact = np.resize(self._exact, (grown, self._exact.shape[1]))
+        self._index[key] = row = self._free.pop()
+        return row
+
+
+class DiskSpill:
+    """Rows in a SQLite file: memory stays bounded however many series come and go.
+
+    `take` leaves rows in place (a returning series' row is overwritten when it is evicted
+    again): deleting them would lose the state if the process died before the next
+    checkpoint, which still counts the series as spilled.
+    """
+
+    def __init__(self, path: str | Path, wide_width: int, exact_width: int):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS spill (key TEXT PRIMARY KEY, wide BLOB, exact BLOB)")
+        self._widths = (wide_width, exact_width)
+
+    def put(self, keys: Sequence[str], wide: np.ndarray, exact: np.ndarray) -> None:
+        rows = [(k, w.astype(np.float32).tobytes(), e.astype(np.float64).tobytes()) for k, w, e in zip(keys, wide, exact)]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO spill VALUES (?, ?, ?)", rows)
+
+    def take(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        found, wide, exact = [], [], []
+        for start in range(0, len(keys), 500):  # SQLite limits the parameters of one statement
+            chunk = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, w, e in self._db.execute(f"SELECT key, wide, exact FROM spill WHERE key IN ({marks})", chunk):
+                found.append(key)
+                wide.append(np.frombuffer(w, np.float32))
+                exact.append(np.frombuffer(e, np.float64))
+        shape = lambda rows, width, dtype: np.stack(rows) if rows else np.zeros((0, width), dtype)
+        return found, shape(wide, self._widths[0], np.float32), shape(exact, self._widths[1], np.float64)
+
+    def __len__(self) -> int:
+        """Rows on disk (series that returned keep their row until evicted again)."""
+        return self._db.execute("SELECT COUNT(*) FROM spill").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
