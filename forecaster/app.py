@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/1"
 
 class SourceLike(Protocol):
     def poll(self, timeout_ms: int) -> list[Polled]: ...
-    def commit(self, offsets: dict[int, int]) -> None: ...
+    def commit(self, offsets: dict[int, int]) -> bool: ...
     def assigned(self) -> bool: ...
     def connected(self) -> bool: ...
     def lag(self) -> int: ...
@@ -116,7 +116,8 @@ class PipelineWorker:
         self.source, self.sink = source, sink
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
-        self.offsets: dict[int, int] = dict(offsets or {})  # partition -> next offset the state reflects
+        # partition -> next offset the state reflects; shared with the source, which resumes there on assignment
+        self.offsets: dict[int, int] = offsets if offsets is not None else {}
         self.error: BaseException | None = None
         self.last_poll = 0.0
         self.in_contact = True
@@ -277,7 +278,8 @@ class Daemon:
         device = resolve_device(settings.device)
         self._check_topics()
         log.info("starting %d pipelines on %s", len(self.config.pipelines), device)
-        self.server = StatusServer(settings.metrics.host, settings.metrics.port, self.registry, self.ready).start()
+        self.server = StatusServer(settings.metrics.host, settings.metrics.port, self.registry, self.ready,
+                                   certfile=settings.metrics.tls_certfile, keyfile=settings.metrics.tls_keyfile).start()
         log.info("metrics at %s/metrics", self.server.address)
         try:
             self.workers = [self._worker(p, device) for p in self.config.pipelines]
@@ -310,7 +312,7 @@ class Daemon:
             engine.restore(restored["engine"])
             offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
         source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
-                        start_offsets=offsets)
+                        positions=offsets)
         return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets)
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

@@ -7,6 +7,7 @@ names the file, the YAML path and what was expected, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal, Mapping
 from .errors import ConfigError
 from .schema import (
     Builder,
+    masked_repr,
     non_negative,
     port,
     positive,
@@ -175,9 +177,35 @@ class Kafka:
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting("PLAINTEXT", doc="transport security")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"] | None = setting(None, doc="SASL authentication, with security_protocol SASL_SSL or SASL_PLAINTEXT")
+    sasl_plain_username: str | None = setting(None, doc="user name for SASL PLAIN or SCRAM")
+    sasl_plain_password: str | None = setting(None, doc="password for SASL PLAIN or SCRAM: write ${VAR} to read it from the environment; never logged")
+    ssl_cafile: str | None = setting(None, doc="CA certificates (PEM) to verify the brokers, with SSL or SASL_SSL (relative to config.yaml); null: the system's")
+    ssl_certfile: str | None = setting(None, doc="client certificate (PEM) for mutual TLS (relative to config.yaml)")
+    ssl_keyfile: str | None = setting(None, doc="private key (PEM) of ssl_certfile (relative to config.yaml)")
     consumer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaConsumer settings, passed through")
     producer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaProducer settings, passed through")
     admin: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaAdminClient settings, passed through")
+
+    __repr__ = masked_repr  # the password (and any secret-named pass-through key) never reaches a log
+
+    def __post_init__(self):
+        sasl = {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.sasl_plain_username,
+                "sasl_plain_password": self.sasl_plain_password}
+        ssl = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
+        for name, value in sasl.items():
+            if value is not None and not self.security_protocol.startswith("SASL_"):
+                raise ValueError(f"{name}: expected security_protocol SASL_SSL or SASL_PLAINTEXT with SASL settings, "
+                                 f"got security_protocol {self.security_protocol}")
+        for name, value in ssl.items():
+            if value is not None and not self.security_protocol.endswith("SSL"):
+                raise ValueError(f"{name}: expected security_protocol SSL or SASL_SSL with TLS files, "
+                                 f"got security_protocol {self.security_protocol}")
+        if self.sasl_mechanism not in (None, "GSSAPI") and None in (self.sasl_plain_username, self.sasl_plain_password):
+            missing = "sasl_plain_username" if self.sasl_plain_username is None else "sasl_plain_password"
+            raise ValueError(f"{missing}: expected a value with sasl_mechanism {self.sasl_mechanism}, got nothing")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile: expected ssl_certfile too (the certificate the key belongs to), got no ssl_certfile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +214,12 @@ class MetricsServer:
 
     host: str = setting("127.0.0.1", doc="address to bind; 127.0.0.1 keeps it private to the machine")
     port: int = setting(9108, doc="TCP port of /metrics", check=port)
+    tls_certfile: str | None = setting(None, doc="serve HTTPS with this certificate chain (PEM, relative to config.yaml); null: plain HTTP")
+    tls_keyfile: str | None = setting(None, doc="private key (PEM) of tls_certfile, when not inside it (relative to config.yaml)")
+
+    def __post_init__(self):
+        if self.tls_keyfile is not None and self.tls_certfile is None:
+            raise ValueError("tls_keyfile: expected tls_certfile too (the certificate the key belongs to), got no tls_certfile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,13 +261,31 @@ def load(path: str | Path, require_weights: bool = True) -> Config:
     `require_weights=False` is for `forecaster pretrain`, which writes the weights files.
     """
     path = Path(path)
-    settings = Builder(str(path)).build(Settings, read_yaml(str(path), str(path)))
+    settings = _resolve_files(Builder(str(path)).build(Settings, read_yaml(str(path), str(path))), path)
     pipelines = tuple(_load_pipeline(path, name) for name in settings.pipelines)
     config = Config(path=path, settings=settings, pipelines=pipelines)
     _check_unique(config)
     for pipeline, name in zip(pipelines, settings.pipelines if require_weights else ()):
         _check_weights_exist(config, pipeline, _display(path, name))
     return config
+
+
+def _resolve_files(settings: Settings, config_path: Path) -> Settings:
+    """TLS files, named relative to config.yaml, made absolute; a missing one is an error now, not at the first connection."""
+
+    def resolved(section: str, name: str) -> str | None:
+        value = getattr(getattr(settings, section), name)
+        if value is None:
+            return None
+        file = (config_path.parent / value).resolve()
+        if not file.is_file():
+            raise ConfigError(f"{config_path}: {section}.{name}: expected an existing file, got {value!r}")
+        return str(file)
+
+    kafka = {name: resolved("kafka", name) for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
+    metrics = {name: resolved("metrics", name) for name in ("tls_certfile", "tls_keyfile")}
+    return dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, **kafka),
+                               metrics=dataclasses.replace(settings.metrics, **metrics))
 
 
 def _display(config_path: Path, name: str) -> str:

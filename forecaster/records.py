@@ -134,9 +134,18 @@ def decode_one(payload: bytes | None, fmt: RecordFormat) -> tuple[str, float, fl
     key = _field(record, fmt.key)
     if isinstance(key, bool) or not isinstance(key, (str, int)) or key == "":
         raise RecordError(WRONG_TYPE, f"{fmt.key}: expected a non-empty string or integer series key, got {key!r}")
+    _check_unicode(key, fmt.key)
     time, local_time = parse_time(_field(record, fmt.timestamp), fmt.timestamp)
     row = [_number(record, name) for name in (fmt.target, *fmt.covariates)]
     return str(key), time, local_time, row
+
+
+def _check_unicode(key: str | int, name: str) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); such a key has no UTF-8 bytes to be a Kafka key with."""
+    try:
+        str(key).encode()
+    except UnicodeEncodeError:
+        raise RecordError(MALFORMED, f"{name}: not valid Unicode text (a lone surrogate): {key!r}"[:200]) from None
 
 
 def _field(record: dict, name: str):

@@ -45,6 +45,34 @@ probability = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 port = (lambda v: 0 < v < 65536, "a TCP port in 1..65535")
 
 
+MASK = "***"
+_SECRET = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting's name (or YAML path) says it holds a credential, whose value is never shown."""
+    return _SECRET.search(name) is not None
+
+
+def redacted(value: Any) -> Any:
+    """`value` with the value of every secret-named key replaced by MASK, at any depth."""
+    if isinstance(value, (dict, types.MappingProxyType)):
+        return {k: MASK if is_secret(str(k)) and v is not None else redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redacted(v) for v in value)
+    return value
+
+
+def masked_repr(self) -> str:
+    """A dataclass's repr with secret-named fields, and secret-named keys of its mappings, masked."""
+    shown = []
+    for field in dataclasses.fields(self):
+        value = getattr(self, field.name)
+        secret = is_secret(field.name) and value is not None
+        shown.append(f"{field.name}={MASK if secret else repr(redacted(value))}")
+    return f"{type(self).__qualname__}({', '.join(shown)})"
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -77,7 +105,7 @@ class Builder:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise self.fail(path, f"expected a mapping, got {_describe(data)}")
+            raise self.fail(path, f"expected a mapping, got {_describe(data, path)}")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(map(str, data)) - set(fields))
@@ -102,21 +130,24 @@ class Builder:
     def convert(self, hint: Any, value: Any, path: str, check: tuple[Check, str] | None = None) -> Any:
         """Convert one YAML value to `hint`, then apply the field's check."""
         if isinstance(value, str) and "${" in value:
-            value = self._expand(value, path, keep_text=_is_text(hint))
+            value = self._expand(value, path, keep_text=_is_text(hint), verbatim=is_secret(path))
         converted = self._convert_type(hint, value, path)
         if check is not None and converted is not None:
             predicate, expectation = check
             if not predicate(converted):
-                raise self.fail(path, f"expected {expectation}, got {_describe(value)}")
+                raise self.fail(path, f"expected {expectation}, got {_describe(value, path)}")
         return converted
 
-    def _expand(self, value: str, path: str, keep_text: bool = False) -> Any:
+    def _expand(self, value: str, path: str, keep_text: bool = False, verbatim: bool = False) -> Any:
         """Expand ${VAR}s, then read the text as YAML so `port: ${P:-9108}` gives an int.
 
         A string field keeps the text when YAML would make it something else ("0123", "on"),
-        and text that is not valid YAML on its own stays text.
+        and text that is not valid YAML on its own stays text. A secret is always the text
+        exactly as expanded: YAML would strip quotes, spaces and `#...` from a password.
         """
         text = expand_env(value, f"{self.source}: {path}")
+        if verbatim:
+            return text
         try:
             parsed = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -134,15 +165,15 @@ class Builder:
             return self._convert_type(inner, value, path)
         if origin is Literal:
             if value not in args:
-                raise self.fail(path, f"expected one of {', '.join(map(str, args))}, got {_describe(value)}")
+                raise self.fail(path, f"expected one of {', '.join(map(str, args))}, got {_describe(value, path)}")
             return value
         if origin is tuple:
             if not isinstance(value, list):
-                raise self.fail(path, f"expected a list, got {_describe(value)}")
+                raise self.fail(path, f"expected a list, got {_describe(value, path)}")
             return tuple(self._convert_type(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
         if origin is dict:
             if not isinstance(value, dict):
-                raise self.fail(path, f"expected a mapping, got {_describe(value)}")
+                raise self.fail(path, f"expected a mapping, got {_describe(value, path)}")
             return types.MappingProxyType({str(k): self._scalar(v, _join(path, str(k))) for k, v in value.items()})
         if dataclasses.is_dataclass(hint):
             return self.build(hint, value, path)
@@ -152,30 +183,30 @@ class Builder:
         if hint is bool:
             if isinstance(value, bool):
                 return value
-            raise self.fail(path, f"expected true or false, got {_describe(value)}")
+            raise self.fail(path, f"expected true or false, got {_describe(value, path)}")
         if hint is int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
-            raise self.fail(path, f"expected an integer, got {_describe(value)}")
+            raise self.fail(path, f"expected an integer, got {_describe(value, path)}")
         if hint is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value):
                 return float(value)
-            raise self.fail(path, f"expected a finite number, got {_describe(value)}")
+            raise self.fail(path, f"expected a finite number, got {_describe(value, path)}")
         if hint is str:
             if isinstance(value, str) and value:
                 return value
-            raise self.fail(path, f"expected a non-empty string, got {_describe(value)}")
+            raise self.fail(path, f"expected a non-empty string, got {_describe(value, path)}")
         raise TypeError(f"unsupported configuration type {hint!r} at {path}")
 
     def _scalar(self, value: Any, path: str) -> Any:
         """Pass-through settings (Kafka client options) may be any scalar or list of scalars."""
         if isinstance(value, str) and "${" in value:
-            value = self._expand(value, path)
+            value = self._expand(value, path, verbatim=is_secret(path))
         if isinstance(value, (str, int, float, bool)) or value is None:
             return value
         if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
             return tuple(value)
-        raise self.fail(path, f"expected a scalar or a list of scalars, got {_describe(value)}")
+        raise self.fail(path, f"expected a scalar or a list of scalars, got {_describe(value, path)}")
 
 
 def _is_text(hint: Any) -> bool:
@@ -196,11 +227,14 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, path: str = "") -> str:
+    """What arrived, for an error message; never the value of a secret (a password is not echoed to logs)."""
     if value is None:
         return "nothing (null)"
+    if is_secret(path):
+        return f"a {type(value).__name__} (value not shown: secret)"
     if isinstance(value, (dict, list)):
-        return f"a {type(value).__name__} {value!r}"[:120]
+        return f"a {type(value).__name__} {redacted(value)!r}"[:120]
     return repr(value)
 
 

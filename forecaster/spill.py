@@ -7,6 +7,7 @@ unpacks them; a spill only keeps rows by key.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -81,7 +82,10 @@ class DiskSpill:
     """
 
     def __init__(self, path: str | Path, wide_width: int, exact_width: int):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Spilled state is as private as a checkpoint: owner-only, and SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS spill (key TEXT PRIMARY KEY, wide BLOB, exact BLOB)")

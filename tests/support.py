@@ -9,12 +9,12 @@ from forecaster.records import Observations
 
 
 def make_pipeline(cell="gru", horizon=4, emit="per_record", covariates=(), max_series=1000,
-                  calendar=Calendar(hour_of_day=True, day_of_week=True), cadence="1h", **model) -> Pipeline:
+                  calendar=Calendar(hour_of_day=True, day_of_week=True), cadence="1h", spill="memory", **model) -> Pipeline:
     """A small pipeline with seeded weights, as config.load would build it."""
     return Pipeline(
         name="test", input_topic="in", output_topic="out", dead_letter_topic="dead",
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=tuple(covariates)),
-        cadence=cadence, horizon=horizon, calendar=calendar, emit=emit, max_series=max_series,
+        cadence=cadence, horizon=horizon, calendar=calendar, emit=emit, max_series=max_series, spill=spill,
         model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
     )
 

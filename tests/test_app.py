@@ -120,6 +120,23 @@ def test_a_bad_record_does_not_change_other_series_forecasts():
     np.testing.assert_array_equal(values(clean_sink), values(noisy_sink))
 
 
+def test_a_batch_with_nothing_usable_is_dead_lettered_and_the_loop_goes_on():
+    garbage = [Polled(0, 0, b"x", b"junk"), Polled(0, 1, None, None)]
+    w, source, sink, _ = worker([garbage, [record("a", 0, 1.0, offset=2)]])
+    assert w.run_once() == 2
+    assert [(m.topic, dict(m.headers)["forecaster.reason"]) for m in sink.messages] == [("dead", b"malformed")] * 2
+    assert source.committed == [{0: 2}]
+    assert w.run_once() == 1 and sink.messages[-1].topic == "out" and source.committed[-1] == {0: 3}
+
+
+def test_a_batch_whose_every_record_its_series_refuses_is_dead_lettered_and_the_loop_goes_on():
+    w, source, sink, _ = worker([[record("a", 5, 1.0, offset=0)], [record("a", 4, 2.0, offset=1), record("a", 5, 3.0, offset=2)]])
+    w.run_once()
+    assert w.run_once() == 2
+    assert [dict(m.headers)["forecaster.reason"] for m in sink.messages[1:]] == [b"out_of_order", b"duplicate_timestamp"]
+    assert source.committed == [{0: 1}, {0: 3}]
+
+
 def test_metrics_count_the_batch():
     w, _, _, registry = worker([[record("a", h, float(h)) for h in range(5)]])
     w.run_once()

@@ -75,6 +75,15 @@ def test_a_field_of_the_wrong_type_is_rejected(fields, name):
     assert rejected.detail.startswith(f"{name}: expected ")
 
 
+def test_a_series_key_that_is_not_valid_unicode_is_malformed():
+    bad = payload(station="X").replace(b'"X"', b'"K\\udc80"')  # JSON may escape a lone surrogate; UTF-8 cannot hold one
+    assert json.loads(bad)["station"] == "K\udc80"
+    rejected = rejection(bad)
+    assert rejected.reason == records.MALFORMED and rejected.detail.startswith("station: not valid Unicode text")
+    assert rejected.detail.encode()  # the detail itself travels as a Kafka header
+    assert records.decode([payload(station="K\u00e9\U0001F600")], FMT)[0].keys == ("K\u00e9\U0001F600",)  # valid non-ASCII is fine
+
+
 @pytest.mark.parametrize("text, name", [
     ("NaN", "temp"),
     ("Infinity", "temp"),

@@ -1,10 +1,14 @@
 """StateStore: series keys to slots of one device tensor; growth, eviction, snapshot and restore."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from forecaster.scaling import Moments
+from forecaster.spill import DiskSpill, MemorySpill
 from forecaster.state import REFUSED, StateStore
 
 
@@ -115,3 +119,85 @@ def test_memory_is_the_tensor_bytes_plus_bookkeeping():
     s = store(initial_capacity=4, layers=2, width=3, features=2)
     per_slot = 4 * (2 * 3 + 2 + 2 + 1) + 8 * 4  # fp32 state, mean, var, count; four host arrays
     assert s.nbytes == 4 * per_slot
+
+
+# --- spill: evicted series come back exactly ----------------------------------------------------------
+
+
+LAYERS, WIDTH, FEATURES = 2, 3, 2
+WIDE = LAYERS * WIDTH + 2 * FEATURES + 1  # a spilled row: state, mean, var, count
+
+
+def make_spill(kind: str, tmp_path):
+    return {"memory": lambda: MemorySpill(WIDE, 3), "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", WIDE, 3)}[kind]()
+
+
+def make_store(spill, device="cpu", max_series=2) -> StateStore:
+    return StateStore(layers=LAYERS, width=WIDTH, features=FEATURES, max_series=max_series, device=device,
+                      initial_capacity=1, spill=spill)
+
+
+def fill(store: StateStore, key: str, seed: int) -> None:
+    """Give `key` a distinctive state: random tensors, moments and host values."""
+    slot = torch.as_tensor(store.slots([key]), device=store.device)
+    g = torch.Generator().manual_seed(seed)
+    state = torch.randn(LAYERS, 1, WIDTH, generator=g)
+    moments = Moments(torch.randn(1, FEATURES, generator=g), torch.rand(1, FEATURES, generator=g), torch.tensor([seed + 3.0]))
+    store.scatter(slot, state.to(store.device), Moments(*(t.to(store.device) for t in dataclasses.astuple(moments))))
+    s = int(slot)
+    store.last_time[s], store.last_value[s], store.last_forecast[s] = 1.7e9 + seed, np.pi * seed, -np.e * seed
+
+
+def state_of(store: StateStore, key: str) -> dict:
+    """Everything the store holds for `key` (admitting it if absent, as a returning record would)."""
+    slot = store.slots([key])
+    state, moments = store.gather(torch.as_tensor(slot, device=store.device))
+    s = int(slot[0])
+    return {"state": state.cpu(), "mean": moments.mean.cpu(), "var": moments.var.cpu(), "count": moments.count.cpu(),
+            "host": (store.last_time[s], store.last_value[s], store.last_forecast[s])}
+
+
+def assert_state_equal(got: dict, expected: dict) -> None:
+    for name in ("state", "mean", "var", "count"):
+        assert torch.equal(got[name], expected[name]), name
+    np.testing.assert_array_equal(got["host"], expected["host"])
+
+
+def evict_a_and_b(store: StateStore) -> tuple[dict, dict]:
+    fill(store, "a", seed=1)
+    fill(store, "b", seed=2)
+    a, b = state_of(store, "a"), state_of(store, "b")
+    store.slots(["c"])
+    store.slots(["d"])
+    assert "a" not in store and "b" not in store and store.evictions == 2
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_an_evicted_series_that_returns_gets_back_exactly_its_state(tmp_path, device, kind):
+    store = make_store(make_spill(kind, tmp_path), device)
+    a, b = evict_a_and_b(store)
+    assert_state_equal(state_of(store, "a"), a)
+    assert_state_equal(state_of(store, "b"), b)
+    assert store.restored == 2
+
+
+def test_without_a_spill_a_returning_series_starts_fresh(device):
+    store = make_store(None, device)
+    evict_a_and_b(store)
+    got = state_of(store, "a")
+    assert all(torch.count_nonzero(got[name]) == 0 for name in ("state", "mean", "var", "count"))
+    assert got["host"][0] == -np.inf and np.isnan(got["host"][1:]).all()
+    assert store.restored == 0
+
+
+def test_the_memory_spill_travels_in_the_snapshot_through_a_checkpoint(tmp_path, device):
+    store = make_store(MemorySpill(WIDE, 3), device)
+    a, b = evict_a_and_b(store)
+    save_checkpoint(tmp_path, {"store": store.snapshot()})  # weights_only loading must accept the spilled rows
+    snapshot, _ = load_latest_checkpoint(tmp_path)
+    assert sorted(snapshot["store"]["spilled"]["keys"]) == ["a", "b"]
+    restored = make_store(MemorySpill(WIDE, 3), device)
+    restored.restore(snapshot["store"])
+    assert_state_equal(state_of(restored, "b"), b)
+    assert_state_equal(state_of(restored, "a"), a)

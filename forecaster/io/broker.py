@@ -96,11 +96,11 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _answers_metadata(port: int, timeout_s: float = 1.0) -> bool:
+def _answers_metadata(port: int, advertised: int, timeout_s: float = 1.0) -> bool:
     """Tell whether a Kafka client could bootstrap from the port now.
 
-    True only when the broker answers a Metadata request and advertises this
-    very port, which is what kafka-python needs to go on to produce and fetch.
+    True only when the broker answers a Metadata request and advertises the
+    expected port, which is what kafka-python needs to go on to produce and fetch.
     """
     correlation_id = os.getpid() & 0x7FFFFFFF
     try:
@@ -111,7 +111,7 @@ def _answers_metadata(port: int, timeout_s: float = 1.0) -> bool:
     except OSError:  # refused, reset or timed out: not ready yet
         return False
     try:
-        return port in _advertised_ports(response, correlation_id)
+        return advertised in _advertised_ports(response, correlation_id)
     except struct.error:  # a truncated or foreign answer
         return False
 
@@ -154,9 +154,12 @@ class EmbeddedBroker:
     to log_path, or to a temporary file deleted by stop(), never to our terminal.
     """
 
-    def __init__(self, port: int | None = None, log_path: str | Path | None = None):
+    def __init__(self, port: int | None = None, log_path: str | Path | None = None, advertised_port: int | None = None):
+        """`advertised_port` (default: `port`) is what clients are told to connect to: a proxy
+        in front of the broker, say, that a test can cut to simulate an outage."""
         self.port = port if port is not None else free_port()
-        self.bootstrap = f"{HOST}:{self.port}"
+        self.advertised_port = advertised_port if advertised_port is not None else self.port
+        self.bootstrap = f"{HOST}:{self.advertised_port}"
         self._owns_log = log_path is None
         self.log_path = Path(log_path) if log_path is not None else None
         self._process: subprocess.Popen | None = None
@@ -193,11 +196,10 @@ class EmbeddedBroker:
             os.close(handle)
             self.log_path = Path(name)
         self._log = open(self.log_path, "ab")
-        listener = f"tcp://{self.bootstrap}"
         command = [
             _broker_bin(), "broker",
-            "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--listener-url", f"tcp://{HOST}:{self.port}",
+            "--advertised-listener-url", f"tcp://{HOST}:{self.advertised_port}",
             "--storage-engine", "memory://tansu/",
         ]
         self._process = subprocess.Popen(
@@ -219,7 +221,7 @@ class EmbeddedBroker:
             exit_code = self._process.poll()
             if exit_code is not None:
                 self._fail(f"exited with status {exit_code} before it was ready")
-            if _answers_metadata(self.port):
+            if _answers_metadata(self.port, self.advertised_port):
                 return
             if time.monotonic() >= deadline:
                 self._fail(f"did not answer a Metadata request within {timeout_s:g} s")

@@ -47,13 +47,18 @@ class DeliveryError(ForecasterError):
     """Forecasts could not be delivered before shutdown; their input offsets stay uncommitted."""
 
 
+_SECURITY = ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+
+
 def client_settings(kafka: Kafka) -> dict:
-    """Settings shared by every client: servers, identity, security."""
-    return {
+    """Settings shared by every client: servers, identity, security (SASL and TLS only where configured)."""
+    settings = {
         "bootstrap_servers": [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()],
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
     }
+    settings.update({name: getattr(kafka, name) for name in _SECURITY if getattr(kafka, name) is not None})
+    return settings
 
 
 def _connect(factory, kafka: Kafka, **settings):
@@ -68,13 +73,14 @@ def _connect(factory, kafka: Kafka, **settings):
 class Source:
     """A consumer-group member reading one topic; offsets are committed only when told.
 
-    `start_offsets` (partition -> next offset, from a checkpoint) are where consumption
-    resumes whenever those partitions are assigned, wherever the group's committed
-    offsets stand: the restored state reflects exactly the records before them.
+    `positions` is the caller's live map (partition -> next offset) of what its state
+    reflects. Whenever partitions are assigned, at start or after any rebalance (a
+    rejoin after an outage, say), consumption resumes there, wherever the group's
+    committed offsets stand: records are neither skipped nor stepped twice.
     """
 
     def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int,
-                 start_offsets: dict[int, int] | None = None):
+                 positions: dict[int, int] | None = None):
         self.topic = topic
         self._max_records = max_records
         settings = {**client_settings(kafka), **kafka.consumer}
@@ -88,19 +94,29 @@ class Source:
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
             **settings,
         )
-        self._consumer.subscribe([topic], listener=_SeekOnAssign(self._consumer, topic, dict(start_offsets or {})))
+        self._consumer.subscribe([topic], listener=_SeekOnAssign(self._consumer, topic, positions if positions is not None else {}))
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max_records)
         return [Polled(tp.partition, r.offset, r.key, r.value) for tp, rs in batches.items() for r in rs]
 
-    def commit(self, offsets: dict[int, int]) -> None:
-        """Commit `offsets` (partition -> next offset to consume) for the partitions still assigned."""
+    def commit(self, offsets: dict[int, int], timeout_ms: int = 5000) -> bool:
+        """Commit `offsets` (partition -> next offset to consume) for the partitions still assigned.
+
+        Best effort: during an outage the commit fails and the next checkpoint commits the
+        (newer) offsets again; the checkpoint, not the group, is what a restart resumes from.
+        """
         assigned = {tp.partition for tp in self._consumer.assignment()}
         committing = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in assigned}
-        if committing:
-            self._consumer.commit(committing)
+        if not committing:
+            return True
+        try:
+            self._consumer.commit(committing, timeout_ms=timeout_ms)
+        except KafkaError as error:
+            log.debug("%s: offset commit failed (%s); the next checkpoint retries", self.topic, error)
+            return False
+        return True
 
     def assigned(self) -> bool:
         return bool(self._consumer.assignment())
@@ -127,7 +143,7 @@ class Source:
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
-    """Resume assigned partitions at the checkpoint's offsets rather than the group's committed ones."""
+    """Resume assigned partitions where the state stands (a live map), not at the group's committed offsets."""
 
     def __init__(self, consumer, topic: str, offsets: dict[int, int]):
         self._consumer, self._topic, self._offsets = consumer, topic, offsets

@@ -74,7 +74,7 @@ def test_start_on_the_port_of_a_running_broker_leaves_that_broker_alone(broker):
     with pytest.raises(RuntimeError, match="already in use"):
         EmbeddedBroker(port=broker.port).start()
     assert broker.running
-    assert broker_module._answers_metadata(broker.port)
+    assert broker_module._answers_metadata(broker.port, broker.advertised_port)
 
 
 def test_a_broker_that_exits_during_start_is_reported_with_its_log(listening_socket, monkeypatch):

@@ -1,0 +1,91 @@
+"""A broker outage mid-run: the daemon stays up, says so once, reports not-ready, and loses nothing."""
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from forecaster import config as config_module
+from forecaster.app import Daemon
+from forecaster.io.broker import EmbeddedBroker, free_port
+from forecaster.replay import replay
+
+from kafka_support import deploy, metrics_url, read_topic
+from tcp_proxy import CuttableProxy
+
+pytestmark = pytest.mark.kafka
+
+RECORDS = 2000
+OUTAGE_S = 30.0
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def readyz(config) -> int:
+    try:
+        return urllib.request.urlopen(metrics_url(config) + "/readyz", timeout=2).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def quick_reconnects(config) -> config_module.Config:
+    """Small batches (so the cut lands mid-stream) and client reconnect backoff capped at 1 s."""
+    pipeline_file = config.path.parent / "pipelines" / "power_load.yaml"
+    pipeline = yaml.safe_load(pipeline_file.read_text())
+    pipeline["batching"] = {"max_records": 50, "poll_timeout_ms": 100}
+    pipeline_file.write_text(yaml.safe_dump(pipeline))
+    settings = yaml.safe_load(config.path.read_text())
+    for client in ("consumer", "producer"):
+        settings["kafka"].setdefault(client, {})["reconnect_backoff_max_ms"] = 1000
+    config.path.write_text(yaml.safe_dump(settings))
+    return config_module.load(config.path)
+
+
+def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="forecaster")
+    proxy_port = free_port()
+    with EmbeddedBroker(advertised_port=proxy_port) as broker:
+        proxy = CuttableProxy(proxy_port, broker.port).start()
+        config = quick_reconnects(deploy(broker, tmp_path, pipelines=("power_load",)))
+        pipeline = config.pipeline("power_load")
+        replay(config.settings.kafka, "taylor", pipeline.input_topic, limit=RECORDS)
+        registry = CollectorRegistry()
+        daemon = Daemon(config, registry=registry)
+        codes = []
+        runner = threading.Thread(target=lambda: codes.append(daemon.run()))
+        runner.start()
+        produced = lambda: registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "power_load"}) or 0
+        try:
+            wait_for(lambda: produced() >= 200, 60, "the first forecasts")
+            proxy.cut()
+            cut_at = time.monotonic()
+            wait_for(lambda: readyz(config) == 503, OUTAGE_S, "/readyz to report not ready")
+            assert registry.get_sample_value("forecaster_pipeline_up", {"pipeline": "power_load"}) == 0
+            assert runner.is_alive() and produced() < RECORDS
+            time.sleep(max(0.0, cut_at + OUTAGE_S - time.monotonic()))  # the outage lasts its 30 s
+            proxy.restore()
+            forecasts = read_topic(broker.bootstrap, pipeline.output_topic, RECORDS, timeout_s=120)
+            wait_for(lambda: readyz(config) == 200, 30, "/readyz to report ready again")
+        finally:
+            daemon.stop()
+            runner.join(60)
+            proxy.cut()
+    assert codes == [0]
+    assert len({json.loads(f.value)["time"] for f in forecasts}) == RECORDS  # every record has its forecast
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("forecaster")]
+    assert sum("lost contact with Kafka" in m for m in messages) == 1
+    assert sum("Kafka reachable again" in m for m in messages) == 1
+    assert sum("deliveries failing" in m for m in messages) <= 1
