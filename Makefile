@@ -4,7 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check pretrain clean
+# apt-get needs root: sudo when not root already.
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install tools demo test check pretrain clean
 
 install: $(STAMP)
 
@@ -20,7 +23,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m forecaster.demo --config config.yaml
 
-test: install
+# promtool and prometheus, for the tests of deploy/prometheus (Debian's prometheus package).
+tools:
+	@(command -v promtool && command -v prometheus) >/dev/null || ($(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+
+test: install tools
 	$(PY) -m pytest
 
 check: install

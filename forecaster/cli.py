@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_module
+from . import logs
 from .errors import ConfigError, ForecasterError
 
 log = logging.getLogger("forecaster")
@@ -75,11 +76,6 @@ def _command(commands, name: str, handler, summary: str) -> argparse.ArgumentPar
     return command
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
 def _with_bootstrap(config: config_module.Config, bootstrap: str | None) -> config_module.Config:
     if bootstrap is None:
         return config
@@ -91,7 +87,7 @@ def cmd_run(args) -> int:
     from .app import Daemon
 
     config = config_module.load(args.config)
-    _setup_logging(config.settings.log_level)
+    logs.setup(config.settings.log_level, config.settings.log_format)
     daemon = Daemon(config, shutdown_timeout_s=args.shutdown_timeout)
 
     def request_stop(signum, _frame):
@@ -139,7 +135,7 @@ def cmd_pretrain(args) -> int:
     from .train import pretrain
 
     config = config_module.load(args.config, require_weights=False)
-    _setup_logging(config.settings.log_level)
+    logs.setup(config.settings.log_level, config.settings.log_format)
     pipeline = config.pipeline(args.pipeline)
     steps = args.steps or pipeline.training.steps
     bar = Progress(f"pretrain {pipeline.name}", steps)

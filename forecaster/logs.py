@@ -1,0 +1,107 @@
+"""Logging setup: lines for people (`text`) or one JSON object per line for log pipelines (`json`).
+
+Either way a line carries the time, level, logger and message, plus any fields passed as
+`log.info("...", extra={"pipeline": "stock"})`. Fields whose names look like secrets
+(`sasl_plain_password`, `ssl_password`, tokens, keys) are masked at any depth, so logging
+a Kafka settings mapping never prints a credential.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import sys
+from datetime import datetime, timezone
+from typing import IO, Any, Mapping
+
+FORMATS = ("text", "json")
+MASK = "***"
+_SECRET = re.compile(r"pass(word|wd)|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# kafka-python logs every connection attempt and rebalance step at INFO: an event per poll, not per notable event.
+_CHATTY = ("kafka",)
+
+
+def setup(level: str, fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
+    """Route every logger to one stderr handler in the chosen format; returns that handler.
+
+    Replaces handlers installed before (calling it twice does not double the lines).
+    Third-party chatty loggers stay at WARNING or above whatever `level` says.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"log format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    threshold = max(logging.WARNING, root.level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(threshold)
+    return handler
+
+
+def is_secret(name: str) -> bool:
+    """Whether a field name says it holds a credential: its value is never printed."""
+    return _SECRET.search(name) is not None
+
+
+def redact(value: Any) -> Any:
+    """`value` as plain JSON-ready data, with every secret-looking key's value replaced by MASK."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): MASK if is_secret(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # strict JSON has no NaN or infinity
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a caller attached with `extra=`, secrets masked."""
+    return {k: MASK if is_secret(k) else redact(v) for k, v in vars(record).items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO-8601), level, logger, message, extra fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update((k, v) for k, v in extra_fields(record).items() if k not in entry)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value ...` for a terminal or the journal."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = extra_fields(record)
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        pairs = " ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in fields.items())
+        return f"{head} {pairs}{newline}{rest}"
+

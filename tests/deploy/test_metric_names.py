@@ -1,0 +1,42 @@
+"""Every metric the alert rules and the dashboard use exists in the exporter, or is planned by a named issue."""
+
+from deploy_support import PLANNED_METRICS, alert_rules, dashboard_queries, exported_sample_names, metric_names
+
+
+def used_in_rules() -> set[str]:
+    return set().union(*(metric_names(rule["expr"]) for rule in alert_rules()))
+
+
+def used_in_dashboard() -> set[str]:
+    return set().union(*(metric_names(expr) for _, expr in dashboard_queries()))
+
+
+def test_the_exporter_lists_histogram_samples_and_counter_totals():
+    names = exported_sample_names()
+    for suffix in ("_bucket", "_sum", "_count"):
+        assert f"forecaster_end_to_end_latency_seconds{suffix}" in names
+    assert "forecaster_records_consumed_total" in names and "forecaster_records_consumed" not in names
+    assert "forecaster_one_step_mae" in names
+
+
+def test_rules_and_dashboard_use_only_exported_or_planned_metrics():
+    used = used_in_rules() | used_in_dashboard()
+    missing = used - exported_sample_names()
+    assert missing == set(PLANNED_METRICS), (
+        f"used but not exported: {sorted(missing - set(PLANNED_METRICS))}; "
+        f"planned but now exported (drop them from PLANNED_METRICS): {sorted(set(PLANNED_METRICS) - missing)}")
+
+
+def test_the_only_planned_metric_is_the_retrain_counter_of_issue_3():
+    assert set(PLANNED_METRICS) == {"forecaster_retrains_total"}
+    assert PLANNED_METRICS["forecaster_retrains_total"].startswith("issue 3")
+    assert "forecaster_retrains_total" in used_in_rules() and "forecaster_retrains_total" in used_in_dashboard()
+
+
+def test_the_rules_use_the_metrics_of_their_alerts():
+    by_alert = {rule["alert"]: metric_names(rule["expr"]) for rule in alert_rules()}
+    assert by_alert["ForecasterNoForecasts"] >= {"forecaster_forecasts_produced_total", "forecaster_records_consumed_total"}
+    assert by_alert["ForecasterConsumerLagGrowing"] == {"forecaster_consumer_lag_records"}
+    assert by_alert["ForecasterModelWorseThanNaive"] == {"forecaster_one_step_mae"}
+    assert by_alert["ForecasterRetrainFailing"] == {"forecaster_retrains_total"}
+    assert by_alert["ForecasterDown"] == set()  # up{job="forecaster"}: Prometheus' own series
