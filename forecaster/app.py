@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _SUMMARY_EVERY_S = 60.0
 _CONTACT_CHECK_EVERY_S = 1.0
+_STALLED_AFTER_S = 10.0  # a loop that has not polled for this long (stuck delivering, say) is not healthy
 CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/1"
 
 
@@ -121,11 +122,22 @@ class PipelineWorker:
         self.error: BaseException | None = None
         self.last_poll = 0.0
         self.in_contact = True
+        self.assigned = False
         self._contact_checked = 0.0
         self._lost_contact_at = 0.0
         self._ready_logged = False
         self._evictions_seen = 0
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
+        metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
+
+    def healthy(self) -> bool:
+        """Assigned partitions, in contact with Kafka, polling (not stuck), not failed.
+
+        Reads only flags the loop keeps, so /readyz and scrapes never touch the consumer
+        from another thread.
+        """
+        return (self.assigned and self.in_contact and self.error is None and not self.stop.is_set()
+                and time.monotonic() - self.last_poll < _STALLED_AFTER_S)
 
     def run(self) -> None:
         """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
@@ -143,7 +155,7 @@ class PipelineWorker:
             log.exception("pipeline %s failed", self.pipeline.name)
             self.error = error
         finally:
-            self.metrics.up.labels(self.pipeline.name).set(0)
+            self.last_poll = 0.0  # a finished loop is not healthy
 
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
@@ -230,9 +242,8 @@ class PipelineWorker:
         if now - self._contact_checked < _CONTACT_CHECK_EVERY_S:
             return
         self._contact_checked = now
-        assigned, connected = self.source.assigned(), self.source.connected()
-        self.metrics.up.labels(self.pipeline.name).set(int(assigned and connected))
-        if assigned and connected and not self._ready_logged:
+        self.assigned, connected = self.source.assigned(), self.source.connected()
+        if self.assigned and connected and not self._ready_logged:
             log.info("pipeline %s ready: consuming %s, forecasting to %s", self.pipeline.name,
                      self.pipeline.input_topic, self.pipeline.output_topic)
             self._ready_logged = True
@@ -265,10 +276,8 @@ class Daemon:
         self._stop.set()
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every pipeline is assigned partitions, in contact with Kafka and polled within 10 s."""
-        now = time.monotonic()
-        waiting = [w.pipeline.name for w in self.workers
-                   if not w.source.assigned() or not w.in_contact or now - w.last_poll > 10 or w.error is not None]
+        """Ready when every pipeline is healthy: assigned partitions, in contact with Kafka, polling."""
+        waiting = [w.pipeline.name for w in self.workers if not w.healthy()]
         if not self.workers or waiting:
             return False, f"not ready: {', '.join(waiting) or 'starting'}"
         return True, "ready"

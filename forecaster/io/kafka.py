@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Kafka
 from ..errors import ForecasterError
 
 log = logging.getLogger(__name__)
+
+_FLUSH_SLICE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -175,20 +177,19 @@ class Sink:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
         pending, backoff = list(messages), 0.5
         while pending:
-            pending = self._send_and_wait(pending)
-            if not pending:
-                break
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
-                log.warning("deliveries failing (%d records unacknowledged); retrying with backoff", len(pending))
-            if stop.wait(backoff):
-                raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
-            backoff = min(2 * backoff, 30.0)
+            futures = self._send(pending)
+            self._wait_for_acknowledgements(len(pending), stop)
+            pending = [m for m, f in futures if f is None or f.failed()]
+            if pending:
+                self._announce_trouble(f"{len(pending)} records failed")
+                if stop.wait(backoff):
+                    raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
+                backoff = min(2 * backoff, 30.0)
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
 
-    def _send_and_wait(self, messages: Sequence[Message]) -> list[Message]:
+    def _send(self, messages: Sequence[Message]) -> list:
         futures = []
         for message in messages:
             try:
@@ -197,8 +198,23 @@ class Sink:
             except KafkaError as error:
                 log.debug("send to %s failed: %s", message.topic, error)
                 futures.append((message, None))
-        self._producer.flush()
-        return [m for m, f in futures if f is None or f.failed()]
+        return futures
+
+    def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
+        """Flush in slices: the producer retries internally for minutes, and a stall must be said, once."""
+        while True:
+            try:
+                self._producer.flush(timeout=_FLUSH_SLICE_S)
+                return
+            except KafkaTimeoutError:
+                self._announce_trouble(f"{count} records unacknowledged after {_FLUSH_SLICE_S:.0f} s")
+                if stop.is_set():
+                    raise DeliveryError(f"{count} records unacknowledged at shutdown; their inputs stay uncommitted") from None
+
+    def _announce_trouble(self, what: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("deliveries failing (%s); retrying until the cluster answers", what)
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
