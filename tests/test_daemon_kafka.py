@@ -16,6 +16,7 @@ import pytest
 from forecaster import datasets
 from forecaster.app import Daemon
 from forecaster.cadence import step_seconds
+from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Message, Sink
 from forecaster.replay import replay
 
@@ -120,6 +121,10 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     log = log_path.read_text()
     assert code == 0, log
     assert "received SIGTERM" in log and "stopped" in log
+    # The stop wrote a checkpoint whose offsets cover every record consumed.
+    checkpoint, _ = load_latest_checkpoint(tmp_path / "state" / "power_load")
+    assert sum(checkpoint["offsets"].values()) == 200
+    assert checkpoint["engine"]["store"]["keys"] == ["england_wales"]
 
 
 def test_run_refuses_to_start_when_its_topics_are_missing(broker, tmp_path):
