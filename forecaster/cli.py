@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--out", type=Path, default=None, help="weights file to write (default: the pipeline's model.weights)")
     pretrain.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)")
 
+    inspect = _command(commands, "inspect", cmd_inspect, "show what a pipeline's newest checkpoint holds")
+    inspect.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
+    inspect.add_argument("--series", default=None, help="show this series' state and latest forecast")
+    inspect.add_argument("--limit", type=int, default=10, help="series keys listed per pipeline (default 10)")
+
     topics = _command(commands, "topics", cmd_topics, "create the pipelines' input, output and dead-letter topics")
     topics.add_argument("--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config")
     return parser
@@ -144,6 +149,45 @@ def cmd_pretrain(args) -> int:
     bar.close()
     print(f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss {report['final_loss']:.4f}; "
           f"held-out one-step MAE model {report['model_mae']:.4g} vs naive {report['naive_mae']:.4g}")
+    return EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    from datetime import datetime, timezone
+
+    from .app import Checkpoints, build_engine, pipeline_dir
+    from .inspection import series_view
+    from .records import format_time
+
+    config = config_module.load(args.config, require_weights=False)
+    pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
+    found_series = args.series is None
+    for pipeline in pipelines:
+        folder = pipeline_dir(config, pipeline)
+        payload = Checkpoints(folder, pipeline).load()
+        if payload is None:
+            print(f"{pipeline.name}: no checkpoint in {folder}")
+            continue
+        engine = build_engine(config, pipeline, device="cpu")
+        engine.restore(payload["engine"])
+        keys = payload["engine"]["store"]["keys"]
+        written = datetime.fromtimestamp(payload["written_at"], timezone.utc).isoformat(timespec="seconds")
+        spilled = len(engine.store.spill) if engine.store.spill is not None else 0
+        print(f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
+              f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}")
+        print(f"  series: {', '.join(keys[:args.limit])}{' ...' if len(keys) > args.limit else ''}")
+        if args.series is not None and args.series in engine.store:
+            found_series = True
+            view = series_view(engine, args.series)
+            print(f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
+                  f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
+                  + ", ".join(f"{n:.4g}" for n in view.state_norms))
+            print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
+            for t, value in zip(view.forecast_times, view.forecast_values):
+                print(f"    {format_time(t)}  {value:.6g}")
+    if not found_series:
+        print(f"forecaster: series {args.series!r} is in no checkpoint", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics"]
+COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect"]
 
 
 def pipeline(name: str, extra: str = "") -> str:

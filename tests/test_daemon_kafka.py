@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from forecaster import datasets
-from forecaster.app import Daemon
+from forecaster.app import Daemon, build_engine
+from forecaster.inspection import series_view
 from forecaster.cadence import step_seconds
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Message, Sink
@@ -110,7 +111,8 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     with open(log_path, "w") as log:
         daemon = subprocess.Popen(cli + ["run"] + cfg, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        assert len(read_topic(broker.bootstrap, pipeline.output_topic, 200)) == 200
+        forecasts = read_topic(broker.bootstrap, pipeline.output_topic, 200)
+        assert len(forecasts) == 200
         url = metrics_url(config)
         assert urllib.request.urlopen(url + "/healthz").status == 200
         assert urllib.request.urlopen(url + "/readyz").status == 200
@@ -125,6 +127,18 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     checkpoint, _ = load_latest_checkpoint(tmp_path / "state" / "power_load")
     assert sum(checkpoint["offsets"].values()) == 200
     assert checkpoint["engine"]["store"]["keys"] == ["england_wales"]
+
+    # `forecaster inspect` rebuilds, from the checkpoint alone, the forecast the newest record produced.
+    engine = build_engine(config, pipeline, "cpu")
+    engine.restore(checkpoint["engine"])
+    view = series_view(engine, "england_wales")
+    newest = max((json.loads(f.value) for f in forecasts), key=lambda body: epoch(body["time"]))
+    np.testing.assert_allclose(view.forecast_values, newest["values"], rtol=1e-5)
+    assert [epoch(t) for t in newest["times"]] == view.forecast_times
+    shown = subprocess.run(cli + ["inspect", "--series", "england_wales"] + cfg, capture_output=True, text=True, cwd=REPO)
+    assert shown.returncode == 0, shown.stderr
+    assert "power_load: checkpoint of" in shown.stdout and "1 series" in shown.stdout
+    assert f"{newest['values'][0]:.6g}" in shown.stdout
 
 
 def test_run_refuses_to_start_when_its_topics_are_missing(broker, tmp_path):
