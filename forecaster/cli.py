@@ -23,7 +23,11 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "bench":
+        args.arguments = unknown  # everything else is the benchmark's own (see `forecaster bench -- --help`)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -68,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
     inspect.add_argument("--series", default=None, help="show this series' state and latest forecast")
     inspect.add_argument("--limit", type=int, default=10, help="series keys listed per pipeline (default 10)")
+
+    bench = commands.add_parser("bench", help="measure throughput, latency and memory on this machine",
+                                description="Run benchmarks/throughput.py (engine vs the naive loop, the daemon vs a bare "
+                                "Kafka client, latency, memory); further arguments go to it, e.g. `forecaster bench --quick`; "
+                                "its own options: `forecaster bench -- --help`.")
+    bench.set_defaults(handler=cmd_bench, arguments=[])
 
     topics = _command(commands, "topics", cmd_topics, "create the pipelines' input, output and dead-letter topics")
     topics.add_argument("--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config")
@@ -188,6 +198,21 @@ def cmd_inspect(args) -> int:
     if not found_series:
         print(f"forecaster: series {args.series!r} is in no checkpoint", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    """The benchmark lives with the sources (it reads the shipped data): run it from the checkout."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    if not script.is_file():
+        raise ForecasterError(f"{script} not found: `forecaster bench` runs from a source checkout of forecaster")
+    sys.argv = [str(script), *[a for a in args.arguments if a != "--"]]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
     return EXIT_OK
 
 

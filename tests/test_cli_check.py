@@ -6,7 +6,7 @@ import pytest
 
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect"]
+COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "bench"]
 
 
 def pipeline(name: str, extra: str = "") -> str:
@@ -91,7 +91,7 @@ def test_each_command_has_help(command, capsys):
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: forecaster {command}")
-    assert "--config" in out
+    assert ("--config" in out) == (command != "bench")  # bench reads no config: it measures this machine
 
 
 def test_no_command_prints_usage_and_is_a_usage_error(capsys):
@@ -104,3 +104,10 @@ def test_an_unknown_command_is_a_usage_error(capsys):
         main(["forecast"])
     assert exited.value.code == 2
     assert "invalid choice: 'forecast'" in capsys.readouterr().err
+
+
+def test_bench_hands_its_arguments_to_the_throughput_benchmark(capsys):
+    assert main(["bench", "--", "--help"]) == 0
+    assert "usage: throughput.py" in capsys.readouterr().out
+    assert main(["bench", "--sections", "nothing"]) == 2
+    assert "--sections: expected names among engine, daemon, latency" in capsys.readouterr().err
