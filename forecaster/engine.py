@@ -23,6 +23,7 @@ import torch
 from . import records, scaling
 from .cadence import calendar_features, horizon_times
 from .config import Pipeline
+from .fast import FastStep
 from .model import Forecaster, ModelSpec
 from .records import Observations, Rejected
 from .skill import Skill
@@ -120,6 +121,32 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
     return Plan(order=order, waves=waves, first=first, last=last, rejected=rejected)
 
 
+def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """An order of the rows that puts wave 0 first, then wave 1, ..., and each wave's bounds in it.
+
+    The order is None when every row is in wave 0 (each series once in the batch, the usual case):
+    the rows are already in order, and nothing needs permuting on the way in or out.
+    """
+    if not waves.any():
+        return None, np.array([0, len(waves)])
+    by_wave = np.argsort(waves, kind="stable")
+    return by_wave, np.searchsorted(waves[by_wave], np.arange(waves.max() + 2))
+
+
+# On the CPU a wave is stepped in pieces of this many rows: a piece's gathered states, normaliser
+# and gates stay in cache, instead of a million rows' worth streaming through memory at each stage.
+_ROWS_PER_STEP = 16384
+
+
+def _pieces(bounds: np.ndarray, rows: int | None) -> list[tuple[int, int]]:
+    """(begin, end) of each wave, waves longer than `rows` cut into pieces (None: whole waves)."""
+    pieces = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        step = rows or max(1, b - a)
+        pieces += [(c, min(b, c + step)) for c in range(a, b, step)]
+    return pieces
+
+
 class Engine:
     """One pipeline's model and every series' state, stepped a batch at a time."""
 
@@ -168,36 +195,54 @@ class Engine:
         return self._forecasts(observations, order[emit], forecast[emit]), rejected
 
     def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
-        """Batched recurrent steps, one per wave; returns std * head output, (n, horizon), on the host."""
+        """Batched recurrent steps, one per wave; returns std * head output, (n, horizon) float32, on the host.
+
+        The batch crosses to the device once (values, calendar features, slots) and back once
+        (the deltas); each wave writes its own rows of one `deltas` tensor.
+        """
         n, horizon = len(order), self.pipeline.horizon
         if n == 0:
-            return np.zeros((0, horizon))
-        by_wave = np.argsort(waves, kind="stable")          # rows of wave 0, then wave 1, ...
-        bounds = np.searchsorted(waves[by_wave], np.arange(waves.max() + 2))
-        rows = order[by_wave]
+            return np.zeros((0, horizon), np.float32)
+        by_wave, bounds = _wave_order(waves)
+        rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
         x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)               # (n, F)
         cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
                               device=self.device, dtype=dtype)                                          # (n, C)
-        device_slots = torch.as_tensor(slots[by_wave], device=self.device)
+        device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
         deltas = torch.empty(n, horizon, device=self.device, dtype=dtype)
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            deltas[a:b] = self._step_wave(device_slots[a:b], x[a:b], cal[a:b])
-        result = np.empty((n, horizon))
-        result[by_wave] = deltas.cpu().numpy()
+        for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
+            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b])
+        deltas = deltas.cpu().numpy()
+        if by_wave is None:
+            return deltas
+        result = np.empty_like(deltas)
+        result[by_wave] = deltas
         return result
 
-    def _step_wave(self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
-        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast."""
-        state, moments = self.store.gather(slots)               # (layers, n, width)
+    def _step_wave(self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor) -> None:
+        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
+
+        Equal, to float rounding, to `model.step` then `std * model.head` (tests/test_fast.py).
+        """
+        state, moments = self.store.gather(slots)               # (layers, n, width): this wave's own copy
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
-        out, state = self.model.step(inputs, state)             # out: (n, hidden)
+        self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, horizon)
         self.store.scatter(slots, state, moments)
-        return scaling.std(moments)[:, :1] * self.model.head(out)  # (n, horizon)
+        out.mul_(scaling.std(moments)[:, :1])
+
+    def _fast_step(self) -> FastStep:
+        """The model's inference step (fast.py), made on first use; it follows the model's weights."""
+        fast = getattr(self, "_fast", None)
+        if fast is None or fast.model is not self.model:
+            fast = self._fast = FastStep(self.model)
+        return fast
 
     def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
         """Score last step's one-step forecasts, then keep this batch's newest per series."""
+        if len(slots) == 0:  # every record of the batch was rejected or refused
+            return
         previous_forecast = np.r_[np.nan, one_step[:-1]]
         previous_actual = np.r_[np.nan, actual[:-1]]
         first = the_plan.first

@@ -1,0 +1,494 @@
+"""Throughput, memory and latency of forecaster on this machine, everything compared measured in one run.
+
+    python benchmarks/throughput.py            # the full run, about 15 minutes on 2 cores
+    python benchmarks/throughput.py --quick    # under 5 minutes: fewer repetitions, shorter latency runs
+
+Writes benchmarks/results/throughput.json and prints a table. What each section measures:
+
+engine   `Engine.step` on one poll batch holding one record of every series (Observations built
+         directly as numpy from ETTh1's values, so no JSON or Kafka is timed): the series' lookup,
+         the gather and scatter of states and normaliser moments, the recurrent step and the forecast
+         head. GRU and LSTM, hidden 64, 2 layers, horizon 24, input 4 (target and 3 covariates).
+         After two warm-up steps (the first admits every series), rounds of timed steps alternate
+         with rounds of the naive loop; each figure is the best round (the median step within it),
+         the round least disturbed if the machine is shared. The engine does not use torch.compile
+         (benchmarks/engine_ablation.py --compile shows why), so no compile time hides anywhere.
+         `naive`: the model called once per record with batch 1 (`model.step` then `model.head`,
+         each series' state in a dict, no normaliser), timed over 1,000 series (3,000 in the full
+         run) and reported per step; `naive_torch_rnn`: the same loop with torch's nn.GRU / nn.LSTM
+         and an nn.Linear head holding the same weights, the faster of the two at batch 1.
+memory   StateStore.nbytes / series (state, normaliser, host bookkeeping) and the process's VmRSS
+         from /proc/self/status after stepping 1M GRU series.
+daemon   The daemon (`forecaster.app.Daemon`, in this process) from a pre-loaded input topic to
+         acknowledged forecasts: 2,000 series x 20 records of ETTh1 on the embedded broker, timed from
+         the end of its first poll batch to the last acknowledged forecast (the consumer group's join is
+         not timed). The ceiling: a bare kafka-python loop over the same topic in the same run, a
+         consumer with manual partition assignment that polls, json-decodes and produces one small
+         record per input record, flushing per poll batch, timed the same way. Trials alternate
+         (ceiling, daemon with a fresh consumer group and state, ...); the best trial of each counts.
+latency  A producer in another process writes records at 50% and 90% of the daemon's measured
+         records/s; latency per record = the forecast's Kafka timestamp minus its input record's,
+         both CreateTime, set by the producers at send (the input: the paced producer; the
+         forecast: the daemon, after decode, step and encode). The acknowledgement of the forecast
+         (a few ms with linger_ms 5) is therefore not included. tansu ignores LogAppendTime, so
+         broker time cannot be used.
+retrain  Not measured: the daemon does not retrain yet (a later issue adds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from forecaster import config as config_module, datasets  # noqa: E402
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat  # noqa: E402
+from forecaster.engine import Engine, seeded_model  # noqa: E402
+from forecaster.records import Observations  # noqa: E402
+
+CELLS = ("gru", "lstm")
+SIZES = (100, 10_000, 100_000, 1_000_000)
+MEMORY_AT = ("gru", 1_000_000)  # the engine row after which memory is read
+COVARIATES = ("HUFL", "MUFL", "LUFL")  # ETTh1 channels fed as covariates; the target is OT
+HOUR = 3600.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)")
+    parser.add_argument("--sections", default="engine,daemon,latency", metavar="LIST",
+                        help="comma-separated subset of engine,daemon,latency (memory comes with engine; default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"engine", "daemon", "latency"}
+    if unknown:
+        parser.error(f"--sections: expected names among engine, daemon, latency, got {', '.join(sorted(unknown))}")
+    result = {"machine": machine(), "command": " ".join(["python benchmarks/throughput.py", *(argv or sys.argv[1:])]),
+              "quick": args.quick}
+    if "engine" in sections:
+        result["engine"], result["memory"] = engine_section(args.quick)
+        print_engine(result["engine"], result["memory"])
+    if sections & {"daemon", "latency"}:
+        result.update(kafka_sections(args.quick, sections))
+    result["retrain"] = "not measured: the daemon does not retrain yet (a later issue adds retraining)"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return {"cpu": names[0] if names else cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "when": datetime.now().isoformat(timespec="seconds")}
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def etth1() -> np.ndarray:
+    """ETTh1 as (hours, 4): OT, then the covariates; a real series to feed every benchmark."""
+    columns: dict[str, list[float]] = {}
+    for record in datasets.load("etth1").records:
+        columns.setdefault(record["series"].split(".", 1)[1], []).append(record["value"])
+    return np.stack([np.asarray(columns[name]) for name in ("OT", *COVARIATES)], axis=1)
+
+
+class Feed:
+    """Poll batches of one record for each of n series: series i reads ETTh1 from its own offset."""
+
+    def __init__(self, n: int, values: np.ndarray):
+        self.keys = tuple(f"s{i:07d}" for i in range(n))
+        self.values = values
+        self.offsets = (np.arange(n) * 7919) % (len(values) - 1)
+        self.t = 0
+
+    def next(self) -> Observations:
+        rows = (self.offsets + self.t) % len(self.values)
+        times = np.full(len(self.keys), 1.5e9 + HOUR * self.t)
+        self.t += 1
+        return Observations(self.keys, times, times.copy(), self.values[rows], np.arange(len(self.keys)))
+
+
+# -- engine --------------------------------------------------------------------------------------
+
+
+def bench_pipeline(cell: str, max_series: int) -> Pipeline:
+    """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar)."""
+    return Pipeline(name="bench", input_topic="bench.in", output_topic="bench.out", dead_letter_topic="bench.dead",
+                    record=RecordFormat(key="series", timestamp="time", target="OT", covariates=COVARIATES),
+                    cadence="1h", horizon=24, calendar=Calendar(), max_series=max(max_series, 1000), spill="none",
+                    model=ModelConfig(cell=cell, hidden_size=64, num_layers=2, weights=None))
+
+
+def repetitions(n: int, quick: bool) -> tuple[int, int]:
+    """(rounds, timed steps a round) for n series."""
+    steps = {100: 200, 10_000: 30, 100_000: 5, 1_000_000: 1}[n]
+    return (3, max(1, steps // 2)) if quick else (5, steps)
+
+
+def engine_section(quick: bool) -> tuple[list[dict], dict]:
+    values, rows, memory = etth1(), [], {}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for cell in CELLS:
+            for n in SIZES:
+                row, engine = engine_row(cell, n, device, values, quick)
+                rows.append(row)
+                print(f"  engine {device} {cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
+                      f"naive {row['naive_steps_per_s']:,}/s", flush=True)
+                if (device, cell, n) == ("cpu", *MEMORY_AT):
+                    memory = memory_figures(engine, n)
+                del engine
+    return rows, memory
+
+
+def engine_row(cell: str, n: int, device: str, values: np.ndarray, quick: bool) -> tuple[dict, Engine]:
+    """Rounds of timed batched steps, each followed by a round of the naive loop; the best round of each.
+
+    The machine may be shared: the best round is the one least disturbed by other processes, and
+    taking batched and naive rounds alternately keeps their ratio fair.
+    """
+    pipeline = bench_pipeline(cell, n)
+    engine = Engine(pipeline, seeded_model(pipeline), device)
+    feed, naive = Feed(n, values), Naive(engine.model, min(n, 1000 if quick else 3000), values, device)
+    for _ in range(2):  # the first step admits every series
+        engine.step(feed.next())
+    rounds, steps = repetitions(n, quick)
+    batched, naive_rates, every_step = [], [], []
+    for _ in range(rounds):
+        seconds = []
+        for _ in range(steps):
+            batch = feed.next()
+            started = time.perf_counter()
+            engine.step(batch)
+            seconds.append(time.perf_counter() - started)
+        batched.append(statistics.median(seconds))
+        every_step += seconds
+        naive_rates.append(naive.steps_per_s())
+    best = min(batched)
+    naive_model, naive_rnn = (max(r[kind] for r in naive_rates) for kind in ("model", "torch_rnn"))
+    return {"cell": cell, "n_series": n, "device": device,
+            "batched_steps_per_s": round(n / best), "naive_steps_per_s": round(naive_model),
+            "speedup": round(n / best / naive_model, 1),
+            "naive_torch_rnn_steps_per_s": round(naive_rnn), "speedup_vs_torch_rnn": round(n / best / naive_rnn, 1),
+            "step_ms": round(1e3 * best, 3), "step_ms_median_all_rounds": round(1e3 * statistics.median(every_step), 3),
+            "rounds": rounds, "steps_per_round": steps, "naive_series": naive.count}, engine
+
+
+class Naive:
+    """Without the engine: one call per record, batch 1, each series' state kept in a dict.
+
+    `model`: the pipeline's own network, `model.step` then `model.head` (the naive loop the targets
+    are stated against). `torch_rnn`: torch's nn.GRU / nn.LSTM and an nn.Linear head with the same
+    weights, torch's fused recurrent kernel and the faster of the two at batch 1.
+    """
+
+    def __init__(self, model, count: int, values: np.ndarray, device: str):
+        spec = model.spec
+        self.model, self.count = model, count
+        self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[spec.cell](spec.input_size, spec.hidden_size, spec.num_layers)
+        self.rnn = self.rnn.to(device).eval()
+        with torch.no_grad():
+            for l, cell in enumerate(model.layers):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(self.rnn, f"{name}_l{l}").copy_(getattr(cell, name))
+        self.keys = [f"s{i}" for i in range(count)]
+        self.inputs = torch.as_tensor(values[:count], dtype=torch.float32, device=device).view(count, 1, 1, -1)
+        self.model_states, self.rnn_states = {}, {}
+        self.steps_per_s()  # fills the dicts of states
+
+    @torch.no_grad()
+    def steps_per_s(self) -> dict[str, float]:
+        model, states, started = self.model, self.model_states, time.perf_counter()
+        for key, x in zip(self.keys, self.inputs):
+            state = states.get(key)
+            out, states[key] = model.step(x[0], model.initial_state(1) if state is None else state)
+            model.head(out).cpu()
+        model_rate, states, started = self.count / (time.perf_counter() - started), self.rnn_states, time.perf_counter()
+        for key, x in zip(self.keys, self.inputs):
+            out, states[key] = self.rnn(x, states.get(key))
+            model.readout(out[0, 0]).cpu()
+        return {"model": model_rate, "torch_rnn": self.count / (time.perf_counter() - started)}
+
+
+def memory_figures(engine: Engine, n: int) -> dict:
+    """Bytes of per-series state, against the raw recurrent state, and the process's RSS."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = {name: int(status[name].split()[0]) * 1024 for name in ("VmRSS", "VmHWM")}
+    store = engine.store
+    raw = store.layers * store.width * store.state.element_size()
+    return {"cell": engine.model.spec.cell, "n_series": n, "bytes_per_series": round(store.nbytes / n, 1),
+            "raw_state_bytes_per_series": raw, "rss_bytes_at_1m_series": kib["VmRSS"], "peak_rss_bytes": kib["VmHWM"]}
+
+
+def print_engine(rows: list[dict], memory: dict) -> None:
+    print(f"\n{'cell':<5} {'device':<6} {'series':>10} {'batched steps/s':>16} {'naive steps/s':>14} {'speedup':>8} "
+          f"{'nn.GRU/LSTM steps/s':>20} {'speedup':>8} {'step ms':>9}")
+    for r in rows:
+        print(f"{r['cell']:<5} {r['device']:<6} {r['n_series']:>10,} {r['batched_steps_per_s']:>16,} "
+              f"{r['naive_steps_per_s']:>14,} {r['speedup']:>7,.0f}x {r['naive_torch_rnn_steps_per_s']:>20,} "
+              f"{r['speedup_vs_torch_rnn']:>7,.0f}x {r['step_ms']:>9.2f}")
+    if memory:
+        print(f"memory: {memory['bytes_per_series']:.0f} B per series (raw state {memory['raw_state_bytes_per_series']} B); "
+              f"RSS at 1M {memory['cell']} series {memory['rss_bytes_at_1m_series'] / 2**30:.2f} GiB\n")
+
+
+# -- daemon and latency, through the embedded broker ------------------------------------------------
+
+
+def kafka_sections(quick: bool, sections: set[str]) -> dict:
+    from forecaster.io.broker import EmbeddedBroker
+
+    values, out = etth1(), {}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
+        bench = KafkaBench(broker.bootstrap, Path(folder), values)
+        out["daemon"] = bench.throughput(series=2000, per_series=20, trials=2 if quick else 3)
+        print(f"daemon: {out['daemon']['records_per_s']:,.0f} records/s, bare kafka-python ceiling "
+              f"{out['daemon']['ceiling_records_per_s']:,.0f} records/s ({out['daemon']['fraction_of_ceiling']:.0%})", flush=True)
+        if "latency" in sections:
+            out["latency"] = [bench.latency(fraction, out["daemon"]["records_per_s"], 8.0 if quick else 30.0)
+                              for fraction in (0.5, 0.9)]
+            for row in out["latency"]:
+                print(f"latency at {row['load_fraction']:.0%} load ({row['offered_records_per_s']:,.0f} records/s): "
+                      f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms", flush=True)
+    return out
+
+
+def stream(values: np.ndarray, series: int, per_series: int) -> list[tuple[bytes, bytes]]:
+    """(key, JSON) records of `series` series read from ETTh1 at their own offsets, interleaved in time."""
+    offsets = (np.arange(series) * 7919) % (len(values) - per_series)
+    records = []
+    for t in range(per_series):
+        when = datetime.fromtimestamp(1.5e9 + HOUR * t).astimezone().isoformat()
+        for i, row in enumerate(values[offsets + t]):
+            body = {"series": f"s{i:05d}", "time": when, "OT": row[0], **dict(zip(COVARIATES, row[1:].tolist()))}
+            records.append((body["series"].encode(), json.dumps(body, separators=(",", ":")).encode()))
+    return records
+
+
+class KafkaBench:
+    """Topics, a config and the clients for the daemon, ceiling and latency runs on one broker."""
+
+    def __init__(self, bootstrap: str, folder: Path, values: np.ndarray, max_records: int = 2000):
+        self.bootstrap, self.folder, self.values = bootstrap, folder, values
+        self.max_records = max_records  # per poll batch, as the daemon's default batching.max_records
+        self.runs = 0
+
+    def config(self, name: str) -> config_module.Config:
+        """A config with one benchmark pipeline on fresh topics, consumer group and state folder."""
+        from forecaster.io.broker import free_port
+        from forecaster.io.kafka import create_topics
+
+        root = self.folder / name
+        (root / "pipelines").mkdir(parents=True)
+        pipeline = {"name": "bench", "input_topic": f"{name}.in", "output_topic": f"{name}.out",
+                    "dead_letter_topic": f"{name}.dead", "partitions": 3, "cadence": "1h", "horizon": 24,
+                    "record": {"key": "series", "timestamp": "time", "target": "OT", "covariates": list(COVARIATES)},
+                    "model": {"cell": "gru", "hidden_size": 64, "num_layers": 2, "weights": None},
+                    "max_series": 100_000, "batching": {"max_records": self.max_records}}
+        (root / "pipelines/bench.yaml").write_text(yaml.safe_dump(pipeline))
+        settings = {"kafka": {"bootstrap_servers": self.bootstrap, "group_id": name,
+                              "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+                              "producer": {"acks": "all", "linger_ms": 5}},
+                    "device": "cpu", "metrics": {"host": "127.0.0.1", "port": free_port()}, "log_level": "WARNING",
+                    "state_dir": str(root / "state"), "pipelines": ["pipelines/bench.yaml"]}
+        (root / "config.yaml").write_text(yaml.safe_dump(settings))
+        config = config_module.load(root / "config.yaml")
+        p = config.pipelines[0]
+        create_topics(config.settings.kafka, [(t, p.partitions) for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
+        return config
+
+    def throughput(self, series: int, per_series: int, trials: int) -> dict:
+        from forecaster.io.kafka import create_topics
+
+        config = self.config("throughput")
+        pipeline, records = config.pipelines[0], stream(self.values, series, per_series)
+        preload(config, pipeline.input_topic, records)
+        create_topics(config.settings.kafka, [("throughput.ceiling", 3)])
+        ceilings, daemons = [], []
+        for trial in range(trials):
+            ceilings.append(bare_loop(self.bootstrap, pipeline.input_topic, "throughput.ceiling", len(records),
+                                      pipeline.batching.max_records))
+            daemons.append(run_daemon(with_group(config, f"throughput-{trial}"), len(records)))
+        return {"records": len(records), "series": series, "dataset": "etth1",
+                "records_per_s": round(max(daemons)), "ceiling_records_per_s": round(max(ceilings)),
+                "fraction_of_ceiling": round(max(daemons) / max(ceilings), 3),
+                "trials": {"records_per_s": [round(d) for d in daemons], "ceiling_records_per_s": [round(c) for c in ceilings]}}
+
+    def latency(self, fraction: float, max_rate: float, seconds: float) -> dict:
+        """Latency percentiles with a paced producer at `fraction` of the daemon's measured records/s."""
+        from prometheus_client import CollectorRegistry
+
+        from forecaster.app import Daemon
+
+        self.runs += 1
+        config = self.config(f"latency{self.runs}")
+        pipeline, rate = config.pipelines[0], fraction * max_rate
+        total = int(rate * seconds)
+        records = stream(self.values, 2000, -(-total // 2000))[:total]
+        registry = CollectorRegistry()
+        daemon = Daemon(config, registry=registry)
+        runner = threading.Thread(target=daemon.run, name="daemon")
+        runner.start()
+        try:
+            wait_for(lambda: registry.get_sample_value("forecaster_pipeline_up", {"pipeline": "bench"}) == 1, 60)
+            producer = multiprocessing.get_context("spawn").Process(
+                target=paced_produce, args=(self.bootstrap, pipeline.input_topic, records, rate))
+            producer.start()
+            producer.join()
+            wait_for(lambda: produced(registry) >= total, 120)
+        finally:
+            daemon.stop()
+            runner.join(60)
+        latencies = matched_latencies(self.bootstrap, pipeline.input_topic, pipeline.output_topic, total)
+        return {"load_fraction": fraction, "offered_records_per_s": round(rate), "records": total,
+                "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+                "max_ms": round(float(latencies.max()), 2),
+                "method": "Kafka CreateTime of the forecast minus CreateTime of its input record (acknowledgement not included)"}
+
+
+def with_group(config: config_module.Config, group: str) -> config_module.Config:
+    """The same config under another consumer group (and state folder): a daemon that starts from scratch."""
+    import dataclasses
+
+    kafka = dataclasses.replace(config.settings.kafka, group_id=group)
+    settings = dataclasses.replace(config.settings, kafka=kafka, state_dir=f"{config.settings.state_dir}-{group}")
+    return dataclasses.replace(config, settings=settings)
+
+
+def preload(config: config_module.Config, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    from forecaster.io.kafka import Message, Sink
+
+    sink = Sink(config.settings.kafka)
+    try:
+        for begin in range(0, len(records), 5000):
+            sink.deliver([Message(topic, k, v) for k, v in records[begin:begin + 5000]], threading.Event())
+    finally:
+        sink.close()
+
+
+def bare_loop(bootstrap: str, topic: str, out_topic: str, total: int, max_records: int) -> float:
+    """The ceiling: poll, json-decode, produce one small record per input record, flush per poll batch.
+    Records/s from the end of the first poll batch to the end of the last, as the daemon is timed."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=max_records)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))])
+        consumer.seek_to_beginning()
+        done, first, first_batch = 0, None, 0
+        while done < total:
+            polled = [r for rs in consumer.poll(timeout_ms=200, max_records=max_records).values() for r in rs]
+            for record in polled:
+                body = json.loads(record.value)
+                producer.send(out_topic, key=record.key, value=b'{"ok":%d}' % (len(body) > 0))
+            producer.flush()
+            done += len(polled)
+            if polled and first is None:
+                first, first_batch = time.perf_counter(), done
+        return rate(total, first_batch, time.perf_counter() - first)
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def rate(total: int, first_batch: float, seconds: float) -> float:
+    """Records/s after the first poll batch (the clock starts when it is done)."""
+    if first_batch >= total:
+        raise RuntimeError(f"benchmark: all {total} records came in the first poll batch; nothing left to time")
+    return (total - first_batch) / seconds
+
+
+def produced(registry) -> float:
+    return registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "bench"}) or 0
+
+
+def run_daemon(config: config_module.Config, total: int) -> float:
+    """Records/s of the daemon, from the end of its first poll batch to its last acknowledged forecast."""
+    from prometheus_client import CollectorRegistry
+
+    from forecaster.app import Daemon
+
+    registry = CollectorRegistry()
+    daemon = Daemon(config, registry=registry)
+    runner = threading.Thread(target=daemon.run, name="daemon")
+    runner.start()
+    try:
+        wait_for(lambda: produced(registry) > 0, 120, interval=0.002)
+        first, first_batch = time.perf_counter(), produced(registry)
+        wait_for(lambda: produced(registry) >= total, 300, interval=0.002)
+        return rate(total, first_batch, time.perf_counter() - first)
+    finally:
+        daemon.stop()
+        runner.join(60)
+
+
+def wait_for(condition, timeout_s: float, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark: nothing happened within {timeout_s:.0f} s")
+        time.sleep(interval)
+
+
+def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> None:
+    """Send `records` at `rate` records/s, in 10 ms slices (run in its own process: no GIL shared with the daemon)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    started, sent = time.perf_counter(), 0
+    while sent < len(records):
+        due = min(len(records), int((time.perf_counter() - started) * rate) + 1)
+        for key, value in records[sent:due]:
+            producer.send(topic, key=key, value=value)
+        sent = due
+        time.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+    producer.flush()
+    producer.close()
+
+
+def matched_latencies(bootstrap: str, input_topic: str, output_topic: str, total: int) -> np.ndarray:
+    """Milliseconds from each input record's CreateTime to the CreateTime of its forecast."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from kafka_support import read_topic
+
+    sent = {}
+    for record in read_topic(bootstrap, input_topic, total, linger_s=0.2):
+        body = json.loads(record.value)
+        sent[(body["series"], datetime.fromisoformat(body["time"]).timestamp())] = record.timestamp
+    latencies = []
+    for record in read_topic(bootstrap, output_topic, total, linger_s=0.2):
+        body = json.loads(record.value)
+        latencies.append(record.timestamp - sent[(body["series"], datetime.fromisoformat(body["time"]).timestamp())])
+    if len(latencies) < total:
+        raise RuntimeError(f"latency: expected {total} forecasts, read {len(latencies)}")
+    return np.asarray(latencies, dtype=np.float64)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""benchmarks/throughput.py runs and reports every field the issue asks for (tiny sizes; no timings asserted)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import throughput  # noqa: E402
+
+ENGINE_FIELDS = {"cell", "n_series", "device", "batched_steps_per_s", "naive_steps_per_s"}
+
+
+def test_help_names_the_quick_run(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        throughput.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--quick" in capsys.readouterr().out
+
+
+def test_an_unknown_section_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        throughput.main(["--sections", "engine,retrain"])
+    assert exit_.value.code == 2
+    assert "got retrain" in capsys.readouterr().err
+
+
+def test_engine_rows_for_every_cell_and_size_and_memory_at_the_largest(monkeypatch):
+    monkeypatch.setattr(throughput, "SIZES", (50, 300))
+    monkeypatch.setattr(throughput, "MEMORY_AT", ("gru", 300))
+    monkeypatch.setattr(throughput, "repetitions", lambda n, quick: (2, 1))
+    rows, memory = throughput.engine_section(quick=True)
+    cpu_rows = [r for r in rows if r["device"] == "cpu"]
+    assert [(r["cell"], r["n_series"]) for r in cpu_rows] == [("gru", 50), ("gru", 300), ("lstm", 50), ("lstm", 300)]
+    for row in rows:
+        assert ENGINE_FIELDS <= row.keys()
+        assert row["batched_steps_per_s"] > 0 and row["naive_steps_per_s"] > 0
+    assert memory["n_series"] == 300 and memory["raw_state_bytes_per_series"] == 2 * 64 * 4
+    assert memory["bytes_per_series"] >= memory["raw_state_bytes_per_series"]
+    assert memory["rss_bytes_at_1m_series"] > 0
+
+
+def test_the_feed_gives_each_series_one_newer_record_per_batch():
+    feed = throughput.Feed(5, throughput.etth1())
+    first, second = feed.next(), feed.next()
+    assert first.keys == second.keys and len(set(first.keys)) == 5
+    assert (second.times > first.times).all()
+    assert first.values.shape == (5, 1 + len(throughput.COVARIATES))
+
+
+@pytest.mark.kafka
+def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
+    bench = throughput.KafkaBench(broker.bootstrap, tmp_path, throughput.etth1(), max_records=10)
+    daemon = bench.throughput(series=20, per_series=5, trials=1)
+    assert daemon["records"] == 100
+    assert daemon["records_per_s"] > 0 and daemon["ceiling_records_per_s"] > 0
+    latency = bench.latency(0.5, max_rate=100.0, seconds=1.0)
+    assert latency["load_fraction"] == 0.5 and latency["records"] == 50
+    assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
