@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path("state/demo")
     workdir.mkdir(parents=True, exist_ok=True)
+    # The embedded broker starts empty every time, so the daemon's checkpoints must too:
+    # offsets and series state from a previous demo would point into topics that no longer exist.
+    checkpoints = workdir / "checkpoints"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    os.environ["FORECASTER_STATE_DIR"] = str(checkpoints.resolve())
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         os.environ["KAFKA_BOOTSTRAP"] = broker.bootstrap
         config = config_module.load(args.config)
