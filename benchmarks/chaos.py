@@ -7,9 +7,11 @@ followed by a restart. Then:
   - lost: input records with no forecast in the output topic (must be 0);
   - duplicates: forecasts beyond one per input record, against the bound of what can be
     in flight since the last checkpoint at each kill;
-  - max_rel_diff_vs_shadow: the largest relative difference between the forecasts made
-    after the final restart and those of an uninterrupted daemon over the same input
-    (the state was restored exactly if this is ~1e-7, float noise).
+  - max_rel_diff_vs_shadow: the largest relative difference (norm-wise: largest absolute
+    difference over the largest magnitude of the reference forecast) between the forecasts
+    made after the final restart and those of an uninterrupted daemon over the same input;
+    float rounding between differently batched runs stays far below 1e-5, a state restored
+    wrongly does not.
 
     python benchmarks/chaos.py                # 2 TERM, 2 INT, 30 KILL; writes benchmarks/results/chaos.json
     python benchmarks/chaos.py --quick        # 1 TERM, 1 INT, 3 KILL on fewer records (what the suite runs)
@@ -233,8 +235,13 @@ def summarise(plan, forecasts, shadow, final_start, codes, final_code, seconds) 
         counts[(f["series"], f["time"])] = counts.get((f["series"], f["time"]), 0) + 1
     lost = len(inputs - set(counts))
     after_final = [f for f in forecasts if datetime.fromisoformat(f["issued_at"]).timestamp() >= final_start]
-    relative = lambda f: float(np.max(np.abs(np.array(f["values"]) - reference[(f["series"], f["time"])])
-                                      / np.maximum(np.abs(reference[(f["series"], f["time"])]), 1e-6)))
+    # Norm-wise relative error of each forecast vector: element-wise, a step forecast near zero
+    # (ETT channels cross it) turns float rounding between differently batched runs into noise.
+    def relative(f):
+        ref = reference[(f["series"], f["time"])]
+        return float(np.max(np.abs(np.array(f["values"]) - ref)) / max(float(np.max(np.abs(ref))), 1e-6))
+
+    absolute = lambda f: float(np.max(np.abs(np.array(f["values"]) - reference[(f["series"], f["time"])])))
     return {
         "records": plan["records"],
         "kills": plan["kills"],
@@ -246,6 +253,7 @@ def summarise(plan, forecasts, shadow, final_start, codes, final_code, seconds) 
         "max_rel_diff_vs_shadow": max((relative(f) for f in after_final), default=0.0),
         "forecasts_after_final_restart": len(after_final),
         "max_rel_diff_all_vs_shadow": max((relative(f) for f in forecasts if (f["series"], f["time"]) in reference), default=0.0),
+        "max_abs_diff_vs_shadow": max((absolute(f) for f in after_final), default=0.0),
         "clean_stop_exit_codes": codes,
         "final_exit_code": final_code,
         "seconds": round(seconds, 1),
