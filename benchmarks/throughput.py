@@ -9,8 +9,8 @@ engine   `Engine.step` on one poll batch holding one record of every series (Obs
          directly as numpy from ETTh1's values, so no JSON or Kafka is timed): the series' lookup,
          the gather and scatter of states and normaliser moments, the recurrent step and the forecast
          head. GRU and LSTM, hidden 64, 2 layers, horizon 24, input 4 (target and 3 covariates).
-         After two warm-up steps (the first admits every series), rounds of timed steps alternate
-         with rounds of the naive loop; each figure is the best round (the median step within it),
+         After two warm-up steps (the first admits every series), rows take rounds in turn: timed
+         steps, then the naive loop; each figure is the row's best round (the median step within it),
          the round least disturbed if the machine is shared. The engine does not use torch.compile
          (benchmarks/engine_ablation.py --compile shows why), so no compile time hides anywhere.
          `naive`: the model called once per record with batch 1 (`model.step` then `model.head`,
@@ -146,57 +146,73 @@ def bench_pipeline(cell: str, max_series: int) -> Pipeline:
 
 def repetitions(n: int, quick: bool) -> tuple[int, int]:
     """(rounds, timed steps a round) for n series."""
-    steps = {100: 200, 10_000: 30, 100_000: 5, 1_000_000: 1}[n]
-    return (3, max(1, steps // 2)) if quick else (5, steps)
+    steps = {100: 100, 10_000: 15, 100_000: 3, 1_000_000: 1}[n]
+    return (4, steps) if quick else (8, 2 * steps)
 
 
 def engine_section(quick: bool) -> tuple[list[dict], dict]:
-    values, rows, memory = etth1(), [], {}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        for cell in CELLS:
-            for n in SIZES:
-                row, engine = engine_row(cell, n, device, values, quick)
-                rows.append(row)
-                print(f"  engine {device} {cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
-                      f"naive {row['naive_steps_per_s']:,}/s", flush=True)
-                if (device, cell, n) == ("cpu", *MEMORY_AT):
-                    memory = memory_figures(engine, n)
-                del engine
+    """Every row's engine is built and warmed first (memory is read right after the one named by
+    MEMORY_AT, built first, while it is alone); then the rows take their rounds in turn, so that each
+    row's rounds are spread over the whole section and a busy spell on a shared machine spoils at
+    most some rounds of every row, rather than all rounds of one."""
+    values, devices = etth1(), ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    order = [(d, c, n) for d in devices for c in CELLS for n in SIZES]
+    order.sort(key=lambda row: row != ("cpu", *MEMORY_AT))
+    benches, memory = {}, {}
+    for device, cell, n in order:
+        benches[device, cell, n] = EngineBench(cell, n, device, values, quick)
+        if (device, cell, n) == ("cpu", *MEMORY_AT):
+            memory = memory_figures(benches[device, cell, n].engine, n)
+    for _ in range(max(bench.rounds for bench in benches.values())):
+        for bench in benches.values():
+            bench.round()
+    rows = [benches[key].row() for key in sorted(benches, key=lambda k: (devices.index(k[0]), CELLS.index(k[1]), k[2]))]
     return rows, memory
 
 
-def engine_row(cell: str, n: int, device: str, values: np.ndarray, quick: bool) -> tuple[dict, Engine]:
-    """Rounds of timed batched steps, each followed by a round of the naive loop; the best round of each.
+class EngineBench:
+    """One row: an engine on n series and its feed, and the naive loop to compare it with.
 
-    The machine may be shared: the best round is the one least disturbed by other processes, and
-    taking batched and naive rounds alternately keeps their ratio fair.
+    Each round times `steps` batched steps, then the naive loop; a figure is the row's best round
+    (the median step within it): the round least disturbed if the machine is shared.
     """
-    pipeline = bench_pipeline(cell, n)
-    engine = Engine(pipeline, seeded_model(pipeline), device)
-    feed, naive = Feed(n, values), Naive(engine.model, min(n, 1000 if quick else 3000), values, device)
-    for _ in range(2):  # the first step admits every series
-        engine.step(feed.next())
-    rounds, steps = repetitions(n, quick)
-    batched, naive_rates, every_step = [], [], []
-    for _ in range(rounds):
+
+    def __init__(self, cell: str, n: int, device: str, values: np.ndarray, quick: bool):
+        pipeline = bench_pipeline(cell, n)
+        self.cell, self.n, self.device = cell, n, device
+        self.engine = Engine(pipeline, seeded_model(pipeline), device)
+        self.feed = Feed(n, values)
+        self.naive = Naive(self.engine.model, min(n, 1000 if quick else 3000), values, device)
+        for _ in range(2):  # the first step admits every series
+            self.engine.step(self.feed.next())
+        self.rounds, self.steps = repetitions(n, quick)
+        self.batched, self.naive_rates, self.every_step = [], [], []
+
+    def round(self) -> None:
+        if len(self.batched) == self.rounds:
+            return
         seconds = []
-        for _ in range(steps):
-            batch = feed.next()
+        for _ in range(self.steps):
+            batch = self.feed.next()
             started = time.perf_counter()
-            engine.step(batch)
+            self.engine.step(batch)
             seconds.append(time.perf_counter() - started)
-        batched.append(statistics.median(seconds))
-        every_step += seconds
-        naive_rates.append(naive.steps_per_s())
-    best = min(batched)
-    naive_model, naive_rnn = (max(r[kind] for r in naive_rates) for kind in ("model", "torch_rnn"))
-    return {"cell": cell, "n_series": n, "device": device,
-            "batched_steps_per_s": round(n / best), "naive_steps_per_s": round(naive_model),
-            "speedup": round(n / best / naive_model, 1),
-            "naive_torch_rnn_steps_per_s": round(naive_rnn), "speedup_vs_torch_rnn": round(n / best / naive_rnn, 1),
-            "step_ms": round(1e3 * best, 3), "step_ms_median_all_rounds": round(1e3 * statistics.median(every_step), 3),
-            "rounds": rounds, "steps_per_round": steps, "naive_series": naive.count}, engine
+        self.batched.append(statistics.median(seconds))
+        self.every_step += seconds
+        self.naive_rates.append(self.naive.steps_per_s())
+
+    def row(self) -> dict:
+        n, best = self.n, min(self.batched)
+        naive_model, naive_rnn = (max(r[kind] for r in self.naive_rates) for kind in ("model", "torch_rnn"))
+        row = {"cell": self.cell, "n_series": n, "device": self.device,
+               "batched_steps_per_s": round(n / best), "naive_steps_per_s": round(naive_model),
+               "speedup": round(n / best / naive_model, 1),
+               "naive_torch_rnn_steps_per_s": round(naive_rnn), "speedup_vs_torch_rnn": round(n / best / naive_rnn, 1),
+               "step_ms": round(1e3 * best, 3), "step_ms_median_all_rounds": round(1e3 * statistics.median(self.every_step), 3),
+               "rounds": self.rounds, "steps_per_round": self.steps, "naive_series": self.naive.count}
+        print(f"  engine {self.device} {self.cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
+              f"naive {row['naive_steps_per_s']:,}/s", flush=True)
+        return row
 
 
 class Naive:
