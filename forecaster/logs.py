@@ -12,14 +12,13 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Mapping
 
+from .schema import MASK, is_secret  # one rule for what counts as a secret, in config errors and logs
+
 FORMATS = ("text", "json")
-MASK = "***"
-_SECRET = re.compile(r"pass(word|wd)|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 # kafka-python logs every connection attempt and rebalance step at INFO: an event per poll, not per notable event.
@@ -45,11 +44,6 @@ def setup(level: str, fmt: str = "text", stream: IO[str] | None = None) -> loggi
     for name in _CHATTY:
         logging.getLogger(name).setLevel(threshold)
     return handler
-
-
-def is_secret(name: str) -> bool:
-    """Whether a field name says it holds a credential: its value is never printed."""
-    return _SECRET.search(name) is not None
 
 
 def redact(value: Any) -> Any:

@@ -46,7 +46,7 @@ port = (lambda v: 0 < v < 65536, "a TCP port in 1..65535")
 
 
 MASK = "***"
-_SECRET = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
+_SECRET = re.compile(r"pass(word|wd)|secret|token|credential|api_?key|private_?key", re.IGNORECASE)
 
 
 def is_secret(name: str) -> bool:

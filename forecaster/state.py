@@ -12,6 +12,7 @@ comes back when the series returns, so a flood of new keys costs memory, not sta
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Sequence
 
 import numpy as np
@@ -53,8 +54,7 @@ class StateStore:
         new = [k for k in unique if k not in self._index]
         if new:
             self._admit(new)
-        index = self._index
-        return np.fromiter((index.get(k, REFUSED) for k in keys), dtype=np.int64, count=len(keys))
+        return np.fromiter(map(self._index.get, keys, repeat(REFUSED)), dtype=np.int64, count=len(keys))
 
     def key(self, slot: int) -> str | None:
         return self._keys[slot]

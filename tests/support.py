@@ -40,3 +40,19 @@ def random_walks(n_series=5, length=12, seed=0, covariates=0):
                 level = 10.0 ** s
                 rows.append([level * (1 + 0.1 * rng.standard_normal())] + list(rng.standard_normal(covariates)))
     return keys, times, rows
+
+
+def torch_reference(model):
+    """nn.GRU / nn.LSTM / nn.RNN with the model's weights copied in: what the model claims to equal."""
+    from torch import nn
+    import torch
+
+    s = model.spec
+    kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[s.cell]
+    kw = {"nonlinearity": s.nonlinearity} if s.cell == "rnn" else {}
+    ref = kind(s.input_size, s.hidden_size, s.num_layers, **kw).to(model.readout.weight.device)
+    with torch.no_grad():
+        for l, cell in enumerate(model.layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{l}").copy_(getattr(cell, name))
+    return ref

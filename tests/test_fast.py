@@ -15,6 +15,8 @@ from forecaster.engine import Engine, seeded_model
 from forecaster.fast import FastStep
 from forecaster.model import Forecaster, ModelSpec
 
+from support import torch_reference
+
 from support import make_pipeline, observations
 
 VARIANTS = [("gru", "tanh"), ("lstm", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
@@ -52,23 +54,10 @@ def inputs(model, T=8, B=23, seed=1, device="cpu"):
     return x.to(device), state.to(device)
 
 
-def torch_layer(model):
-    """nn.GRU / nn.LSTM / nn.RNN with the model's weights copied in."""
-    s = model.spec
-    kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[s.cell]
-    kw = {"nonlinearity": s.nonlinearity} if s.cell == "rnn" else {}
-    ref = kind(s.input_size, s.hidden_size, s.num_layers, **kw).to(model.readout.weight.device)
-    with torch.no_grad():
-        for l, cell in enumerate(model.layers):
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(ref, f"{name}_l{l}").copy_(getattr(cell, name))
-    return ref
-
-
 @pytest.mark.parametrize("cell,nonlinearity", VARIANTS, ids=IDS)
 def test_equals_torch_recurrent_layer_then_the_head(cell, nonlinearity, matmul, device):
     model = make(cell, nonlinearity, device=device)
-    ref = torch_layer(model)
+    ref = torch_reference(model)
     x, state = inputs(model, device=device)
     H = model.spec.hidden_size
     ref_state = (state[..., :H].contiguous(), state[..., H:].contiguous()) if cell == "lstm" else state

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from support import torch_reference
 from forecaster.model import CELLS, Forecaster, ModelSpec
 
 # every (cell, nonlinearity) the model offers
@@ -39,23 +40,10 @@ def step_through(model, x, state):
     return torch.stack(outs), state
 
 
-def reference(model):
-    """The torch layer the model claims to equal, with the model's weights copied in."""
-    s = model.spec
-    kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[s.cell]
-    kw = {"nonlinearity": s.nonlinearity} if s.cell == "rnn" else {}
-    ref = kind(s.input_size, s.hidden_size, s.num_layers, **kw)
-    with torch.no_grad():
-        for l, cell in enumerate(model.layers):
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(ref, f"{name}_l{l}").copy_(getattr(cell, name))
-    return ref
-
-
 @pytest.mark.parametrize("cell,nonlinearity", VARIANTS, ids=IDS)
 def test_equals_torch_recurrent_layer_with_copied_weights(cell, nonlinearity):
     model = make(cell, nonlinearity)
-    ref = reference(model)
+    ref = torch_reference(model)
     x, state = window(model, T=20, B=4)
     H = model.spec.hidden_size
     ref_state = (state[..., :H].contiguous(), state[..., H:].contiguous()) if cell == "lstm" else state
