@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -64,6 +64,7 @@ class Forecast:
     model_version: int
     times: Sequence[float]     # epoch seconds of each horizon step
     values: Sequence[float]
+    quantiles: Mapping[float, Sequence[float]] | None = None  # level -> one value per horizon step
 
 
 def decode(payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None,
@@ -221,6 +222,14 @@ def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
             "horizon": len(forecast.values),
             "times": [format_time(t) for t in forecast.times],
             "values": [float(v) for v in forecast.values],
+            **_quantiles(forecast.quantiles),
         },
         separators=(",", ":"),
     ).encode()
+
+
+def _quantiles(quantiles: Mapping[float, Sequence[float]] | None) -> dict:
+    """{"quantiles": {"0.1": [...], ...}} when the model forecasts quantiles, else nothing."""
+    if not quantiles:
+        return {}
+    return {"quantiles": {f"{level:g}": [float(v) for v in values] for level, values in quantiles.items()}}

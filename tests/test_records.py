@@ -210,6 +210,13 @@ def test_a_forecast_encodes_to_the_documented_json():
     assert type(document["values"][0]) is float
 
 
+def test_quantile_forecasts_are_keyed_by_their_level():
+    forecast = Forecast(series="a", time=NOON, issued_at=NOON, model_version=1, times=[NOON + 60, NOON + 120],
+                        values=[1.0, 2.0], quantiles={0.1: [0.5, 1.0], 0.9: [np.float32(1.5), 3.0]})
+    document = json.loads(records.encode(forecast, "p", "y"))
+    assert document["quantiles"] == {"0.1": [0.5, 1.0], "0.9": [1.5, 3.0]}
+
+
 def test_encoded_forecast_times_parse_back_to_the_same_instants():
     times = [NOON + 1800.0 * k for k in range(1, 5)]
     forecast = Forecast(series="a", time=NOON, issued_at=NOON, model_version=0, times=times, values=[0.0] * 4)
