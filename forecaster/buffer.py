@@ -13,16 +13,20 @@ import torch
 from torch import Tensor
 
 
+_FIELDS = ("inputs", "actual", "scale", "written")
+
+
 class WindowBuffer:
-    """Ring buffers of shape (slots, window, ...) on the state's device."""
+    """Ring buffers of shape (slots, window, ...) on the state's device; a `state.Part` of the store."""
 
     def __init__(self, capacity: int, window: int, input_size: int, device: torch.device | str = "cpu"):
         if window < 2:
             raise ValueError(f"window must be at least 2 steps, got {window}")
         self.window, self.input_size, self.device = window, input_size, torch.device(device)
-        self._allocate(capacity)
+        self.allocate(capacity)
 
-    def _allocate(self, capacity: int) -> None:
+    def allocate(self, capacity: int) -> None:
+        """Empty buffers for `capacity` slots."""
         self.inputs = torch.zeros(capacity, self.window, self.input_size, device=self.device)  # (slots, W, I)
         self.actual = torch.zeros(capacity, self.window, device=self.device, dtype=torch.float64)  # (slots, W)
         self.scale = torch.ones(capacity, self.window, device=self.device)                      # (slots, W)
@@ -55,18 +59,21 @@ class WindowBuffer:
     def grow(self, capacity: int) -> None:
         old = self.inputs.shape[0]
         previous = (self.inputs, self.actual, self.scale, self.written)
-        self._allocate(capacity)
+        self.allocate(capacity)
         for mine, theirs in zip((self.inputs, self.actual, self.scale, self.written), previous):
             mine[:old] = theirs
 
-    def reset(self, slots: Tensor) -> None:
-        self.written[slots] = 0
+    def reset(self, slots) -> None:
+        """Forget what `slots` held: a new series starts with an empty window."""
+        self.written[torch.as_tensor(slots, device=self.device)] = 0
 
-    def snapshot(self, slots: Tensor) -> dict:
-        return {name: getattr(self, name)[slots].cpu() for name in ("inputs", "actual", "scale", "written")}
+    def snapshot(self, slots) -> dict:
+        slots = torch.as_tensor(slots, device=self.device)
+        return {name: getattr(self, name)[slots].cpu() for name in _FIELDS}
 
-    def restore(self, slots: Tensor, snapshot: dict) -> None:
-        for name in ("inputs", "actual", "scale", "written"):
+    def restore(self, slots, snapshot: dict) -> None:
+        slots = torch.as_tensor(slots, device=self.device)
+        for name in _FIELDS:
             getattr(self, name)[slots] = snapshot[name].to(self.device)
 
 

@@ -71,12 +71,16 @@ class ModelConfig:
     layer_norm: bool = setting(False, doc="layer normalisation inside each cell")
     residual: bool = setting(False, doc="residual connections between stacked layers")
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
+    quantiles: tuple[float, ...] = setting((), doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; empty: point forecasts only")
     weights: str | None = setting(None, doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded initialisation")
     seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
 
     def __post_init__(self):
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ValueError(f"nonlinearity: expected tanh unless cell is rnn, got {self.nonlinearity} with cell {self.cell}")
+        levels = list(self.quantiles)
+        if any(not 0 < q < 1 for q in levels) or levels != sorted(set(levels)):
+            raise ValueError(f"quantiles: expected distinct levels in (0, 1), increasing, got {levels}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +123,8 @@ class Training:
     dataset: str | None = setting(None, doc="dataset name pretrain reads by default (see `forecaster replay --help`)")
     train_fraction: float = setting(0.5, doc="leading fraction of each series used for fitting", check=(lambda v: 0 < v <= 1, "a number in (0, 1]"))
     window: int = setting(256, doc="length of each training window in steps", check=positive_int)
-    chunk: int = setting(32, doc="TBPTT chunk length: gradients stop at chunk boundaries", check=positive_int)
+    chunk: int = setting(32, doc="TBPTT k1: steps between optimisation steps; each chunk's losses are learnt from together", check=positive_int)
+    backprop: int | None = setting(None, doc="TBPTT k2: steps gradients flow back from the end of a chunk, a multiple of chunk; null: chunk (gradients stop at chunk boundaries)", check=positive_int)
     batch_size: int = setting(32, doc="windows per optimisation step", check=positive_int)
     steps: int = setting(300, doc="optimisation steps", check=positive_int)
     learning_rate: float = setting(3e-3, doc="peak AdamW learning rate", check=positive)
@@ -131,6 +136,37 @@ class Training:
     def __post_init__(self):
         if self.chunk >= self.window:  # the first chunk of a window is burn-in: nothing would be left to learn from
             raise ValueError(f"chunk: expected fewer steps than training.window ({self.window}), got {self.chunk}")
+        if self.backprop is not None and (self.backprop % self.chunk or self.backprop >= self.window):
+            raise ValueError(f"backprop: expected a multiple of chunk ({self.chunk}) below window ({self.window}), got {self.backprop}")
+
+    @property
+    def backprop_steps(self) -> int:
+        return self.chunk if self.backprop is None else self.backprop
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retraining:
+    """Online retraining while serving: fine-tune a copy on buffered windows, promote it only if it wins.
+
+    The optimiser, TBPTT chunks, batch size, clipping and warm-up come from `training`.
+    """
+
+    enabled: bool = setting(False, doc="retrain in the background while forecasting")
+    every_records: int = setting(20_000, doc="start a retrain after this many new records", check=positive_int)
+    every_seconds: float | None = setting(None, doc="also start one after this many seconds, if records arrived; null: by records only", check=positive)
+    buffer: int = setting(512, doc="steps kept per series for retraining (a ring buffer next to its state)", check=positive_int)
+    holdout: int = setting(48, doc="newest steps of each buffer held out: the challenger is trained without their targets and must beat the champion on them", check=positive_int)
+    steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
+    learning_rate: float = setting(1e-3, doc="peak AdamW learning rate of a retrain", check=positive)
+    max_series: int = setting(2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int)
+    min_improvement: float = setting(0.0, doc="relative held-out loss improvement a challenger needs to be promoted", check=non_negative)
+    resync_steps: int = setting(64, doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps through the new weights; 0: keep the old states", check=(lambda v: v >= 0, "an integer >= 0"))
+
+    def __post_init__(self):
+        if self.holdout >= self.buffer:
+            raise ValueError(f"holdout: expected fewer steps than buffer ({self.buffer}), got {self.holdout}")
+        if self.resync_steps > self.buffer:
+            raise ValueError(f"resync_steps: expected at most buffer ({self.buffer}) steps, got {self.resync_steps}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,13 +191,18 @@ class Pipeline:
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
     skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
     batching: Batching = setting(Batching(), doc="poll batch size")
-    training: Training = setting(Training(), doc="offline pretraining")
+    training: Training = setting(Training(), doc="offline pretraining, and the optimiser of online retraining")
+    retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:
             raise ValueError(f"output_topic: expected a topic other than input_topic, got {self.output_topic!r}")
         if self.dead_letter_topic in (self.input_topic, self.output_topic):
             raise ValueError(f"dead_letter_topic: expected a topic other than input_topic and output_topic, got {self.dead_letter_topic!r}")
+        trainable = self.retraining.buffer - self.retraining.holdout
+        if self.retraining.enabled and self.training.window > trainable:
+            raise ValueError(f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
+                             f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}")
 
     @property
     def input_size(self) -> int:

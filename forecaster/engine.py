@@ -6,7 +6,9 @@ For one poll batch the engine
   3. runs the recurrent step in waves: wave k holds the k-th new record of every series,
      so a series seen 5 times costs 5 batched steps, not 5 x series calls,
   4. forecasts the horizon for every record with the direct multi-step head, and
-  5. scores the previous one-step forecasts against the actuals that just arrived.
+  5. scores the previous one-step forecasts against the actuals that just arrived, and
+  6. with retraining on, appends each step's model inputs to its series' window buffer.
+`install` swaps in new weights between batches and re-synchronises the states.
 It does no I/O: the run loop hands it decoded observations and encodes what it returns.
 """
 
@@ -20,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import records, scaling
+from . import records, resync, scaling
+from .buffer import WindowBuffer
 from .cadence import calendar_features, horizon_times
 from .config import Pipeline
 from .fast import FastStep
 from .model import Forecaster, ModelSpec
 from .records import Observations, Rejected
-from .skill import Skill
+from .skill import Coverage, LastInterval, Skill
 from .spill import DiskSpill, MemorySpill, Spill
 from .state import REFUSED, StateStore
 
@@ -36,7 +39,7 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
     m = pipeline.model
     return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
                      horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
-                     nonlinearity=m.nonlinearity)
+                     nonlinearity=m.nonlinearity, quantiles=m.quantiles)
 
 
 def seeded_model(pipeline: Pipeline) -> Forecaster:
@@ -72,6 +75,8 @@ class Forecasts:
     positions: np.ndarray      # (m,) poll-batch positions of the observations
     issued_at: float
     model_version: int
+    levels: tuple[float, ...] = ()       # quantile levels, increasing
+    quantiles: np.ndarray | None = None  # (m, len(levels), horizon) in original units
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -79,8 +84,9 @@ class Forecasts:
     def rows(self):
         """One `records.Forecast` per row, for encoding."""
         for i, key in enumerate(self.keys):
+            quantiles = None if self.quantiles is None else dict(zip(self.levels, self.quantiles[i].tolist()))
             yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
-                                   self.horizon_times[i].tolist(), self.values[i].tolist())
+                                   self.horizon_times[i].tolist(), self.values[i].tolist(), quantiles)
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,31 @@ class Engine:
                                 max_series=pipeline.max_series, device=self.device,
                                 spill=_spill(pipeline, model.spec.num_layers * model.state_width, features, spill_path))
         self.skill = Skill(pipeline.skill_window)
+        self.coverage = Coverage(pipeline.skill_window)
         self._alpha = scaling.decay(pipeline.scaling.halflife)
+        self.buffer: WindowBuffer | None = None
+        if pipeline.retraining.enabled:
+            self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
+            self.store.attach("buffer", self.buffer)
+        self.intervals: LastInterval | None = None
+        if model.spec.quantiles:
+            self.intervals = LastInterval()
+            self.store.attach("interval", self.intervals)
 
+    def install(self, model: Forecaster, version: int, resync_steps: int = 0) -> None:
+        """Serve `model` from the next batch on, as `version`; with `resync_steps`, recompute every state under it.
+
+        Call it between batches, from the thread that steps: no forecast is ever computed
+        with some of the old weights and some of the new.
+        """
+        if model.spec != self.model.spec:
+            raise ValueError(f"the new model ({model.spec}) is not the pipeline's ({self.model.spec})")
+        self.model = model.to(self.device).eval()
+        self.model_version = version
+        if resync_steps and self.buffer is not None:
+            slots = self.store.active
+            self.store.state[:, torch.as_tensor(slots, device=self.device)] = resync.resync(
+                self.model, self.buffer, slots, resync_steps).to(self.store.dtype)
     def snapshot(self) -> dict:
         """Weights, version and every series' state: what a checkpoint needs to resume exactly."""
         return {
@@ -187,22 +216,34 @@ class Engine:
         the_plan = plan(slots, observations.times, self.store.last_time)
         rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
         order = the_plan.order
-        deltas = self._run_waves(slots[order], observations, order, the_plan.waves)
+        deltas = self._run_waves(slots[order], observations, order, the_plan.waves)  # (n, outputs)
         actual = observations.values[order, 0]
-        forecast = actual[:, None] + deltas  # (n, horizon), original units
+        forecast = actual[:, None] + deltas[:, :self.pipeline.horizon]  # (n, horizon), original units
+        quantiles = self._quantiles(actual, deltas)
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
+        if quantiles is not None:
+            self._score_intervals(slots[order], actual, quantiles[:, [0, -1], 0], the_plan)
         emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
-        return self._forecasts(observations, order[emit], forecast[emit]), rejected
+        return self._forecasts(observations, order[emit], forecast[emit],
+                               None if quantiles is None else quantiles[emit]), rejected
+
+    def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
+        """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
+        levels, horizon = self.model.spec.quantiles, self.pipeline.horizon
+        if not levels:
+            return None
+        offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
+        return np.sort(actual[:, None, None] + offsets, axis=1)
 
     def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
-        """Batched recurrent steps, one per wave; returns std * head output, (n, horizon) float32, on the host.
+        """Batched recurrent steps, one per wave; returns std * head output, (n, outputs) float32, on the host.
 
         The batch crosses to the device once (values, calendar features, slots) and back once
         (the deltas); each wave writes its own rows of one `deltas` tensor.
         """
-        n, horizon = len(order), self.pipeline.horizon
+        n = len(order)
         if n == 0:
-            return np.zeros((0, horizon), np.float32)
+            return np.zeros((0, self.model.spec.outputs), np.float32)
         by_wave, bounds = _wave_order(waves)
         rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
@@ -210,7 +251,7 @@ class Engine:
         cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
                               device=self.device, dtype=dtype)                                          # (n, C)
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
-        deltas = torch.empty(n, horizon, device=self.device, dtype=dtype)
+        deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
             self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b])
         deltas = deltas.cpu().numpy()
@@ -228,9 +269,12 @@ class Engine:
         state, moments = self.store.gather(slots)               # (layers, n, width): this wave's own copy
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
-        self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, horizon)
+        self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
         self.store.scatter(slots, state, moments)
-        out.mul_(scaling.std(moments)[:, :1])
+        std = scaling.std(moments)[:, :1]
+        out.mul_(std)
+        if self.buffer is not None:
+            self.buffer.write(slots, inputs, x[:, 0], std[:, 0])
 
     def _fast_step(self) -> FastStep:
         """The model's inference step (fast.py), made on first use; it follows the model's weights."""
@@ -254,7 +298,17 @@ class Engine:
         self.store.last_value[slots[last]] = actual[last]
         self.store.last_forecast[slots[last]] = one_step[last]
 
-    def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray) -> Forecasts:
+    def _score_intervals(self, slots, actual, bounds: np.ndarray, the_plan: Plan) -> None:
+        """Score each series' previous one-step interval against its actual, then keep this batch's newest."""
+        if len(slots) == 0:
+            return
+        previous = np.r_[np.full((1, 2), np.nan), bounds[:-1]]
+        previous[the_plan.first] = self.intervals.bounds[slots[the_plan.first]]
+        self.coverage.add(actual, previous[:, 0], previous[:, 1])
+        self.intervals.bounds[slots[the_plan.last]] = bounds[the_plan.last]
+
+    def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray,
+                   quantiles: np.ndarray | None = None) -> Forecasts:
         """Columnar forecasts for `rows`, back in input order."""
         arrival = np.argsort(observations.positions[rows], kind="stable")
         rows, values = rows[arrival], values[arrival]
@@ -267,4 +321,6 @@ class Engine:
             positions=observations.positions[rows],
             issued_at=time.time(),
             model_version=self.model_version,
+            levels=self.model.spec.quantiles,
+            quantiles=None if quantiles is None else quantiles[arrival],
         )

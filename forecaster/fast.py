@@ -147,11 +147,11 @@ class FastStep:
 
     @torch.no_grad()
     def step_(self, x: Tensor, state: Tensor, out: Tensor | None = None) -> Tensor:
-        """Step `state` (layers, n, width) in place with inputs x (n, input); returns the head (n, horizon)."""
+        """Step `state` (layers, n, width) in place with inputs x (n, input); returns the head (n, outputs)."""
         self._refresh()
         n = x.shape[0]
         if out is None:
-            out = x.new_empty(n, self.spec.horizon)
+            out = x.new_empty(n, self.spec.outputs)
         block = self.block_rows if x.device.type == "cpu" else max(n, 1)  # a GPU takes every row at once
         for a in range(0, n, block):
             b = min(n, a + block)

@@ -33,9 +33,13 @@ class ModelSpec:
     layer_norm: bool = False
     residual: bool = False  # for layer l >= 1: out_l = cell_l(in_l) + in_l
     nonlinearity: str = "tanh"  # rnn only: "tanh" | "relu"
+    quantiles: tuple[float, ...] = ()  # levels the head forecasts besides the point forecast
 
     def __post_init__(self):
         """Reject a bad spec where it is made, with a message that states the constraint."""
+        object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))  # a list from a checkpoint
+        if any(not 0 < q < 1 for q in self.quantiles) or list(self.quantiles) != sorted(set(self.quantiles)):
+            raise ValueError(f"quantiles must be distinct levels in (0, 1), increasing, got {list(self.quantiles)}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("input_size", "hidden_size", "num_layers", "horizon"):
@@ -56,6 +60,11 @@ class ModelSpec:
             raise ValueError(
                 f"nonlinearity applies only to cell 'rnn', got {self.nonlinearity!r} for cell {self.cell!r}"
             )
+
+    @property
+    def outputs(self) -> int:
+        """Width of the head: the point forecast's horizon, then each quantile's."""
+        return self.horizon * (1 + len(self.quantiles))
 
 
 class _Cell(nn.Module):
@@ -162,7 +171,7 @@ class Forecaster(nn.Module):
         sizes = [spec.input_size] + [spec.hidden_size] * (spec.num_layers - 1)
         self.layers = nn.ModuleList(_make_cell(spec, n) for n in sizes)
         self.drop = nn.Dropout(spec.dropout)
-        self.readout = nn.Linear(spec.hidden_size, spec.horizon)  # named apart from the head() verb
+        self.readout = nn.Linear(spec.hidden_size, spec.outputs)  # named apart from the head() verb
 
     def initial_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         """Zeros (num_layers, batch, state_width), on the model's device and dtype unless told."""
@@ -196,5 +205,15 @@ class Forecaster(nn.Module):
         return torch.stack(outs), state
 
     def head(self, out: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., horizon): direct multi-step forecast, no predictions fed back."""
+        """(..., H) -> (..., outputs): direct multi-step forecast, no predictions fed back.
+
+        The first `horizon` outputs are the point forecast; with quantiles, each level's
+        `horizon` outputs follow (see `split_head`).
+        """
         return self.readout(out)
+
+
+def split_head(out: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., horizon * (1 + Q)) -> point (..., horizon) and quantiles (..., Q, horizon), views."""
+    point, rest = out[..., :horizon], out[..., horizon:]
+    return point, rest.unflatten(-1, (rest.shape[-1] // horizon, horizon))

@@ -1,8 +1,9 @@
-"""Online skill: rolling mean absolute error of one-step forecasts, for the model and the naive one."""
+"""Online skill: rolling MAE of one-step forecasts (model and naive), and the coverage of their intervals."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 class RollingMean:
@@ -50,3 +51,47 @@ class Skill:
         scored = np.isfinite(model_forecast) & np.isfinite(naive_forecast)
         self.model.extend(np.abs(actual[scored] - model_forecast[scored]))
         self.naive.extend(np.abs(actual[scored] - naive_forecast[scored]))
+
+
+class Coverage:
+    """Rolling share of one-step actuals inside the forecast interval issued for them a step earlier."""
+
+    def __init__(self, window: int):
+        self.inside = RollingMean(window)
+
+    def add(self, actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Score intervals made one step earlier; a series' first step has none (NaN) and is skipped."""
+        scored = np.isfinite(lower) & np.isfinite(upper)
+        self.inside.extend((lower[scored] <= actual[scored]) & (actual[scored] <= upper[scored]))
+
+    @property
+    def value(self) -> float:
+        return self.inside.value
+
+
+class LastInterval:
+    """Each slot's newest one-step interval (lower, upper), kept until its actual arrives; a `state.Part`."""
+
+    def __init__(self):
+        self.bounds = np.full((0, 2), np.nan)
+
+    @property
+    def nbytes(self) -> int:
+        return self.bounds.nbytes
+
+    def allocate(self, capacity: int) -> None:
+        self.bounds = np.full((capacity, 2), np.nan)
+
+    def grow(self, capacity: int) -> None:
+        old = self.bounds
+        self.allocate(capacity)
+        self.bounds[:len(old)] = old
+
+    def reset(self, slots: np.ndarray) -> None:
+        self.bounds[slots] = np.nan
+
+    def snapshot(self, slots: np.ndarray) -> dict:
+        return {"bounds": torch.from_numpy(self.bounds[slots].copy())}
+
+    def restore(self, slots: np.ndarray, snapshot: dict) -> None:
+        self.bounds[slots] = snapshot["bounds"].numpy()

@@ -8,12 +8,16 @@ tensors: the engine gathers and scatters through `gather` and `scatter`.
 
 An evicted series' state goes to a `Spill` (host memory or disk) when one is given, and
 comes back when the series returns, so a flood of new keys costs memory, not state.
+
+Other per-series storage (the retraining buffer) attaches as a `Part`: the store grows,
+resets, snapshots and restores it slot by slot along with the state. A part is not
+spilled: a returning series starts its part afresh.
 """
 
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +28,18 @@ from .spill import MemorySpill, Spill
 
 REFUSED = -1  # slot returned for a series that cannot be held (too many new series at once)
 _FREE = np.iinfo(np.int64).max  # last_seen of an empty slot: never the least recently seen
+
+
+class Part(Protocol):
+    """Per-slot storage that lives and dies with the store's slots."""
+
+    nbytes: int
+
+    def allocate(self, capacity: int) -> None: ...
+    def grow(self, capacity: int) -> None: ...
+    def reset(self, slots: np.ndarray) -> None: ...
+    def snapshot(self, slots: np.ndarray) -> dict: ...
+    def restore(self, slots: np.ndarray, snapshot: dict) -> None: ...
 
 
 class StateStore:
@@ -41,7 +57,13 @@ class StateStore:
         self._keys: list[str | None] = []
         self._tick = 0
         self.evictions = 0
+        self.parts: dict[str, Part] = {}
         self._allocate(min(initial_capacity, max_series))
+
+    def attach(self, name: str, part: Part) -> None:
+        """Keep `part` slot for slot with the state from now on."""
+        part.allocate(self.capacity)
+        self.parts[name] = part
 
     # -- lookup -----------------------------------------------------------------------
 
@@ -73,7 +95,13 @@ class StateStore:
     def nbytes(self) -> int:
         """Bytes held for series state: device tensors plus host bookkeeping."""
         tensors = (self.state, *self._moment_tensors())
-        return sum(t.element_size() * t.nelement() for t in tensors) + sum(a.nbytes for a in self._host_arrays())
+        return (sum(t.element_size() * t.nelement() for t in tensors) + sum(a.nbytes for a in self._host_arrays())
+                + sum(part.nbytes for part in self.parts.values()))
+
+    @property
+    def active(self) -> np.ndarray:
+        """Slots that hold a series, ascending."""
+        return np.flatnonzero(self.last_seen != _FREE)
 
     # -- gather and scatter ---------------------------------------------------------------
 
@@ -96,7 +124,8 @@ class StateStore:
         keys = list(self._index)
         slots = np.asarray([self._index[k] for k in keys], dtype=np.int64)
         wide, exact = self._pack(slots)
-        snapshot = {"keys": keys, "wide": torch.from_numpy(wide), "exact": torch.from_numpy(exact)}
+        snapshot = {"keys": keys, "wide": torch.from_numpy(wide), "exact": torch.from_numpy(exact),
+                    "parts": {name: part.snapshot(slots) for name, part in self.parts.items()}}
         if isinstance(self.spill, MemorySpill):
             spilled = self.spill.snapshot()
             snapshot["spilled"] = {"keys": spilled["keys"], "wide": torch.from_numpy(spilled["wide"]),
@@ -114,6 +143,10 @@ class StateStore:
         self.last_seen[slots] = self._tick
         self._index = {k: i for i, k in enumerate(keys)}
         self._keys[:len(keys)] = keys
+        for name, part in self.parts.items():
+            part.allocate(self.capacity)
+            if name in snapshot.get("parts", {}):
+                part.restore(slots, snapshot["parts"][name])
         if isinstance(self.spill, MemorySpill) and "spilled" in snapshot:
             spilled = snapshot["spilled"]
             self.spill.restore({"keys": spilled["keys"], "wide": spilled["wide"].numpy(), "exact": spilled["exact"].numpy()})
@@ -185,6 +218,8 @@ class StateStore:
         for mine, previous in zip(self._host_arrays(), host):
             mine[:old] = previous
         self._index, self._keys = index, keys + [None] * (capacity - old)
+        for part in self.parts.values():
+            part.grow(capacity)
 
     def _moment_tensors(self) -> tuple[Tensor, Tensor, Tensor]:
         return self.moments.mean, self.moments.var, self.moments.count
@@ -217,3 +252,5 @@ class StateStore:
         self.last_value[slots] = np.nan
         self.last_forecast[slots] = np.nan
         self.last_seen[slots] = _FREE
+        for part in self.parts.values():
+            part.reset(slots)

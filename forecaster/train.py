@@ -31,7 +31,7 @@ from .config import Config, Pipeline, Training
 from .engine import seeded_model
 from .errors import ConfigError, ForecasterError
 from .io.checkpoint import save_weights
-from .model import Forecaster
+from .model import Forecaster, split_head
 from .records import Observations
 
 
@@ -146,19 +146,28 @@ def learning_rate(training: Training, step: int) -> float:
     return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """Unroll a window (T, B, input_size) `chunk` steps at a time: yields (forecasts (c, B, horizon), state).
+def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int,
+           backprop: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Unroll a window (T, B, input_size) `chunk` steps at a time: yields (forecasts (c, B, outputs), state).
 
-    Forward values are those of one pass over the whole window; only gradients are cut, at
-    each chunk boundary, so backpropagation through a chunk never reaches the chunk before.
+    TBPTT(k1=chunk, k2=backprop): the forecasts of each chunk carry gradients back through the
+    last `backprop` steps (a multiple of `chunk`; default `chunk`) and no further, because the
+    pass is recomputed from the state `backprop` steps back, detached. Forward values are those
+    of one pass over the whole window; only gradients are cut.
     """
+    backprop = backprop or chunk
+    if backprop % chunk:
+        raise ValueError(f"backprop ({backprop}) must be a multiple of chunk ({chunk})")
     precision = _precision(inputs.device)
+    starts = {0: state}  # detached states at chunk boundaries, as far back as backprop reaches
     for start in range(0, len(inputs), chunk):
+        end, begin = min(start + chunk, len(inputs)), max(0, start + chunk - backprop)
         with precision:
-            outputs, state = model(inputs[start:start + chunk], state)  # (c, B, hidden), (layers, B, width)
-            forecasts = model.head(outputs)
+            outputs, state = model(inputs[begin:end], starts[begin])  # (end - begin, B, hidden)
+            forecasts = model.head(outputs[start - begin:])
         yield forecasts, state
-        state = state.detach()  # truncated BPTT: the next chunk starts from a constant
+        starts[end] = state.detach()  # truncated BPTT: gradients never reach past `begin`
+        starts.pop(end - backprop - chunk, None)
 
 
 def _precision(device: torch.device):
@@ -170,6 +179,25 @@ def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """Mean squared error over every step and horizon whose target exists."""
     errors = (forecasts.float() - targets).square() * mask
     return errors.sum() / mask.sum().clamp_min(1)
+
+
+def pinball(quantiles: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float]) -> Tensor:
+    """Mean pinball loss of quantile forecasts (..., Q, horizon) at `levels` against targets (..., horizon).
+
+    Its minimiser is the level-q quantile: an underforecast costs q per unit, an
+    overforecast 1 - q.
+    """
+    q = torch.tensor(levels, device=targets.device).unsqueeze(-1)  # (Q, 1)
+    error = targets.unsqueeze(-2) - quantiles.float()               # (..., Q, horizon)
+    losses = torch.maximum(q * error, (q - 1) * error) * mask.unsqueeze(-2)
+    return losses.sum() / (mask.sum() * len(levels)).clamp_min(1)
+
+
+def forecast_loss(forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float] = ()) -> Tensor:
+    """The training loss of a head's outputs: MSE of the point forecast, plus the pinball loss of its quantiles."""
+    point, quantiles = split_head(forecasts, targets.shape[-1])
+    loss = masked_mse(point, targets, mask)
+    return loss + pinball(quantiles, targets, mask, levels) if levels else loss
 
 
 def sample_windows(series: Sequence[Series], training: Training, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -215,11 +243,12 @@ def fit(model: Forecaster, series: Sequence[Series], training: Training, *, devi
         while len(losses) < training.steps:
             inputs, targets, mask = (t.to(device) for t in sample_windows(series, training, generator))
             state = model.initial_state(inputs.shape[1], device=device)
-            for k, (forecasts, _) in enumerate(chunks(model, inputs, state, training.chunk)):
+            unrolled = chunks(model, inputs, state, training.chunk, training.backprop_steps)
+            for k, (forecasts, _) in enumerate(unrolled):
                 if k == 0:
                     continue  # burn-in: the state warms up, nothing is learnt
                 rows = slice(k * training.chunk, (k + 1) * training.chunk)
-                loss = masked_mse(forecasts, targets[rows], mask[rows])
+                loss = forecast_loss(forecasts, targets[rows], mask[rows], model.spec.quantiles)
                 _optimise(model, loss, optimizer, schedule, training.grad_clip)
                 losses.append(loss.item())
                 if progress is not None:

@@ -164,13 +164,13 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
         "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
-        "skill_window, batching, training)")
+        "skill_window, batching, training, retraining)")
 
 
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, weights, seed)")
+        "dropout, layer_norm, residual, nonlinearity, quantiles, weights, seed)")
 
 
 def test_an_unknown_global_key_names_config_yaml(tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from support import torch_reference
-from forecaster.model import CELLS, Forecaster, ModelSpec
+from forecaster.model import CELLS, Forecaster, ModelSpec, split_head
 
 # every (cell, nonlinearity) the model offers
 VARIANTS = [(cell, "tanh") for cell in CELLS] + [("rnn", "relu")]
@@ -251,6 +251,8 @@ def test_dropout_spares_the_last_layers_output(cell, nonlinearity):
         ({"layer_norm": "yes"}, "layer_norm must be a bool, got 'yes'"),
         ({"cell": "rnn", "nonlinearity": "gelu"}, "nonlinearity must be one of tanh, relu, got 'gelu'"),
         ({"cell": "gru", "nonlinearity": "relu"}, "nonlinearity applies only to cell 'rnn', got 'relu' for cell 'gru'"),
+        ({"quantiles": (0.9, 0.1)}, "quantiles must be distinct levels in (0, 1), increasing, got [0.9, 0.1]"),
+        ({"quantiles": (0.5, 1.0)}, "quantiles must be distinct levels in (0, 1), increasing, got [0.5, 1.0]"),
     ],
 )
 def test_spec_states_the_violated_constraint(change, message):
@@ -263,3 +265,15 @@ def test_spec_is_frozen():
     spec = ModelSpec(cell="gru", input_size=3, hidden_size=8, num_layers=2, horizon=4)
     with pytest.raises(AttributeError):
         spec.hidden_size = 16
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_quantile_head_gives_the_point_forecast_then_each_level(cell):
+    model = make(cell, quantiles=[0.1, 0.5, 0.9])  # a list, as a checkpoint's spec may hold it
+    outputs, _ = model(*window(model))
+
+    point, quantiles = split_head(model.head(outputs), model.spec.horizon)
+
+    assert model.spec.quantiles == (0.1, 0.5, 0.9)
+    assert point.shape == (6, 3, 4) and quantiles.shape == (6, 3, 3, 4)
+    torch.testing.assert_close(quantiles[:, :, 1], model.head(outputs)[..., 8:12])

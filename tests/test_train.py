@@ -209,6 +209,59 @@ def test_truncation_leaves_forward_values_unchanged(cell):
     torch.testing.assert_close(pieces[-1][1], final, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_backprop_k2_carries_gradients_exactly_k2_steps_back(cell):
+    model = small_model(cell)
+    inputs = torch.randn(16, 2, 3, requires_grad=True)
+
+    forecasts = [f for f, _ in train.chunks(model, inputs, model.initial_state(2), chunk=4, backprop=8)]
+    forecasts[2].square().sum().backward()  # chunk 3 (steps 8..11) reaches back to step 4
+
+    assert (inputs.grad[:4] == 0).all()
+    assert (inputs.grad[4:8] != 0).any() and (inputs.grad[8:12] != 0).any()
+    assert (inputs.grad[12:] == 0).all()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_backprop_k2_leaves_forward_values_those_of_one_pass(cell):
+    model = small_model(cell)
+    inputs, state = torch.randn(14, 2, 3), torch.randn(2, 2, model.state_width)
+
+    pieces = list(train.chunks(model, inputs, state, chunk=4, backprop=12))
+    outputs, final = model(inputs, state)
+
+    torch.testing.assert_close(torch.cat([f for f, _ in pieces]), model.head(outputs), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pieces[-1][1], final, rtol=1e-6, atol=1e-6)
+
+
+def test_backprop_must_be_a_multiple_of_the_chunk():
+    model = small_model()
+    with pytest.raises(ValueError, match="backprop .6. must be a multiple of chunk .4."):
+        next(train.chunks(model, torch.randn(8, 1, 3), model.initial_state(1), chunk=4, backprop=6))
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+
+def test_the_pinball_loss_is_least_at_the_quantile_of_the_targets():
+    targets = torch.randn(4000, 1)
+    mask = torch.ones_like(targets, dtype=torch.bool)
+    candidates = torch.linspace(-2, 2, 401)
+    losses = [train.pinball(torch.full((4000, 1, 1), c.item()), targets, mask, [0.9]) for c in candidates]
+    best = candidates[int(torch.stack(losses).argmin())]
+    assert abs(best - targets.quantile(0.9)) < 0.02
+
+
+def test_the_forecast_loss_adds_the_pinball_loss_of_each_quantile_to_the_point_mse():
+    targets, mask = torch.randn(5, 3), torch.ones(5, 3, dtype=torch.bool)
+    point, low, high = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    head = torch.cat([point, low, high], dim=-1)  # (5, horizon * (1 + 2))
+
+    expected = train.masked_mse(point, targets, mask) + train.pinball(torch.stack([low, high], 1), targets, mask, [0.1, 0.9])
+    torch.testing.assert_close(train.forecast_loss(head, targets, mask, (0.1, 0.9)), expected)
+    torch.testing.assert_close(train.forecast_loss(point, targets, mask), train.masked_mse(point, targets, mask))
+
+
 # -- fit -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,125 @@
+"""Online retraining, the pure part: windows from the buffers, a challenger, its judgement, re-sync.
+
+One round of retraining is
+  1. `collect`: copy the buffered windows of the series with the most data,
+  2. `challenge`: fine-tune a copy of the serving weights (the champion) with TBPTT on the
+     windows' older steps, then score champion and challenger on the targets that fall in
+     each window's newest `holdout` steps, which the challenger never trained on,
+  3. (by the caller, at a batch boundary) install the winner and re-synchronise every
+     series' state by replaying its newest buffered steps through the new weights (resync.py).
+No threads, clocks or I/O here: `trainer.py` runs rounds in the background.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import buffer as buffers
+from . import train
+from .buffer import WindowBuffer
+from .config import Pipeline
+from .model import Forecaster
+from .resync import replay
+
+class NotEnoughData(ValueError):
+    """No buffered series is long enough yet for one training window plus the holdout."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Buffered windows of n series, oldest step first; a series with fewer steps has them at the end."""
+
+    inputs: Tensor   # (n, W, input_size): what the engine fed the model
+    targets: Tensor  # (n, W, horizon): (y[t + h] - y[t]) / std_t, from steps already in the window
+    mask: Tensor     # (n, W, horizon) bool: the target exists
+    valid: Tensor    # (n, W) bool: the step holds data
+    actual: Tensor   # (n, W) float64: the raw target
+    scale: Tensor    # (n, W): std_t
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one round produced: the challenger, its losses next to the champion's, and the verdict."""
+
+    challenger: Forecaster
+    promoted: bool
+    champion_loss: float    # on the held-out newest steps
+    challenger_loss: float
+    training_loss: float    # mean over the round's last optimisation steps
+    series: int             # series whose windows were trained on
+
+
+def collect(buffer: WindowBuffer, slots: np.ndarray, horizon: int, max_series: int) -> Windows:
+    """CPU copies of the windows of up to `max_series` of `slots`, those with the most buffered steps first."""
+    slots = torch.as_tensor(slots, device=buffer.device)
+    if len(slots) > max_series:
+        written = buffer.written[slots]
+        slots = slots[torch.topk(written, max_series).indices.sort().values]
+    inputs, actual, scale, valid = buffer.read(slots)
+    targets, mask = buffers.targets(actual, scale, valid, horizon)
+    return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu())
+
+
+def training_series(windows: Windows, holdout: int, window: int) -> list[train.Series]:
+    """Each window's valid steps as a `train.Series`, every target inside the newest `holdout` steps masked.
+
+    Only series with at least `window` steps before the holdout can give a training window.
+    """
+    W = windows.inputs.shape[1]
+    first = W - windows.valid.sum(dim=1)  # (n,) index of each window's oldest valid step
+    series = []
+    for i in torch.nonzero(W - holdout - first >= window).flatten().tolist():
+        a = int(first[i])
+        whole = train.Series(key=str(i), inputs=windows.inputs[i, a:], targets=windows.targets[i, a:],
+                             mask=windows.mask[i, a:], actual=windows.actual[i, a:], std=windows.scale[i, a:])
+        series.append(train.head(whole, W - holdout - a))
+    if not series:
+        longest = int(windows.valid.sum(dim=1).max()) if len(windows) else 0
+        raise NotEnoughData(f"no series has {window + holdout} buffered steps yet (training.window {window} "
+                            f"+ retraining.holdout {holdout}); the longest has {longest}")
+    return series
+
+
+def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
+    """The training loss on the targets that lie in each window's newest `holdout` steps.
+
+    Each window is replayed from a zero state, so the older steps warm the state up.
+    """
+    device = next(model.parameters()).device
+    heads, _ = replay(model, windows.inputs.to(device), windows.valid.to(device))
+    W, horizon = windows.targets.shape[1:]
+    target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
+    mask = windows.mask & (target_step >= W - holdout)
+    return float(train.forecast_loss(heads.cpu(), windows.targets, mask, model.spec.quantiles))
+
+
+def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_: int,
+              device: torch.device | str = "cpu", progress=None) -> Outcome:
+    """Fine-tune a copy of `champion` on `windows` and judge it against the champion on the holdout.
+
+    `round_` varies the seed from round to round, so each samples other windows; `progress`
+    is `train.fit`'s per-step callback (it may raise to cancel the round).
+    """
+    retraining = pipeline.retraining
+    training = dataclasses.replace(
+        pipeline.training, steps=retraining.steps, learning_rate=retraining.learning_rate,
+        warmup_steps=min(pipeline.training.warmup_steps, retraining.steps // 5), seed=pipeline.training.seed + round_)
+    series = training_series(windows, retraining.holdout, training.window)
+    challenger = copy.deepcopy(champion)
+    losses = train.fit(challenger, series, training, device=device, progress=progress)
+    champion_loss = heldout_loss(champion, windows, retraining.holdout)
+    challenger_loss = heldout_loss(challenger, windows, retraining.holdout)
+    tail = losses[-max(1, len(losses) // 5):]
+    return Outcome(challenger=challenger.cpu().eval(),
+                   promoted=challenger_loss < champion_loss * (1 - retraining.min_improvement),
+                   champion_loss=champion_loss, challenger_loss=challenger_loss,
+                   training_loss=float(np.mean(tail)), series=len(series))

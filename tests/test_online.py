@@ -1,0 +1,244 @@
+"""Online retraining: buffered windows, champion against challenger, installing and re-synchronising."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from support import make_pipeline, observations, random_walks
+from forecaster import online, resync, train
+from forecaster.config import Retraining, Training
+from forecaster.engine import Engine, seeded_model
+
+T0 = 1_600_000_000.0
+
+
+def retraining_pipeline(buffer=96, holdout=16, steps=40, min_improvement=0.0, max_series=1000, quantiles=(), window=32,
+                        **kw):
+    pipeline = make_pipeline(max_series=max_series, quantiles=tuple(quantiles), **kw)
+    return dataclasses.replace(
+        pipeline,
+        training=Training(window=window, chunk=min(8, window // 2), batch_size=16, steps=10, learning_rate=1e-2,
+                          warmup_steps=2),
+        retraining=Retraining(enabled=True, buffer=buffer, holdout=holdout, steps=steps, learning_rate=1e-2,
+                              min_improvement=min_improvement, resync_steps=buffer))
+
+
+def sines(n_series=8, length=120, seed=0):
+    """Noisy daily sines of different phases and levels, hourly, every series at every step."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    keys, times, values = [], [], []
+    for step in t:
+        for s in range(n_series):
+            keys.append(f"s{s}")
+            times.append(T0 + 3600.0 * step)
+            values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + 0.1 * rng.standard_normal())
+    return keys, times, values
+
+
+def stepped(pipeline, data, model=None, batch=None) -> Engine:
+    """An engine that has stepped through `data` (keys, times, values), `batch` records at a time."""
+    engine = Engine(pipeline, model if model is not None else seeded_model(pipeline))
+    keys, times, values = data
+    batch = batch or len(keys)
+    for a in range(0, len(keys), batch):
+        engine.step(observations(keys[a:a + batch], times[a:a + batch], values[a:a + batch]))
+    return engine
+
+
+# -- the buffers -----------------------------------------------------------------------------------
+
+
+def test_the_engine_buffers_exactly_the_inputs_it_fed_the_model():
+    pipeline = retraining_pipeline(buffer=8, holdout=2, steps=1, window=6)
+    data = random_walks(n_series=3, length=12)
+    engine = stepped(pipeline, data, batch=5)
+
+    prepared = {s.key: s for s in train.prepare(pipeline, observations(*data))}
+    for key, series in prepared.items():
+        slot = engine.store.slots([key])
+        inputs, actual, scale, valid = engine.buffer.read(torch.as_tensor(slot))
+        kept = min(8, len(series))
+        assert int(valid.sum()) == kept
+        torch.testing.assert_close(inputs[0, -kept:], series.inputs[-kept:], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(actual[0, -kept:], series.actual[-kept:], rtol=1e-6, atol=0)
+        torch.testing.assert_close(scale[0, -kept:], series.std[-kept:], rtol=1e-6, atol=1e-6)
+
+
+def test_without_retraining_nothing_is_buffered():
+    engine = stepped(make_pipeline(), random_walks())
+    assert engine.buffer is None and "buffer" not in engine.store.parts
+
+
+def test_a_series_evicted_and_replaced_starts_with_an_empty_window():
+    engine = stepped(retraining_pipeline(max_series=2), (["a", "b"] * 3, [T0 + 3600 * (i // 2) for i in range(6)], [1.0] * 6))
+
+    engine.step(observations(["c"], [T0], [5.0]))  # evicts a, the least recently seen
+
+    slot = torch.as_tensor(engine.store.slots(["c"]))
+    assert int(engine.buffer.read(slot)[3].sum()) == 1
+
+
+def test_the_buffers_are_checkpointed_with_the_state():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(n_series=3, length=30))
+    restored = Engine(pipeline, seeded_model(pipeline))
+
+    restored.restore(engine.snapshot())
+
+    for key in ("s0", "s1", "s2"):
+        mine = engine.buffer.read(torch.as_tensor(engine.store.slots([key])))
+        theirs = restored.buffer.read(torch.as_tensor(restored.store.slots([key])))
+        for a, b in zip(mine, theirs):
+            assert torch.equal(a, b)
+
+
+# -- windows for training -------------------------------------------------------------------------
+
+
+def test_training_series_hold_no_target_inside_the_holdout():
+    pipeline = retraining_pipeline(buffer=64, holdout=8)
+    engine = stepped(pipeline, sines(n_series=2, length=80))
+    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=10)
+
+    series = online.training_series(windows, holdout=8, window=32)
+
+    assert len(series) == 2
+    for s in series:
+        assert len(s) == 64 - 8
+        last_target_step = torch.nonzero(s.mask)[:, 0] + torch.nonzero(s.mask)[:, 1] + 1
+        assert last_target_step.max() < 64 - 8
+
+
+def test_collect_takes_the_series_with_the_most_data_first():
+    pipeline = retraining_pipeline()
+    keys, times, values = sines(n_series=3, length=40)
+    engine = stepped(pipeline, (keys + ["late"], times + [T0], values + [1.0]))
+
+    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=3)
+
+    assert windows.valid.sum(dim=1).tolist() == [40, 40, 40]
+
+
+def test_too_little_data_is_reported_not_trained_on():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(n_series=2, length=20))
+    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=10)
+
+    with pytest.raises(online.NotEnoughData, match="no series has 48 buffered steps yet .* the longest has 20"):
+        online.training_series(windows, holdout=16, window=32)
+
+
+# -- champion and challenger -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_round():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(), batch=8)
+    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=100)
+    return pipeline, engine, windows, online.challenge(engine.model, windows, pipeline, round_=1)
+
+
+def test_a_challenger_trained_on_the_buffers_beats_untrained_weights_and_is_promoted(trained_round):
+    _, _, _, outcome = trained_round
+    assert outcome.promoted
+    assert outcome.challenger_loss < outcome.champion_loss
+    assert outcome.series == 8 and np.isfinite(outcome.training_loss)
+
+
+def test_the_champion_is_left_untouched_by_a_round(trained_round):
+    pipeline, engine, _, outcome = trained_round
+    fresh = seeded_model(pipeline)
+    for mine, original in zip(engine.model.parameters(), fresh.parameters()):
+        assert torch.equal(mine, original)
+    assert outcome.challenger is not engine.model
+
+
+def test_a_challenger_short_of_the_required_improvement_is_rejected(trained_round):
+    pipeline, engine, windows, _ = trained_round
+    strict = dataclasses.replace(pipeline, retraining=dataclasses.replace(pipeline.retraining, min_improvement=0.99))
+
+    outcome = online.challenge(engine.model, windows, strict, round_=1)
+
+    assert not outcome.promoted
+
+
+def test_the_holdout_loss_scores_only_targets_in_the_newest_steps(trained_round):
+    pipeline, engine, windows, _ = trained_round
+    spoiled = dataclasses.replace(windows, targets=windows.targets.clone())
+    W = windows.targets.shape[1]
+    spoiled.targets[:, : W - 16 - pipeline.horizon] = 1e6  # targets that all land before the holdout
+
+    assert online.heldout_loss(engine.model, spoiled, 16) == online.heldout_loss(engine.model, windows, 16)
+
+
+# -- installing new weights ------------------------------------------------------------------------
+
+
+def test_install_serves_the_new_weights_under_a_new_version(trained_round):
+    pipeline, _, _, outcome = trained_round
+    engine = stepped(pipeline, sines(n_series=2, length=30))
+    engine.install(outcome.challenger, version=7)
+
+    forecasts, _ = engine.step(observations(["s0"], [T0 + 3600 * 30], [11.0]))
+
+    assert engine.model is outcome.challenger and forecasts.model_version == 7
+
+
+def test_resync_makes_the_states_those_the_new_weights_would_have_reached(trained_round):
+    pipeline, _, _, outcome = trained_round
+    data = sines(n_series=3, length=50)
+    old = stepped(pipeline, data, batch=3)
+    new = stepped(pipeline, data, model=outcome.challenger, batch=3)
+
+    old.install(outcome.challenger, version=1, resync_steps=pipeline.retraining.buffer)  # the whole history fits
+
+    torch.testing.assert_close(old.store.state, new.store.state, rtol=1e-5, atol=1e-5)
+
+
+def test_resync_replays_only_the_newest_steps():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(n_series=2, length=40))
+    model, slots = seeded_model(pipeline), engine.store.active
+    inputs, _, _, valid = engine.buffer.read(torch.as_tensor(slots))
+
+    states = resync.resync(model, engine.buffer, slots, steps=10)
+
+    expected = resync.replay(model, inputs[:, -10:], valid[:, -10:])[1]
+    torch.testing.assert_close(states, expected)
+
+
+def test_install_refuses_a_model_of_another_shape():
+    pipeline = retraining_pipeline()
+    engine = Engine(pipeline, seeded_model(pipeline))
+    with pytest.raises(ValueError, match="is not the pipeline's"):
+        engine.install(seeded_model(make_pipeline(hidden_size=4)), version=1)
+
+
+# -- quantiles -----------------------------------------------------------------------------------
+
+
+def test_quantile_forecasts_are_emitted_in_order_around_the_point_forecast():
+    pipeline = make_pipeline(quantiles=(0.1, 0.5, 0.9))
+    engine = Engine(pipeline, seeded_model(pipeline))
+    forecasts, _ = engine.step(observations(*random_walks(n_series=3, length=4)))
+
+    assert forecasts.quantiles.shape == (len(forecasts), 3, pipeline.horizon)
+    assert (np.diff(forecasts.quantiles, axis=1) >= 0).all()
+    first = next(forecasts.rows())
+    assert list(first.quantiles) == [0.1, 0.5, 0.9] and len(first.quantiles[0.9]) == pipeline.horizon
+
+
+def test_coverage_counts_actuals_inside_the_outer_interval_issued_a_step_before():
+    pipeline = make_pipeline(quantiles=(0.1, 0.9))
+    engine = Engine(pipeline, seeded_model(pipeline))
+    first, _ = engine.step(observations(["a", "b"], [T0, T0], [1.0, 2.0]))
+    low, high = first.quantiles[:, 0, 0], first.quantiles[:, -1, 0]
+    inside, outside = (low[0] + high[0]) / 2, high[1] + 1.0
+
+    engine.step(observations(["a", "b"], [T0 + 3600] * 2, [inside, outside]))
+
+    assert engine.coverage.value == 0.5 and engine.coverage.inside.count == 2
