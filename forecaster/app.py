@@ -3,6 +3,7 @@
 Each pipeline's loop reads like its data flow:
     poll -> decode -> step -> produce forecasts and dead letters -> acknowledged
          -> (every N records or T seconds) checkpoint state with offsets -> commit offsets
+         -> (with retraining) install a finished round's winner; hand windows to the next round
 Offsets are committed only once a checkpoint holding the state they reflect is durable.
 After a crash the daemon restores the newest valid checkpoint and resumes at its offsets:
 the records since then are consumed again (their forecasts may be produced twice, never
@@ -21,7 +22,7 @@ from typing import Protocol, Sequence
 import torch
 from prometheus_client import CollectorRegistry
 
-from . import records
+from . import online, records
 from .config import Config, Pipeline
 from .engine import Engine, Forecasts, model_spec, seeded_model
 from .errors import ForecasterError
@@ -29,6 +30,7 @@ from .io.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint
 from .io.http import StatusServer
 from .io.kafka import DeliveryError, Message, Polled, Sink, Source, missing_topics
 from .metrics import Metrics
+from .trainer import Cancelled, Finished, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,9 @@ class PipelineWorker:
 
     def __init__(self, pipeline: Pipeline, engine: Engine, source: SourceLike, sink: SinkLike,
                  metrics: Metrics, stop: threading.Event, checkpoints: Checkpoints | None = None,
-                 offsets: dict[int, int] | None = None):
+                 offsets: dict[int, int] | None = None, trainer: Trainer | None = None):
         self.pipeline, self.engine = pipeline, engine
+        self.trainer = trainer
         self.source, self.sink = source, sink
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
@@ -164,6 +167,7 @@ class PipelineWorker:
         self._watch_contact()
         if not polled:
             self._maybe_checkpoint()
+            self._retrain(0)
             return 0
         received = time.monotonic()
         observations, bad = records.decode([r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time())
@@ -175,6 +179,7 @@ class PipelineWorker:
         self._advance(polled)
         self._record(len(polled), forecasts, rejected, time.monotonic() - received)
         self._maybe_checkpoint()
+        self._retrain(len(polled))
         return len(polled)
 
     def checkpoint(self) -> None:
@@ -200,6 +205,62 @@ class PipelineWorker:
                 self.offsets[record.partition] = record.offset + 1
         if self.checkpoints is not None:
             self.checkpoints.records_since += len(polled)
+
+    def _retrain(self, consumed: int) -> None:
+        """Between batches: install the winner of a finished round, then start the next round when due."""
+        if self.trainer is None:
+            return
+        self.trainer.count(consumed)
+        finished = self.trainer.finished()
+        if finished is not None:
+            self._conclude(finished)
+        if self.trainer.due():
+            self._start_round()
+
+    def _start_round(self) -> None:
+        settings, engine = self.pipeline.retraining, self.engine
+        windows = online.collect(engine.buffer, engine.store.active, self.pipeline.horizon, settings.max_series)
+        try:
+            online.training_series(windows, settings.holdout, self.pipeline.training.window)
+        except online.NotEnoughData as reason:
+            log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
+            self.trainer.postpone()
+            return
+        round_ = self.trainer.start(engine.model, windows)
+        self.metrics.retrains.labels(self.pipeline.name, "started").inc()
+        log.info("pipeline %s: retraining round %d started on %d series", self.pipeline.name, round_, len(windows))
+
+    def _conclude(self, finished: Finished) -> None:
+        """Count and log a round's end; promote its challenger if it won (in this thread, between batches)."""
+        name, m = self.pipeline.name, self.metrics
+        m.retrain_seconds.labels(name).observe(finished.seconds)
+        if finished.error is not None:
+            if isinstance(finished.error, Cancelled):
+                return
+            m.retrains.labels(name, "failed").inc()
+            log.error("pipeline %s: retraining round %d failed; serving version %d on: %r", name, finished.round,
+                      self.engine.model_version, finished.error)
+            return
+        outcome = finished.outcome
+        m.training_loss.labels(name).set(outcome.training_loss)
+        m.heldout_loss.labels(name, "champion").set(outcome.champion_loss)
+        m.heldout_loss.labels(name, "challenger").set(outcome.challenger_loss)
+        verdict = "promoted" if outcome.promoted else "rejected"
+        m.retrains.labels(name, verdict).inc()
+        log.info("pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
+                 name, finished.round, verdict, finished.seconds, outcome.challenger_loss, outcome.champion_loss,
+                 self.engine.model_version)
+        if outcome.promoted:
+            self._promote(outcome)
+
+    def _promote(self, outcome: online.Outcome) -> None:
+        started = time.perf_counter()
+        self.engine.install(outcome.challenger, self.engine.model_version + 1, self.pipeline.retraining.resync_steps)
+        seconds = time.perf_counter() - started
+        self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
+        self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+        log.info("pipeline %s: serving version %d; %d series re-synchronised in %.2f s", self.pipeline.name,
+                 self.engine.model_version, len(self.engine.store), seconds)
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
@@ -234,6 +295,9 @@ class PipelineWorker:
         self._evictions_seen = store.evictions
         m.one_step_mae.labels(name, "model").set(self.engine.skill.model.value)
         m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
+        levels = self.engine.model.spec.quantiles
+        if levels:
+            m.interval_coverage.labels(name, f"{levels[-1] - levels[0]:g}").set(self.engine.coverage.value)
         m.consumer_lag.labels(name).set(self.source.lag())
 
     def _watch_contact(self) -> None:
@@ -322,7 +386,9 @@ class Daemon:
             offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
         source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
                         positions=offsets)
-        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets)
+        trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
+        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets,
+                              trainer)
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
         """Stop polling, let each batch in flight finish and checkpoint, close the clients; 0 unless a pipeline failed."""
@@ -333,6 +399,8 @@ class Daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in threads if t.is_alive()]
         for worker in self.workers:
+            if worker.trainer is not None:  # a round in progress gives up at its next step
+                worker.trainer.close(max(0.0, deadline - time.monotonic()))
             worker.source.close()
             worker.sink.close()
         failed = [w.pipeline.name for w in self.workers if w.error is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_RETRAIN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
@@ -31,4 +32,10 @@ class Metrics:
         self.spilled_series = Gauge("forecaster_spilled_series", "Evicted series whose state waits in the spill (memory or disk).", p, registry=registry)
         self.checkpoints = Counter("forecaster_checkpoints_total", "Checkpoints written (state with the offsets it reflects).", p, registry=registry)
         self.checkpoint_seconds = Histogram("forecaster_checkpoint_seconds", "Time to write one checkpoint durably.", p, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.retrains = Counter("forecaster_retrains_total", "Retraining rounds by outcome: started, then promoted, rejected or failed.", p + ["outcome"], registry=registry)
+        self.training_loss = Gauge("forecaster_training_loss", "Mean training loss over the last steps of the latest retraining round (normalised units).", p, registry=registry)
+        self.heldout_loss = Gauge("forecaster_heldout_loss", "Loss on the held-out newest buffered steps in the latest round; model=champion|challenger.", p + ["model"], registry=registry)
+        self.retrain_seconds = Histogram("forecaster_retrain_seconds", "Duration of a retraining round, in the background.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
+        self.resync_seconds = Histogram("forecaster_resync_seconds", "Time the loop spent installing promoted weights and re-synchronising every state.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
+        self.interval_coverage = Gauge("forecaster_interval_coverage", "Rolling share of one-step actuals inside the outermost quantile interval issued for them; nominal=its nominal coverage.", p + ["nominal"], registry=registry)
         self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline is assigned partitions and in contact with Kafka.", p, registry=registry)

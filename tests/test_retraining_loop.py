@@ -1,0 +1,153 @@
+"""The run loop with retraining on: rounds in the background, promotion between batches, never a mixed model."""
+
+import dataclasses
+import json
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from forecaster import online
+from forecaster.app import PipelineWorker
+from forecaster.engine import Engine, seeded_model
+from forecaster.io.kafka import Polled
+from forecaster.metrics import Metrics
+from forecaster.trainer import Trainer
+
+from support import observations
+from test_app import FakeSink, FakeSource
+from test_online import T0, retraining_pipeline, sines
+
+
+def batches_of(data, size):
+    """(keys, times, values) as poll batches of Polled JSON records."""
+    keys, times, values = data
+    polled = [Polled(0, i, k.encode(), json.dumps({"key": k, "time": t, "y": y}).encode())
+              for i, (k, t, y) in enumerate(zip(keys, times, values))]
+    return [polled[a:a + size] for a in range(0, len(polled), size)]
+
+
+_started: list[PipelineWorker] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_rounds_left_running():
+    """A round a test leaves running is cancelled, as the daemon's shutdown does."""
+    yield
+    while _started:
+        w = _started.pop()
+        w.stop.set()
+        w.trainer.close(timeout=120)
+
+
+def make_worker(pipeline, batches):
+    registry, stop = CollectorRegistry(), threading.Event()
+    source = FakeSource(batches)
+    sink = FakeSink(source)
+    trainer = Trainer(pipeline, "cpu", stop)
+    w = PipelineWorker(pipeline, Engine(pipeline, seeded_model(pipeline)), source, sink, Metrics(registry), stop,
+                       trainer=trainer)
+    _started.append(w)
+    return w, sink, registry
+
+
+def retrains(registry, outcome):
+    return registry.get_sample_value("forecaster_retrains_total", {"pipeline": "test", "outcome": outcome}) or 0
+
+
+def run_until_the_round_ends(w):
+    """Run batches until a round has started, then wait for it and let the next batch conclude it."""
+    while w.source.batches and not w.trainer.rounds:
+        w.run_once()
+    w.trainer.close(timeout=120)
+    w.run_once()
+
+
+@pytest.fixture
+def pipeline():
+    p = retraining_pipeline(steps=30)
+    return dataclasses.replace(p, retraining=dataclasses.replace(p.retraining, every_records=400))
+
+
+def test_the_loop_retrains_in_the_background_and_promotes_between_batches(pipeline):
+    w, sink, registry = make_worker(pipeline, batches_of(sines(length=160), 8))
+
+    run_until_the_round_ends(w)
+    w.run_once()
+
+    assert retrains(registry, "started") == 1 and retrains(registry, "promoted") == 1
+    assert registry.get_sample_value("forecaster_model_version", {"pipeline": "test"}) == 1
+    assert json.loads(sink.messages[-1].value)["model_version"] == 1
+    champion = registry.get_sample_value("forecaster_heldout_loss", {"pipeline": "test", "model": "champion"})
+    challenger = registry.get_sample_value("forecaster_heldout_loss", {"pipeline": "test", "model": "challenger"})
+    assert challenger < champion
+    assert registry.get_sample_value("forecaster_retrain_seconds_count", {"pipeline": "test"}) == 1
+
+
+def test_a_round_waits_until_some_series_has_enough_steps(pipeline):
+    w, _, registry = make_worker(pipeline, batches_of(sines(n_series=100, length=8), 100))
+
+    while w.source.batches:
+        w.run_once()
+
+    assert retrains(registry, "started") == 0 and not w.trainer.running
+
+
+def test_a_failed_round_is_counted_and_the_old_weights_keep_serving(pipeline, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(online, "challenge", broken)
+    w, sink, registry = make_worker(pipeline, batches_of(sines(length=120), 8))
+
+    run_until_the_round_ends(w)
+
+    assert retrains(registry, "failed") == 1 and retrains(registry, "promoted") == 0
+    assert w.engine.model_version == 0 and json.loads(sink.messages[-1].value)["model_version"] == 0
+
+
+def test_a_rejected_challenger_is_counted_and_discarded(pipeline):
+    strict = dataclasses.replace(pipeline, retraining=dataclasses.replace(pipeline.retraining, min_improvement=0.99))
+    w, _, registry = make_worker(strict, batches_of(sines(length=120), 8))
+    serving = w.engine.model
+
+    run_until_the_round_ends(w)
+
+    assert retrains(registry, "rejected") == 1
+    assert w.engine.model is serving and w.engine.model_version == 0
+
+
+def test_no_forecast_is_computed_with_half_swapped_weights(pipeline):
+    """Forecasts made while a round trains, and after its winner is installed, each equal one model's.
+
+    A shadow engine steps the same batches with the serving weights, installs the same
+    challenger (with the same re-sync) exactly where the forecasts' version changes, and
+    must give the same numbers for every forecast.
+    """
+    batches = batches_of(sines(length=160), 8)
+    w, sink, _ = make_worker(pipeline, list(batches))
+    installed = []  # the model of each version from 1 on
+    install = w.engine.install
+    w.engine.install = lambda model, version, steps: (installed.append(model), install(model, version, steps))
+    while not w.trainer.rounds:
+        w.run_once()
+    while w.trainer.running and len(w.source.batches) > 40:
+        w.run_once()  # forecasting while the round trains in its thread
+    w.trainer.close(timeout=120)
+    while w.source.batches:
+        w.run_once()
+
+    shadow = Engine(pipeline, seeded_model(pipeline))
+    sent = [json.loads(m.value) for m in sink.messages]
+    assert installed and {d["model_version"] for d in sent} >= {0, 1}
+    position = 0
+    for batch in batches:
+        documents = sent[position:position + len(batch)]
+        position += len(batch)
+        version = documents[0]["model_version"]
+        if version != shadow.model_version:
+            shadow.install(installed[version - 1], version, pipeline.retraining.resync_steps)
+        assert {d["model_version"] for d in documents} == {version}  # one model per batch
+        forecasts, _ = shadow.step(observations(*zip(*[(d["key"], d["time"], d["y"]) for d in map(json.loads, (p.value for p in batch))])))
+        np.testing.assert_allclose([d["values"] for d in documents], forecasts.values, rtol=1e-6)
