@@ -131,6 +131,9 @@ class PipelineWorker:
         self._ready_logged = False
         self._evictions_seen = 0
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
+        if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
+            for outcome in ("started", "promoted", "rejected", "failed"):
+                metrics.retrains.labels(pipeline.name, outcome)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
 
     def healthy(self) -> bool:
@@ -246,12 +249,12 @@ class PipelineWorker:
         m.heldout_loss.labels(name, "champion").set(outcome.champion_loss)
         m.heldout_loss.labels(name, "challenger").set(outcome.challenger_loss)
         verdict = "promoted" if outcome.promoted else "rejected"
-        m.retrains.labels(name, verdict).inc()
         log.info("pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
                  name, finished.round, verdict, finished.seconds, outcome.challenger_loss, outcome.champion_loss,
                  self.engine.model_version)
         if outcome.promoted:
             self._promote(outcome)
+        m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it
 
     def _promote(self, outcome: online.Outcome) -> None:
         started = time.perf_counter()

@@ -49,7 +49,8 @@ def series_view(engine: Engine, key: str) -> SeriesView:
     slot = torch.as_tensor([store.slots([key])[0]], device=store.device)
     state, moments = store.gather(slot)                       # (layers, 1, width)
     std = scaling.std(moments)                                # (1, features)
-    deltas = (std[:, :1] * engine.model.head(top_output(engine.model, state))).cpu().numpy()[0]
+    head = engine.model.head(top_output(engine.model, state))[:, :engine.pipeline.horizon]  # the point forecast
+    deltas = (std[:, :1] * head).cpu().numpy()[0]
     s = int(slot[0])
     last_time, last_value = float(store.last_time[s]), float(store.last_value[s])
     times = horizon_times(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon)[0]

@@ -16,8 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 
 
-def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True) -> config_module.Config:
-    """The shipped config.yaml and pipelines, with topics, consumer group and metrics port of this test's own."""
+def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True,
+           changes: dict | None = None) -> config_module.Config:
+    """The shipped config.yaml and pipelines, with topics, consumer group and metrics port of this test's own.
+
+    `changes` maps a pipeline name to sections whose keys replace the shipped file's, e.g.
+    {"power_load": {"retraining": {"steps": 5}}}.
+    """
     tag = uuid.uuid4().hex[:8]
     (directory / "pipelines").mkdir(parents=True, exist_ok=True)
     for name in pipelines:
@@ -25,6 +30,8 @@ def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load")
         for key in ("input_topic", "output_topic", "dead_letter_topic"):
             spec[key] = f"{tag}.{spec[key]}"
         spec["model"]["weights"] = str(REPO / spec["model"]["weights"])
+        for section, values in (changes or {}).get(name, {}).items():
+            spec[section] = {**spec[section], **values} if isinstance(values, dict) else values
         (directory / "pipelines" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     settings = yaml.safe_load((REPO / "config.yaml").read_text())
     settings["kafka"]["bootstrap_servers"] = broker.bootstrap

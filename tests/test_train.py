@@ -57,7 +57,7 @@ def offline_forecasts(model, series: train.Series) -> torch.Tensor:
     """y[t] + std_t * head(forward(inputs)): what the engine's forecasts must be, (T, horizon) float64."""
     with torch.no_grad():
         outputs, _ = model(series.inputs.unsqueeze(1), model.initial_state(1))
-        deltas = series.std[:, None] * model.head(outputs)[:, 0]
+        deltas = series.std[:, None] * model.head(outputs)[:, 0, :model.spec.horizon]  # the point forecast
     return series.actual[:, None] + deltas.double()
 
 
@@ -299,11 +299,11 @@ def test_fit_uses_dropout_from_its_seed_and_leaves_the_global_random_state_alone
 
 
 def loss_over(model, series: train.Series, burn_in: int) -> float:
-    """Masked MSE of one stateful pass over the whole series, after a burn-in."""
+    """The training loss of one stateful pass over the whole series, after a burn-in."""
     with torch.no_grad():
         outputs, _ = model(series.inputs.unsqueeze(1), model.initial_state(1))
         forecasts = model.head(outputs)[burn_in:, 0]
-    return train.masked_mse(forecasts, series.targets[burn_in:], series.mask[burn_in:]).item()
+    return train.forecast_loss(forecasts, series.targets[burn_in:], series.mask[burn_in:], model.spec.quantiles).item()
 
 
 def test_fit_lowers_the_loss_on_a_real_series(pipeline, series):
