@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .buffer import WindowBuffer
+from .fast import FastStep
 from .model import Forecaster
 
 # Series replayed at once when re-synchronising: bounds the memory of a replay over a million series.
@@ -39,13 +40,26 @@ def resync(model: Forecaster, buffer: WindowBuffer, slots: np.ndarray, steps: in
     """States (layers, n, width) of `slots` recomputed under `model` from their newest `steps` buffered steps.
 
     Each series starts from a zero state, as it did when it was new; a series with fewer
-    buffered steps replays all it has.
+    buffered steps replays all it has. This is `replay`'s final state, stepped with the
+    engine's fused inference step (fast.py), as a promotion pauses the forecasts meanwhile.
     """
+    fast = FastStep(model)
     states = []
     for a in range(0, len(slots), _RESYNC_ROWS):
         piece = torch.as_tensor(slots[a:a + _RESYNC_ROWS], device=buffer.device)
         inputs, _, _, valid = buffer.read(piece)
-        states.append(replay(model, inputs[:, -steps:], valid[:, -steps:])[1])
+        inputs, valid = inputs[:, -steps:], valid[:, -steps:]
+        first = valid.shape[1] - valid.sum(dim=1)  # each row's oldest valid step: valid steps come last
+        state = model.initial_state(len(piece), device=buffer.device)
+        for t in range(inputs.shape[1]):
+            rows = torch.nonzero(first <= t).flatten()
+            if len(rows) == len(piece):
+                fast.step_(inputs[:, t], state)
+            elif len(rows):
+                stepped = state[:, rows]
+                fast.step_(inputs[rows, t], stepped)
+                state[:, rows] = stepped
+        states.append(state)
     if not states:
         return model.initial_state(0, device=buffer.device)
     return torch.cat(states, dim=1)
