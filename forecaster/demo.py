@@ -26,7 +26,8 @@ from .io.broker import EmbeddedBroker
 from .io.kafka import create_topics
 from .replay import replay
 
-_COLUMNS = ("pipeline", "replayed", "consumed", "rec/s", "forecasts", "rejected", "series", "MAE model", "MAE naive")
+_COLUMNS = ("pipeline", "replayed", "consumed", "rec/s", "forecasts", "rejected", "series", "MAE model", "MAE naive",
+            "version", "retrains +/-", "cover80")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,16 +149,20 @@ def _rows(samples: dict, replayed: dict, previous: dict, elapsed: float) -> list
         rows.append((name, done, int(consumed), rate, int(get(samples, "forecaster_forecasts_produced_total", name)),
                      int(rejected), int(get(samples, "forecaster_active_series", name)),
                      get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="model"),
-                     get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="naive")))
+                     get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="naive"),
+                     int(get(samples, "forecaster_model_version", name)),
+                     f"{get(samples, 'forecaster_retrains_total', name, outcome='promoted'):.0f}"
+                     f"/{get(samples, 'forecaster_retrains_total', name, outcome='rejected'):.0f}",
+                     get(samples, "forecaster_interval_coverage", name, float("nan"), nominal="0.8")))
     return rows
 
 
 def _print_table(rows: list[tuple]) -> int:
-    line = "{:<11} {:>9} {:>9} {:>8} {:>10} {:>9} {:>7} {:>10} {:>10}"
+    line = "{:<11} {:>9} {:>9} {:>8} {:>10} {:>9} {:>7} {:>10} {:>10} {:>8} {:>13} {:>8}"
     print(line.format(*_COLUMNS))
-    for name, replayed, consumed, rate, forecasts, rejected, series, mae_model, mae_naive in rows:
+    for name, replayed, consumed, rate, forecasts, rejected, series, mae_model, mae_naive, version, retrains, cover in rows:
         print(line.format(name, replayed, consumed, f"{rate:,.0f}", forecasts, rejected, series,
-                          _number(mae_model), _number(mae_naive)))
+                          _number(mae_model), _number(mae_naive), version, retrains, _number(cover)))
     sys.stdout.flush()
     return len(rows) + 1
 

@@ -165,9 +165,30 @@ def test_head_of_a_series_equals_preparing_only_its_first_steps(pipeline):
 # -- truncated backpropagation through time ----------------------------------------------------
 
 
-def small_model(cell="gru", seed=0) -> Forecaster:
+def small_model(cell="gru", seed=0, **spec) -> Forecaster:
     torch.manual_seed(seed)
-    return Forecaster(ModelSpec(cell=cell, input_size=3, hidden_size=8, num_layers=2, horizon=4))
+    return Forecaster(ModelSpec(**{"cell": cell, "input_size": 3, "hidden_size": 8, "num_layers": 2, "horizon": 4, **spec}))
+
+
+EVERY_KIND = [dict(cell="gru"), dict(cell="lstm"), dict(cell="rnn"), dict(cell="rnn", nonlinearity="relu"),
+              dict(cell="gru", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
+              dict(cell="lstm", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
+              dict(cell="rnn", layer_norm=True, residual=True, num_layers=3, quantiles=(0.1, 0.9))]
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND, ids=lambda k: "-".join(f"{v}" for v in k.values()))
+def test_under_tbptt_gradients_reach_every_parameter_and_stay_finite(kind):
+    model = small_model(**kind).train()
+    inputs, targets = torch.randn(16, 4, 3), torch.randn(16, 4, 4)
+    mask = torch.ones_like(targets, dtype=torch.bool)
+
+    for k, (forecasts, _) in enumerate(train.chunks(model, inputs, model.initial_state(4), chunk=4, backprop=8)):
+        model.zero_grad()
+        rows = slice(4 * k, 4 * k + 4)
+        train.forecast_loss(forecasts, targets[rows], mask[rows], model.spec.quantiles).backward()
+        for name, parameter in model.named_parameters():
+            assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert any(p.grad.abs().sum() > 0 for p in model.layers[0].parameters())
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
