@@ -122,8 +122,11 @@ def cmd_check(args) -> int:
     for pipeline in config.pipelines:
         build_engine(config, pipeline, device="cpu")  # weights load against the configured model
         m = pipeline.model
+        r = pipeline.retraining
+        quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
+        retraining = f", retraining every {r.every_records} records" if r.enabled else ", no retraining"
         print(f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} {m.num_layers}x{m.hidden_size}, "
-              f"horizon {pipeline.horizon} x {pipeline.cadence}, weights {m.weights or 'seeded'}")
+              f"horizon {pipeline.horizon} x {pipeline.cadence}{quantiles}, weights {m.weights or 'seeded'}{retraining}")
     count = len(config.pipelines)
     print(f"{args.config}: ok ({count} pipeline{'s' if count != 1 else ''})")
     return EXIT_OK

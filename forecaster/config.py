@@ -154,7 +154,7 @@ class Retraining:
     enabled: bool = setting(False, doc="retrain in the background while forecasting")
     every_records: int = setting(20_000, doc="start a retrain after this many new records", check=positive_int)
     every_seconds: float | None = setting(None, doc="also start one after this many seconds, if records arrived; null: by records only", check=positive)
-    buffer: int = setting(512, doc="steps kept per series for retraining (a ring buffer next to its state)", check=positive_int)
+    buffer: int = setting(512, doc="steps kept per series for retraining (a ring buffer next to its state, of buffer x (4 x model inputs + 12) bytes; an evicted series' buffer is dropped, not spilled)", check=positive_int)
     holdout: int = setting(48, doc="newest steps of each buffer held out: the challenger is trained without their targets and must beat the champion on them", check=positive_int)
     steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
     learning_rate: float = setting(1e-3, doc="peak AdamW learning rate of a retrain", check=positive)

@@ -43,8 +43,8 @@ def test_check_passes_a_valid_config_and_summarises_each_pipeline(config_dir, ca
     assert main(["check", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, weights seeded",
-        "solar: solar.in -> solar.out, gru 2x8, horizon 24 x 30m, weights seeded",
+        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, weights seeded, no retraining",
+        "solar: solar.in -> solar.out, gru 2x8, horizon 24 x 30m, weights seeded, no retraining",
         f"{path}: ok (2 pipelines)",
     ]
     assert err == ""
