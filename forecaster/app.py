@@ -202,21 +202,37 @@ class PipelineWorker:
             self.checkpoints.records_since += len(polled)
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
+        """One message per forecast keyed by its series or, with `batching.forecasts_per_message` N > 1,
+        JSON lists of up to N forecasts, packed per bucket of series (see `records.pack`)."""
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
-        return [Message(topic, row.series.encode(), records.encode(row, name, target)) for row in forecasts.rows()]
+        encoded = records.encode_many(forecasts, name, target)
+        per_message = self.pipeline.batching.forecasts_per_message
+        if per_message == 1:
+            return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
+        packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
+        return [Message(topic, key, value) for key, value in packed]
 
     def _dead_letters(self, polled: Sequence[Polled], rejected: Sequence[records.Rejected]) -> list[Message]:
-        """Rejected records, with their original bytes and the reason in headers."""
+        """Rejected records, with their original bytes and the reason in headers; a rejected element of a
+        batch message goes alone, as its own JSON, with its index in the header `forecaster.element`."""
+        if not rejected:
+            return []
+        origins = records.origins([r.value for r in polled])
         messages = []
         for bad in rejected:
-            record = polled[bad.position]
+            origin = origins[bad.position]
+            record = polled[origin.message]
             headers = (
                 ("forecaster.reason", bad.reason.encode()),
                 ("forecaster.detail", bad.detail.encode()),
                 ("forecaster.pipeline", self.pipeline.name.encode()),
                 ("forecaster.source", f"{self.pipeline.input_topic}/{record.partition}/{record.offset}".encode()),
             )
-            messages.append(Message(self.pipeline.dead_letter_topic, record.key, record.value or b"", headers))
+            value = record.value or b""
+            if origin.element is not None:
+                headers += (("forecaster.element", str(origin.element).encode()),)
+                value = records.element_payload(value, origin.element)
+            messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
         return messages
 
     def _record(self, consumed: int, forecasts: Forecasts, rejected, latency_s: float) -> None:

@@ -89,10 +89,11 @@ class Scaling:
 
 @dataclass(frozen=True, kw_only=True)
 class Batching:
-    """How much the consumer takes per poll."""
+    """How much the consumer takes per poll, and how many forecasts go in one output message."""
 
-    max_records: int = setting(2000, doc="most records handled per poll batch", check=positive_int)
+    max_records: int = setting(2000, doc="most messages handled per poll batch (a batch message's elements all count as one)", check=positive_int)
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
+    forecasts_per_message: int = setting(1, doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one message as a JSON list (see the README)", check=positive_int)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +155,7 @@ class Pipeline:
     checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
     skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
-    batching: Batching = setting(Batching(), doc="poll batch size")
+    batching: Batching = setting(Batching(), doc="poll batch size and output packing")
     training: Training = setting(Training(), doc="offline pretraining")
 
     def __post_init__(self):

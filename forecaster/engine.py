@@ -16,6 +16,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -72,15 +73,17 @@ class Forecasts:
     positions: np.ndarray      # (m,) poll-batch positions of the observations
     issued_at: float
     model_version: int
+    quantiles: Mapping[float, np.ndarray] | None = None  # level -> (m, horizon), when the model forecasts quantiles
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def rows(self):
-        """One `records.Forecast` per row, for encoding."""
+        """One `records.Forecast` per row (`records.encode_many` encodes them all at once, faster)."""
         for i, key in enumerate(self.keys):
+            quantiles = {level: q[i].tolist() for level, q in self.quantiles.items()} if self.quantiles else None
             yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
-                                   self.horizon_times[i].tolist(), self.values[i].tolist())
+                                   self.horizon_times[i].tolist(), self.values[i].tolist(), quantiles)
 
 
 @dataclass(frozen=True)
