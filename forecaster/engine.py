@@ -13,6 +13,7 @@ It does no I/O: the run loop hands it decoded observations and encodes what it r
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,16 +259,32 @@ class Engine:
         self.store.last_forecast[slots[last]] = one_step[last]
 
     def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray) -> Forecasts:
-        """Columnar forecasts for `rows`, back in input order."""
-        arrival = np.argsort(observations.positions[rows], kind="stable")
-        rows, values = rows[arrival], values[arrival]
+        """Columnar forecasts for `rows`, back in input order.
+
+        Usually every observation is forecast and already in input order (series come in slot
+        order): then nothing is permuted and the keys are the observations' own tuple, which at
+        a million series saves a third of a second of per-key Python work.
+        """
+        positions = observations.positions[rows]
+        if np.any(positions[1:] < positions[:-1]):
+            arrival = np.argsort(positions, kind="stable")
+            rows, values, positions = rows[arrival], values[arrival], positions[arrival]
         times = observations.times[rows]
         return Forecasts(
-            keys=tuple(observations.keys[i] for i in rows),
+            keys=_take(observations.keys, rows),
             times=times,
             horizon_times=horizon_times(times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon),
             values=values,
-            positions=observations.positions[rows],
+            positions=positions,
             issued_at=time.time(),
             model_version=self.model_version,
         )
+
+
+def _take(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:
+    """keys[rows] for a tuple; the tuple itself when rows are all of it, in order."""
+    if len(rows) == len(keys) and (len(rows) == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1))):
+        return keys
+    if len(rows) < 2:
+        return tuple(keys[i] for i in rows.tolist())
+    return operator.itemgetter(*rows.tolist())(keys)  # one C-level pass
