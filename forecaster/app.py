@@ -27,7 +27,8 @@ from .engine import Engine, Forecasts, model_spec, seeded_model
 from .errors import ForecasterError
 from .io.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint
 from .io.http import StatusServer
-from .io.kafka import DeliveryError, Message, Polled, Sink, Source, missing_topics
+from .io.clients import make_sink, make_source, missing_topics
+from .io.kafka import DeliveryError, Message, Polled
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -336,9 +337,9 @@ class Daemon:
         if restored is not None:
             engine.restore(restored["engine"])
             offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
-        source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
-                        positions=offsets)
-        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets)
+        source = make_source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
+                             positions=offsets)
+        return PipelineWorker(pipeline, engine, source, make_sink(kafka), self.metrics, self._stop, checkpoints, offsets)
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
         """Stop polling, let each batch in flight finish and checkpoint, close the clients; 0 unless a pipeline failed."""

@@ -175,6 +175,7 @@ class Kafka:
     """Connection to the user's Kafka cluster."""
 
     bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
+    client: Literal["kafka-python", "confluent-kafka"] = setting("kafka-python", doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), faster at high volume")
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting("PLAINTEXT", doc="transport security")
@@ -184,9 +185,9 @@ class Kafka:
     ssl_cafile: str | None = setting(None, doc="CA certificates (PEM) to verify the brokers, with SSL or SASL_SSL (relative to config.yaml); null: the system's")
     ssl_certfile: str | None = setting(None, doc="client certificate (PEM) for mutual TLS (relative to config.yaml)")
     ssl_keyfile: str | None = setting(None, doc="private key (PEM) of ssl_certfile (relative to config.yaml)")
-    consumer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaConsumer settings, passed through")
-    producer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaProducer settings, passed through")
-    admin: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaAdminClient settings, passed through")
+    consumer: dict[str, object] = setting(_EMPTY, doc="extra consumer settings, passed through: kafka-python KafkaConsumer arguments, or librdkafka properties (underscores read as dots)")
+    producer: dict[str, object] = setting(_EMPTY, doc="extra producer settings, passed through: kafka-python KafkaProducer arguments, or librdkafka properties")
+    admin: dict[str, object] = setting(_EMPTY, doc="extra admin client settings, passed through: kafka-python KafkaAdminClient arguments, or librdkafka properties")
 
     __repr__ = masked_repr  # the password (and any secret-named pass-through key) never reaches a log
 

@@ -41,25 +41,27 @@ def readyz(config) -> int:
         return error.code
 
 
-def quick_reconnects(config) -> config_module.Config:
-    """Small batches (so the cut lands mid-stream) and client reconnect backoff capped at 1 s."""
+def quick_reconnects(config, client: str) -> config_module.Config:
+    """Small batches (so the cut lands mid-stream), client reconnect backoff capped at 1 s, the given Kafka client."""
     pipeline_file = config.path.parent / "pipelines" / "power_load.yaml"
     pipeline = yaml.safe_load(pipeline_file.read_text())
     pipeline["batching"] = {"max_records": 50, "poll_timeout_ms": 100}
     pipeline_file.write_text(yaml.safe_dump(pipeline))
     settings = yaml.safe_load(config.path.read_text())
-    for client in ("consumer", "producer"):
-        settings["kafka"].setdefault(client, {})["reconnect_backoff_max_ms"] = 1000
+    for role in ("consumer", "producer"):
+        settings["kafka"].setdefault(role, {})["reconnect_backoff_max_ms"] = 1000
+    settings["kafka"]["client"] = client
     config.path.write_text(yaml.safe_dump(settings))
     return config_module.load(config.path)
 
 
-def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_path, caplog):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_path, caplog, client):
     caplog.set_level(logging.INFO, logger="forecaster")
     proxy_port = free_port()
     with EmbeddedBroker(advertised_port=proxy_port) as broker:
         proxy = CuttableProxy(proxy_port, broker.port).start()
-        config = quick_reconnects(deploy(broker, tmp_path, pipelines=("power_load",)))
+        config = quick_reconnects(deploy(broker, tmp_path, pipelines=("power_load",)), client)
         pipeline = config.pipeline("power_load")
         replay(config.settings.kafka, "taylor", pipeline.input_topic, limit=RECORDS)
         registry = CollectorRegistry()
