@@ -24,10 +24,16 @@ daemon   The daemon (`forecaster.app.Daemon`, in this process) from a pre-loaded
          the end of its first poll batch to the last acknowledged forecast (the consumer group's join is
          not timed). The ceiling: a bare kafka-python loop over the same topic in the same run, a
          consumer with manual partition assignment that polls, json-decodes and produces one small
-         record per input record, flushing per poll batch, timed the same way. Trials alternate
-         (ceiling, daemon with a fresh consumer group and state, ...); the best trial of each counts.
-latency  A producer in another process writes records at 50% and 90% of the daemon's measured
-         records/s; latency per record = the forecast's Kafka timestamp minus its input record's,
+         record per input record, flushing per poll batch, timed the same way; and the same bare loop
+         written with confluent-kafka. `daemon` is the default daemon (kafka-python, one message per
+         forecast) against the kafka-python ceiling; `daemon_rows` adds the daemon with each client,
+         with and without batched output (`batching.forecasts_per_message`), each against its own
+         client's ceiling and against kafka-python's, and kafka-python with its pure-Python CRC-32C
+         (the `crc32c` C extension switched off in-process: what the daemon ran at before it was a
+         dependency), daemon and ceiling both. Trials take every row in turn, each daemon with a fresh
+         consumer group and state; the best trial of each row counts.
+latency  A producer in another process (kafka-python, linger_ms 5: batching, as a high-volume
+         producer does) writes records at 50% and 90% of the daemon's measured records/s; latency per record = the forecast's Kafka timestamp minus its input record's,
          both CreateTime, set by the producers at send (the input: the paced producer; the
          forecast: the daemon, after decode, step and encode). The acknowledgement of the forecast
          (a few ms with linger_ms 5) is therefore not included. tansu ignores LogAppendTime, so
@@ -38,6 +44,7 @@ retrain  Not measured: the daemon does not retrain yet (a later issue adds it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -283,8 +290,8 @@ def kafka_sections(quick: bool, sections: set[str]) -> dict:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
         bench = KafkaBench(broker.bootstrap, Path(folder), values)
         out["daemon"] = bench.throughput(series=2000, per_series=20, trials=2 if quick else 3)
-        print(f"daemon: {out['daemon']['records_per_s']:,.0f} records/s, bare kafka-python ceiling "
-              f"{out['daemon']['ceiling_records_per_s']:,.0f} records/s ({out['daemon']['fraction_of_ceiling']:.0%})", flush=True)
+        out["daemon_rows"] = out["daemon"].pop("rows")
+        print_daemon(out["daemon_rows"])
         if "latency" in sections:
             out["latency"] = [bench.latency(fraction, out["daemon"]["records_per_s"], 8.0 if quick else 30.0)
                               for fraction in (0.5, 0.9)]
@@ -339,21 +346,35 @@ class KafkaBench:
         return config
 
     def throughput(self, series: int, per_series: int, trials: int) -> dict:
+        """The default daemon against the bare kafka-python ceiling, plus every row of DAEMON_ROWS and CEILINGS."""
         from forecaster.io.kafka import create_topics
 
         config = self.config("throughput")
         pipeline, records = config.pipelines[0], stream(self.values, series, per_series)
         preload(config, pipeline.input_topic, records)
         create_topics(config.settings.kafka, [("throughput.ceiling", 3)])
-        ceilings, daemons = [], []
+        ceilings = {name: [] for name in CEILINGS}
+        daemons = {row: [] for row in DAEMON_ROWS}
         for trial in range(trials):
-            ceilings.append(bare_loop(self.bootstrap, pipeline.input_topic, "throughput.ceiling", len(records),
-                                      pipeline.batching.max_records))
-            daemons.append(run_daemon(with_group(config, f"throughput-{trial}"), len(records)))
+            for name, (loop, pure_crc) in CEILINGS.items():
+                with pure_python_crc(pure_crc):
+                    ceilings[name].append(loop(self.bootstrap, pipeline.input_topic, "throughput.ceiling", len(records),
+                                               pipeline.batching.max_records))
+            for row in DAEMON_ROWS:
+                client, per_message, pure_crc = row
+                variant = with_client(with_group(config, f"throughput-{trial}-{client}-{per_message}-{pure_crc}"),
+                                      client, per_message)
+                with pure_python_crc(pure_crc):
+                    daemons[row].append(run_daemon(variant, len(records)))
+        best = {name: max(rates) for name, rates in ceilings.items()}
+        rows = [daemon_row(row, max(rates), best, ceilings, rates) for row, rates in daemons.items()]
+        default = rows[0]
         return {"records": len(records), "series": series, "dataset": "etth1",
-                "records_per_s": round(max(daemons)), "ceiling_records_per_s": round(max(ceilings)),
-                "fraction_of_ceiling": round(max(daemons) / max(ceilings), 3),
-                "trials": {"records_per_s": [round(d) for d in daemons], "ceiling_records_per_s": [round(c) for c in ceilings]}}
+                "records_per_s": default["records_per_s"], "ceiling_records_per_s": default["ceiling_records_per_s"],
+                "fraction_of_ceiling": default["fraction_of_ceiling"],
+                "confluent_ceiling_records_per_s": round(best["confluent-kafka"]),
+                "trials": {"records_per_s": default["trials"], "ceiling_records_per_s": [round(c) for c in ceilings["kafka-python"]]},
+                "rows": rows}
 
     def latency(self, fraction: float, max_rate: float, seconds: float) -> dict:
         """Latency percentiles with a paced producer at `fraction` of the daemon's measured records/s."""
@@ -385,6 +406,50 @@ class KafkaBench:
                 "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2),
                 "max_ms": round(float(latencies.max()), 2),
                 "method": "Kafka CreateTime of the forecast minus CreateTime of its input record (acknowledgement not included)"}
+
+
+def daemon_row(row: tuple, rate: float, best: dict, ceilings: dict, trials: list[float]) -> dict:
+    """One daemon variant against its own client's ceiling (same CRC) and against kafka-python's."""
+    client, per_message, pure_crc = row
+    own = f"{client}, pure-Python CRC" if pure_crc else client
+    return {"client": client, "forecasts_per_message": per_message, "crc": "pure-Python" if pure_crc else "C (crc32c)",
+            "records_per_s": round(rate), "ceiling": own, "ceiling_records_per_s": round(best[own]),
+            "fraction_of_ceiling": round(rate / best[own], 3),
+            "fraction_of_kafka_python_ceiling": round(rate / best["kafka-python"], 3),
+            "trials": [round(r) for r in trials], "ceiling_trials": [round(c) for c in ceilings[own]]}
+
+
+def print_daemon(rows: list[dict]) -> None:
+    print(f"\n{'daemon client':<16} {'CRC':<12} {'forecasts/msg':>13} {'records/s':>10} {'its ceiling':>12} "
+          f"{'fraction':>9} {'of kafka-python ceiling':>24}")
+    for r in rows:
+        print(f"{r['client']:<16} {r['crc']:<12} {r['forecasts_per_message']:>13} {r['records_per_s']:>10,} "
+              f"{r['ceiling_records_per_s']:>12,} {r['fraction_of_ceiling']:>9.0%} {r['fraction_of_kafka_python_ceiling']:>24.0%}",
+              flush=True)
+
+
+def with_client(config: config_module.Config, client: str, forecasts_per_message: int) -> config_module.Config:
+    """The same config with another Kafka client and output packing."""
+    import dataclasses
+
+    kafka = dataclasses.replace(config.settings.kafka, client=client)
+    pipelines = tuple(dataclasses.replace(p, batching=dataclasses.replace(p.batching, forecasts_per_message=forecasts_per_message))
+                      for p in config.pipelines)
+    return dataclasses.replace(config, settings=dataclasses.replace(config.settings, kafka=kafka), pipelines=pipelines)
+
+
+@contextlib.contextmanager
+def pure_python_crc(on: bool):
+    """kafka-python's CRC-32C in pure Python (as without the crc32c package) while inside, when `on`."""
+    from kafka.record import util
+
+    saved = util.calc_crc32c.__defaults__
+    if on:
+        util.calc_crc32c.__defaults__ = (util.crc32c_py,)
+    try:
+        yield
+    finally:
+        util.calc_crc32c.__defaults__ = saved
 
 
 def with_group(config: config_module.Config, group: str) -> config_module.Config:
@@ -433,6 +498,40 @@ def bare_loop(bootstrap: str, topic: str, out_topic: str, total: int, max_record
         producer.close()
 
 
+def bare_confluent_loop(bootstrap: str, topic: str, out_topic: str, total: int, max_records: int) -> float:
+    """The ceiling with confluent-kafka: the same loop as `bare_loop`, timed the same way."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bare-confluent", "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+        done, first, first_batch = 0, None, 0
+        while done < total:
+            polled = [m for m in consumer.consume(num_messages=max_records, timeout=0.2) if m.error() is None]
+            for message in polled:
+                body = json.loads(message.value())
+                producer.produce(out_topic, key=message.key(), value=b'{"ok":%d}' % (len(body) > 0))
+            producer.flush()
+            done += len(polled)
+            if polled and first is None:
+                first, first_batch = time.perf_counter(), done
+        return rate(total, first_batch, time.perf_counter() - first)
+    finally:
+        consumer.close()
+        producer.flush()
+
+
+# name -> (bare loop, pure-Python CRC); the first is the ceiling the issue states the target against.
+CEILINGS = {"kafka-python": (bare_loop, False), "confluent-kafka": (bare_confluent_loop, False),
+            "kafka-python, pure-Python CRC": (bare_loop, True)}
+# (client, forecasts per output message, pure-Python CRC); the first is the default daemon.
+PACKED = 100
+DAEMON_ROWS = [("kafka-python", 1, False), ("kafka-python", PACKED, False), ("confluent-kafka", 1, False),
+               ("confluent-kafka", PACKED, False), ("kafka-python", 1, True)]
+
+
 def rate(total: int, first_batch: float, seconds: float) -> float:
     """Records/s after the first poll batch (the clock starts when it is done)."""
     if first_batch >= total:
@@ -476,7 +575,7 @@ def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     """Send `records` at `rate` records/s, in 10 ms slices (run in its own process: no GIL shared with the daemon)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)  # batches, as a high-volume producer would
     started, sent = time.perf_counter(), 0
     while sent < len(records):
         due = min(len(records), int((time.perf_counter() - started) * rate) + 1)

@@ -28,7 +28,8 @@ from .engine import Engine, Forecasts, model_spec, seeded_model
 from .errors import ForecasterError
 from .io.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint
 from .io.http import StatusServer
-from .io.kafka import DeliveryError, Message, Polled, Sink, Source, missing_topics
+from .io.clients import make_sink, make_source, missing_topics
+from .io.kafka import DeliveryError, Message, Polled
 from .metrics import Metrics
 from .trainer import Cancelled, Finished, Trainer
 
@@ -266,21 +267,37 @@ class PipelineWorker:
                  self.engine.model_version, len(self.engine.store), seconds)
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
+        """One message per forecast keyed by its series or, with `batching.forecasts_per_message` N > 1,
+        JSON lists of up to N forecasts, packed per bucket of series (see `records.pack`)."""
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
-        return [Message(topic, row.series.encode(), records.encode(row, name, target)) for row in forecasts.rows()]
+        encoded = records.encode_many(forecasts, name, target)
+        per_message = self.pipeline.batching.forecasts_per_message
+        if per_message == 1:
+            return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
+        packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
+        return [Message(topic, key, value) for key, value in packed]
 
     def _dead_letters(self, polled: Sequence[Polled], rejected: Sequence[records.Rejected]) -> list[Message]:
-        """Rejected records, with their original bytes and the reason in headers."""
+        """Rejected records, with their original bytes and the reason in headers; a rejected element of a
+        batch message goes alone, as its own JSON, with its index in the header `forecaster.element`."""
+        if not rejected:
+            return []
+        origins = records.origins([r.value for r in polled])
         messages = []
         for bad in rejected:
-            record = polled[bad.position]
+            origin = origins[bad.position]
+            record = polled[origin.message]
             headers = (
                 ("forecaster.reason", bad.reason.encode()),
                 ("forecaster.detail", bad.detail.encode()),
                 ("forecaster.pipeline", self.pipeline.name.encode()),
                 ("forecaster.source", f"{self.pipeline.input_topic}/{record.partition}/{record.offset}".encode()),
             )
-            messages.append(Message(self.pipeline.dead_letter_topic, record.key, record.value or b"", headers))
+            value = record.value or b""
+            if origin.element is not None:
+                headers += (("forecaster.element", str(origin.element).encode()),)
+                value = records.element_payload(value, origin.element)
+            messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
         return messages
 
     def _record(self, consumed: int, forecasts: Forecasts, rejected, latency_s: float) -> None:
@@ -387,10 +404,10 @@ class Daemon:
         if restored is not None:
             engine.restore(restored["engine"])
             offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
-        source = Source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
-                        positions=offsets)
+        source = make_source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
+                             positions=offsets)
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
-        return PipelineWorker(pipeline, engine, source, Sink(kafka), self.metrics, self._stop, checkpoints, offsets,
+        return PipelineWorker(pipeline, engine, source, make_sink(kafka), self.metrics, self._stop, checkpoints, offsets,
                               trainer)
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

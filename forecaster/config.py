@@ -93,10 +93,11 @@ class Scaling:
 
 @dataclass(frozen=True, kw_only=True)
 class Batching:
-    """How much the consumer takes per poll."""
+    """How much the consumer takes per poll, and how many forecasts go in one output message."""
 
-    max_records: int = setting(2000, doc="most records handled per poll batch", check=positive_int)
+    max_records: int = setting(2000, doc="most messages handled per poll batch (a batch message's elements all count as one)", check=positive_int)
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
+    forecasts_per_message: int = setting(1, doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one message as a JSON list (see the README)", check=positive_int)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +191,7 @@ class Pipeline:
     checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
     skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
-    batching: Batching = setting(Batching(), doc="poll batch size")
+    batching: Batching = setting(Batching(), doc="poll batch size and output packing")
     training: Training = setting(Training(), doc="offline pretraining, and the optimiser of online retraining")
     retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
 
@@ -215,6 +216,7 @@ class Kafka:
     """Connection to the user's Kafka cluster."""
 
     bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
+    client: Literal["kafka-python", "confluent-kafka"] = setting("kafka-python", doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), faster at high volume")
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting("PLAINTEXT", doc="transport security")
@@ -224,9 +226,9 @@ class Kafka:
     ssl_cafile: str | None = setting(None, doc="CA certificates (PEM) to verify the brokers, with SSL or SASL_SSL (relative to config.yaml); null: the system's")
     ssl_certfile: str | None = setting(None, doc="client certificate (PEM) for mutual TLS (relative to config.yaml)")
     ssl_keyfile: str | None = setting(None, doc="private key (PEM) of ssl_certfile (relative to config.yaml)")
-    consumer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaConsumer settings, passed through")
-    producer: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaProducer settings, passed through")
-    admin: dict[str, object] = setting(_EMPTY, doc="extra kafka-python KafkaAdminClient settings, passed through")
+    consumer: dict[str, object] = setting(_EMPTY, doc="extra consumer settings, passed through: kafka-python KafkaConsumer arguments, or librdkafka properties (underscores read as dots)")
+    producer: dict[str, object] = setting(_EMPTY, doc="extra producer settings, passed through: kafka-python KafkaProducer arguments, or librdkafka properties")
+    admin: dict[str, object] = setting(_EMPTY, doc="extra admin client settings, passed through: kafka-python KafkaAdminClient arguments, or librdkafka properties")
 
     __repr__ = masked_repr  # the password (and any secret-named pass-through key) never reaches a log
 

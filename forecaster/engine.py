@@ -15,9 +15,11 @@ It does no I/O: the run loop hands it decoded observations and encodes what it r
 from __future__ import annotations
 
 import dataclasses
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -75,16 +77,15 @@ class Forecasts:
     positions: np.ndarray      # (m,) poll-batch positions of the observations
     issued_at: float
     model_version: int
-    levels: tuple[float, ...] = ()       # quantile levels, increasing
-    quantiles: np.ndarray | None = None  # (m, len(levels), horizon) in original units
+    quantiles: Mapping[float, np.ndarray] | None = None  # level -> (m, horizon), when the model forecasts quantiles
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def rows(self):
-        """One `records.Forecast` per row, for encoding."""
+        """One `records.Forecast` per row (`records.encode_many` encodes them all at once, faster)."""
         for i, key in enumerate(self.keys):
-            quantiles = None if self.quantiles is None else dict(zip(self.levels, self.quantiles[i].tolist()))
+            quantiles = {level: q[i].tolist() for level, q in self.quantiles.items()} if self.quantiles else None
             yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
                                    self.horizon_times[i].tolist(), self.values[i].tolist(), quantiles)
 
@@ -309,18 +310,34 @@ class Engine:
 
     def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray,
                    quantiles: np.ndarray | None = None) -> Forecasts:
-        """Columnar forecasts for `rows`, back in input order."""
-        arrival = np.argsort(observations.positions[rows], kind="stable")
-        rows, values = rows[arrival], values[arrival]
+        """Columnar forecasts for `rows`, back in input order; `quantiles` (m, levels, horizon) or None.
+
+        Usually every observation is forecast and already in input order (series come in slot
+        order): then nothing is permuted and the keys are the observations' own tuple, which at
+        a million series saves a third of a second of per-key Python work.
+        """
+        positions = observations.positions[rows]
+        if np.any(positions[1:] < positions[:-1]):
+            arrival = np.argsort(positions, kind="stable")
+            rows, values, positions = rows[arrival], values[arrival], positions[arrival]
+            quantiles = None if quantiles is None else quantiles[arrival]
         times = observations.times[rows]
         return Forecasts(
-            keys=tuple(observations.keys[i] for i in rows),
+            keys=_take(observations.keys, rows),
             times=times,
             horizon_times=horizon_times(times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon),
             values=values,
-            positions=observations.positions[rows],
+            positions=positions,
             issued_at=time.time(),
             model_version=self.model_version,
-            levels=self.model.spec.quantiles,
-            quantiles=None if quantiles is None else quantiles[arrival],
+            quantiles=None if quantiles is None else dict(zip(self.model.spec.quantiles, quantiles.transpose(1, 0, 2))),
         )
+
+
+def _take(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:
+    """keys[rows] for a tuple; the tuple itself when rows are all of it, in order."""
+    if len(rows) == len(keys) and (len(rows) == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1))):
+        return keys
+    if len(rows) < 2:
+        return tuple(keys[i] for i in rows.tolist())
+    return operator.itemgetter(*rows.tolist())(keys)  # one C-level pass

@@ -68,15 +68,21 @@ class StateStore:
     # -- lookup -----------------------------------------------------------------------
 
     def slots(self, keys: Sequence[str]) -> np.ndarray:
-        """Slots of `keys` (one per record), allocating new series; REFUSED when full of this batch."""
+        """Slots of `keys` (one per record), allocating new series; REFUSED when full of this batch.
+
+        One dict lookup per record, then numpy: at a million series a batch, the lookups are
+        the cost, so known series are not deduplicated (marking a slot seen twice is harmless)
+        and only the records of new series are looked at again.
+        """
         self._tick += 1
-        unique = list(dict.fromkeys(keys))
-        known = [self._index[k] for k in unique if k in self._index]
-        self.last_seen[known] = self._tick
-        new = [k for k in unique if k not in self._index]
-        if new:
-            self._admit(new)
-        return np.fromiter(map(self._index.get, keys, repeat(REFUSED)), dtype=np.int64, count=len(keys))
+        slots = np.array(list(map(self._index.get, keys, repeat(REFUSED))), dtype=np.int64)
+        missing = np.flatnonzero(slots == REFUSED)
+        self.last_seen[slots[slots != REFUSED] if len(missing) else slots] = self._tick  # before admitting: not evicted
+        if len(missing):
+            new_keys = [keys[i] for i in missing.tolist()]
+            self._admit(list(dict.fromkeys(new_keys)))
+            slots[missing] = np.fromiter(map(self._index.get, new_keys, repeat(REFUSED)), dtype=np.int64, count=len(missing))
+        return slots
 
     def key(self, slot: int) -> str | None:
         return self._keys[slot]

@@ -81,8 +81,10 @@ clean = st.builds(
     st.sampled_from(["s0", "s1", "s2", "s3", "s4", "s5", "s6"]) | plausible_keys, st.integers(0, 5),
     st.floats(-1e6, 1e6), st.floats(-1e15, 1e15),
 )
+# Batch messages: JSON lists of records of either kind and of garbage values.
+batched = st.lists(shaped | clean | fragments.map(str.encode), min_size=1, max_size=4).map(lambda items: b"[" + b",".join(items) + b"]")
 payloads = st.one_of(
-    shaped, shaped, clean, st.none(), st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode()),
+    shaped, shaped, clean, batched, st.none(), st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode()),
 )
 batches = st.lists(payloads, max_size=40)
 
@@ -97,24 +99,34 @@ def test_the_reasons_are_the_documented_set():
     assert set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)) == constants
 
 
+def alone(batch: list, origin: records.Origin) -> bytes:
+    """The record at `origin` as a message of its own (an element: as a batch message of one)."""
+    if origin.element is None:
+        return batch[origin.message]
+    return b"[" + records.element_payload(batch[origin.message], origin.element) + b"]"
+
+
 @settings(UNTIMED, max_examples=300)
 @given(batches)
 @example([LONE_SURROGATE, b"[]", None])
+@example([b'[null,{}]', b'[[{}], {"key": "k", "time": 0, "y": 1, "x": 2}]'])
 def test_decode_accounts_for_every_record_and_accepts_only_sane_values(batch):
     accepted, rejected = records.decode(batch, FMT, LIMITS, NOW)
-    assert sorted(accepted.positions.tolist() + [r.position for r in rejected]) == list(range(len(batch)))
+    origins = records.origins(batch)
+    assert sorted(accepted.positions.tolist() + [r.position for r in rejected]) == list(range(len(origins)))
+    assert sorted({o.message for o in origins}) == list(range(len(batch)))  # every message holds a record
     for bad in rejected:
         assert bad.reason in DECODE_REASONS and bad.detail.encode()  # the detail goes into a Kafka header
-        alone = records.decode([batch[bad.position]], FMT, LIMITS, NOW)[1]
-        assert [r.reason for r in alone] == [bad.reason]  # the reason belongs to the record at that position
+        reasons = [r.reason for r in records.decode([alone(batch, origins[bad.position])], FMT, LIMITS, NOW)[1]]
+        assert reasons == [bad.reason]  # the reason belongs to the record at that position
     assert np.isfinite(accepted.values).all() and np.isfinite(accepted.times).all()
     assert (np.abs(accepted.values) <= LIMITS.max_abs_value).all()
     assert (accepted.times <= NOW + LIMITS.max_future_seconds).all()
     for i, key in enumerate(accepted.keys):
         assert isinstance(key, str) and key and key.encode()  # the series key becomes the Kafka record key
-        alone = records.decode([batch[accepted.positions[i]]], FMT, LIMITS, NOW)[0]
-        assert alone.keys == (key,) and alone.times[0] == accepted.times[i]
-        np.testing.assert_array_equal(alone.values[0], accepted.values[i])
+        itself = records.decode([alone(batch, origins[accepted.positions[i]])], FMT, LIMITS, NOW)[0]
+        assert itself.keys == (key,) and itself.times[0] == accepted.times[i]
+        np.testing.assert_array_equal(itself.values[0], accepted.values[i])
 
 
 MODEL = seeded_model(PIPELINE)  # shared by every engine here: stepping never changes weights

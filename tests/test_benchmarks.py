@@ -53,7 +53,13 @@ def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
     bench = throughput.KafkaBench(broker.bootstrap, tmp_path, throughput.etth1(), max_records=10)
     daemon = bench.throughput(series=20, per_series=5, trials=1)
     assert daemon["records"] == 100
-    assert daemon["records_per_s"] > 0 and daemon["ceiling_records_per_s"] > 0
+    assert daemon["records_per_s"] > 0 and daemon["ceiling_records_per_s"] > 0 and daemon["confluent_ceiling_records_per_s"] > 0
+    rows = {(r["client"], r["forecasts_per_message"], r["crc"]): r for r in daemon["rows"]}
+    assert set(rows) == {("kafka-python", 1, "C (crc32c)"), ("kafka-python", throughput.PACKED, "C (crc32c)"),
+                         ("confluent-kafka", 1, "C (crc32c)"), ("confluent-kafka", throughput.PACKED, "C (crc32c)"),
+                         ("kafka-python", 1, "pure-Python")}
+    assert rows["confluent-kafka", 1, "C (crc32c)"]["ceiling"] == "confluent-kafka"
+    assert daemon["rows"][0]["records_per_s"] == daemon["records_per_s"]  # the first row is the default daemon
     latency = bench.latency(0.5, max_rate=100.0, seconds=1.0)
     assert latency["load_fraction"] == 0.5 and latency["records"] == 50
     assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]

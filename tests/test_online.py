@@ -226,8 +226,9 @@ def test_quantile_forecasts_are_emitted_in_order_around_the_point_forecast():
     engine = Engine(pipeline, seeded_model(pipeline))
     forecasts, _ = engine.step(observations(*random_walks(n_series=3, length=4)))
 
-    assert forecasts.quantiles.shape == (len(forecasts), 3, pipeline.horizon)
-    assert (np.diff(forecasts.quantiles, axis=1) >= 0).all()
+    levels = np.stack(list(forecasts.quantiles.values()), axis=1)  # (m, 3, horizon)
+    assert list(forecasts.quantiles) == [0.1, 0.5, 0.9] and levels.shape == (len(forecasts), 3, pipeline.horizon)
+    assert (np.diff(levels, axis=1) >= 0).all()
     first = next(forecasts.rows())
     assert list(first.quantiles) == [0.1, 0.5, 0.9] and len(first.quantiles[0.9]) == pipeline.horizon
 
@@ -236,7 +237,7 @@ def test_coverage_counts_actuals_inside_the_outer_interval_issued_a_step_before(
     pipeline = make_pipeline(quantiles=(0.1, 0.9))
     engine = Engine(pipeline, seeded_model(pipeline))
     first, _ = engine.step(observations(["a", "b"], [T0, T0], [1.0, 2.0]))
-    low, high = first.quantiles[:, 0, 0], first.quantiles[:, -1, 0]
+    low, high = first.quantiles[0.1][:, 0], first.quantiles[0.9][:, 0]
     inside, outside = (low[0] + high[0]) / 2, high[1] + 1.0
 
     engine.step(observations(["a", "b"], [T0 + 3600] * 2, [inside, outside]))

@@ -41,32 +41,37 @@ def readyz(config) -> int:
         return error.code
 
 
-def quick_reconnects(config) -> config_module.Config:
-    """Small batches (so the cut lands mid-stream) and client reconnect backoff capped at 1 s."""
+def quick_reconnects(config, client: str) -> config_module.Config:
+    """Small batches (so the cut lands mid-stream), client reconnect backoff capped at 1 s, the given Kafka client."""
     pipeline_file = config.path.parent / "pipelines" / "power_load.yaml"
     pipeline = yaml.safe_load(pipeline_file.read_text())
     pipeline["batching"] = {"max_records": 50, "poll_timeout_ms": 100}
     pipeline_file.write_text(yaml.safe_dump(pipeline))
     settings = yaml.safe_load(config.path.read_text())
-    for client in ("consumer", "producer"):
-        settings["kafka"].setdefault(client, {})["reconnect_backoff_max_ms"] = 1000
+    for role in ("consumer", "producer"):
+        settings["kafka"].setdefault(role, {})["reconnect_backoff_max_ms"] = 1000
+    settings["kafka"]["client"] = client
     config.path.write_text(yaml.safe_dump(settings))
     return config_module.load(config.path)
 
 
-def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_path, caplog):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_path, caplog, client):
     caplog.set_level(logging.INFO, logger="forecaster")
     proxy_port = free_port()
     with EmbeddedBroker(advertised_port=proxy_port) as broker:
         proxy = CuttableProxy(proxy_port, broker.port).start()
-        config = quick_reconnects(deploy(broker, tmp_path, pipelines=("power_load",)))
+        config = quick_reconnects(deploy(broker, tmp_path, pipelines=("power_load",)), client)
         pipeline = config.pipeline("power_load")
-        replay(config.settings.kafka, "taylor", pipeline.input_topic, limit=RECORDS)
         registry = CollectorRegistry()
         daemon = Daemon(config, registry=registry)
         codes = []
         runner = threading.Thread(target=lambda: codes.append(daemon.run()))
         runner.start()
+        # Records keep arriving, paced, so the cut lands mid-stream however fast the daemon is.
+        replayer = threading.Thread(target=replay, args=(config.settings.kafka, "taylor", pipeline.input_topic),
+                                    kwargs={"rate": 100.0, "limit": RECORDS}, name="replay")
+        replayer.start()
         produced = lambda: registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "power_load"}) or 0
         try:
             wait_for(lambda: produced() >= 200, 60, "the first forecasts")
@@ -82,12 +87,13 @@ def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_pat
         finally:
             daemon.stop()
             runner.join(60)
+            replayer.join(60)
             proxy.cut()
     assert codes == [0]
     assert len({json.loads(f.value)["time"] for f in forecasts}) == RECORDS  # every record has its forecast
     # The outage is announced once, not per retry: by the consumer's side (lost contact) when the
     # cut finds the loop polling, by the producer's (deliveries failing) when it finds it delivering.
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("forecaster")]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("forecaster") and r.threadName != "replay"]
     count = lambda text: sum(text in m for m in messages)
     assert count("lost contact with Kafka") + count("deliveries failing") >= 1
     for text in ("lost contact with Kafka", "Kafka reachable again", "deliveries failing", "deliveries recovered"):

@@ -169,7 +169,9 @@ class Sink:
     """
 
     def __init__(self, kafka: Kafka):
-        settings = {"acks": "all", "linger_ms": 5, **client_settings(kafka), **kafka.producer}
+        # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
+        # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
+        settings = {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
         self._producer = _connect(KafkaProducer, kafka, **settings)
         self._failing_since: float | None = None
 

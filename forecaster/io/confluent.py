@@ -1,0 +1,239 @@
+"""The only module that imports confluent-kafka (librdkafka): the same source, sink and topic admin as io/kafka.py.
+
+Chosen with `kafka.client: confluent-kafka` (installed with the `confluent` extra). The
+semantics are those of io/kafka.py: consumption resumes at the caller's `positions` on every
+assignment, commits are best effort, a batch is delivered completely or retried until stopped,
+and losing and regaining the cluster is logged once each. `kafka.consumer`, `producer` and
+`admin` pass librdkafka properties; a name written with underscores, as kafka-python spells
+it (`session_timeout_ms`), is taken with dots (`session.timeout.ms`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Iterable, Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ..config import Kafka
+from ..errors import ForecasterError
+from .kafka import DeliveryError, Message, Polled
+
+log = logging.getLogger(__name__)
+# librdkafka logs every failed reconnect; the daemon says an outage once, so its own lines are kept quiet.
+_librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+_librdkafka_log.setLevel(logging.CRITICAL)
+
+_FLUSH_SLICE_S = 5.0
+_ADMIN_TIMEOUT_S = 15.0
+_SECURITY = {"sasl_mechanism": "sasl.mechanism", "sasl_plain_username": "sasl.username",
+             "sasl_plain_password": "sasl.password", "ssl_cafile": "ssl.ca.location",
+             "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location"}
+
+
+def client_settings(kafka: Kafka, extra: dict[str, object]) -> dict:
+    """librdkafka properties shared by every client, then `extra` (underscores read as dots)."""
+    settings = {"bootstrap.servers": kafka.bootstrap_servers, "client.id": kafka.client_id,
+                "security.protocol": kafka.security_protocol.lower(), "logger": _librdkafka_log}
+    settings.update({name: getattr(kafka, key) for key, name in _SECURITY.items() if getattr(kafka, key) is not None})
+    settings.update({key.replace("_", "."): value for key, value in extra.items()})
+    return settings
+
+
+class Source:
+    """A consumer-group member reading one topic; offsets are committed only when told.
+
+    `positions` is the caller's live map (partition -> next offset) of what its state
+    reflects; whenever partitions are assigned, consumption resumes there.
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int,
+                 positions: dict[int, int] | None = None):
+        self.topic = topic
+        self._max_records = max_records
+        self._positions = positions if positions is not None else {}
+        self._brokers_up = True   # until the first statistics say otherwise
+        self._consumer = Consumer({
+            **client_settings(kafka, kafka.consumer),
+            "group.id": group_id,
+            "enable.auto.commit": False,         # at-least-once: commit after the state is checkpointed
+            "auto.offset.reset": "earliest",     # a new group starts at the beginning of the topic
+            "allow.auto.create.topics": False,   # topics are created on purpose, never by accident
+            "statistics.interval.ms": 1000,      # broker states, for `connected`
+            "stats_cb": self._on_statistics,
+            "error_cb": _log_error,
+        })
+        self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def poll(self, timeout_ms: int) -> list[Polled]:
+        """Records in partition order (each partition's records stay in offset order)."""
+        messages = self._consumer.consume(num_messages=self._max_records, timeout=timeout_ms / 1000)
+        polled = []
+        for m in messages:
+            if m.error() is not None:
+                log.debug("%s: fetch error %s", self.topic, m.error())
+                continue
+            polled.append(Polled(m.partition(), m.offset(), m.key(), m.value()))
+        return polled
+
+    def commit(self, offsets: dict[int, int], timeout_ms: int = 5000) -> bool:
+        """Commit `offsets` for the partitions still assigned; best effort, as io/kafka.py's."""
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        committing = [TopicPartition(self.topic, p, o) for p, o in offsets.items() if p in assigned]
+        if not committing:
+            return True
+        try:
+            self._consumer.commit(offsets=committing, asynchronous=False)
+        except KafkaException as error:
+            log.debug("%s: offset commit failed (%s); the next checkpoint retries", self.topic, error)
+            return False
+        return True
+
+    def assigned(self) -> bool:
+        return bool(self._consumer.assignment())
+
+    def connected(self) -> bool:
+        """In contact with the cluster: some broker connection up, per librdkafka's latest statistics."""
+        return self._brokers_up
+
+    def lag(self) -> int:
+        """Records not yet consumed on the assigned partitions, from the high watermarks of the last fetches."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return 0
+        total = 0
+        for tp in self._consumer.position(assignment):
+            watermarks = self._consumer.get_watermark_offsets(tp, cached=True)
+            if watermarks is not None and watermarks[1] >= 0 and tp.offset >= 0:
+                total += max(0, watermarks[1] - tp.offset)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _on_assign(self, consumer, partitions) -> None:
+        """Resume assigned partitions where the state stands (a live map), not at the group's committed offsets."""
+        for tp in partitions:
+            if tp.partition in self._positions:
+                tp.offset = self._positions[tp.partition]
+        consumer.assign(partitions)
+        log.info("%s: assigned partitions %s", self.topic, sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        consumer.unassign()
+        if partitions:
+            log.info("%s: partitions %s revoked", self.topic, sorted(tp.partition for tp in partitions))
+
+    def _on_statistics(self, text: str) -> None:
+        brokers = json.loads(text).get("brokers", {}).values()
+        self._brokers_up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+
+
+class Sink:
+    """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
+
+    A failing cluster is logged once when deliveries start failing and once when they recover.
+    """
+
+    def __init__(self, kafka: Kafka):
+        settings = {"acks": "all", "linger.ms": 5, **client_settings(kafka, kafka.producer), "error_cb": _log_error}
+        self._producer = Producer(settings)
+        self._failing_since: float | None = None
+
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
+        pending, backoff = list(messages), 0.5
+        while pending:
+            failed: list[Message] = []
+            self._send(pending, failed, stop)
+            self._wait_for_acknowledgements(len(pending), stop)
+            pending = failed
+            if pending:
+                self._announce_trouble(f"{len(pending)} records failed")
+                if stop.wait(backoff):
+                    raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
+                backoff = min(2 * backoff, 30.0)
+        if self._failing_since is not None:
+            log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
+
+    def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
+        for message in messages:
+            def delivered(error, _record, message=message):
+                if error is not None:
+                    log.debug("delivery to %s failed: %s", message.topic, error)
+                    failed.append(message)
+            while True:
+                try:
+                    self._producer.produce(message.topic, value=message.value, key=message.key,
+                                           headers=list(message.headers), on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(0.1)
+                    if stop.is_set():
+                        raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
+                except KafkaException as error:
+                    log.debug("send to %s failed: %s", message.topic, error)
+                    failed.append(message)
+                    break
+
+    def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
+        """Flush in slices: librdkafka retries internally for minutes, and a stall must be said, once."""
+        while self._producer.flush(_FLUSH_SLICE_S) > 0:
+            self._announce_trouble(f"{count} records unacknowledged after {_FLUSH_SLICE_S:.0f} s")
+            if stop.is_set():
+                raise DeliveryError(f"{count} records unacknowledged at shutdown; their inputs stay uncommitted")
+
+    def _announce_trouble(self, what: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("deliveries failing (%s); retrying until the cluster answers", what)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.flush(timeout_s)
+
+
+def _log_error(error: KafkaError) -> None:
+    """librdkafka's client-level errors (brokers down, and so on): retried internally, said by the daemon once."""
+    log.debug("librdkafka: %s", error)
+
+
+def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]]) -> list[str]:
+    """Create (name, partitions) topics that do not exist yet; returns the names created."""
+    admin = _admin(kafka)
+    wanted = dict(topics)
+    existing = _topic_names(admin, kafka)
+    new = [NewTopic(name, num_partitions=partitions, replication_factor=-1)
+           for name, partitions in wanted.items() if name not in existing]
+    if not new:
+        return []
+    for name, future in admin.create_topics(new, operation_timeout=_ADMIN_TIMEOUT_S).items():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # created by someone else meanwhile
+                raise ForecasterError(f"cannot create topic {name}: {error}") from None
+    return [topic.topic for topic in new]
+
+
+def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:
+    """Which of `names` the cluster does not have."""
+    existing = _topic_names(_admin(kafka), kafka)
+    return [name for name in names if name not in existing]
+
+
+def _admin(kafka: Kafka) -> AdminClient:
+    return AdminClient({**client_settings(kafka, kafka.admin), "error_cb": _log_error})
+
+
+def _topic_names(admin: AdminClient, kafka: Kafka) -> set[str]:
+    """The cluster's topics; an unreachable cluster is a ForecasterError that says where we looked."""
+    try:
+        return set(admin.list_topics(timeout=_ADMIN_TIMEOUT_S).topics)
+    except KafkaException as error:
+        raise ForecasterError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
+                              "(check kafka.bootstrap_servers, or start a broker)") from None
