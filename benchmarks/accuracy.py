@@ -51,14 +51,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from forecaster import baselines, datasets, evaluation, prequential, records, train  # noqa: E402
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Scaling, Training  # noqa: E402
+from forecaster import baselines, datasets, evaluation, online, prequential, records, train  # noqa: E402
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training  # noqa: E402
 from forecaster.engine import Engine, seeded_model  # noqa: E402
 from forecaster.records import Observations  # noqa: E402
 from forecaster.prequential import Stream  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-METHODS = ("persistence", "seasonal_naive", "ets", "snarimax", "frozen_offline", "forecaster")
+METHODS = ("persistence", "seasonal_naive", "ets", "snarimax", "frozen_offline", "forecaster",
+           "forecaster_no_resync", "forecaster_gru", "forecaster_lstm")
 HOURLY = Calendar(hour_of_day=True, day_of_week=True)
 
 
@@ -79,6 +80,18 @@ class Network:
     chunk: int = 48
     steps: int = 300
     covariates: bool = False  # feed the stream's covariates to the model
+    lags: tuple[int, ...] = ()  # steps h whose value one period before, y[t + h - period], is fed too
+    dropout: float = 0.1
+    learning_rate: float = 3e-3  # of pretraining
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    # online retraining (Retraining): a round after every `every` rows past the leading part
+    every: int = 48
+    buffer: int = 512
+    holdout: int = 48
+    retrain_steps: int = 12
+    retrain_learning_rate: float = 1e-3
+    resync_steps: int = 64
+    min_improvement: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Protocol:
     headline: tuple[str, ...] = ("mae",)  # what the Markdown table shows
     shown: tuple[int | str, ...] | None = None  # horizons in the Markdown table; None: all
     stride: int = 1
+    keep: float = 1.0          # the leading fraction of the dataset's rows this protocol sees (validation: < 1)
 
     @property
     def horizon(self) -> int:
@@ -129,23 +143,42 @@ PROTOCOLS: dict[str, Protocol] = {
         name="taylor", source="taylor", train_fraction=0.5, test_start=0.5, horizons=_steps(48), own_origins=False,
         period=336, ets=dict(period=336, window=1344, refit_every=48),
         snarimax=dict(p=2, d=0, q=1, m=336, sp=1, sd=1, sq=1),
-        network=Network(cadence="30m", calendar=HOURLY, halflife=672.0),
+        network=Network(cadence="30m", calendar=HOURLY, halflife=672.0, lags=(1, *range(4, 49, 4))),
         percentages=True, headline=("mape",), shown=(1, 2, 6, 12, 24, 36, 48, "1-48")),
     "greensboro_temp": Protocol(
         name="greensboro_temp", source="greensboro", train_fraction=0.5, test_start=0.5, horizons=_steps(24),
         own_origins=False, period=24, ets=dict(period=24, window=672, refit_every=24),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, sd=1, sq=1),
         network=Network(cadence="1h", calendar=Calendar(hour_of_day=True), cell="lstm", layer_norm=True,
-                        covariates=True),
+                        covariates=True, lags=(1, *range(2, 25, 2))),
         headline=("mae",), shown=(1, 2, 3, 6, 12, 18, 24, "1-24")),
     "msft": Protocol(
         name="msft", source="msft", train_fraction=0.5, test_start=0.5, horizons=((1, (1,)), (5, (5,))),
         own_origins=False, period=5, ets=dict(period=None, window=500, refit_every=20),
         snarimax=dict(p=1, d=1, q=1),
-        network=Network(cadence="1b", calendar=Calendar(day_of_week=True), hidden_size=32, halflife=60.0,
-                        window=256, chunk=32, covariates=True),
+        network=Network(cadence="1b", calendar=Calendar(day_of_week=True), hidden_size=16, halflife=60.0,
+                        window=256, chunk=32, covariates=True, steps=150, learning_rate=1e-3,
+                        retrain_learning_rate=3e-4, min_improvement=0.02),
         percentages=True, dm_test=True, headline=("mase", "relative_mae", "dm_pvalue")),
 }
+
+
+def validation(protocol: Protocol) -> Protocol:
+    """The protocol's twin on the rows before its test part, for choosing settings without seeing the test.
+
+    ETT keeps its first 25%: pretraining on the same first 20%, the 5% validation part
+    scored. The others keep their first half: pretraining on its first 70%, the rest scored.
+    """
+    keep = protocol.test_start
+    lead = protocol.train_fraction / keep if protocol.train_fraction < keep else 0.7
+    return replace(protocol, name=f"{protocol.name}_validation", train_fraction=lead, test_start=lead, keep=keep)
+
+
+VALIDATION: dict[str, Protocol] = {f"{name}_validation": validation(p) for name, p in PROTOCOLS.items()}
+
+
+def protocol_of(name: str) -> Protocol:
+    return PROTOCOLS[name] if name in PROTOCOLS else VALIDATION[name]
 
 
 @dataclass(frozen=True)
@@ -155,11 +188,12 @@ class Settings:
     stride_factor: dict[str, int] = field(default_factory=dict)  # dataset -> stride multiplier
     refit_factor: int = 1
     steps: int | None = None  # pretraining steps; None: the protocol's
+    rounds_factor: int = 1    # retraining rounds come this many times as far apart
 
 
 FULL = Settings()
 QUICK = Settings(stride_factor={"etth1": 48, "etth2": 48, "taylor": 12, "greensboro_temp": 12, "msft": 6},
-                 refit_factor=8, steps=30)
+                 refit_factor=8, steps=30, rounds_factor=8)
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -168,7 +202,10 @@ QUICK = Settings(stride_factor={"etth1": 48, "etth2": 48, "taylor": 12, "greensb
 @functools.lru_cache(maxsize=None)
 def load_stream(name: str) -> Stream:
     """The dataset of protocol `name` as a Stream, z-normalised where the protocol says so."""
-    protocol = PROTOCOLS[name]
+    protocol = protocol_of(name)
+    if protocol.keep < 1:
+        whole = load_stream(name.removesuffix("_validation"))
+        return whole[:int(protocol.keep * len(whole))]
     dataset = datasets.load(protocol.source)
     stream = _ett_stream(dataset) if protocol.source.startswith("etth") else _single_stream(dataset)
     if not protocol.normalise:
@@ -213,14 +250,44 @@ def origin_set(protocol: Protocol, rows: int, stride: int) -> np.ndarray:
 # -- the forecaster --------------------------------------------------------------------------
 
 
-def observations(rows: Stream, covariates: bool) -> Observations:
-    """A stream's rows as engine observations: one per (row, channel), row after row, keyed by channel."""
+class SeasonalLags:
+    """The value one season before each step ahead, y[t + h - period] for h in `lags`, fed as covariates.
+
+    Every lag of row t is at or before t (h <= period), so the features use the past only;
+    the method keeps the last `period` rows it has learnt to compute them. Where the
+    history is too short (the first season of a stream) a lag is the row's own value.
+    """
+
+    def __init__(self, period: int, lags: tuple[int, ...], channels: int):
+        if any(not 1 <= h <= period for h in lags):
+            raise ValueError(f"lags must lie in 1..period ({period}), got {lags}")
+        self.period, self.lags = period, np.asarray(lags)
+        self._past = np.full((period, channels), np.nan)  # y[t - period + 1 .. t], the newest row last
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """(n, C) new rows in time order -> (n, C, len(lags)); remembers them for the next call."""
+        history = np.concatenate([self._past, y])          # row s + i of the new rows sits at period + i
+        steps = np.arange(len(y))[:, None] + self.lags[None, :]  # (n, L): index of y[t + h - period]
+        lagged = history[steps].transpose(0, 2, 1)          # (n, C, L)
+        self._past = history[-self.period:]
+        return np.where(np.isnan(lagged), y[:, :, None], lagged)
+
+
+def observations(rows: Stream, covariates: bool, lags: np.ndarray | None = None) -> Observations:
+    """A stream's rows as engine observations: one per (row, channel), row after row, keyed by channel.
+
+    A record's values are its target, then the stream's covariates (with `covariates`), then
+    its channel's seasonal lags (n, C, L) when given.
+    """
     n, channels = rows.y.shape
-    values = rows.y.reshape(-1, 1)
+    columns = [rows.y.reshape(-1, 1)]
     if covariates:
-        values = np.concatenate([values, np.repeat(rows.x, channels, axis=0)], axis=1)
+        columns.append(np.repeat(rows.x, channels, axis=0))
+    if lags is not None:
+        columns.append(lags.reshape(n * channels, -1))
     return Observations(keys=rows.channels * n, times=np.repeat(rows.times, channels),
-                        local_times=np.repeat(rows.local_times, channels), values=np.ascontiguousarray(values),
+                        local_times=np.repeat(rows.local_times, channels),
+                        values=np.ascontiguousarray(np.concatenate(columns, axis=1)),
                         positions=np.arange(n * channels))
 
 
@@ -228,61 +295,153 @@ class EngineMethod:
     """The daemon's engine as a prequential method: stepping a row is learning it; forecasts are the engine's.
 
     The engine forecasts each record right after stepping it, so the newest forecast of a
-    series uses data up to that record only.
+    series uses data up to that record only. With quantiles, each `forecast` also keeps the
+    outermost levels as that origin's interval, in `intervals`.
     """
 
-    def __init__(self, name: str, pipeline: Pipeline, model, channels: tuple[str, ...], covariates: bool):
+    def __init__(self, name: str, pipeline: Pipeline, model, channels: tuple[str, ...], covariates: bool,
+                 lags: SeasonalLags | None = None):
         self.name = name
         self.engine = Engine(pipeline, model)
-        self.covariates = covariates
+        self.covariates, self.lags = covariates, lags
         self._index = {key: i for i, key in enumerate(channels)}
         self._latest = np.full((len(channels), pipeline.horizon), np.nan)
+        self._bounds = np.full((len(channels), 2, pipeline.horizon), np.nan)
+        self.intervals: list[np.ndarray] = []  # per forecast: (horizon, channels, 2) lower and upper
+        self.reused_seconds = 0.0  # pretraining done for an earlier method, counted in this one's time too
 
     def learn(self, rows: Stream) -> None:
         if not len(rows):
             return
-        forecasts, rejected = self.engine.step(observations(rows, self.covariates))
+        lags = None if self.lags is None else self.lags(rows.y)
+        forecasts, rejected = self.engine.step(observations(rows, self.covariates, lags))
         if rejected:
             raise ValueError(f"{self.name}: the engine refused {len(rejected)} rows, first: {rejected[0]}")
-        for key, values in zip(forecasts.keys, forecasts.values):
+        for i, (key, values) in enumerate(zip(forecasts.keys, forecasts.values)):
             self._latest[self._index[key]] = values
+            if forecasts.quantiles is not None:
+                self._bounds[self._index[key]] = forecasts.quantiles[i, [0, -1]]
 
     def forecast(self, horizon: int) -> np.ndarray:
+        if self.engine.model.spec.quantiles:
+            self.intervals.append(self._bounds[:, :, :horizon].transpose(2, 0, 1).copy())
         return self._latest[:, :horizon].T.copy()
 
 
-def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None = None) -> Pipeline:
+class OnlineMethod(EngineMethod):
+    """The engine retraining as the daemon does, in stream order and synchronously.
+
+    After every `every` rows past `start` (the pretrained part), a round runs exactly as
+    `app.PipelineWorker._start_round/_conclude/_promote` run it: `online.collect` the
+    buffers, `online.challenge` the serving weights, and `engine.install` the challenger
+    if it won. The buffers hold only rows already learnt, so no training target is later
+    than the newest row; the daemon runs the round in the background and installs it a
+    few batches later, this installs it before the next row.
+    """
+
+    def __init__(self, *args, start: int, every: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.every, self._due = every, start + every  # rows learnt when the next round runs
+        self.rows = self.rounds = self.promotions = 0
+
+    def learn(self, rows: Stream) -> None:
+        while len(rows):
+            take = min(len(rows), self._due - self.rows)
+            super().learn(rows[:take])
+            self.rows, rows = self.rows + take, rows[take:]
+            if self.rows == self._due:
+                self._round()
+                self._due += self.every
+
+    def _round(self) -> None:
+        pipeline, engine = self.engine.pipeline, self.engine
+        settings = pipeline.retraining
+        windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, settings.max_series)
+        try:
+            online.training_series(windows, settings.holdout, pipeline.training.window)
+        except online.NotEnoughData:
+            return
+        self.rounds += 1
+        outcome = online.challenge(engine.model, windows, pipeline, self.rounds)
+        if outcome.promoted:
+            engine.install(outcome.challenger, engine.model_version + 1, settings.resync_steps)
+            self.promotions += 1
+
+
+def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None = None, *,
+             cell: str | None = None, online_: bool = False, every: int | None = None, resync: bool = True) -> Pipeline:
     """The forecaster's pipeline for a dataset, built as config.load would."""
     net = protocol.network
+    covariates = (stream.covariates if net.covariates else ()) + tuple(f"lag{h}" for h in net.lags)
     return Pipeline(
         name=protocol.name, input_topic="in", output_topic="out", dead_letter_topic="dead",
-        record=RecordFormat(key="key", timestamp="time", target="y",
-                            covariates=stream.covariates if net.covariates else ()),
+        record=RecordFormat(key="key", timestamp="time", target="y", covariates=covariates),
         cadence=net.cadence, horizon=horizon, calendar=net.calendar, emit="latest_per_series", spill="none",
-        model=ModelConfig(cell=net.cell, hidden_size=net.hidden_size, num_layers=2, dropout=0.1,
-                          layer_norm=net.layer_norm, residual=True, weights=None, seed=0),
+        model=ModelConfig(cell=cell or net.cell, hidden_size=net.hidden_size, num_layers=2, dropout=net.dropout,
+                          layer_norm=net.layer_norm, residual=True, quantiles=net.quantiles, weights=None, seed=0),
         scaling=Scaling(halflife=net.halflife),
         training=Training(train_fraction=protocol.train_fraction, window=net.window, chunk=net.chunk,
-                          batch_size=32, steps=steps or net.steps, learning_rate=3e-3, seed=0),
+                          batch_size=32, steps=steps or net.steps, learning_rate=net.learning_rate, seed=0),
+        retraining=Retraining(enabled=online_, every_records=(every or net.every) * len(stream.channels), buffer=net.buffer,
+                              holdout=net.holdout, steps=net.retrain_steps, learning_rate=net.retrain_learning_rate,
+                              min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0),
     )
 
 
-def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | None = None) -> EngineMethod:
+VARIANTS = ("frozen_offline", "online", "online_no_resync", "online_gru", "online_lstm")
+
+
+def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | None = None,
+                      rounds_factor: int = 1) -> EngineMethod:
     """The forecaster on `dataset` as a prequential method forecasting `horizon` steps.
 
-    variant "frozen_offline": seeded weights pretrained with train.fit on the leading part
-    only (first 20% for ETT, first half otherwise), then frozen; the engine runs
-    prequentially. "online" (the daemon retraining as data arrives) is issue 3's work.
+    Every variant starts from seeded weights pretrained with train.fit on the leading part
+    only (first 20% for ETT, first half otherwise). "frozen_offline" then keeps them;
+    "online" retrains as the daemon does (OnlineMethod); "online_no_resync" promotes
+    without re-synchronising the states; "online_gru" and "online_lstm" retrain a network
+    of that cell, pretrained the same way. `rounds_factor` spaces rounds further apart.
     """
-    if variant != "frozen_offline":
-        raise NotImplementedError(f"forecaster variant {variant!r} is not built yet; only 'frozen_offline' is")
-    protocol, stream = PROTOCOLS[dataset], load_stream(dataset)
-    the_pipeline = pipeline(protocol, horizon, stream, steps)
-    covariates = protocol.network.covariates
-    leading = stream[:split(protocol, len(stream))[0]]
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown forecaster variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    protocol, stream = protocol_of(dataset), load_stream(dataset)
+    cell = variant.removeprefix("online_") if variant in ("online_gru", "online_lstm") else None
+    online_ = variant != "frozen_offline"
+    every = protocol.network.every * rounds_factor
+    the_pipeline = pipeline(protocol, horizon, stream, steps, cell=cell, online_=online_, every=every,
+                            resync=variant != "online_no_resync")
+    weights, seconds, reused = pretrained(dataset, horizon, the_pipeline.model.cell, the_pipeline.training.steps)
     model = seeded_model(the_pipeline)
-    train.fit(model, train.prepare(the_pipeline, observations(leading, covariates)), the_pipeline.training)
-    return EngineMethod(variant, the_pipeline, model, stream.channels, covariates)
+    model.load_state_dict(weights)
+    net, channels = protocol.network, len(stream.channels)
+    lags = SeasonalLags(protocol.period, net.lags, channels) if net.lags else None
+    args = (variant, the_pipeline, model, stream.channels, net.covariates, lags)
+    method = (OnlineMethod(*args, start=split(protocol, len(stream))[0], every=every) if online_
+              else EngineMethod(*args))
+    method.reused_seconds = seconds if reused else 0.0
+    return method
+
+
+_PRETRAINED: dict[tuple, tuple[dict, float]] = {}
+
+
+def pretrained(dataset: str, horizon: int, cell: str, steps: int) -> tuple[dict, float, bool]:
+    """Weights fitted on the leading part, the seconds that took, and whether they were fitted before.
+
+    Methods of the same cell share them, so they differ only in what happens after.
+    """
+    key = (dataset, horizon, cell, steps)
+    if key in _PRETRAINED:
+        return (*_PRETRAINED[key], True)
+    began = time.perf_counter()
+    protocol, stream = protocol_of(dataset), load_stream(dataset)
+    the_pipeline = pipeline(protocol, horizon, stream, steps, cell=cell)
+    net, leading = protocol.network, stream[:split(protocol, len(stream))[0]]
+    lags = SeasonalLags(protocol.period, net.lags, len(stream.channels))(leading.y) if net.lags else None
+    model = seeded_model(the_pipeline)
+    train.fit(model, train.prepare(the_pipeline, observations(leading, net.covariates, lags)), the_pipeline.training)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    _PRETRAINED[key] = (weights, time.perf_counter() - began)
+    return (*_PRETRAINED[key], False)
 
 
 # -- running and scoring ---------------------------------------------------------------------
@@ -299,10 +458,12 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
         return baselines.ETS(ets["period"], ets["window"], ets["refit_every"] * settings.refit_factor)
     if name == "snarimax":
         return baselines.Snarimax(**protocol.snarimax)
-    if name == "frozen_offline":
-        return forecaster_method(protocol.name, protocol.horizon, "frozen_offline", steps=settings.steps)
-    if name == "forecaster":
-        return forecaster_method(protocol.name, protocol.horizon, "online", steps=settings.steps)
+    if name in ("frozen_offline", "forecaster", "forecaster_no_resync", "forecaster_gru", "forecaster_lstm"):
+        variant = {"frozen_offline": "frozen_offline", "forecaster": "online"}.get(name, name.replace("forecaster", "online"))
+        if variant.removeprefix("online_") == protocol.network.cell:
+            raise NotImplementedError(f"{protocol.name}'s forecaster is the {protocol.network.cell} already")
+        return forecaster_method(protocol.name, protocol.horizon, variant, steps=settings.steps,
+                                 rounds_factor=settings.rounds_factor)
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -321,23 +482,29 @@ def evaluate_dataset(protocol: Protocol, methods: list[str], settings: Settings,
             log(f"{protocol.name:<16} {name:<15} skipped: {error}")
             continue
         forecasts = prequential.run(method, stream, at, protocol.horizon)
-        seconds = time.perf_counter() - began
+        seconds = time.perf_counter() - began + getattr(method, "reused_seconds", 0.0)
         log(f"{protocol.name:<16} {name:<15} {len(at):>6,} origins, stride {stride:<3} {seconds:7.1f} s{_notes(method)}")
         if reference is None:
             reference = forecasts
         if name in methods:
-            rows += score(protocol, stream, at, forecasts, reference, name, stride, seconds)
+            intervals = np.array(method.intervals) if getattr(method, "intervals", None) else None
+            rows += score(protocol, stream, at, forecasts, reference, name, stride, seconds, intervals)
     return rows
 
 
 def _notes(method) -> str:
-    refits = getattr(method, "refits", None)
-    return f" ({refits} refits, {method.failures} fits fell back to the last value)" if refits is not None else ""
+    refits, rounds = getattr(method, "refits", None), getattr(method, "rounds", None)
+    if refits is not None:
+        return f" ({refits} refits, {method.failures} fits fell back to the last value)"
+    return f" ({rounds} retraining rounds, {method.promotions} promoted)" if rounds is not None else ""
 
 
 def score(protocol: Protocol, stream: Stream, at: np.ndarray, forecasts: np.ndarray, reference: np.ndarray,
-          method: str, stride: int, seconds: float) -> list[dict]:
-    """One row per horizon of the protocol, from forecasts (origins, H, C) and persistence's."""
+          method: str, stride: int, seconds: float, intervals: np.ndarray | None = None) -> list[dict]:
+    """One row per horizon of the protocol, from forecasts (origins, H, C), persistence's, and intervals (origins, H, C, 2).
+
+    mse_second_half and mae_second_half score only the origins in the dataset's second half.
+    """
     actual = prequential.targets(stream, at, protocol.horizon)
     leading = stream.y[:split(protocol, len(stream))[0]]
     rows = []
@@ -345,15 +512,18 @@ def score(protocol: Protocol, stream: Stream, at: np.ndarray, forecasts: np.ndar
         need = max(steps) if protocol.own_origins else protocol.horizon
         keep, idx = at + need <= len(stream) - 1, np.asarray(steps) - 1
         a, f, r = (v[keep][:, idx] for v in (actual, forecasts, reference))
+        late = at[keep] >= len(stream) // 2
         rows.append({
             "dataset": protocol.name, "horizon": label, "method": method,
             "mse": evaluation.mse(a, f), "mae": evaluation.mae(a, f),
             "mape": evaluation.mape(a, f) if protocol.percentages else None,
             "mase": evaluation.mase(a, f, leading),
             "smape": evaluation.smape(a, f) if protocol.percentages else None,
-            "coverage80": None,
+            "coverage80": None if intervals is None else evaluation.coverage(
+                a, intervals[keep][:, idx][..., 0], intervals[keep][:, idx][..., 1]),
             "relative_mae": evaluation.mae(a, f) / evaluation.mae(a, r),
             **_dm(protocol, a, f, r, method, math.ceil(max(steps) / stride)),
+            "mse_second_half": evaluation.mse(a[late], f[late]), "mae_second_half": evaluation.mae(a[late], f[late]),
             "origins": int(keep.sum()), "stride": stride, "seconds": round(seconds, 1),
         })
     return rows
@@ -384,7 +554,7 @@ def markdown(rows: list[dict]) -> str:
     """One table per dataset: its headline metrics by horizon (rows) and method (columns)."""
     parts = []
     for name in dict.fromkeys(row["dataset"] for row in rows):
-        protocol, mine = PROTOCOLS[name], [row for row in rows if row["dataset"] == name]
+        protocol, mine = protocol_of(name), [row for row in rows if row["dataset"] == name]
         methods = list(dict.fromkeys(row["method"] for row in mine))
         labels = [h for h, _ in protocol.horizons if protocol.shown is None or h in protocol.shown]
         cell = {(row["horizon"], row["method"]): row for row in mine}
@@ -418,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: a large stride of origins, rare ETS refits, 30 pretraining steps")
+    parser.add_argument("--validation", action="store_true",
+                        help="score the rows before each test part instead (for choosing settings): "
+                             "accuracy_validation.json")
     parser.add_argument("--datasets", default=",".join(PROTOCOLS),
                         help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: all)")
     parser.add_argument("--methods", default=",".join(METHODS),
@@ -426,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "or accuracy_quick.json with --quick)")
     args = parser.parse_args(argv)
     names = _choices(args.datasets, PROTOCOLS, "--datasets")
+    if args.validation:
+        names = [f"{name}_validation" for name in names]
     methods = _choices(args.methods, METHODS, "--methods")
     settings = QUICK if args.quick else FULL
     # One thread: the engine steps a handful of series at a time, where a second OpenMP thread
@@ -434,8 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows = []
     for name in names:
-        rows += evaluate_dataset(PROTOCOLS[name], methods, settings, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / ("accuracy_quick.json" if args.quick else "accuracy.json")
+        rows += evaluate_dataset(protocol_of(name), methods, settings, log=lambda line: print(line, file=sys.stderr))
+    out = args.out or RESULTS / ("accuracy_validation.json" if args.validation
+                                 else "accuracy_quick.json" if args.quick else "accuracy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
     print(markdown(rows))
