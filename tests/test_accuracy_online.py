@@ -86,15 +86,21 @@ def test_coverage80_is_filled_for_the_forecaster_and_null_for_point_forecasts(sm
     assert all(0.0 <= coverage[("forecaster", h)] <= 1.0 for h in range(1, 49))
 
 
-def test_seasonal_lags_are_the_values_one_period_before_each_step_ahead():
+def test_lags_are_past_values_of_each_channel():
     y = np.arange(20.0).reshape(10, 2)  # two channels
-    lags = accuracy.SeasonalLags(period=4, lags=(1, 4), channels=2)
-    first, second = lags(y[:6]), lags(y[6:])
+    lags = accuracy.Lags(back=(3, 1), channels=2)
+    first, second = lags(y[:6]), lags(y[6:])  # what arrives later does not change what came first
     together = np.concatenate([first, second])  # (10, 2, 2)
     for t in range(3, 10):
-        np.testing.assert_array_equal(together[t, :, 0], y[t + 1 - 4])  # y[t + 1 - period]: already past
-        np.testing.assert_array_equal(together[t, :, 1], y[t])          # h = period: the row itself
-    np.testing.assert_array_equal(together[0, :, 0], y[0])  # no history yet: the row's own value
+        np.testing.assert_array_equal(together[t, :, 0], y[t - 3])
+        np.testing.assert_array_equal(together[t, :, 1], y[t - 1])
+    np.testing.assert_array_equal(together[0, :, 1], y[0])  # no history yet: the row's own value
+
+
+def test_seasonal_lags_reach_one_period_before_each_step_ahead():
+    assert accuracy.seasonal(24, (1, 2, 12, 24)) == (23, 22, 12)  # y[t + 24 - 24] is the row itself: left out
+    with pytest.raises(ValueError, match="at least 1 step"):
+        accuracy.Lags(back=(0, 3), channels=1)
 
 
 def test_a_validation_protocol_sees_only_rows_before_the_test_part():
