@@ -596,6 +596,70 @@ def _dm(protocol: Protocol, actual, forecast, reference, method: str, overlap: i
 # -- output ----------------------------------------------------------------------------------
 
 
+def targets(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
+    """The issue's targets for the online forecaster: (target, met, the numbers); met is None without the rows."""
+    at = {(r["dataset"], r["horizon"], r["method"]): r for r in rows}
+    checks = [
+        ("etth2: MSE below persistence at 24, 48, 96",
+         [(("etth2", h), "mse", "persistence", 1.0) for h in (24, 48, 96)]),
+        ("taylor: MAPE below the weekly seasonal naive at every step 1-48",
+         [(("taylor", h), "mape", "seasonal_naive", 1.0) for h in range(1, 49)]),
+        ("greensboro_temp: MAE at least 20% below persistence at step 1", [(("greensboro_temp", 1), "mae", "persistence", 0.8)]),
+        ("greensboro_temp: MAE below the 24-hour seasonal naive at step 24",
+         [(("greensboro_temp", 24), "mae", "seasonal_naive", 1.0)]),
+        ("msft: MAE at most the random walk's at steps 1 and 5", [(("msft", h), "mae", "persistence", 1.0) for h in (1, 5)]),
+        ("below SNARIMAX on every dataset and horizon (MSE for ETT, MAE elsewhere)",
+         [((d, h), "mse" if d.startswith("etth") else "mae", "snarimax", 1.0)
+          for d, h, m in at if m == "forecaster"]),
+        ("online below frozen_offline on the second half (MSE for ETT, MAE elsewhere)",
+         [((d, h), "mse_second_half" if d.startswith("etth") else "mae_second_half", "frozen_offline", 1.0)
+          for d, h, m in at if m == "forecaster"]),
+    ]
+    result = [_compare(name, pairs, at) for name, pairs in checks]
+    taylor = at.get(("taylor", "1-48", "forecaster"))
+    result.append(("taylor: mean MAPE over steps 1-48 at most 1.8%", None if taylor is None else taylor["mape"] <= 1.8,
+                   "" if taylor is None else f"{taylor['mape']:.3f}%"))
+    coverage = [r["coverage80"] for r in rows if r["method"] == "forecaster" and r["coverage80"] is not None]
+    result.append(("80% intervals cover 75% to 85% of actuals, every forecaster row",
+                   all(0.75 <= c <= 0.85 for c in coverage) if coverage else None,
+                   f"{min(coverage):.3f} to {max(coverage):.3f}" if coverage else ""))
+    return result
+
+
+def _compare(name: str, pairs, at: dict) -> tuple[str, bool | None, str]:
+    """Whether the forecaster's metric is below `factor` x the other method's at every (dataset, horizon) given."""
+    found = [(key, metric, other, factor) for key, metric, other, factor in pairs
+             if (*key, "forecaster") in at and (*key, other) in at]
+    if not found:
+        return name, None, ""
+    misses = [f"{key[0]} {key[1]}: {at[(*key, 'forecaster')][metric]:.4g} vs {at[(*key, other)][metric]:.4g}"
+              for key, metric, other, factor in found
+              if not at[(*key, "forecaster")][metric] < factor * at[(*key, other)][metric]]
+    return name, not misses, f"missed at {len(misses)} of {len(found)}: " + "; ".join(misses[:4]) if misses else f"all {len(found)}"
+
+
+def ablations(rows: list[dict]) -> list[str]:
+    """How each ablation's headline error (MSE for ETT, MAE elsewhere) compares with the forecaster's, on the summary horizons."""
+    at = {(r["dataset"], r["horizon"], r["method"]): r for r in rows}
+    lines = []
+    for (dataset, horizon, method), row in at.items():
+        mine = at.get((dataset, horizon, "forecaster"))
+        if method in ("forecaster", "persistence", "seasonal_naive", "ets", "snarimax") or mine is None:
+            continue
+        if horizon not in summary_horizons(protocol_of(dataset)):
+            continue
+        metric = "mse" if dataset.startswith("etth") else "mae"
+        lines.append(f"{dataset} {horizon}: {method} {metric} {row[metric]:.4g} vs forecaster {mine[metric]:.4g} "
+                     f"({100 * (row[metric] / mine[metric] - 1):+.1f}%)")
+    return lines
+
+
+def summary_horizons(protocol: Protocol) -> list:
+    """The rows that sum a protocol up: those averaging several steps, or every row where none does (msft)."""
+    several = [label for label, steps in protocol.horizons if len(steps) > 1]
+    return several or [label for label, _ in protocol.horizons]
+
+
 def markdown(rows: list[dict]) -> str:
     """One table per dataset: its headline metrics by horizon (rows) and method (columns)."""
     parts = []
@@ -613,6 +677,14 @@ def markdown(rows: list[dict]) -> str:
             parts.append(f"| {label} | " + " | ".join(_cell(cell.get((label, m)), protocol.headline) for m in methods) + " |")
         parts.append("")
     return "\n".join(parts)
+
+
+def report(rows: list[dict]) -> list[str]:
+    """The targets, met or missed, and the ablations, as Markdown list items."""
+    marks = {True: "met", False: "MISSED", None: "not run"}
+    lines = ["Targets (the online forecaster):"]
+    lines += [f"- {marks[met]}: {name}{f' ({numbers})' if numbers else ''}" for name, met, numbers in targets(rows)]
+    return lines + ["", "Ablations (relative to the forecaster):"] + [f"- {line}" for line in ablations(rows)]
 
 
 def _cell(row: dict | None, metrics: tuple[str, ...]) -> str:
@@ -661,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
     print(markdown(rows))
+    print("\n".join(report(rows)))
     print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
 

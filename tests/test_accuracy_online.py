@@ -109,3 +109,23 @@ def test_a_validation_protocol_sees_only_rows_before_the_test_part():
     assert len(stream) == int(0.25 * 17420)
     assert accuracy.split(protocol, len(stream))[0] == int(0.2 * 17420)
     np.testing.assert_array_equal(stream.y, accuracy.load_stream("etth2").y[:len(stream)])
+
+
+def row(dataset, horizon, method, **metrics):
+    return {"dataset": dataset, "horizon": horizon, "method": method, "coverage80": None, **metrics}
+
+
+def test_the_report_marks_a_target_missed_where_the_forecaster_is_not_below_the_baseline():
+    rows = [row("etth2", h, "persistence", mse=1.0) for h in (24, 48, 96)]
+    rows += [row("etth2", h, "forecaster", mse=0.9 if h < 96 else 1.0, coverage80=0.8) for h in (24, 48, 96)]
+    verdicts = {name: (met, numbers) for name, met, numbers in accuracy.targets(rows)}
+    met, numbers = verdicts["etth2: MSE below persistence at 24, 48, 96"]
+    assert met is False and numbers == "missed at 1 of 3: etth2 96: 1 vs 1"
+    assert verdicts["80% intervals cover 75% to 85% of actuals, every forecaster row"][0] is True
+    assert verdicts["taylor: mean MAPE over steps 1-48 at most 1.8%"][0] is None  # taylor was not run
+
+
+def test_ablations_compare_each_variant_with_the_forecaster_on_the_summary_horizons():
+    rows = [row("greensboro_temp", h, m, mae=mae) for h in (1, "1-24")
+            for m, mae in (("forecaster", 2.0), ("forecaster_no_resync", 2.2), ("persistence", 4.0))]
+    assert accuracy.ablations(rows) == ["greensboro_temp 1-24: forecaster_no_resync mae 2.2 vs forecaster 2 (+10.0%)"]
