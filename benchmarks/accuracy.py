@@ -434,7 +434,9 @@ def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None
     )
 
 
-VARIANTS = ("frozen_offline", "online", "online_no_resync", "online_gru", "online_lstm")
+# the benchmark's method names for forecaster_method's variants
+VARIANT_OF = {"frozen_offline": "frozen_offline", "forecaster": "online", "forecaster_no_resync": "online_no_resync",
+              "forecaster_gru": "online_gru", "forecaster_lstm": "online_lstm"}
 
 
 def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | None = None,
@@ -447,8 +449,8 @@ def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | 
     without re-synchronising the states; "online_gru" and "online_lstm" retrain a network
     of that cell, pretrained the same way. `rounds_factor` spaces rounds further apart.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown forecaster variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    if variant not in VARIANT_OF.values():
+        raise ValueError(f"unknown forecaster variant {variant!r}; expected one of {', '.join(VARIANT_OF.values())}")
     protocol, stream = protocol_of(dataset), load_stream(dataset)
     cell = variant.removeprefix("online_") if variant in ("online_gru", "online_lstm") else None
     online_ = variant != "frozen_offline"
@@ -504,8 +506,8 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
         return baselines.ETS(ets["period"], ets["window"], ets["refit_every"] * settings.refit_factor)
     if name == "snarimax":
         return baselines.Snarimax(**protocol.snarimax)
-    if name in ("frozen_offline", "forecaster", "forecaster_no_resync", "forecaster_gru", "forecaster_lstm"):
-        variant = {"frozen_offline": "frozen_offline", "forecaster": "online"}.get(name, name.replace("forecaster", "online"))
+    if name in VARIANT_OF:
+        variant = VARIANT_OF[name]
         if variant.removeprefix("online_") == protocol.network.cell:
             raise NotImplementedError(f"{protocol.name}'s forecaster is the {protocol.network.cell} already")
         return forecaster_method(protocol.name, protocol.horizon, variant, steps=settings.steps,
