@@ -362,10 +362,12 @@ class EngineMethod:
         forecasts, rejected = self.engine.step(observations(rows, self.covariates, lags))
         if rejected:
             raise ValueError(f"{self.name}: the engine refused {len(rejected)} rows, first: {rejected[0]}")
+        outer = None if not forecasts.quantiles else np.stack([forecasts.quantiles[min(forecasts.quantiles)],
+                                                                forecasts.quantiles[max(forecasts.quantiles)]], axis=1)
         for i, (key, values) in enumerate(zip(forecasts.keys, forecasts.values)):
             self._latest[self._index[key]] = values
-            if forecasts.quantiles is not None:
-                self._bounds[self._index[key]] = forecasts.quantiles[i, [0, -1]]
+            if outer is not None:
+                self._bounds[self._index[key]] = outer[i]  # (2, horizon): lowest and highest level
 
     def forecast(self, horizon: int) -> np.ndarray:
         if self.engine.model.spec.quantiles:
