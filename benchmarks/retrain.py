@@ -46,34 +46,35 @@ SERIES = 10_000
 T0 = 1_600_000_000.0
 
 
-def pipeline() -> Pipeline:
+def pipeline(series: int = SERIES) -> Pipeline:
     return Pipeline(
         name="bench", input_topic="in", output_topic="out", dead_letter_topic="dead",
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=("a", "b", "c")),
-        cadence="1h", horizon=24, calendar=Calendar(), emit="latest_per_series", spill="none", max_series=SERIES,
+        cadence="1h", horizon=24, calendar=Calendar(), emit="latest_per_series", spill="none", max_series=series,
         model=ModelConfig(cell="gru", hidden_size=64, num_layers=2, dropout=0.1, residual=True),
         training=Training(window=96, chunk=24, batch_size=32, steps=10_000, warmup_steps=5),
         retraining=Retraining(enabled=True, buffer=160, holdout=24, steps=10_000, max_series=2048, resync_steps=64),
     )
 
 
-KEYS = tuple(f"s{i}" for i in range(SERIES))
-
-
 class Feed:
     """Random walks with 3 covariates, one record of every series per hour."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, series: int, seed: int = 0):
+        self.keys = tuple(f"s{i}" for i in range(series))
         self.rng = np.random.default_rng(seed)
-        self.level = np.zeros((SERIES, 4))
+        self.level = np.zeros((series, 4))
         self.hour = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
     def next(self) -> Observations:
         self.level += self.rng.standard_normal(self.level.shape)
         self.hour += 1
-        times = np.full(SERIES, T0 + 3600.0 * self.hour)
-        return Observations(keys=KEYS, times=times, local_times=times, values=self.level.copy(),
-                            positions=np.arange(SERIES))
+        times = np.full(len(self), T0 + 3600.0 * self.hour)
+        return Observations(keys=self.keys, times=times, local_times=times, values=self.level.copy(),
+                            positions=np.arange(len(self)))
 
 
 def filled_engine(the_pipeline: Pipeline, feed: Feed, steps: int) -> Engine:
@@ -89,7 +90,7 @@ def step_rate(engine: Engine, feed: Feed, seconds: float) -> float:
     done, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         engine.step(feed.next())
-        done += SERIES
+        done += len(feed)
     return done / (time.perf_counter() - began)
 
 
@@ -144,19 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(quick: bool, log=print) -> dict:
-    the_pipeline = pipeline()
-    log(f"retrain: filling {SERIES:,} series' buffers ({the_pipeline.retraining.buffer} steps each)")
-    feed = Feed()
+def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float | None = None) -> dict:
+    the_pipeline = pipeline(series)
+    log(f"retrain: filling {series:,} series' buffers ({the_pipeline.retraining.buffer} steps each)")
+    feed = Feed(series)
     engine = filled_engine(the_pipeline, feed, the_pipeline.retraining.buffer)
     log("retrain: TBPTT optimisation steps alone")
     windows_per_s = tbptt_rate(the_pipeline, engine, 5 if quick else 20)
     log("retrain: engine steps alone and while a round trains, alternating")
-    ratio = inference_ratio(the_pipeline, engine, feed, rounds=2 if quick else 4, seconds=3.0 if quick else 6.0)
+    ratio = inference_ratio(the_pipeline, engine, feed, rounds=2 if quick else 4,
+                            seconds=phase_seconds or (3.0 if quick else 6.0))
     began = time.perf_counter()
     engine.install(seeded_model(the_pipeline), 1, the_pipeline.retraining.resync_steps)
     resync_seconds = time.perf_counter() - began
-    return {"cell": "gru", "n_series": SERIES, "device": "cpu", "torch_threads": torch.get_num_threads(),
+    return {"cell": "gru", "n_series": series, "device": "cpu", "torch_threads": torch.get_num_threads(),
             "window": the_pipeline.training.window, "chunk": the_pipeline.training.chunk,
             "batch_size": the_pipeline.training.batch_size,
             "tbptt_windows_per_s": round(windows_per_s, 1), **{k: round(v, 3) for k, v in ratio.items()},

@@ -38,7 +38,9 @@ latency  A producer in another process (kafka-python, linger_ms 5: batching, as 
          forecast: the daemon, after decode, step and encode). The acknowledgement of the forecast
          (a few ms with linger_ms 5) is therefore not included. tansu ignores LogAppendTime, so
          broker time cannot be used.
-retrain  Not measured: the daemon does not retrain yet (a later issue adds it).
+retrain  benchmarks/retrain.py's figures (see its docstring): TBPTT windows trained per second by a
+         retraining round alone, and the engine's steps/s while a round trains in the daemon's
+         background thread over its steps/s alone (rounds alternate), at 10,000 GRU series.
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from forecaster import config as config_module, datasets  # noqa: E402
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat  # noqa: E402
 from forecaster.engine import Engine, seeded_model  # noqa: E402
 from forecaster.records import Observations  # noqa: E402
+import retrain  # noqa: E402  (benchmarks/retrain.py)
 
 CELLS = ("gru", "lstm")
 SIZES = (100, 10_000, 100_000, 1_000_000)
@@ -81,14 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)")
-    parser.add_argument("--sections", default="engine,daemon,latency", metavar="LIST",
-                        help="comma-separated subset of engine,daemon,latency (memory comes with engine; default: all)")
+    parser.add_argument("--sections", default="engine,daemon,latency,retrain", metavar="LIST",
+                        help="comma-separated subset of engine,daemon,latency,retrain (memory comes with engine; default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
-    unknown = sections - {"engine", "daemon", "latency"}
+    unknown = sections - {"engine", "daemon", "latency", "retrain"}
     if unknown:
-        parser.error(f"--sections: expected names among engine, daemon, latency, got {', '.join(sorted(unknown))}")
+        parser.error(f"--sections: expected names among engine, daemon, latency, retrain, got {', '.join(sorted(unknown))}")
     result = {"machine": machine(), "command": " ".join(["python benchmarks/throughput.py", *(argv or sys.argv[1:])]),
               "quick": args.quick}
     if "engine" in sections:
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print_engine(result["engine"], result["memory"])
     if sections & {"daemon", "latency"}:
         result.update(kafka_sections(args.quick, sections))
-    result["retrain"] = "not measured: the daemon does not retrain yet (a later issue adds retraining)"
+    if "retrain" in sections:
+        result["retrain"] = retrain.measure(args.quick)
+        retrain.print_table(result["retrain"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

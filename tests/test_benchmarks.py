@@ -20,9 +20,16 @@ def test_help_names_the_quick_run(capsys):
 
 def test_an_unknown_section_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        throughput.main(["--sections", "engine,retrain"])
+        throughput.main(["--sections", "engine,gpu"])
     assert exit_.value.code == 2
-    assert "got retrain" in capsys.readouterr().err
+    assert "got gpu" in capsys.readouterr().err
+
+
+def test_the_retrain_section_reports_training_speed_and_what_a_round_costs_the_forecasts():
+    result = throughput.retrain.measure(quick=True, log=lambda line: None, series=300, phase_seconds=0.5)
+    assert result["n_series"] == 300
+    assert result["tbptt_windows_per_s"] > 0 and result["inference_ratio_while_training"] > 0
+    assert result["steps_per_s_alone"] > 0 and result["resync_seconds"] > 0
 
 
 def test_engine_rows_for_every_cell_and_size_and_memory_at_the_largest(monkeypatch):
