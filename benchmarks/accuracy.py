@@ -32,7 +32,8 @@ with `train.fit` on the leading part only (first 20% for ETT, first half otherwi
 - forecaster: the daemon's online model. The engine runs with retraining on and, after
   every `Network.every` rows past the leading part, runs one round exactly as the daemon
   does (`online.collect` the window buffers, `online.challenge` the serving weights,
-  `engine.install` the challenger with state re-sync if it won), synchronously, so the
+  `engine.adopt` the outcome: the challenger with state re-sync if it won, and the
+  conformal calibration of the 80% interval on the held-out steps), synchronously, so the
   run is deterministic. The buffers hold only rows already learnt: no training target is
   later than the newest row (tests/test_accuracy_online.py alters the rows after an
   origin and checks that no forecast up to it changes).
@@ -379,9 +380,9 @@ class OnlineMethod(EngineMethod):
     """The engine retraining as the daemon does, in stream order and synchronously.
 
     After every `every` rows past `start` (the pretrained part), a round runs exactly as
-    `app.PipelineWorker._start_round/_conclude/_promote` run it: `online.collect` the
-    buffers, `online.challenge` the serving weights, and `engine.install` the challenger
-    if it won. The buffers hold only rows already learnt, so no training target is later
+    `app.PipelineWorker._start_round/_conclude/_adopt` run it: `online.collect` the
+    buffers, `online.challenge` the serving weights, and `engine.adopt` the outcome (the
+    challenger if it won, and the interval calibration). The buffers hold only rows already learnt, so no training target is later
     than the newest row; the daemon runs the round in the background and installs it a
     few batches later, this installs it before the next row.
     """
@@ -410,9 +411,8 @@ class OnlineMethod(EngineMethod):
             return
         self.rounds += 1
         outcome = online.challenge(engine.model, windows, pipeline, self.rounds)
-        if outcome.promoted:
-            engine.install(outcome.challenger, engine.model_version + 1, settings.resync_steps)
-            self.promotions += 1
+        engine.adopt(outcome, settings.resync_steps)  # the winner, and the calibration of the intervals
+        self.promotions += outcome.promoted
 
 
 def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None = None, *,

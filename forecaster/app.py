@@ -253,13 +253,15 @@ class PipelineWorker:
         log.info("pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
                  name, finished.round, verdict, finished.seconds, outcome.challenger_loss, outcome.champion_loss,
                  self.engine.model_version)
-        if outcome.promoted:
-            self._promote(outcome)
+        self._adopt(outcome)
         m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it
 
-    def _promote(self, outcome: online.Outcome) -> None:
+    def _adopt(self, outcome: online.Outcome) -> None:
+        """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
-        self.engine.install(outcome.challenger, self.engine.model_version + 1, self.pipeline.retraining.resync_steps)
+        self.engine.adopt(outcome, self.pipeline.retraining.resync_steps)
+        if not outcome.promoted:
+            return
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)

@@ -19,7 +19,7 @@ import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from .records import Observations, Rejected
 from .skill import Coverage, LastInterval, Skill
 from .spill import DiskSpill, MemorySpill, Spill
 from .state import REFUSED, StateStore
+
+if TYPE_CHECKING:  # online.py imports train.py, which imports this module
+    from .online import Outcome
 
 
 def model_spec(pipeline: Pipeline) -> ModelSpec:
@@ -174,10 +177,22 @@ class Engine:
         if pipeline.retraining.enabled:
             self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
             self.store.attach("buffer", self.buffer)
+        self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
         self.intervals: LastInterval | None = None
         if model.spec.quantiles:
             self.intervals = LastInterval()
             self.store.attach("interval", self.intervals)
+
+    def adopt(self, outcome: Outcome, resync_steps: int = 0) -> None:
+        """Serve what a retraining round concluded: its challenger if it won, as the next version, and
+        the interval calibration measured on the held-out steps for whichever model serves."""
+        if outcome.promoted:
+            self.install(outcome.challenger, self.model_version + 1, resync_steps)
+        self.calibrate(outcome.widening)
+
+    def calibrate(self, widening: torch.Tensor | None) -> None:
+        """Move the outermost quantiles out by `widening` (horizon,) scales from now on (None: as the head says)."""
+        self.widening = None if widening is None else widening.to(self.device, self.store.dtype)
 
     def install(self, model: Forecaster, version: int, resync_steps: int = 0) -> None:
         """Serve `model` from the next batch on, as `version`; with `resync_steps`, recompute every state under it.
@@ -199,6 +214,7 @@ class Engine:
             "model": {"spec": dataclasses.asdict(self.model.spec), "version": self.model_version,
                       "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
             "store": self.store.snapshot(),
+            "widening": None if self.widening is None else self.widening.cpu(),
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -209,6 +225,7 @@ class Engine:
         self.model.load_state_dict(snapshot["model"]["state_dict"])
         self.model_version = int(snapshot["model"]["version"])
         self.store.restore(snapshot["store"])
+        self.calibrate(snapshot.get("widening"))
 
     @torch.no_grad()
     def step(self, observations: Observations) -> tuple[Forecasts, list[Rejected]]:
@@ -271,6 +288,10 @@ class Engine:
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
         self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
+        if self.widening is not None:  # conformal calibration of the outermost quantiles
+            horizon = self.pipeline.horizon
+            out[:, horizon:2 * horizon].sub_(self.widening)
+            out[:, -horizon:].add_(self.widening)
         self.store.scatter(slots, state, moments)
         std = scaling.std(moments)[:, :1]
         out.mul_(std)

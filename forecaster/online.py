@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ from . import buffer as buffers
 from . import train
 from .buffer import WindowBuffer
 from .config import Pipeline
-from .model import Forecaster
+from .model import Forecaster, split_head
 from .resync import replay
 
 class NotEnoughData(ValueError):
@@ -56,6 +57,15 @@ class Outcome:
     challenger_loss: float
     training_loss: float    # mean over the round's last optimisation steps
     series: int             # series whose windows were trained on
+    # With quantiles: per horizon step, how far the outermost quantiles must move out (in units
+    # of the series' scale) for their interval to cover its nominal share of the held-out targets.
+    champion_widening: Tensor | None = None
+    challenger_widening: Tensor | None = None
+
+    @property
+    def widening(self) -> Tensor | None:
+        """The calibration of whichever model serves after this round."""
+        return self.challenger_widening if self.promoted else self.champion_widening
 
 
 def collect(buffer: WindowBuffer, slots: np.ndarray, horizon: int, max_series: int) -> Windows:
@@ -94,12 +104,40 @@ def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
 
     Each window is replayed from a zero state, so the older steps warm the state up.
     """
+    return heldout_scores(model, windows, holdout)[0]
+
+
+def heldout_scores(model: Forecaster, windows: Windows, holdout: int) -> tuple[float, Tensor | None]:
+    """`heldout_loss`, and with quantiles the widening of the outermost interval per horizon step.
+
+    The widening is conformalized quantile regression (Romano et al., 2019) on the held-out
+    targets: the score of a target is how far it falls outside [lowest, highest quantile]
+    (negative inside), and the widening is the score's empirical quantile at the interval's
+    nominal coverage, so the widened interval covers that share of held-out targets.
+    """
     device = next(model.parameters()).device
     heads, _ = replay(model, windows.inputs.to(device), windows.valid.to(device))
+    heads = heads.cpu()
     W, horizon = windows.targets.shape[1:]
     target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
     mask = windows.mask & (target_step >= W - holdout)
-    return float(train.forecast_loss(heads.cpu(), windows.targets, mask, model.spec.quantiles))
+    loss = float(train.forecast_loss(heads, windows.targets, mask, model.spec.quantiles))
+    levels = model.spec.quantiles
+    if len(levels) < 2:
+        return loss, None
+    _, quantiles = split_head(heads, horizon)                                      # (n, W, Q, horizon)
+    scores = torch.maximum(quantiles[..., 0, :] - windows.targets, windows.targets - quantiles[..., -1, :])
+    return loss, conformal_widening(scores, mask, levels[-1] - levels[0])
+
+
+def conformal_widening(scores: Tensor, mask: Tensor, coverage: float) -> Tensor:
+    """Per horizon step (last dim), the ceil((m + 1) * coverage)-th smallest of its m scores; 0 without any."""
+    widening = torch.zeros(scores.shape[-1])
+    for h in range(scores.shape[-1]):
+        held = scores[..., h][mask[..., h]].sort().values
+        if len(held):
+            widening[h] = held[min(len(held) - 1, math.ceil((len(held) + 1) * coverage) - 1)]
+    return widening
 
 
 def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_: int,
@@ -116,10 +154,11 @@ def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_
     series = training_series(windows, retraining.holdout, training.window)
     challenger = copy.deepcopy(champion)
     losses = train.fit(challenger, series, training, device=device, progress=progress)
-    champion_loss = heldout_loss(champion, windows, retraining.holdout)
-    challenger_loss = heldout_loss(challenger, windows, retraining.holdout)
+    champion_loss, champion_widening = heldout_scores(champion, windows, retraining.holdout)
+    challenger_loss, challenger_widening = heldout_scores(challenger, windows, retraining.holdout)
     tail = losses[-max(1, len(losses) // 5):]
     return Outcome(challenger=challenger.cpu().eval(),
                    promoted=challenger_loss < champion_loss * (1 - retraining.min_improvement),
                    champion_loss=champion_loss, challenger_loss=challenger_loss,
-                   training_loss=float(np.mean(tail)), series=len(series))
+                   training_loss=float(np.mean(tail)), series=len(series),
+                   champion_widening=champion_widening, challenger_widening=challenger_widening)

@@ -243,3 +243,61 @@ def test_coverage_counts_actuals_inside_the_outer_interval_issued_a_step_before(
     engine.step(observations(["a", "b"], [T0 + 3600] * 2, [inside, outside]))
 
     assert engine.coverage.value == 0.5 and engine.coverage.inside.count == 2
+
+
+# -- calibrating the intervals ---------------------------------------------------------------------
+
+
+def test_the_conformal_widening_covers_the_nominal_share_of_held_out_targets():
+    scores = torch.arange(1.0, 101.0)[:, None]  # 100 held-out scores at one horizon step: 1..100
+    mask = torch.ones_like(scores, dtype=torch.bool)
+
+    widening = online.conformal_widening(scores, mask, coverage=0.8)
+
+    assert widening.tolist() == [81.0]  # the ceil(101 * 0.8) = 81st smallest: 81 of 100 scores <= it
+    assert online.conformal_widening(scores, torch.zeros_like(mask), 0.8).tolist() == [0.0]
+
+
+def test_a_round_measures_the_widening_each_model_needs_and_the_engine_serves_it():
+    pipeline = retraining_pipeline(quantiles=(0.1, 0.5, 0.9))
+    engine = stepped(pipeline, sines(), batch=8)
+    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=100)
+    outcome = online.challenge(engine.model, windows, pipeline, round_=1)
+    before, _ = engine.step(observations(["s0"], [T0 + 3600 * 120], [12.0]))
+
+    engine.adopt(outcome, pipeline.retraining.resync_steps)
+    after, _ = engine.step(observations(["s0"], [T0 + 3600 * 121], [12.5]))
+
+    assert outcome.promoted and outcome.widening is outcome.challenger_widening
+    assert outcome.challenger_widening.shape == (pipeline.horizon,)
+    assert torch.equal(engine.widening, outcome.challenger_widening)
+    restored = Engine(pipeline, seeded_model(pipeline))
+    restored.restore(engine.snapshot())
+    assert torch.equal(restored.widening, engine.widening)
+
+
+def ordered_quantiles_model(pipeline):
+    """Seeded weights whose quantile heads are the point head shifted by -1, 0 and +1: they never cross."""
+    model, H = seeded_model(pipeline), pipeline.horizon
+    with torch.no_grad():
+        for k, shift in enumerate((-1.0, 0.0, 1.0), start=1):
+            model.readout.weight[k * H:(k + 1) * H] = model.readout.weight[:H]
+            model.readout.bias[k * H:(k + 1) * H] = model.readout.bias[:H] + shift
+    return model
+
+
+def test_widening_moves_only_the_outermost_quantiles_by_that_many_scales():
+    pipeline = make_pipeline(quantiles=(0.1, 0.5, 0.9))
+    plain, widened = Engine(pipeline, ordered_quantiles_model(pipeline)), Engine(pipeline, ordered_quantiles_model(pipeline))
+    widened.calibrate(torch.full((pipeline.horizon,), 0.5))
+    data = observations(*random_walks(n_series=3, length=6))
+
+    a, _ = plain.step(data)
+    b, _ = widened.step(data)
+
+    np.testing.assert_allclose(b.values, a.values)
+    np.testing.assert_allclose(b.quantiles[0.5], a.quantiles[0.5])
+    # unwidened, the interval is 2 scales wide (the heads' shifts of -1 and +1); widened, 0.5 more on each side
+    width = lambda f: f.quantiles[0.9] - f.quantiles[0.1]
+    assert (b.quantiles[0.1] < a.quantiles[0.1]).all() and (b.quantiles[0.9] > a.quantiles[0.9]).all()
+    np.testing.assert_allclose(width(b) / width(a), 1.5, rtol=1e-4)
