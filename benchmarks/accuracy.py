@@ -406,7 +406,7 @@ class OnlineMethod(EngineMethod):
         settings = pipeline.retraining
         windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, settings.max_series)
         try:
-            online.training_series(windows, settings.holdout, pipeline.training.window)
+            online.trainable(windows, settings.holdout, pipeline.training.window)
         except online.NotEnoughData:
             return
         self.rounds += 1

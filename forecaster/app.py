@@ -225,7 +225,7 @@ class PipelineWorker:
         settings, engine = self.pipeline.retraining, self.engine
         windows = online.collect(engine.buffer, engine.store.active, self.pipeline.horizon, settings.max_series)
         try:
-            online.training_series(windows, settings.holdout, self.pipeline.training.window)
+            online.trainable(windows, settings.holdout, self.pipeline.training.window)
         except online.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()

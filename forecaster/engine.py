@@ -173,6 +173,7 @@ class Engine:
         self.skill = Skill(pipeline.skill_window)
         self.coverage = Coverage(pipeline.skill_window)
         self._alpha = scaling.decay(pipeline.scaling.halflife)
+        self._fast: FastStep | None = None  # the inference step, made for the serving model on first use
         self.buffer: WindowBuffer | None = None
         if pipeline.retraining.enabled:
             self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
@@ -208,6 +209,7 @@ class Engine:
             slots = self.store.active
             self.store.state[:, torch.as_tensor(slots, device=self.device)] = resync.resync(
                 self.model, self.buffer, slots, resync_steps).to(self.store.dtype)
+
     def snapshot(self) -> dict:
         """Weights, version and every series' state: what a checkpoint needs to resume exactly."""
         return {
@@ -300,21 +302,17 @@ class Engine:
 
     def _fast_step(self) -> FastStep:
         """The model's inference step (fast.py), made on first use; it follows the model's weights."""
-        fast = getattr(self, "_fast", None)
-        if fast is None or fast.model is not self.model:
-            fast = self._fast = FastStep(self.model)
-        return fast
+        if self._fast is None or self._fast.model is not self.model:
+            self._fast = FastStep(self.model)
+        return self._fast
 
     def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
         """Score last step's one-step forecasts, then keep this batch's newest per series."""
         if len(slots) == 0:  # every record of the batch was rejected or refused
             return
-        previous_forecast = np.r_[np.nan, one_step[:-1]]
-        previous_actual = np.r_[np.nan, actual[:-1]]
         first = the_plan.first
-        previous_forecast[first] = self.store.last_forecast[slots[first]]
-        previous_actual[first] = self.store.last_value[slots[first]]
-        self.skill.add(actual, previous_forecast, previous_actual)
+        self.skill.add(actual, _previous(one_step, first, self.store.last_forecast[slots[first]]),
+                       _previous(actual, first, self.store.last_value[slots[first]]))
         last = the_plan.last
         self.store.last_time[slots[last]] = times[last]
         self.store.last_value[slots[last]] = actual[last]
@@ -324,8 +322,7 @@ class Engine:
         """Score each series' previous one-step interval against its actual, then keep this batch's newest."""
         if len(slots) == 0:
             return
-        previous = np.r_[np.full((1, 2), np.nan), bounds[:-1]]
-        previous[the_plan.first] = self.intervals.bounds[slots[the_plan.first]]
+        previous = _previous(bounds, the_plan.first, self.intervals.bounds[slots[the_plan.first]])
         self.coverage.add(actual, previous[:, 0], previous[:, 1])
         self.intervals.bounds[slots[the_plan.last]] = bounds[the_plan.last]
 
@@ -353,6 +350,14 @@ class Engine:
             model_version=self.model_version,
             quantiles=None if quantiles is None else dict(zip(self.model.spec.quantiles, quantiles.transpose(1, 0, 2))),
         )
+
+
+def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:
+    """Each row's value one step earlier in its series: the row before it, or at a series' first row
+    in the batch (`first`), what the store `remembered` from earlier batches. Rows are in (series, time) order."""
+    previous = np.concatenate([np.full((1, *values.shape[1:]), np.nan), values[:-1]])
+    previous[first] = remembered
+    return previous
 
 
 def _take(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:

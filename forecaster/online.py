@@ -79,23 +79,26 @@ def collect(buffer: WindowBuffer, slots: np.ndarray, horizon: int, max_series: i
     return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu())
 
 
-def training_series(windows: Windows, holdout: int, window: int) -> list[train.Series]:
-    """Each window's valid steps as a `train.Series`, every target inside the newest `holdout` steps masked.
+def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
+    """The windows with at least `window` steps before the newest `holdout`; NotEnoughData if none has."""
+    steps = windows.valid.sum(dim=1)
+    chosen = torch.nonzero(steps - holdout >= window).flatten().tolist()
+    if not chosen:
+        longest = int(steps.max()) if len(windows) else 0
+        raise NotEnoughData(f"no series has {window + holdout} buffered steps yet (training.window {window} "
+                            f"+ retraining.holdout {holdout}); the longest has {longest}")
+    return chosen
 
-    Only series with at least `window` steps before the holdout can give a training window.
-    """
+
+def training_series(windows: Windows, holdout: int, window: int) -> list[train.Series]:
+    """Each `trainable` window's valid steps as a `train.Series`, every target inside the newest `holdout` steps masked."""
     W = windows.inputs.shape[1]
-    first = W - windows.valid.sum(dim=1)  # (n,) index of each window's oldest valid step
     series = []
-    for i in torch.nonzero(W - holdout - first >= window).flatten().tolist():
-        a = int(first[i])
+    for i in trainable(windows, holdout, window):
+        a = W - int(windows.valid[i].sum())  # the window's oldest valid step
         whole = train.Series(key=str(i), inputs=windows.inputs[i, a:], targets=windows.targets[i, a:],
                              mask=windows.mask[i, a:], actual=windows.actual[i, a:], std=windows.scale[i, a:])
         series.append(train.head(whole, W - holdout - a))
-    if not series:
-        longest = int(windows.valid.sum(dim=1).max()) if len(windows) else 0
-        raise NotEnoughData(f"no series has {window + holdout} buffered steps yet (training.window {window} "
-                            f"+ retraining.holdout {holdout}); the longest has {longest}")
     return series
 
 

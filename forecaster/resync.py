@@ -20,19 +20,28 @@ _RESYNC_ROWS = 16384
 
 
 @torch.no_grad()
-def replay(model: Forecaster, inputs: Tensor, valid: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Step n series through their windows (n, W, input_size) at once: heads (n, W, outputs) and final state.
+def replay(model: Forecaster, inputs: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Step n series through their windows (n, W, input_size) from a zero state: heads (n, W, outputs), final state.
 
-    A series' state stays as it was (zero, by default) through its invalid leading steps.
+    `valid` (n, W) marks each window's steps; they come last, as `WindowBuffer.read` gives them.
+    A series is stepped from its first valid step only (its state stays zero before, its heads
+    there are zero), with the engine's fused inference step (fast.py): eval mode, equal to
+    `model.step` then `model.head` to float rounding.
     """
-    model.eval()
-    state = model.initial_state(inputs.shape[0], device=inputs.device) if state is None else state
-    heads = []
-    for t in range(inputs.shape[1]):
-        out, stepped = model.step(inputs[:, t], state)
-        state = torch.where(valid[None, :, t, None], stepped, state)
-        heads.append(model.head(out))
-    return torch.stack(heads, dim=1), state
+    fast = FastStep(model)
+    n, W = valid.shape
+    first = W - valid.sum(dim=1)  # each row's oldest valid step
+    state = model.initial_state(n, device=inputs.device)
+    heads = inputs.new_zeros(n, W, model.spec.outputs)
+    for t in range(W):
+        rows = torch.nonzero(first <= t).flatten()
+        if len(rows) == n:
+            fast.step_(inputs[:, t], state, out=heads[:, t])
+        elif len(rows):
+            stepped = state[:, rows]
+            heads[rows, t] = fast.step_(inputs[rows, t], stepped)
+            state[:, rows] = stepped
+    return heads, state
 
 
 @torch.no_grad()
@@ -40,26 +49,12 @@ def resync(model: Forecaster, buffer: WindowBuffer, slots: np.ndarray, steps: in
     """States (layers, n, width) of `slots` recomputed under `model` from their newest `steps` buffered steps.
 
     Each series starts from a zero state, as it did when it was new; a series with fewer
-    buffered steps replays all it has. This is `replay`'s final state, stepped with the
-    engine's fused inference step (fast.py), as a promotion pauses the forecasts meanwhile.
+    buffered steps replays all it has.
     """
-    fast = FastStep(model)
     states = []
     for a in range(0, len(slots), _RESYNC_ROWS):
-        piece = torch.as_tensor(slots[a:a + _RESYNC_ROWS], device=buffer.device)
-        inputs, _, _, valid = buffer.read(piece)
-        inputs, valid = inputs[:, -steps:], valid[:, -steps:]
-        first = valid.shape[1] - valid.sum(dim=1)  # each row's oldest valid step: valid steps come last
-        state = model.initial_state(len(piece), device=buffer.device)
-        for t in range(inputs.shape[1]):
-            rows = torch.nonzero(first <= t).flatten()
-            if len(rows) == len(piece):
-                fast.step_(inputs[:, t], state)
-            elif len(rows):
-                stepped = state[:, rows]
-                fast.step_(inputs[rows, t], stepped)
-                state[:, rows] = stepped
-        states.append(state)
+        inputs, _, _, valid = buffer.read(torch.as_tensor(slots[a:a + _RESYNC_ROWS], device=buffer.device))
+        states.append(replay(model, inputs[:, -steps:], valid[:, -steps:])[1])
     if not states:
         return model.initial_state(0, device=buffer.device)
     return torch.cat(states, dim=1)

@@ -75,3 +75,14 @@ def scrape(url: str) -> dict:
 
 def metrics_url(config) -> str:
     return f"http://{config.settings.metrics.host}:{config.settings.metrics.port}"
+
+
+def wait_for(check, timeout_s: float, what: str, every_s: float = 0.25):
+    """Poll `check()` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")

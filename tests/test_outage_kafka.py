@@ -16,22 +16,13 @@ from forecaster.app import Daemon
 from forecaster.io.broker import EmbeddedBroker, free_port
 from forecaster.replay import replay
 
-from kafka_support import deploy, metrics_url, read_topic
+from kafka_support import deploy, metrics_url, read_topic, wait_for
 from tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.kafka
 
 RECORDS = 2000
 OUTAGE_S = 30.0
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def readyz(config) -> int:
@@ -74,16 +65,16 @@ def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_pat
         replayer.start()
         produced = lambda: registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "power_load"}) or 0
         try:
-            wait_for(lambda: produced() >= 200, 60, "the first forecasts")
+            wait_for(lambda: produced() >= 200, 60, "the first forecasts", every_s=0.1)
             proxy.cut()
             cut_at = time.monotonic()
-            wait_for(lambda: readyz(config) == 503, OUTAGE_S, "/readyz to report not ready")
+            wait_for(lambda: readyz(config) == 503, OUTAGE_S, "/readyz to report not ready", every_s=0.1)
             assert registry.get_sample_value("forecaster_pipeline_up", {"pipeline": "power_load"}) == 0
             assert runner.is_alive() and produced() < RECORDS
             time.sleep(max(0.0, cut_at + OUTAGE_S - time.monotonic()))  # the outage lasts its 30 s
             proxy.restore()
             forecasts = read_topic(broker.bootstrap, pipeline.output_topic, RECORDS, timeout_s=120)
-            wait_for(lambda: readyz(config) == 200, 30, "/readyz to report ready again")
+            wait_for(lambda: readyz(config) == 200, 30, "/readyz to report ready again", every_s=0.1)
         finally:
             daemon.stop()
             runner.join(60)

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -12,7 +11,7 @@ from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Sink
 from forecaster.replay import messages
 
-from kafka_support import deploy, metrics_url, read_topic, scrape
+from kafka_support import deploy, metrics_url, read_topic, scrape, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -40,9 +39,7 @@ def test_the_daemon_retrains_on_buffered_real_data_and_serves_the_promoted_model
     runner.start()
     try:
         assert len(read_topic(broker.bootstrap, pipeline.output_topic, FIRST)) == FIRST
-        deadline = time.monotonic() + 240  # a round of 20 TBPTT steps, on a busy CI machine
-        while promotions(config) < 1 and time.monotonic() < deadline:
-            time.sleep(1)
+        wait_for(lambda: promotions(config) >= 1, 240, "a promotion", every_s=1.0)  # 20 TBPTT steps, on a busy CI machine
         samples = scrape(metrics_url(config) + "/metrics")
         labels = lambda **kw: frozenset({("pipeline", "power_load"), *kw.items()})
         assert samples[("forecaster_retrains_total", labels(outcome="promoted"))] >= 1

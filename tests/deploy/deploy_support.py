@@ -7,7 +7,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from forecaster import config as config_module
 from forecaster.metrics import Metrics
+from kafka_support import wait_for  # noqa: F401 - the deploy tests wait through it too
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -129,15 +129,6 @@ def load_config_with_env(monkeypatch, env: dict[str, str], path: Path = REPO / "
     return config_module.load(path)
 
 
-def wait_for(check, timeout_s: float, what: str, every_s: float = 0.25):
-    """Poll `check()` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 def http_get(url: str) -> tuple[int, bytes]:
