@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from forecaster import online, train  # noqa: E402
+from forecaster.app import resolve_device  # noqa: E402
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training  # noqa: E402
 from forecaster.engine import Engine, seeded_model  # noqa: E402
 from forecaster.records import Observations  # noqa: E402
@@ -77,9 +78,9 @@ class Feed:
                             positions=np.arange(len(self)))
 
 
-def filled_engine(the_pipeline: Pipeline, feed: Feed, steps: int) -> Engine:
+def filled_engine(the_pipeline: Pipeline, feed: Feed, steps: int, device: torch.device) -> Engine:
     """An engine whose every series has `steps` buffered steps."""
-    engine = Engine(the_pipeline, seeded_model(the_pipeline))
+    engine = Engine(the_pipeline, seeded_model(the_pipeline), device)
     for _ in range(steps):
         engine.step(feed.next())
     return engine
@@ -94,22 +95,23 @@ def step_rate(engine: Engine, feed: Feed, seconds: float) -> float:
     return done / (time.perf_counter() - began)
 
 
-def tbptt_rate(the_pipeline: Pipeline, engine: Engine, steps: int) -> float:
+def tbptt_rate(the_pipeline: Pipeline, engine: Engine, steps: int, device: torch.device) -> float:
     """Training windows per second of a round's optimisation steps (after one untimed step)."""
     windows = online.collect(engine.buffer, engine.store.active, the_pipeline.horizon, 2048)
     series = online.training_series(windows, the_pipeline.retraining.holdout, the_pipeline.training.window)
     model = seeded_model(the_pipeline)
-    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=1))
+    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=1), device=device)
     began = time.perf_counter()
-    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=steps))
+    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=steps), device=device)
     return steps * the_pipeline.training.batch_size / (time.perf_counter() - began)
 
 
-def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, rounds: int, seconds: float) -> dict:
+def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, rounds: int, seconds: float,
+                    device: torch.device) -> dict:
     """Alternating rounds of stepping alone and stepping while a round trains in the background."""
     alone, training = [], []
     stop = threading.Event()
-    trainer = Trainer(the_pipeline, "cpu", stop)
+    trainer = Trainer(the_pipeline, device, stop)
     windows = online.collect(engine.buffer, engine.store.active, the_pipeline.horizon, 2048)
     trainer.start(engine.model, windows)  # 10,000 steps: it trains for as long as the benchmark runs
     try:
@@ -135,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the engine and the round run (auto: CUDA when present)")
     parser.add_argument("--out", type=Path, default=RESULTS / "retrain.json")
     args = parser.parse_args(argv)
-    result = measure(args.quick, log=lambda line: print(line, file=sys.stderr))
+    result = measure(args.quick, log=lambda line: print(line, file=sys.stderr), device=resolve_device(args.device))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
@@ -145,20 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float | None = None) -> dict:
+def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float | None = None,
+            device: torch.device = torch.device("cpu")) -> dict:
     the_pipeline = pipeline(series)
-    log(f"retrain: filling {series:,} series' buffers ({the_pipeline.retraining.buffer} steps each)")
+    log(f"retrain: filling {series:,} series' buffers ({the_pipeline.retraining.buffer} steps each) on {device}")
     feed = Feed(series)
-    engine = filled_engine(the_pipeline, feed, the_pipeline.retraining.buffer)
+    engine = filled_engine(the_pipeline, feed, the_pipeline.retraining.buffer, device)
     log("retrain: TBPTT optimisation steps alone")
-    windows_per_s = tbptt_rate(the_pipeline, engine, 5 if quick else 20)
+    windows_per_s = tbptt_rate(the_pipeline, engine, 5 if quick else 20, device)
     log("retrain: engine steps alone and while a round trains, alternating")
     ratio = inference_ratio(the_pipeline, engine, feed, rounds=2 if quick else 4,
-                            seconds=phase_seconds or (3.0 if quick else 6.0))
+                            seconds=phase_seconds or (3.0 if quick else 6.0), device=device)
     began = time.perf_counter()
     engine.install(seeded_model(the_pipeline), 1, the_pipeline.retraining.resync_steps)
     resync_seconds = time.perf_counter() - began
-    return {"cell": "gru", "n_series": series, "device": "cpu", "torch_threads": torch.get_num_threads(),
+    return {"cell": "gru", "n_series": series, "device": device.type, "torch_threads": torch.get_num_threads(),
             "window": the_pipeline.training.window, "chunk": the_pipeline.training.chunk,
             "batch_size": the_pipeline.training.batch_size,
             "tbptt_windows_per_s": round(windows_per_s, 1), **{k: round(v, 3) for k, v in ratio.items()},

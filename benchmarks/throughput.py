@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from forecaster import config as config_module, datasets  # noqa: E402
+from forecaster.app import resolve_device  # noqa: E402
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat  # noqa: E402
 from forecaster.engine import Engine, seeded_model  # noqa: E402
 from forecaster.records import Observations  # noqa: E402
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)")
     parser.add_argument("--sections", default="engine,daemon,latency,retrain", metavar="LIST",
                         help="comma-separated subset of engine,daemon,latency,retrain (memory comes with engine; default: all)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the daemon and retraining sections run (auto: CUDA when present); "
+                             "the engine section always measures the CPU, and CUDA too when present")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     sections = set(args.sections.split(","))
     unknown = sections - {"engine", "daemon", "latency", "retrain"}
     if unknown:
@@ -99,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         result["engine"], result["memory"] = engine_section(args.quick)
         print_engine(result["engine"], result["memory"])
     if sections & {"daemon", "latency"}:
-        result.update(kafka_sections(args.quick, sections))
+        result.update(kafka_sections(args.quick, sections, device))
     if "retrain" in sections:
-        result["retrain"] = retrain.measure(args.quick)
+        result["retrain"] = retrain.measure(args.quick, device=device)
         retrain.print_table(result["retrain"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -289,12 +294,12 @@ def print_engine(rows: list[dict], memory: dict) -> None:
 # -- daemon and latency, through the embedded broker ------------------------------------------------
 
 
-def kafka_sections(quick: bool, sections: set[str]) -> dict:
+def kafka_sections(quick: bool, sections: set[str], device: torch.device) -> dict:
     from forecaster.io.broker import EmbeddedBroker
 
     values, out = etth1(), {}
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as folder:
-        bench = KafkaBench(broker.bootstrap, Path(folder), values)
+        bench = KafkaBench(broker.bootstrap, Path(folder), values, device)
         out["daemon"] = bench.throughput(series=2000, per_series=20, trials=2 if quick else 3)
         out["daemon_rows"] = out["daemon"].pop("rows")
         print_daemon(out["daemon_rows"])
@@ -322,8 +327,8 @@ def stream(values: np.ndarray, series: int, per_series: int) -> list[tuple[bytes
 class KafkaBench:
     """Topics, a config and the clients for the daemon, ceiling and latency runs on one broker."""
 
-    def __init__(self, bootstrap: str, folder: Path, values: np.ndarray, max_records: int = 2000):
-        self.bootstrap, self.folder, self.values = bootstrap, folder, values
+    def __init__(self, bootstrap: str, folder: Path, values: np.ndarray, device: torch.device, max_records: int = 2000):
+        self.bootstrap, self.folder, self.values, self.device = bootstrap, folder, values, device
         self.max_records = max_records  # per poll batch, as the daemon's default batching.max_records
         self.runs = 0
 
@@ -343,7 +348,7 @@ class KafkaBench:
         settings = {"kafka": {"bootstrap_servers": self.bootstrap, "group_id": name,
                               "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
                               "producer": {"acks": "all", "linger_ms": 5}},
-                    "device": "cpu", "metrics": {"host": "127.0.0.1", "port": free_port()}, "log_level": "WARNING",
+                    "device": self.device.type, "metrics": {"host": "127.0.0.1", "port": free_port()}, "log_level": "WARNING",
                     "state_dir": str(root / "state"), "pipelines": ["pipelines/bench.yaml"]}
         (root / "config.yaml").write_text(yaml.safe_dump(settings))
         config = config_module.load(root / "config.yaml")

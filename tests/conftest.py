@@ -1,6 +1,7 @@
 """Fixtures shared by every test package."""
 
 import pytest
+import torch
 
 from forecaster.io.broker import EmbeddedBroker
 
@@ -15,7 +16,7 @@ def broker():
 
 
 # The CPU always; CUDA too when present, so the same tests cover the GPU path there.
-DEVICES = ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else [])
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(params=DEVICES)

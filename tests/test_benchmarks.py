@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput  # noqa: E402
@@ -25,9 +26,9 @@ def test_an_unknown_section_is_a_usage_error(capsys):
     assert "got gpu" in capsys.readouterr().err
 
 
-def test_the_retrain_section_reports_training_speed_and_what_a_round_costs_the_forecasts():
-    result = throughput.retrain.measure(quick=True, log=lambda line: None, series=300, phase_seconds=0.5)
-    assert result["n_series"] == 300
+def test_the_retrain_section_reports_training_speed_and_what_a_round_costs_the_forecasts(device):
+    result = throughput.retrain.measure(quick=True, log=lambda line: None, series=300, phase_seconds=0.5, device=torch.device(device))
+    assert result["n_series"] == 300 and result["device"] == device
     assert result["tbptt_windows_per_s"] > 0 and result["inference_ratio_while_training"] > 0
     assert result["steps_per_s_alone"] > 0 and result["resync_seconds"] > 0
 
@@ -57,7 +58,7 @@ def test_the_feed_gives_each_series_one_newer_record_per_batch():
 
 @pytest.mark.kafka
 def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
-    bench = throughput.KafkaBench(broker.bootstrap, tmp_path, throughput.etth1(), max_records=10)
+    bench = throughput.KafkaBench(broker.bootstrap, tmp_path, throughput.etth1(), torch.device("cpu"), max_records=10)
     daemon = bench.throughput(series=20, per_series=5, trials=1)
     assert daemon["records"] == 100
     assert daemon["records_per_s"] > 0 and daemon["ceiling_records_per_s"] > 0 and daemon["confluent_ceiling_records_per_s"] > 0

@@ -77,9 +77,10 @@ def test_batch_rows_are_independent(cell, nonlinearity, layer_norm):
         out, new_state = step_through(model, x, state)
         for b in range(5):
             out_b, state_b = step_through(model, x[:, b : b + 1], state[:, b : b + 1])
-            # a one-row matmul may take another BLAS kernel: equal to float rounding, not bitwise
-            torch.testing.assert_close(out_b, out[:, b : b + 1], atol=1e-6, rtol=1e-6)
-            torch.testing.assert_close(state_b, new_state[:, b : b + 1], atol=1e-6, rtol=1e-6)
+            # a one-row matmul may take another BLAS kernel (which one depends on the CPU and its
+            # core count: 1.5e-6 apart on a 16-core machine): equal to float rounding, not bitwise
+            torch.testing.assert_close(out_b, out[:, b : b + 1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state_b, new_state[:, b : b + 1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell,nonlinearity", VARIANTS, ids=IDS)
