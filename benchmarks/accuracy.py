@@ -32,8 +32,9 @@ with `train.fit` on the leading part only (first 20% for ETT, first half otherwi
 - forecaster: the daemon's online model. The engine runs with retraining on and, after
   every `Network.every` rows past the leading part, runs one round exactly as the daemon
   does (`online.collect` the window buffers, `online.challenge` the serving weights,
-  `engine.adopt` the outcome: the challenger with state re-sync if it won, and the
-  conformal calibration of the 80% interval on the held-out steps), synchronously, so the
+  `engine.adopt` the outcome: the challenger with state re-sync if it won, each series'
+  damping towards the last value, and the conformal calibration of the 80% interval, both
+  measured on the held-out steps), synchronously, so the
   run is deterministic. The buffers hold only rows already learnt: no training target is
   later than the newest row (tests/test_accuracy_online.py alters the rows after an
   origin and checks that no forecast up to it changes).
@@ -404,7 +405,7 @@ class OnlineMethod(EngineMethod):
     def _round(self) -> None:
         pipeline, engine = self.engine.pipeline, self.engine
         settings = pipeline.retraining
-        windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, settings.max_series)
+        windows = online.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
         try:
             online.trainable(windows, settings.holdout, pipeline.training.window)
         except online.NotEnoughData:

@@ -97,7 +97,7 @@ def step_rate(engine: Engine, feed: Feed, seconds: float) -> float:
 
 def tbptt_rate(the_pipeline: Pipeline, engine: Engine, steps: int, device: torch.device) -> float:
     """Training windows per second of a round's optimisation steps (after one untimed step)."""
-    windows = online.collect(engine.buffer, engine.store.active, the_pipeline.horizon, 2048)
+    windows = online.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
     series = online.training_series(windows, the_pipeline.retraining.holdout, the_pipeline.training.window)
     model = seeded_model(the_pipeline)
     train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=1), device=device)
@@ -112,7 +112,7 @@ def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, rounds: 
     alone, training = [], []
     stop = threading.Event()
     trainer = Trainer(the_pipeline, device, stop)
-    windows = online.collect(engine.buffer, engine.store.active, the_pipeline.horizon, 2048)
+    windows = online.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
     trainer.start(engine.model, windows)  # 10,000 steps: it trains for as long as the benchmark runs
     try:
         time.sleep(1.0)  # past its first step

@@ -223,7 +223,7 @@ class PipelineWorker:
 
     def _start_round(self) -> None:
         settings, engine = self.pipeline.retraining, self.engine
-        windows = online.collect(engine.buffer, engine.store.active, self.pipeline.horizon, settings.max_series)
+        windows = online.collect(engine.store, engine.buffer, self.pipeline.horizon, settings.max_series)
         try:
             online.trainable(windows, settings.holdout, self.pipeline.training.window)
         except online.NotEnoughData as reason:
@@ -260,6 +260,8 @@ class PipelineWorker:
         """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
         self.engine.adopt(outcome, self.pipeline.retraining.resync_steps)
+        if self.engine.damping is not None:
+            self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return
         seconds = time.perf_counter() - started

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import torch
 
-from . import records, resync, scaling
+from . import damping, records, resync, scaling
 from .buffer import WindowBuffer
 from .cadence import calendar_features, horizon_times
 from .config import Pipeline
@@ -178,6 +178,10 @@ class Engine:
         if pipeline.retraining.enabled:
             self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
             self.store.attach("buffer", self.buffer)
+        self.damping: damping.Damping | None = None  # per series: how much of the model's move to serve
+        if pipeline.retraining.enabled and pipeline.retraining.damping:
+            self.damping = damping.Damping(self.device)
+            self.store.attach("damping", self.damping)
         self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
         self.intervals: LastInterval | None = None
         if model.spec.quantiles:
@@ -186,10 +190,20 @@ class Engine:
 
     def adopt(self, outcome: Outcome, resync_steps: int = 0) -> None:
         """Serve what a retraining round concluded: its challenger if it won, as the next version, and
-        the interval calibration measured on the held-out steps for whichever model serves."""
+        the damping and interval calibration measured on the held-out steps for whichever model serves."""
         if outcome.promoted:
             self.install(outcome.challenger, self.model_version + 1, resync_steps)
+        if self.damping is not None and outcome.damping is not None:
+            same = np.array([self.store.key(int(slot)) == key for slot, key in zip(outcome.slots, outcome.keys)], bool)
+            self.damping.set(outcome.slots[same], outcome.damping[torch.as_tensor(same)])  # not a slot that changed hands
         self.calibrate(outcome.widening)
+
+    def mean_damping(self) -> float:
+        """The mean damping factor over the series held (1.0 with none, or with damping off)."""
+        active = self.store.active
+        if self.damping is None or not len(active):
+            return 1.0
+        return float(self.damping.factors[torch.as_tensor(active, device=self.device)].mean())
 
     def calibrate(self, widening: torch.Tensor | None) -> None:
         """Move the outermost quantiles out by `widening` (horizon,) scales from now on (None: as the head says)."""
@@ -290,6 +304,8 @@ class Engine:
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
         self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
+        if self.damping is not None:
+            damping.apply(out, self.damping.factors[slots], self.pipeline.horizon)
         if self.widening is not None:  # conformal calibration of the outermost quantiles
             horizon = self.pipeline.horizon
             out[:, horizon:2 * horizon].sub_(self.widening)

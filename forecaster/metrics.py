@@ -37,5 +37,6 @@ class Metrics:
         self.heldout_loss = Gauge("forecaster_heldout_loss", "Loss on the held-out newest buffered steps in the latest round; model=champion|challenger.", p + ["model"], registry=registry)
         self.retrain_seconds = Histogram("forecaster_retrain_seconds", "Duration of a retraining round, in the background.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
         self.resync_seconds = Histogram("forecaster_resync_seconds", "Time the loop spent installing promoted weights and re-synchronising every state.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
+        self.damping = Gauge("forecaster_damping_mean", "Mean over held series of how much of the model's move away from the last value is served (1: the model as it is, 0: the last value); set by each retraining round.", p, registry=registry)
         self.interval_coverage = Gauge("forecaster_interval_coverage", "Rolling share of one-step actuals inside the outermost quantile interval issued for them; nominal=its nominal coverage.", p + ["nominal"], registry=registry)
         self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline is assigned partitions and in contact with Kafka.", p, registry=registry)

@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from . import buffer as buffers
-from . import train
+from . import damping, train
 from .buffer import WindowBuffer
 from .config import Pipeline
 from .model import Forecaster, split_head
 from .resync import replay
+from .state import StateStore
 
 class NotEnoughData(ValueError):
     """No buffered series is long enough yet for one training window plus the holdout."""
@@ -42,6 +43,8 @@ class Windows:
     valid: Tensor    # (n, W) bool: the step holds data
     actual: Tensor   # (n, W) float64: the raw target
     scale: Tensor    # (n, W): std_t
+    slots: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (n,): where each series lives
+    keys: tuple[str | None, ...] = ()  # (n,): which series, to tell a slot that changed hands since
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -61,22 +64,35 @@ class Outcome:
     # of the series' scale) for their interval to cover its nominal share of the held-out targets.
     champion_widening: Tensor | None = None
     challenger_widening: Tensor | None = None
+    # With retraining.damping: per window, how much of each model's move away from the last
+    # value the held-out steps support (damping.py); NaN where a window had no held-out target.
+    champion_damping: Tensor | None = None
+    challenger_damping: Tensor | None = None
+    slots: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # the windows' (Windows)
+    keys: tuple[str | None, ...] = ()
 
     @property
     def widening(self) -> Tensor | None:
         """The calibration of whichever model serves after this round."""
         return self.challenger_widening if self.promoted else self.champion_widening
 
+    @property
+    def damping(self) -> Tensor | None:
+        """The per-window damping of whichever model serves after this round."""
+        return self.challenger_damping if self.promoted else self.champion_damping
 
-def collect(buffer: WindowBuffer, slots: np.ndarray, horizon: int, max_series: int) -> Windows:
-    """CPU copies of the windows of up to `max_series` of `slots`, those with the most buffered steps first."""
-    slots = torch.as_tensor(slots, device=buffer.device)
+
+def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int) -> Windows:
+    """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps first."""
+    slots = torch.as_tensor(store.active, device=buffer.device)
     if len(slots) > max_series:
         written = buffer.written[slots]
         slots = slots[torch.topk(written, max_series).indices.sort().values]
     inputs, actual, scale, valid = buffer.read(slots)
     targets, mask = buffers.targets(actual, scale, valid, horizon)
-    return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu())
+    on_host = slots.cpu().numpy()
+    return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(),
+                   slots=on_host, keys=tuple(store.key(int(slot)) for slot in on_host))
 
 
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
@@ -102,16 +118,27 @@ def training_series(windows: Windows, holdout: int, window: int) -> list[train.S
     return series
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A model judged on the held-out steps, as it would serve."""
+
+    loss: float                    # the training loss on the held-out targets, after damping
+    widening: Tensor | None        # (horizon,) with quantiles: the conformal widening of the outer interval
+    damping: Tensor | None         # (n,) with damping on: per window, NaN where it had no held-out target
+
+
 def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
     """The training loss on the targets that lie in each window's newest `holdout` steps.
 
     Each window is replayed from a zero state, so the older steps warm the state up.
     """
-    return heldout_scores(model, windows, holdout)[0]
+    return heldout_scores(model, windows, holdout).loss
 
 
-def heldout_scores(model: Forecaster, windows: Windows, holdout: int) -> tuple[float, Tensor | None]:
-    """`heldout_loss`, and with quantiles the widening of the outermost interval per horizon step.
+def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False) -> Scores:
+    """`heldout_loss`; with `damp`, the per-window damping fitted on the held-out targets first
+    (damping.py) and the loss of the damped forecasts; with quantiles, the widening of the
+    outermost interval per horizon step, of the (damped) forecasts.
 
     The widening is conformalized quantile regression (Romano et al., 2019) on the held-out
     targets: the score of a target is how far it falls outside [lowest, highest quantile]
@@ -124,13 +151,17 @@ def heldout_scores(model: Forecaster, windows: Windows, holdout: int) -> tuple[f
     W, horizon = windows.targets.shape[1:]
     target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
     mask = windows.mask & (target_step >= W - holdout)
+    factors = None
+    if damp:
+        factors = damping.least_squares(heads[..., :horizon], windows.targets, mask)
+        damping.apply(heads, torch.nan_to_num(factors, nan=1.0)[:, None], horizon)
     loss = float(train.forecast_loss(heads, windows.targets, mask, model.spec.quantiles))
     levels = model.spec.quantiles
     if len(levels) < 2:
-        return loss, None
+        return Scores(loss, None, factors)
     _, quantiles = split_head(heads, horizon)                                      # (n, W, Q, horizon)
     scores = torch.maximum(quantiles[..., 0, :] - windows.targets, windows.targets - quantiles[..., -1, :])
-    return loss, conformal_widening(scores, mask, levels[-1] - levels[0])
+    return Scores(loss, conformal_widening(scores, mask, levels[-1] - levels[0]), factors)
 
 
 def conformal_widening(scores: Tensor, mask: Tensor, coverage: float) -> Tensor:
@@ -157,11 +188,13 @@ def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_
     series = training_series(windows, retraining.holdout, training.window)
     challenger = copy.deepcopy(champion)
     losses = train.fit(challenger, series, training, device=device, progress=progress)
-    champion_loss, champion_widening = heldout_scores(champion, windows, retraining.holdout)
-    challenger_loss, challenger_widening = heldout_scores(challenger, windows, retraining.holdout)
+    champion_scores = heldout_scores(champion, windows, retraining.holdout, retraining.damping)
+    challenger_scores = heldout_scores(challenger, windows, retraining.holdout, retraining.damping)
     tail = losses[-max(1, len(losses) // 5):]
     return Outcome(challenger=challenger.cpu().eval(),
-                   promoted=challenger_loss < champion_loss * (1 - retraining.min_improvement),
-                   champion_loss=champion_loss, challenger_loss=challenger_loss,
+                   promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),
+                   champion_loss=champion_scores.loss, challenger_loss=challenger_scores.loss,
                    training_loss=float(np.mean(tail)), series=len(series),
-                   champion_widening=champion_widening, challenger_widening=challenger_widening)
+                   champion_widening=champion_scores.widening, challenger_widening=challenger_scores.widening,
+                   champion_damping=champion_scores.damping, challenger_damping=challenger_scores.damping,
+                   slots=windows.slots, keys=windows.keys)

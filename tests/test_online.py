@@ -101,7 +101,7 @@ def test_the_buffers_are_checkpointed_with_the_state():
 def test_training_series_hold_no_target_inside_the_holdout():
     pipeline = retraining_pipeline(buffer=64, holdout=8)
     engine = stepped(pipeline, sines(n_series=2, length=80))
-    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=10)
+    windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=10)
 
     series = online.training_series(windows, holdout=8, window=32)
 
@@ -117,7 +117,7 @@ def test_collect_takes_the_series_with_the_most_data_first():
     keys, times, values = sines(n_series=3, length=40)
     engine = stepped(pipeline, (keys + ["late"], times + [T0], values + [1.0]))
 
-    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=3)
+    windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=3)
 
     assert windows.valid.sum(dim=1).tolist() == [40, 40, 40]
 
@@ -125,7 +125,7 @@ def test_collect_takes_the_series_with_the_most_data_first():
 def test_too_little_data_is_reported_not_trained_on():
     pipeline = retraining_pipeline()
     engine = stepped(pipeline, sines(n_series=2, length=20))
-    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=10)
+    windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=10)
 
     with pytest.raises(online.NotEnoughData, match="no series has 48 buffered steps yet .* the longest has 20"):
         online.training_series(windows, holdout=16, window=32)
@@ -138,7 +138,7 @@ def test_too_little_data_is_reported_not_trained_on():
 def trained_round():
     pipeline = retraining_pipeline()
     engine = stepped(pipeline, sines(), batch=8)
-    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=100)
+    windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
     return pipeline, engine, windows, online.challenge(engine.model, windows, pipeline, round_=1)
 
 
@@ -261,7 +261,7 @@ def test_the_conformal_widening_covers_the_nominal_share_of_held_out_targets():
 def test_a_round_measures_the_widening_each_model_needs_and_the_engine_serves_it():
     pipeline = retraining_pipeline(quantiles=(0.1, 0.5, 0.9))
     engine = stepped(pipeline, sines(), batch=8)
-    windows = online.collect(engine.buffer, engine.store.active, pipeline.horizon, max_series=100)
+    windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
     outcome = online.challenge(engine.model, windows, pipeline, round_=1)
     before, _ = engine.step(observations(["s0"], [T0 + 3600 * 120], [12.0]))
 

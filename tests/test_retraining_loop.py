@@ -83,6 +83,8 @@ def test_the_loop_retrains_in_the_background_and_promotes_between_batches(pipeli
     challenger = registry.get_sample_value("forecaster_heldout_loss", {"pipeline": "test", "model": "challenger"})
     assert challenger < champion
     assert registry.get_sample_value("forecaster_retrain_seconds_count", {"pipeline": "test"}) == 1
+    damping = registry.get_sample_value("forecaster_damping_mean", {"pipeline": "test"})
+    assert damping == pytest.approx(w.engine.mean_damping()) and 0.0 <= damping <= 1.0
 
 
 def test_a_round_waits_until_some_series_has_enough_steps(pipeline):
