@@ -133,6 +133,7 @@ class Network:
     retrain_learning_rate: float = 3e-4
     resync_steps: int = 64
     min_improvement: float = 0.0
+    damping: bool = False  # retraining.damping: damp each series' moves towards its last value
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def _ett(name: str) -> Protocol:
         horizons=tuple((h, tuple(range(1, h + 1))) for h in (24, 48, 96)), own_origins=True, period=24,
         ets=dict(period=24, window=1344, refit_every=336),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, learning_rate=0.001),
-        network=Network(cadence="1h", calendar=HOURLY, every=168, retrain_learning_rate=1e-3),
+        network=Network(cadence="1h", calendar=HOURLY, every=168, retrain_learning_rate=1e-3, damping=True),
         normalise=True, headline=("mse", "mae"))
 
 
@@ -433,7 +434,8 @@ def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None
                           weight_decay=net.weight_decay, seed=0),
         retraining=Retraining(enabled=online_, every_records=(every or net.every) * len(stream.channels), buffer=net.buffer,
                               holdout=net.holdout, steps=net.retrain_steps, learning_rate=net.retrain_learning_rate,
-                              min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0),
+                              min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0,
+                              damping=net.damping),
     )
 
 

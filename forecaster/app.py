@@ -260,8 +260,7 @@ class PipelineWorker:
         """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
         self.engine.adopt(outcome, self.pipeline.retraining.resync_steps)
-        if self.engine.damping is not None:
-            self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
+        self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return
         seconds = time.perf_counter() - started

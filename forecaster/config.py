@@ -161,7 +161,7 @@ class Retraining:
     learning_rate: float = setting(1e-3, doc="peak AdamW learning rate of a retrain", check=positive)
     max_series: int = setting(2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int)
     min_improvement: float = setting(0.0, doc="relative held-out loss improvement a challenger needs to be promoted", check=non_negative)
-    damping: bool = setting(True, doc="each round also measures, per series, how much of the model's move away from the last value its held-out steps support (least squares, between 0: the last value, and 1: the model as it is), and the series' forecasts are damped by it from then on")
+    damping: bool = setting(False, doc="for series prone to level shifts: each round also measures, per series, how much of the model's move away from the last value its held-out steps support (least squares, between 0: the last value, and 1: the model as it is), and the series' forecasts are damped by it from then on")
     resync_steps: int = setting(64, doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps through the new weights; 0: keep the old states", check=(lambda v: v >= 0, "an integer >= 0"))
 
     def __post_init__(self):
