@@ -61,16 +61,19 @@ class Damping:
         self.factors[:len(old)] = old
 
     def reset(self, slots: np.ndarray) -> None:
-        self.factors[torch.as_tensor(slots, device=self.device)] = 1.0
+        self.factors[self._on_device(slots)] = 1.0
 
     def set(self, slots: np.ndarray, factors: Tensor) -> None:
         """Measured factors for `slots`; a NaN (no evidence) leaves its slot as it was."""
         factors = factors.to(self.device, self.factors.dtype)
         known = ~torch.isnan(factors)
-        self.factors[torch.as_tensor(slots, device=self.device)[known]] = factors[known]
+        self.factors[self._on_device(slots)[known]] = factors[known]
 
     def snapshot(self, slots: np.ndarray) -> dict:
-        return {"factors": self.factors[torch.as_tensor(slots, device=self.device)].cpu()}
+        return {"factors": self.factors[self._on_device(slots)].cpu()}
 
     def restore(self, slots: np.ndarray, snapshot: dict) -> None:
-        self.factors[torch.as_tensor(slots, device=self.device)] = snapshot["factors"].to(self.device)
+        self.factors[self._on_device(slots)] = snapshot["factors"].to(self.device)
+
+    def _on_device(self, slots: np.ndarray) -> Tensor:
+        return torch.as_tensor(slots, device=self.device)

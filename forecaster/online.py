@@ -43,8 +43,8 @@ class Windows:
     valid: Tensor    # (n, W) bool: the step holds data
     actual: Tensor   # (n, W) float64: the raw target
     scale: Tensor    # (n, W): std_t
-    slots: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (n,): where each series lives
-    keys: tuple[str | None, ...] = ()  # (n,): which series, to tell a slot that changed hands since
+    slots: np.ndarray                # (n,): where each series lives
+    keys: tuple[str | None, ...]     # (n,): which series, to tell a slot that changed hands since
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -92,7 +92,7 @@ def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: i
     targets, mask = buffers.targets(actual, scale, valid, horizon)
     on_host = slots.cpu().numpy()
     return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(),
-                   slots=on_host, keys=tuple(store.key(int(slot)) for slot in on_host))
+                   on_host, tuple(store.key(int(slot)) for slot in on_host))
 
 
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
