@@ -134,6 +134,8 @@ class Network:
     resync_steps: int = 64
     min_improvement: float = 0.0
     damping: bool = False  # retraining.damping: damp each series' moves towards its last value
+    highway: bool = False  # model.highway: a linear map of each step's inputs added to the forecast
+    loss: str = "mse"      # training.loss, of pretraining and retraining: "mse" | "relative_mse"
 
 
 @dataclass(frozen=True)
@@ -191,14 +193,16 @@ PROTOCOLS: dict[str, Protocol] = {
         period=336, ets=dict(period=336, window=1344, refit_every=48),
         snarimax=dict(p=2, d=0, q=1, m=336, sp=1, sd=1, sq=1),
         network=Network(cadence="30m", calendar=HOURLY, halflife=672.0, dropout=0.2, steps=1000,
-                        lags=seasonal(336, (1, *range(4, 49, 4))) + seasonal(48, (1, *range(4, 49, 4)))),
+                        lags=seasonal(336, (1, *range(4, 49, 4))) + seasonal(48, (1, *range(4, 49, 4))),
+                        highway=True, loss="relative_mse"),
         percentages=True, headline=("mape",), shown=(1, 2, 6, 12, 24, 36, 48, "1-48")),
     "greensboro_temp": Protocol(
         name="greensboro_temp", source="greensboro", train_fraction=0.5, test_start=0.5, horizons=_steps(24),
         own_origins=False, period=24, ets=dict(period=24, window=672, refit_every=24),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, sd=1, sq=1),
         network=Network(cadence="1h", calendar=Calendar(hour_of_day=True), covariates=True,
-                        lags=seasonal(24, (1, *range(2, 25, 2))), steps=150, every=96),
+                        lags=seasonal(24, (1, *range(2, 25, 2))), steps=150, every=96, highway=True,
+                        loss="relative_mse"),
         headline=("mae",), shown=(1, 2, 3, 6, 12, 18, 24, "1-24")),
     "msft": Protocol(
         name="msft", source="msft", train_fraction=0.5, test_start=0.5, horizons=((1, (1,)), (5, (5,))),
@@ -427,11 +431,12 @@ def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=covariates),
         cadence=net.cadence, horizon=horizon, calendar=net.calendar, emit="latest_per_series", spill="none",
         model=ModelConfig(cell=cell or net.cell, hidden_size=net.hidden_size, num_layers=2, dropout=net.dropout,
-                          layer_norm=net.layer_norm, residual=True, quantiles=net.quantiles, weights=None, seed=0),
+                          layer_norm=net.layer_norm, residual=True, quantiles=net.quantiles, highway=net.highway,
+                          weights=None, seed=0),
         scaling=Scaling(halflife=net.halflife),
         training=Training(train_fraction=protocol.train_fraction, window=net.window, chunk=net.chunk,
                           batch_size=32, steps=steps or net.steps, learning_rate=net.learning_rate,
-                          weight_decay=net.weight_decay, seed=0),
+                          weight_decay=net.weight_decay, loss=net.loss, seed=0),
         retraining=Retraining(enabled=online_, every_records=(every or net.every) * len(stream.channels), buffer=net.buffer,
                               holdout=net.holdout, steps=net.retrain_steps, learning_rate=net.retrain_learning_rate,
                               min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0,

@@ -71,7 +71,7 @@ class ReferenceEngine(Engine):
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
         out, state = self.model.step(inputs, state)
         self.store.scatter(slots, state, moments)
-        return scaling.std(moments)[:, :1] * self.model.head(out)
+        return scaling.std(moments)[:, :1] * self.model.head(out, inputs)
 
 
 class CompiledEngine(ReferenceEngine):

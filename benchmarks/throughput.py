@@ -261,7 +261,7 @@ class Naive:
         for key, x in zip(self.keys, self.inputs):
             state = states.get(key)
             out, states[key] = model.step(x[0], model.initial_state(1) if state is None else state)
-            model.head(out).cpu()
+            model.head(out, x[0]).cpu()
         model_rate, states, started = self.count / (time.perf_counter() - started), self.rnn_states, time.perf_counter()
         for key, x in zip(self.keys, self.inputs):
             out, states[key] = self.rnn(x, states.get(key))

@@ -195,7 +195,11 @@ def cmd_inspect(args) -> int:
             print(f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
                   f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
                   + ", ".join(f"{n:.4g}" for n in view.state_norms))
-            print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
+            if not view.forecast_values:
+                print("  latest forecast: not kept (model.highway reads the newest inputs, which the engine "
+                      "keeps only in the window buffer, with retraining on)")
+            else:
+                print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
             for t, value in zip(view.forecast_times, view.forecast_values):
                 print(f"    {format_time(t)}  {value:.6g}")
     if not found_series:

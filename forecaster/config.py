@@ -72,6 +72,7 @@ class ModelConfig:
     residual: bool = setting(False, doc="residual connections between stacked layers")
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
     quantiles: tuple[float, ...] = setting((), doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; empty: point forecasts only")
+    highway: bool = setting(False, doc="add a linear map of each step's inputs (scaled value, covariates, calendar) to the forecast: the linear autoregression that the gated cells learn only approximately (LSTNet's highway)")
     weights: str | None = setting(None, doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded initialisation")
     seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
 
@@ -130,6 +131,7 @@ class Training:
     steps: int = setting(300, doc="optimisation steps", check=positive_int)
     learning_rate: float = setting(3e-3, doc="peak AdamW learning rate", check=positive)
     weight_decay: float = setting(1e-4, doc="AdamW weight decay", check=non_negative)
+    loss: Literal["mse", "relative_mse"] = setting("mse", doc="the point forecast's loss: mse weighs every horizon step's squared error alike, so the long steps' larger moves dominate; relative_mse divides each step's by the last-value forecast's on the same targets, so the short steps count as much (the quantiles' pinball loss is unchanged)")
     grad_clip: float = setting(1.0, doc="gradient clipping by global norm", check=positive)
     warmup_steps: int = setting(20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0"))
     seed: int = setting(0, doc="seed for window sampling and dropout (initial weights use model.seed)")

@@ -44,7 +44,7 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
     m = pipeline.model
     return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
                      horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
-                     nonlinearity=m.nonlinearity, quantiles=m.quantiles)
+                     nonlinearity=m.nonlinearity, quantiles=m.quantiles, highway=m.highway)
 
 
 def seeded_model(pipeline: Pipeline) -> Forecaster:

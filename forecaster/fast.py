@@ -156,6 +156,8 @@ class FastStep:
         for a in range(0, n, block):
             b = min(n, a + block)
             out[a:b] = self._head(self._block(x[a:b], state[:, a:b]))
+            if self._highway is not None:
+                out[a:b] += self._highway(x[a:b])
         return out
 
     # -- one block of rows ------------------------------------------------------------------
@@ -210,6 +212,8 @@ class FastStep:
         if seen != self._weights_seen:
             self._layers = _layers(self.model, self.onednn)
             self._head = _Linear(self.model.readout.weight.detach(), self.model.readout.bias.detach(), self.onednn)
+            highway = self.model.highway
+            self._highway = None if highway is None else _Linear(highway.weight.detach(), None, self.onednn)
             self._weights_seen = seen
             self._buffers.clear()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import scaling
+from . import damping, scaling
 from .cadence import horizon_times
 from .engine import Engine
 from .model import Forecaster
@@ -37,7 +37,7 @@ class SeriesView:
     std: float
     state_norms: list[float]        # L2 norm of each layer's state
     forecast_times: list[float]
-    forecast_values: list[float]    # the forecast made after the series' newest observation
+    forecast_values: list[float]    # the forecast made after the series' newest observation; [] if not rebuildable
 
 
 @torch.no_grad()
@@ -49,11 +49,30 @@ def series_view(engine: Engine, key: str) -> SeriesView:
     slot = torch.as_tensor([store.slots([key])[0]], device=store.device)
     state, moments = store.gather(slot)                       # (layers, 1, width)
     std = scaling.std(moments)                                # (1, features)
-    head = engine.model.head(top_output(engine.model, state))[:, :engine.pipeline.horizon]  # the point forecast
-    deltas = (std[:, :1] * head).cpu().numpy()[0]
     s = int(slot[0])
     last_time, last_value = float(store.last_time[s]), float(store.last_value[s])
     times = horizon_times(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon)[0]
+    inputs = newest_inputs(engine, slot)
+    values = []
+    if inputs is not None:
+        head = engine.model.head(top_output(engine.model, state), inputs)
+        if engine.damping is not None:
+            damping.apply(head, engine.damping.factors[slot], engine.pipeline.horizon)
+        deltas = (std[:, :1] * head[:, :engine.pipeline.horizon]).cpu().numpy()[0]  # the point forecast
+        values = (last_value + deltas).tolist()
     return SeriesView(key=key, last_time=last_time, last_value=last_value, mean=float(moments.mean[0, 0]),
                       std=float(std[0, 0]), state_norms=[float(x) for x in state[:, 0].norm(dim=-1)],
-                      forecast_times=times.tolist(), forecast_values=(last_value + deltas).tolist())
+                      forecast_times=times.tolist(), forecast_values=values)
+
+
+def newest_inputs(engine: Engine, slot: torch.Tensor) -> torch.Tensor | None:
+    """The model inputs (1, input_size) of the series' newest step, as far as the forecast needs them.
+
+    Only a highway reads them (the recurrent part is all in the state), and the engine keeps
+    them only in the window buffer, with retraining on: None where they are needed but gone.
+    """
+    if engine.model.highway is None:
+        return torch.zeros(1, engine.model.spec.input_size, device=slot.device)
+    if engine.buffer is None or int(engine.buffer.written[slot]) == 0:
+        return None
+    return engine.buffer.read(slot)[0][:, -1]

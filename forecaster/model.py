@@ -34,6 +34,7 @@ class ModelSpec:
     residual: bool = False  # for layer l >= 1: out_l = cell_l(in_l) + in_l
     nonlinearity: str = "tanh"  # rnn only: "tanh" | "relu"
     quantiles: tuple[float, ...] = ()  # levels the head forecasts besides the point forecast
+    highway: bool = False  # a linear map from each step's inputs added to the head (LSTNet's autoregressive part)
 
     def __post_init__(self):
         """Reject a bad spec where it is made, with a message that states the constraint."""
@@ -49,7 +50,7 @@ class ModelSpec:
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
-        for name in ("layer_norm", "residual"):
+        for name in ("layer_norm", "residual", "highway"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.nonlinearity not in NONLINEARITIES:
@@ -172,6 +173,10 @@ class Forecaster(nn.Module):
         self.layers = nn.ModuleList(_make_cell(spec, n) for n in sizes)
         self.drop = nn.Dropout(spec.dropout)
         self.readout = nn.Linear(spec.hidden_size, spec.outputs)  # named apart from the head() verb
+        # zeros: a new highway leaves the network's forecast as it was until training moves it
+        self.highway = nn.Linear(spec.input_size, spec.outputs, bias=False) if spec.highway else None
+        if self.highway is not None:
+            nn.init.zeros_(self.highway.weight)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         """Zeros (num_layers, batch, state_width), on the model's device and dtype unless told."""
@@ -204,13 +209,17 @@ class Forecaster(nn.Module):
             return x.new_zeros(0, x.shape[1], self.spec.hidden_size), state
         return torch.stack(outs), state
 
-    def head(self, out: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., outputs): direct multi-step forecast, no predictions fed back.
+    def head(self, out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Top outputs (..., H) and the inputs (..., input_size) of the same steps -> (..., outputs).
 
-        The first `horizon` outputs are the point forecast; with quantiles, each level's
-        `horizon` outputs follow (see `split_head`).
+        A direct multi-step forecast, no predictions fed back. The first `horizon` outputs are
+        the point forecast; with quantiles, each level's `horizon` outputs follow (see
+        `split_head`). With a highway, a linear map of the step's own inputs is added: the
+        linear autoregression on the newest value and covariates that a recurrent network
+        learns only approximately through its squashing gates (Lai et al. 2018, LSTNet).
         """
-        return self.readout(out)
+        forecast = self.readout(out)
+        return forecast if self.highway is None else forecast + self.highway(inputs)
 
 
 def split_head(out: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:

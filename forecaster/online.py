@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -135,7 +136,8 @@ def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
     return heldout_scores(model, windows, holdout).loss
 
 
-def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False) -> Scores:
+def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False,
+                   relative: bool = False) -> Scores:
     """`heldout_loss`; with `damp`, the per-window damping fitted on the held-out targets first
     (damping.py) and the loss of the damped forecasts; with quantiles, the widening of the
     outermost interval per horizon step, of the (damped) forecasts.
@@ -155,7 +157,7 @@ def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool
     if damp:
         factors = damping.least_squares(heads[..., :horizon], windows.targets, mask)
         damping.apply(heads, torch.nan_to_num(factors, nan=1.0)[:, None], horizon)
-    loss = float(train.forecast_loss(heads, windows.targets, mask, model.spec.quantiles))
+    loss = float(train.forecast_loss(heads, windows.targets, mask, model.spec.quantiles, relative))
     levels = model.spec.quantiles
     if len(levels) < 2:
         return Scores(loss, None, factors)
@@ -188,8 +190,9 @@ def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_
     series = training_series(windows, retraining.holdout, training.window)
     challenger = copy.deepcopy(champion)
     losses = train.fit(challenger, series, training, device=device, progress=progress)
-    champion_scores = heldout_scores(champion, windows, retraining.holdout, retraining.damping)
-    challenger_scores = heldout_scores(challenger, windows, retraining.holdout, retraining.damping)
+    judge = functools.partial(heldout_scores, windows=windows, holdout=retraining.holdout, damp=retraining.damping,
+                              relative=training.loss == "relative_mse")  # judged by the loss it was trained on
+    champion_scores, challenger_scores = judge(champion), judge(challenger)
     tail = losses[-max(1, len(losses) // 5):]
     return Outcome(challenger=challenger.cpu().eval(),
                    promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),

@@ -164,7 +164,7 @@ def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int,
         end, begin = min(start + chunk, len(inputs)), max(0, start + chunk - backprop)
         with precision:
             outputs, state = model(inputs[begin:end], starts[begin])  # (end - begin, B, hidden)
-            forecasts = model.head(outputs[start - begin:])
+            forecasts = model.head(outputs[start - begin:], inputs[start:end])
         yield forecasts, state
         starts[end] = state.detach()  # truncated BPTT: gradients never reach past `begin`
         starts.pop(end - backprop - chunk, None)
@@ -175,10 +175,25 @@ def _precision(device: torch.device):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over every step and horizon whose target exists."""
+def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor, relative: bool = False) -> Tensor:
+    """Mean squared error over every step and horizon whose target exists.
+
+    `relative` divides each horizon's squared errors by the mean square of its targets: the
+    MSE of the last-value forecast (a zero move) on the same targets. The long horizons'
+    larger moves then no longer drown the short ones, which a linear model fits far more
+    precisely than an unweighted multi-horizon loss lets the network learn.
+    """
     errors = (forecasts.float() - targets).square() * mask
+    if relative:
+        steps = tuple(range(targets.dim() - 1))  # every dimension but the horizon's
+        naive = (targets.square() * mask).sum(steps) / mask.sum(steps).clamp_min(1)
+        errors = errors / naive.clamp_min(_NAIVE_MSE_FLOOR)
     return errors.sum() / mask.sum().clamp_min(1)
+
+
+# In scaled units (std_t = 1): a horizon whose targets barely move (a flat stretch) is not
+# divided by almost nothing.
+_NAIVE_MSE_FLOOR = 1e-4
 
 
 def pinball(quantiles: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float]) -> Tensor:
@@ -193,10 +208,12 @@ def pinball(quantiles: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[f
     return losses.sum() / (mask.sum() * len(levels)).clamp_min(1)
 
 
-def forecast_loss(forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float] = ()) -> Tensor:
-    """The training loss of a head's outputs: MSE of the point forecast, plus the pinball loss of its quantiles."""
+def forecast_loss(forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float] = (),
+                  relative: bool = False) -> Tensor:
+    """The training loss of a head's outputs: MSE of the point forecast (relative: see `masked_mse`),
+    plus the pinball loss of its quantiles."""
     point, quantiles = split_head(forecasts, targets.shape[-1])
-    loss = masked_mse(point, targets, mask)
+    loss = masked_mse(point, targets, mask, relative)
     return loss + pinball(quantiles, targets, mask, levels) if levels else loss
 
 
@@ -237,6 +254,7 @@ def fit(model: Forecaster, series: Sequence[Series], training: Training, *, devi
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate(training, i) / training.learning_rate)
     generator = torch.Generator().manual_seed(training.seed)
+    relative = training.loss == "relative_mse"
     losses: list[float] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(training.seed)
@@ -248,7 +266,7 @@ def fit(model: Forecaster, series: Sequence[Series], training: Training, *, devi
                 if k == 0:
                     continue  # burn-in: the state warms up, nothing is learnt
                 rows = slice(k * training.chunk, (k + 1) * training.chunk)
-                loss = forecast_loss(forecasts, targets[rows], mask[rows], model.spec.quantiles)
+                loss = forecast_loss(forecasts, targets[rows], mask[rows], model.spec.quantiles, relative)
                 _optimise(model, loss, optimizer, schedule, training.grad_clip)
                 losses.append(loss.item())
                 if progress is not None:
@@ -286,7 +304,7 @@ def evaluate(model: Forecaster, series: Sequence[Series], device: str | torch.de
     for s in series:
         inputs = s.inputs.to(device).unsqueeze(1)                          # (T, 1, input_size)
         outputs, _ = model(inputs, model.initial_state(1, device=device))
-        delta = (s.std * model.head(outputs)[:, 0, 0].float().cpu()).double()  # as the engine: std * head
+        delta = (s.std * model.head(outputs, inputs)[:, 0, 0].float().cpu()).double()  # as the engine: std * head
         scored = slice(int(warmup_fraction * len(s)), len(s) - 1)          # forecasts from t, actual at t + 1
         y, following = s.actual[scored], s.actual[1:][scored]
         model_error += (following - (y + delta[scored])).abs().sum().item()

@@ -170,7 +170,7 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, quantiles, weights, seed)")
+        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, weights, seed)")
 
 
 def test_an_unknown_global_key_names_config_yaml(tmp_path):
@@ -275,6 +275,7 @@ def test_halflife_null_means_all_history_weighs_equally(tmp_path):
 @pytest.mark.parametrize("snippet, message", [
     ("model:\n  cell: transformer\n", "model.cell: expected one of gru, lstm, rnn, got 'transformer'"),
     ("emit: sometimes\n", "emit: expected one of per_record, latest_per_series, got 'sometimes'"),
+    ("training:\n  loss: mae\n", "training.loss: expected one of mse, relative_mse, got 'mae'"),
 ])
 def test_an_enum_accepts_only_its_listed_values(tmp_path, weather_file, snippet, message):
     assert pipeline_error(tmp_path, WEATHER + snippet) == f"{weather_file}: {message}"

@@ -70,7 +70,7 @@ def test_equals_torch_recurrent_layer_then_the_head(cell, nonlinearity, matmul, 
     with torch.no_grad():
         ref_out, ref_new = ref(x.cpu(), ref_state)
         fast_out = torch.stack([step.step_(x_t, fast_state) for x_t in x])
-        expected = model.head(ref_out.to(device))
+        expected = model.head(ref_out.to(device), x)
     if cell == "lstm":
         ref_new = torch.cat(ref_new, -1)  # (h, c) -> [h | c]
     atol = 1e-6 if device == "cpu" else 1e-5
@@ -94,8 +94,8 @@ def test_is_as_close_to_exact_as_model_step_with_every_option(cell, nonlinearity
             out, state = model.step(x_t, state)
             fast_out = step.step_(x_t, fast_state)
             exact_out, exact_state = exact.step(x_t.double(), exact_state)
-            truth = torch.cat([exact.head(exact_out).flatten(), exact_state.flatten()])
-            reference_error = max(reference_error, _error(torch.cat([model.head(out).flatten(), state.flatten()]), truth))
+            truth = torch.cat([exact.head(exact_out, x_t.double()).flatten(), exact_state.flatten()])
+            reference_error = max(reference_error, _error(torch.cat([model.head(out, x_t).flatten(), state.flatten()]), truth))
             fast_error = max(fast_error, _error(torch.cat([fast_out.flatten(), fast_state.flatten()]), truth))
     assert fast_error <= 2 * reference_error + 1e-6, (fast_error, reference_error)
 
@@ -129,6 +129,19 @@ def test_a_single_row_equals_its_row_in_a_batch(matmul):
     torch.testing.assert_close(row_state, batch_state[:, 5:6], atol=1e-6, rtol=1e-6)
 
 
+def test_a_highway_reads_the_inputs_of_the_step_it_forecasts_from(matmul):
+    model = Forecaster(ModelSpec(cell="gru", input_size=3, hidden_size=8, num_layers=2, horizon=4, highway=True)).eval()
+    with torch.no_grad():
+        model.highway.weight.normal_()  # trained, not the zeros it starts from
+    x, state = inputs(model)
+    fast_state = state.clone()
+    step = FastStep(model, block_rows=7)
+    with torch.no_grad():
+        for x_t in x:
+            out, state = model.step(x_t, state)
+            torch.testing.assert_close(step.step_(x_t, fast_state), model.head(out, x_t), atol=1e-5, rtol=0)
+
+
 def test_follows_the_model_when_its_weights_change(matmul):
     model, other = make("gru", seed=0), make("gru", seed=1)
     x, state = inputs(model, T=1)
@@ -137,7 +150,7 @@ def test_follows_the_model_when_its_weights_change(matmul):
     model.load_state_dict(other.state_dict())  # in place, as a checkpoint restore does
     with torch.no_grad():
         out, _ = other.step(x[0], state)
-        expected = other.head(out)
+        expected = other.head(out, x[0])
     torch.testing.assert_close(step.step_(x[0], state.clone()), expected, atol=1e-6, rtol=0)
 
 
@@ -178,10 +191,11 @@ def reference_forecasts(pipeline, model, batches) -> list[np.ndarray]:
                 x = torch.tensor(batch.values[i:i + 1], dtype=torch.float32)
                 m = scaling.update(moments.get(key, scaling.Moments.zeros(1, features)), x, alpha)
                 cal = torch.tensor(calendar_features(batch.local_times[i:i + 1], pipeline.calendar), dtype=torch.float32)
-                out, states[key] = model.step(torch.cat([scaling.scale(m, x, clip), cal], 1),
-                                              states.get(key, model.initial_state(1)))
+                step_inputs = torch.cat([scaling.scale(m, x, clip), cal], 1)
+                out, states[key] = model.step(step_inputs, states.get(key, model.initial_state(1)))
                 moments[key] = m
-                forecasts[i] = batch.values[i, 0] + (scaling.std(m)[:, :1] * model.head(out)).double().numpy()[0]
+                deltas = scaling.std(m)[:, :1] * model.head(out, step_inputs)
+                forecasts[i] = batch.values[i, 0] + deltas.double().numpy()[0]
             results.append(forecasts)
     return results
 

@@ -97,8 +97,8 @@ def test_shapes(cell, nonlinearity):
     assert new_state.shape == (L, B, model.state_width)
     step_out, step_state = model.step(x[0], state)
     assert step_out.shape == (B, H) and step_state.shape == (L, B, model.state_width)
-    assert model.head(out).shape == (T, B, 4)
-    assert model.head(step_out).shape == (B, 4)
+    assert model.head(out, x).shape == (T, B, 4)
+    assert model.head(step_out, x[0]).shape == (B, 4)
 
 
 def test_initial_state_follows_requested_dtype():
@@ -120,17 +120,17 @@ def test_inputs_and_state_are_not_mutated(cell, nonlinearity):
     versions = (x._version, state._version)
     out, new_state = model(x, state)
     model.step(x[0], state)
-    model.head(out).sum().backward()
+    model.head(out, x).sum().backward()
     assert torch.equal(x, x0) and torch.equal(state, state0)
     assert (x._version, state._version) == versions
 
 
 @pytest.mark.parametrize("cell,nonlinearity", VARIANTS, ids=IDS)
 def test_gradients_reach_every_parameter_and_are_finite(cell, nonlinearity):
-    model = make(cell, nonlinearity, layer_norm=True, residual=True)
+    model = make(cell, nonlinearity, layer_norm=True, residual=True, highway=True)
     x, state = window(model, T=30, B=4)
     out, _ = model(x, state)
-    model.head(out).pow(2).mean().backward()
+    model.head(out, x).pow(2).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -160,9 +160,29 @@ def test_golden_gru_head_output():
     x = torch.linspace(-1, 1, 5 * 2 * 3).reshape(5, 2, 3)  # (T, B, input)
     with torch.no_grad():
         out, _ = model(x, model.initial_state(2))
-        y = model.head(out)
+        y = model.head(out, x)
     assert y.shape == (5, 2, 4)
     assert y.sum().item() == pytest.approx(-0.9705024, abs=1e-5)  # computed once, from this code
+
+
+def test_a_highway_adds_a_linear_map_of_the_steps_own_inputs_to_the_head():
+    model = make("gru", highway=True)
+    plain = make("gru")  # same seed: the same recurrent weights and readout
+    x, state = window(model)
+    out, _ = model(x, state)
+    with torch.no_grad():
+        model.highway.weight.copy_(torch.randn_like(model.highway.weight))
+
+    expected = plain.head(out, x) + x @ model.highway.weight.T
+    torch.testing.assert_close(model.head(out, x), expected)
+    assert model.highway.bias is None
+
+
+def test_a_new_highway_starts_at_zero_so_it_leaves_the_forecast_as_it_was():
+    model, plain = make("lstm", highway=True), make("lstm")
+    x, state = window(model)
+    out, _ = model(x, state)
+    torch.testing.assert_close(model.head(out, x), plain.head(out, x), rtol=0, atol=0)
 
 
 def test_residual_adds_each_upper_layers_input_to_its_output():
@@ -271,10 +291,11 @@ def test_spec_is_frozen():
 @pytest.mark.parametrize("cell", CELLS)
 def test_a_quantile_head_gives_the_point_forecast_then_each_level(cell):
     model = make(cell, quantiles=[0.1, 0.5, 0.9])  # a list, as a checkpoint's spec may hold it
-    outputs, _ = model(*window(model))
+    x, state = window(model)
+    outputs, _ = model(x, state)
 
-    point, quantiles = split_head(model.head(outputs), model.spec.horizon)
+    point, quantiles = split_head(model.head(outputs, x), model.spec.horizon)
 
     assert model.spec.quantiles == (0.1, 0.5, 0.9)
     assert point.shape == (6, 3, 4) and quantiles.shape == (6, 3, 3, 4)
-    torch.testing.assert_close(quantiles[:, :, 1], model.head(outputs)[..., 8:12])
+    torch.testing.assert_close(quantiles[:, :, 1], model.head(outputs, x)[..., 8:12])

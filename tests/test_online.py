@@ -166,6 +166,17 @@ def test_a_challenger_short_of_the_required_improvement_is_rejected(trained_roun
     assert not outcome.promoted
 
 
+def test_a_round_trained_on_the_relative_mse_is_judged_by_it(trained_round):
+    pipeline, engine, windows, _ = trained_round
+    relative = dataclasses.replace(pipeline, training=dataclasses.replace(pipeline.training, loss="relative_mse"))
+
+    outcome = online.challenge(engine.model, windows, relative, round_=1)
+
+    holdout = pipeline.retraining.holdout
+    assert outcome.champion_loss == online.heldout_scores(engine.model, windows, holdout, relative=True).loss
+    assert outcome.champion_loss != online.heldout_loss(engine.model, windows, holdout)
+
+
 def test_the_holdout_loss_scores_only_targets_in_the_newest_steps(trained_round):
     pipeline, engine, windows, _ = trained_round
     spoiled = dataclasses.replace(windows, targets=windows.targets.clone())

@@ -57,7 +57,7 @@ def offline_forecasts(model, series: train.Series) -> torch.Tensor:
     """y[t] + std_t * head(forward(inputs)): what the engine's forecasts must be, (T, horizon) float64."""
     with torch.no_grad():
         outputs, _ = model(series.inputs.unsqueeze(1), model.initial_state(1))
-        deltas = series.std[:, None] * model.head(outputs)[:, 0, :model.spec.horizon]  # the point forecast
+        deltas = series.std[:, None] * model.head(outputs, series.inputs.unsqueeze(1))[:, 0, :model.spec.horizon]  # the point forecast
     return series.actual[:, None] + deltas.double()
 
 
@@ -211,7 +211,7 @@ def test_without_truncation_the_same_loss_reaches_earlier_inputs(cell):
     inputs = torch.randn(12, 2, 3, requires_grad=True)
 
     outputs, _ = model(inputs, model.initial_state(2))
-    model.head(outputs[4:8]).square().sum().backward()
+    model.head(outputs[4:8], inputs[4:8]).square().sum().backward()
 
     assert (inputs.grad[:4] != 0).any()
 
@@ -226,7 +226,7 @@ def test_truncation_leaves_forward_values_unchanged(cell):
     outputs, final = model(inputs, state)
 
     assert [len(f) for f, _ in pieces] == [5, 5, 2]
-    torch.testing.assert_close(torch.cat([f for f, _ in pieces]), model.head(outputs), rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([f for f, _ in pieces]), model.head(outputs, inputs), rtol=0, atol=0)
     torch.testing.assert_close(pieces[-1][1], final, rtol=0, atol=0)
 
 
@@ -251,7 +251,7 @@ def test_backprop_k2_leaves_forward_values_those_of_one_pass(cell):
     pieces = list(train.chunks(model, inputs, state, chunk=4, backprop=12))
     outputs, final = model(inputs, state)
 
-    torch.testing.assert_close(torch.cat([f for f, _ in pieces]), model.head(outputs), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.cat([f for f, _ in pieces]), model.head(outputs, inputs), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(pieces[-1][1], final, rtol=1e-6, atol=1e-6)
 
 
@@ -281,6 +281,24 @@ def test_the_forecast_loss_adds_the_pinball_loss_of_each_quantile_to_the_point_m
     expected = train.masked_mse(point, targets, mask) + train.pinball(torch.stack([low, high], 1), targets, mask, [0.1, 0.9])
     torch.testing.assert_close(train.forecast_loss(head, targets, mask, (0.1, 0.9)), expected)
     torch.testing.assert_close(train.forecast_loss(point, targets, mask), train.masked_mse(point, targets, mask))
+
+
+def test_the_relative_mse_scores_each_horizon_against_the_last_value_forecast():
+    """The last-value forecast (a zero move) scores 1 at every horizon, however far the long
+    horizons move; halving every error scores a quarter of that."""
+    targets = torch.randn(50, 2, 3) * torch.tensor([0.1, 1.0, 10.0])  # the longer the horizon, the larger the move
+    mask = torch.ones_like(targets, dtype=torch.bool)
+    mask[0, 0, 2] = False
+
+    assert train.masked_mse(torch.zeros_like(targets), targets, mask, relative=True).item() == pytest.approx(1.0)
+    assert train.masked_mse(targets / 2, targets, mask, relative=True).item() == pytest.approx(0.25)
+    assert train.masked_mse(torch.zeros_like(targets), targets, mask).item() > 30  # plain MSE: the long horizon's
+
+
+def test_a_horizon_that_does_not_move_is_not_divided_by_zero():
+    targets, mask = torch.zeros(10, 2), torch.ones(10, 2, dtype=torch.bool)
+    loss = train.masked_mse(torch.full((10, 2), 0.01), targets, mask, relative=True)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(1.0)  # 0.01 ** 2 over the floor of 1e-4
 
 
 # -- fit -----------------------------------------------------------------------------------
@@ -323,7 +341,7 @@ def loss_over(model, series: train.Series, burn_in: int) -> float:
     """The training loss of one stateful pass over the whole series, after a burn-in."""
     with torch.no_grad():
         outputs, _ = model(series.inputs.unsqueeze(1), model.initial_state(1))
-        forecasts = model.head(outputs)[burn_in:, 0]
+        forecasts = model.head(outputs, series.inputs.unsqueeze(1))[burn_in:, 0]
     return train.forecast_loss(forecasts, series.targets[burn_in:], series.mask[burn_in:], model.spec.quantiles).item()
 
 
