@@ -139,8 +139,9 @@ def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
 def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False,
                    relative: bool = False) -> Scores:
     """`heldout_loss`; with `damp`, the per-window damping fitted on the held-out targets first
-    (damping.py) and the loss of the damped forecasts; with quantiles, the widening of the
-    outermost interval per horizon step, of the (damped) forecasts.
+    (damping.py) and the loss of the damped forecasts; with `relative`, the point forecast's
+    part of the loss is the relative MSE (train.masked_mse); with quantiles, the widening of
+    the outermost interval per horizon step, of the (damped) forecasts.
 
     The widening is conformalized quantile regression (Romano et al., 2019) on the held-out
     targets: the score of a target is how far it falls outside [lowest, highest quantile]
