@@ -4,6 +4,8 @@
     python benchmarks/accuracy.py --quick       # a smoke run in a minute or two: accuracy_quick.json
     python benchmarks/accuracy.py --datasets etth2 --methods persistence,ets
     python benchmarks/accuracy.py --validation  # the rows before each test part: accuracy_validation.json
+    python benchmarks/accuracy.py --datasets taylor --methods forecaster --set seed=1 --set highway=false
+                                                # a variant of the network: accuracy_variant.json
 
 The ets and snarimax baselines need the `bench` extra (statsmodels, river, scipy), which
 `make install` includes; elsewhere `pip install -e '.[bench]'`. Without it they are skipped.
@@ -89,11 +91,12 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -143,6 +146,7 @@ class Network:
     damping: bool = False  # retraining.damping: damp each series' moves towards its last value
     highway: bool = False  # model.highway: a linear map of each step's inputs added to the forecast
     loss: str = "mse"      # training.loss, of pretraining and retraining: "mse" | "relative_mse"
+    seed: int = 0          # model.seed and training.seed: the initial weights, window sampling and dropout
 
 
 @dataclass(frozen=True)
@@ -439,11 +443,11 @@ def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None
         cadence=net.cadence, horizon=horizon, calendar=net.calendar, emit="latest_per_series", spill="none",
         model=ModelConfig(cell=cell or net.cell, hidden_size=net.hidden_size, num_layers=2, dropout=net.dropout,
                           layer_norm=net.layer_norm, residual=True, quantiles=net.quantiles, highway=net.highway,
-                          weights=None, seed=0),
+                          weights=None, seed=net.seed),
         scaling=Scaling(halflife=net.halflife),
         training=Training(train_fraction=protocol.train_fraction, window=net.window, chunk=net.chunk,
                           batch_size=32, steps=steps or net.steps, learning_rate=net.learning_rate,
-                          weight_decay=net.weight_decay, loss=net.loss, seed=0),
+                          weight_decay=net.weight_decay, loss=net.loss, seed=net.seed),
         retraining=Retraining(enabled=online_, every_records=(every or net.every) * len(stream.channels), buffer=net.buffer,
                               holdout=net.holdout, steps=net.retrain_steps, learning_rate=net.retrain_learning_rate,
                               min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0,
@@ -732,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: all)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                        help="change a field of every protocol's Network for this run (e.g. seed=1, "
+                             "highway=false, loss=mse, cell=lstm); writes accuracy_variant.json unless --out")
     parser.add_argument("--out", type=Path, help="JSON rows (default: benchmarks/results/accuracy.json, "
                                                   "or accuracy_quick.json with --quick)")
     args = parser.parse_args(argv)
@@ -739,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.validation:
         names = [f"{name}_validation" for name in names]
     methods = _choices(args.methods, METHODS, "--methods")
+    overrides = _overrides(args.overrides)
+    for protocols in (PROTOCOLS, VALIDATION):  # the run's own protocols: every lookup by name sees the variant
+        protocols.update({name: replace(p, network=replace(p.network, **overrides)) for name, p in protocols.items()})
     settings = QUICK if args.quick else FULL
     # One thread: the engine steps a handful of series at a time, where a second OpenMP thread
     # costs more in synchronisation than it saves (10-20x slower on a busy 2-core machine).
@@ -747,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         rows += evaluate_dataset(protocol_of(name), methods, settings, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / ("accuracy_validation.json" if args.validation
+    out = args.out or RESULTS / ("accuracy_variant.json" if overrides else "accuracy_validation.json" if args.validation
                                  else "accuracy_quick.json" if args.quick else "accuracy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
@@ -755,6 +765,21 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report(rows)))
     print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """--set FIELD=VALUE pairs as Network fields, each VALUE read as YAML (true, 1e-3, [1, 2], mse)."""
+    defaults = {f.name: f.default for f in fields(Network)}
+    overrides = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or name not in defaults:
+            raise SystemExit(f"--set: expected FIELD=VALUE with FIELD one of {', '.join(defaults)}, got {pair!r}")
+        value = yaml.safe_load(text)
+        if isinstance(defaults[name], float):  # YAML 1.1 reads 1e-3 as a string
+            value = float(value)
+        overrides[name] = tuple(value) if isinstance(value, list) else value
+    return overrides
 
 
 def _choices(text: str, allowed, flag: str) -> list[str]:

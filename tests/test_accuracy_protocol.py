@@ -115,3 +115,14 @@ def greensboro_second_half():
     """The temperatures and the origins scored, computed directly: targets from the second half on, 24 steps each."""
     y = accuracy.load_stream("greensboro_temp").y[:, 0]
     return y, np.arange(len(y) // 2 - 1, len(y) - 24)
+
+
+def test_set_reads_each_value_as_yaml_into_a_network_field():
+    overrides = accuracy._overrides(["seed=1", "highway=false", "loss=mse", "lags=[24, 12]", "retrain_learning_rate=1e-3"])
+    assert overrides == {"seed": 1, "highway": False, "loss": "mse", "lags": (24, 12), "retrain_learning_rate": 1e-3}
+
+
+@pytest.mark.parametrize("pair", ["colour=red", "seed"])
+def test_set_refuses_what_is_not_a_network_field(pair):
+    with pytest.raises(SystemExit, match="--set: expected FIELD=VALUE with FIELD one of cadence, calendar"):
+        accuracy._overrides([pair])
