@@ -194,7 +194,7 @@ class Engine:
         if outcome.promoted:
             self.install(outcome.challenger, self.model_version + 1, resync_steps)
         if self.damping is not None and outcome.damping is not None:
-            same = np.array([self.store.key(int(slot)) == key for slot, key in zip(outcome.slots, outcome.keys)], bool)
+            same = np.array([now == then for now, then in zip(self.store.keys_of(outcome.slots), outcome.keys)], bool)
             self.damping.set(outcome.slots[same], outcome.damping[torch.as_tensor(same)])  # not a slot that changed hands
         self.calibrate(outcome.widening)
 

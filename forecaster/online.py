@@ -93,7 +93,7 @@ def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: i
     targets, mask = buffers.targets(actual, scale, valid, horizon)
     on_host = slots.cpu().numpy()
     return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(),
-                   on_host, tuple(store.key(int(slot)) for slot in on_host))
+                   on_host, store.keys_of(on_host))
 
 
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:

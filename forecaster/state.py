@@ -87,6 +87,10 @@ class StateStore:
     def key(self, slot: int) -> str | None:
         return self._keys[slot]
 
+    def keys_of(self, slots: np.ndarray) -> tuple[str | None, ...]:
+        """The series each of `slots` holds now (None: free)."""
+        return tuple(self._keys[slot] for slot in slots.tolist())
+
     def __len__(self) -> int:
         return len(self._index)
 

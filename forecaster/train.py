@@ -175,6 +175,11 @@ def _precision(device: torch.device):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+# In scaled units (std_t = 1): a horizon whose targets barely move (a flat stretch) is not
+# divided by almost nothing.
+_NAIVE_MSE_FLOOR = 1e-4
+
+
 def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor, relative: bool = False) -> Tensor:
     """Mean squared error over every step and horizon whose target exists.
 
@@ -189,11 +194,6 @@ def masked_mse(forecasts: Tensor, targets: Tensor, mask: Tensor, relative: bool 
         naive = (targets.square() * mask).sum(steps) / mask.sum(steps).clamp_min(1)
         errors = errors / naive.clamp_min(_NAIVE_MSE_FLOOR)
     return errors.sum() / mask.sum().clamp_min(1)
-
-
-# In scaled units (std_t = 1): a horizon whose targets barely move (a flat stretch) is not
-# divided by almost nothing.
-_NAIVE_MSE_FLOOR = 1e-4
 
 
 def pinball(quantiles: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float]) -> Tensor:
