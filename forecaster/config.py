@@ -73,6 +73,7 @@ class ModelConfig:
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
     quantiles: tuple[float, ...] = setting((), doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; empty: point forecasts only")
     highway: bool = setting(False, doc="add a linear map of each step's inputs (scaled value, covariates, calendar) to the forecast: the linear autoregression that the gated cells learn only approximately (LSTNet's highway)")
+    season: int | None = setting(None, doc="seasonal differencing: the network models the change from one season ago, y[t] - y[t - season], and each step h is forecast from last season's value y[t + h - season] moved to today's level (e.g. 336 for a week of half-hours; at least the horizon); null: off", check=positive_int)
     weights: str | None = setting(None, doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded initialisation")
     seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
 
@@ -207,6 +208,9 @@ class Pipeline:
         if self.retraining.enabled and self.training.window > trainable:
             raise ValueError(f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
                              f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}")
+        if self.model.season is not None and self.model.season < self.horizon:
+            raise ValueError(f"model.season: expected at least the horizon ({self.horizon} steps): a step further ahead "
+                             f"than a season has no value one season before it yet, got {self.model.season}")
 
     @property
     def input_size(self) -> int:

@@ -31,6 +31,7 @@ from .config import Pipeline
 from .fast import FastStep
 from .model import Forecaster, ModelSpec
 from .records import Observations, Rejected
+from .seasonal import SeasonRing
 from .skill import Coverage, LastInterval, Skill
 from .spill import DiskSpill, MemorySpill, Spill
 from .state import REFUSED, StateStore
@@ -44,7 +45,8 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
     m = pipeline.model
     return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
                      horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
-                     nonlinearity=m.nonlinearity, quantiles=m.quantiles, highway=m.highway)
+                     nonlinearity=m.nonlinearity, quantiles=m.quantiles, highway=m.highway,
+                     season=m.season or 0)
 
 
 def seeded_model(pipeline: Pipeline) -> Forecaster:
@@ -178,6 +180,10 @@ class Engine:
         if pipeline.retraining.enabled:
             self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
             self.store.attach("buffer", self.buffer)
+        self.season: SeasonRing | None = None  # per series: the last season of raw values (model.season)
+        if model.spec.season:
+            self.season = SeasonRing(model.spec.season, self.device)
+            self.store.attach("season", self.season)
         self.damping: damping.Damping | None = None  # per series: how much of the model's move to serve
         if pipeline.retraining.enabled and pipeline.retraining.damping:
             self.damping = damping.Damping(self.device)
@@ -270,7 +276,8 @@ class Engine:
         return np.sort(actual[:, None, None] + offsets, axis=1)
 
     def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
-        """Batched recurrent steps, one per wave; returns std * head output, (n, outputs) float32, on the host.
+        """Batched recurrent steps, one per wave; returns std * head output (plus the
+        seasonal shift with model.season), (n, outputs) float32, on the host.
 
         The batch crosses to the device once (values, calendar features, slots) and back once
         (the deltas); each wave writes its own rows of one `deltas` tensor.
@@ -301,6 +308,10 @@ class Engine:
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/test_fast.py).
         """
         state, moments = self.store.gather(slots)               # (layers, n, width): this wave's own copy
+        shift = None
+        if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
+            z, shift = self.season.step(slots, x[:, 0], self.pipeline.horizon)
+            x = torch.cat([z.to(x.dtype)[:, None], x[:, 1:]], dim=1)
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
         self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
@@ -313,6 +324,8 @@ class Engine:
         self.store.scatter(slots, state, moments)
         std = scaling.std(moments)[:, :1]
         out.mul_(std)
+        if shift is not None:  # every output, point and quantiles, moves by y[t + h - season] - y[t - season]
+            out.unflatten(1, (-1, self.pipeline.horizon)).add_(shift.to(out.dtype)[:, None])
         if self.buffer is not None:
             self.buffer.write(slots, inputs, x[:, 0], std[:, 0])
 

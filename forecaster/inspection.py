@@ -58,7 +58,10 @@ def series_view(engine: Engine, key: str) -> SeriesView:
         head = engine.model.head(top_output(engine.model, state), inputs)
         if engine.damping is not None:
             damping.apply(head, engine.damping.factors[slot], engine.pipeline.horizon)
-        deltas = (std[:, :1] * head[:, :engine.pipeline.horizon]).cpu().numpy()[0]  # the point forecast
+        deltas = std[:, :1] * head[:, :engine.pipeline.horizon]  # the point forecast
+        if engine.season is not None:  # last season's values, moved to today's level
+            deltas = deltas + engine.season.read(slot, engine.pipeline.horizon)[1]
+        deltas = deltas.cpu().numpy()[0]
         values = (last_value + deltas).tolist()
     return SeriesView(key=key, last_time=last_time, last_value=last_value, mean=float(moments.mean[0, 0]),
                       std=float(std[0, 0]), state_norms=[float(x) for x in state[:, 0].norm(dim=-1)],

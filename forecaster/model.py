@@ -35,6 +35,7 @@ class ModelSpec:
     nonlinearity: str = "tanh"  # rnn only: "tanh" | "relu"
     quantiles: tuple[float, ...] = ()  # levels the head forecasts besides the point forecast
     highway: bool = False  # a linear map from each step's inputs added to the head (LSTNet's autoregressive part)
+    season: int = 0  # the network models y[t] - y[t - season] (seasonal.py); 0: y itself. Not a shape, but what the weights mean
 
     def __post_init__(self):
         """Reject a bad spec where it is made, with a message that states the constraint."""
@@ -50,6 +51,10 @@ class ModelSpec:
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
+        if isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 0:
+            raise ValueError(f"season must be a non-negative integer, got {self.season!r}")
+        if self.season and self.season < self.horizon:
+            raise ValueError(f"season must be at least the horizon ({self.horizon}), got {self.season}")
         for name in ("layer_norm", "residual", "highway"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")

@@ -3,7 +3,8 @@
 `prepare` turns decoded observations into exactly the inputs the engine feeds the model,
 step by step with the same `scaling` and `calendar_features`, plus the targets the engine's
 forecast implies: y_hat[t + h] = y[t] + std_t * head[h], so the head learns
-(y[t + h] - y[t]) / std_t. `fit` samples windows with a seeded generator and unrolls them
+(y[t + h] - y[t]) / std_t; with model.season, y is the seasonal difference z (seasonal.py)
+throughout. `fit` samples windows with a seeded generator and unrolls them
 chunk by chunk, stopping gradients at each chunk boundary. `evaluate` scores one-step
 forecasts against the naive last value, as the engine's skill does. `pretrain` does all of
 it for one pipeline and writes the starting weights.
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import datasets, records, scaling
+from . import datasets, records, scaling, seasonal
 from .cadence import calendar_features
 from .config import Config, Pipeline, Training
 from .engine import seeded_model
@@ -43,7 +44,7 @@ class Series:
     inputs: Tensor   # (T, input_size): what the engine feeds the model at each step
     targets: Tensor  # (T, horizon): (y[t + h] - y[t]) / std_t, 0 where masked
     mask: Tensor     # (T, horizon) bool: y[t + h] exists
-    actual: Tensor   # (T,) float64: the raw target y[t]
+    actual: Tensor   # (T,) float64: the target y[t], or with model.season its seasonal difference z[t]
     std: Tensor      # (T,): std_t, the scale the engine multiplies the head by
 
     def __len__(self) -> int:
@@ -87,13 +88,16 @@ def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
 
 def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
     """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
-    values = torch.as_tensor(observations.values[index], dtype=torch.float32)  # (T, n, F)
+    values = np.array(observations.values[index])                              # (T, n, F)
+    if pipeline.model.season:  # the engine's float32 target, differenced in float64 as SeasonRing does
+        values[..., 0] = seasonal.difference(values[..., 0].astype(np.float32).astype(np.float64), pipeline.model.season)
+    actual = values[..., 0]                                                     # (T, n) float64: what the model forecasts
+    values = torch.as_tensor(values, dtype=torch.float32)
     local_times = observations.local_times[index]
     calendar = torch.as_tensor(calendar_features(local_times.ravel(), pipeline.calendar), dtype=torch.float32)
     calendar = calendar.reshape(*index.shape, -1)                               # (T, n, C)
     scaled, std = _scale(values, scaling.decay(pipeline.scaling.halflife), pipeline.scaling.clip)
     inputs = torch.cat([scaled, calendar], dim=2)
-    actual = observations.values[index, 0]                                      # (T, n) float64
     return [_series(inputs[:, j], actual[:, j], std[:, j], pipeline.horizon) for j in range(index.shape[1])]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from forecaster import config, schema
 from forecaster.config import Pipeline, Settings
+from forecaster.engine import model_spec
 from forecaster.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, weights, seed)")
+        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed)")
 
 
 def test_an_unknown_global_key_names_config_yaml(tmp_path):
@@ -292,6 +293,17 @@ def test_a_global_enum_is_checked_too(tmp_path):
 def test_relu_is_only_for_the_plain_rnn_cell(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  cell: gru\n  nonlinearity: relu\n") == (
         f"{weather_file}: model.nonlinearity: expected tanh unless cell is rnn, got relu with cell gru")
+
+
+def test_a_season_shorter_than_the_horizon_is_refused(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "model:\n  season: 12\n") == (
+        f"{weather_file}: model.season: expected at least the horizon (24 steps): a step further ahead than a "
+        "season has no value one season before it yet, got 12")
+
+
+def test_a_season_of_a_day_loads_into_the_model_spec(tmp_path):
+    loaded = config.load(write_config(tmp_path, {"weather": WEATHER + "model:\n  season: 24\n"}))
+    assert model_spec(loaded.pipelines[0]).season == 24
 
 
 def test_relu_with_the_rnn_cell_loads(tmp_path):

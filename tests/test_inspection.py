@@ -25,9 +25,10 @@ def engine_after_walks(pipeline) -> tuple[Engine, dict]:
     return engine, latest
 
 
-@pytest.mark.parametrize("highway", [False, True])
-def test_the_view_gives_the_forecast_the_engine_emitted(highway):
-    pipeline = make_pipeline(highway=highway)
+@pytest.mark.parametrize("highway, season", [(False, None), (True, None), (False, 4), (True, 6)],
+                         ids=["plain", "highway", "season", "highway-season"])
+def test_the_view_gives_the_forecast_the_engine_emitted(highway, season):
+    pipeline = make_pipeline(highway=highway, season=season)
     pipeline = dataclasses.replace(pipeline, training=Training(window=8, chunk=4),
                                    retraining=Retraining(enabled=True, buffer=16, holdout=4, resync_steps=16))
     engine, latest = engine_after_walks(pipeline)
