@@ -165,7 +165,7 @@ class StateStore:
         """Series rows as (n, wide) float32 and (n, 3) float64 host arrays."""
         device_slots = torch.as_tensor(slots, device=self.device)
         m = self.moments
-        wide = torch.cat([self.state[:, device_slots].transpose(0, 1).reshape(len(slots), -1),
+        wide = torch.cat([self.state[:, device_slots].transpose(0, 1).reshape(len(slots), self.layers * self.width),
                           m.mean[device_slots], m.var[device_slots], m.count[device_slots, None]], dim=1)
         exact = np.stack([self.last_time[slots], self.last_value[slots], self.last_forecast[slots]], axis=1)
         return wide.float().cpu().numpy(), exact

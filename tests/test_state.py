@@ -99,6 +99,13 @@ def test_snapshot_then_restore_round_trips_exactly(device):
     assert sorted(other.snapshot()["keys"]) == ["a", "b", "c"]
 
 
+def test_a_store_without_series_snapshots_and_restores_empty(device):
+    """A checkpoint can come before any series is admitted (every record so far dead-lettered)."""
+    other = store(device)
+    other.restore(store(device).snapshot())
+    assert len(other) == 0 and other.snapshot()["keys"] == []
+
+
 def test_restored_series_keep_their_slots_when_new_series_arrive(device):
     s = store(device)
     write(s, ["a", "b"], 3.0)
