@@ -165,6 +165,7 @@ class Retraining:
     max_series: int = setting(2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int)
     min_improvement: float = setting(0.0, doc="relative held-out loss improvement a challenger needs to be promoted", check=non_negative)
     damping: bool = setting(False, doc="for series prone to level shifts: each round also measures, per series, how much of the model's move away from the last value its held-out steps support (least squares, between 0: the last value, and 1: the model as it is), and the series' forecasts are damped by it from then on")
+    calibration_rounds: int = setting(1, doc="with quantiles, the outermost ones are widened by the conformal widening measured on the held-out steps (of whichever model serves), averaged over this many latest rounds: one day's held-out steps estimate it noisily, and a too narrow interval loses more coverage than a too wide one gains", check=positive_int)
     resync_steps: int = setting(64, doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps through the new weights; 0: keep the old states", check=(lambda v: v >= 0, "an integer >= 0"))
 
     def __post_init__(self):

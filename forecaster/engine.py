@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -189,6 +190,7 @@ class Engine:
             self.damping = damping.Damping(self.device)
             self.store.attach("damping", self.damping)
         self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
+        self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)  # the latest rounds'
         self.intervals: LastInterval | None = None
         if model.spec.quantiles:
             self.intervals = LastInterval()
@@ -212,8 +214,18 @@ class Engine:
         return float(self.damping.factors[torch.as_tensor(active, device=self.device)].mean())
 
     def calibrate(self, widening: torch.Tensor | None) -> None:
-        """Move the outermost quantiles out by `widening` (horizon,) scales from now on (None: as the head says)."""
-        self.widening = None if widening is None else widening.to(self.device, self.store.dtype)
+        """Add a round's `widening` (horizon,) of the outermost quantiles, in scales: from now on they move
+        out by the mean of the last retraining.calibration_rounds ones (None: as the head says, forgetting them).
+
+        One round's held-out steps estimate the widening noisily, and an interval too narrow
+        loses more coverage than one as much too wide gains: the mean of a few rounds covers better.
+        """
+        if widening is None:
+            self._widenings.clear()
+            self.widening = None
+            return
+        self._widenings.append(widening.to(self.device, self.store.dtype))
+        self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
 
     def install(self, model: Forecaster, version: int, resync_steps: int = 0) -> None:
         """Serve `model` from the next batch on, as `version`; with `resync_steps`, recompute every state under it.
@@ -236,7 +248,7 @@ class Engine:
             "model": {"spec": dataclasses.asdict(self.model.spec), "version": self.model_version,
                       "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
             "store": self.store.snapshot(),
-            "widening": None if self.widening is None else self.widening.cpu(),
+            "widenings": [w.cpu() for w in self._widenings],
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -247,7 +259,10 @@ class Engine:
         self.model.load_state_dict(snapshot["model"]["state_dict"])
         self.model_version = int(snapshot["model"]["version"])
         self.store.restore(snapshot["store"])
-        self.calibrate(snapshot.get("widening"))
+        self.calibrate(None)
+        older = [] if snapshot.get("widening") is None else [snapshot["widening"]]  # a checkpoint before calibration_rounds
+        for widening in snapshot.get("widenings", older):
+            self.calibrate(widening)
 
     @torch.no_grad()
     def step(self, observations: Observations) -> tuple[Forecasts, list[Rejected]]:

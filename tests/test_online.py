@@ -287,6 +287,25 @@ def test_a_round_measures_the_widening_each_model_needs_and_the_engine_serves_it
     assert torch.equal(restored.widening, engine.widening)
 
 
+def test_the_engine_serves_the_mean_widening_of_the_last_calibration_rounds_and_a_checkpoint_keeps_them():
+    pipeline = make_pipeline(quantiles=(0.1, 0.5, 0.9))
+    pipeline = dataclasses.replace(pipeline, retraining=Retraining(calibration_rounds=2))
+    engine = Engine(pipeline, seeded_model(pipeline))
+    for value in (1.0, 2.0, 4.0):  # one round after another
+        engine.calibrate(torch.full((pipeline.horizon,), value))
+    assert engine.widening.tolist() == [3.0] * pipeline.horizon  # (2 + 4) / 2: the first round has aged out
+
+    restored = Engine(pipeline, seeded_model(pipeline))
+    restored.restore(engine.snapshot())
+    restored.calibrate(torch.full((pipeline.horizon,), 6.0))
+    assert restored.widening.tolist() == [5.0] * pipeline.horizon  # (4 + 6) / 2
+
+    restored.calibrate(None)  # no quantile levels to widen: as the head says, and nothing remembered
+    assert restored.widening is None
+    restored.calibrate(torch.full((pipeline.horizon,), 1.0))
+    assert restored.widening.tolist() == [1.0] * pipeline.horizon
+
+
 def ordered_quantiles_model(pipeline):
     """Seeded weights whose quantile heads are the point head shifted by -1, 0 and +1: they never cross."""
     model, H = seeded_model(pipeline), pipeline.horizon
