@@ -160,8 +160,9 @@ def cmd_pretrain(args) -> int:
     report = pretrain(config, pipeline, dataset=args.dataset, out=args.out, steps=args.steps,
                       progress=lambda step, loss: bar.update(step))
     bar.close()
+    naive = "last season at today's level" if pipeline.model.season else "naive"  # what a zero output forecasts
     print(f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss {report['final_loss']:.4f}; "
-          f"held-out one-step MAE model {report['model_mae']:.4g} vs naive {report['naive_mae']:.4g}")
+          f"held-out one-step MAE model {report['model_mae']:.4g} vs {naive} {report['naive_mae']:.4g}")
     return EXIT_OK
 
 

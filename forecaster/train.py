@@ -298,6 +298,9 @@ def evaluate(model: Forecaster, series: Sequence[Series], device: str | torch.de
              warmup_fraction: float = 0.0) -> dict:
     """One-step-ahead MAE in original units, model and naive last value, from a stateful pass.
 
+    With model.season the series model z, so "naive" is what a zero output forecasts there:
+    last season's value moved to today's level, y[t + 1 - P] + y[t] - y[t - P].
+
     Each series is stepped from a zero state from its start; forecasts issued in its leading
     `warmup_fraction` only warm the state up and are not scored, so a held-out tail can be
     scored with the state the model would have reached by then.
