@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecaster import prequential
+from forecaster import prequential, seasonal
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
 _spec = importlib.util.spec_from_file_location("accuracy_benchmark", _PATH)
@@ -95,6 +95,17 @@ def test_lags_are_past_values_of_each_channel():
         np.testing.assert_array_equal(together[t, :, 0], y[t - 3])
         np.testing.assert_array_equal(together[t, :, 1], y[t - 1])
     np.testing.assert_array_equal(together[0, :, 1], y[0])  # no history yet: the row's own value
+
+
+def test_with_a_season_lags_are_of_the_seasonal_difference_the_network_models():
+    y = (np.arange(30.0) ** 2).reshape(15, 2)
+    lags = accuracy.Lags(back=(2, 1), channels=2, season=4)
+    together = np.concatenate([lags(y[:7]), lags(y[7:])])  # (15, 2, 2)
+    z = seasonal.difference(y, 4)
+    for t in range(2, 15):
+        np.testing.assert_array_equal(together[t, :, 0], z[t - 2])
+        np.testing.assert_array_equal(together[t, :, 1], z[t - 1])
+    np.testing.assert_array_equal(together[0], 0.0)  # no history yet: the row's own difference, 0
 
 
 def test_seasonal_lags_reach_one_period_before_each_step_ahead():
