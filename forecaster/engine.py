@@ -5,7 +5,9 @@ For one poll batch the engine
   2. orders each series' records by time and refuses stale or duplicate timestamps,
   3. runs the recurrent step in waves: wave k holds the k-th new record of every series,
      so a series seen 5 times costs 5 batched steps, not 5 x series calls,
-  4. forecasts the horizon for every record with the direct multi-step head, and
+  4. forecasts the horizon for every record with the direct multi-step head (with
+     model.season the network sees the seasonal difference and last season is added
+     back, seasonal.py), and
   5. scores the previous one-step forecasts against the actuals that just arrived, and
   6. with retraining on, appends each step's model inputs to its series' window buffer.
 `install` swaps in new weights between batches and re-synchronises the states.

@@ -9,9 +9,9 @@ tensors: the engine gathers and scatters through `gather` and `scatter`.
 An evicted series' state goes to a `Spill` (host memory or disk) when one is given, and
 comes back when the series returns, so a flood of new keys costs memory, not state.
 
-Other per-series storage (the retraining buffer) attaches as a `Part`: the store grows,
-resets, snapshots and restores it slot by slot along with the state. A part is not
-spilled: a returning series starts its part afresh.
+Other per-series storage (the retraining buffer, the season's history, damping factors)
+attaches as a `Part`: the store grows, resets, snapshots and restores it slot by slot
+along with the state. A part is not spilled: a returning series starts its part afresh.
 """
 
 from __future__ import annotations
