@@ -88,7 +88,7 @@ def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
 
 def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
     """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
-    values = np.array(observations.values[index])                              # (T, n, F)
+    values = observations.values[index]                                        # (T, n, F), a copy (fancy indexing)
     if pipeline.model.season:  # the engine's float32 target, differenced in float64 as SeasonRing does
         values[..., 0] = seasonal.difference(values[..., 0].astype(np.float32).astype(np.float64), pipeline.model.season)
     actual = values[..., 0]                                                     # (T, n) float64: what the model forecasts
