@@ -56,6 +56,27 @@ class SeasonalNaive:
         return season[np.arange(horizon) % self.period]
 
 
+class SeasonalLevel:
+    """The seasonal naive moved to today's level: y[t + h - period] + y[t] - y[t - period] (h <= period,
+    and the seasonal naive's wrap beyond). What a `model.season` network forecasts when it outputs nothing."""
+
+    name = "seasonal_level"
+
+    def __init__(self, period: int):
+        self._naive = SeasonalNaive(period)
+        self._recent: deque[np.ndarray] = deque(maxlen=period + 1)
+
+    def learn(self, rows: Stream) -> None:
+        self._naive.learn(rows)
+        self._recent.extend(rows.y[-(self._naive.period + 1):].copy())
+
+    def forecast(self, horizon: int) -> np.ndarray:
+        if len(self._recent) <= self._naive.period:
+            raise ValueError(f"seasonal_level: learn at least period + 1 ({self._naive.period + 1}) rows before "
+                             f"forecasting, got {len(self._recent)}")
+        return self._naive.forecast(horizon) + (self._recent[-1] - self._recent[0])[None, :]
+
+
 @dataclass
 class _Smoothing:
     """Additive damped-trend exponential smoothing, one entry per channel, as statsmodels' Holt-Winters.
