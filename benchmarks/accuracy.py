@@ -27,6 +27,11 @@ every row. Protocols (see PROTOCOLS):
 - msft: the second half, steps 1 and 5 alone; Diebold-Mariano against the random walk
   (persistence) on absolute errors, with the variance of h-step errors.
 
+Besides persistence, the seasonal naive, ETS and SNARIMAX, `seasonal_level` is the
+seasonal naive moved to today's level, y[t + h - period] + y[t] - y[t - period]: what a
+network with model.season forecasts when it outputs nothing, so the forecaster's gain over
+it is what taylor's network adds to its seasonal structure.
+
 The forecaster's methods (`forecaster_method`) all start from the same weights, pretrained
 with `train.fit` on the leading part only (first 20% for ETT, first half otherwise):
 
@@ -121,8 +126,8 @@ from forecaster.records import Observations  # noqa: E402
 from forecaster.prequential import Stream  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-METHODS = ("persistence", "seasonal_naive", "ets", "snarimax", "frozen_offline", "forecaster",
-           "forecaster_no_resync", "forecaster_gru", "forecaster_lstm")
+BASELINES = ("persistence", "seasonal_naive", "seasonal_level", "ets", "snarimax")
+METHODS = BASELINES + ("frozen_offline", "forecaster", "forecaster_no_resync", "forecaster_gru", "forecaster_lstm")
 HOURLY = Calendar(hour_of_day=True, day_of_week=True)
 
 
@@ -550,6 +555,8 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
         return baselines.Persistence()
     if name == "seasonal_naive":
         return baselines.SeasonalNaive(protocol.period)
+    if name == "seasonal_level":
+        return baselines.SeasonalLevel(protocol.period)
     if name == "ets":
         ets = protocol.ets
         return baselines.ETS(ets["period"], ets["window"], ets["refit_every"] * settings.refit_factor)
@@ -695,7 +702,7 @@ def ablations(rows: list[dict]) -> list[str]:
     lines = []
     for (dataset, horizon, method), row in at.items():
         mine = at.get((dataset, horizon, "forecaster"))
-        if method in ("forecaster", "persistence", "seasonal_naive", "ets", "snarimax") or mine is None:
+        if method == "forecaster" or method in BASELINES or mine is None:
             continue
         if horizon not in summary_horizons(protocol_of(dataset)):
             continue
