@@ -123,10 +123,11 @@ def cmd_check(args) -> int:
         build_engine(config, pipeline, device="cpu")  # weights load against the configured model
         m = pipeline.model
         r = pipeline.retraining
+        season = f", season {m.season}" if m.season else ""
         quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
         retraining = f", retraining every {r.every_records} records" if r.enabled else ", no retraining"
         print(f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} {m.num_layers}x{m.hidden_size}, "
-              f"horizon {pipeline.horizon} x {pipeline.cadence}{quantiles}, weights {m.weights or 'seeded'}{retraining}")
+              f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, weights {m.weights or 'seeded'}{retraining}")
     count = len(config.pipelines)
     print(f"{args.config}: ok ({count} pipeline{'s' if count != 1 else ''})")
     return EXIT_OK
