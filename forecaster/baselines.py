@@ -63,18 +63,20 @@ class SeasonalLevel:
     name = "seasonal_level"
 
     def __init__(self, period: int):
-        self._naive = SeasonalNaive(period)
-        self._recent: deque[np.ndarray] = deque(maxlen=period + 1)
+        if period < 1:
+            raise ValueError(f"period must be a positive integer, got {period}")
+        self.period = period
+        self._recent: deque[np.ndarray] = deque(maxlen=period + 1)  # y[t - period] .. y[t]
 
     def learn(self, rows: Stream) -> None:
-        self._naive.learn(rows)
-        self._recent.extend(rows.y[-(self._naive.period + 1):].copy())
+        self._recent.extend(rows.y[-(self.period + 1):].copy())
 
     def forecast(self, horizon: int) -> np.ndarray:
-        if len(self._recent) <= self._naive.period:
-            raise ValueError(f"seasonal_level: learn at least period + 1 ({self._naive.period + 1}) rows before "
+        if len(self._recent) <= self.period:
+            raise ValueError(f"seasonal_level: learn at least period + 1 ({self.period + 1}) rows before "
                              f"forecasting, got {len(self._recent)}")
-        return self._naive.forecast(horizon) + (self._recent[-1] - self._recent[0])[None, :]
+        history = np.stack(self._recent)  # (period + 1, C)
+        return history[1 + np.arange(horizon) % self.period] + (history[-1] - history[0])[None, :]
 
 
 @dataclass

@@ -83,6 +83,12 @@ def test_a_grown_or_restored_ring_continues_exactly():
 # -- in the engine and in training -----------------------------------------------------------
 
 
+def last_season_at_todays_level(y: np.ndarray) -> np.ndarray:
+    """(T, HORIZON): y[t] + y[t + h - P] - y[t - P], what a network that outputs nothing forecasts."""
+    return np.array([[y[t] + back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)]
+                     for t in range(len(y))])
+
+
 def seasonal_pipeline(**kwargs):
     return make_pipeline(horizon=HORIZON, season=PERIOD, **kwargs)
 
@@ -103,8 +109,7 @@ def test_a_network_that_outputs_nothing_forecasts_last_season_moved_to_todays_le
             parameter.zero_()
     batch, y = series()
     forecasts = Engine(pipeline, model).step(batch)[0].values
-    expected = [[y[t] + back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)] for t in range(len(y))]
-    np.testing.assert_allclose(forecasts, expected, rtol=1e-6)
+    np.testing.assert_allclose(forecasts, last_season_at_todays_level(y), rtol=1e-6)
 
 
 def test_training_prepares_the_differenced_inputs_and_targets_the_engine_uses():
@@ -120,8 +125,7 @@ def test_training_prepares_the_differenced_inputs_and_targets_the_engine_uses():
     with torch.no_grad():
         outputs, _ = model(prepared.inputs.unsqueeze(1), model.initial_state(1))
         head = model.head(outputs, prepared.inputs.unsqueeze(1))[:, 0, :HORIZON]
-    shifts = np.array([[back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)] for t in range(len(y))])
-    expected = y[:, None] + shifts + (prepared.std[:, None] * head).double().numpy()
+    expected = last_season_at_todays_level(y) + (prepared.std[:, None] * head).double().numpy()
     np.testing.assert_allclose(forecasts, expected, rtol=1e-5)
 
 
@@ -133,8 +137,7 @@ def test_quantiles_move_with_the_season_like_the_point_forecast():
         model.readout.bias.copy_(torch.tensor([0.0] * HORIZON + [-1.0] * HORIZON + [1.0] * HORIZON))
     batch, y = series()
     forecasts = Engine(pipeline, model).step(batch)[0]
-    expected = [[y[t] + back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)] for t in range(len(y))]
-    np.testing.assert_allclose(forecasts.values, expected, rtol=1e-6)
+    np.testing.assert_allclose(forecasts.values, last_season_at_todays_level(y), rtol=1e-6)
     below, above = forecasts.values - forecasts.quantiles[0.1], forecasts.quantiles[0.9] - forecasts.values
     assert np.all(below > 0)
     np.testing.assert_allclose(below, above, rtol=1e-4)
