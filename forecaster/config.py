@@ -176,6 +176,13 @@ class Retraining:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Intervals:
+    """How the forecast intervals (the outermost quantiles) are kept calibrated while serving (intervals.py)."""
+
+    tracking_rate: float = setting(0.0, doc="quantile tracking: after every batch, each horizon step's outermost quantiles move out (or in) by tracking_rate series scales times the share of that step's newly arrived actuals outside their interval less the nominal share (0.2 for 0.1 and 0.9), so the coverage holds when the series drift away from what retraining calibrated on; keeps the last horizon intervals per series (8 x horizon^2 bytes); 0: off", check=non_negative)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
@@ -199,6 +206,7 @@ class Pipeline:
     batching: Batching = setting(Batching(), doc="poll batch size and output packing")
     training: Training = setting(Training(), doc="offline pretraining, and the optimiser of online retraining")
     retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
+    intervals: Intervals = setting(Intervals(), doc="calibration of the forecast intervals while serving")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:
@@ -209,6 +217,9 @@ class Pipeline:
         if self.retraining.enabled and self.training.window > trainable:
             raise ValueError(f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
                              f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}")
+        if self.intervals.tracking_rate and len(self.model.quantiles) < 2:
+            raise ValueError(f"intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
+                             f"(an interval to track), got {self.intervals.tracking_rate} with {list(self.model.quantiles)}")
         if self.model.season is not None and self.model.season < self.horizon:
             raise ValueError(f"model.season: expected at least the horizon ({self.horizon} steps): a step further ahead "
                              f"than a season has no value one season before it yet, got {self.model.season}")

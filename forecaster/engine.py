@@ -32,10 +32,11 @@ from .buffer import WindowBuffer
 from .cadence import calendar_features, horizon_times
 from .config import Pipeline
 from .fast import FastStep
+from .intervals import IntervalHistory, track
 from .model import Forecaster, ModelSpec
 from .records import Observations, Rejected
 from .seasonal import SeasonRing
-from .skill import Coverage, LastInterval, Skill
+from .skill import Coverage, Skill
 from .spill import DiskSpill, MemorySpill, Spill
 from .state import REFUSED, StateStore
 
@@ -193,9 +194,11 @@ class Engine:
             self.store.attach("damping", self.damping)
         self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
         self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)  # the latest rounds'
-        self.intervals: LastInterval | None = None
+        self.intervals: IntervalHistory | None = None  # per series: the intervals issued, until their actuals arrive
+        self.tracked = np.zeros(pipeline.horizon)  # (horizon,): quantile tracking's offsets, in scales (intervals.py)
+        self._outward: torch.Tensor | None = None  # widening + tracked: how far the outermost quantiles move out
         if model.spec.quantiles:
-            self.intervals = LastInterval()
+            self.intervals = IntervalHistory(pipeline.horizon if pipeline.intervals.tracking_rate else 1)
             self.store.attach("interval", self.intervals)
 
     def adopt(self, outcome: Outcome, resync_steps: int = 0) -> None:
@@ -225,9 +228,18 @@ class Engine:
         if widening is None:
             self._widenings.clear()
             self.widening = None
+        else:
+            self._widenings.append(widening.to(self.device, self.store.dtype))
+            self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
+        self._move_outward()
+
+    def _move_outward(self) -> None:
+        """How far the outermost quantiles move out, in scales: the conformal widening plus quantile tracking's offsets."""
+        if self.widening is None and not self.tracked.any():
+            self._outward = None
             return
-        self._widenings.append(widening.to(self.device, self.store.dtype))
-        self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
+        tracked = torch.as_tensor(self.tracked, device=self.device, dtype=self.store.dtype)
+        self._outward = tracked if self.widening is None else self.widening + tracked
 
     def install(self, model: Forecaster, version: int, resync_steps: int = 0) -> None:
         """Serve `model` from the next batch on, as `version`; with `resync_steps`, recompute every state under it.
@@ -251,6 +263,7 @@ class Engine:
                       "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
             "store": self.store.snapshot(),
             "widenings": [w.cpu() for w in self._widenings],
+            "tracked": torch.from_numpy(self.tracked.copy()),
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -261,6 +274,8 @@ class Engine:
         self.model.load_state_dict(snapshot["model"]["state_dict"])
         self.model_version = int(snapshot["model"]["version"])
         self.store.restore(snapshot["store"])
+        tracked = snapshot.get("tracked")  # absent before quantile tracking
+        self.tracked = np.zeros(self.pipeline.horizon) if tracked is None else tracked.numpy().copy()
         self.calibrate(None)
         older = [] if snapshot.get("widening") is None else [snapshot["widening"]]  # a checkpoint before calibration_rounds
         for widening in snapshot.get("widenings", older):
@@ -279,7 +294,7 @@ class Engine:
         quantiles = self._quantiles(actual, deltas)
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
-            self._score_intervals(slots[order], actual, quantiles[:, [0, -1], 0], the_plan)
+            self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
         emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
         return self._forecasts(observations, order[emit], forecast[emit],
                                None if quantiles is None else quantiles[emit]), rejected
@@ -334,10 +349,10 @@ class Engine:
         self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
         if self.damping is not None:
             damping.apply(out, self.damping.factors[slots], self.pipeline.horizon)
-        if self.widening is not None:  # conformal calibration of the outermost quantiles
+        if self._outward is not None:  # calibration of the outermost quantiles
             horizon = self.pipeline.horizon
-            out[:, horizon:2 * horizon].sub_(self.widening)
-            out[:, -horizon:].add_(self.widening)
+            out[:, horizon:2 * horizon].sub_(self._outward)
+            out[:, -horizon:].add_(self._outward)
         self.store.scatter(slots, state, moments)
         std = scaling.std(moments)[:, :1]
         out.mul_(std)
@@ -364,13 +379,18 @@ class Engine:
         self.store.last_value[slots[last]] = actual[last]
         self.store.last_forecast[slots[last]] = one_step[last]
 
-    def _score_intervals(self, slots, actual, bounds: np.ndarray, the_plan: Plan) -> None:
-        """Score each series' previous one-step interval against its actual, then keep this batch's newest."""
+    def _score_intervals(self, slots, waves, actual, bounds: np.ndarray) -> None:
+        """Score the intervals issued for these actuals, keep each row's own (n, 2, horizon) until theirs
+        arrive, and with intervals.tracking_rate move each step's offset by how its intervals fared."""
         if len(slots) == 0:
             return
-        previous = _previous(bounds, the_plan.first, self.intervals.bounds[slots[the_plan.first]])
-        self.coverage.add(actual, previous[:, 0], previous[:, 1])
-        self.intervals.bounds[slots[the_plan.last]] = bounds[the_plan.last]
+        inside = self.intervals.score_and_keep(slots, waves, actual, bounds)  # (n, depth)
+        self.coverage.add(inside[:, 0])
+        rate = self.pipeline.intervals.tracking_rate
+        if rate:
+            levels = self.model.spec.quantiles
+            self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
+            self._move_outward()
 
     def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray,
                    quantiles: np.ndarray | None = None) -> Forecasts:

@@ -1,9 +1,9 @@
-"""Online skill: rolling MAE of one-step forecasts (model and naive), and the coverage of their intervals."""
+"""Online skill: rolling MAE of one-step forecasts (model and naive), and the coverage of their intervals
+(scored by intervals.IntervalHistory)."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 class RollingMean:
@@ -59,39 +59,10 @@ class Coverage:
     def __init__(self, window: int):
         self.inside = RollingMean(window)
 
-    def add(self, actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
-        """Score intervals made one step earlier; a series' first step has none (NaN) and is skipped."""
-        scored = np.isfinite(lower) & np.isfinite(upper)
-        self.inside.extend((lower[scored] <= actual[scored]) & (actual[scored] <= upper[scored]))
+    def add(self, inside: np.ndarray) -> None:
+        """Add one-step scores (1.0 inside, 0.0 outside); NaN, a series' first step with none issued, is skipped."""
+        self.inside.extend(inside[~np.isnan(inside)])
 
     @property
     def value(self) -> float:
         return self.inside.value
-
-
-class LastInterval:
-    """Each slot's newest one-step interval (lower, upper), kept until its actual arrives; a `state.Part`."""
-
-    def __init__(self):
-        self.bounds = np.full((0, 2), np.nan)
-
-    @property
-    def nbytes(self) -> int:
-        return self.bounds.nbytes
-
-    def allocate(self, capacity: int) -> None:
-        self.bounds = np.full((capacity, 2), np.nan)
-
-    def grow(self, capacity: int) -> None:
-        old = self.bounds
-        self.allocate(capacity)
-        self.bounds[:len(old)] = old
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.bounds[slots] = np.nan
-
-    def snapshot(self, slots: np.ndarray) -> dict:
-        return {"bounds": torch.from_numpy(self.bounds[slots].copy())}
-
-    def restore(self, slots: np.ndarray, snapshot: dict) -> None:
-        self.bounds[slots] = snapshot["bounds"].numpy()

@@ -3,8 +3,10 @@
 import dataclasses
 
 import numpy as np
+import torch
 
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+from forecaster.engine import seeded_model
 from forecaster.records import Observations
 
 
@@ -56,3 +58,14 @@ def torch_reference(model):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 getattr(ref, f"{name}_l{l}").copy_(getattr(cell, name))
     return ref
+
+
+def ordered_quantiles_model(pipeline, spread=1.0):
+    """Seeded weights for quantiles (0.1, 0.5, 0.9) whose heads are the point head shifted by -spread, 0
+    and +spread scales: they never cross."""
+    model, H = seeded_model(pipeline), pipeline.horizon
+    with torch.no_grad():
+        for k, shift in enumerate((-spread, 0.0, spread), start=1):
+            model.readout.weight[k * H:(k + 1) * H] = model.readout.weight[:H]
+            model.readout.bias[k * H:(k + 1) * H] = model.readout.bias[:H] + shift
+    return model

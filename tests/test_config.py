@@ -165,7 +165,7 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
         "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
-        "skill_window, batching, training, retraining)")
+        "skill_window, batching, training, retraining, intervals)")
 
 
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
@@ -293,6 +293,12 @@ def test_a_global_enum_is_checked_too(tmp_path):
 def test_relu_is_only_for_the_plain_rnn_cell(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  cell: gru\n  nonlinearity: relu\n") == (
         f"{weather_file}: model.nonlinearity: expected tanh unless cell is rnn, got relu with cell gru")
+
+
+def test_tracking_intervals_without_quantiles_is_refused(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "intervals:\n  tracking_rate: 0.02\n") == (
+        f"{weather_file}: intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
+        "(an interval to track), got 0.02 with []")
 
 
 def test_a_season_shorter_than_the_horizon_is_refused(tmp_path, weather_file):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from support import make_pipeline, observations, random_walks
+from support import make_pipeline, observations, ordered_quantiles_model, random_walks
 from forecaster import online, resync, train
 from forecaster.config import Retraining, Training
 from forecaster.engine import Engine, seeded_model
@@ -304,16 +304,6 @@ def test_the_engine_serves_the_mean_widening_of_the_last_calibration_rounds_and_
     assert restored.widening is None
     restored.calibrate(torch.full((pipeline.horizon,), 1.0))
     assert restored.widening.tolist() == [1.0] * pipeline.horizon
-
-
-def ordered_quantiles_model(pipeline):
-    """Seeded weights whose quantile heads are the point head shifted by -1, 0 and +1: they never cross."""
-    model, H = seeded_model(pipeline), pipeline.horizon
-    with torch.no_grad():
-        for k, shift in enumerate((-1.0, 0.0, 1.0), start=1):
-            model.readout.weight[k * H:(k + 1) * H] = model.readout.weight[:H]
-            model.readout.bias[k * H:(k + 1) * H] = model.readout.bias[:H] + shift
-    return model
 
 
 def test_widening_moves_only_the_outermost_quantiles_by_that_many_scales():

@@ -1,0 +1,105 @@
+"""The intervals a series was issued, kept until their actuals arrive, and coverage tracked online.
+
+With quantiles the engine serves the outermost levels as an interval (0.1 and 0.9: an 80%
+one), widened by the conformal widening of the latest retraining rounds (online.py). That
+widening is measured on the held-out steps just before it is served. When a series drifts,
+the steps ahead are not like them, and the intervals cover less than they claim (taylor's
+test weeks: 71% for 80%, falling from 79% at step 1 to 64% at step 48). With
+`intervals.tracking_rate: eta` the engine also moves the outermost quantiles of each horizon
+step h by an offset of its own, in the series' scales, after every batch:
+
+    offset[h] += eta * (share of step h's newly arrived actuals outside their interval - (1 - coverage))
+
+This is quantile tracking (Angelopoulos, Candès & Tibshirani, 2023, "Conformal PID control"),
+the online form of adaptive conformal inference (Gibbs & Candès, 2021). Whatever the series
+do, the offset keeps the long-run share of misses at each step near the nominal one: over T
+batches, the mean of the batches' miss shares is within (B + eta) / (eta * T) of it, where B
+bounds how far an actual can fall outside.
+
+Scoring step h needs the interval issued h records earlier, so each series keeps a ring of
+the intervals issued at its last `depth` records: 8 * depth**2 bytes a series (18 KB at a
+horizon of 48). Without tracking the depth is 1: only the one-step interval, which the
+coverage metric scores. Records of a series are counted, not timed: step h is scored
+against the h-th record after the one that issued it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class IntervalHistory:
+    """Each slot's intervals issued at its last `depth` records, for steps 1..depth; a `state.Part`.
+
+    `bounds[slot, i % depth, side, h - 1]` is the lower (side 0) or upper (side 1) bound its
+    record number i issued for step h; NaN where none was issued.
+    """
+
+    def __init__(self, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1 step, got {depth}")
+        self.depth = depth
+        self.allocate(0)
+
+    def allocate(self, capacity: int) -> None:
+        self.bounds = np.full((capacity, self.depth, 2, self.depth), np.nan, np.float32)
+        self.issued = np.zeros(capacity, np.int64)  # records that issued an interval, per slot
+
+    @property
+    def nbytes(self) -> int:
+        return self.bounds.nbytes + self.issued.nbytes
+
+    def score_and_keep(self, slots: np.ndarray, waves: np.ndarray, actual: np.ndarray,
+                       bounds: np.ndarray) -> np.ndarray:
+        """Score each row's actual against the intervals issued for it 1..depth records earlier, then
+        keep the row's own intervals `bounds` (n, 2, horizon >= depth).
+
+        Rows of one series come in time order, one a wave (`waves`): a series' later row is
+        scored against what its earlier one issued. Returns (n, depth): 1.0 inside, 0.0
+        outside, NaN where nothing was issued for it (a series' first records).
+        """
+        inside = np.full((len(slots), self.depth), np.nan)
+        steps = np.arange(self.depth)  # h - 1
+        for wave in np.unique(waves):
+            rows = np.flatnonzero(waves == wave)
+            mine, issued = slots[rows], self.issued[slots[rows]]
+            at = (issued[:, None] - 1 - steps[None, :]) % self.depth  # record issued - h, h = 1..depth
+            held = self.bounds[mine[:, None], at, :, steps[None, :]]  # (m, depth, 2)
+            y = actual[rows, None]
+            inside[rows] = np.where(np.isnan(held[..., 0]), np.nan, (held[..., 0] <= y) & (y <= held[..., 1]))
+            self.bounds[mine, issued % self.depth] = bounds[rows, :, :self.depth]
+            self.issued[mine] = issued + 1
+        return inside
+
+    def grow(self, capacity: int) -> None:
+        old = (self.bounds, self.issued)
+        self.allocate(capacity)
+        self.bounds[:len(old[0])], self.issued[:len(old[1])] = old
+
+    def reset(self, slots: np.ndarray) -> None:
+        self.bounds[slots] = np.nan
+        self.issued[slots] = 0
+
+    def snapshot(self, slots: np.ndarray) -> dict:
+        return {"bounds": torch.from_numpy(self.bounds[slots].copy()), "issued": torch.from_numpy(self.issued[slots].copy())}
+
+    def restore(self, slots: np.ndarray, snapshot: dict) -> None:
+        """Restore `slots`; intervals kept at another depth (tracking switched on or off since, or a
+        checkpoint older than tracking) are forgotten: a few steps go unscored, nothing else changes."""
+        self.reset(slots)
+        bounds = snapshot["bounds"].numpy()
+        if bounds.shape[1:] == self.bounds.shape[1:]:
+            self.bounds[slots] = bounds
+            self.issued[slots] = snapshot["issued"].numpy()
+
+
+def track(offset: np.ndarray, inside: np.ndarray, coverage: float, rate: float) -> np.ndarray:
+    """The per-step offsets (depth,) after a batch scored `inside` (n, depth; NaN: not scored): each
+    step's moves by `rate` times its share of misses less the nominal share, 1 - `coverage`.
+    A step with nothing scored stays."""
+    scored = ~np.isnan(inside)
+    count = scored.sum(axis=0)
+    missed = np.where(scored, 1.0 - inside, 0.0).sum(axis=0)
+    excess = np.divide(missed, count, out=np.zeros(len(offset)), where=count > 0) - (1.0 - coverage)
+    return offset + rate * np.where(count > 0, excess, 0.0)
