@@ -321,6 +321,9 @@ class PipelineWorker:
         levels = self.engine.model.spec.quantiles
         if levels:
             m.interval_coverage.labels(name, f"{levels[-1] - levels[0]:g}").set(self.engine.coverage.value)
+            widening = self.engine.widening
+            m.interval_shift.labels(name, "conformal").set(0.0 if widening is None else float(widening.mean()))
+            m.interval_shift.labels(name, "tracking").set(float(self.engine.tracked.mean()))
         m.consumer_lag.labels(name).set(self.source.lag())
 
     def _watch_contact(self) -> None:

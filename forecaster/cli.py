@@ -125,6 +125,8 @@ def cmd_check(args) -> int:
         r = pipeline.retraining
         season = f", season {m.season}" if m.season else ""
         quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
+        if pipeline.intervals.tracking_rate:
+            quantiles += f" tracked at {pipeline.intervals.tracking_rate:g}"
         retraining = f", retraining every {r.every_records} records" if r.enabled else ", no retraining"
         print(f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} {m.num_layers}x{m.hidden_size}, "
               f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, weights {m.weights or 'seeded'}{retraining}")

@@ -39,4 +39,5 @@ class Metrics:
         self.resync_seconds = Histogram("forecaster_resync_seconds", "Time the loop spent installing promoted weights and re-synchronising every state.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
         self.damping = Gauge("forecaster_damping_mean", "Mean over held series of how much of the model's move away from the last value is served (1: the model as it is, 0: the last value); set by each retraining round.", p, registry=registry)
         self.interval_coverage = Gauge("forecaster_interval_coverage", "Rolling share of one-step actuals inside the outermost quantile interval issued for them; nominal=its nominal coverage.", p + ["nominal"], registry=registry)
+        self.interval_shift = Gauge("forecaster_interval_shift_scales", "How far the outermost quantiles are moved out (negative: in), in series scales, averaged over the horizon steps; source=conformal (the latest rounds' widening) or tracking (quantile tracking's offsets).", p + ["source"], registry=registry)
         self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline is assigned partitions and in contact with Kafka.", p, registry=registry)

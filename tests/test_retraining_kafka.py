@@ -1,6 +1,7 @@
 """The daemon retrains and promotes while serving, end to end against the embedded broker, on real data."""
 
 import json
+import math
 import threading
 
 import pytest
@@ -48,6 +49,7 @@ def test_the_daemon_retrains_on_buffered_real_data_and_serves_the_promoted_model
         assert samples[("forecaster_heldout_loss", labels(model="challenger"))] < \
             samples[("forecaster_heldout_loss", labels(model="champion"))]
         assert 0 <= samples[("forecaster_interval_coverage", labels(nominal="0.8"))] <= 1
+        assert math.isfinite(samples[("forecaster_interval_shift_scales", labels(source="tracking"))])  # power_load tracks
 
         Sink(config.settings.kafka).deliver(replayed[FIRST:FIRST + MORE], threading.Event())
         later = [json.loads(r.value) for r in read_topic(broker.bootstrap, pipeline.output_topic, FIRST + MORE)]

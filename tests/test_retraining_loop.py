@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from forecaster import online
 from forecaster.app import PipelineWorker
+from forecaster.config import Intervals
 from forecaster.engine import Engine, seeded_model
 from forecaster.io.kafka import Polled
 from forecaster.metrics import Metrics
@@ -85,6 +86,20 @@ def test_the_loop_retrains_in_the_background_and_promotes_between_batches(pipeli
     assert registry.get_sample_value("forecaster_retrain_seconds_count", {"pipeline": "test"}) == 1
     damping = registry.get_sample_value("forecaster_damping_mean", {"pipeline": "test"})
     assert damping == pytest.approx(w.engine.mean_damping()) and 0.0 <= damping <= 1.0
+
+
+def test_the_interval_gauges_show_the_conformal_widening_and_the_tracked_offsets_that_serve(pipeline):
+    pipeline = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, quantiles=(0.1, 0.5, 0.9)),
+                                   intervals=Intervals(tracking_rate=0.05))
+    w, _, registry = make_worker(pipeline, batches_of(sines(length=160), 8))
+
+    run_until_the_round_ends(w)
+    w.run_once()
+
+    shift = lambda source: registry.get_sample_value("forecaster_interval_shift_scales",
+                                                     {"pipeline": "test", "source": source})
+    assert shift("conformal") == pytest.approx(float(w.engine.widening.mean())) and w.engine.widening is not None
+    assert shift("tracking") == pytest.approx(w.engine.tracked.mean()) and w.engine.tracked.any()
 
 
 def test_a_round_waits_until_some_series_has_enough_steps(pipeline):
