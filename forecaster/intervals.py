@@ -10,11 +10,13 @@ step h by an offset of its own, in the series' scales, after every batch:
 
     offset[h] += eta * (share of step h's newly arrived actuals outside their interval - (1 - coverage))
 
-This is quantile tracking (Angelopoulos, Candès & Tibshirani, 2023, "Conformal PID control"),
-the online form of adaptive conformal inference (Gibbs & Candès, 2021). Whatever the series
-do, the offset keeps the long-run share of misses at each step near the nominal one: over T
-batches, the mean of the batches' miss shares is within (B + eta) / (eta * T) of it, where B
-bounds how far an actual can fall outside.
+The offsets are the pipeline's, one per step, shared by its series, so they hold the
+coverage of all the series together rather than of each. This is quantile tracking
+(Angelopoulos, Candès & Tibshirani, 2023, "Conformal PID control"), the online form of
+adaptive conformal inference (Gibbs & Candès, 2021): whatever the series do, as long as
+how far an actual can fall outside is bounded, the mean miss share over T batches comes to
+the nominal one, the gap shrinking as 1 / (eta * T). A larger rate adapts faster and makes
+the intervals jumpier; the feedback arrives h records late at step h.
 
 Scoring step h needs the interval issued h records earlier, so each series keeps a ring of
 the intervals issued at its last `depth` records: 8 * depth**2 bytes a series (18 KB at a
@@ -32,18 +34,22 @@ import torch
 class IntervalHistory:
     """Each slot's intervals issued at its last `depth` records, for steps 1..depth; a `state.Part`.
 
-    `bounds[slot, i % depth, side, h - 1]` is the lower (side 0) or upper (side 1) bound its
-    record number i issued for step h; NaN where none was issued.
+    `bounds[slot, i % depth, h - 1]` is the (lower, upper) bound its record number i issued
+    for step h; NaN where none was issued.
     """
 
     def __init__(self, depth: int):
         if depth < 1:
             raise ValueError(f"depth must be at least 1 step, got {depth}")
         self.depth = depth
+        steps = np.arange(depth)  # h - 1
+        # Where a slot's ring keeps what was issued for its next record, if that record is number
+        # i: row i - h for step h, as offsets into the slot's depth x depth cells, by i % depth.
+        self._due = ((steps[:, None] - 1 - steps[None, :]) % depth) * depth + steps[None, :]
         self.allocate(0)
 
     def allocate(self, capacity: int) -> None:
-        self.bounds = np.full((capacity, self.depth, 2, self.depth), np.nan, np.float32)
+        self.bounds = np.full((capacity, self.depth, self.depth, 2), np.nan, np.float32)
         self.issued = np.zeros(capacity, np.int64)  # records that issued an interval, per slot
 
     @property
@@ -60,15 +66,15 @@ class IntervalHistory:
         outside, NaN where nothing was issued for it (a series' first records).
         """
         inside = np.full((len(slots), self.depth), np.nan)
-        steps = np.arange(self.depth)  # h - 1
+        cells = self.bounds.reshape(-1, 2)  # a view: one (lower, upper) pair a row
         for wave in np.unique(waves):
             rows = np.flatnonzero(waves == wave)
             mine, issued = slots[rows], self.issued[slots[rows]]
-            at = (issued[:, None] - 1 - steps[None, :]) % self.depth  # record issued - h, h = 1..depth
-            held = self.bounds[mine[:, None], at, :, steps[None, :]]  # (m, depth, 2)
+            # np.take on precomputed offsets: a third of the time of fancy indexing over three axes
+            held = np.take(cells, mine[:, None] * self.depth ** 2 + self._due[issued % self.depth], axis=0)
             y = actual[rows, None]
             inside[rows] = np.where(np.isnan(held[..., 0]), np.nan, (held[..., 0] <= y) & (y <= held[..., 1]))
-            self.bounds[mine, issued % self.depth] = bounds[rows, :, :self.depth]
+            self.bounds[mine, issued % self.depth] = bounds[rows, :, :self.depth].transpose(0, 2, 1)
             self.issued[mine] = issued + 1
         return inside
 
