@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from support import make_pipeline, observations, ordered_quantiles_model
 from forecaster.config import Intervals
@@ -87,6 +88,16 @@ def test_a_snapshot_restores_the_intervals_and_one_of_another_depth_is_forgotten
 
     np.testing.assert_array_equal(issue(restored, 0, 3, depth=2), issue(history, 0, 3, depth=2))
     assert np.isnan(issue(deeper, 0, 3)).all()
+
+
+def test_a_checkpoint_from_before_the_history_restores_with_its_one_step_intervals_forgotten():
+    history = IntervalHistory(depth=1)
+    history.allocate(2)
+    older = {"bounds": torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64)}  # skill.LastInterval's snapshot
+
+    history.restore(np.array([0, 1]), older)
+
+    assert np.isnan(history.bounds).all() and not history.issued.any()
 
 
 def test_tracking_moves_each_step_by_its_share_of_misses_less_the_nominal_share():
