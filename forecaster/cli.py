@@ -193,6 +193,10 @@ def cmd_inspect(args) -> int:
         print(f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
               f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}")
         print(f"  series: {', '.join(keys[:args.limit])}{' ...' if len(keys) > args.limit else ''}")
+        if engine.model.spec.quantiles:
+            widening = 0.0 if engine.widening is None else float(engine.widening.mean())
+            print(f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
+                  f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})")
         if args.series is not None and args.series in engine.store:
             found_series = True
             view = series_view(engine, args.series)

@@ -138,6 +138,7 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     shown = subprocess.run(cli + ["inspect", "--series", "england_wales"] + cfg, capture_output=True, text=True, cwd=REPO)
     assert shown.returncode == 0, shown.stderr
     assert "power_load: checkpoint of" in shown.stdout and "1 series" in shown.stdout
+    assert "intervals moved out by" in shown.stdout and "(tracking, step 1 .. 48)" in shown.stdout
     assert f"{newest['values'][0]:.6g}" in shown.stdout
 
 
