@@ -52,19 +52,22 @@ def test_a_series_first_records_have_nothing_to_score():
 
 def test_rows_of_one_series_in_one_batch_score_as_if_they_came_one_batch_each():
     rng = np.random.default_rng(0)
-    slots = np.array([0, 0, 0, 1, 1, 2])        # (series, time) order
-    waves = np.array([0, 1, 2, 0, 1, 0])        # each row's rank within its series
-    actual = rng.standard_normal(6)
-    bounds = np.sort(rng.standard_normal((6, 2, 4)), axis=1)
+    counts = [9, 2, 1, 5]                       # rows of series 0..3 in each batch: more than the depth, and fewer
+    slots = np.repeat(np.arange(4), counts)     # (series, time) order
+    waves = np.concatenate([np.arange(c) for c in counts])  # each row's rank within its series
     together, one_by_one = IntervalHistory(depth=4), IntervalHistory(depth=4)
-    together.allocate(3), one_by_one.allocate(3)
+    together.allocate(4), one_by_one.allocate(4)
+    for _ in range(3):                          # later batches read what earlier ones kept
+        actual = rng.standard_normal(len(slots))
+        bounds = np.sort(rng.standard_normal((len(slots), 2, 4)), axis=1)
 
-    batched = together.score_and_keep(slots, waves, actual, bounds)
-    separate = np.concatenate([one_by_one.score_and_keep(slots[[i]], np.array([0]), actual[[i]], bounds[[i]])
-                               for i in np.argsort(waves, kind="stable")])
+        batched = together.score_and_keep(slots, waves, actual, bounds)
+        separate = [one_by_one.score_and_keep(slots[[i]], np.array([0]), actual[[i]], bounds[[i]])[0]
+                    for i in np.argsort(waves, kind="stable")]  # wave by wave: one row per series at a time
 
-    np.testing.assert_array_equal(batched[np.argsort(waves, kind="stable")], separate)
-    assert batched[1, 0] in (0.0, 1.0)  # the second row of series 0 was scored against the first's interval
+        np.testing.assert_array_equal(batched[np.argsort(waves, kind="stable")], np.array(separate))
+    assert not np.isnan(batched[slots == 0]).any()  # 18 records before: every step of each row had an interval
+    assert np.isnan(batched[slots == 2]).tolist() == [[False, False, True, True]]  # its third record: steps 1-2 only
 
 
 def test_a_new_series_in_a_reused_slot_is_not_scored_against_the_old_ones_intervals():
