@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
@@ -45,8 +46,9 @@ def main() -> int:
     parser.add_argument("-c", "--config", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/daemon_replay.json")
     args = parser.parse_args()
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="daemon-replay-") as state:
         os.environ["KAFKA_BOOTSTRAP"] = broker.bootstrap
+        os.environ["FORECASTER_STATE_DIR"] = state  # a fresh broker's topics: no checkpoint of an earlier run applies
         os.environ["FORECASTER_METRICS_PORT"] = str(free_port())
         os.environ["FORECASTER_GROUP"] = f"bench-{int(time.time())}"
         config = config_module.load(args.config)
