@@ -47,6 +47,7 @@ class SourceLike(Protocol):
     def assigned(self) -> bool: ...
     def connected(self) -> bool: ...
     def lag(self) -> int: ...
+    def ahead(self) -> dict[int, tuple[int, int]]: ...
     def close(self) -> None: ...
 
 
@@ -130,6 +131,7 @@ class PipelineWorker:
         self._contact_checked = 0.0
         self._lost_contact_at = 0.0
         self._ready_logged = False
+        self._ahead_warned: dict[int, int] = {}  # partition -> the offset a warning named
         self._evictions_seen = 0
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
@@ -343,6 +345,19 @@ class PipelineWorker:
         elif connected and not self.in_contact:
             log.info("pipeline %s: Kafka reachable again after %.0f s", self.pipeline.name, now - self._lost_contact_at)
         self.in_contact = connected
+        self._warn_if_ahead()
+
+    def _warn_if_ahead(self) -> None:
+        """Say so, once per offset, when the state resumes a partition past the topic's end."""
+        folder = self.checkpoints.folder if self.checkpoints is not None else "state_dir"
+        for partition, (position, end) in self.source.ahead().items():
+            if self._ahead_warned.get(partition) != position:
+                self._ahead_warned[partition] = position
+                log.warning("pipeline %s: partition %d of %s resumes at offset %d, where the state stands, but the "
+                            "topic ends at %d: was it recreated, or is this another cluster? Nothing is read there "
+                            "until records pass that offset; to start afresh, stop the daemon and remove the "
+                            "pipeline's checkpoints in %s", self.pipeline.name, partition, self.pipeline.input_topic,
+                            position, end, folder)
 
     def _log_summary(self) -> None:
         skill = self.engine.skill

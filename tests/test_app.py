@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import threading
 
 import numpy as np
@@ -38,6 +39,11 @@ class FakeSource:
 
     def lag(self):
         return 7
+
+    def ahead(self):
+        return self.past_the_end
+
+    past_the_end: dict = {}  # partition -> (next offset, topic end), as a resumed checkpoint may find it
 
     def close(self):
         pass
@@ -208,3 +214,18 @@ def test_a_restored_worker_forecasts_exactly_as_one_that_never_stopped(tmp_path)
     resumed, _, after, _ = worker([hours("a", 6, 12)], checkpoint_dir=tmp_path, restore=True)
     resumed.run_once()
     np.testing.assert_allclose(values(after), values(whole)[12:], rtol=1e-6)
+
+
+def test_a_checkpoint_resumed_past_the_end_of_its_topic_is_reported_once(tmp_path, caplog):
+    w, source, _, _ = worker([], checkpoint_dir=tmp_path)
+    source.past_the_end = {0: (7983, 10)}  # the topic was recreated since the state was checkpointed
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.app"):
+        for _ in range(3):
+            w._contact_checked = 0.0  # the contact check is due on every batch
+            w.run_once()
+
+    [report] = caplog.records
+    assert "partition 0 of in resumes at offset 7983" in report.getMessage()
+    assert "topic ends at 10: was it recreated, or is this another cluster?" in report.getMessage()
+    assert str(tmp_path) in report.getMessage()

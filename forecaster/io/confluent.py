@@ -102,15 +102,26 @@ class Source:
 
     def lag(self) -> int:
         """Records not yet consumed on the assigned partitions, from the high watermarks of the last fetches."""
+        return sum(max(0, end - position) for position, end in self._fetched().values())
+
+    def ahead(self) -> dict[int, tuple[int, int]]:
+        """Assigned partitions whose next offset lies past the topic's end: as io/kafka.py's."""
+        return {p: (position, end) for p, (position, end) in self._fetched().items() if position > end}
+
+    def _fetched(self) -> dict[int, tuple[int, int]]:
+        """partition -> (next offset, high watermark) for the assigned partitions the last fetches reported on."""
         assignment = self._consumer.assignment()
         if not assignment:
-            return 0
-        total = 0
+            return {}
+        found = {}
         for tp in self._consumer.position(assignment):
+            # librdkafka's position is invalid (-1001) until a record of the partition is consumed:
+            # until then, the next offset is where the partition was resumed
+            position = tp.offset if tp.offset >= 0 else self._positions.get(tp.partition, -1)
             watermarks = self._consumer.get_watermark_offsets(tp, cached=True)
-            if watermarks is not None and watermarks[1] >= 0 and tp.offset >= 0:
-                total += max(0, watermarks[1] - tp.offset)
-        return total
+            if watermarks is not None and watermarks[1] >= 0 and position >= 0:
+                found[tp.partition] = (position, watermarks[1])
+        return found
 
     def close(self) -> None:
         self._consumer.close()

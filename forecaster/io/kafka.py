@@ -133,12 +133,22 @@ class Source:
 
     def lag(self) -> int:
         """Records not yet consumed on the assigned partitions (from the last fetch's high watermarks)."""
-        total = 0
+        return sum(max(0, end - position) for position, end in self._fetched().values())
+
+    def ahead(self) -> dict[int, tuple[int, int]]:
+        """Assigned partitions whose next offset lies past the topic's end, by the last fetch's high
+        watermarks: partition -> (next offset, end). A checkpoint resumed against a recreated
+        topic, or another cluster, waits there for records that may never come."""
+        return {p: (position, end) for p, (position, end) in self._fetched().items() if position > end}
+
+    def _fetched(self) -> dict[int, tuple[int, int]]:
+        """partition -> (next offset, high watermark) for the assigned partitions a fetch has reported on."""
+        found = {}
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
-                total += max(0, highwater - self._consumer.position(tp))
-        return total
+                found[tp.partition] = (self._consumer.position(tp), highwater)
+        return found
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

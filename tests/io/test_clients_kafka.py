@@ -86,6 +86,23 @@ def test_a_source_resumes_at_the_given_positions_and_measures_lag_from_high_wate
 
 
 @pytest.mark.parametrize("client", CLIENTS)
+def test_a_source_resumed_past_the_end_of_its_topic_says_where_it_stands(broker, client):
+    kafka, topic = settings(broker, client), f"{client}.recreated"
+    clients.create_topics(kafka, [(topic, 1)])
+    sink = clients.make_sink(kafka)
+    sink.deliver([Message(topic, b"k", b"%d" % i) for i in range(10)], threading.Event())
+    source = clients.make_source(kafka, topic, f"{client}.recreated.group", max_records=10, positions={0: 100})
+    try:
+        for _ in range(150):  # until a fetch has reported the partition's end
+            if source.poll(200) or source.ahead():
+                break
+        assert source.ahead() == {0: (100, 10)} and source.lag() == 0
+    finally:
+        source.close()
+        sink.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
 def test_the_daemon_forecasts_every_record_and_dead_letters_bad_ones(broker, tmp_path, client):
     config = with_client(deploy(broker, tmp_path, pipelines=("weather",)), client)
     pipeline, kafka = config.pipeline("weather"), config.settings.kafka
