@@ -23,6 +23,7 @@ from support import make_pipeline
 class FakeSource:
     def __init__(self, batches):
         self.batches, self.committed, self.events = list(batches), [], []
+        self.past_the_end = {}  # partition -> (next offset, topic end), as a resumed checkpoint may find it
 
     def poll(self, timeout_ms):
         return self.batches.pop(0) if self.batches else []
@@ -42,8 +43,6 @@ class FakeSource:
 
     def ahead(self):
         return self.past_the_end
-
-    past_the_end: dict = {}  # partition -> (next offset, topic end), as a resumed checkpoint may find it
 
     def close(self):
         pass
