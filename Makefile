@@ -11,12 +11,17 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(STAMP)
 
+# torch's build is whichever the pip index serves for the pinned version: PyPI's Linux
+# wheel is the CUDA build. On a CPU-only machine without a local CPU wheel, take it from
+# the PyTorch CPU index: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
 # Reinstall only when the project's metadata changes. torch is pinned first and
 # exactly: an unpinned torch would pull several GB of CUDA packages on a CPU box.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[demo,test,bench]"
 	touch $(STAMP)
 

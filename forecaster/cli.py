@@ -1,4 +1,4 @@
-"""`forecaster` command line: run | check | replay | pretrain | topics.
+"""`forecaster` command line: run | check | replay | pretrain | inspect | bench | topics.
 
 Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
 """
