@@ -82,7 +82,6 @@ def _as_statsmodels(period, horizon):
 
 @pytest.mark.parametrize("period", [24, None])
 def test_ets_forecasts_as_statsmodels_right_after_a_refit(period):
-    pytest.importorskip("statsmodels")
     y = seasonal_series(length=200, channels=1)
     method = baselines.ETS(period=period, window=200, refit_every=1000)
     method.learn(make_stream(y))
@@ -96,7 +95,6 @@ def test_ets_forecasts_as_statsmodels_right_after_a_refit(period):
 
 
 def test_ets_between_refits_equals_statsmodels_filtering_the_new_rows_with_the_same_parameters():
-    pytest.importorskip("statsmodels")
     y = seasonal_series(length=260, channels=1)[:, 0]
     method = baselines.ETS(period=24, window=200, refit_every=1000)
     method.learn(make_stream(y[:200]))
@@ -115,7 +113,6 @@ def test_ets_between_refits_equals_statsmodels_filtering_the_new_rows_with_the_s
 
 
 def test_ets_refits_on_its_schedule():
-    pytest.importorskip("statsmodels")
     y = seasonal_series(length=300, channels=1)
     method = baselines.ETS(period=24, window=100, refit_every=50)
     at = prequential.origins(99, 290, stride=10)
@@ -124,13 +121,11 @@ def test_ets_refits_on_its_schedule():
 
 
 def test_ets_needs_two_periods_in_its_window():
-    pytest.importorskip("statsmodels")
     with pytest.raises(ValueError, match="at least two periods"):
         baselines.ETS(period=24, window=40, refit_every=10)
 
 
 def test_snarimax_forecasts_each_channel_as_river_does_on_that_channel_alone():
-    pytest.importorskip("river")
     y = seasonal_series(length=120, period=12, channels=2)
     both = baselines.Snarimax(p=2, d=1, q=1, m=12, sp=1)
     both.learn(make_stream(y))
@@ -143,14 +138,9 @@ def test_snarimax_forecasts_each_channel_as_river_does_on_that_channel_alone():
 def _every_baseline():
     yield baselines.Persistence()
     yield baselines.SeasonalNaive(period=24)
-    try:
-        yield baselines.ETS(period=24, window=96, refit_every=24)
-    except ImportError:
-        pass
-    try:
-        yield baselines.Snarimax(p=2, d=1, q=1, m=24, sp=1)
-    except ImportError:
-        pass
+    yield baselines.SeasonalLevel(period=24)
+    yield baselines.ETS(period=24, window=96, refit_every=24)
+    yield baselines.Snarimax(p=2, d=1, q=1, m=24, sp=1)
 
 
 @pytest.mark.parametrize("method", list(_every_baseline()), ids=lambda m: m.name)
