@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from forecaster import prequential, seasonal
 
@@ -68,6 +69,10 @@ def test_no_resync_promotes_the_same_weights_but_keeps_the_old_states(small):
     assert synced.engine.pipeline.retraining.resync_steps == 48
     assert unsynced.engine.pipeline.retraining.resync_steps == 0
     assert synced.rounds == unsynced.rounds == 3
+    assert synced.promotions == unsynced.promotions > 0
+    for name, weights in synced.engine.model.state_dict().items():
+        assert (weights == unsynced.engine.model.state_dict()[name]).all()
+    assert not torch.equal(synced.engine.store.state, unsynced.engine.store.state)
 
 
 def test_frozen_and_online_start_from_the_same_pretrained_weights(small):

@@ -163,11 +163,16 @@ def test_an_empty_poll_delivers_and_commits_nothing():
     assert source.events == [] and sink.messages == []
 
 
-def test_cuda_without_a_gpu_is_an_error_and_auto_falls_back_to_what_exists():
+@pytest.mark.parametrize("gpu", [True, False])
+def test_auto_picks_cuda_when_present_and_asking_for_cuda_without_a_gpu_is_an_error(gpu, monkeypatch):
     import torch
 
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)  # the same on a GPU machine and on CI
+
+    assert resolve_device("auto").type == ("cuda" if gpu else "cpu")
+    if gpu:
+        assert resolve_device("cuda").type == "cuda"
+    else:
         with pytest.raises(ForecasterError, match="no CUDA device"):
             resolve_device("cuda")
 

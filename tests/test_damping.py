@@ -58,7 +58,7 @@ def test_a_series_damped_to_zero_forecasts_its_last_value_and_the_others_are_unt
     np.testing.assert_array_equal(b.values[others], a.values[others])
 
 
-def test_a_round_s_factors_reach_only_the_series_still_in_their_slots():
+def test_the_factors_of_a_round_reach_only_the_series_still_in_their_slots():
     pipeline = pipeline_with()
     engine = Engine(pipeline, seeded_model(pipeline))
     engine.step(observations(*random_walks(n_series=2, length=3)))
@@ -86,4 +86,14 @@ def test_the_factors_are_checkpointed_with_the_state():
 
 
 def test_with_damping_off_the_model_serves_as_it_is():
-    assert Engine(pipeline_with(damping_on=False), seeded_model(pipeline_with())).damping is None
+    off, without_retraining = pipeline_with(damping_on=False), make_pipeline(quantiles=(0.1, 0.5, 0.9))
+    engine, plain = Engine(off, seeded_model(off)), Engine(without_retraining, seeded_model(without_retraining))
+    data = observations(*random_walks(n_series=3, length=6))
+
+    a, _ = engine.step(data)
+    b, _ = plain.step(data)
+
+    assert engine.damping is None
+    np.testing.assert_array_equal(a.values, b.values)
+    for level in (0.1, 0.5, 0.9):
+        np.testing.assert_array_equal(a.quantiles[level], b.quantiles[level])

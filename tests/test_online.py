@@ -269,15 +269,14 @@ def test_the_conformal_widening_covers_the_nominal_share_of_held_out_targets():
     assert online.conformal_widening(scores, torch.zeros_like(mask), 0.8).tolist() == [0.0]
 
 
-def test_a_round_measures_the_widening_each_model_needs_and_the_engine_serves_it():
+def test_a_round_measures_the_widening_each_model_needs_and_the_engine_adopts_it():
+    # how the engine serves a widening: test_widening_moves_only_the_outermost_quantiles_by_that_many_scales
     pipeline = retraining_pipeline(quantiles=(0.1, 0.5, 0.9))
     engine = stepped(pipeline, sines(), batch=8)
     windows = online.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
     outcome = online.challenge(engine.model, windows, pipeline, round_=1)
-    before, _ = engine.step(observations(["s0"], [T0 + 3600 * 120], [12.0]))
 
     engine.adopt(outcome, pipeline.retraining.resync_steps)
-    after, _ = engine.step(observations(["s0"], [T0 + 3600 * 121], [12.5]))
 
     assert outcome.promoted and outcome.widening is outcome.challenger_widening
     assert outcome.challenger_widening.shape == (pipeline.horizon,)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from forecaster import online
+from forecaster import online, train
 from forecaster.app import PipelineWorker
 from forecaster.config import Intervals
 from forecaster.engine import Engine, seeded_model
@@ -18,7 +18,7 @@ from forecaster.trainer import Trainer
 
 from support import observations
 from test_app import FakeSink, FakeSource
-from test_online import T0, retraining_pipeline, sines
+from test_online import retraining_pipeline, sines
 
 
 def batches_of(data, size):
@@ -135,7 +135,7 @@ def test_a_rejected_challenger_is_counted_and_discarded(pipeline):
     assert w.engine.model is serving and w.engine.model_version == 0
 
 
-def test_no_forecast_is_computed_with_half_swapped_weights(pipeline):
+def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch):
     """Forecasts made while a round trains, and after its winner is installed, each equal one model's.
 
     A shadow engine steps the same batches with the serving weights, installs the same
@@ -147,11 +147,24 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline):
     installed = []  # the model of each version from 1 on
     install = w.engine.install
     w.engine.install = lambda model, version, steps: (installed.append(model), install(model, version, steps))
+    forecast_meanwhile = threading.Event()
+    fit = train.fit
+
+    def fit_then_wait_for_a_forecast(*args, **kwargs):  # however fast the round, it overlaps serving
+        losses = fit(*args, **kwargs)
+        forecast_meanwhile.wait(timeout=60)
+        return losses
+
+    monkeypatch.setattr(train, "fit", fit_then_wait_for_a_forecast)
     while not w.trainer.rounds:
         w.run_once()
+    served_while_training = 0
     while w.trainer.running and len(w.source.batches) > 40:
         w.run_once()  # forecasting while the round trains in its thread
+        served_while_training += 1
+        forecast_meanwhile.set()
     w.trainer.close(timeout=120)
+    assert served_while_training >= 1
     while w.source.batches:
         w.run_once()
 
