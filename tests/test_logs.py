@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from forecaster import logs
 from forecaster.config import Kafka
 
-from kafka_support import REPO, deploy
+from kafka_support import REPO, deploy, wait_for
 
 
 @pytest.fixture
@@ -117,9 +116,8 @@ def test_forecaster_run_logs_json_lines_from_start_to_stop(broker, tmp_path):
         daemon = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "-c", str(config.path)],
                                   stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while "pipeline stock ready" not in log_path.read_text() and daemon.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: "pipeline stock ready" in log_path.read_text() or daemon.poll() is not None, 60,
+                 "the daemon to say its pipeline is ready, or to exit")
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(60)

@@ -27,9 +27,6 @@ SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yaml"
 DASHBOARD = DEPLOY / "grafana" / "forecaster.json"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
-# Metrics the rules or the dashboard use before the exporter has them, each with the issue that adds it.
-PLANNED_METRICS: dict[str, str] = {}
-
 # The samples a metric family exposes, by type (the text exposition format's suffixes).
 _SAMPLE_SUFFIXES = {
     "counter": ("_total", "_created"),

@@ -1,6 +1,6 @@
-"""Every metric the alert rules and the dashboard use exists in the exporter, or is planned by a named issue."""
+"""Every metric the alert rules and the dashboard use exists in the exporter."""
 
-from deploy_support import PLANNED_METRICS, alert_rules, dashboard_queries, exported_sample_names, metric_names
+from deploy_support import alert_rules, dashboard_queries, exported_sample_names, metric_names
 
 
 def used_in_rules() -> set[str]:
@@ -19,16 +19,12 @@ def test_the_exporter_lists_histogram_samples_and_counter_totals():
     assert "forecaster_one_step_mae" in names
 
 
-def test_rules_and_dashboard_use_only_exported_or_planned_metrics():
+def test_rules_and_dashboard_use_only_exported_metrics():
     used = used_in_rules() | used_in_dashboard()
-    missing = used - exported_sample_names()
-    assert missing == set(PLANNED_METRICS), (
-        f"used but not exported: {sorted(missing - set(PLANNED_METRICS))}; "
-        f"planned but now exported (drop them from PLANNED_METRICS): {sorted(set(PLANNED_METRICS) - missing)}")
+    assert used - exported_sample_names() == set(), "used but not exported"
 
 
-def test_every_metric_once_planned_is_now_exported():
-    assert PLANNED_METRICS == {}
+def test_retraining_rounds_are_exported_and_watched_by_the_rules_and_the_dashboard():
     assert "forecaster_retrains_total" in exported_sample_names()
     assert "forecaster_retrains_total" in used_in_rules() and "forecaster_retrains_total" in used_in_dashboard()
 

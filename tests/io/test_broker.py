@@ -62,7 +62,9 @@ def test_stop_ends_the_process_and_frees_the_port(tmp_path):
 
 
 def test_stop_before_start_is_a_no_op():
-    EmbeddedBroker().stop()
+    broker = EmbeddedBroker()
+    broker.stop()  # raises nothing
+    assert not broker.running
 
 
 def test_start_on_a_port_in_use_fails_with_a_clear_error(listening_socket):
@@ -85,5 +87,7 @@ def test_a_broker_that_exits_during_start_is_reported_with_its_log(listening_soc
 
 
 def test_free_port_can_be_bound():
+    port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, free_port()))
+        sock.bind((HOST, port))  # raises OSError if the port were taken
+        assert sock.getsockname()[1] == port > 0
