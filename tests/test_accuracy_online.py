@@ -115,6 +115,9 @@ def test_with_a_season_lags_are_of_the_seasonal_difference_the_network_models():
 
 def test_seasonal_lags_reach_one_period_before_each_step_ahead():
     assert accuracy.seasonal(24, (1, 2, 12, 24)) == (23, 22, 12)  # y[t + 24 - 24] is the row itself: left out
+
+
+def test_a_lag_of_0_steps_is_refused():
     with pytest.raises(ValueError, match="at least 1 step"):
         accuracy.Lags(back=(0, 3), channels=1)
 

@@ -38,14 +38,14 @@ def test_seasonal_level_moves_last_seasons_values_by_how_far_this_season_runs_ab
     method.learn(make_stream([1, 2]))
     method.learn(make_stream([3, 4, 9]))  # y[t] = 9, y[t - 3] = 2: this season runs 7 above the last
     np.testing.assert_array_equal(method.forecast(3)[:, 0], [3 + 7, 4 + 7, 9 + 7])
-    with pytest.raises(ValueError, match="at least period \\+ 1"):
-        baselines.SeasonalLevel(period=3).forecast(1)
 
 
-def test_seasonal_naive_refuses_to_forecast_without_a_full_period():
-    method = baselines.SeasonalNaive(period=3)
+@pytest.mark.parametrize("method, needs", [(baselines.SeasonalNaive(period=3), "at least period"),
+                                           (baselines.SeasonalLevel(period=3), "at least period \\+ 1")],
+                         ids=["seasonal_naive", "seasonal_level"])
+def test_seasonal_baselines_refuse_to_forecast_without_the_history_they_need(method, needs):
     method.learn(make_stream([1, 2]))
-    with pytest.raises(ValueError, match="at least period"):
+    with pytest.raises(ValueError, match=needs):
         method.forecast(1)
 
 

@@ -26,7 +26,7 @@ def at(iso: str) -> float:
 @pytest.mark.parametrize("cadence, seconds", [
     ("15s", 15.0), ("30m", 1800.0), ("1h", 3600.0), ("6h", 21_600.0), ("1d", DAY), ("1b", DAY), ("2b", 2 * DAY),
 ])
-def test_step_seconds(cadence, seconds):
+def test_a_cadence_is_a_fixed_number_of_seconds_and_a_business_day_counts_as_a_day(cadence, seconds):
     assert step_seconds(cadence) == seconds
 
 
@@ -50,7 +50,7 @@ def test_business_days_from_a_friday_skip_the_weekend_and_keep_the_wall_clock_ti
     assert horizon_times(times, local, "1b", 6).tolist() == [[at(f"{d}T16:00:00-05:00") for d in expected]]
 
 
-def test_business_days_from_midweek():
+def test_business_days_from_a_wednesday_run_to_friday_then_monday():
     times, local = observed("2024-01-03T09:30:00+00:00")  # a Wednesday
     expected = ["2024-01-04", "2024-01-05", "2024-01-08"]
     assert horizon_times(times, local, "1b", 3).tolist() == [[at(f"{d}T09:30:00+00:00") for d in expected]]
@@ -77,7 +77,7 @@ def test_a_two_business_day_cadence_counts_business_days():
     assert horizon_times(times, local, "2b", 3).tolist() == [[at(f"{d}T12:00:00+00:00") for d in expected]]
 
 
-def test_business_days_for_a_batch_with_different_offsets():
+def test_each_row_of_a_batch_steps_business_days_in_its_own_utc_offset():
     times, local = observed("2024-01-05T16:00:00-05:00", "2024-01-05T16:00:00+09:00", "2024-01-08T00:00:00+00:00")
     assert horizon_times(times, local, "1b", 1).tolist() == [
         [at("2024-01-08T16:00:00-05:00")], [at("2024-01-08T16:00:00+09:00")], [at("2024-01-09T00:00:00+00:00")]]

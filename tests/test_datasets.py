@@ -41,7 +41,7 @@ FIRST_LAST = {
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)
-def test_row_count(name):
+def test_each_dataset_has_its_documented_number_of_rows(name):
     assert len(datasets.load(name).records) == ROWS[name]
 
 

@@ -11,7 +11,7 @@ ACTUAL = [2.0, 4.0, -1.0, 5.0]
 FORECAST = [1.0, 4.0, 1.0, 2.0]  # errors 1, 0, -2, 3
 
 
-def test_mse_and_mae():
+def test_mse_and_mae_average_squared_and_absolute_errors():
     assert evaluation.mse(ACTUAL, FORECAST) == pytest.approx((1 + 0 + 4 + 9) / 4)
     assert evaluation.mae(ACTUAL, FORECAST) == pytest.approx((1 + 0 + 2 + 3) / 4)
 
@@ -51,7 +51,7 @@ def test_mase_scales_by_the_in_sample_naive_mae():
     assert evaluation.mase(ACTUAL, FORECAST, train) == pytest.approx((6 / 4) / (7 / 3))
 
 
-def test_mase_with_a_seasonal_period():
+def test_mase_divides_by_the_in_sample_mae_of_the_seasonal_naive():
     train = [1.0, 3.0, 2.0, 6.0, 4.0]  # lag-2 changes 1, 3, 2: seasonal naive MAE 2
     assert evaluation.mase(ACTUAL, FORECAST, train, period=2) == pytest.approx((6 / 4) / 2)
 
@@ -96,7 +96,7 @@ def _t4_two_sided(t):
     return 1 - u * (3 - u * u) / 2
 
 
-def test_diebold_mariano_one_step():
+def test_diebold_mariano_one_step_is_the_hln_corrected_statistic_with_a_t_p_value():
     # DM = 2.6 / sqrt(9.84 / 5); HLN factor sqrt((5 + 1 - 2) / 5)
     expected = 2.6 / math.sqrt(9.84 / 5) * math.sqrt(4 / 5)
     statistic, p = evaluation.diebold_mariano(A, B)
@@ -117,7 +117,7 @@ def test_diebold_mariano_falls_back_to_one_step_when_the_variance_is_not_positiv
     assert evaluation.diebold_mariano(A, B, horizon=3) == pytest.approx(evaluation.diebold_mariano(A, B))
 
 
-def test_diebold_mariano_absolute_loss():
+def test_diebold_mariano_with_power_1_compares_absolute_errors():
     # d = [0, 1, 2, -1, 1], mean 0.6, centred [-0.6, 0.4, 1.4, -1.6, 0.4]: gamma_0 = 5.2 / 5
     expected = 0.6 / math.sqrt(1.04 / 5) * math.sqrt(4 / 5)
     statistic, _ = evaluation.diebold_mariano(A, B, power=1)

@@ -84,7 +84,7 @@ def test_batch_rows_are_independent(cell, nonlinearity, layer_norm):
 
 
 @pytest.mark.parametrize("cell,nonlinearity", VARIANTS, ids=IDS)
-def test_shapes(cell, nonlinearity):
+def test_state_output_and_head_shapes_for_every_cell(cell, nonlinearity):
     model = make(cell, nonlinearity, num_layers=3)
     T, B, H, L = 7, 5, 8, 3
     assert model.state_width == (2 * H if cell == "lstm" else H)

@@ -123,7 +123,7 @@ def test_prepare_keeps_the_first_of_repeated_timestamps(pipeline):
     assert series.actual.tolist() == observations.values[:, 0].tolist()
 
 
-def test_series_shapes_and_types(pipeline):
+def test_a_prepared_series_has_a_row_of_inputs_targets_and_mask_per_step(pipeline):
     (series,) = train.prepare(pipeline, taylor(pipeline, 100))
 
     assert series.inputs.shape == (100, pipeline.input_size) and series.inputs.dtype == torch.float32
