@@ -1,6 +1,9 @@
-"""Builders shared by the tests: small pipelines and observation batches."""
+"""Builders shared by the tests: small pipelines and observation batches, and the benchmark scripts."""
 
 import dataclasses
+import importlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,6 +11,15 @@ import torch
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
 from forecaster.engine import seeded_model
 from forecaster.records import Observations
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark(name: str):
+    """benchmarks/<name>.py as the module `name`, imported once per session (it may import its siblings)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 def make_pipeline(cell="gru", horizon=4, emit="per_record", covariates=(), max_series=1000,

@@ -1,9 +1,6 @@
 """The accuracy benchmark's online forecaster: the daemon's rounds in stream order, without look-ahead."""
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +8,9 @@ import torch
 
 from forecaster import prequential, seasonal
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-_spec = importlib.util.spec_from_file_location("accuracy_benchmark", _PATH)
-accuracy = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # dataclasses look it up
-_spec.loader.exec_module(accuracy)
+from support import benchmark
+
+accuracy = benchmark("accuracy")
 
 LEADING = 2016  # taylor's first half: what the network is pretrained on
 

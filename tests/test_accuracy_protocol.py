@@ -1,18 +1,13 @@
 """The accuracy benchmark's protocol: the published ETTh2 persistence figures, and no look-ahead anywhere."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from forecaster import baselines
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-_spec = importlib.util.spec_from_file_location("accuracy_benchmark", _PATH)
-accuracy = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))  # dataclasses look it up
-_spec.loader.exec_module(accuracy)
+from support import benchmark
+
+accuracy = benchmark("accuracy")
 
 
 def quiet(*_):
