@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from forecaster import app
 from forecaster.app import Checkpoints, PipelineWorker, resolve_device
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import DeliveryError
@@ -220,13 +221,13 @@ def test_a_restored_worker_forecasts_exactly_as_one_that_never_stopped(tmp_path)
     np.testing.assert_allclose(values(after), values(whole)[12:], rtol=1e-6)
 
 
-def test_a_checkpoint_resumed_past_the_end_of_its_topic_is_reported_once(tmp_path, caplog):
+def test_a_checkpoint_resumed_past_the_end_of_its_topic_is_reported_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(app, "_CONTACT_CHECK_EVERY_S", 0.0)  # the contact check is due on every batch
     w, source, _, _ = worker([], checkpoint_dir=tmp_path)
     source.past_the_end = {0: (7983, 10)}  # the topic was recreated since the state was checkpointed
 
     with caplog.at_level(logging.WARNING, logger="forecaster.app"):
         for _ in range(3):
-            w._contact_checked = 0.0  # the contact check is due on every batch
             w.run_once()
 
     [report] = caplog.records
