@@ -40,10 +40,11 @@ def test_seasonal_level_moves_last_seasons_values_by_how_far_this_season_runs_ab
     np.testing.assert_array_equal(method.forecast(3)[:, 0], [3 + 7, 4 + 7, 9 + 7])
 
 
-@pytest.mark.parametrize("method, needs", [(baselines.SeasonalNaive(period=3), "at least period"),
-                                           (baselines.SeasonalLevel(period=3), "at least period \\+ 1")],
+@pytest.mark.parametrize("baseline, needs", [(baselines.SeasonalNaive, "at least period"),
+                                             (baselines.SeasonalLevel, "at least period \\+ 1")],
                          ids=["seasonal_naive", "seasonal_level"])
-def test_seasonal_baselines_refuse_to_forecast_without_the_history_they_need(method, needs):
+def test_seasonal_baselines_refuse_to_forecast_without_the_history_they_need(baseline, needs):
+    method = baseline(period=3)
     method.learn(make_stream([1, 2]))
     with pytest.raises(ValueError, match=needs):
         method.forecast(1)
