@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m forecaster.demo --config config.yaml
+	$(PY) -m forecaster.tools.demo --config config.yaml
 
 # promtool and prometheus, for the tests of deploy/prometheus (Debian's prometheus package).
 tools:

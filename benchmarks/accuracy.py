@@ -10,7 +10,7 @@
 The ets and snarimax baselines need the `bench` extra (statsmodels, river, scipy), which
 `make install` includes; elsewhere `pip install -e '.[bench]'`. Without it they are skipped.
 
-Every method sees each dataset in stream order through `forecaster.prequential.run`: at
+Every method sees each dataset in stream order through `forecaster.evaluation.prequential.run`: at
 origin t it has learnt rows 0..t and nothing later, forecasts t+1..t+H, and only then may
 learn row t+1. Every method of a dataset is scored at the same origins; a stride above 1
 (written into each row) forecasts from every stride-th origin while methods still learn
@@ -33,17 +33,17 @@ network with model.season forecasts when it outputs nothing, so the forecaster's
 it is what taylor's network adds to its seasonal structure.
 
 The forecaster's methods (`forecaster_method`) all start from the same weights, pretrained
-with `train.fit` on the leading part only (first 20% for ETT, first half otherwise):
+with `tbptt.fit` on the leading part only (first 20% for ETT, first half otherwise):
 
 - frozen_offline: those weights, never retrained (the "no retraining" ablation).
 - forecaster: the daemon's online model. The engine runs with retraining on and, after
   every `Network.every` rows past the leading part, runs one round exactly as the daemon
-  does (`online.collect` the window buffers, `online.challenge` the serving weights,
-  `engine.adopt` the outcome: the challenger with state re-sync if it won, each series'
+  does (`rounds.collect` the window buffers, `rounds.challenge` the serving weights,
+  `rounds.adopt` the outcome: the challenger with state re-sync if it won, each series'
   damping towards the last value, and the conformal calibration of the 80% interval, both
   measured on the held-out steps), synchronously, so the
   run is deterministic. The buffers hold only rows already learnt: no training target is
-  later than the newest row (tests/test_accuracy_online.py alters the rows after an
+  later than the newest row (tests/benchmarks/test_accuracy_online.py alters the rows after an
   origin and checks that no forecast up to it changes).
 - forecaster_no_resync: the same, promoting without re-synchronising the states.
 - forecaster_gru, forecaster_lstm: the same with the other cell (pretrained the same way);
@@ -85,7 +85,7 @@ which beat the relative MSE there (1.18%); a pretraining rate of 3e-3 (1.32%), d
 (1.10 / 1.14% at seeds 0 / 1), a 96-step holdout (1.15%) and 24 retraining steps (1.14%) did
 not help. Its intervals then covered 71% on validation; averaging the widening over the last
 3 rounds (retraining.calibration_rounds) took that to 79% (7 rounds: 79%) without changing a
-point forecast. Quantile tracking (intervals.tracking_rate, forecaster/intervals.py) at 0.02
+point forecast. Quantile tracking (intervals.tracking_rate, forecaster/serving/intervals.py) at 0.02
 scales then kept every step's validation coverage between 78% and 84% on every protocol
 (taylor 80-83% against 74-82% without it, greensboro_temp 78-80% against 75-83%, ETTh1 80%
 against 82%, ETTh2 80-81% against 78-79%, msft 80% against 80-81%), as did rates of 0.01
@@ -122,14 +122,18 @@ import numpy as np
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from forecaster.evaluation import baselines, scores, prequential
+from forecaster.io import datasets
+from forecaster.learning import rounds, tbptt
+from forecaster.serving import records
+from forecaster.config import Calendar, Intervals, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.serving.records import Observations
+from forecaster.evaluation.prequential import Stream
+from forecaster.evaluation.network import EngineMethod, Lags, OnlineMethod, observations
 
-from forecaster import baselines, datasets, evaluation, online, prequential, records, train  # noqa: E402
-from forecaster.config import Calendar, Intervals, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training  # noqa: E402
-from forecaster.engine import Engine, seeded_model  # noqa: E402
-from forecaster.records import Observations  # noqa: E402
-from forecaster.prequential import Stream  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results"
 BASELINES = ("persistence", "seasonal_naive", "seasonal_level", "ets", "snarimax")
@@ -181,7 +185,7 @@ class Protocol:
     """How one dataset is split, fed and scored."""
 
     name: str                  # the "dataset" of a row
-    source: str                # the forecaster.datasets name
+    source: str                # the forecaster.io.datasets name
     train_fraction: float      # the leading part: normalisation (ETT), MASE scale, pretraining
     test_start: float          # the first target scored, as a fraction of the rows
     horizons: tuple[tuple[int | str, tuple[int, ...]], ...]  # (row label, steps scored, 1-based)
@@ -340,138 +344,6 @@ def origin_set(protocol: Protocol, rows: int, stride: int) -> np.ndarray:
 # -- the forecaster --------------------------------------------------------------------------
 
 
-class Lags:
-    """Past values of each channel, y[t - k] for k in `back`, fed to the network as covariates of row t.
-
-    Every k is at least 1, so the features of row t come from rows already learnt; the
-    method keeps the last max(back) rows to compute them. Where the history is too short
-    (the start of a stream) a lag is the row's own value. With `season` (the network's
-    model.season) the lags are of the seasonal difference the network models,
-    z[t] = y[t] - y[t - season], the first row standing in before the start as in
-    `forecaster.seasonal.difference`.
-    """
-
-    def __init__(self, back: tuple[int, ...], channels: int, season: int | None = None):
-        if not back or min(back) < 1:
-            raise ValueError(f"lags must look back at least 1 step, got {back}")
-        self.back, self.season = np.asarray(back), season
-        self._past = np.full((max(back), channels), np.nan)  # the newest row last
-        self._season: np.ndarray | None = None  # the last `season` raw rows
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        """(n, C) new rows in time order -> (n, C, len(back)); remembers them for the next call."""
-        if self.season:
-            y = self._difference(y)
-        history = np.concatenate([self._past, y])  # row i of y sits at len(_past) + i
-        rows = len(self._past) + np.arange(len(y))[:, None] - self.back[None, :]  # (n, L)
-        lagged = history[rows].transpose(0, 2, 1)  # (n, C, L)
-        self._past = history[-len(self._past):]
-        return np.where(np.isnan(lagged), y[:, :, None], lagged)
-
-    def _difference(self, y: np.ndarray) -> np.ndarray:
-        if self._season is None:
-            self._season = np.repeat(y[:1], self.season, axis=0)
-        history = np.concatenate([self._season, y])  # y[t - season] of row i sits at i
-        self._season = history[-self.season:]
-        return y - history[:len(y)]
-
-
-def observations(rows: Stream, covariates: bool, lags: np.ndarray | None = None) -> Observations:
-    """A stream's rows as engine observations: one per (row, channel), row after row, keyed by channel.
-
-    A record's values are its target, then the stream's covariates (with `covariates`), then
-    its channel's lags (n, C, L) when given.
-    """
-    n, channels = rows.y.shape
-    columns = [rows.y.reshape(-1, 1)]
-    if covariates:
-        columns.append(np.repeat(rows.x, channels, axis=0))
-    if lags is not None:
-        columns.append(lags.reshape(n * channels, -1))
-    return Observations(keys=rows.channels * n, times=np.repeat(rows.times, channels),
-                        local_times=np.repeat(rows.local_times, channels),
-                        values=np.ascontiguousarray(np.concatenate(columns, axis=1)),
-                        positions=np.arange(n * channels))
-
-
-class EngineMethod:
-    """The daemon's engine as a prequential method: stepping a row is learning it; forecasts are the engine's.
-
-    The engine forecasts each record right after stepping it, so the newest forecast of a
-    series uses data up to that record only. With quantiles, each `forecast` also keeps the
-    outermost levels as that origin's interval, in `intervals`.
-    """
-
-    def __init__(self, name: str, pipeline: Pipeline, model, channels: tuple[str, ...], covariates: bool,
-                 lags: Lags | None = None):
-        self.name = name
-        self.engine = Engine(pipeline, model)
-        self.covariates, self.lags = covariates, lags
-        self._index = {key: i for i, key in enumerate(channels)}
-        self._latest = np.full((len(channels), pipeline.horizon), np.nan)
-        self._bounds = np.full((len(channels), 2, pipeline.horizon), np.nan)
-        self.intervals: list[np.ndarray] = []  # per forecast: (horizon, channels, 2) lower and upper
-        self.reused_seconds = 0.0  # pretraining done for an earlier method, counted in this one's time too
-
-    def learn(self, rows: Stream) -> None:
-        if not len(rows):
-            return
-        lags = None if self.lags is None else self.lags(rows.y)
-        forecasts, rejected = self.engine.step(observations(rows, self.covariates, lags))
-        if rejected:
-            raise ValueError(f"{self.name}: the engine refused {len(rejected)} rows, first: {rejected[0]}")
-        outer = None if not forecasts.quantiles else np.stack([forecasts.quantiles[min(forecasts.quantiles)],
-                                                                forecasts.quantiles[max(forecasts.quantiles)]], axis=1)
-        for i, (key, values) in enumerate(zip(forecasts.keys, forecasts.values)):
-            self._latest[self._index[key]] = values
-            if outer is not None:
-                self._bounds[self._index[key]] = outer[i]  # (2, horizon): lowest and highest level
-
-    def forecast(self, horizon: int) -> np.ndarray:
-        if self.engine.model.spec.quantiles:
-            self.intervals.append(self._bounds[:, :, :horizon].transpose(2, 0, 1).copy())
-        return self._latest[:, :horizon].T.copy()
-
-
-class OnlineMethod(EngineMethod):
-    """The engine retraining as the daemon does, in stream order and synchronously.
-
-    After every `every` rows past `start` (the pretrained part), a round runs exactly as
-    `app.PipelineWorker._start_round/_conclude/_adopt` run it: `online.collect` the
-    buffers, `online.challenge` the serving weights, and `engine.adopt` the outcome (the
-    challenger if it won, and the interval calibration). The buffers hold only rows already learnt, so no training target is later
-    than the newest row; the daemon runs the round in the background and installs it a
-    few batches later, this installs it before the next row.
-    """
-
-    def __init__(self, *args, start: int, every: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.every, self._due = every, start + every  # rows learnt when the next round runs
-        self.rows = self.rounds = self.promotions = 0
-
-    def learn(self, rows: Stream) -> None:
-        while len(rows):
-            take = min(len(rows), self._due - self.rows)
-            super().learn(rows[:take])
-            self.rows, rows = self.rows + take, rows[take:]
-            if self.rows == self._due:
-                self._round()
-                self._due += self.every
-
-    def _round(self) -> None:
-        pipeline, engine = self.engine.pipeline, self.engine
-        settings = pipeline.retraining
-        windows = online.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
-        try:
-            online.trainable(windows, settings.holdout, pipeline.training.window)
-        except online.NotEnoughData:
-            return
-        self.rounds += 1
-        outcome = online.challenge(engine.model, windows, pipeline, self.rounds)
-        engine.adopt(outcome, settings.resync_steps)  # the winner, and the calibration of the intervals
-        self.promotions += outcome.promoted
-
-
 def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None = None, *,
              cell: str | None = None, online_: bool = False, every: int | None = None, resync: bool = True) -> Pipeline:
     """The forecaster's pipeline for a dataset, built as config.load would."""
@@ -505,7 +377,7 @@ def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | 
                       rounds_factor: int = 1) -> EngineMethod:
     """The forecaster on `dataset` as a prequential method forecasting `horizon` steps.
 
-    Every variant starts from seeded weights pretrained with train.fit on the leading part
+    Every variant starts from seeded weights pretrained with tbptt.fit on the leading part
     only (first 20% for ETT, first half otherwise). "frozen_offline" then keeps them;
     "online" retrains as the daemon does (OnlineMethod); "online_no_resync" promotes
     without re-synchronising the states; "online_gru" and "online_lstm" retrain a network
@@ -548,7 +420,7 @@ def pretrained(dataset: str, horizon: int, cell: str, steps: int) -> tuple[dict,
     net, leading = protocol.network, stream[:split(protocol, len(stream))[0]]
     lags = Lags(net.lags, len(stream.channels), net.season)(leading.y) if net.lags else None
     model = seeded_model(the_pipeline)
-    train.fit(model, train.prepare(the_pipeline, observations(leading, net.covariates, lags)), the_pipeline.training)
+    tbptt.fit(model, tbptt.prepare(the_pipeline, observations(leading, net.covariates, lags)), the_pipeline.training)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     _PRETRAINED[key] = (weights, time.perf_counter() - began)
     return (*_PRETRAINED[key], False)
@@ -605,10 +477,10 @@ def evaluate_dataset(protocol: Protocol, methods: list[str], settings: Settings,
 
 
 def _notes(method) -> str:
-    refits, rounds = getattr(method, "refits", None), getattr(method, "rounds", None)
+    refits, n_rounds = getattr(method, "refits", None), getattr(method, "rounds", None)
     if refits is not None:
         return f" ({refits} refits, {method.failures} fits fell back to the last value)"
-    return f" ({rounds} retraining rounds, {method.promotions} promoted)" if rounds is not None else ""
+    return f" ({n_rounds} retraining rounds, {method.promotions} promoted)" if n_rounds is not None else ""
 
 
 def score(protocol: Protocol, stream: Stream, at: np.ndarray, forecasts: np.ndarray, reference: np.ndarray,
@@ -627,15 +499,15 @@ def score(protocol: Protocol, stream: Stream, at: np.ndarray, forecasts: np.ndar
         late = at[keep] >= len(stream) // 2
         rows.append({
             "dataset": protocol.name, "horizon": label, "method": method,
-            "mse": evaluation.mse(a, f), "mae": evaluation.mae(a, f),
-            "mape": evaluation.mape(a, f) if protocol.percentages else None,
-            "mase": evaluation.mase(a, f, leading),
-            "smape": evaluation.smape(a, f) if protocol.percentages else None,
-            "coverage80": None if intervals is None else evaluation.coverage(
+            "mse": scores.mse(a, f), "mae": scores.mae(a, f),
+            "mape": scores.mape(a, f) if protocol.percentages else None,
+            "mase": scores.mase(a, f, leading),
+            "smape": scores.smape(a, f) if protocol.percentages else None,
+            "coverage80": None if intervals is None else scores.coverage(
                 a, intervals[keep][:, idx][..., 0], intervals[keep][:, idx][..., 1]),
-            "relative_mae": evaluation.mae(a, f) / evaluation.mae(a, r),
+            "relative_mae": scores.mae(a, f) / scores.mae(a, r),
             **_dm(protocol, a, f, r, method, math.ceil(max(steps) / stride)),
-            "mse_second_half": evaluation.mse(a[late], f[late]), "mae_second_half": evaluation.mae(a[late], f[late]),
+            "mse_second_half": scores.mse(a[late], f[late]), "mae_second_half": scores.mae(a[late], f[late]),
             "origins": int(keep.sum()), "stride": stride, "seconds": round(seconds, 1),
         })
     return rows
@@ -653,7 +525,7 @@ def _dm(protocol: Protocol, actual, forecast, reference, method: str, overlap: i
     mine = np.abs(actual - forecast).mean(axis=(1, 2))
     theirs = np.abs(actual - reference).mean(axis=(1, 2))
     try:
-        statistic, p = evaluation.diebold_mariano(mine, theirs, horizon=overlap, power=1)
+        statistic, p = scores.diebold_mariano(mine, theirs, horizon=overlap, power=1)
     except ValueError:
         return none
     return {"dm_stat": statistic, "dm_pvalue": p}

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from forecaster import build
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 MAX_SERIES = 10_000
 BATCH = 10_000
@@ -43,14 +43,18 @@ def measure(spill: str, keys: int) -> dict:
     """In this process: stream `keys` distinct keys through an engine, recording memory as it goes."""
     import torch
 
-    from forecaster.engine import Engine, seeded_model
-    from forecaster.records import Observations
-    from support import make_pipeline
+    from forecaster.serving.engine import Engine
+    from forecaster.build import seeded_model
+    from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+    from forecaster.serving.records import Observations
 
     torch.set_num_threads(2)
-    pipeline = make_pipeline(horizon=24, max_series=MAX_SERIES, spill=spill, hidden_size=64)
+    pipeline = Pipeline(name="test", input_topic="in", output_topic="out", dead_letter_topic="dead",
+                        record=RecordFormat(key="key", timestamp="time", target="y"), cadence="1h", horizon=24,
+                        calendar=Calendar(hour_of_day=True, day_of_week=True), max_series=MAX_SERIES, spill=spill,
+                        model=ModelConfig(cell="gru", hidden_size=64, num_layers=2, weights=None))
     with tempfile.TemporaryDirectory() as scratch:
-        engine = Engine(pipeline, seeded_model(pipeline), spill_path=Path(scratch) / "spill.sqlite")
+        engine = build.engine(pipeline, seeded_model(pipeline), spill_path=Path(scratch) / "spill.sqlite")
         baseline = rss_bytes()
         samples, started = [], time.perf_counter()
         for first in range(0, keys, BATCH):
@@ -58,7 +62,7 @@ def measure(spill: str, keys: int) -> dict:
             n = len(names)
             times = np.full(n, 1.7e9 + first)
             engine.step(Observations(names, times, times, np.random.default_rng(first).normal(100, 10, (n, 1)),
-                                     np.arange(n)))
+                                     np.arange(n)), now=time.time())
             seen = first + n
             if seen % 100_000 == 0 or seen == keys:
                 store = engine.store

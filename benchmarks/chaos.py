@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from forecaster import config as config_module
+from forecaster.io import datasets
+from forecaster.app import Daemon
+from forecaster.io.broker import EmbeddedBroker, free_port
+from forecaster.io.kafka import Sink, create_topics
+from forecaster.tools.replay import messages, replay
 
-from forecaster import config as config_module, datasets  # noqa: E402
-from forecaster.app import Daemon  # noqa: E402
-from forecaster.io.broker import EmbeddedBroker, free_port  # noqa: E402
-from forecaster.io.kafka import Sink, create_topics  # noqa: E402
-from forecaster.replay import messages, replay  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CHECKPOINT_EVERY_RECORDS = 400
 MAX_BATCH = 200
@@ -225,8 +225,8 @@ def run_shadow(config: config_module.Config, bootstrap: str, records: int) -> li
 def summarise(plan, forecasts, shadow, final_start, codes, final_code, seconds) -> dict:
     from datetime import datetime
 
-    from forecaster import datasets
-    from forecaster.records import format_time, parse_time
+    from forecaster.io import datasets
+    from forecaster.serving.records import format_time, parse_time
 
     inputs = {(r["series"], format_time(parse_time(r["time"], "time")[0])) for r in datasets.load("etth1").records[:plan["records"]]}
     reference = {(f["series"], f["time"]): np.array(f["values"]) for f in shadow}

@@ -28,17 +28,16 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from forecaster import config as config_module
+from forecaster.io import datasets
+from forecaster.app import Daemon
+from forecaster.io.broker import EmbeddedBroker, free_port
+from forecaster.io.kafka import create_topics
+from forecaster.tools.replay import replay
+
+from forecaster.io.kafka import read_topic
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from forecaster import config as config_module, datasets  # noqa: E402
-from forecaster.app import Daemon  # noqa: E402
-from forecaster.io.broker import EmbeddedBroker, free_port  # noqa: E402
-from forecaster.io.kafka import create_topics  # noqa: E402
-from forecaster.replay import replay  # noqa: E402
-
-sys.path.insert(0, str(REPO / "tests"))
-from kafka_support import read_topic  # noqa: E402
 
 
 def main() -> int:

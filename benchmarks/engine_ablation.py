@@ -8,10 +8,10 @@ slows them alike; the figure is each variant's best round (its median round is k
 
   reference       the engine before this work: `model.step` then `model.head` per wave, MKL matmuls,
                   and every batch permuted into wave order and back
-  fast, addmm     fast.FastStep with oneDNN switched off: tanh as 2 sigmoid(2a) - 1 with the 2 folded
+  fast, addmm     fused_step.FusedStep with oneDNN switched off: tanh as 2 sigmoid(2a) - 1 with the 2 folded
                   into the weights, gates worked in place, waves cut into pieces of 16,384 rows and
                   stepped in blocks of 2,048, one wave unpermuted
-  fast, unblocked fast.FastStep with oneDNN, every wave whole: no pieces, no blocks
+  fast, unblocked fused_step.FusedStep with oneDNN, every wave whole: no pieces, no blocks
   fast            what the engine runs: oneDNN matmuls, pieces and blocks
   compiled        (--compile) the reference with torch.compile(model.step, dynamic=True); its compile
                   time (first step minus the reference's first step) is reported apart, not in the figure
@@ -31,20 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from forecaster.serving import engine as engine_module, fused_step, scaling
+from forecaster.serving.cadence import calendar_features
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from throughput import Feed, bench_pipeline, etth1, machine
 
-from forecaster import engine as engine_module, fast, scaling  # noqa: E402
-from forecaster.cadence import calendar_features  # noqa: E402
-from forecaster.engine import Engine, seeded_model  # noqa: E402
-from throughput import Feed, bench_pipeline, etth1, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHIPPED_ROWS_PER_STEP = engine_module._ROWS_PER_STEP
 
 
 class ReferenceEngine(Engine):
-    """The engine's hot path as it was before fast.py: kept here verbatim as the baseline."""
+    """The engine's hot path as it was before fused_step.py: kept here verbatim as the baseline."""
 
     def _run_waves(self, slots, observations, order, waves):
         n, horizon = len(order), self.pipeline.horizon
@@ -93,7 +92,7 @@ def variants(cell: str, n: int, compile_: bool) -> dict[str, tuple[Engine, int]]
     for name, onednn, rows in (("fast, addmm", False, engine_module._ROWS_PER_STEP), ("fast, unblocked", True, UNBLOCKED),
                                ("fast", True, engine_module._ROWS_PER_STEP)):
         engine = Engine(pipeline, seeded_model(pipeline))
-        engine._fast = fast.FastStep(engine.model, block_rows=min(rows, fast.BLOCK_ROWS), onednn=onednn)
+        engine._fast = fused_step.FusedStep(engine.model, block_rows=min(rows, fused_step.BLOCK_ROWS), onednn=onednn)
         made[name] = (engine, rows)
     if compile_:
         made["compiled"] = (CompiledEngine(pipeline, seeded_model(pipeline)), UNBLOCKED)
@@ -108,7 +107,7 @@ def measure(cell: str, n: int, rounds: int, steps: int, compile_: bool, values) 
         engine_module._ROWS_PER_STEP = rows
         for batch in warm_up:  # the first admits every series (and compiles, for `compiled`)
             started = time.perf_counter()
-            engine.step(batch)
+            engine.step(batch, now=time.time())
             first.setdefault(name, time.perf_counter() - started)
     seconds = {name: [] for name in engines}
     for _ in range(rounds):
@@ -117,7 +116,7 @@ def measure(cell: str, n: int, rounds: int, steps: int, compile_: bool, values) 
             engine_module._ROWS_PER_STEP = rows
             started = time.perf_counter()
             for batch in batches:
-                engine.step(batch)
+                engine.step(batch, now=time.time())
             seconds[name].append((time.perf_counter() - started) / steps)
     engine_module._ROWS_PER_STEP = SHIPPED_ROWS_PER_STEP
     row = {"cell": cell, "n_series": n, "steps_per_s": {name: round(n / min(s)) for name, s in seconds.items()},

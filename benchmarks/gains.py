@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import throughput
+from forecaster.serving import records
+from forecaster.serving.engine import Engine, Forecasts
+from forecaster.build import seeded_model
+from forecaster.serving.state import REFUSED
 
-import throughput  # noqa: E402
-from forecaster import records  # noqa: E402
-from forecaster.engine import Engine, Forecasts, seeded_model  # noqa: E402
-from forecaster.state import REFUSED  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def best(function, repeats: int = 5) -> float:
@@ -76,7 +75,7 @@ def slots_before(store, keys):
 
 
 def forecasts_before(engine, observations, rows, values):
-    from forecaster.cadence import horizon_times
+    from forecaster.serving.cadence import horizon_times
 
     arrival = np.argsort(observations.positions[rows], kind="stable")
     rows, values = rows[arrival], values[arrival]
@@ -95,7 +94,7 @@ def io_rows(values: np.ndarray) -> list[dict]:
     pipeline = throughput.bench_pipeline("gru", 2000)
     engine = Engine(pipeline, seeded_model(pipeline), "cpu")
     payloads = [v for _, v in throughput.stream(values, 2000, 2)]
-    forecasts, _ = engine.step(records.decode(payloads[:2000], pipeline.record)[0])
+    forecasts, _ = engine.step(records.decode(payloads[:2000], pipeline.record)[0], now=time.time())
     own = Forecasts(forecasts.keys, forecasts.times + 60.0 * np.arange(len(forecasts)),
                     forecasts.horizon_times + 60.0 * np.arange(len(forecasts))[:, None], forecasts.values,
                     forecasts.positions, forecasts.issued_at, forecasts.model_version)
@@ -131,7 +130,7 @@ def engine_rows(values: np.ndarray, n: int = 1_000_000) -> list[dict]:
     engine = Engine(pipeline, seeded_model(pipeline), "cpu")
     feed = throughput.Feed(n, values)
     for _ in range(2):
-        engine.step(feed.next())
+        engine.step(feed.next(), now=time.time())
     batch = feed.next()
     rows = [compare(f"StateStore.slots, {n:,} known series", lambda: slots_before(engine.store, batch.keys),
                     lambda: engine.store.slots(batch.keys), repeats=3)]

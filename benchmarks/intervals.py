@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from forecaster.config import Intervals
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.serving.records import Observations
+from throughput import HOUR, Feed, bench_pipeline, etth1, machine
 
-from forecaster.config import Intervals  # noqa: E402
-from forecaster.engine import Engine, seeded_model  # noqa: E402
-from forecaster.records import Observations  # noqa: E402
-from throughput import HOUR, Feed, bench_pipeline, etth1, machine  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {"one-step only": 0.0, "tracking": 0.02}
 
@@ -68,14 +67,14 @@ def measure(n: int, horizon: int, rounds: int, values, replay: int = 0) -> dict:
     steps = max(2, 20_000 // max(n, replay))
     for batch in [feed.next() for _ in range(1 if replay else horizon + 1)]:  # admit, fill the intervals
         for engine in made.values():
-            engine.step(batch)
+            engine.step(batch, now=time.time())
     seconds = {name: [] for name in made}
     for _ in range(rounds):
         batches = [feed.next() for _ in range(steps)]
         for name, engine in made.items():
             started = time.perf_counter()
             for batch in batches:
-                engine.step(batch)
+                engine.step(batch, now=time.time())
             seconds[name].append((time.perf_counter() - started) / steps)
     best = {name: min(s) for name, s in seconds.items()}
     return {"n_series": n, "records_per_batch": replay or n, "horizon": horizon,

@@ -32,15 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from forecaster.learning import resync
+from forecaster.learning import rounds, tbptt
+from forecaster.build import resolve_device
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.serving.records import Observations
+from forecaster.learning.trainer import Trainer
 
-from forecaster import online, train  # noqa: E402
-from forecaster.app import resolve_device  # noqa: E402
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training  # noqa: E402
-from forecaster.engine import Engine, seeded_model  # noqa: E402
-from forecaster.records import Observations  # noqa: E402
-from forecaster.trainer import Trainer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results"
 SERIES = 10_000
@@ -82,7 +83,7 @@ def filled_engine(the_pipeline: Pipeline, feed: Feed, steps: int, device: torch.
     """An engine whose every series has `steps` buffered steps."""
     engine = Engine(the_pipeline, seeded_model(the_pipeline), device)
     for _ in range(steps):
-        engine.step(feed.next())
+        engine.step(feed.next(), now=time.time())
     return engine
 
 
@@ -90,33 +91,33 @@ def step_rate(engine: Engine, feed: Feed, seconds: float) -> float:
     """Series-steps/s of `Engine.step` over one record of every series, for about `seconds`."""
     done, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
-        engine.step(feed.next())
+        engine.step(feed.next(), now=time.time())
         done += len(feed)
     return done / (time.perf_counter() - began)
 
 
 def tbptt_rate(the_pipeline: Pipeline, engine: Engine, steps: int, device: torch.device) -> float:
     """Training windows per second of a round's optimisation steps (after one untimed step)."""
-    windows = online.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
-    series = online.training_series(windows, the_pipeline.retraining.holdout, the_pipeline.training.window)
+    windows = rounds.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
+    series = rounds.training_series(windows, the_pipeline.retraining.holdout, the_pipeline.training.window)
     model = seeded_model(the_pipeline)
-    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=1), device=device)
+    tbptt.fit(model, series, dataclasses.replace(the_pipeline.training, steps=1), device=device)
     began = time.perf_counter()
-    train.fit(model, series, dataclasses.replace(the_pipeline.training, steps=steps), device=device)
+    tbptt.fit(model, series, dataclasses.replace(the_pipeline.training, steps=steps), device=device)
     return steps * the_pipeline.training.batch_size / (time.perf_counter() - began)
 
 
-def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, rounds: int, seconds: float,
+def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, repeats: int, seconds: float,
                     device: torch.device) -> dict:
     """Alternating rounds of stepping alone and stepping while a round trains in the background."""
     alone, training = [], []
     stop = threading.Event()
     trainer = Trainer(the_pipeline, device, stop)
-    windows = online.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
+    windows = rounds.collect(engine.store, engine.buffer, the_pipeline.horizon, 2048)
     trainer.start(engine.model, windows)  # 10,000 steps: it trains for as long as the benchmark runs
     try:
         time.sleep(1.0)  # past its first step
-        for _ in range(rounds):
+        for _ in range(repeats):
             training.append(step_rate(engine, feed, seconds))
             stop.set()
             trainer.close(60)
@@ -158,10 +159,10 @@ def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float |
     log("retrain: TBPTT optimisation steps alone")
     windows_per_s = tbptt_rate(the_pipeline, engine, 5 if quick else 20, device)
     log("retrain: engine steps alone and while a round trains, alternating")
-    ratio = inference_ratio(the_pipeline, engine, feed, rounds=2 if quick else 4,
+    ratio = inference_ratio(the_pipeline, engine, feed, repeats=2 if quick else 4,
                             seconds=phase_seconds or (3.0 if quick else 6.0), device=device)
     began = time.perf_counter()
-    engine.install(seeded_model(the_pipeline), 1, the_pipeline.retraining.resync_steps)
+    resync.install(engine, seeded_model(the_pipeline), 1, the_pipeline.retraining.resync_steps)
     resync_seconds = time.perf_counter() - began
     return {"cell": "gru", "n_series": series, "device": device.type, "torch_threads": torch.get_num_threads(),
             "window": the_pipeline.training.window, "chunk": the_pipeline.training.chunk,

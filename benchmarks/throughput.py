@@ -64,16 +64,16 @@ import torch
 import torch.nn as nn
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from forecaster import config as config_module
+from forecaster.io import datasets
+from forecaster.build import resolve_device
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.serving.records import Observations
+import retrain  # benchmarks/retrain.py, beside this script
 
-from forecaster import config as config_module, datasets  # noqa: E402
-from forecaster.app import resolve_device  # noqa: E402
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat  # noqa: E402
-from forecaster.engine import Engine, seeded_model  # noqa: E402
-from forecaster.records import Observations  # noqa: E402
-import retrain  # noqa: E402  (benchmarks/retrain.py)
+REPO = Path(__file__).resolve().parents[1]
 
 CELLS = ("gru", "lstm")
 SIZES = (100, 10_000, 100_000, 1_000_000)
@@ -202,7 +202,7 @@ class EngineBench:
         self.feed = Feed(n, values)
         self.naive = Naive(self.engine.model, min(n, 1000 if quick else 3000), values, device)
         for _ in range(2):  # the first step admits every series
-            self.engine.step(self.feed.next())
+            self.engine.step(self.feed.next(), now=time.time())
         self.rounds, self.steps = repetitions(n, quick)
         self.batched, self.naive_rates, self.every_step = [], [], []
 
@@ -213,7 +213,7 @@ class EngineBench:
         for _ in range(self.steps):
             batch = self.feed.next()
             started = time.perf_counter()
-            self.engine.step(batch)
+            self.engine.step(batch, now=time.time())
             seconds.append(time.perf_counter() - started)
         self.batched.append(statistics.median(seconds))
         self.every_step += seconds
@@ -473,7 +473,8 @@ def with_group(config: config_module.Config, group: str) -> config_module.Config
 
 
 def preload(config: config_module.Config, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    from forecaster.io.kafka import Message, Sink
+    from forecaster.io.kafka import Sink
+    from forecaster.io.messages import Message
 
     sink = Sink(config.settings.kafka)
     try:
@@ -600,8 +601,7 @@ def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
 
 def matched_latencies(bootstrap: str, input_topic: str, output_topic: str, total: int) -> np.ndarray:
     """Milliseconds from each input record's CreateTime to the CreateTime of its forecast."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from kafka_support import read_topic
+    from forecaster.io.kafka import read_topic
 
     sent = {}
     for record in read_topic(bootstrap, input_topic, total, linger_s=0.2):

@@ -17,66 +17,30 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 from prometheus_client import CollectorRegistry
 
-from . import online, records
-from .config import Config, Pipeline
-from .engine import Engine, Forecasts, model_spec, seeded_model
-from .errors import ForecasterError
-from .io.checkpoint import load_latest_checkpoint, load_weights, save_checkpoint
-from .io.http import StatusServer
-from .io.clients import make_sink, make_source, missing_topics
-from .io.kafka import DeliveryError, Message, Polled
-from .metrics import Metrics
-from .trainer import Cancelled, Finished, Trainer
+from forecaster.build import build_engine, pipeline_dir, resolve_device
+from forecaster.config import Config, Pipeline
+from forecaster.errors import Cancelled, DeliveryError, ForecasterError
+from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from forecaster.io.clients import make_sink, make_source, missing_topics
+from forecaster.io.http import StatusServer
+from forecaster.io.messages import Message, Polled, Sink, Source
+from forecaster.learning import rounds
+from forecaster.learning.trainer import Finished, Trainer
+from forecaster.metrics import Metrics
+from forecaster.serving import records
+from forecaster.serving.engine import Engine, Forecasts
 
 log = logging.getLogger(__name__)
 
 _SUMMARY_EVERY_S = 60.0
 _CONTACT_CHECK_EVERY_S = 1.0
 _STALLED_AFTER_S = 10.0  # a loop that has not polled for this long (stuck delivering, say) is not healthy
-CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/1"
-
-
-class SourceLike(Protocol):
-    def poll(self, timeout_ms: int) -> list[Polled]: ...
-    def commit(self, offsets: dict[int, int]) -> bool: ...
-    def assigned(self) -> bool: ...
-    def connected(self) -> bool: ...
-    def lag(self) -> int: ...
-    def ahead(self) -> dict[int, tuple[int, int]]: ...
-    def close(self) -> None: ...
-
-
-class SinkLike(Protocol):
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None: ...
-    def close(self) -> None: ...
-
-
-def resolve_device(setting: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a silent fallback."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ForecasterError("device: cuda was configured but no CUDA device is available (use auto or cpu)")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def pipeline_dir(config: Config, pipeline: Pipeline) -> Path:
-    """Where a pipeline keeps its checkpoints and spilled state."""
-    return config.resolve(config.settings.state_dir) / pipeline.name
-
-
-def build_engine(config: Config, pipeline: Pipeline, device: torch.device | str) -> Engine:
-    """The pipeline's engine with its starting weights: the weights file if configured, else seeded."""
-    spill_path = pipeline_dir(config, pipeline) / "spill.sqlite"
-    if pipeline.model.weights is None:
-        return Engine(pipeline, seeded_model(pipeline), device, model_version=0, spill_path=spill_path)
-    model, metadata = load_weights(config.resolve(pipeline.model.weights), expected=model_spec(pipeline))
-    return Engine(pipeline, model, device, model_version=int(metadata.get("version", 1)), spill_path=spill_path)
+CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/2"
 
 
 class Checkpoints:
@@ -114,7 +78,7 @@ class Checkpoints:
 class PipelineWorker:
     """One pipeline's run loop. Source and sink are passed in, so the loop runs without Kafka in tests."""
 
-    def __init__(self, pipeline: Pipeline, engine: Engine, source: SourceLike, sink: SinkLike,
+    def __init__(self, pipeline: Pipeline, engine: Engine, source: Source, sink: Sink,
                  metrics: Metrics, stop: threading.Event, checkpoints: Checkpoints | None = None,
                  offsets: dict[int, int] | None = None, trainer: Trainer | None = None):
         self.pipeline, self.engine = pipeline, engine
@@ -178,7 +142,7 @@ class PipelineWorker:
         received = time.monotonic()
         observations, bad = records.decode([r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time())
         started = time.perf_counter()
-        forecasts, refused = self.engine.step(observations)
+        forecasts, refused = self.engine.step(observations, time.time())
         self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
         rejected = bad + refused
         self.sink.deliver(self._dead_letters(polled, rejected) + self._forecast_messages(forecasts), self.stop)
@@ -225,10 +189,10 @@ class PipelineWorker:
 
     def _start_round(self) -> None:
         settings, engine = self.pipeline.retraining, self.engine
-        windows = online.collect(engine.store, engine.buffer, self.pipeline.horizon, settings.max_series)
+        windows = rounds.collect(engine.store, engine.buffer, self.pipeline.horizon, settings.max_series)
         try:
-            online.trainable(windows, settings.holdout, self.pipeline.training.window)
-        except online.NotEnoughData as reason:
+            rounds.trainable(windows, settings.holdout, self.pipeline.training.window)
+        except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
             return
@@ -258,10 +222,10 @@ class PipelineWorker:
         self._adopt(outcome)
         m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it
 
-    def _adopt(self, outcome: online.Outcome) -> None:
+    def _adopt(self, outcome: rounds.Outcome) -> None:
         """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
-        self.engine.adopt(outcome, self.pipeline.retraining.resync_steps)
+        rounds.adopt(self.engine, outcome, self.pipeline.retraining.resync_steps)
         self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return

@@ -12,9 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from . import config as config_module
-from . import logs
-from .errors import ConfigError, ForecasterError
+from forecaster import config as config_module
+from forecaster import logs
+from forecaster.errors import ConfigError, ForecasterError
 
 log = logging.getLogger("forecaster")
 
@@ -99,7 +99,7 @@ def _with_bootstrap(config: config_module.Config, bootstrap: str | None) -> conf
 
 
 def cmd_run(args) -> int:
-    from .app import Daemon
+    from forecaster.app import Daemon
 
     config = config_module.load(args.config)
     logs.setup(config.settings.log_level, config.settings.log_format)
@@ -116,7 +116,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .app import build_engine
+    from forecaster.build import build_engine
 
     config = config_module.load(args.config)
     for pipeline in config.pipelines:
@@ -136,9 +136,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from . import datasets
-    from .progress import Progress
-    from .replay import replay
+    from forecaster.io import datasets
+    from forecaster.tools.progress import Progress
+    from forecaster.tools.replay import replay
 
     if args.dataset not in datasets.NAMES:
         raise ConfigError(f"unknown dataset {args.dataset!r} (expected one of: {', '.join(datasets.NAMES)})")
@@ -152,8 +152,8 @@ def cmd_replay(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .progress import Progress
-    from .train import pretrain
+    from forecaster.tools.progress import Progress
+    from forecaster.learning.pretrain import pretrain
 
     config = config_module.load(args.config, require_weights=False)
     logs.setup(config.settings.log_level, config.settings.log_format)
@@ -172,9 +172,10 @@ def cmd_pretrain(args) -> int:
 def cmd_inspect(args) -> int:
     from datetime import datetime, timezone
 
-    from .app import Checkpoints, build_engine, pipeline_dir
-    from .inspection import series_view
-    from .records import format_time
+    from forecaster.app import Checkpoints
+    from forecaster.build import build_engine, pipeline_dir
+    from forecaster.tools.inspection import series_view
+    from forecaster.serving.records import format_time
 
     config = config_module.load(args.config, require_weights=False)
     pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
@@ -232,7 +233,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    from .io.kafka import create_topics
+    from forecaster.io.clients import create_topics
 
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
     wanted = [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]

@@ -14,8 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-from .errors import ConfigError
-from .schema import (
+from forecaster.errors import ConfigError
+from forecaster.schema import (
     Builder,
     masked_repr,
     non_negative,

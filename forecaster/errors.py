@@ -16,3 +16,15 @@ class RecordError(ForecasterError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class DeliveryError(ForecasterError):
+    """Output was not acknowledged by Kafka when the daemon stopped: the inputs behind it stay uncommitted."""
+
+
+class NotEnoughData(ForecasterError):
+    """No buffered series is long enough yet for one training window plus the holdout."""
+
+
+class Cancelled(ForecasterError):
+    """The daemon is stopping: a retraining round in progress gives up at its next optimisation step."""

@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Mapping
 
-from .schema import MASK, is_secret  # one rule for what counts as a secret, in config errors and logs
+from forecaster.schema import MASK, is_secret  # one rule for what counts as a secret, in config errors and logs
 
 FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra`.

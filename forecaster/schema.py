@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal
 
 import yaml
 
-from .errors import ConfigError
+from forecaster.errors import ConfigError
 
 Check = Callable[[Any], bool]
 _REQUIRED = dataclasses.MISSING

@@ -6,11 +6,10 @@ import uuid
 from pathlib import Path
 
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 
 from forecaster import config as config_module
 from forecaster.io.broker import free_port
-from forecaster.io.kafka import create_topics
+from forecaster.io.kafka import create_topics, read_topic  # noqa: F401 - the tests' way to read a topic back
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,24 +44,6 @@ def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load")
         create_topics(config.settings.kafka, [(t, p.partitions) for p in config.pipelines
                                               for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
     return config
-
-
-def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 90.0, linger_s: float = 1.0):
-    """Every record of `topic` from the beginning, once `count` have arrived (plus any that follow within linger_s)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        consumer.seek_to_beginning()
-        got, deadline = [], time.monotonic() + timeout_s
-        while len(got) < count and time.monotonic() < deadline:
-            got += [r for rs in consumer.poll(timeout_ms=500).values() for r in rs]
-        linger_until = time.monotonic() + linger_s
-        while time.monotonic() < linger_until:  # anything beyond `count` would be a duplicate
-            got += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
-        return got
-    finally:
-        consumer.close()
 
 
 def scrape(url: str) -> dict:

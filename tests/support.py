@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
-from forecaster.engine import seeded_model
-from forecaster.records import Observations
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.build import seeded_model
+from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -81,3 +81,30 @@ def ordered_quantiles_model(pipeline, spread=1.0):
             model.readout.weight[k * H:(k + 1) * H] = model.readout.weight[:H]
             model.readout.bias[k * H:(k + 1) * H] = model.readout.bias[:H] + shift
     return model
+
+
+T0 = 1_600_000_000.0
+
+
+def retraining_pipeline(buffer=96, holdout=16, steps=40, min_improvement=0.0, max_series=1000, quantiles=(), window=32,
+                        **kw):
+    pipeline = make_pipeline(max_series=max_series, quantiles=tuple(quantiles), **kw)
+    return dataclasses.replace(
+        pipeline,
+        training=Training(window=window, chunk=min(8, window // 2), batch_size=16, steps=10, learning_rate=1e-2,
+                          warmup_steps=2),
+        retraining=Retraining(enabled=True, buffer=buffer, holdout=holdout, steps=steps, learning_rate=1e-2,
+                              min_improvement=min_improvement, resync_steps=buffer))
+
+
+def sines(n_series=8, length=120, seed=0):
+    """Noisy daily sines of different phases and levels, hourly, every series at every step."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    keys, times, values = [], [], []
+    for step in t:
+        for s in range(n_series):
+            keys.append(f"s{s}")
+            times.append(T0 + 3600.0 * step)
+            values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + 0.1 * rng.standard_normal())
+    return keys, times, values

@@ -10,12 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from forecaster import app
-from forecaster.app import Checkpoints, PipelineWorker, resolve_device
+from forecaster.app import Checkpoints, PipelineWorker
+from forecaster.build import resolve_device
 from forecaster.io.checkpoint import load_latest_checkpoint
-from forecaster.io.kafka import DeliveryError
-from forecaster.engine import Engine, seeded_model
+from forecaster.errors import DeliveryError
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
 from forecaster.errors import ForecasterError
-from forecaster.io.kafka import Polled
+from forecaster.io.messages import Polled
 from forecaster.metrics import Metrics
 
 from support import make_pipeline

@@ -8,8 +8,9 @@ import zlib
 from prometheus_client import CollectorRegistry
 
 from forecaster.app import PipelineWorker
-from forecaster.engine import Engine, seeded_model
-from forecaster.io.kafka import Polled
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.io.messages import Polled
 from forecaster.metrics import Metrics
 
 from support import make_pipeline

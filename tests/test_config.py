@@ -9,7 +9,7 @@ import pytest
 
 from forecaster import config, schema
 from forecaster.config import Pipeline, Settings
-from forecaster.engine import model_spec
+from forecaster.build import model_spec
 from forecaster.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,13 +13,15 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from forecaster import datasets
-from forecaster.app import Daemon, build_engine
-from forecaster.inspection import series_view
-from forecaster.cadence import step_seconds
+from forecaster.io import datasets
+from forecaster.app import Daemon
+from forecaster.build import build_engine
+from forecaster.tools.inspection import series_view
+from forecaster.serving.cadence import step_seconds
 from forecaster.io.checkpoint import load_latest_checkpoint
-from forecaster.io.kafka import Message, Sink
-from forecaster.replay import replay
+from forecaster.io.kafka import Sink
+from forecaster.io.messages import Message
+from forecaster.tools.replay import replay
 
 from kafka_support import REPO, deploy, metrics_url, read_topic, scrape
 

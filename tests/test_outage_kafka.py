@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from forecaster import config as config_module
 from forecaster.app import Daemon
 from forecaster.io.broker import EmbeddedBroker, free_port
-from forecaster.replay import replay
+from forecaster.tools.replay import replay
 
 from kafka_support import deploy, metrics_url, read_topic, wait_for
 from tcp_proxy import CuttableProxy

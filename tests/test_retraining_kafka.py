@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from forecaster import datasets
+from forecaster.io import datasets
 from forecaster.app import Daemon
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Sink
-from forecaster.replay import messages
+from forecaster.tools.replay import messages
 
 from kafka_support import deploy, metrics_url, read_topic, scrape, wait_for
 

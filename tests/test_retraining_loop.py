@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from forecaster import online, train
+from forecaster.learning import resync
+from forecaster.learning import rounds, tbptt
 from forecaster.app import PipelineWorker
 from forecaster.config import Intervals
-from forecaster.engine import Engine, seeded_model
-from forecaster.io.kafka import Polled
+from forecaster.serving.engine import Engine
+from forecaster.build import seeded_model
+from forecaster.io.messages import Polled
 from forecaster.metrics import Metrics
-from forecaster.trainer import Trainer
+from forecaster.learning.trainer import Trainer
 
 from support import observations
 from test_app import FakeSink, FakeSource
-from test_online import retraining_pipeline, sines
+from support import retraining_pipeline, sines
 
 
 def batches_of(data, size):
@@ -115,7 +117,7 @@ def test_a_failed_round_is_counted_and_the_old_weights_keep_serving(pipeline, mo
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(online, "challenge", broken)
+    monkeypatch.setattr(rounds, "challenge", broken)
     w, sink, registry = make_worker(pipeline, batches_of(sines(length=120), 8))
 
     run_until_the_round_ends(w)
@@ -146,16 +148,16 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch
     w, sink, _ = make_worker(pipeline, list(batches))
     installed = []  # the model of each version from 1 on
     install = w.engine.install
-    w.engine.install = lambda model, version, steps: (installed.append(model), install(model, version, steps))
+    w.engine.install = lambda model, version: (installed.append(model), install(model, version))
     forecast_meanwhile = threading.Event()
-    fit = train.fit
+    fit = tbptt.fit
 
     def fit_then_wait_for_a_forecast(*args, **kwargs):  # however fast the round, it overlaps serving
         losses = fit(*args, **kwargs)
         forecast_meanwhile.wait(timeout=60)
         return losses
 
-    monkeypatch.setattr(train, "fit", fit_then_wait_for_a_forecast)
+    monkeypatch.setattr(tbptt, "fit", fit_then_wait_for_a_forecast)
     while not w.trainer.rounds:
         w.run_once()
     served_while_training = 0
@@ -177,7 +179,7 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch
         position += len(batch)
         version = documents[0]["model_version"]
         if version != shadow.model_version:
-            shadow.install(installed[version - 1], version, pipeline.retraining.resync_steps)
+            resync.install(shadow, installed[version - 1], version, pipeline.retraining.resync_steps)
         assert {d["model_version"] for d in documents} == {version}  # one model per batch
-        forecasts, _ = shadow.step(observations(*zip(*[(d["key"], d["time"], d["y"]) for d in map(json.loads, (p.value for p in batch))])))
+        forecasts, _ = shadow.step(observations(*zip(*[(d["key"], d["time"], d["y"]) for d in map(json.loads, (p.value for p in batch))])), now=0.0)
         np.testing.assert_allclose([d["values"] for d in documents], forecasts.values, rtol=1e-6)

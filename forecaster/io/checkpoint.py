@@ -1,6 +1,6 @@
 """Model weights and pipeline checkpoints on disk: written atomically, read without executing code.
 
-A weights file holds the ModelSpec (as plain values), the state dict and a little
+A weights file holds a model's spec (as plain values), the state dict and a little
 metadata. A checkpoint holds everything a pipeline needs to resume exactly: weights and
 version, every series' state, and the input offsets that state reflects; it carries a
 SHA-256 of its body, so a torn or corrupted file is detected and skipped for the previous
@@ -10,7 +10,6 @@ error, never code that runs.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import logging
@@ -21,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ForecasterError
-from ..model import Forecaster, ModelSpec
+from forecaster.errors import ForecasterError
 
 FORMAT = "forecaster.weights/1"
 CHECKPOINT_MAGIC = b"forecaster.checkpoint/1 sha256="
@@ -31,16 +29,11 @@ _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d{12})\.pt")
 log = logging.getLogger(__name__)
 
 
-def save_weights(path: str | Path, model: Forecaster, metadata: dict | None = None) -> Path:
-    """Write the model atomically: temporary file, fsync, rename; owner-only permissions."""
+def save_weights(path: str | Path, spec: dict, state_dict: dict, metadata: dict | None = None) -> Path:
+    """Write a model's spec (plain values) and weights atomically: temporary file, fsync, rename; owner-only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "spec": dataclasses.asdict(model.spec),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
-    }
+    payload = {"format": FORMAT, "spec": dict(spec), "state_dict": dict(state_dict), "metadata": dict(metadata or {})}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return write_atomically(path, buffer.getvalue())
@@ -67,8 +60,8 @@ def write_atomically(path: Path, data: bytes) -> Path:
     return path
 
 
-def load_weights(path: str | Path, expected: ModelSpec | None = None) -> tuple[Forecaster, dict]:
-    """Read a weights file into a model; if `expected` is given the file's spec must equal it."""
+def read_weights(path: str | Path) -> tuple[dict, dict, dict]:
+    """A weights file's spec (plain values), state dict and metadata; a ForecasterError for anything else."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -78,18 +71,7 @@ def load_weights(path: str | Path, expected: ModelSpec | None = None) -> tuple[F
         raise ForecasterError(f"{path}: not a readable forecaster weights file ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ForecasterError(f"{path}: not a forecaster weights file (expected format {FORMAT})")
-    spec = ModelSpec(**payload["spec"])
-    if expected is not None and spec != expected:
-        raise ForecasterError(f"{path}: weights are for {_describe(spec)}, but the pipeline configures {_describe(expected)}; "
-                              "rerun `forecaster pretrain` or fix the pipeline's model section")
-    model = Forecaster(spec)
-    model.load_state_dict(payload["state_dict"])
-    return model, payload.get("metadata", {})
-
-
-def _describe(spec: ModelSpec) -> str:
-    fields = dataclasses.asdict(spec)
-    return ", ".join(f"{k}={v}" for k, v in fields.items())
+    return payload["spec"], payload["state_dict"], payload.get("metadata", {})
 
 
 def save_checkpoint(folder: str | Path, payload: dict, keep: int = 3) -> Path:

@@ -9,16 +9,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Iterable
 
-from ..config import Kafka
+from forecaster.config import Kafka
 
 
 def client(kafka: Kafka) -> ModuleType:
     """The module of the client `kafka.client` names."""
     if kafka.client == "confluent-kafka":
-        from . import confluent
+        from forecaster.io import confluent
 
         return confluent
-    from . import kafka as kafka_python
+    from forecaster.io import kafka as kafka_python
 
     return kafka_python
 

@@ -19,9 +19,9 @@ from typing import Iterable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ..config import Kafka
-from ..errors import ForecasterError
-from .kafka import DeliveryError, Message, Polled
+from forecaster.config import Kafka
+from forecaster.errors import DeliveryError, ForecasterError
+from forecaster.io.messages import Message, Polled
 
 log = logging.getLogger(__name__)
 # librdkafka logs every failed reconnect; the daemon says an outage once, so its own lines are kept quiet.

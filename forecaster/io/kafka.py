@@ -10,43 +10,19 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from ..config import Kafka
-from ..errors import ForecasterError
+from forecaster.config import Kafka
+from forecaster.errors import DeliveryError, ForecasterError
+from forecaster.io.messages import Message, Polled
 
 log = logging.getLogger(__name__)
 
 _FLUSH_SLICE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Message:
-    """A record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class Polled:
-    """One consumed record: what the run loop needs of it."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class DeliveryError(ForecasterError):
-    """Forecasts could not be delivered before shutdown; their input offsets stay uncommitted."""
 
 
 _SECURITY = ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
@@ -263,3 +239,22 @@ def _admin(kafka: Kafka):
         yield admin
     finally:
         admin.close()
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 90.0, linger_s: float = 1.0) -> list:
+    """Every record of `topic` from the beginning, once `count` have arrived (plus any that follow within
+    `linger_s`): for tests and benchmarks that check what a pipeline produced."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.seek_to_beginning()
+        got, deadline = [], time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            got += [r for rs in consumer.poll(timeout_ms=500).values() for r in rs]
+        linger_until = time.monotonic() + linger_s
+        while time.monotonic() < linger_until:  # anything beyond `count` would be a duplicate
+            got += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
+        return got
+    finally:
+        consumer.close()

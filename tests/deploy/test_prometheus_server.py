@@ -9,8 +9,9 @@ import yaml
 
 from forecaster.app import Daemon
 from forecaster.io.broker import free_port
-from forecaster.io.kafka import Message, Sink
-from forecaster.replay import replay
+from forecaster.io.kafka import Sink
+from forecaster.io.messages import Message
+from forecaster.tools.replay import replay
 
 from deploy_support import (SCRAPE_CONFIG, alert_rules, dashboard_queries, http_get,
                             prometheus_server, query, wait_for)

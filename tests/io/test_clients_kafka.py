@@ -8,15 +8,15 @@ from datetime import datetime
 
 import pytest
 
-from forecaster import datasets
+from forecaster.io import datasets
 from forecaster.app import Daemon
 from forecaster.config import Kafka
 from forecaster.errors import ForecasterError
 from forecaster.io import clients
 from forecaster.io.broker import free_port
 from forecaster.io.checkpoint import load_latest_checkpoint
-from forecaster.io.kafka import Message
-from forecaster.replay import replay
+from forecaster.io.messages import Message
+from forecaster.tools.replay import replay
 
 from kafka_support import deploy, read_topic
 

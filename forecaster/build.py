@@ -1,0 +1,102 @@
+"""The composition root: a configuration turned into the objects that serve it.
+
+Everything that maps settings onto constructors lives here, so the layers below take
+plain objects: the serving engine never reads a file, and io never names a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from forecaster.config import Config, Pipeline
+from forecaster.errors import ForecasterError
+from forecaster.io.checkpoint import read_weights, save_weights
+from forecaster.serving.engine import Engine
+from forecaster.serving.model import Forecaster, ModelSpec
+from forecaster.serving.spill import DiskSpill, MemorySpill, Spill
+
+
+def resolve_device(setting: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a silent fallback."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ForecasterError("device: cuda was configured but no CUDA device is available (use auto or cpu)")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def pipeline_dir(config: Config, pipeline: Pipeline) -> Path:
+    """Where a pipeline keeps its checkpoints and spilled state."""
+    return config.resolve(config.settings.state_dir) / pipeline.name
+
+
+def model_spec(pipeline: Pipeline) -> ModelSpec:
+    """The network a pipeline configures: inputs are scaled target, covariates, calendar features."""
+    m = pipeline.model
+    return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                     horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
+                     nonlinearity=m.nonlinearity, quantiles=m.quantiles, highway=m.highway,
+                     season=m.season or 0)
+
+
+def seeded_model(pipeline: Pipeline) -> Forecaster:
+    """Fresh weights from the pipeline's seed, identical on every run."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(pipeline.model.seed)
+    try:
+        return Forecaster(model_spec(pipeline))
+    finally:
+        torch.random.set_rng_state(generator_state)
+
+
+def spill(pipeline: Pipeline, model: Forecaster, path: Path | None) -> Spill | None:
+    """The pipeline's spill for evicted series: rows of state, moments and count, plus 3 exact values."""
+    features = 1 + len(pipeline.record.covariates)
+    wide = model.spec.num_layers * model.state_width + 2 * features + 1
+    if pipeline.spill == "memory":
+        return MemorySpill(wide, 3)
+    if pipeline.spill == "disk":
+        if path is None:
+            raise ValueError("spill: disk needs a file path (the pipeline's folder in state_dir)")
+        return DiskSpill(path, wide, 3)
+    return None
+
+
+def engine(pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0,
+           spill_path: Path | None = None) -> Engine:
+    """An engine serving `model` for `pipeline`, with the spill its settings name."""
+    return Engine(pipeline, model, device, model_version, spill=spill(pipeline, model, spill_path))
+
+
+def build_engine(config: Config, pipeline: Pipeline, device: torch.device | str) -> Engine:
+    """The pipeline's engine with its starting weights: the weights file if configured, else seeded."""
+    spill_path = pipeline_dir(config, pipeline) / "spill.sqlite"
+    if pipeline.model.weights is None:
+        return engine(pipeline, seeded_model(pipeline), device, 0, spill_path)
+    model, metadata = load_model(config.resolve(pipeline.model.weights), expected=model_spec(pipeline))
+    return engine(pipeline, model, device, int(metadata.get("version", 1)), spill_path)
+
+
+def save_model(path: str | Path, model: Forecaster, metadata: dict | None = None) -> Path:
+    """Write `model`'s spec and weights as a weights file (io/checkpoint.py)."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_weights(path, dataclasses.asdict(model.spec), state_dict, metadata)
+
+
+def load_model(path: str | Path, expected: ModelSpec | None = None) -> tuple[Forecaster, dict]:
+    """Read a weights file into a model; if `expected` is given the file's spec must equal it."""
+    spec_fields, state_dict, metadata = read_weights(path)
+    spec = ModelSpec(**spec_fields)
+    if expected is not None and spec != expected:
+        raise ForecasterError(f"{path}: weights are for {_describe(spec)}, but the pipeline configures "
+                              f"{_describe(expected)}; rerun `forecaster pretrain` or fix the pipeline's model section")
+    model = Forecaster(spec)
+    model.load_state_dict(state_dict)
+    return model, metadata
+
+
+def _describe(spec: ModelSpec) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items())

@@ -1,0 +1,77 @@
+"""Pretraining: fit a pipeline's seeded model offline on a dataset and write its starting weights.
+
+The effects around the pure TBPTT of tbptt.py: reading the dataset (through JSON and
+`records.decode`, so training sees what the daemon sees), the clock, the weights file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from forecaster.build import save_model, seeded_model
+from forecaster.config import Config, Pipeline
+from forecaster.errors import ConfigError, ForecasterError
+from forecaster.io import datasets
+from forecaster.learning.tbptt import evaluate, fit, head, prepare
+from forecaster.serving import records
+from forecaster.serving.records import Observations
+
+
+def pretrain(config: Config, pipeline: Pipeline, *, dataset: str | None = None, out: Path | None = None,
+             steps: int | None = None, progress: Callable[[int, float], None] | None = None,
+             device: str | torch.device = "cpu") -> dict:
+    """Fit a pipeline's seeded model on the leading part of a dataset, score the rest, save the weights.
+
+    The dataset goes through JSON and `records.decode`, so training sees what the daemon sees.
+    Returns the saved metadata plus "path" and "seconds".
+    """
+    began = time.perf_counter()
+    name = dataset or pipeline.training.dataset
+    if name is None:
+        raise ConfigError(f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
+                          f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run")
+    training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
+    series = prepare(pipeline, _observations(pipeline, name))
+    fraction = training.train_fraction
+    model = seeded_model(pipeline)
+    losses = fit(model, [head(s, int(fraction * len(s))) for s in series], training, device=device, progress=progress)
+    scores = evaluate(model, series, device, warmup_fraction=fraction)
+    metadata = {"dataset": name, "steps": training.steps, "final_loss": losses[-1],
+                "model_mae": scores["model_mae"], "naive_mae": scores["naive_mae"],
+                "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
+    return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
+
+
+def _observations(pipeline: Pipeline, name: str) -> Observations:
+    """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
+    loaded = datasets.load(name)
+    payloads = [json.dumps(record).encode() for record in loaded.records]
+    observations, rejected = records.decode(payloads, pipeline.record)
+    if rejected:
+        first = rejected[0]
+        raise ForecasterError(f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
+                              f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})")
+    return observations
+
+
+def _pipeline_file(config: Config, pipeline: Pipeline) -> str:
+    """The pipeline's file as config.yaml names it, for error messages."""
+    for loaded, file in zip(config.pipelines, config.settings.pipelines):
+        if loaded.name == pipeline.name:
+            return file
+    return f"pipeline {pipeline.name}"
+
+
+def _default_weights(config: Config, pipeline: Pipeline) -> Path:
+    """model.weights from the pipeline file, else <state_dir>/<pipeline>.pt."""
+    if pipeline.model.weights is not None:
+        return config.resolve(pipeline.model.weights)
+    return config.resolve(config.settings.state_dir) / f"{pipeline.name}.pt"

@@ -1,0 +1,217 @@
+"""Online retraining, the pure part: windows from the buffers, a challenger, its judgement, re-sync.
+
+One round of retraining is
+  1. `collect`: copy the buffered windows of the series with the most data,
+  2. `challenge`: fine-tune a copy of the serving weights (the champion) with TBPTT on the
+     windows' older steps, then score champion and challenger on the targets that fall in
+     each window's newest `holdout` steps, which the challenger never trained on,
+  3. `adopt` (by the caller, at a batch boundary): install the winner and re-synchronise every
+     series' state by replaying its newest buffered steps through the new weights (resync.py),
+     and serve the damping and interval calibration the round measured.
+No threads, clocks or I/O here: `trainer.py` runs rounds in the background.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from forecaster.serving import buffer as buffers
+from forecaster.serving import damping
+from forecaster.learning import tbptt
+from forecaster.serving.buffer import WindowBuffer
+from forecaster.config import Pipeline
+from forecaster.serving.model import Forecaster, split_head
+from forecaster.errors import NotEnoughData
+from forecaster.learning.resync import install, replay
+from forecaster.serving.engine import Engine
+from forecaster.serving.state import StateStore
+
+@dataclass(frozen=True)
+class Windows:
+    """Buffered windows of n series, oldest step first; a series with fewer steps has them at the end."""
+
+    inputs: Tensor   # (n, W, input_size): what the engine fed the model
+    targets: Tensor  # (n, W, horizon): (y[t + h] - y[t]) / std_t, from steps already in the window
+    mask: Tensor     # (n, W, horizon) bool: the target exists
+    valid: Tensor    # (n, W) bool: the step holds data
+    actual: Tensor   # (n, W) float64: the raw target
+    scale: Tensor    # (n, W): std_t
+    slots: np.ndarray                # (n,): where each series lives
+    keys: tuple[str | None, ...]     # (n,): which series, to tell a slot that changed hands since
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one round produced: the challenger, its losses next to the champion's, and the verdict."""
+
+    challenger: Forecaster
+    promoted: bool
+    champion_loss: float    # on the held-out newest steps
+    challenger_loss: float
+    training_loss: float    # mean over the round's last optimisation steps
+    series: int             # series whose windows were trained on
+    # With quantiles: per horizon step, how far the outermost quantiles must move out (in units
+    # of the series' scale) for their interval to cover its nominal share of the held-out targets.
+    champion_widening: Tensor | None = None
+    challenger_widening: Tensor | None = None
+    # With retraining.damping: per window, how much of each model's move away from the last
+    # value the held-out steps support (damping.py); NaN where a window had no held-out target.
+    champion_damping: Tensor | None = None
+    challenger_damping: Tensor | None = None
+    slots: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # the windows' (Windows)
+    keys: tuple[str | None, ...] = ()
+
+    @property
+    def widening(self) -> Tensor | None:
+        """The calibration of whichever model serves after this round."""
+        return self.challenger_widening if self.promoted else self.champion_widening
+
+    @property
+    def damping(self) -> Tensor | None:
+        """The per-window damping of whichever model serves after this round."""
+        return self.challenger_damping if self.promoted else self.champion_damping
+
+
+def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int) -> Windows:
+    """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps first."""
+    slots = torch.as_tensor(store.active, device=buffer.device)
+    if len(slots) > max_series:
+        written = buffer.written[slots]
+        slots = slots[torch.topk(written, max_series).indices.sort().values]
+    inputs, actual, scale, valid = buffer.read(slots)
+    targets, mask = buffers.targets(actual, scale, valid, horizon)
+    on_host = slots.cpu().numpy()
+    return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(),
+                   on_host, store.keys_of(on_host))
+
+
+def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
+    """The windows with at least `window` steps before the newest `holdout`; NotEnoughData if none has."""
+    steps = windows.valid.sum(dim=1)
+    chosen = torch.nonzero(steps - holdout >= window).flatten().tolist()
+    if not chosen:
+        longest = int(steps.max()) if len(windows) else 0
+        raise NotEnoughData(f"no series has {window + holdout} buffered steps yet (training.window {window} "
+                            f"+ retraining.holdout {holdout}); the longest has {longest}")
+    return chosen
+
+
+def training_series(windows: Windows, holdout: int, window: int) -> list[tbptt.Series]:
+    """Each `trainable` window's valid steps as a `tbptt.Series`, every target inside the newest `holdout` steps masked."""
+    W = windows.inputs.shape[1]
+    series = []
+    for i in trainable(windows, holdout, window):
+        a = W - int(windows.valid[i].sum())  # the window's oldest valid step
+        whole = tbptt.Series(key=str(i), inputs=windows.inputs[i, a:], targets=windows.targets[i, a:],
+                             mask=windows.mask[i, a:], actual=windows.actual[i, a:], std=windows.scale[i, a:])
+        series.append(tbptt.head(whole, W - holdout - a))
+    return series
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model judged on the held-out steps, as it would serve."""
+
+    loss: float                    # the training loss on the held-out targets, after damping
+    widening: Tensor | None        # (horizon,) with quantiles: the conformal widening of the outer interval
+    damping: Tensor | None         # (n,) with damping on: per window, NaN where it had no held-out target
+
+
+def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
+    """The training loss on the targets that lie in each window's newest `holdout` steps.
+
+    Each window is replayed from a zero state, so the older steps warm the state up.
+    """
+    return heldout_scores(model, windows, holdout).loss
+
+
+def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False,
+                   relative: bool = False) -> Scores:
+    """`heldout_loss`; with `damp`, the per-window damping fitted on the held-out targets first
+    (damping.py) and the loss of the damped forecasts; with `relative`, the point forecast's
+    part of the loss is the relative MSE (tbptt.masked_mse); with quantiles, the widening of
+    the outermost interval per horizon step, of the (damped) forecasts.
+
+    The widening is conformalized quantile regression (Romano et al., 2019) on the held-out
+    targets: the score of a target is how far it falls outside [lowest, highest quantile]
+    (negative inside), and the widening is the score's empirical quantile at the interval's
+    nominal coverage, so the widened interval covers that share of held-out targets.
+    """
+    device = next(model.parameters()).device
+    heads, _ = replay(model, windows.inputs.to(device), windows.valid.to(device))
+    heads = heads.cpu()
+    W, horizon = windows.targets.shape[1:]
+    target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
+    mask = windows.mask & (target_step >= W - holdout)
+    factors = None
+    if damp:
+        factors = damping.least_squares(heads[..., :horizon], windows.targets, mask)
+        damping.apply(heads, torch.nan_to_num(factors, nan=1.0)[:, None], horizon)
+    loss = float(tbptt.forecast_loss(heads, windows.targets, mask, model.spec.quantiles, relative))
+    levels = model.spec.quantiles
+    if len(levels) < 2:
+        return Scores(loss, None, factors)
+    _, quantiles = split_head(heads, horizon)                                      # (n, W, Q, horizon)
+    scores = torch.maximum(quantiles[..., 0, :] - windows.targets, windows.targets - quantiles[..., -1, :])
+    return Scores(loss, conformal_widening(scores, mask, levels[-1] - levels[0]), factors)
+
+
+def conformal_widening(scores: Tensor, mask: Tensor, coverage: float) -> Tensor:
+    """Per horizon step (last dim), the ceil((m + 1) * coverage)-th smallest of its m scores; 0 without any."""
+    widening = torch.zeros(scores.shape[-1])
+    for h in range(scores.shape[-1]):
+        held = scores[..., h][mask[..., h]].sort().values
+        if len(held):
+            widening[h] = held[min(len(held) - 1, math.ceil((len(held) + 1) * coverage) - 1)]
+    return widening
+
+
+def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_: int,
+              device: torch.device | str = "cpu", progress=None) -> Outcome:
+    """Fine-tune a copy of `champion` on `windows` and judge it against the champion on the holdout.
+
+    `round_` varies the seed from round to round, so each samples other windows; `progress`
+    is `tbptt.fit`'s per-step callback (it may raise to cancel the round).
+    """
+    retraining = pipeline.retraining
+    training = dataclasses.replace(
+        pipeline.training, steps=retraining.steps, learning_rate=retraining.learning_rate,
+        warmup_steps=min(pipeline.training.warmup_steps, retraining.steps // 5), seed=pipeline.training.seed + round_)
+    series = training_series(windows, retraining.holdout, training.window)
+    challenger = copy.deepcopy(champion)
+    losses = tbptt.fit(challenger, series, training, device=device, progress=progress)
+    judge = functools.partial(heldout_scores, windows=windows, holdout=retraining.holdout, damp=retraining.damping,
+                              relative=training.loss == "relative_mse")  # judged by the loss it was trained on
+    champion_scores, challenger_scores = judge(champion), judge(challenger)
+    tail = losses[-max(1, len(losses) // 5):]
+    return Outcome(challenger=challenger.cpu().eval(),
+                   promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),
+                   champion_loss=champion_scores.loss, challenger_loss=challenger_scores.loss,
+                   training_loss=float(np.mean(tail)), series=len(series),
+                   champion_widening=champion_scores.widening, challenger_widening=challenger_scores.widening,
+                   champion_damping=champion_scores.damping, challenger_damping=challenger_scores.damping,
+                   slots=windows.slots, keys=windows.keys)
+
+
+def adopt(engine: Engine, outcome: Outcome, resync_steps: int = 0) -> None:
+    """Serve what a round concluded: its challenger if it won, as the next version (states
+    re-synchronised over `resync_steps`), and the damping and interval calibration measured on the
+    held-out steps for whichever model serves. Between batches, from the thread that steps."""
+    if outcome.promoted:
+        install(engine, outcome.challenger, engine.model_version + 1, resync_steps)
+    if engine.damping is not None and outcome.damping is not None:
+        now = engine.store.keys_of(outcome.slots)
+        same = np.array([a == b for a, b in zip(now, outcome.keys)], bool)  # not a slot that changed hands
+        engine.damping.set(outcome.slots[same], outcome.damping[torch.as_tensor(same)])
+    engine.calibrate(outcome.widening)

@@ -1,0 +1,383 @@
+"""The batched step: observations in, forecasts out, every series' state carried forward.
+
+For one poll batch the engine
+  1. looks up each series' slot (new series get one, the least recently seen may be evicted),
+  2. orders each series' records by time and refuses stale or duplicate timestamps,
+  3. runs the recurrent step in waves: wave k holds the k-th new record of every series,
+     so a series seen 5 times costs 5 batched steps, not 5 x series calls,
+  4. forecasts the horizon for every record with the direct multi-step head (with
+     model.season the network sees the seasonal difference and last season is added
+     back, seasonal.py), and
+  5. scores the previous one-step forecasts against the actuals that just arrived, and
+  6. with retraining on, appends each step's model inputs to its series' window buffer.
+`install` swaps in new weights between batches; `calibrate` and the damping part take what a
+retraining round measured (learning/rounds.py applies a round's outcome through these verbs).
+It does no I/O and reads no clock: the run loop hands it decoded observations and the time,
+and encodes what it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections import deque
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from forecaster.serving import damping, records, scaling
+from forecaster.serving.buffer import WindowBuffer
+from forecaster.serving.cadence import calendar_features, horizon_times
+from forecaster.config import Pipeline
+from forecaster.serving.fused_step import FusedStep
+from forecaster.serving.intervals import IntervalHistory, track
+from forecaster.serving.model import Forecaster, ModelSpec
+from forecaster.serving.records import Observations, Rejected
+from forecaster.serving.seasonal import SeasonRing
+from forecaster.serving.skill import Coverage, Skill
+from forecaster.serving.spill import Spill
+from forecaster.serving.state import REFUSED, StateStore
+
+@dataclass(frozen=True)
+class Forecasts:
+    """The forecasts of one step, column by column, in input order."""
+
+    keys: tuple[str, ...]
+    times: np.ndarray          # (m,) epoch seconds of the observations forecast from
+    horizon_times: np.ndarray  # (m, horizon) epoch seconds
+    values: np.ndarray         # (m, horizon) in the series' original units
+    positions: np.ndarray      # (m,) poll-batch positions of the observations
+    issued_at: float
+    model_version: int
+    quantiles: Mapping[float, np.ndarray] | None = None  # level -> (m, horizon), when the model forecasts quantiles
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self):
+        """One `records.Forecast` per row (`records.encode_many` encodes them all at once, faster)."""
+        for i, key in enumerate(self.keys):
+            quantiles = {level: q[i].tolist() for level, q in self.quantiles.items()} if self.quantiles else None
+            yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
+                                   self.horizon_times[i].tolist(), self.values[i].tolist(), quantiles)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Accepted rows in (series, time) order, and the wave of each."""
+
+    order: np.ndarray    # (n,) indices into the observations, grouped by slot, by time within a slot
+    waves: np.ndarray    # (n,) rank of each row within its series: the wave it is stepped in
+    first: np.ndarray    # (n,) bool: the row is its series' first in this batch
+    last: np.ndarray     # (n,) bool: the row is its series' last in this batch
+    rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
+
+
+def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
+    """Group rows by slot in time order; refuse rows not newer than what their series already has.
+
+    `newest[slot]` is the newest time already taken for each slot (-inf for new series).
+    """
+    rejected = [(int(i), records.SERIES_CAPACITY, "more new series in one batch than max_series")
+                for i in np.flatnonzero(slots == REFUSED)]
+    held = np.flatnonzero(slots != REFUSED)
+    order = held[np.lexsort((times[held], slots[held]))]
+    s, t = slots[order], times[order]
+    same_series = np.r_[False, s[1:] == s[:-1]]
+    floor = newest[s]
+    stale = t < floor
+    repeat = (t == floor) | (same_series & np.r_[False, t[1:] == t[:-1]])
+    for i in order[stale]:
+        rejected.append((int(i), records.OUT_OF_ORDER, "older than the newest observation of its series"))
+    for i in order[repeat & ~stale]:
+        rejected.append((int(i), records.DUPLICATE_TIMESTAMP, "its series already has an observation at this time"))
+    order = order[~(stale | repeat)]
+    s = slots[order]
+    first = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    waves = np.arange(len(s)) - np.repeat(starts, np.diff(np.r_[starts, len(s)]))
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
+    return Plan(order=order, waves=waves, first=first, last=last, rejected=rejected)
+
+
+def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """An order of the rows that puts wave 0 first, then wave 1, ..., and each wave's bounds in it.
+
+    The order is None when every row is in wave 0 (each series once in the batch, the usual case):
+    the rows are already in order, and nothing needs permuting on the way in or out.
+    """
+    if not waves.any():
+        return None, np.array([0, len(waves)])
+    by_wave = np.argsort(waves, kind="stable")
+    return by_wave, np.searchsorted(waves[by_wave], np.arange(waves.max() + 2))
+
+
+# On the CPU a wave is stepped in pieces of this many rows: a piece's gathered states, normaliser
+# and gates stay in cache, instead of a million rows' worth streaming through memory at each stage.
+_ROWS_PER_STEP = 16384
+
+
+def _pieces(bounds: np.ndarray, rows: int | None) -> list[tuple[int, int]]:
+    """(begin, end) of each wave, waves longer than `rows` cut into pieces (None: whole waves)."""
+    pieces = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        step = rows or max(1, b - a)
+        pieces += [(c, min(b, c + step)) for c in range(a, b, step)]
+    return pieces
+
+
+class Engine:
+    """One pipeline's model and every series' state, stepped a batch at a time."""
+
+    def __init__(self, pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0,
+                 spill: Spill | None = None):
+        self.pipeline = pipeline
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.model_version = model_version
+        features = 1 + len(pipeline.record.covariates)
+        self.store = StateStore(layers=model.spec.num_layers, width=model.state_width, features=features,
+                                max_series=pipeline.max_series, device=self.device,
+                                spill=spill)
+        self.skill = Skill(pipeline.skill_window)
+        self.coverage = Coverage(pipeline.skill_window)
+        self._alpha = scaling.decay(pipeline.scaling.halflife)
+        self._fast: FusedStep | None = None  # the inference step, made for the serving model on first use
+        self.buffer: WindowBuffer | None = None
+        if pipeline.retraining.enabled:
+            self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
+            self.store.attach("buffer", self.buffer)
+        self.season: SeasonRing | None = None  # per series: the last season of raw values (model.season)
+        if model.spec.season:
+            self.season = SeasonRing(model.spec.season, self.device)
+            self.store.attach("season", self.season)
+        self.damping: damping.Damping | None = None  # per series: how much of the model's move to serve
+        if pipeline.retraining.enabled and pipeline.retraining.damping:
+            self.damping = damping.Damping(self.device)
+            self.store.attach("damping", self.damping)
+        self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
+        self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)  # the latest rounds'
+        self.intervals: IntervalHistory | None = None  # per series: the intervals issued, until their actuals arrive
+        self.tracked = np.zeros(pipeline.horizon)  # (horizon,): quantile tracking's offsets, in scales (intervals.py)
+        self._outward: torch.Tensor | None = None  # widening + tracked: how far the outermost quantiles move out
+        if model.spec.quantiles:
+            self.intervals = IntervalHistory(pipeline.horizon if pipeline.intervals.tracking_rate else 1)
+            self.store.attach("interval", self.intervals)
+
+    def mean_damping(self) -> float:
+        """The mean damping factor over the series held (1.0 with none, or with damping off)."""
+        active = self.store.active
+        if self.damping is None or not len(active):
+            return 1.0
+        return float(self.damping.factors[torch.as_tensor(active, device=self.device)].mean())
+
+    def calibrate(self, widening: torch.Tensor | None) -> None:
+        """Add a round's `widening` (horizon,) of the outermost quantiles, in scales: from now on they move
+        out by the mean of the last retraining.calibration_rounds ones (None: as the head says, forgetting them).
+
+        One round's held-out steps estimate the widening noisily, and an interval too narrow
+        loses more coverage than one as much too wide gains: the mean of a few rounds covers better.
+        """
+        if widening is None:
+            self._widenings.clear()
+            self.widening = None
+        else:
+            self._widenings.append(widening.to(self.device, self.store.dtype))
+            self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
+        self._move_outward()
+
+    def _move_outward(self) -> None:
+        """How far the outermost quantiles move out, in scales: the conformal widening plus quantile tracking's offsets."""
+        if self.widening is None and not self.tracked.any():
+            self._outward = None
+            return
+        tracked = torch.as_tensor(self.tracked, device=self.device, dtype=self.store.dtype)
+        self._outward = tracked if self.widening is None else self.widening + tracked
+
+    def install(self, model: Forecaster, version: int) -> None:
+        """Serve `model` from the next batch on, as `version` (learning/resync.py re-synchronises the states).
+
+        Call it between batches, from the thread that steps: no forecast is ever computed
+        with some of the old weights and some of the new.
+        """
+        if model.spec != self.model.spec:
+            raise ValueError(f"the new model ({model.spec}) is not the pipeline's ({self.model.spec})")
+        self.model = model.to(self.device).eval()
+        self.model_version = version
+
+    def snapshot(self) -> dict:
+        """Weights, version and every series' state: what a checkpoint needs to resume exactly."""
+        return {
+            "model": {"spec": dataclasses.asdict(self.model.spec), "version": self.model_version,
+                      "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
+            "store": self.store.snapshot(),
+            "widenings": [w.cpu() for w in self._widenings],
+            "tracked": torch.from_numpy(self.tracked.copy()),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Resume from `snapshot`; its model must be the one the pipeline configures."""
+        spec = ModelSpec(**snapshot["model"]["spec"])
+        if spec != self.model.spec:
+            raise ValueError(f"the checkpoint's model ({spec}) is not the pipeline's ({self.model.spec})")
+        self.model.load_state_dict(snapshot["model"]["state_dict"])
+        self.model_version = int(snapshot["model"]["version"])
+        self.store.restore(snapshot["store"])
+        self.tracked = snapshot["tracked"].numpy().copy()
+        self.calibrate(None)
+        for widening in snapshot["widenings"]:
+            self.calibrate(widening)
+
+    @torch.no_grad()
+    def step(self, observations: Observations, now: float) -> tuple[Forecasts, list[Rejected]]:
+        """Step every observation into its series' state and forecast, issued at `now` (epoch seconds);
+        refused rows come back as Rejected."""
+        slots = self.store.slots(observations.keys)
+        the_plan = plan(slots, observations.times, self.store.newest_times())
+        rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
+        order = the_plan.order
+        deltas = self._run_waves(slots[order], observations, order, the_plan.waves)  # (n, outputs)
+        actual = observations.values[order, 0]
+        forecast = actual[:, None] + deltas[:, :self.pipeline.horizon]  # (n, horizon), original units
+        quantiles = self._quantiles(actual, deltas)
+        self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
+        if quantiles is not None:
+            self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
+        emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
+        return self._forecasts(observations, order[emit], forecast[emit], now,
+                               None if quantiles is None else quantiles[emit]), rejected
+
+    def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
+        """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
+        levels, horizon = self.model.spec.quantiles, self.pipeline.horizon
+        if not levels:
+            return None
+        offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
+        return np.sort(actual[:, None, None] + offsets, axis=1)
+
+    def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
+        """Batched recurrent steps, one per wave; returns std * head output (plus the
+        seasonal shift with model.season), (n, outputs) float32, on the host.
+
+        The batch crosses to the device once (values, calendar features, slots) and back once
+        (the deltas); each wave writes its own rows of one `deltas` tensor.
+        """
+        n = len(order)
+        if n == 0:
+            return np.zeros((0, self.model.spec.outputs), np.float32)
+        by_wave, bounds = _wave_order(waves)
+        rows = order if by_wave is None else order[by_wave]
+        dtype = self.store.dtype
+        x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)               # (n, F)
+        cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
+                              device=self.device, dtype=dtype)                                          # (n, C)
+        device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
+        deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
+        for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
+            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b])
+        deltas = deltas.cpu().numpy()
+        if by_wave is None:
+            return deltas
+        result = np.empty_like(deltas)
+        result[by_wave] = deltas
+        return result
+
+    def _step_wave(self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor) -> None:
+        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
+
+        Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
+        """
+        state, moments = self.store.gather(slots)               # (layers, n, width): this wave's own copy
+        shift = None
+        if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
+            z, shift = self.season.step(slots, x[:, 0], self.pipeline.horizon)
+            x = torch.cat([z.to(x.dtype)[:, None], x[:, 1:]], dim=1)
+        moments = scaling.update(moments, x, self._alpha)
+        inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
+        self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
+        if self.damping is not None:
+            damping.apply(out, self.damping.factors[slots], self.pipeline.horizon)
+        if self._outward is not None:  # calibration of the outermost quantiles
+            horizon = self.pipeline.horizon
+            out[:, horizon:2 * horizon].sub_(self._outward)
+            out[:, -horizon:].add_(self._outward)
+        self.store.scatter(slots, state, moments)
+        std = scaling.std(moments)[:, :1]
+        out.mul_(std)
+        if shift is not None:  # every output, point and quantiles, moves by y[t + h - season] - y[t - season]
+            out.unflatten(1, (-1, self.pipeline.horizon)).add_(shift.to(out.dtype)[:, None])
+        if self.buffer is not None:
+            self.buffer.write(slots, inputs, x[:, 0], std[:, 0])
+
+    def _fast_step(self) -> FusedStep:
+        """The model's inference step (fused_step.py), made on first use; it follows the model's weights."""
+        if self._fast is None or self._fast.model is not self.model:
+            self._fast = FusedStep(self.model)
+        return self._fast
+
+    def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
+        """Score last step's one-step forecasts, then keep this batch's newest per series."""
+        if len(slots) == 0:  # every record of the batch was rejected or refused
+            return
+        first = the_plan.first
+        values, forecasts = self.store.remembered(slots[first])
+        self.skill.add(actual, _previous(one_step, first, forecasts), _previous(actual, first, values))
+        last = the_plan.last
+        self.store.remember(slots[last], times[last], actual[last], one_step[last])
+
+    def _score_intervals(self, slots, waves, actual, bounds: np.ndarray) -> None:
+        """Score the intervals issued for these actuals, keep each row's own (n, 2, horizon) until theirs
+        arrive, and with intervals.tracking_rate move each step's offset by how its intervals fared."""
+        if len(slots) == 0:
+            return
+        inside = self.intervals.score_and_keep(slots, waves, actual, bounds)  # (n, depth)
+        self.coverage.add(inside[:, 0])
+        rate = self.pipeline.intervals.tracking_rate
+        if rate:
+            levels = self.model.spec.quantiles
+            self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
+            self._move_outward()
+
+    def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray, now: float,
+                   quantiles: np.ndarray | None = None) -> Forecasts:
+        """Columnar forecasts for `rows`, back in input order; `quantiles` (m, levels, horizon) or None.
+
+        Usually every observation is forecast and already in input order (series come in slot
+        order): then nothing is permuted and the keys are the observations' own tuple, which at
+        a million series saves a third of a second of per-key Python work.
+        """
+        positions = observations.positions[rows]
+        if np.any(positions[1:] < positions[:-1]):
+            arrival = np.argsort(positions, kind="stable")
+            rows, values, positions = rows[arrival], values[arrival], positions[arrival]
+            quantiles = None if quantiles is None else quantiles[arrival]
+        times = observations.times[rows]
+        return Forecasts(
+            keys=_take(observations.keys, rows),
+            times=times,
+            horizon_times=horizon_times(times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon),
+            values=values,
+            positions=positions,
+            issued_at=now,
+            model_version=self.model_version,
+            quantiles=None if quantiles is None else dict(zip(self.model.spec.quantiles, quantiles.transpose(1, 0, 2))),
+        )
+
+
+def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:
+    """Each row's value one step earlier in its series: the row before it, or at a series' first row
+    in the batch (`first`), what the store `remembered` from earlier batches. Rows are in (series, time) order."""
+    previous = np.concatenate([np.full((1, *values.shape[1:]), np.nan), values[:-1]])
+    previous[first] = remembered
+    return previous
+
+
+def _take(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:
+    """keys[rows] for a tuple; the tuple itself when rows are all of it, in order."""
+    if len(rows) == len(keys) and (len(rows) == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1))):
+        return keys
+    if len(rows) < 2:
+        return tuple(keys[i] for i in rows.tolist())
+    return operator.itemgetter(*rows.tolist())(keys)  # one C-level pass

@@ -1,0 +1,393 @@
+"""Observations in, forecasts out: pure decoding and encoding of Kafka payloads.
+
+A poll batch decodes into one columnar `Observations` (numpy arrays, so the engine never
+loops over records doing tensor work) plus the records it rejected, each with a reason.
+
+A message holds one record (a JSON object) or, as a *batch message*, several: a JSON list
+of objects. Positions number the records of a poll batch in order, each element of a batch
+message counting as one; `origins` maps a position back to its message and element.
+Forecasts encode a whole step at once (`encode_many`), so what is shared by many records,
+such as the text of a horizon's timestamps, is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from forecaster.config import Limits, RecordFormat
+from forecaster.errors import RecordError
+
+# Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
+# and the `reason` header of its dead letter.
+MALFORMED = "malformed"              # not UTF-8 JSON, or not a JSON object
+MISSING_FIELD = "missing_field"      # key, timestamp, target or a covariate is absent
+WRONG_TYPE = "wrong_type"            # a field has the wrong JSON type
+NON_FINITE = "non_finite"            # NaN or an infinity
+BAD_TIMESTAMP = "bad_timestamp"      # a timestamp that does not parse
+OUT_OF_ORDER = "out_of_order"        # older than the newest observation of its series
+DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
+SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
+OUT_OF_RANGE = "out_of_range"        # a value larger in magnitude than limits.max_abs_value
+FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits.max_future_seconds
+
+
+@dataclass(frozen=True)
+class Observations:
+    """A batch of accepted observations, column by column, in arrival order."""
+
+    keys: tuple[str, ...]
+    times: np.ndarray        # (n,) float64 epoch seconds (UTC)
+    local_times: np.ndarray  # (n,) float64 epoch seconds shifted by the record's UTC offset: for calendar features
+    values: np.ndarray       # (n, 1 + covariates) float64: target first, then covariates
+    positions: np.ndarray    # (n,) int64: index of each record in the poll batch (see `origins`)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that was not used, where it was in the poll batch, and why."""
+
+    position: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One multi-step forecast for one series, in the series' original units."""
+
+    series: str
+    time: float                # epoch seconds of the observation it follows
+    issued_at: float           # epoch seconds when it was computed
+    model_version: int
+    times: Sequence[float]     # epoch seconds of each horizon step
+    values: Sequence[float]
+    quantiles: Mapping[float, Sequence[float]] | None = None  # level -> one value per horizon step
+
+
+def decode(payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None,
+           now: float | None = None) -> tuple[Observations, list[Rejected]]:
+    """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
+
+    A batch message (a JSON list of objects) gives one record per element, and each bad
+    element is rejected on its own. With `limits`, absurd magnitudes and timestamps far
+    beyond `now` (epoch seconds) are rejected too: one record a century ahead would
+    otherwise make every later record of its series look stale.
+    """
+    keys, times, local_times, rows, positions = [], [], [], [], []
+    rejected = []
+    parsed_times: dict = {}  # a poll batch repeats its timestamps: each distinct one is parsed once
+    for position, document in enumerate(_documents(payloads)):
+        try:
+            key, time, local_time, row = _fields(document, fmt, parsed_times)
+        except RecordError as error:
+            rejected.append(Rejected(position, error.reason, error.detail))
+            continue
+        keys.append(key)
+        times.append(time)
+        local_times.append(local_time)
+        rows.append(row)
+        positions.append(position)
+    width = 1 + len(fmt.covariates)
+    observations = Observations(
+        keys=tuple(keys),
+        times=np.asarray(times, dtype=np.float64),
+        local_times=np.asarray(local_times, dtype=np.float64),
+        values=np.asarray(rows, dtype=np.float64).reshape(len(rows), width),
+        positions=np.asarray(positions, dtype=np.int64),
+    )
+    if limits is None:
+        return observations, rejected
+    return _within_limits(observations, rejected, limits, now)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record of a poll batch came from."""
+
+    message: int         # index of its message in the poll batch
+    element: int | None  # its index in a batch message (a JSON list); None: the message is the record
+
+
+def origins(payloads: Sequence[bytes | None]) -> list[Origin]:
+    """Each record position of `decode(payloads)` -> its message and element.
+
+    Only messages that open with "[" can be batch messages, so only those are parsed again.
+    """
+    found = []
+    for message, payload in enumerate(payloads):
+        documents, batch = _split(payload) if _opens_a_list(payload) else ((None,), False)
+        found += [Origin(message, element if batch else None) for element in range(len(documents))]
+    return found
+
+
+def element_payload(payload: bytes, element: int) -> bytes:
+    """The JSON text of one element of a batch message, for its dead letter."""
+    return json.dumps(json.loads(payload)[element], separators=(",", ":")).encode()
+
+
+def _documents(payloads: Sequence[bytes | None]) -> Iterator[object]:
+    """Every record of a poll batch as parsed JSON (a RecordError where a message is not JSON)."""
+    for payload in payloads:
+        yield from _split(payload)[0]
+
+
+def _split(payload: bytes | None) -> tuple[Sequence[object], bool]:
+    """A message's records and whether it is a batch message: (its JSON document,) or a batch's elements.
+
+    A JSON list counts as a batch message when it holds at least one object: a list of
+    anything else is one malformed record, as it always was.
+    """
+    try:
+        document = json.loads(payload)
+    except (TypeError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return (RecordError(MALFORMED, f"not a JSON document ({error})"),), False
+    except RecursionError:
+        return (RecordError(MALFORMED, "not a JSON document (nested too deeply)"),), False
+    if isinstance(document, list) and _opens_a_list(payload) and any(isinstance(e, dict) for e in document):
+        return document, True
+    return (document,), False
+
+
+def _opens_a_list(payload: bytes | None) -> bool:
+    """Whether UTF-8 JSON text starts with "[": what every batch message does (cheap, without parsing)."""
+    return isinstance(payload, (bytes, bytearray, memoryview)) and bytes(payload).lstrip(b" \t\n\r")[:1] == b"["
+
+
+def _within_limits(observations: Observations, rejected: list[Rejected], limits: Limits,
+                   now: float | None) -> tuple[Observations, list[Rejected]]:
+    too_large = np.abs(observations.values).max(axis=1, initial=0.0) > limits.max_abs_value
+    too_late = (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
+    for i in np.flatnonzero(too_large):
+        rejected.append(Rejected(int(observations.positions[i]), OUT_OF_RANGE,
+                                 f"a value beyond +-{limits.max_abs_value:g}: {observations.values[i].tolist()}"[:200]))
+    for i in np.flatnonzero(too_late & ~too_large):
+        rejected.append(Rejected(int(observations.positions[i]), FUTURE_TIMESTAMP,
+                                 f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead"))
+    keep = ~(too_large | too_late)
+    if keep.all():
+        return observations, rejected
+    kept = Observations(
+        keys=tuple(k for k, ok in zip(observations.keys, keep) if ok),
+        times=observations.times[keep], local_times=observations.local_times[keep],
+        values=observations.values[keep], positions=observations.positions[keep],
+    )
+    return kept, rejected
+
+
+def _fields(record: object, fmt: RecordFormat, parsed_times: dict) -> tuple[str, float, float, list[float]]:
+    """A parsed record -> (series key, epoch seconds, local epoch seconds, [target, *covariates])."""
+    if isinstance(record, RecordError):
+        raise record
+    if not isinstance(record, dict):
+        raise RecordError(MALFORMED, f"expected a JSON object, got {type(record).__name__}")
+    key = _field(record, fmt.key)
+    if isinstance(key, bool) or not isinstance(key, (str, int)) or key == "":
+        raise RecordError(WRONG_TYPE, f"{fmt.key}: expected a non-empty string or integer series key, got {key!r}")
+    _check_unicode(key, fmt.key)
+    stamp = _field(record, fmt.timestamp)
+    cache_key = (type(stamp), stamp) if isinstance(stamp, (str, int, float)) else None
+    time, local_time = parsed_times.get(cache_key) or _parse_time_once(stamp, fmt.timestamp, parsed_times, cache_key)
+    row = [_number(record, name) for name in (fmt.target, *fmt.covariates)]
+    return str(key), time, local_time, row
+
+
+def _parse_time_once(value, name: str, parsed_times: dict, cache_key) -> tuple[float, float]:
+    parsed = parse_time(value, name)
+    if cache_key is not None:
+        parsed_times[cache_key] = parsed
+    return parsed
+
+
+def _check_unicode(key: str | int, name: str) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); such a key has no UTF-8 bytes to be a Kafka key with."""
+    try:
+        str(key).encode()
+    except UnicodeEncodeError:
+        raise RecordError(MALFORMED, f"{name}: not valid Unicode text (a lone surrogate): {key!r}"[:200]) from None
+
+
+def _field(record: dict, name: str):
+    if name not in record:
+        raise RecordError(MISSING_FIELD, f"{name}: missing")
+    return record[name]
+
+
+def _number(record: dict, name: str) -> float:
+    value = _field(record, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(WRONG_TYPE, f"{name}: expected a number, got {value!r}"[:200])
+    number = _float(value)
+    if not math.isfinite(number):
+        raise RecordError(NON_FINITE, f"{name}: expected a finite number, got {number}")
+    return number
+
+
+def _float(value: int | float) -> float:
+    """float(value), with JSON integers too large for a float taken as infinite rather than raising."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def parse_time(value, name: str) -> tuple[float, float]:
+    """ISO-8601 text (a missing offset means UTC) or epoch seconds -> (epoch, epoch + UTC offset)."""
+    if isinstance(value, bool):
+        raise RecordError(WRONG_TYPE, f"{name}: expected an ISO-8601 time or epoch seconds, got {value!r}")
+    if isinstance(value, (int, float)):
+        epoch = _float(value)
+        if not math.isfinite(epoch):
+            raise RecordError(NON_FINITE, f"{name}: expected a finite time, got {epoch}")
+        _check_representable(epoch, name, value)
+        return epoch, epoch
+    if not isinstance(value, str):
+        raise RecordError(WRONG_TYPE, f"{name}: expected an ISO-8601 time or epoch seconds, got {value!r}"[:200])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise RecordError(BAD_TIMESTAMP, f"{name}: not an ISO-8601 time: {value!r}"[:200]) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    epoch = moment.timestamp()
+    _check_representable(epoch, name, value)
+    return epoch, epoch + moment.utcoffset().total_seconds()
+
+
+def _check_representable(epoch: float, name: str, value) -> None:
+    """A time that `format_time` cannot write (outside the years 1..9999) is rejected here, not crashed on later."""
+    try:
+        datetime.fromtimestamp(epoch, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        raise RecordError(BAD_TIMESTAMP, f"{name}: outside the years 1 to 9999: {value!r}"[:200]) from None
+
+
+def format_time(epoch: float) -> str:
+    """Epoch seconds as ISO-8601 UTC text, as forecasts carry them."""
+    return format_times(np.array([epoch], dtype=np.float64))[0]
+
+
+def format_times(epochs: np.ndarray) -> list[str]:
+    """Epoch seconds as ISO-8601 UTC text, all at once: what `datetime.isoformat` writes for each.
+
+    Microseconds are rounded half to even, as `datetime.fromtimestamp` rounds them, and
+    written only when not zero: "2024-03-10T12:30:00+00:00", "...T12:30:01.500000+00:00".
+    """
+    fraction, whole = np.modf(np.asarray(epochs, dtype=np.float64))
+    micros = whole.astype(np.int64) * 1_000_000 + np.round(fraction * 1e6).astype(np.int64)
+    moments = micros.astype("datetime64[us]")
+    whole_second = micros % 1_000_000 == 0
+    text = np.datetime_as_string(moments, unit="s")
+    if not whole_second.all():
+        text = np.where(whole_second, text, np.datetime_as_string(moments, unit="us"))
+    return [t + "+00:00" for t in text.tolist()]
+
+
+class ForecastColumns(Protocol):
+    """Forecasts column by column (engine.Forecasts is one): what `encode_many` writes."""
+
+    keys: Sequence[str]
+    times: np.ndarray                                # (m,) epoch seconds
+    horizon_times: np.ndarray                        # (m, horizon) epoch seconds
+    values: np.ndarray                               # (m, horizon)
+    issued_at: float
+    model_version: int
+    quantiles: Mapping[float, np.ndarray] | None     # level -> (m, horizon)
+
+
+@dataclass(frozen=True)
+class _OneForecast:
+    """A `Forecast` as columns of one row."""
+
+    keys: Sequence[str]
+    times: np.ndarray
+    horizon_times: np.ndarray
+    values: np.ndarray
+    issued_at: float
+    model_version: int
+    quantiles: Mapping[float, np.ndarray] | None
+
+    @classmethod
+    def of(cls, f: Forecast) -> "_OneForecast":
+        row = lambda v: np.asarray(v, dtype=np.float64).reshape(1, -1)  # noqa: E731
+        quantiles = {level: row(v) for level, v in f.quantiles.items()} if f.quantiles else None
+        return cls((f.series,), np.array([f.time], dtype=np.float64), row(f.times), row(f.values),
+                   f.issued_at, f.model_version, quantiles)
+
+
+def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
+    """The forecast record, documented in the README: JSON, keyed by series."""
+    return encode_many(_OneForecast.of(forecast), pipeline, target)[0]
+
+
+def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[bytes]:
+    """Every forecast record of a step, each exactly as `json.dumps` writes the documented object
+    (compact separators). The text of each distinct timestamp, and of each distinct row of
+    horizon timestamps, is written once for the whole step: series observed at the same time
+    share it."""
+    if len(forecasts.keys) == 0:
+        return []
+    m, horizon = forecasts.values.shape
+    head = (f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"')
+    tail = (f'","issued_at":"{format_time(forecasts.issued_at)}",'
+            f'"model_version":{int(forecasts.model_version)},"horizon":{horizon},"times":[')
+    times = format_times(forecasts.times)
+    horizon_times = _horizon_texts(forecasts.horizon_times)
+    values = _number_lists(forecasts.values)
+    quantiles = _quantile_texts(forecasts.quantiles, m)
+    return [f'{{"series":{json.dumps(key)}{head}{time}{tail}{steps}],"values":[{row}]{extra}}}'.encode()
+            for key, time, steps, row, extra in zip(forecasts.keys, times, horizon_times, values, quantiles)]
+
+
+def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int) -> list[tuple[bytes, bytes]]:
+    """Encoded forecasts packed into (key, JSON list) batch messages of at most `per_message` each.
+
+    Series are grouped into `buckets` by a stable hash of their key, and a message's key is its
+    bucket's number: every forecast of a series goes into messages with the same key, so into
+    one partition, in order. Within a bucket the forecasts keep their order.
+    """
+    groups: dict[int, list[bytes]] = {}
+    for key, value in zip(keys, encoded):
+        groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(value)
+    return [(str(bucket).encode(), b"[" + b",".join(values[i:i + per_message]) + b"]")
+            for bucket, values in sorted(groups.items()) for i in range(0, len(values), per_message)]
+
+
+def _horizon_texts(horizon_times: np.ndarray) -> list[str]:
+    """Per row, the inside of its JSON list of times; each distinct instant and each distinct row formatted once."""
+    instants, index = np.unique(horizon_times, return_inverse=True)
+    quoted = [f'"{t}"' for t in format_times(instants)]
+    index = index.reshape(horizon_times.shape)
+    rows: dict[bytes, str] = {}
+    texts = []
+    for i, key in enumerate(map(bytes, horizon_times)):
+        text = rows.get(key)
+        if text is None:
+            text = rows[key] = ",".join([quoted[j] for j in index[i].tolist()])
+        texts.append(text)
+    return texts
+
+
+def _number_lists(values: np.ndarray) -> list[str]:
+    """Per row, the inside of its JSON list of numbers, as json.dumps writes floats (NaN as NaN)."""
+    rows = np.asarray(values).astype(np.float64).tolist()
+    if np.isfinite(values).all():
+        return [",".join(map(float.__repr__, row)) for row in rows]
+    return [json.dumps(row, separators=(",", ":"))[1:-1] for row in rows]
+
+
+def _quantile_texts(quantiles: Mapping[float, np.ndarray] | None, m: int) -> list[str]:
+    """Per row, ',"quantiles":{"0.1":[...],...}' when the model forecasts quantiles, else ''."""
+    if not quantiles:
+        return [""] * m
+    levels = [(json.dumps(f"{level:g}"), _number_lists(values)) for level, values in quantiles.items()]
+    return [',"quantiles":{' + ",".join(f"{name}:[{rows[i]}]" for name, rows in levels) + "}" for i in range(m)]

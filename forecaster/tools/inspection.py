@@ -1,0 +1,82 @@
+"""What a checkpoint holds, for people: pipelines, model version, series, and one series in detail.
+
+Pure functions over a restored engine; the `forecaster inspect` command prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from forecaster.serving import damping, scaling
+from forecaster.serving.cadence import horizon_times
+from forecaster.serving.engine import Engine
+from forecaster.serving.model import Forecaster
+
+
+def top_output(model: Forecaster, state: torch.Tensor) -> torch.Tensor:
+    """The top layer's last output, rebuilt from the carried state (layers, n, width) -> (n, hidden).
+
+    At inference (no dropout) layer l's output is its h, plus, with residual connections,
+    the output of the layer below: so the top output is h of the top layer, or the sum of
+    every layer's h.
+    """
+    hidden = model.spec.hidden_size
+    h = state[..., :hidden]  # LSTM carries [h | c]; the output is h
+    return h.sum(dim=0) if model.spec.residual else h[-1]
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    key: str
+    last_time: float
+    last_value: float
+    mean: float
+    std: float
+    state_norms: list[float]        # L2 norm of each layer's state
+    forecast_times: list[float]
+    forecast_values: list[float]    # the forecast made after the series' newest observation; [] if not rebuildable
+
+
+@torch.no_grad()
+def series_view(engine: Engine, key: str) -> SeriesView:
+    """One series as its checkpoint holds it, with the forecast its newest observation produced."""
+    store = engine.store
+    if key not in store:
+        raise KeyError(key)
+    slot = torch.as_tensor([store.slots([key])[0]], device=store.device)
+    state, moments = store.gather(slot)                       # (layers, 1, width)
+    std = scaling.std(moments)                                # (1, features)
+    s = slot.cpu().numpy()
+    last_time, (values, _) = float(store.newest_times()[s][0]), store.remembered(s)
+    last_value = float(values[0])
+    times = horizon_times(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon)[0]
+    inputs = newest_inputs(engine, slot)
+    values = []
+    if inputs is not None:
+        head = engine.model.head(top_output(engine.model, state), inputs)
+        if engine.damping is not None:
+            damping.apply(head, engine.damping.factors[slot], engine.pipeline.horizon)
+        deltas = std[:, :1] * head[:, :engine.pipeline.horizon]  # the point forecast
+        if engine.season is not None:  # last season's values, moved to today's level
+            deltas = deltas + engine.season.read(slot, engine.pipeline.horizon)[1]
+        deltas = deltas.cpu().numpy()[0]
+        values = (last_value + deltas).tolist()
+    return SeriesView(key=key, last_time=last_time, last_value=last_value, mean=float(moments.mean[0, 0]),
+                      std=float(std[0, 0]), state_norms=[float(x) for x in state[:, 0].norm(dim=-1)],
+                      forecast_times=times.tolist(), forecast_values=values)
+
+
+def newest_inputs(engine: Engine, slot: torch.Tensor) -> torch.Tensor | None:
+    """The model inputs (1, input_size) of the series' newest step, as far as the forecast needs them.
+
+    Only a highway reads them (the recurrent part is all in the state), and the engine keeps
+    them only in the window buffer, with retraining on: None where they are needed but gone.
+    """
+    if engine.model.highway is None:
+        return torch.zeros(1, engine.model.spec.input_size, device=slot.device)
+    if engine.buffer is None or int(engine.buffer.written[slot]) == 0:
+        return None
+    return engine.buffer.read(slot)[0][:, -1]
