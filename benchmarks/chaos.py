@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+import tables  # benchmarks/tables.py, beside this script
 from forecaster import config as config_module
 from forecaster.io import datasets
 from forecaster.app import Daemon
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(plan, random.Random(args.seed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    tables.follow(args.out)  # the docs' tables are drawn from the results files
     for key, value in result.items():
         print(f"{key:>24}: {value}")
     ok = result["lost"] == 0 and result["duplicates"] <= result["max_duplicates_allowed"] \

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+import tables  # benchmarks/tables.py, beside this script
 from forecaster import config as config_module
 from forecaster.io import datasets
 from forecaster.app import Daemon
@@ -55,6 +56,7 @@ def main() -> int:
     result = {"machine": machine(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    tables.follow(args.out)  # the docs' tables are drawn from the results files
     print_table(rows)
     print(f"wrote {args.out}")
     return 0

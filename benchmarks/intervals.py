@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import tables  # benchmarks/tables.py, beside this script
 from forecaster.config import Intervals
 from forecaster.serving.engine import Engine
 from forecaster.build import seeded_model
@@ -106,6 +107,7 @@ def main() -> int:
                       f"{row['tracking_over_one_step']:>6} {size['one-step only']:>5} / {size['tracking']:<6}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    tables.follow(args.out)  # the docs' tables are drawn from the results files
     print(f"wrote {args.out}")
     return 0
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import tables  # benchmarks/tables.py, beside this script
 from forecaster.learning import resync
 from forecaster.learning import rounds, tbptt
 from forecaster.build import resolve_device
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.quick, log=lambda line: print(line, file=sys.stderr), device=resolve_device(args.device))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    tables.follow(args.out)  # the docs' tables are drawn from the results files
     print_table(result)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -99,7 +99,7 @@ class Batching:
 
     max_records: int = setting(2000, doc="most messages handled per poll batch (a batch message's elements all count as one)", check=positive_int)
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
-    forecasts_per_message: int = setting(1, doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one message as a JSON list (see the README)", check=positive_int)
+    forecasts_per_message: int = setting(1, doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one message as a JSON list (see docs/records.md)", check=positive_int)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -325,7 +325,7 @@ class _OneForecast:
 
 
 def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
-    """The forecast record, documented in the README: JSON, keyed by series."""
+    """The forecast record, documented in docs/records.md: JSON, keyed by series."""
     return encode_many(_OneForecast.of(forecast), pipeline, target)[0]
 
 

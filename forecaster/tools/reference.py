@@ -1,6 +1,6 @@
 """The configuration reference in Markdown, generated from the schema so the docs cannot drift.
 
-`python -m forecaster.tools.reference` prints it; `python -m forecaster.tools.reference --write README.md`
+`python -m forecaster.tools.reference` prints it; `python -m forecaster.tools.reference --write docs/configuration.md`
 replaces the block between the markers there; a test fails when the two differ.
 """
 

@@ -31,7 +31,7 @@ def test_the_rules_are_the_alerts_the_runbook_documents():
     assert {rule["alert"] for rule in rules} == EXPECTED_ALERTS
     for rule in rules:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
-        assert rule["annotations"]["runbook"] == f"README.md#alert-runbook, {rule['alert']}"
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#alert-runbook, {rule['alert']}"
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
