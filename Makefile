@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # apt-get needs root: sudo when not root already.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install tools demo test check pretrain clean
+.PHONY: install tools demo test lint docs check pretrain clean
 
 install: $(STAMP)
 
@@ -33,8 +33,17 @@ tools:
 	@(command -v promtool && command -v prometheus) >/dev/null || ($(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 
-test: install tools
+test: install tools lint
 	$(PY) -m pytest
+
+# ruff's lint and its formatter's check (configured in pyproject.toml); `ruff format .` fixes the latter.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The site of docs/ into site/, strictly: a broken link or a page missing from the nav fails (the tests build it too).
+docs: install
+	$(PY) -m mkdocs build --strict
 
 check: install
 	$(VENV)/bin/forecaster check -c config.yaml
@@ -46,4 +55,4 @@ pretrain: install
 	done
 
 clean:
-	rm -rf $(VENV) state .pytest_cache
+	rm -rf $(VENV) state site .pytest_cache

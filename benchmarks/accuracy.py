@@ -90,7 +90,8 @@ point forecast. Quantile tracking (intervals.tracking_rate, forecaster/serving/i
 scales then kept every step's validation coverage between 78% and 84% on every protocol
 (taylor 80-83% against 74-82% without it, greensboro_temp 78-80% against 75-83%, ETTh1 80%
 against 82%, ETTh2 80-81% against 78-79%, msft 80% against 80-81%), as did rates of 0.01
-and 0.03; it moves no point forecast, and is on everywhere. On greensboro_temp a daily season cost 8% (MAE 2.07 against 1.92 °C), so it
+and 0.03; it moves no point forecast, and is on everywhere. On greensboro_temp a daily season cost 8% (MAE 2.07 against
+1.92 °C), so it
 stays off there; ETT's 96-step horizon is longer than its daily season, and msft has none.
 Retraining rounds come every week (168 rows) on ETT, every day (48) on taylor, every 4 days
 on greensboro_temp and every 60 business days on msft: a compromise with the run's
@@ -123,17 +124,16 @@ import numpy as np
 import torch
 import yaml
 
-import tables  # benchmarks/tables.py, beside this script
-from forecaster.evaluation import baselines, scores, prequential
-from forecaster.io import datasets
-from forecaster.learning import rounds, tbptt
-from forecaster.serving import records
-from forecaster.config import Calendar, Intervals, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training
-from forecaster.serving.engine import Engine
 from forecaster.build import seeded_model
-from forecaster.serving.records import Observations
-from forecaster.evaluation.prequential import Stream
+from forecaster.config import Calendar, Intervals, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training
+from forecaster.evaluation import baselines, prequential, scores
 from forecaster.evaluation.network import EngineMethod, Lags, OnlineMethod, observations
+from forecaster.evaluation.prequential import Stream
+from forecaster.io import datasets
+from forecaster.learning import tbptt
+from forecaster.serving import records
+
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,33 +176,33 @@ class Network:
     min_improvement: float = 0.0
     damping: bool = False  # retraining.damping: damp each series' moves towards its last value
     highway: bool = False  # model.highway: a linear map of each step's inputs added to the forecast
-    loss: str = "mse"      # training.loss, of pretraining and retraining: "mse" | "relative_mse"
+    loss: str = "mse"  # training.loss, of pretraining and retraining: "mse" | "relative_mse"
     season: int | None = None  # model.season: the network models y[t] - y[t - season]
     tracking_rate: float = 0.02  # intervals.tracking_rate: quantile tracking of each step's coverage
-    seed: int = 0          # model.seed and training.seed: the initial weights, window sampling and dropout
+    seed: int = 0  # model.seed and training.seed: the initial weights, window sampling and dropout
 
 
 @dataclass(frozen=True)
 class Protocol:
     """How one dataset is split, fed and scored."""
 
-    name: str                  # the "dataset" of a row
-    source: str                # the forecaster.io.datasets name
-    train_fraction: float      # the leading part: normalisation (ETT), MASE scale, pretraining
-    test_start: float          # the first target scored, as a fraction of the rows
+    name: str  # the "dataset" of a row
+    source: str  # the forecaster.io.datasets name
+    train_fraction: float  # the leading part: normalisation (ETT), MASE scale, pretraining
+    test_start: float  # the first target scored, as a fraction of the rows
     horizons: tuple[tuple[int | str, tuple[int, ...]], ...]  # (row label, steps scored, 1-based)
-    own_origins: bool          # a row scores every origin whose own steps exist (ETT), else whose every step does
-    period: int                # of the seasonal naive
+    own_origins: bool  # a row scores every origin whose own steps exist (ETT), else whose every step does
+    period: int  # of the seasonal naive
     ets: dict
     snarimax: dict
     network: Network
-    normalise: bool = False    # z-normalise each channel with the leading part's statistics
+    normalise: bool = False  # z-normalise each channel with the leading part's statistics
     percentages: bool = False  # MAPE and sMAPE apply: the series stays positive
-    dm_test: bool = False      # Diebold-Mariano against persistence
+    dm_test: bool = False  # Diebold-Mariano against persistence
     headline: tuple[str, ...] = ("mae",)  # what the Markdown table shows
     shown: tuple[int | str, ...] | None = None  # horizons in the Markdown table; None: all
     stride: int = 1
-    keep: float = 1.0          # the leading fraction of the dataset's rows this protocol sees (validation: < 1)
+    keep: float = 1.0  # the leading fraction of the dataset's rows this protocol sees (validation: < 1)
 
     @property
     def horizon(self) -> int:
@@ -211,12 +211,19 @@ class Protocol:
 
 def _ett(name: str) -> Protocol:
     return Protocol(
-        name=name, source=name, train_fraction=0.2, test_start=0.25,
-        horizons=tuple((h, tuple(range(1, h + 1))) for h in (24, 48, 96)), own_origins=True, period=24,
+        name=name,
+        source=name,
+        train_fraction=0.2,
+        test_start=0.25,
+        horizons=tuple((h, tuple(range(1, h + 1))) for h in (24, 48, 96)),
+        own_origins=True,
+        period=24,
         ets=dict(period=24, window=1344, refit_every=336),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, learning_rate=0.001),
         network=Network(cadence="1h", calendar=HOURLY, every=168, retrain_learning_rate=1e-3, damping=True),
-        normalise=True, headline=("mse", "mae"))
+        normalise=True,
+        headline=("mse", "mae"),
+    )
 
 
 def _steps(horizon: int) -> tuple[tuple[int | str, tuple[int, ...]], ...]:
@@ -233,29 +240,82 @@ PROTOCOLS: dict[str, Protocol] = {
     "etth1": _ett("etth1"),
     "etth2": _ett("etth2"),
     "taylor": Protocol(
-        name="taylor", source="taylor", train_fraction=0.5, test_start=0.5, horizons=_steps(48), own_origins=False,
-        period=336, ets=dict(period=336, window=1344, refit_every=48),
+        name="taylor",
+        source="taylor",
+        train_fraction=0.5,
+        test_start=0.5,
+        horizons=_steps(48),
+        own_origins=False,
+        period=336,
+        ets=dict(period=336, window=1344, refit_every=48),
         snarimax=dict(p=2, d=0, q=1, m=336, sp=1, sd=1, sq=1),
-        network=Network(cadence="30m", calendar=HOURLY, halflife=672.0, dropout=0.2, steps=1000,
-                        lags=seasonal(336, (1, *range(4, 49, 4))) + seasonal(48, (1, *range(4, 49, 4))),
-                        highway=True, learning_rate=1e-2, season=336, calibration_rounds=3),
-        percentages=True, headline=("mape",), shown=(1, 2, 6, 12, 24, 36, 48, "1-48")),
+        network=Network(
+            cadence="30m",
+            calendar=HOURLY,
+            halflife=672.0,
+            dropout=0.2,
+            steps=1000,
+            lags=seasonal(336, (1, *range(4, 49, 4))) + seasonal(48, (1, *range(4, 49, 4))),
+            highway=True,
+            learning_rate=1e-2,
+            season=336,
+            calibration_rounds=3,
+        ),
+        percentages=True,
+        headline=("mape",),
+        shown=(1, 2, 6, 12, 24, 36, 48, "1-48"),
+    ),
     "greensboro_temp": Protocol(
-        name="greensboro_temp", source="greensboro", train_fraction=0.5, test_start=0.5, horizons=_steps(24),
-        own_origins=False, period=24, ets=dict(period=24, window=672, refit_every=24),
+        name="greensboro_temp",
+        source="greensboro",
+        train_fraction=0.5,
+        test_start=0.5,
+        horizons=_steps(24),
+        own_origins=False,
+        period=24,
+        ets=dict(period=24, window=672, refit_every=24),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, sd=1, sq=1),
-        network=Network(cadence="1h", calendar=Calendar(hour_of_day=True), covariates=True,
-                        lags=seasonal(24, (1, *range(2, 25, 2))), steps=150, every=96, highway=True,
-                        loss="relative_mse"),
-        headline=("mae",), shown=(1, 2, 3, 6, 12, 18, 24, "1-24")),
+        network=Network(
+            cadence="1h",
+            calendar=Calendar(hour_of_day=True),
+            covariates=True,
+            lags=seasonal(24, (1, *range(2, 25, 2))),
+            steps=150,
+            every=96,
+            highway=True,
+            loss="relative_mse",
+        ),
+        headline=("mae",),
+        shown=(1, 2, 3, 6, 12, 18, 24, "1-24"),
+    ),
     "msft": Protocol(
-        name="msft", source="msft", train_fraction=0.5, test_start=0.5, horizons=((1, (1,)), (5, (5,))),
-        own_origins=False, period=5, ets=dict(period=None, window=500, refit_every=20),
+        name="msft",
+        source="msft",
+        train_fraction=0.5,
+        test_start=0.5,
+        horizons=((1, (1,)), (5, (5,))),
+        own_origins=False,
+        period=5,
+        ets=dict(period=None, window=500, refit_every=20),
         snarimax=dict(p=1, d=1, q=1),
-        network=Network(cadence="1b", calendar=Calendar(day_of_week=True), hidden_size=16, halflife=60.0,
-                        window=256, chunk=32, covariates=True, steps=600, learning_rate=1e-3,
-                        min_improvement=0.02, every=60, damping=True),
-        percentages=True, dm_test=True, headline=("mase", "relative_mae", "dm_pvalue")),
+        network=Network(
+            cadence="1b",
+            calendar=Calendar(day_of_week=True),
+            hidden_size=16,
+            halflife=60.0,
+            window=256,
+            chunk=32,
+            covariates=True,
+            steps=600,
+            learning_rate=1e-3,
+            min_improvement=0.02,
+            every=60,
+            damping=True,
+        ),
+        percentages=True,
+        dm_test=True,
+        headline=("mase", "relative_mae", "dm_pvalue"),
+    ),
 }
 
 
@@ -284,29 +344,33 @@ class Settings:
     stride_factor: dict[str, int] = field(default_factory=dict)  # dataset -> stride multiplier
     refit_factor: int = 1
     steps: int | None = None  # pretraining steps; None: the protocol's
-    rounds_factor: int = 1    # retraining rounds come this many times as far apart
+    rounds_factor: int = 1  # retraining rounds come this many times as far apart
 
 
 FULL = Settings()
-QUICK = Settings(stride_factor={"etth1": 48, "etth2": 48, "taylor": 12, "greensboro_temp": 12, "msft": 6},
-                 refit_factor=8, steps=30, rounds_factor=8)
+QUICK = Settings(
+    stride_factor={"etth1": 48, "etth2": 48, "taylor": 12, "greensboro_temp": 12, "msft": 6},
+    refit_factor=8,
+    steps=30,
+    rounds_factor=8,
+)
 
 
 # -- streams ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_stream(name: str) -> Stream:
     """The dataset of protocol `name` as a Stream, z-normalised where the protocol says so."""
     protocol = protocol_of(name)
     if protocol.keep < 1:
         whole = load_stream(name.removesuffix("_validation"))
-        return whole[:int(protocol.keep * len(whole))]
+        return whole[: int(protocol.keep * len(whole))]
     dataset = datasets.load(protocol.source)
     stream = _ett_stream(dataset) if protocol.source.startswith("etth") else _single_stream(dataset)
     if not protocol.normalise:
         return stream
-    leading = stream.y[:split(protocol, len(stream))[0]]
+    leading = stream.y[: split(protocol, len(stream))[0]]
     z = (stream.y - leading.mean(axis=0)) / leading.std(axis=0)
     return replace(stream, y=z)
 
@@ -346,37 +410,85 @@ def origin_set(protocol: Protocol, rows: int, stride: int) -> np.ndarray:
 # -- the forecaster --------------------------------------------------------------------------
 
 
-def pipeline(protocol: Protocol, horizon: int, stream: Stream, steps: int | None = None, *,
-             cell: str | None = None, online_: bool = False, every: int | None = None, resync: bool = True) -> Pipeline:
+def pipeline(
+    protocol: Protocol,
+    horizon: int,
+    stream: Stream,
+    steps: int | None = None,
+    *,
+    cell: str | None = None,
+    online_: bool = False,
+    every: int | None = None,
+    resync: bool = True,
+) -> Pipeline:
     """The forecaster's pipeline for a dataset, built as config.load would."""
     net = protocol.network
     covariates = (stream.covariates if net.covariates else ()) + tuple(f"lag{k}" for k in net.lags)
     return Pipeline(
-        name=protocol.name, input_topic="in", output_topic="out", dead_letter_topic="dead",
+        name=protocol.name,
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=covariates),
-        cadence=net.cadence, horizon=horizon, calendar=net.calendar, emit="latest_per_series", spill="none",
-        model=ModelConfig(cell=cell or net.cell, hidden_size=net.hidden_size, num_layers=2, dropout=net.dropout,
-                          layer_norm=net.layer_norm, residual=True, quantiles=net.quantiles, highway=net.highway,
-                          season=net.season, weights=None, seed=net.seed),
+        cadence=net.cadence,
+        horizon=horizon,
+        calendar=net.calendar,
+        emit="latest_per_series",
+        spill="none",
+        model=ModelConfig(
+            cell=cell or net.cell,
+            hidden_size=net.hidden_size,
+            num_layers=2,
+            dropout=net.dropout,
+            layer_norm=net.layer_norm,
+            residual=True,
+            quantiles=net.quantiles,
+            highway=net.highway,
+            season=net.season,
+            weights=None,
+            seed=net.seed,
+        ),
         scaling=Scaling(halflife=net.halflife),
-        training=Training(train_fraction=protocol.train_fraction, window=net.window, chunk=net.chunk,
-                          batch_size=32, steps=steps or net.steps, learning_rate=net.learning_rate,
-                          weight_decay=net.weight_decay, loss=net.loss, seed=net.seed),
-        retraining=Retraining(enabled=online_, every_records=(every or net.every) * len(stream.channels), buffer=net.buffer,
-                              holdout=net.holdout, steps=net.retrain_steps, learning_rate=net.retrain_learning_rate,
-                              min_improvement=net.min_improvement, resync_steps=net.resync_steps if resync else 0,
-                              damping=net.damping, calibration_rounds=net.calibration_rounds),
+        training=Training(
+            train_fraction=protocol.train_fraction,
+            window=net.window,
+            chunk=net.chunk,
+            batch_size=32,
+            steps=steps or net.steps,
+            learning_rate=net.learning_rate,
+            weight_decay=net.weight_decay,
+            loss=net.loss,
+            seed=net.seed,
+        ),
+        retraining=Retraining(
+            enabled=online_,
+            every_records=(every or net.every) * len(stream.channels),
+            buffer=net.buffer,
+            holdout=net.holdout,
+            steps=net.retrain_steps,
+            learning_rate=net.retrain_learning_rate,
+            min_improvement=net.min_improvement,
+            resync_steps=net.resync_steps if resync else 0,
+            damping=net.damping,
+            calibration_rounds=net.calibration_rounds,
+        ),
         intervals=Intervals(tracking_rate=net.tracking_rate),
     )
 
 
 # the benchmark's method names for forecaster_method's variants
-VARIANT_OF = {"frozen_offline": "frozen_offline", "forecaster": "online", "forecaster_no_resync": "online_no_resync",
-              "forecaster_gru": "online_gru", "forecaster_lstm": "online_lstm"}
+VARIANT_OF = {
+    "frozen_offline": "frozen_offline",
+    "forecaster": "online",
+    "forecaster_no_resync": "online_no_resync",
+    "forecaster_gru": "online_gru",
+    "forecaster_lstm": "online_lstm",
+}
 
 
-def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | None = None,
-                      rounds_factor: int = 1) -> EngineMethod:
+def forecaster_method(
+    dataset: str, horizon: int, variant: str, *, steps: int | None = None, rounds_factor: int = 1
+) -> EngineMethod:
     """The forecaster on `dataset` as a prequential method forecasting `horizon` steps.
 
     Every variant starts from seeded weights pretrained with tbptt.fit on the leading part
@@ -391,16 +503,16 @@ def forecaster_method(dataset: str, horizon: int, variant: str, *, steps: int | 
     cell = variant.removeprefix("online_") if variant in ("online_gru", "online_lstm") else None
     online_ = variant != "frozen_offline"
     every = protocol.network.every * rounds_factor
-    the_pipeline = pipeline(protocol, horizon, stream, steps, cell=cell, online_=online_, every=every,
-                            resync=variant != "online_no_resync")
+    the_pipeline = pipeline(
+        protocol, horizon, stream, steps, cell=cell, online_=online_, every=every, resync=variant != "online_no_resync"
+    )
     weights, seconds, reused = pretrained(dataset, horizon, the_pipeline.model.cell, the_pipeline.training.steps)
     model = seeded_model(the_pipeline)
     model.load_state_dict(weights)
     net, channels = protocol.network, len(stream.channels)
     lags = Lags(net.lags, channels, net.season) if net.lags else None
     args = (variant, the_pipeline, model, stream.channels, net.covariates, lags)
-    method = (OnlineMethod(*args, start=split(protocol, len(stream))[0], every=every) if online_
-              else EngineMethod(*args))
+    method = OnlineMethod(*args, start=split(protocol, len(stream))[0], every=every) if online_ else EngineMethod(*args)
     method.reused_seconds = seconds if reused else 0.0
     return method
 
@@ -419,7 +531,7 @@ def pretrained(dataset: str, horizon: int, cell: str, steps: int) -> tuple[dict,
     began = time.perf_counter()
     protocol, stream = protocol_of(dataset), load_stream(dataset)
     the_pipeline = pipeline(protocol, horizon, stream, steps, cell=cell)
-    net, leading = protocol.network, stream[:split(protocol, len(stream))[0]]
+    net, leading = protocol.network, stream[: split(protocol, len(stream))[0]]
     lags = Lags(net.lags, len(stream.channels), net.season)(leading.y) if net.lags else None
     model = seeded_model(the_pipeline)
     tbptt.fit(model, tbptt.prepare(the_pipeline, observations(leading, net.covariates, lags)), the_pipeline.training)
@@ -448,8 +560,9 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
         variant = VARIANT_OF[name]
         if variant.removeprefix("online_") == protocol.network.cell:
             raise NotImplementedError(f"{protocol.name}'s forecaster is the {protocol.network.cell} already")
-        return forecaster_method(protocol.name, protocol.horizon, variant, steps=settings.steps,
-                                 rounds_factor=settings.rounds_factor)
+        return forecaster_method(
+            protocol.name, protocol.horizon, variant, steps=settings.steps, rounds_factor=settings.rounds_factor
+        )
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -469,7 +582,9 @@ def evaluate_dataset(protocol: Protocol, methods: list[str], settings: Settings,
             continue
         forecasts = prequential.run(method, stream, at, protocol.horizon)
         seconds = time.perf_counter() - began + getattr(method, "reused_seconds", 0.0)
-        log(f"{protocol.name:<16} {name:<21} {len(at):>6,} origins, stride {stride:<3} {seconds:7.1f} s{_notes(method)}")
+        log(
+            f"{protocol.name:<16} {name:<21} {len(at):>6,} origins, stride {stride:<3} {seconds:7.1f} s{_notes(method)}"
+        )
         if reference is None:
             reference = forecasts
         if name in methods:
@@ -485,33 +600,52 @@ def _notes(method) -> str:
     return f" ({n_rounds} retraining rounds, {method.promotions} promoted)" if n_rounds is not None else ""
 
 
-def score(protocol: Protocol, stream: Stream, at: np.ndarray, forecasts: np.ndarray, reference: np.ndarray,
-          method: str, stride: int, seconds: float, intervals: np.ndarray | None = None) -> list[dict]:
-    """One row per horizon of the protocol, from forecasts (origins, H, C), persistence's, and intervals (origins, H, C, 2).
+def score(
+    protocol: Protocol,
+    stream: Stream,
+    at: np.ndarray,
+    forecasts: np.ndarray,
+    reference: np.ndarray,
+    method: str,
+    stride: int,
+    seconds: float,
+    intervals: np.ndarray | None = None,
+) -> list[dict]:
+    """One row per horizon of the protocol, from forecasts (origins, H, C), persistence's, and intervals (origins, H, C,
+    2).
 
     mse_second_half and mae_second_half score only the origins in the dataset's second half.
     """
     actual = prequential.targets(stream, at, protocol.horizon)
-    leading = stream.y[:split(protocol, len(stream))[0]]
+    leading = stream.y[: split(protocol, len(stream))[0]]
     rows = []
     for label, steps in protocol.horizons:
         need = max(steps) if protocol.own_origins else protocol.horizon
         keep, idx = at + need <= len(stream) - 1, np.asarray(steps) - 1
         a, f, r = (v[keep][:, idx] for v in (actual, forecasts, reference))
         late = at[keep] >= len(stream) // 2
-        rows.append({
-            "dataset": protocol.name, "horizon": label, "method": method,
-            "mse": scores.mse(a, f), "mae": scores.mae(a, f),
-            "mape": scores.mape(a, f) if protocol.percentages else None,
-            "mase": scores.mase(a, f, leading),
-            "smape": scores.smape(a, f) if protocol.percentages else None,
-            "coverage80": None if intervals is None else scores.coverage(
-                a, intervals[keep][:, idx][..., 0], intervals[keep][:, idx][..., 1]),
-            "relative_mae": scores.mae(a, f) / scores.mae(a, r),
-            **_dm(protocol, a, f, r, method, math.ceil(max(steps) / stride)),
-            "mse_second_half": scores.mse(a[late], f[late]), "mae_second_half": scores.mae(a[late], f[late]),
-            "origins": int(keep.sum()), "stride": stride, "seconds": round(seconds, 1),
-        })
+        rows.append(
+            {
+                "dataset": protocol.name,
+                "horizon": label,
+                "method": method,
+                "mse": scores.mse(a, f),
+                "mae": scores.mae(a, f),
+                "mape": scores.mape(a, f) if protocol.percentages else None,
+                "mase": scores.mase(a, f, leading),
+                "smape": scores.smape(a, f) if protocol.percentages else None,
+                "coverage80": None
+                if intervals is None
+                else scores.coverage(a, intervals[keep][:, idx][..., 0], intervals[keep][:, idx][..., 1]),
+                "relative_mae": scores.mae(a, f) / scores.mae(a, r),
+                **_dm(protocol, a, f, r, method, math.ceil(max(steps) / stride)),
+                "mse_second_half": scores.mse(a[late], f[late]),
+                "mae_second_half": scores.mae(a[late], f[late]),
+                "origins": int(keep.sum()),
+                "stride": stride,
+                "seconds": round(seconds, 1),
+            }
+        )
     return rows
 
 
@@ -540,46 +674,87 @@ def targets(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
     """The issue's targets for the online forecaster: (target, met, the numbers); met is None without the rows."""
     at = {(r["dataset"], r["horizon"], r["method"]): r for r in rows}
     checks = [
-        ("etth2: MSE below persistence at 24, 48, 96",
-         [(("etth2", h), "mse", "persistence", 1.0) for h in (24, 48, 96)]),
-        ("taylor: MAPE below the weekly seasonal naive at every step 1-48",
-         [(("taylor", h), "mape", "seasonal_naive", 1.0) for h in range(1, 49)]),
-        ("greensboro_temp: MAE at least 20% below persistence at step 1", [(("greensboro_temp", 1), "mae", "persistence", 0.8)]),
-        ("greensboro_temp: MAE below the 24-hour seasonal naive at step 24",
-         [(("greensboro_temp", 24), "mae", "seasonal_naive", 1.0)]),
-        ("msft: MAE at most the random walk's at steps 1 and 5", [(("msft", h), "mae", "persistence", 1.0) for h in (1, 5)]),
-        ("below SNARIMAX on every dataset and horizon (MSE for ETT, MAE elsewhere)",
-         [((d, h), "mse" if d.startswith("etth") else "mae", "snarimax", 1.0)
-          for d, h, m in at if m == "forecaster"]),
-        ("online below frozen_offline on the second half (MSE for ETT, MAE elsewhere)",
-         [((d, h), "mse_second_half" if d.startswith("etth") else "mae_second_half", "frozen_offline", 1.0)
-          for d, h, m in at if m == "forecaster"]),
+        (
+            "etth2: MSE below persistence at 24, 48, 96",
+            [(("etth2", h), "mse", "persistence", 1.0) for h in (24, 48, 96)],
+        ),
+        (
+            "taylor: MAPE below the weekly seasonal naive at every step 1-48",
+            [(("taylor", h), "mape", "seasonal_naive", 1.0) for h in range(1, 49)],
+        ),
+        (
+            "greensboro_temp: MAE at least 20% below persistence at step 1",
+            [(("greensboro_temp", 1), "mae", "persistence", 0.8)],
+        ),
+        (
+            "greensboro_temp: MAE below the 24-hour seasonal naive at step 24",
+            [(("greensboro_temp", 24), "mae", "seasonal_naive", 1.0)],
+        ),
+        (
+            "msft: MAE at most the random walk's at steps 1 and 5",
+            [(("msft", h), "mae", "persistence", 1.0) for h in (1, 5)],
+        ),
+        (
+            "below SNARIMAX on every dataset and horizon (MSE for ETT, MAE elsewhere)",
+            [
+                ((d, h), "mse" if d.startswith("etth") else "mae", "snarimax", 1.0)
+                for d, h, m in at
+                if m == "forecaster"
+            ],
+        ),
+        (
+            "online below frozen_offline on the second half (MSE for ETT, MAE elsewhere)",
+            [
+                ((d, h), "mse_second_half" if d.startswith("etth") else "mae_second_half", "frozen_offline", 1.0)
+                for d, h, m in at
+                if m == "forecaster"
+            ],
+        ),
     ]
     result = [_compare(name, pairs, at) for name, pairs in checks]
     taylor = at.get(("taylor", "1-48", "forecaster"))
-    result.append(("taylor: mean MAPE over steps 1-48 at most 1.8%", None if taylor is None else taylor["mape"] <= 1.8,
-                   "" if taylor is None else f"{taylor['mape']:.3f}%"))
+    result.append(
+        (
+            "taylor: mean MAPE over steps 1-48 at most 1.8%",
+            None if taylor is None else taylor["mape"] <= 1.8,
+            "" if taylor is None else f"{taylor['mape']:.3f}%",
+        )
+    )
     coverage = [r["coverage80"] for r in rows if r["method"] == "forecaster" and r["coverage80"] is not None]
-    result.append(("80% intervals cover 75% to 85% of actuals, every forecaster row",
-                   all(0.75 <= c <= 0.85 for c in coverage) if coverage else None,
-                   f"{min(coverage):.3f} to {max(coverage):.3f}" if coverage else ""))
+    result.append(
+        (
+            "80% intervals cover 75% to 85% of actuals, every forecaster row",
+            all(0.75 <= c <= 0.85 for c in coverage) if coverage else None,
+            f"{min(coverage):.3f} to {max(coverage):.3f}" if coverage else "",
+        )
+    )
     return result
 
 
 def _compare(name: str, pairs, at: dict) -> tuple[str, bool | None, str]:
     """Whether the forecaster's metric is below `factor` x the other method's at every (dataset, horizon) given."""
-    found = [(key, metric, other, factor) for key, metric, other, factor in pairs
-             if (*key, "forecaster") in at and (*key, other) in at]
+    found = [
+        (key, metric, other, factor)
+        for key, metric, other, factor in pairs
+        if (*key, "forecaster") in at and (*key, other) in at
+    ]
     if not found:
         return name, None, ""
-    misses = [f"{key[0]} {key[1]}: {at[(*key, 'forecaster')][metric]:.4g} vs {at[(*key, other)][metric]:.4g}"
-              for key, metric, other, factor in found
-              if not at[(*key, "forecaster")][metric] < factor * at[(*key, other)][metric]]
-    return name, not misses, f"missed at {len(misses)} of {len(found)}: " + "; ".join(misses[:4]) if misses else f"all {len(found)}"
+    misses = [
+        f"{key[0]} {key[1]}: {at[(*key, 'forecaster')][metric]:.4g} vs {at[(*key, other)][metric]:.4g}"
+        for key, metric, other, factor in found
+        if not at[(*key, "forecaster")][metric] < factor * at[(*key, other)][metric]
+    ]
+    return (
+        name,
+        not misses,
+        f"missed at {len(misses)} of {len(found)}: " + "; ".join(misses[:4]) if misses else f"all {len(found)}",
+    )
 
 
 def ablations(rows: list[dict]) -> list[str]:
-    """How each ablation's headline error (MSE for ETT, MAE elsewhere) compares with the forecaster's, on the summary horizons."""
+    """How each ablation's headline error (MSE for ETT, MAE elsewhere) compares with the forecaster's, on the summary
+    horizons."""
     at = {(r["dataset"], r["horizon"], r["method"]): r for r in rows}
     lines = []
     for (dataset, horizon, method), row in at.items():
@@ -589,8 +764,10 @@ def ablations(rows: list[dict]) -> list[str]:
         if horizon not in summary_horizons(protocol_of(dataset)):
             continue
         metric = "mse" if dataset.startswith("etth") else "mae"
-        lines.append(f"{dataset} {horizon}: {method} {metric} {row[metric]:.4g} vs forecaster {mine[metric]:.4g} "
-                     f"({100 * (row[metric] / mine[metric] - 1):+.1f}%)")
+        lines.append(
+            f"{dataset} {horizon}: {method} {metric} {row[metric]:.4g} vs forecaster {mine[metric]:.4g} "
+            f"({100 * (row[metric] / mine[metric] - 1):+.1f}%)"
+        )
     return lines
 
 
@@ -609,12 +786,15 @@ def markdown(rows: list[dict]) -> str:
         labels = [h for h, _ in protocol.horizons if protocol.shown is None or h in protocol.shown]
         cell = {(row["horizon"], row["method"]): row for row in mine}
         first = mine[0]
-        parts.append(f"**{name}**: {' / '.join(protocol.headline)}, {first['origins']:,} origins at stride "
-                     f"{first['stride']}\n")
+        parts.append(
+            f"**{name}**: {' / '.join(protocol.headline)}, {first['origins']:,} origins at stride {first['stride']}\n"
+        )
         parts.append("| horizon | " + " | ".join(methods) + " |")
         parts.append("| --- |" + " --- |" * len(methods))
         for label in labels:
-            parts.append(f"| {label} | " + " | ".join(_cell(cell.get((label, m)), protocol.headline) for m in methods) + " |")
+            parts.append(
+                f"| {label} | " + " | ".join(_cell(cell.get((label, m)), protocol.headline) for m in methods) + " |"
+            )
         parts.append("")
     return "\n".join(parts)
 
@@ -641,23 +821,41 @@ def _clean(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: a large stride of origins, rare ETS refits, 30 pretraining steps")
-    parser.add_argument("--validation", action="store_true",
-                        help="score the rows before each test part instead (for choosing settings): "
-                             "accuracy_validation.json")
-    parser.add_argument("--datasets", default=",".join(PROTOCOLS),
-                        help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: all)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
-                        help="change a field of every protocol's Network for this run (e.g. seed=1, "
-                             "highway=false, loss=mse, cell=lstm); writes accuracy_variant.json unless --out")
-    parser.add_argument("--out", type=Path, help="JSON rows (default: benchmarks/results/accuracy.json, "
-                                                  "or accuracy_quick.json with --quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a large stride of origins, rare ETS refits, 30 pretraining steps",
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score the rows before each test part instead (for choosing settings): accuracy_validation.json",
+    )
+    parser.add_argument(
+        "--datasets", default=",".join(PROTOCOLS), help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: all)"
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        dest="overrides",
+        help="change a field of every protocol's Network for this run (e.g. seed=1, "
+        "highway=false, loss=mse, cell=lstm); writes accuracy_variant.json unless --out",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON rows (default: benchmarks/results/accuracy.json, or accuracy_quick.json with --quick)",
+    )
     args = parser.parse_args(argv)
     names = _choices(args.datasets, PROTOCOLS, "--datasets")
     if args.validation:
@@ -674,8 +872,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         rows += evaluate_dataset(protocol_of(name), methods, settings, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / ("accuracy_variant.json" if overrides else "accuracy_validation.json" if args.validation
-                                 else "accuracy_quick.json" if args.quick else "accuracy.json")
+    out = args.out or RESULTS / (
+        "accuracy_variant.json"
+        if overrides
+        else "accuracy_validation.json"
+        if args.validation
+        else "accuracy_quick.json"
+        if args.quick
+        else "accuracy.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
     tables.follow(out)  # the docs' tables are drawn from the results files

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-import tables  # benchmarks/tables.py, beside this script
 from forecaster import build
+
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,16 +45,24 @@ def measure(spill: str, keys: int) -> dict:
     """In this process: stream `keys` distinct keys through an engine, recording memory as it goes."""
     import torch
 
-    from forecaster.serving.engine import Engine
     from forecaster.build import seeded_model
     from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
     from forecaster.serving.records import Observations
 
     torch.set_num_threads(2)
-    pipeline = Pipeline(name="test", input_topic="in", output_topic="out", dead_letter_topic="dead",
-                        record=RecordFormat(key="key", timestamp="time", target="y"), cadence="1h", horizon=24,
-                        calendar=Calendar(hour_of_day=True, day_of_week=True), max_series=MAX_SERIES, spill=spill,
-                        model=ModelConfig(cell="gru", hidden_size=64, num_layers=2, weights=None))
+    pipeline = Pipeline(
+        name="test",
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
+        record=RecordFormat(key="key", timestamp="time", target="y"),
+        cadence="1h",
+        horizon=24,
+        calendar=Calendar(hour_of_day=True, day_of_week=True),
+        max_series=MAX_SERIES,
+        spill=spill,
+        model=ModelConfig(cell="gru", hidden_size=64, num_layers=2, weights=None),
+    )
     with tempfile.TemporaryDirectory() as scratch:
         engine = build.engine(pipeline, seeded_model(pipeline), spill_path=Path(scratch) / "spill.sqlite")
         baseline = rss_bytes()
@@ -62,16 +71,32 @@ def measure(spill: str, keys: int) -> dict:
             names = tuple(f"series-{k}" for k in range(first, min(keys, first + BATCH)))
             n = len(names)
             times = np.full(n, 1.7e9 + first)
-            engine.step(Observations(names, times, times, np.random.default_rng(first).normal(100, 10, (n, 1)),
-                                     np.arange(n)), now=time.time())
+            engine.step(
+                Observations(names, times, times, np.random.default_rng(first).normal(100, 10, (n, 1)), np.arange(n)),
+                now=time.time(),
+            )
             seen = first + n
             if seen % 100_000 == 0 or seen == keys:
                 store = engine.store
-                samples.append({"keys_seen": seen, "rss_bytes": rss_bytes(), "device_state_bytes": store.nbytes,
-                                "active_series": len(store), "spilled_series": len(store.spill) if store.spill else 0})
+                samples.append(
+                    {
+                        "keys_seen": seen,
+                        "rss_bytes": rss_bytes(),
+                        "device_state_bytes": store.nbytes,
+                        "active_series": len(store),
+                        "spilled_series": len(store.spill) if store.spill else 0,
+                    }
+                )
         seconds = time.perf_counter() - started
-    return {"spill": spill, "max_series": MAX_SERIES, "keys": keys, "baseline_rss_bytes": baseline,
-            "seconds": round(seconds, 1), "keys_per_s": round(keys / seconds), "samples": samples}
+    return {
+        "spill": spill,
+        "max_series": MAX_SERIES,
+        "keys": keys,
+        "baseline_rss_bytes": baseline,
+        "seconds": round(seconds, 1),
+        "keys_per_s": round(keys / seconds),
+        "samples": samples,
+    }
 
 
 def main() -> int:
@@ -85,8 +110,12 @@ def main() -> int:
         return 0
     rows = []
     for spill in ("none", "disk", "memory"):
-        child = subprocess.run([sys.executable, __file__, "--one", spill, "--keys", str(args.keys)],
-                               capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--one", spill, "--keys", str(args.keys)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print_row(rows[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +128,12 @@ def main() -> int:
 def print_row(row: dict) -> None:
     last = row["samples"][-1]
     growth = last["rss_bytes"] - row["baseline_rss_bytes"]
-    print(f"spill={row['spill']:<6} keys={row['keys']:>9,} active={last['active_series']:>6,} spilled={last['spilled_series']:>9,} "
-          f"device state={last['device_state_bytes'] / 2**20:6.1f} MiB  RSS={last['rss_bytes'] / 2**20:7.1f} MiB "
-          f"(+{growth / 2**20:6.1f} MiB over baseline)  {row['keys_per_s']:,} keys/s")
+    print(
+        f"spill={row['spill']:<6} keys={row['keys']:>9,} active={last['active_series']:>6,} "
+        f"spilled={last['spilled_series']:>9,} "
+        f"device state={last['device_state_bytes'] / 2**20:6.1f} MiB  RSS={last['rss_bytes'] / 2**20:7.1f} MiB "
+        f"(+{growth / 2**20:6.1f} MiB over baseline)  {row['keys_per_s']:,} keys/s"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
@@ -36,13 +35,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-import tables  # benchmarks/tables.py, beside this script
 from forecaster import config as config_module
-from forecaster.io import datasets
 from forecaster.app import Daemon
+from forecaster.io import datasets
 from forecaster.io.broker import EmbeddedBroker, free_port
 from forecaster.io.kafka import Sink, create_topics
 from forecaster.tools.replay import messages, replay
+
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,14 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 SIGTERM, 1 SIGINT, 3 SIGKILLs on 3,000 records")
     parser.add_argument("--kills", type=int, default=None, help="SIGKILLs (default 30, quick 3)")
     parser.add_argument("--records", type=int, default=None, help="input records (default 30,000, quick 3,000)")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="replay rate, records/s (default: paced so the input lasts through the schedule)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="replay rate, records/s (default: paced so the input lasts through the schedule)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill gaps")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/chaos.json")
     args = parser.parse_args(argv)
-    plan = {"terms": 1 if args.quick else 2, "ints": 1 if args.quick else 2,
-            "kills": args.kills if args.kills is not None else (3 if args.quick else 30),
-            "records": args.records or (3000 if args.quick else 30_000)}
+    plan = {
+        "terms": 1 if args.quick else 2,
+        "ints": 1 if args.quick else 2,
+        "kills": args.kills if args.kills is not None else (3 if args.quick else 30),
+        "records": args.records or (3000 if args.quick else 30_000),
+    }
     # About 5 s per clean stop and 12 s per kill (a killed member's session must expire before
     # its partitions are reassigned): pace the first 80% of the input to last that long.
     expected_s = 5 * (plan["terms"] + plan["ints"]) + 12 * plan["kills"]
@@ -74,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     tables.follow(args.out)  # the docs' tables are drawn from the results files
     for key, value in result.items():
         print(f"{key:>24}: {value}")
-    ok = result["lost"] == 0 and result["duplicates"] <= result["max_duplicates_allowed"] \
-        and result["max_rel_diff_vs_shadow"] <= 1e-5 and result["clean_stop_exit_codes"] == [0] * (plan["terms"] + plan["ints"])
+    ok = (
+        result["lost"] == 0
+        and result["duplicates"] <= result["max_duplicates_allowed"]
+        and result["max_rel_diff_vs_shadow"] <= 1e-5
+        and result["clean_stop_exit_codes"] == [0] * (plan["terms"] + plan["ints"])
+    )
     print(f"wrote {args.out}: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
@@ -89,11 +100,25 @@ def run(plan: dict, rng: random.Random) -> dict:
         shadow = write_config(scratch / "shadow", broker.bootstrap, tag, "shadow", f"shadow-{tag}")
         kafka = chaos.settings.kafka
         pipeline = chaos.pipelines[0]
-        create_topics(kafka, [(t, 3) for t in (pipeline.input_topic, pipeline.output_topic, pipeline.dead_letter_topic,
-                                               shadow.pipelines[0].output_topic, shadow.pipelines[0].dead_letter_topic)])
+        create_topics(
+            kafka,
+            [
+                (t, 3)
+                for t in (
+                    pipeline.input_topic,
+                    pipeline.output_topic,
+                    pipeline.dead_letter_topic,
+                    shadow.pipelines[0].output_topic,
+                    shadow.pipelines[0].dead_letter_topic,
+                )
+            ],
+        )
         first_part = int(HELD_BACK_SPLIT * plan["records"])
-        feeding = threading.Thread(target=replay, args=(kafka, "etth1", pipeline.input_topic),
-                                   kwargs={"rate": plan["rate"], "limit": first_part})
+        feeding = threading.Thread(
+            target=replay,
+            args=(kafka, "etth1", pipeline.input_topic),
+            kwargs={"rate": plan["rate"], "limit": first_part},
+        )
         feeding.start()
         daemon = Subprocess(chaos, scratch / "chaos" / "daemon.log")
         codes, final_start = torture(daemon, plan, rng, feeding)
@@ -111,18 +136,28 @@ def write_config(folder: Path, bootstrap: str, tag: str, output: str, group: str
     """A one-pipeline deployment over ETTh1 with frequent checkpoints; chaos and shadow differ in output and group."""
     (folder / "pipelines").mkdir(parents=True)
     pipeline = {
-        "name": "chaos", "input_topic": f"{tag}.in", "output_topic": f"{tag}.{output}", "dead_letter_topic": f"{tag}.{output}.dead",
+        "name": "chaos",
+        "input_topic": f"{tag}.in",
+        "output_topic": f"{tag}.{output}",
+        "dead_letter_topic": f"{tag}.{output}.dead",
         "record": {"key": "series", "timestamp": "time", "target": "value"},
-        "cadence": "1h", "horizon": 24, "calendar": {"hour_of_day": True, "day_of_week": True},
+        "cadence": "1h",
+        "horizon": 24,
+        "calendar": {"hour_of_day": True, "day_of_week": True},
         "model": {"cell": "gru", "hidden_size": 32, "num_layers": 2, "weights": None, "seed": 0},
         "checkpoint": {"every_records": CHECKPOINT_EVERY_RECORDS, "every_seconds": 1.0},
         "batching": {"max_records": MAX_BATCH, "poll_timeout_ms": 100},
     }
     (folder / "pipelines" / "chaos.yaml").write_text(yaml.safe_dump(pipeline))
     settings = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group,
-                  "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}},
-        "device": "cpu", "metrics": {"port": free_port()}, "state_dir": str(folder / "state"),
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+        },
+        "device": "cpu",
+        "metrics": {"port": free_port()},
+        "state_dir": str(folder / "state"),
         "pipelines": ["pipelines/chaos.yaml"],
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))
@@ -140,8 +175,12 @@ class Subprocess:
 
     def start(self) -> None:
         with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "-c", str(self.config.path)],
-                                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "forecaster.cli", "run", "-c", str(self.config.path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         self.restarts += 1
 
     def wait_until_consuming(self, timeout_s: float = 60.0) -> bool:
@@ -230,13 +269,17 @@ def summarise(plan, forecasts, shadow, final_start, codes, final_code, seconds) 
     from forecaster.io import datasets
     from forecaster.serving.records import format_time, parse_time
 
-    inputs = {(r["series"], format_time(parse_time(r["time"], "time")[0])) for r in datasets.load("etth1").records[:plan["records"]]}
+    inputs = {
+        (r["series"], format_time(parse_time(r["time"], "time")[0]))
+        for r in datasets.load("etth1").records[: plan["records"]]
+    }
     reference = {(f["series"], f["time"]): np.array(f["values"]) for f in shadow}
     counts: dict[tuple, int] = {}
     for f in forecasts:
         counts[(f["series"], f["time"])] = counts.get((f["series"], f["time"]), 0) + 1
     lost = len(inputs - set(counts))
     after_final = [f for f in forecasts if datetime.fromisoformat(f["issued_at"]).timestamp() >= final_start]
+
     # Norm-wise relative error of each forecast vector: element-wise, a step forecast near zero
     # (ETT channels cross it) turns float rounding between differently batched runs into noise.
     def relative(f):
@@ -254,7 +297,9 @@ def summarise(plan, forecasts, shadow, final_start, codes, final_code, seconds) 
         "max_duplicates_allowed": plan["kills"] * (CHECKPOINT_EVERY_RECORDS + MAX_BATCH),
         "max_rel_diff_vs_shadow": max((relative(f) for f in after_final), default=0.0),
         "forecasts_after_final_restart": len(after_final),
-        "max_rel_diff_all_vs_shadow": max((relative(f) for f in forecasts if (f["series"], f["time"]) in reference), default=0.0),
+        "max_rel_diff_all_vs_shadow": max(
+            (relative(f) for f in forecasts if (f["series"], f["time"]) in reference), default=0.0
+        ),
         "max_abs_diff_vs_shadow": max((absolute(f) for f in after_final), default=0.0),
         "clean_stop_exit_codes": codes,
         "final_exit_code": final_code,

@@ -21,22 +21,21 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-import tables  # benchmarks/tables.py, beside this script
 from forecaster import config as config_module
-from forecaster.io import datasets
 from forecaster.app import Daemon
+from forecaster.io import datasets
 from forecaster.io.broker import EmbeddedBroker, free_port
-from forecaster.io.kafka import create_topics
+from forecaster.io.kafka import create_topics, read_topic
 from forecaster.tools.replay import replay
 
-from forecaster.io.kafka import read_topic
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +63,10 @@ def main() -> int:
 
 def run(config: config_module.Config, bootstrap: str) -> list[dict]:
     kafka = config.settings.kafka
-    create_topics(kafka, [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
+    create_topics(
+        kafka,
+        [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)],
+    )
     totals = {p.name: replay(kafka, p.training.dataset, p.input_topic) for p in config.pipelines}
     registry = CollectorRegistry()
     daemon = Daemon(config, registry=registry)
@@ -120,34 +122,49 @@ def score(pipeline, total: int, seconds: float, bootstrap: str) -> dict:
             held_out.append(t >= split)
     model, naive, held = np.array(model_errors), np.array(naive_errors), np.array(held_out)
     return {
-        "pipeline": pipeline.name, "dataset": pipeline.training.dataset, "records": total,
-        "forecasts_read_back": len(forecasts), "seconds": round(seconds, 3),
+        "pipeline": pipeline.name,
+        "dataset": pipeline.training.dataset,
+        "records": total,
+        "forecasts_read_back": len(forecasts),
+        "seconds": round(seconds, 3),
         "records_per_s": round(total / seconds, 1),
-        "scored": int(len(model)), "model_mae": float(model.mean()), "naive_mae": float(naive.mean()),
+        "scored": int(len(model)),
+        "model_mae": float(model.mean()),
+        "naive_mae": float(naive.mean()),
         "held_out_scored": int(held.sum()),
-        "held_out_model_mae": float(model[held].mean()), "held_out_naive_mae": float(naive[held].mean()),
+        "held_out_model_mae": float(model[held].mean()),
+        "held_out_naive_mae": float(naive[held].mean()),
     }
 
 
 def utc(text: str) -> str:
     """A dataset time as the daemon writes forecast times: ISO-8601 in UTC."""
-    from datetime import timezone
 
-    return datetime.fromisoformat(text).astimezone(timezone.utc).isoformat()
+    return datetime.fromisoformat(text).astimezone(UTC).isoformat()
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "when": datetime.now().isoformat(timespec="seconds")}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "when": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'pipeline':<11} {'dataset':<11} {'records':>8} {'rec/s':>8} {'MAE model':>10} {'MAE naive':>10} {'held-out model':>15} {'held-out naive':>15}"
+    head = (
+        f"{'pipeline':<11} {'dataset':<11} {'records':>8} {'rec/s':>8} {'MAE model':>10} {'MAE naive':>10} "
+        f"{'held-out model':>15} {'held-out naive':>15}"
+    )
     print(head)
     for r in rows:
-        print(f"{r['pipeline']:<11} {r['dataset']:<11} {r['records']:>8} {r['records_per_s']:>8,.0f} {r['model_mae']:>10.4g} "
-              f"{r['naive_mae']:>10.4g} {r['held_out_model_mae']:>15.4g} {r['held_out_naive_mae']:>15.4g}")
+        print(
+            f"{r['pipeline']:<11} {r['dataset']:<11} {r['records']:>8} {r['records_per_s']:>8,.0f} "
+            f"{r['model_mae']:>10.4g} "
+            f"{r['naive_mae']:>10.4g} {r['held_out_model_mae']:>15.4g} {r['held_out_naive_mae']:>15.4g}"
+        )
 
 
 if __name__ == "__main__":

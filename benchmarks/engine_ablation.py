@@ -31,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forecaster.serving import engine as engine_module, fused_step, scaling
+from forecaster.build import seeded_model
+from forecaster.serving import engine as engine_module
+from forecaster.serving import fused_step, scaling
 from forecaster.serving.cadence import calendar_features
 from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
+
 from throughput import Feed, bench_pipeline, etth1, machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +56,9 @@ class ReferenceEngine(Engine):
         rows = order[by_wave]
         dtype = self.store.dtype
         x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)
-        cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
-                              device=self.device, dtype=dtype)
+        cal = torch.as_tensor(
+            calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
+        )
         device_slots = torch.as_tensor(slots[by_wave], device=self.device)
         deltas = torch.empty(n, horizon, device=self.device, dtype=dtype)
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -89,8 +92,11 @@ def variants(cell: str, n: int, compile_: bool) -> dict[str, tuple[Engine, int]]
     """name -> (engine, rows per step: how the engine cuts waves into pieces while it runs)."""
     pipeline = bench_pipeline(cell, n)
     made = {"reference": (ReferenceEngine(pipeline, seeded_model(pipeline)), UNBLOCKED)}
-    for name, onednn, rows in (("fast, addmm", False, engine_module._ROWS_PER_STEP), ("fast, unblocked", True, UNBLOCKED),
-                               ("fast", True, engine_module._ROWS_PER_STEP)):
+    for name, onednn, rows in (
+        ("fast, addmm", False, engine_module._ROWS_PER_STEP),
+        ("fast, unblocked", True, UNBLOCKED),
+        ("fast", True, engine_module._ROWS_PER_STEP),
+    ):
         engine = Engine(pipeline, seeded_model(pipeline))
         engine._fast = fused_step.FusedStep(engine.model, block_rows=min(rows, fused_step.BLOCK_ROWS), onednn=onednn)
         made[name] = (engine, rows)
@@ -100,7 +106,8 @@ def variants(cell: str, n: int, compile_: bool) -> dict[str, tuple[Engine, int]]
 
 
 def measure(cell: str, n: int, rounds: int, steps: int, compile_: bool, values) -> dict:
-    """Each variant's mean step in its best of `rounds` interleaved rounds of `steps` batches (and in its median round)."""
+    """Each variant's mean step in its best of `rounds` interleaved rounds of `steps` batches (and in its median
+    round)."""
     engines, feed = variants(cell, n, compile_), Feed(n, values)
     warm_up, first = [feed.next() for _ in range(2)], {}
     for name, (engine, rows) in engines.items():
@@ -119,8 +126,12 @@ def measure(cell: str, n: int, rounds: int, steps: int, compile_: bool, values) 
                 engine.step(batch, now=time.time())
             seconds[name].append((time.perf_counter() - started) / steps)
     engine_module._ROWS_PER_STEP = SHIPPED_ROWS_PER_STEP
-    row = {"cell": cell, "n_series": n, "steps_per_s": {name: round(n / min(s)) for name, s in seconds.items()},
-           "steps_per_s_median_round": {name: round(n / statistics.median(s)) for name, s in seconds.items()}}
+    row = {
+        "cell": cell,
+        "n_series": n,
+        "steps_per_s": {name: round(n / min(s)) for name, s in seconds.items()},
+        "steps_per_s_median_round": {name: round(n / statistics.median(s)) for name, s in seconds.items()},
+    }
     if compile_:
         row["compile_s"] = round(first["compiled"] - first["reference"], 1)
     return row
@@ -130,15 +141,22 @@ def tanh_micro(rows: int = 2048, hidden: int = 64, repeats: int = 500) -> dict:
     """torch.tanh against 2 sigmoid(2a) - 1 (the 2 already in the weights) on one block of gates."""
     a = torch.randn(rows, hidden)
     timings = {}
-    for name, fn in (("torch.tanh", lambda: torch.tanh(a)), ("sigmoid form", lambda: a.clone().sigmoid_().mul_(2.0).sub_(1.0)),
-                     ("clone alone", lambda: a.clone())):
+    for name, fn in (
+        ("torch.tanh", lambda: torch.tanh(a)),
+        ("sigmoid form", lambda: a.clone().sigmoid_().mul_(2.0).sub_(1.0)),
+        ("clone alone", lambda: a.clone()),
+    ):
         fn()
         started = time.perf_counter()
         for _ in range(repeats):
             fn()
         timings[name] = (time.perf_counter() - started) / repeats * 1e6
-    return {"rows": rows, "hidden": hidden, "torch_tanh_us": round(timings["torch.tanh"], 1),
-            "sigmoid_form_us": round(timings["sigmoid form"] - timings["clone alone"], 1)}
+    return {
+        "rows": rows,
+        "hidden": hidden,
+        "torch_tanh_us": round(timings["torch.tanh"], 1),
+        "sigmoid_form_us": round(timings["sigmoid form"] - timings["clone alone"], 1),
+    }
 
 
 def main() -> int:
@@ -156,11 +174,16 @@ def main() -> int:
                 row = measure(cell, n, args.rounds, max(1, 20_000 // n), args.compile, values)
                 rows.append(row)
                 figures = "  ".join(f"{k} {v:,}" for k, v in row["steps_per_s"].items())
-                print(f"{cell:<4} {n:>9,}  {figures}" + (f"  (compile {row['compile_s']} s)" if "compile_s" in row else ""),
-                      flush=True)
+                print(
+                    f"{cell:<4} {n:>9,}  {figures}"
+                    + (f"  (compile {row['compile_s']} s)" if "compile_s" in row else ""),
+                    flush=True,
+                )
     micro = tanh_micro()
-    print(f"tanh on {micro['rows']} x {micro['hidden']}: torch.tanh {micro['torch_tanh_us']} us, "
-          f"sigmoid form {micro['sigmoid_form_us']} us")
+    print(
+        f"tanh on {micro['rows']} x {micro['hidden']}: torch.tanh {micro['torch_tanh_us']} us, "
+        f"sigmoid form {micro['sigmoid_form_us']} us"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "rows": rows, "tanh": micro}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -21,17 +21,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
-import throughput
+from forecaster.build import seeded_model
 from forecaster.serving import records
 from forecaster.serving.engine import Engine, Forecasts
-from forecaster.build import seeded_model
 from forecaster.serving.state import REFUSED
+
+import throughput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,10 @@ def best(function, repeats: int = 5) -> float:
 def compare(name: str, before, after, repeats: int = 5, unit: str = "ms") -> dict:
     b, a = best(before, repeats), best(after, repeats)
     row = {"what": name, "before_ms": round(1e3 * b, 2), "after_ms": round(1e3 * a, 2), "speedup": round(b / a, 2)}
-    print(f"{name:<48} before {row['before_ms']:>9.2f} ms  after {row['after_ms']:>9.2f} ms  {row['speedup']:>6.2f}x", flush=True)
+    print(
+        f"{name:<48} before {row['before_ms']:>9.2f} ms  after {row['after_ms']:>9.2f} ms  {row['speedup']:>6.2f}x",
+        flush=True,
+    )
     return row
 
 
@@ -56,11 +60,21 @@ def compare(name: str, before, after, repeats: int = 5, unit: str = "ms") -> dic
 
 
 def encode_before(forecast: records.Forecast, pipeline: str, target: str) -> bytes:
-    iso = lambda epoch: datetime.fromtimestamp(epoch, timezone.utc).isoformat()  # noqa: E731
-    return json.dumps({"series": forecast.series, "pipeline": pipeline, "target": target, "time": iso(forecast.time),
-                       "issued_at": iso(forecast.issued_at), "model_version": forecast.model_version,
-                       "horizon": len(forecast.values), "times": [iso(t) for t in forecast.times],
-                       "values": [float(v) for v in forecast.values]}, separators=(",", ":")).encode()
+    iso = lambda epoch: datetime.fromtimestamp(epoch, UTC).isoformat()  # noqa: E731
+    return json.dumps(
+        {
+            "series": forecast.series,
+            "pipeline": pipeline,
+            "target": target,
+            "time": iso(forecast.time),
+            "issued_at": iso(forecast.issued_at),
+            "model_version": forecast.model_version,
+            "horizon": len(forecast.values),
+            "times": [iso(t) for t in forecast.times],
+            "values": [float(v) for v in forecast.values],
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def slots_before(store, keys):
@@ -80,11 +94,17 @@ def forecasts_before(engine, observations, rows, values):
     arrival = np.argsort(observations.positions[rows], kind="stable")
     rows, values = rows[arrival], values[arrival]
     times = observations.times[rows]
-    return Forecasts(keys=tuple(observations.keys[i] for i in rows), times=times,
-                     horizon_times=horizon_times(times, observations.local_times[rows], engine.pipeline.cadence,
-                                                 engine.pipeline.horizon),
-                     values=values, positions=observations.positions[rows], issued_at=time.time(),
-                     model_version=engine.model_version)
+    return Forecasts(
+        keys=tuple(observations.keys[i] for i in rows),
+        times=times,
+        horizon_times=horizon_times(
+            times, observations.local_times[rows], engine.pipeline.cadence, engine.pipeline.horizon
+        ),
+        values=values,
+        positions=observations.positions[rows],
+        issued_at=time.time(),
+        model_version=engine.model_version,
+    )
 
 
 # -- the sections --------------------------------------------------------------------------------------
@@ -95,24 +115,37 @@ def io_rows(values: np.ndarray) -> list[dict]:
     engine = Engine(pipeline, seeded_model(pipeline), "cpu")
     payloads = [v for _, v in throughput.stream(values, 2000, 2)]
     forecasts, _ = engine.step(records.decode(payloads[:2000], pipeline.record)[0], now=time.time())
-    own = Forecasts(forecasts.keys, forecasts.times + 60.0 * np.arange(len(forecasts)),
-                    forecasts.horizon_times + 60.0 * np.arange(len(forecasts))[:, None], forecasts.values,
-                    forecasts.positions, forecasts.issued_at, forecasts.model_version)
+    own = Forecasts(
+        forecasts.keys,
+        forecasts.times + 60.0 * np.arange(len(forecasts)),
+        forecasts.horizon_times + 60.0 * np.arange(len(forecasts))[:, None],
+        forecasts.values,
+        forecasts.positions,
+        forecasts.issued_at,
+        forecasts.model_version,
+    )
     rows = []
     for label, batch in (("shared times", forecasts), ("own times", own)):
         assert [encode_before(r, "bench", "OT") for r in batch.rows()] == records.encode_many(batch, "bench", "OT")
-        rows.append(compare(f"encode 2,000 forecasts ({label})", lambda b=batch: [encode_before(r, "bench", "OT") for r in b.rows()],
-                            lambda b=batch: records.encode_many(b, "bench", "OT")))
+        rows.append(
+            compare(
+                f"encode 2,000 forecasts ({label})",
+                lambda b=batch: [encode_before(r, "bench", "OT") for r in b.rows()],
+                lambda b=batch: records.encode_many(b, "bench", "OT"),
+            )
+        )
     later = payloads[2000:]
     parse_each = lambda: records.decode(later, pipeline.record, pipeline.limits, time.time())  # noqa: E731
     original = records._fields
     uncached = lambda record, fmt, _cache: original(record, fmt, {})  # noqa: E731
+
     def decode_before():
         records._fields = uncached
         try:
             parse_each()
         finally:
             records._fields = original
+
     rows.append(compare("decode 2,000 records", decode_before, parse_each))
     return rows
 
@@ -132,19 +165,34 @@ def engine_rows(values: np.ndarray, n: int = 1_000_000) -> list[dict]:
     for _ in range(2):
         engine.step(feed.next(), now=time.time())
     batch = feed.next()
-    rows = [compare(f"StateStore.slots, {n:,} known series", lambda: slots_before(engine.store, batch.keys),
-                    lambda: engine.store.slots(batch.keys), repeats=3)]
+    rows = [
+        compare(
+            f"StateStore.slots, {n:,} known series",
+            lambda: slots_before(engine.store, batch.keys),
+            lambda: engine.store.slots(batch.keys),
+            repeats=3,
+        )
+    ]
     ordered = np.arange(n)
     deltas = np.zeros((n, pipeline.horizon), np.float32)
-    rows.append(compare(f"Engine._forecasts, {n:,} series", lambda: forecasts_before(engine, batch, ordered, deltas),
-                        lambda: engine._forecasts(batch, ordered, deltas), repeats=3))
+    rows.append(
+        compare(
+            f"Engine._forecasts, {n:,} series",
+            lambda: forecasts_before(engine, batch, ordered, deltas),
+            lambda: engine._forecasts(batch, ordered, deltas),
+            repeats=3,
+        )
+    )
     return rows
 
 
 def main() -> int:
     values = throughput.etth1()
-    result = {"machine": throughput.machine(), "command": "python benchmarks/gains.py",
-              "rows": io_rows(values) + [crc_row()] + engine_rows(values)}
+    result = {
+        "machine": throughput.machine(),
+        "command": "python benchmarks/gains.py",
+        "rows": io_rows(values) + [crc_row()] + engine_rows(values),
+    }
     out = REPO / "benchmarks/results/gains.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

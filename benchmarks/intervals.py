@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import tables  # benchmarks/tables.py, beside this script
+from forecaster.build import seeded_model
 from forecaster.config import Intervals
 from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
 from forecaster.serving.records import Observations
+
+import tables  # benchmarks/tables.py, beside this script
 from throughput import HOUR, Feed, bench_pipeline, etth1, machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +58,9 @@ class Replay:
         hours = self.t + np.arange(self.records)
         self.t += self.records
         times = 1.5e9 + HOUR * hours.astype(np.float64)
-        return Observations(("s",) * self.records, times, times.copy(), self.values[hours % len(self.values)],
-                            np.arange(self.records))
+        return Observations(
+            ("s",) * self.records, times, times.copy(), self.values[hours % len(self.values)], np.arange(self.records)
+        )
 
 
 def measure(n: int, horizon: int, rounds: int, values, replay: int = 0) -> dict:
@@ -78,24 +80,36 @@ def measure(n: int, horizon: int, rounds: int, values, replay: int = 0) -> dict:
                 engine.step(batch, now=time.time())
             seconds[name].append((time.perf_counter() - started) / steps)
     best = {name: min(s) for name, s in seconds.items()}
-    return {"n_series": n, "records_per_batch": replay or n, "horizon": horizon,
-            "step_ms": {name: round(1e3 * s, 2) for name, s in best.items()},
-            "tracking_over_one_step": round(best["tracking"] / best["one-step only"], 2),
-            "interval_bytes_per_series": {name: engine.intervals.nbytes // engine.store.capacity
-                                          for name, engine in made.items()}}
+    return {
+        "n_series": n,
+        "records_per_batch": replay or n,
+        "horizon": horizon,
+        "step_ms": {name: round(1e3 * s, 2) for name, s in best.items()},
+        "tracking_over_one_step": round(best["tracking"] / best["one-step only"], 2),
+        "interval_bytes_per_series": {
+            name: engine.intervals.nbytes // engine.store.capacity for name, engine in made.items()
+        },
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000", help="series counts (default 1000,10000)")
     parser.add_argument("--horizons", default="24,48", help="horizons (default 24,48)")
-    parser.add_argument("--replay", type=int, default=2000, help="also one series, this many of its records a batch (default 2000; 0: not)")
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=2000,
+        help="also one series, this many of its records a batch (default 2000; 0: not)",
+    )
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/intervals.json")
     args = parser.parse_args()
     values, rows = etth1(), []
-    print(f"{'series':>7} {'records':>8} {'horizon':>7} {'one-step only ms':>17} {'tracking ms':>12} {'ratio':>6} "
-          f"{'bytes/series':>13}")
+    print(
+        f"{'series':>7} {'records':>8} {'horizon':>7} {'one-step only ms':>17} {'tracking ms':>12} {'ratio':>6} "
+        f"{'bytes/series':>13}"
+    )
     cases = [(n, 0) for n in map(int, args.sizes.split(","))] + ([(1, args.replay)] if args.replay else [])
     with torch.no_grad():
         for n, replay in cases:
@@ -103,8 +117,12 @@ def main() -> int:
                 row = measure(n, horizon, args.rounds, values, replay)
                 rows.append(row)
                 ms, size = row["step_ms"], row["interval_bytes_per_series"]
-                print(f"{n:>7,} {row['records_per_batch']:>8,} {horizon:>7} {ms['one-step only']:>17} {ms['tracking']:>12} "
-                      f"{row['tracking_over_one_step']:>6} {size['one-step only']:>5} / {size['tracking']:<6}", flush=True)
+                print(
+                    f"{n:>7,} {row['records_per_batch']:>8,} {horizon:>7} {ms['one-step only']:>17} "
+                    f"{ms['tracking']:>12} "
+                    f"{row['tracking_over_one_step']:>6} {size['one-step only']:>5} / {size['tracking']:<6}",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
     tables.follow(args.out)  # the docs' tables are drawn from the results files

@@ -32,15 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import tables  # benchmarks/tables.py, beside this script
-from forecaster.learning import resync
-from forecaster.learning import rounds, tbptt
-from forecaster.build import resolve_device
+from forecaster.build import resolve_device, seeded_model
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
-from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
-from forecaster.serving.records import Observations
+from forecaster.learning import resync, rounds, tbptt
 from forecaster.learning.trainer import Trainer
+from forecaster.serving.engine import Engine
+from forecaster.serving.records import Observations
+
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,9 +50,17 @@ T0 = 1_600_000_000.0
 
 def pipeline(series: int = SERIES) -> Pipeline:
     return Pipeline(
-        name="bench", input_topic="in", output_topic="out", dead_letter_topic="dead",
+        name="bench",
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=("a", "b", "c")),
-        cadence="1h", horizon=24, calendar=Calendar(), emit="latest_per_series", spill="none", max_series=series,
+        cadence="1h",
+        horizon=24,
+        calendar=Calendar(),
+        emit="latest_per_series",
+        spill="none",
+        max_series=series,
         model=ModelConfig(cell="gru", hidden_size=64, num_layers=2, dropout=0.1, residual=True),
         training=Training(window=96, chunk=24, batch_size=32, steps=10_000, warmup_steps=5),
         retraining=Retraining(enabled=True, buffer=160, holdout=24, steps=10_000, max_series=2048, resync_steps=64),
@@ -76,8 +83,9 @@ class Feed:
         self.level += self.rng.standard_normal(self.level.shape)
         self.hour += 1
         times = np.full(len(self), T0 + 3600.0 * self.hour)
-        return Observations(keys=self.keys, times=times, local_times=times, values=self.level.copy(),
-                            positions=np.arange(len(self)))
+        return Observations(
+            keys=self.keys, times=times, local_times=times, values=self.level.copy(), positions=np.arange(len(self))
+        )
 
 
 def filled_engine(the_pipeline: Pipeline, feed: Feed, steps: int, device: torch.device) -> Engine:
@@ -108,8 +116,9 @@ def tbptt_rate(the_pipeline: Pipeline, engine: Engine, steps: int, device: torch
     return steps * the_pipeline.training.batch_size / (time.perf_counter() - began)
 
 
-def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, repeats: int, seconds: float,
-                    device: torch.device) -> dict:
+def inference_ratio(
+    the_pipeline: Pipeline, engine: Engine, feed: Feed, repeats: int, seconds: float, device: torch.device
+) -> dict:
     """Alternating rounds of stepping alone and stepping while a round trains in the background."""
     alone, training = [], []
     stop = threading.Event()
@@ -130,17 +139,26 @@ def inference_ratio(the_pipeline: Pipeline, engine: Engine, feed: Feed, repeats:
     finally:
         stop.set()
         trainer.close(60)
-    return {"steps_per_s_alone": statistics.median(alone), "steps_per_s_while_training": statistics.median(training),
-            "inference_ratio_while_training": statistics.median(training) / statistics.median(alone)}
+    return {
+        "steps_per_s_alone": statistics.median(alone),
+        "steps_per_s_while_training": statistics.median(training),
+        "inference_ratio_while_training": statistics.median(training) / statistics.median(alone),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     parser.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the engine and the round run (auto: CUDA when present)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the engine and the round run (auto: CUDA when present)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "retrain.json")
     args = parser.parse_args(argv)
     result = measure(args.quick, log=lambda line: print(line, file=sys.stderr), device=resolve_device(args.device))
@@ -152,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float | None = None,
-            device: torch.device = torch.device("cpu")) -> dict:
+def measure(
+    quick: bool,
+    log=print,
+    series: int = SERIES,
+    phase_seconds: float | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     the_pipeline = pipeline(series)
     log(f"retrain: filling {series:,} series' buffers ({the_pipeline.retraining.buffer} steps each) on {device}")
     feed = Feed(series)
@@ -161,29 +184,49 @@ def measure(quick: bool, log=print, series: int = SERIES, phase_seconds: float |
     log("retrain: TBPTT optimisation steps alone")
     windows_per_s = tbptt_rate(the_pipeline, engine, 5 if quick else 20, device)
     log("retrain: engine steps alone and while a round trains, alternating")
-    ratio = inference_ratio(the_pipeline, engine, feed, repeats=2 if quick else 4,
-                            seconds=phase_seconds or (3.0 if quick else 6.0), device=device)
+    ratio = inference_ratio(
+        the_pipeline,
+        engine,
+        feed,
+        repeats=2 if quick else 4,
+        seconds=phase_seconds or (3.0 if quick else 6.0),
+        device=device,
+    )
     began = time.perf_counter()
     resync.install(engine, seeded_model(the_pipeline), 1, the_pipeline.retraining.resync_steps)
     resync_seconds = time.perf_counter() - began
-    return {"cell": "gru", "n_series": series, "device": device.type, "torch_threads": torch.get_num_threads(),
-            "window": the_pipeline.training.window, "chunk": the_pipeline.training.chunk,
-            "batch_size": the_pipeline.training.batch_size,
-            "tbptt_windows_per_s": round(windows_per_s, 1), **{k: round(v, 3) for k, v in ratio.items()},
-            "resync_seconds": round(resync_seconds, 3), "resync_steps": the_pipeline.retraining.resync_steps,
-            "quick": quick}
+    return {
+        "cell": "gru",
+        "n_series": series,
+        "device": device.type,
+        "torch_threads": torch.get_num_threads(),
+        "window": the_pipeline.training.window,
+        "chunk": the_pipeline.training.chunk,
+        "batch_size": the_pipeline.training.batch_size,
+        "tbptt_windows_per_s": round(windows_per_s, 1),
+        **{k: round(v, 3) for k, v in ratio.items()},
+        "resync_seconds": round(resync_seconds, 3),
+        "resync_steps": the_pipeline.retraining.resync_steps,
+        "quick": quick,
+    }
 
 
 def print_table(result: dict) -> None:
-    print(f"| retraining ({result['n_series']:,} GRU series, {result['device']}, {result['torch_threads']} threads) | |")
+    print(
+        f"| retraining ({result['n_series']:,} GRU series, {result['device']}, {result['torch_threads']} threads) | |"
+    )
     print("| --- | --- |")
-    print(f"| TBPTT windows/s (window {result['window']}, chunk {result['chunk']}, batch {result['batch_size']}) "
-          f"| {result['tbptt_windows_per_s']:,.0f} |")
+    print(
+        f"| TBPTT windows/s (window {result['window']}, chunk {result['chunk']}, batch {result['batch_size']}) "
+        f"| {result['tbptt_windows_per_s']:,.0f} |"
+    )
     print(f"| engine steps/s alone | {result['steps_per_s_alone']:,.0f} |")
     print(f"| engine steps/s while a round trains | {result['steps_per_s_while_training']:,.0f} |")
     print(f"| inference ratio while training | {result['inference_ratio_while_training']:.2f} |")
-    print(f"| promotion pause: install + re-sync of every state ({result['resync_steps']} steps) "
-          f"| {result['resync_seconds']:.2f} s |")
+    print(
+        f"| promotion pause: install + re-sync of every state ({result['resync_steps']} steps) "
+        f"| {result['resync_seconds']:.2f} s |"
+    )
 
 
 if __name__ == "__main__":

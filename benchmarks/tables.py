@@ -90,8 +90,11 @@ def horizons(rows: dict, method: str = "forecaster") -> list[str]:
 def method_table(dataset: str, metrics: tuple[str, ...], digits: int = 3, keep: tuple[str, ...] | None = None) -> str:
     """Horizons down, methods across; each cell the metrics joined by ' / '."""
     rows = accuracy_rows(dataset)
-    body = [[h] + [" / ".join(number(rows[m, h][k], digits) for k in metrics) for m in ACCURACY_METHODS]
-            for h in horizons(rows) if keep is None or h in keep]
+    body = [
+        [h] + [" / ".join(number(rows[m, h][k], digits) for k in metrics) for m in ACCURACY_METHODS]
+        for h in horizons(rows)
+        if keep is None or h in keep
+    ]
     return table(["horizon"] + list(ACCURACY_METHODS), body)
 
 
@@ -132,8 +135,11 @@ def best_baseline(rows: dict, horizon: str, metric: str) -> tuple[str, float]:
 
 def coverage_range(dataset: str | None = None) -> tuple[float, float, int]:
     """Lowest and highest 80%-interval coverage of the forecaster over its scored rows, and how many rows."""
-    found = [r["coverage80"] for r in results("accuracy.json")
-             if r["method"] == "forecaster" and (dataset is None or r["dataset"] == dataset)]
+    found = [
+        r["coverage80"]
+        for r in results("accuracy.json")
+        if r["method"] == "forecaster" and (dataset is None or r["dataset"] == dataset)
+    ]
     return min(found), max(found), len(found)
 
 
@@ -143,20 +149,39 @@ def readme_results() -> str:
     for dataset, horizon, metric, label in HEADLINES:
         rows = accuracy_rows(dataset)
         name, best = best_baseline(rows, horizon, metric)
-        body.append([label, number(rows["forecaster", horizon][metric]),
-                     f"persistence {number(rows['persistence', horizon][metric])}; best other baseline, {name}: {number(best)}"])
+        body.append(
+            [
+                label,
+                number(rows["forecaster", horizon][metric]),
+                f"persistence {number(rows['persistence', horizon][metric])}; best other baseline, {name}: "
+                f"{number(best)}",
+            ]
+        )
     low, high, n = coverage_range()
-    body.append([f"80% intervals: share of actuals inside, over all {n} scored rows",
-                 f"{number(low)}-{number(high)}", "nominal 0.800"])
+    body.append(
+        [
+            f"80% intervals: share of actuals inside, over all {n} scored rows",
+            f"{number(low)}-{number(high)}",
+            "nominal 0.800",
+        ]
+    )
     speed = results("throughput.json")
     engine = next(r for r in speed["engine"] if r["cell"] == "gru" and r["n_series"] == 10_000 and r["device"] == "cpu")
-    body.append([f"engine, GRU 2 x 64, one record of each of 10,000 series, {speed['machine']['cores']} CPU cores",
-                 f"{rate(engine['batched_steps_per_s'])} series-steps/s",
-                 f"{times(engine['speedup'])} the model called once per record"])
+    body.append(
+        [
+            f"engine, GRU 2 x 64, one record of each of 10,000 series, {speed['machine']['cores']} CPU cores",
+            f"{rate(engine['batched_steps_per_s'])} series-steps/s",
+            f"{times(engine['speedup'])} the model called once per record",
+        ]
+    )
     daemon = speed["daemon_rows"][0]
-    body.append([f"daemon end to end, {daemon['client']}, {speed['machine']['cores']} CPU cores",
-                 f"{count(daemon['records_per_s'])} records/s",
-                 f"{share(daemon['fraction_of_ceiling'])} of a bare {daemon['ceiling']} loop"])
+    body.append(
+        [
+            f"daemon end to end, {daemon['client']}, {speed['machine']['cores']} CPU cores",
+            f"{count(daemon['records_per_s'])} records/s",
+            f"{share(daemon['fraction_of_ceiling'])} of a bare {daemon['ceiling']} loop",
+        ]
+    )
     return table(["what", "forecaster", "for comparison"], body)
 
 
@@ -167,17 +192,30 @@ def accuracy_coverage() -> str:
         rows = accuracy_rows(dataset)
         low, high, n = coverage_range(dataset)
         averaged = [h for h in horizons(rows) if not h.isdigit()]
-        body.append([dataset, str(n), number(low), number(high),
-                     f"{averaged[0]}: {number(rows['forecaster', averaged[0]]['coverage80'])}" if averaged else "-"])
+        body.append(
+            [
+                dataset,
+                str(n),
+                number(low),
+                number(high),
+                f"{averaged[0]}: {number(rows['forecaster', averaged[0]]['coverage80'])}" if averaged else "-",
+            ]
+        )
     return table(["dataset", "rows scored", "lowest", "highest", "over all steps"], body)
 
 
 # Rows of the ablation table: (dataset, horizon, metric, decimals).
 ABLATION_ROWS = (
-    ("etth1", "24", "mse", 3), ("etth1", "48", "mse", 3), ("etth1", "96", "mse", 3),
-    ("etth2", "24", "mse", 3), ("etth2", "48", "mse", 3), ("etth2", "96", "mse", 3),
-    ("taylor", "1-48", "mape", 3), ("greensboro_temp", "1-24", "mae", 3),
-    ("msft", "1", "mae", 4), ("msft", "5", "mae", 4),
+    ("etth1", "24", "mse", 3),
+    ("etth1", "48", "mse", 3),
+    ("etth1", "96", "mse", 3),
+    ("etth2", "24", "mse", 3),
+    ("etth2", "48", "mse", 3),
+    ("etth2", "96", "mse", 3),
+    ("taylor", "1-48", "mape", 3),
+    ("greensboro_temp", "1-24", "mae", 3),
+    ("msft", "1", "mae", 4),
+    ("msft", "5", "mae", 4),
 )
 VARIANTS = ("frozen_offline", "forecaster_no_resync", "forecaster_lstm")
 
@@ -188,22 +226,44 @@ def accuracy_ablations() -> str:
     for dataset, horizon, metric, digits in ABLATION_ROWS:
         rows = accuracy_rows(dataset)
         base = rows["forecaster", horizon][metric]
-        cells = [f"{number(rows[v, horizon][metric], digits)} ({100 * (rows[v, horizon][metric] / base - 1):+.1f}%)"
-                 for v in VARIANTS]
+        cells = [
+            f"{number(rows[v, horizon][metric], digits)} ({100 * (rows[v, horizon][metric] / base - 1):+.1f}%)"
+            for v in VARIANTS
+        ]
         body.append([dataset, horizon, metric, number(base, digits)] + cells)
     return table(["dataset", "horizon", "metric", "forecaster"] + list(VARIANTS), body)
 
 
 def accuracy_pipelines() -> str:
     """The shipped pipelines through the daemon: benchmarks/results/daemon_replay.json."""
+
     def mae(value):
         return number(value, 1 if value >= 100 else 3)
 
-    body = [[r["pipeline"], r["dataset"], count(r["records"]), count(r["forecasts_read_back"]),
-             number(r["records_per_s"], 0), mae(r["held_out_model_mae"]), mae(r["held_out_naive_mae"])]
-            for r in results("daemon_replay.json")["rows"]]
-    return table(["pipeline", "dataset", "records", "forecasts read back", "records/s",
-                  "one-step MAE, second half: model", "naive"], body)
+    body = [
+        [
+            r["pipeline"],
+            r["dataset"],
+            count(r["records"]),
+            count(r["forecasts_read_back"]),
+            number(r["records_per_s"], 0),
+            mae(r["held_out_model_mae"]),
+            mae(r["held_out_naive_mae"]),
+        ]
+        for r in results("daemon_replay.json")["rows"]
+    ]
+    return table(
+        [
+            "pipeline",
+            "dataset",
+            "records",
+            "forecasts read back",
+            "records/s",
+            "one-step MAE, second half: model",
+            "naive",
+        ],
+        body,
+    )
 
 
 # --- performance: throughput.json and the other benchmark files ---------------------------------
@@ -212,12 +272,33 @@ def accuracy_pipelines() -> str:
 def performance_engine() -> str:
     """The batched engine against the model called once per record, CPU rows of throughput.json."""
     speed = results("throughput.json")
-    body = [[r["cell"], count(r["n_series"]), rate(r["batched_steps_per_s"]), number(r["step_ms"], 1),
-             rate(r["naive_steps_per_s"]), times(r["speedup"]), rate(r["naive_torch_rnn_steps_per_s"]),
-             times(r["speedup_vs_torch_rnn"])]
-            for r in speed["engine"] if r["device"] == "cpu"]
-    return table(["cell (2 x 64)", "series", "series-steps/s", "one full step, ms", "model once per record, steps/s",
-                  "gain", "nn.GRU / nn.LSTM at batch 1, steps/s", "gain"], body)
+    body = [
+        [
+            r["cell"],
+            count(r["n_series"]),
+            rate(r["batched_steps_per_s"]),
+            number(r["step_ms"], 1),
+            rate(r["naive_steps_per_s"]),
+            times(r["speedup"]),
+            rate(r["naive_torch_rnn_steps_per_s"]),
+            times(r["speedup_vs_torch_rnn"]),
+        ]
+        for r in speed["engine"]
+        if r["device"] == "cpu"
+    ]
+    return table(
+        [
+            "cell (2 x 64)",
+            "series",
+            "series-steps/s",
+            "one full step, ms",
+            "model once per record, steps/s",
+            "gain",
+            "nn.GRU / nn.LSTM at batch 1, steps/s",
+            "gain",
+        ],
+        body,
+    )
 
 
 def output_name(row: dict) -> str:
@@ -227,18 +308,45 @@ def output_name(row: dict) -> str:
 
 def performance_daemon() -> str:
     """The daemon from a loaded topic to acknowledged forecasts, against bare client loops."""
-    body = [[r["client"], output_name(r), r["crc"], count(r["records_per_s"]), count(r["ceiling_records_per_s"]),
-             share(r["fraction_of_ceiling"]), share(r["fraction_of_kafka_python_ceiling"])]
-            for r in results("throughput.json")["daemon_rows"]]
-    return table(["client", "output", "CRC-32C", "records/s", "its bare loop, records/s", "of its bare loop",
-                  "of the bare kafka-python loop"], body)
+    body = [
+        [
+            r["client"],
+            output_name(r),
+            r["crc"],
+            count(r["records_per_s"]),
+            count(r["ceiling_records_per_s"]),
+            share(r["fraction_of_ceiling"]),
+            share(r["fraction_of_kafka_python_ceiling"]),
+        ]
+        for r in results("throughput.json")["daemon_rows"]
+    ]
+    return table(
+        [
+            "client",
+            "output",
+            "CRC-32C",
+            "records/s",
+            "its bare loop, records/s",
+            "of its bare loop",
+            "of the bare kafka-python loop",
+        ],
+        body,
+    )
 
 
 def performance_latency() -> str:
     """Latency at a fraction of the default daemon's measured rate."""
-    body = [[share(r["load_fraction"]), count(r["offered_records_per_s"]), count(r["records"]),
-             number(r["p50_ms"], 0), number(r["p99_ms"], 0), number(r["max_ms"], 0)]
-            for r in results("throughput.json")["latency"]]
+    body = [
+        [
+            share(r["load_fraction"]),
+            count(r["offered_records_per_s"]),
+            count(r["records"]),
+            number(r["p50_ms"], 0),
+            number(r["p99_ms"], 0),
+            number(r["max_ms"], 0),
+        ]
+        for r in results("throughput.json")["latency"]
+    ]
     return table(["load", "offered records/s", "records", "p50 ms", "p99 ms", "max ms"], body)
 
 
@@ -246,9 +354,18 @@ def performance_memory() -> str:
     """Memory per series, from throughput.json's memory section."""
     memory = results("throughput.json")["memory"]
     body = [
-        [f"recurrent state of one series ({memory['cell']} 2 x 64, float32)", f"{count(memory['raw_state_bytes_per_series'])} B"],
-        ["everything the engine keeps per series, without a retraining buffer", f"{count(memory['bytes_per_series'])} B"],
-        [f"resident memory of the process holding {count(memory['n_series'])} series", mib(memory["rss_bytes_at_1m_series"])],
+        [
+            f"recurrent state of one series ({memory['cell']} 2 x 64, float32)",
+            f"{count(memory['raw_state_bytes_per_series'])} B",
+        ],
+        [
+            "everything the engine keeps per series, without a retraining buffer",
+            f"{count(memory['bytes_per_series'])} B",
+        ],
+        [
+            f"resident memory of the process holding {count(memory['n_series'])} series",
+            mib(memory["rss_bytes_at_1m_series"]),
+        ],
         ["its peak while they arrived", mib(memory["peak_rss_bytes"])],
     ]
     return table(["what", "bytes"], body)
@@ -263,77 +380,177 @@ def performance_cardinality() -> str:
         last = r["samples"][-1]
         growth = last["rss_bytes"] - r["baseline_rss_bytes"]
         beyond = growth - (dropped["samples"][-1]["rss_bytes"] - dropped["baseline_rss_bytes"])
-        per_spilled = (f"{count(beyond / last['spilled_series'])} B" if r["spill"] == "memory" and last["spilled_series"]
-                       else "-")
-        body.append([f"`{r['spill']}`", count(r["keys"]), count(r["max_series"]), count(last["spilled_series"]),
-                     f"+{mib(growth)}", per_spilled, mib(last["device_state_bytes"], 1), count(r["keys_per_s"])])
-    return table(["spill", "keys", "max_series", "spilled series", "resident memory growth",
-                  "per spilled series, beyond `none`", "device state", "keys/s"], body)
+        per_spilled = (
+            f"{count(beyond / last['spilled_series'])} B" if r["spill"] == "memory" and last["spilled_series"] else "-"
+        )
+        body.append(
+            [
+                f"`{r['spill']}`",
+                count(r["keys"]),
+                count(r["max_series"]),
+                count(last["spilled_series"]),
+                f"+{mib(growth)}",
+                per_spilled,
+                mib(last["device_state_bytes"], 1),
+                count(r["keys_per_s"]),
+            ]
+        )
+    return table(
+        [
+            "spill",
+            "keys",
+            "max_series",
+            "spilled series",
+            "resident memory growth",
+            "per spilled series, beyond `none`",
+            "device state",
+            "keys/s",
+        ],
+        body,
+    )
 
 
 def performance_retraining() -> str:
     """Retraining's cost while serving: the retrain section of throughput.json."""
     r = results("throughput.json")["retrain"]
     body = [
-        [f"TBPTT windows trained per second (window {r['window']} in chunks of {r['chunk']}, batch {r['batch_size']})",
-         count(r["tbptt_windows_per_s"])],
-        [f"engine steps/s at {count(r['n_series'])} series while a round trains, over alone",
-         f"{number(r['inference_ratio_while_training'], 2)} ({rate(r['steps_per_s_while_training'])} against "
-         f"{rate(r['steps_per_s_alone'])})"],
-        [f"promotion pause: install and re-sync of {count(r['n_series'])} states from {r['resync_steps']} steps",
-         f"{number(r['resync_seconds'], 2)} s"],
+        [
+            f"TBPTT windows trained per second (window {r['window']} in chunks of {r['chunk']}, batch "
+            f"{r['batch_size']})",
+            count(r["tbptt_windows_per_s"]),
+        ],
+        [
+            f"engine steps/s at {count(r['n_series'])} series while a round trains, over alone",
+            f"{number(r['inference_ratio_while_training'], 2)} ({rate(r['steps_per_s_while_training'])} against "
+            f"{rate(r['steps_per_s_alone'])})",
+        ],
+        [
+            f"promotion pause: install and re-sync of {count(r['n_series'])} states from {r['resync_steps']} steps",
+            f"{number(r['resync_seconds'], 2)} s",
+        ],
     ]
     return table(["what", f"{r['device'].upper()}, {r['torch_threads']} threads"], body)
 
 
 def performance_intervals() -> str:
     """What quantile tracking costs the engine's step: benchmarks/results/intervals.json."""
-    body = [[count(r["n_series"]), count(r["records_per_batch"]), str(r["horizon"]),
-             number(r["step_ms"]["one-step only"], 2), number(r["step_ms"]["tracking"], 2),
-             times(r["tracking_over_one_step"]), count(r["interval_bytes_per_series"]["tracking"])]
-            for r in results("intervals.json")["rows"]]
-    return table(["series", "records per batch", "horizon", "step ms, one-step interval only", "with tracking",
-                  "ratio", "interval bytes per series, tracking"], body)
+    body = [
+        [
+            count(r["n_series"]),
+            count(r["records_per_batch"]),
+            str(r["horizon"]),
+            number(r["step_ms"]["one-step only"], 2),
+            number(r["step_ms"]["tracking"], 2),
+            times(r["tracking_over_one_step"]),
+            count(r["interval_bytes_per_series"]["tracking"]),
+        ]
+        for r in results("intervals.json")["rows"]
+    ]
+    return table(
+        [
+            "series",
+            "records per batch",
+            "horizon",
+            "step ms, one-step interval only",
+            "with tracking",
+            "ratio",
+            "interval bytes per series, tracking",
+        ],
+        body,
+    )
 
 
 def performance_gpu() -> str:
     """CUDA against the CPU of the same machine: the files of benchmarks/results/h100/."""
-    gpu, cpu_daemon, cpu_retrain = (results(f"h100/{n}") for n in ("throughput.json", "throughput_daemon_cpu.json",
-                                                                  "retrain.json"))
+    gpu, cpu_daemon, cpu_retrain = (
+        results(f"h100/{n}") for n in ("throughput.json", "throughput_daemon_cpu.json", "retrain.json")
+    )
 
     def engine(cell: str, n: int, device: str) -> dict:
         return next(r for r in gpu["engine"] if (r["cell"], r["n_series"], r["device"]) == (cell, n, device))
 
     def daemon(source: dict, client: str, per_message: int) -> dict:
-        return next(r for r in source["daemon_rows"]
-                    if (r["client"], r["forecasts_per_message"], r["crc"]) == (client, per_message, "C (crc32c)"))
+        return next(
+            r
+            for r in source["daemon_rows"]
+            if (r["client"], r["forecasts_per_message"], r["crc"]) == (client, per_message, "C (crc32c)")
+        )
 
     def row(label, on_cuda, on_cpu, text, ratio=True):
         return [label, text(on_cuda), text(on_cpu), times(on_cuda / on_cpu) if ratio else ""]
 
     body = []
     for cell, n in (("gru", 10_000), ("gru", 100_000), ("lstm", 100_000)):
-        body.append(row(f"engine, {cell.upper()} 2 x 64, {count(n)} series, series-steps/s",
-                        engine(cell, n, "cuda")["batched_steps_per_s"], engine(cell, n, "cpu")["batched_steps_per_s"], rate))
+        body.append(
+            row(
+                f"engine, {cell.upper()} 2 x 64, {count(n)} series, series-steps/s",
+                engine(cell, n, "cuda")["batched_steps_per_s"],
+                engine(cell, n, "cpu")["batched_steps_per_s"],
+                rate,
+            )
+        )
     cuda_m, cpu_m = engine("gru", 1_000_000, "cuda")["step_ms"], engine("gru", 1_000_000, "cpu")["step_ms"]
-    body.append(["engine, GRU 2 x 64, 1,000,000 series: one full step", f"{cuda_m / 1e3:.2f} s", f"{cpu_m / 1e3:.2f} s",
-                 times(cpu_m / cuda_m)])
+    body.append(
+        [
+            "engine, GRU 2 x 64, 1,000,000 series: one full step",
+            f"{cuda_m / 1e3:.2f} s",
+            f"{cpu_m / 1e3:.2f} s",
+            times(cpu_m / cuda_m),
+        ]
+    )
     for client, per_message in (("kafka-python", 1), ("kafka-python", 100), ("confluent-kafka", 100)):
-        body.append(row(f"daemon, {client}, {output_name({'forecasts_per_message': per_message})}, records/s",
-                        daemon(gpu, client, per_message)["records_per_s"],
-                        daemon(cpu_daemon, client, per_message)["records_per_s"], count))
-    body.append(row("bare kafka-python loop, records/s", gpu["daemon"]["ceiling_records_per_s"],
-                    cpu_daemon["daemon"]["ceiling_records_per_s"], count, ratio=False))
-    body.append(row("latency at 50% of the default daemon's load, p99 ms", gpu["latency"][0]["p99_ms"],
-                    cpu_daemon["latency"][0]["p99_ms"], lambda v: number(v, 0), ratio=False))
+        body.append(
+            row(
+                f"daemon, {client}, {output_name({'forecasts_per_message': per_message})}, records/s",
+                daemon(gpu, client, per_message)["records_per_s"],
+                daemon(cpu_daemon, client, per_message)["records_per_s"],
+                count,
+            )
+        )
+    body.append(
+        row(
+            "bare kafka-python loop, records/s",
+            gpu["daemon"]["ceiling_records_per_s"],
+            cpu_daemon["daemon"]["ceiling_records_per_s"],
+            count,
+            ratio=False,
+        )
+    )
+    body.append(
+        row(
+            "latency at 50% of the default daemon's load, p99 ms",
+            gpu["latency"][0]["p99_ms"],
+            cpu_daemon["latency"][0]["p99_ms"],
+            lambda v: number(v, 0),
+            ratio=False,
+        )
+    )
     r_gpu, r_cpu = gpu["retrain"], cpu_retrain
-    body.append(row("retraining: TBPTT windows/s (bf16 autocast on CUDA)", r_gpu["tbptt_windows_per_s"],
-                    r_cpu["tbptt_windows_per_s"], count))
-    body.append(row("retraining: engine steps/s while a round trains, over alone", r_gpu["inference_ratio_while_training"],
-                    r_cpu["inference_ratio_while_training"], lambda v: number(v, 2), ratio=False))
-    body.append([f"promotion pause: install and re-sync of {count(r_gpu['n_series'])} states",
-                 f"{number(r_gpu['resync_seconds'], 2)} s", f"{number(r_cpu['resync_seconds'], 2)} s",
-                 times(r_cpu["resync_seconds"] / r_gpu["resync_seconds"])])
+    body.append(
+        row(
+            "retraining: TBPTT windows/s (bf16 autocast on CUDA)",
+            r_gpu["tbptt_windows_per_s"],
+            r_cpu["tbptt_windows_per_s"],
+            count,
+        )
+    )
+    body.append(
+        row(
+            "retraining: engine steps/s while a round trains, over alone",
+            r_gpu["inference_ratio_while_training"],
+            r_cpu["inference_ratio_while_training"],
+            lambda v: number(v, 2),
+            ratio=False,
+        )
+    )
+    body.append(
+        [
+            f"promotion pause: install and re-sync of {count(r_gpu['n_series'])} states",
+            f"{number(r_gpu['resync_seconds'], 2)} s",
+            f"{number(r_cpu['resync_seconds'], 2)} s",
+            times(r_cpu["resync_seconds"] / r_gpu["resync_seconds"]),
+        ]
+    )
     threads = gpu["machine"]["torch_threads"]
     return table(["what", "CUDA", f"CPU, {threads} threads, same machine", "CUDA's speed-up"], body)
 
@@ -347,10 +564,26 @@ def operations_chaos() -> str:
     exits = sorted(set(c["clean_stop_exit_codes"]))
     stops = "all exit 0" if exits == [0] else f"exit codes {', '.join(map(str, exits))}"
     return table(
-        ["records", "SIGKILLs", "clean stops", "lost", "duplicates (bound)", "largest relative difference from an uninterrupted run"],
-        [[count(c["records"]), str(c["kills"]), f"{c['terms']}, {stops}", count(c["lost"]),
-          f"{count(c['duplicates'])} ({count(c['max_duplicates_allowed'])})",
-          f"{c['max_rel_diff_vs_shadow']:.1e} ({count(c['forecasts_after_final_restart'])} forecasts after the final restart)"]])
+        [
+            "records",
+            "SIGKILLs",
+            "clean stops",
+            "lost",
+            "duplicates (bound)",
+            "largest relative difference from an uninterrupted run",
+        ],
+        [
+            [
+                count(c["records"]),
+                str(c["kills"]),
+                f"{c['terms']}, {stops}",
+                count(c["lost"]),
+                f"{count(c['duplicates'])} ({count(c['max_duplicates_allowed'])})",
+                f"{c['max_rel_diff_vs_shadow']:.1e} ({count(c['forecasts_after_final_restart'])} forecasts after the "
+                f"final restart)",
+            ]
+        ],
+    )
 
 
 # --- the registry and the block writer ----------------------------------------------------------
@@ -411,7 +644,8 @@ def write_docs(names=None) -> list[str]:
         path = ROOT / page
         text = path.read_text()
         current(name)  # raises, naming the page, when the markers are missing
-        new = block(name).sub(lambda m: m.group(1) + rendered(name) + m.group(3), text, count=1)
+        fresh = rendered(name)
+        new = block(name).sub(lambda m, fresh=fresh: m.group(1) + fresh + m.group(3), text, count=1)
         if new != text:
             path.write_text(new)
             changed.append(name)

@@ -33,7 +33,8 @@ daemon   The daemon (`forecaster.app.Daemon`, in this process) from a pre-loaded
          dependency), daemon and ceiling both. Trials take every row in turn, each daemon with a fresh
          consumer group and state; the best trial of each row counts.
 latency  A producer in another process (kafka-python, linger_ms 5: batching, as a high-volume
-         producer does) writes records at 50% and 90% of the daemon's measured records/s; latency per record = the forecast's Kafka timestamp minus its input record's,
+         producer does) writes records at 50% and 90% of the daemon's measured records/s; latency per record =
+         the forecast's Kafka timestamp minus its input record's,
          both CreateTime, set by the producers at send (the input: the paced producer; the
          forecast: the daemon, after decode, step and encode). The acknowledgement of the forecast
          (a few ms with linger_ms 5) is therefore not included. tansu ignores LogAppendTime, so
@@ -64,15 +65,15 @@ import torch
 import torch.nn as nn
 import yaml
 
-import tables  # benchmarks/tables.py, beside this script
 from forecaster import config as config_module
-from forecaster.io import datasets
-from forecaster.build import resolve_device
+from forecaster.build import resolve_device, seeded_model
 from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+from forecaster.io import datasets
 from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
 from forecaster.serving.records import Observations
+
 import retrain  # benchmarks/retrain.py, beside this script
+import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,23 +85,43 @@ HOUR = 3600.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)")
-    parser.add_argument("--sections", default="engine,daemon,latency,retrain", metavar="LIST",
-                        help="comma-separated subset of engine,daemon,latency,retrain (memory comes with engine; default: all)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the daemon and retraining sections run (auto: CUDA when present); "
-                             "the engine section always measures the CPU, and CUDA too when present")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)"
+    )
+    parser.add_argument(
+        "--sections",
+        default="engine,daemon,latency,retrain",
+        metavar="LIST",
+        help="comma-separated subset of engine,daemon,latency,retrain (memory comes with engine; default: all)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the daemon and retraining sections run (auto: CUDA when present); "
+        "the engine section always measures the CPU, and CUDA too when present",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON"
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     sections = set(args.sections.split(","))
     unknown = sections - {"engine", "daemon", "latency", "retrain"}
     if unknown:
-        parser.error(f"--sections: expected names among engine, daemon, latency, retrain, got {', '.join(sorted(unknown))}")
-    result = {"machine": machine(), "command": " ".join(["python benchmarks/throughput.py", *(argv or sys.argv[1:])]),
-              "quick": args.quick}
+        parser.error(
+            f"--sections: expected names among engine, daemon, latency, retrain, got {', '.join(sorted(unknown))}"
+        )
+    result = {
+        "machine": machine(),
+        "command": " ".join(["python benchmarks/throughput.py", *(argv or sys.argv[1:])]),
+        "quick": args.quick,
+    }
     if "engine" in sections:
         result["engine"], result["memory"] = engine_section(args.quick)
         print_engine(result["engine"], result["memory"])
@@ -120,10 +141,15 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     with open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return {"cpu": names[0] if names else cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "when": datetime.now().isoformat(timespec="seconds")}
+    return {
+        "cpu": names[0] if names else cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "when": datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -158,10 +184,19 @@ class Feed:
 
 def bench_pipeline(cell: str, max_series: int) -> Pipeline:
     """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar)."""
-    return Pipeline(name="bench", input_topic="bench.in", output_topic="bench.out", dead_letter_topic="bench.dead",
-                    record=RecordFormat(key="series", timestamp="time", target="OT", covariates=COVARIATES),
-                    cadence="1h", horizon=24, calendar=Calendar(), max_series=max(max_series, 1000), spill="none",
-                    model=ModelConfig(cell=cell, hidden_size=64, num_layers=2, weights=None))
+    return Pipeline(
+        name="bench",
+        input_topic="bench.in",
+        output_topic="bench.out",
+        dead_letter_topic="bench.dead",
+        record=RecordFormat(key="series", timestamp="time", target="OT", covariates=COVARIATES),
+        cadence="1h",
+        horizon=24,
+        calendar=Calendar(),
+        max_series=max(max_series, 1000),
+        spill="none",
+        model=ModelConfig(cell=cell, hidden_size=64, num_layers=2, weights=None),
+    )
 
 
 def repetitions(n: int, quick: bool) -> tuple[int, int]:
@@ -224,14 +259,26 @@ class EngineBench:
     def row(self) -> dict:
         n, best = self.n, min(self.batched)
         naive_model, naive_rnn = (max(r[kind] for r in self.naive_rates) for kind in ("model", "torch_rnn"))
-        row = {"cell": self.cell, "n_series": n, "device": self.device,
-               "batched_steps_per_s": round(n / best), "naive_steps_per_s": round(naive_model),
-               "speedup": round(n / best / naive_model, 1),
-               "naive_torch_rnn_steps_per_s": round(naive_rnn), "speedup_vs_torch_rnn": round(n / best / naive_rnn, 1),
-               "step_ms": round(1e3 * best, 3), "step_ms_median_all_rounds": round(1e3 * statistics.median(self.every_step), 3),
-               "rounds": self.rounds, "steps_per_round": self.steps, "naive_series": self.naive.count}
-        print(f"  engine {self.device} {self.cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
-              f"naive {row['naive_steps_per_s']:,}/s", flush=True)
+        row = {
+            "cell": self.cell,
+            "n_series": n,
+            "device": self.device,
+            "batched_steps_per_s": round(n / best),
+            "naive_steps_per_s": round(naive_model),
+            "speedup": round(n / best / naive_model, 1),
+            "naive_torch_rnn_steps_per_s": round(naive_rnn),
+            "speedup_vs_torch_rnn": round(n / best / naive_rnn, 1),
+            "step_ms": round(1e3 * best, 3),
+            "step_ms_median_all_rounds": round(1e3 * statistics.median(self.every_step), 3),
+            "rounds": self.rounds,
+            "steps_per_round": self.steps,
+            "naive_series": self.naive.count,
+        }
+        print(
+            f"  engine {self.device} {self.cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
+            f"naive {row['naive_steps_per_s']:,}/s",
+            flush=True,
+        )
         return row
 
 
@@ -249,9 +296,9 @@ class Naive:
         self.rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[spec.cell](spec.input_size, spec.hidden_size, spec.num_layers)
         self.rnn = self.rnn.to(device).eval()
         with torch.no_grad():
-            for l, cell in enumerate(model.layers):
+            for i, cell in enumerate(model.layers):
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    getattr(self.rnn, f"{name}_l{l}").copy_(getattr(cell, name))
+                    getattr(self.rnn, f"{name}_l{i}").copy_(getattr(cell, name))
         self.keys = [f"s{i}" for i in range(count)]
         self.inputs = torch.as_tensor(values[:count], dtype=torch.float32, device=device).view(count, 1, 1, -1)
         self.model_states, self.rnn_states = {}, {}
@@ -277,20 +324,33 @@ def memory_figures(engine: Engine, n: int) -> dict:
     kib = {name: int(status[name].split()[0]) * 1024 for name in ("VmRSS", "VmHWM")}
     store = engine.store
     raw = store.layers * store.width * store.state.element_size()
-    return {"cell": engine.model.spec.cell, "n_series": n, "bytes_per_series": round(store.nbytes / n, 1),
-            "raw_state_bytes_per_series": raw, "rss_bytes_at_1m_series": kib["VmRSS"], "peak_rss_bytes": kib["VmHWM"]}
+    return {
+        "cell": engine.model.spec.cell,
+        "n_series": n,
+        "bytes_per_series": round(store.nbytes / n, 1),
+        "raw_state_bytes_per_series": raw,
+        "rss_bytes_at_1m_series": kib["VmRSS"],
+        "peak_rss_bytes": kib["VmHWM"],
+    }
 
 
 def print_engine(rows: list[dict], memory: dict) -> None:
-    print(f"\n{'cell':<5} {'device':<6} {'series':>10} {'batched steps/s':>16} {'naive steps/s':>14} {'speedup':>8} "
-          f"{'nn.GRU/LSTM steps/s':>20} {'speedup':>8} {'step ms':>9}")
+    print(
+        f"\n{'cell':<5} {'device':<6} {'series':>10} {'batched steps/s':>16} {'naive steps/s':>14} {'speedup':>8} "
+        f"{'nn.GRU/LSTM steps/s':>20} {'speedup':>8} {'step ms':>9}"
+    )
     for r in rows:
-        print(f"{r['cell']:<5} {r['device']:<6} {r['n_series']:>10,} {r['batched_steps_per_s']:>16,} "
-              f"{r['naive_steps_per_s']:>14,} {r['speedup']:>7,.0f}x {r['naive_torch_rnn_steps_per_s']:>20,} "
-              f"{r['speedup_vs_torch_rnn']:>7,.0f}x {r['step_ms']:>9.2f}")
+        print(
+            f"{r['cell']:<5} {r['device']:<6} {r['n_series']:>10,} {r['batched_steps_per_s']:>16,} "
+            f"{r['naive_steps_per_s']:>14,} {r['speedup']:>7,.0f}x {r['naive_torch_rnn_steps_per_s']:>20,} "
+            f"{r['speedup_vs_torch_rnn']:>7,.0f}x {r['step_ms']:>9.2f}"
+        )
     if memory:
-        print(f"memory: {memory['bytes_per_series']:.0f} B per series (raw state {memory['raw_state_bytes_per_series']} B); "
-              f"RSS at 1M {memory['cell']} series {memory['rss_bytes_at_1m_series'] / 2**30:.2f} GiB\n")
+        print(
+            f"memory: {memory['bytes_per_series']:.0f} B per series (raw state {memory['raw_state_bytes_per_series']} "
+            f"B); "
+            f"RSS at 1M {memory['cell']} series {memory['rss_bytes_at_1m_series'] / 2**30:.2f} GiB\n"
+        )
 
 
 # -- daemon and latency, through the embedded broker ------------------------------------------------
@@ -306,11 +366,16 @@ def kafka_sections(quick: bool, sections: set[str], device: torch.device) -> dic
         out["daemon_rows"] = out["daemon"].pop("rows")
         print_daemon(out["daemon_rows"])
         if "latency" in sections:
-            out["latency"] = [bench.latency(fraction, out["daemon"]["records_per_s"], 8.0 if quick else 30.0)
-                              for fraction in (0.5, 0.9)]
+            out["latency"] = [
+                bench.latency(fraction, out["daemon"]["records_per_s"], 8.0 if quick else 30.0)
+                for fraction in (0.5, 0.9)
+            ]
             for row in out["latency"]:
-                print(f"latency at {row['load_fraction']:.0%} load ({row['offered_records_per_s']:,.0f} records/s): "
-                      f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms", flush=True)
+                print(
+                    f"latency at {row['load_fraction']:.0%} load ({row['offered_records_per_s']:,.0f} records/s): "
+                    f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms",
+                    flush=True,
+                )
     return out
 
 
@@ -341,21 +406,39 @@ class KafkaBench:
 
         root = self.folder / name
         (root / "pipelines").mkdir(parents=True)
-        pipeline = {"name": "bench", "input_topic": f"{name}.in", "output_topic": f"{name}.out",
-                    "dead_letter_topic": f"{name}.dead", "partitions": 3, "cadence": "1h", "horizon": 24,
-                    "record": {"key": "series", "timestamp": "time", "target": "OT", "covariates": list(COVARIATES)},
-                    "model": {"cell": "gru", "hidden_size": 64, "num_layers": 2, "weights": None},
-                    "max_series": 100_000, "batching": {"max_records": self.max_records}}
+        pipeline = {
+            "name": "bench",
+            "input_topic": f"{name}.in",
+            "output_topic": f"{name}.out",
+            "dead_letter_topic": f"{name}.dead",
+            "partitions": 3,
+            "cadence": "1h",
+            "horizon": 24,
+            "record": {"key": "series", "timestamp": "time", "target": "OT", "covariates": list(COVARIATES)},
+            "model": {"cell": "gru", "hidden_size": 64, "num_layers": 2, "weights": None},
+            "max_series": 100_000,
+            "batching": {"max_records": self.max_records},
+        }
         (root / "pipelines/bench.yaml").write_text(yaml.safe_dump(pipeline))
-        settings = {"kafka": {"bootstrap_servers": self.bootstrap, "group_id": name,
-                              "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-                              "producer": {"acks": "all", "linger_ms": 5}},
-                    "device": self.device.type, "metrics": {"host": "127.0.0.1", "port": free_port()}, "log_level": "WARNING",
-                    "state_dir": str(root / "state"), "pipelines": ["pipelines/bench.yaml"]}
+        settings = {
+            "kafka": {
+                "bootstrap_servers": self.bootstrap,
+                "group_id": name,
+                "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+                "producer": {"acks": "all", "linger_ms": 5},
+            },
+            "device": self.device.type,
+            "metrics": {"host": "127.0.0.1", "port": free_port()},
+            "log_level": "WARNING",
+            "state_dir": str(root / "state"),
+            "pipelines": ["pipelines/bench.yaml"],
+        }
         (root / "config.yaml").write_text(yaml.safe_dump(settings))
         config = config_module.load(root / "config.yaml")
         p = config.pipelines[0]
-        create_topics(config.settings.kafka, [(t, p.partitions) for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
+        create_topics(
+            config.settings.kafka, [(t, p.partitions) for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
+        )
         return config
 
     def throughput(self, series: int, per_series: int, trials: int) -> dict:
@@ -371,23 +454,39 @@ class KafkaBench:
         for trial in range(trials):
             for name, (loop, pure_crc) in CEILINGS.items():
                 with pure_python_crc(pure_crc):
-                    ceilings[name].append(loop(self.bootstrap, pipeline.input_topic, "throughput.ceiling", len(records),
-                                               pipeline.batching.max_records))
+                    ceilings[name].append(
+                        loop(
+                            self.bootstrap,
+                            pipeline.input_topic,
+                            "throughput.ceiling",
+                            len(records),
+                            pipeline.batching.max_records,
+                        )
+                    )
             for row in DAEMON_ROWS:
                 client, per_message, pure_crc = row
-                variant = with_client(with_group(config, f"throughput-{trial}-{client}-{per_message}-{pure_crc}"),
-                                      client, per_message)
+                variant = with_client(
+                    with_group(config, f"throughput-{trial}-{client}-{per_message}-{pure_crc}"), client, per_message
+                )
                 with pure_python_crc(pure_crc):
                     daemons[row].append(run_daemon(variant, len(records)))
         best = {name: max(rates) for name, rates in ceilings.items()}
         rows = [daemon_row(row, max(rates), best, ceilings, rates) for row, rates in daemons.items()]
         default = rows[0]
-        return {"records": len(records), "series": series, "dataset": "etth1",
-                "records_per_s": default["records_per_s"], "ceiling_records_per_s": default["ceiling_records_per_s"],
-                "fraction_of_ceiling": default["fraction_of_ceiling"],
-                "confluent_ceiling_records_per_s": round(best["confluent-kafka"]),
-                "trials": {"records_per_s": default["trials"], "ceiling_records_per_s": [round(c) for c in ceilings["kafka-python"]]},
-                "rows": rows}
+        return {
+            "records": len(records),
+            "series": series,
+            "dataset": "etth1",
+            "records_per_s": default["records_per_s"],
+            "ceiling_records_per_s": default["ceiling_records_per_s"],
+            "fraction_of_ceiling": default["fraction_of_ceiling"],
+            "confluent_ceiling_records_per_s": round(best["confluent-kafka"]),
+            "trials": {
+                "records_per_s": default["trials"],
+                "ceiling_records_per_s": [round(c) for c in ceilings["kafka-python"]],
+            },
+            "rows": rows,
+        }
 
     def latency(self, fraction: float, max_rate: float, seconds: float) -> dict:
         """Latency percentiles with a paced producer at `fraction` of the daemon's measured records/s."""
@@ -407,7 +506,8 @@ class KafkaBench:
         try:
             wait_for(lambda: registry.get_sample_value("forecaster_pipeline_up", {"pipeline": "bench"}) == 1, 60)
             producer = multiprocessing.get_context("spawn").Process(
-                target=paced_produce, args=(self.bootstrap, pipeline.input_topic, records, rate))
+                target=paced_produce, args=(self.bootstrap, pipeline.input_topic, records, rate)
+            )
             producer.start()
             producer.join()
             wait_for(lambda: produced(registry) >= total, 120)
@@ -415,30 +515,48 @@ class KafkaBench:
             daemon.stop()
             runner.join(60)
         latencies = matched_latencies(self.bootstrap, pipeline.input_topic, pipeline.output_topic, total)
-        return {"load_fraction": fraction, "offered_records_per_s": round(rate), "records": total,
-                "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2),
-                "max_ms": round(float(latencies.max()), 2),
-                "method": "Kafka CreateTime of the forecast minus CreateTime of its input record (acknowledgement not included)"}
+        return {
+            "load_fraction": fraction,
+            "offered_records_per_s": round(rate),
+            "records": total,
+            "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+            "max_ms": round(float(latencies.max()), 2),
+            "method": "Kafka CreateTime of the forecast minus CreateTime of its input record (acknowledgement not "
+            "included)",
+        }
 
 
 def daemon_row(row: tuple, rate: float, best: dict, ceilings: dict, trials: list[float]) -> dict:
     """One daemon variant against its own client's ceiling (same CRC) and against kafka-python's."""
     client, per_message, pure_crc = row
     own = f"{client}, pure-Python CRC" if pure_crc else client
-    return {"client": client, "forecasts_per_message": per_message, "crc": "pure-Python" if pure_crc else "C (crc32c)",
-            "records_per_s": round(rate), "ceiling": own, "ceiling_records_per_s": round(best[own]),
-            "fraction_of_ceiling": round(rate / best[own], 3),
-            "fraction_of_kafka_python_ceiling": round(rate / best["kafka-python"], 3),
-            "trials": [round(r) for r in trials], "ceiling_trials": [round(c) for c in ceilings[own]]}
+    return {
+        "client": client,
+        "forecasts_per_message": per_message,
+        "crc": "pure-Python" if pure_crc else "C (crc32c)",
+        "records_per_s": round(rate),
+        "ceiling": own,
+        "ceiling_records_per_s": round(best[own]),
+        "fraction_of_ceiling": round(rate / best[own], 3),
+        "fraction_of_kafka_python_ceiling": round(rate / best["kafka-python"], 3),
+        "trials": [round(r) for r in trials],
+        "ceiling_trials": [round(c) for c in ceilings[own]],
+    }
 
 
 def print_daemon(rows: list[dict]) -> None:
-    print(f"\n{'daemon client':<16} {'CRC':<12} {'forecasts/msg':>13} {'records/s':>10} {'its ceiling':>12} "
-          f"{'fraction':>9} {'of kafka-python ceiling':>24}")
+    print(
+        f"\n{'daemon client':<16} {'CRC':<12} {'forecasts/msg':>13} {'records/s':>10} {'its ceiling':>12} "
+        f"{'fraction':>9} {'of kafka-python ceiling':>24}"
+    )
     for r in rows:
-        print(f"{r['client']:<16} {r['crc']:<12} {r['forecasts_per_message']:>13} {r['records_per_s']:>10,} "
-              f"{r['ceiling_records_per_s']:>12,} {r['fraction_of_ceiling']:>9.0%} {r['fraction_of_kafka_python_ceiling']:>24.0%}",
-              flush=True)
+        print(
+            f"{r['client']:<16} {r['crc']:<12} {r['forecasts_per_message']:>13} {r['records_per_s']:>10,} "
+            f"{r['ceiling_records_per_s']:>12,} {r['fraction_of_ceiling']:>9.0%} "
+            f"{r['fraction_of_kafka_python_ceiling']:>24.0%}",
+            flush=True,
+        )
 
 
 def with_client(config: config_module.Config, client: str, forecasts_per_message: int) -> config_module.Config:
@@ -446,8 +564,10 @@ def with_client(config: config_module.Config, client: str, forecasts_per_message
     import dataclasses
 
     kafka = dataclasses.replace(config.settings.kafka, client=client)
-    pipelines = tuple(dataclasses.replace(p, batching=dataclasses.replace(p.batching, forecasts_per_message=forecasts_per_message))
-                      for p in config.pipelines)
+    pipelines = tuple(
+        dataclasses.replace(p, batching=dataclasses.replace(p.batching, forecasts_per_message=forecasts_per_message))
+        for p in config.pipelines
+    )
     return dataclasses.replace(config, settings=dataclasses.replace(config.settings, kafka=kafka), pipelines=pipelines)
 
 
@@ -481,7 +601,7 @@ def preload(config: config_module.Config, topic: str, records: list[tuple[bytes,
     sink = Sink(config.settings.kafka)
     try:
         for begin in range(0, len(records), 5000):
-            sink.deliver([Message(topic, k, v) for k, v in records[begin:begin + 5000]], threading.Event())
+            sink.deliver([Message(topic, k, v) for k, v in records[begin : begin + 5000]], threading.Event())
     finally:
         sink.close()
 
@@ -538,12 +658,20 @@ def bare_confluent_loop(bootstrap: str, topic: str, out_topic: str, total: int, 
 
 
 # name -> (bare loop, pure-Python CRC); the first is the ceiling the issue states the target against.
-CEILINGS = {"kafka-python": (bare_loop, False), "confluent-kafka": (bare_confluent_loop, False),
-            "kafka-python, pure-Python CRC": (bare_loop, True)}
+CEILINGS = {
+    "kafka-python": (bare_loop, False),
+    "confluent-kafka": (bare_confluent_loop, False),
+    "kafka-python, pure-Python CRC": (bare_loop, True),
+}
 # (client, forecasts per output message, pure-Python CRC); the first is the default daemon.
 PACKED = 100
-DAEMON_ROWS = [("kafka-python", 1, False), ("kafka-python", PACKED, False), ("confluent-kafka", 1, False),
-               ("confluent-kafka", PACKED, False), ("kafka-python", 1, True)]
+DAEMON_ROWS = [
+    ("kafka-python", 1, False),
+    ("kafka-python", PACKED, False),
+    ("confluent-kafka", 1, False),
+    ("confluent-kafka", PACKED, False),
+    ("kafka-python", 1, True),
+]
 
 
 def rate(total: int, first_batch: float, seconds: float) -> float:
@@ -589,7 +717,8 @@ def paced_produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     """Send `records` at `rate` records/s, in 10 ms slices (run in its own process: no GIL shared with the daemon)."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)  # batches, as a high-volume producer would
+    # batches, as a high-volume producer would
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     started, sent = time.perf_counter(), 0
     while sent < len(records):
         due = min(len(records), int((time.perf_counter() - started) * rate) + 1)

@@ -16,8 +16,8 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -53,11 +53,17 @@ class Checkpoints:
 
     def due(self) -> bool:
         return self.records_since >= self.settings.every_records or (
-            self.records_since > 0 and time.monotonic() >= self._due_at)
+            self.records_since > 0 and time.monotonic() >= self._due_at
+        )
 
     def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
-        payload = {"format": CHECKPOINT_FORMAT, "pipeline": self.name, "offsets": dict(offsets),
-                   "written_at": time.time(), "engine": engine.snapshot()}
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "pipeline": self.name,
+            "offsets": dict(offsets),
+            "written_at": time.time(),
+            "engine": engine.snapshot(),
+        }
         path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
@@ -70,17 +76,31 @@ class Checkpoints:
         payload, path = found
         if payload.get("format") != CHECKPOINT_FORMAT or payload.get("pipeline") != self.name:
             raise ForecasterError(f"{path}: a checkpoint of {payload.get('pipeline')!r}, not of pipeline {self.name!r}")
-        log.info("pipeline %s: restoring %s (%d series, offsets %s)", self.name, path.name,
-                 len(payload["engine"]["store"]["keys"]), payload["offsets"])
+        log.info(
+            "pipeline %s: restoring %s (%d series, offsets %s)",
+            self.name,
+            path.name,
+            len(payload["engine"]["store"]["keys"]),
+            payload["offsets"],
+        )
         return payload
 
 
 class PipelineWorker:
     """One pipeline's run loop. Source and sink are passed in, so the loop runs without Kafka in tests."""
 
-    def __init__(self, pipeline: Pipeline, engine: Engine, source: Source, sink: Sink,
-                 metrics: Metrics, stop: threading.Event, checkpoints: Checkpoints | None = None,
-                 offsets: dict[int, int] | None = None, trainer: Trainer | None = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        engine: Engine,
+        source: Source,
+        sink: Sink,
+        metrics: Metrics,
+        stop: threading.Event,
+        checkpoints: Checkpoints | None = None,
+        offsets: dict[int, int] | None = None,
+        trainer: Trainer | None = None,
+    ):
         self.pipeline, self.engine = pipeline, engine
         self.trainer = trainer
         self.source, self.sink = source, sink
@@ -109,8 +129,13 @@ class PipelineWorker:
         Reads only flags the loop keeps, so /readyz and scrapes never touch the consumer
         from another thread.
         """
-        return (self.assigned and self.in_contact and self.error is None and not self.stop.is_set()
-                and time.monotonic() - self.last_poll < _STALLED_AFTER_S)
+        return (
+            self.assigned
+            and self.in_contact
+            and self.error is None
+            and not self.stop.is_set()
+            and time.monotonic() - self.last_poll < _STALLED_AFTER_S
+        )
 
     def run(self) -> None:
         """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
@@ -140,7 +165,9 @@ class PipelineWorker:
             self._retrain(0)
             return 0
         received = time.monotonic()
-        observations, bad = records.decode([r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time())
+        observations, bad = records.decode(
+            [r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time()
+        )
         started = time.perf_counter()
         forecasts, refused = self.engine.step(observations, time.time())
         self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
@@ -153,7 +180,8 @@ class PipelineWorker:
         return len(polled)
 
     def checkpoint(self) -> None:
-        """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just commit)."""
+        """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just
+        commit)."""
         if not self.offsets:
             return
         if self.checkpoints is not None:
@@ -208,17 +236,29 @@ class PipelineWorker:
             if isinstance(finished.error, Cancelled):
                 return
             m.retrains.labels(name, "failed").inc()
-            log.error("pipeline %s: retraining round %d failed; serving version %d on: %r", name, finished.round,
-                      self.engine.model_version, finished.error)
+            log.error(
+                "pipeline %s: retraining round %d failed; serving version %d on: %r",
+                name,
+                finished.round,
+                self.engine.model_version,
+                finished.error,
+            )
             return
         outcome = finished.outcome
         m.training_loss.labels(name).set(outcome.training_loss)
         m.heldout_loss.labels(name, "champion").set(outcome.champion_loss)
         m.heldout_loss.labels(name, "challenger").set(outcome.challenger_loss)
         verdict = "promoted" if outcome.promoted else "rejected"
-        log.info("pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
-                 name, finished.round, verdict, finished.seconds, outcome.challenger_loss, outcome.champion_loss,
-                 self.engine.model_version)
+        log.info(
+            "pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
+            name,
+            finished.round,
+            verdict,
+            finished.seconds,
+            outcome.challenger_loss,
+            outcome.champion_loss,
+            self.engine.model_version,
+        )
         self._adopt(outcome)
         m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it
 
@@ -232,8 +272,13 @@ class PipelineWorker:
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
-        log.info("pipeline %s: serving version %d; %d series re-synchronised in %.2f s", self.pipeline.name,
-                 self.engine.model_version, len(self.engine.store), seconds)
+        log.info(
+            "pipeline %s: serving version %d; %d series re-synchronised in %.2f s",
+            self.pipeline.name,
+            self.engine.model_version,
+            len(self.engine.store),
+            seconds,
+        )
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
         """One message per forecast keyed by its series or, with `batching.forecasts_per_message` N > 1,
@@ -300,8 +345,12 @@ class PipelineWorker:
         self._contact_checked = now
         self.assigned, connected = self.source.assigned(), self.source.connected()
         if self.assigned and connected and not self._ready_logged:
-            log.info("pipeline %s ready: consuming %s, forecasting to %s", self.pipeline.name,
-                     self.pipeline.input_topic, self.pipeline.output_topic)
+            log.info(
+                "pipeline %s ready: consuming %s, forecasting to %s",
+                self.pipeline.name,
+                self.pipeline.input_topic,
+                self.pipeline.output_topic,
+            )
             self._ready_logged = True
         if self.in_contact and not connected:
             self._lost_contact_at = now
@@ -317,16 +366,29 @@ class PipelineWorker:
         for partition, (position, end) in self.source.ahead().items():
             if self._ahead_warned.get(partition) != position:
                 self._ahead_warned[partition] = position
-                log.warning("pipeline %s: partition %d of %s resumes at offset %d, where the state stands, but the "
-                            "topic ends at %d: was it recreated, or is this another cluster? Nothing is read there "
-                            "until records pass that offset; to start afresh, stop the daemon and remove the "
-                            "pipeline's checkpoints in %s", self.pipeline.name, partition, self.pipeline.input_topic,
-                            position, end, folder)
+                log.warning(
+                    "pipeline %s: partition %d of %s resumes at offset %d, where the state stands, but the "
+                    "topic ends at %d: was it recreated, or is this another cluster? Nothing is read there "
+                    "until records pass that offset; to start afresh, stop the daemon and remove the "
+                    "pipeline's checkpoints in %s",
+                    self.pipeline.name,
+                    partition,
+                    self.pipeline.input_topic,
+                    position,
+                    end,
+                    folder,
+                )
 
     def _log_summary(self) -> None:
         skill = self.engine.skill
-        log.info("pipeline %s: %d series, one-step MAE model %.4g vs naive %.4g over the last %d",
-                 self.pipeline.name, len(self.engine.store), skill.model.value, skill.naive.value, skill.model.count)
+        log.info(
+            "pipeline %s: %d series, one-step MAE model %.4g vs naive %.4g over the last %d",
+            self.pipeline.name,
+            len(self.engine.store),
+            skill.model.value,
+            skill.naive.value,
+            skill.model.count,
+        )
 
 
 class Daemon:
@@ -356,8 +418,14 @@ class Daemon:
         device = resolve_device(settings.device)
         self._check_topics()
         log.info("starting %d pipelines on %s", len(self.config.pipelines), device)
-        self.server = StatusServer(settings.metrics.host, settings.metrics.port, self.registry, self.ready,
-                                   certfile=settings.metrics.tls_certfile, keyfile=settings.metrics.tls_keyfile).start()
+        self.server = StatusServer(
+            settings.metrics.host,
+            settings.metrics.port,
+            self.registry,
+            self.ready,
+            certfile=settings.metrics.tls_certfile,
+            keyfile=settings.metrics.tls_keyfile,
+        ).start()
         log.info("metrics at %s/metrics", self.server.address)
         try:
             self.workers = [self._worker(p, device) for p in self.config.pipelines]
@@ -376,8 +444,9 @@ class Daemon:
         names = [t for p in self.config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
         missing = missing_topics(self.config.settings.kafka, names)
         if missing:
-            raise ForecasterError(f"topics missing: {', '.join(missing)} (create them with "
-                                  f"`forecaster topics -c {self.config.path}`)")
+            raise ForecasterError(
+                f"topics missing: {', '.join(missing)} (create them with `forecaster topics -c {self.config.path}`)"
+            )
 
     def _worker(self, pipeline: Pipeline, device: torch.device) -> PipelineWorker:
         """Engine (restored from the newest checkpoint if any), source resuming at its offsets, sink."""
@@ -389,14 +458,21 @@ class Daemon:
         if restored is not None:
             engine.restore(restored["engine"])
             offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
-        source = make_source(kafka, pipeline.input_topic, f"{kafka.group_id}.{pipeline.name}", pipeline.batching.max_records,
-                             positions=offsets)
+        source = make_source(
+            kafka,
+            pipeline.input_topic,
+            f"{kafka.group_id}.{pipeline.name}",
+            pipeline.batching.max_records,
+            positions=offsets,
+        )
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
-        return PipelineWorker(pipeline, engine, source, make_sink(kafka), self.metrics, self._stop, checkpoints, offsets,
-                              trainer)
+        return PipelineWorker(
+            pipeline, engine, source, make_sink(kafka), self.metrics, self._stop, checkpoints, offsets, trainer
+        )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
-        """Stop polling, let each batch in flight finish and checkpoint, close the clients; 0 unless a pipeline failed."""
+        """Stop polling, let each batch in flight finish and checkpoint, close the clients; 0 unless a pipeline
+        failed."""
         self._stop.set()
         log.info("stopping: finishing batches in flight")
         deadline = time.monotonic() + self.shutdown_timeout_s

@@ -36,10 +36,20 @@ def pipeline_dir(config: Config, pipeline: Pipeline) -> Path:
 def model_spec(pipeline: Pipeline) -> ModelSpec:
     """The network a pipeline configures: inputs are scaled target, covariates, calendar features."""
     m = pipeline.model
-    return ModelSpec(cell=m.cell, input_size=pipeline.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                     horizon=pipeline.horizon, dropout=m.dropout, layer_norm=m.layer_norm, residual=m.residual,
-                     nonlinearity=m.nonlinearity, quantiles=m.quantiles, highway=m.highway,
-                     season=m.season or 0)
+    return ModelSpec(
+        cell=m.cell,
+        input_size=pipeline.input_size,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        horizon=pipeline.horizon,
+        dropout=m.dropout,
+        layer_norm=m.layer_norm,
+        residual=m.residual,
+        nonlinearity=m.nonlinearity,
+        quantiles=m.quantiles,
+        highway=m.highway,
+        season=m.season or 0,
+    )
 
 
 def seeded_model(pipeline: Pipeline) -> Forecaster:
@@ -65,8 +75,13 @@ def spill(pipeline: Pipeline, model: Forecaster, path: Path | None) -> Spill | N
     return None
 
 
-def engine(pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0,
-           spill_path: Path | None = None) -> Engine:
+def engine(
+    pipeline: Pipeline,
+    model: Forecaster,
+    device: torch.device | str = "cpu",
+    model_version: int = 0,
+    spill_path: Path | None = None,
+) -> Engine:
     """An engine serving `model` for `pipeline`, with the spill its settings name."""
     return Engine(pipeline, model, device, model_version, spill=spill(pipeline, model, spill_path))
 
@@ -91,8 +106,10 @@ def load_model(path: str | Path, expected: ModelSpec | None = None) -> tuple[For
     spec_fields, state_dict, metadata = read_weights(path)
     spec = ModelSpec(**spec_fields)
     if expected is not None and spec != expected:
-        raise ForecasterError(f"{path}: weights are for {_describe(spec)}, but the pipeline configures "
-                              f"{_describe(expected)}; rerun `forecaster pretrain` or fix the pipeline's model section")
+        raise ForecasterError(
+            f"{path}: weights are for {_describe(spec)}, but the pipeline configures "
+            f"{_describe(expected)}; rerun `forecaster pretrain` or fix the pipeline's model section"
+        )
     model = Forecaster(spec)
     model.load_state_dict(state_dict)
     return model, metadata

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import signal
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from forecaster import config as config_module
@@ -45,48 +46,73 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forecaster", description="Streaming time-series forecasting daemon: "
-                                     "Kafka in, per-series recurrent state, multi-step forecasts out.")
+    parser = argparse.ArgumentParser(
+        prog="forecaster",
+        description="Streaming time-series forecasting daemon: "
+        "Kafka in, per-series recurrent state, multi-step forecasts out.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = _command(commands, "run", cmd_run, "serve every pipeline of the config until SIGTERM or Ctrl-C")
-    run.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="S",
-                     help="seconds to finish batches in flight on stop (default 30)")
+    run.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to finish batches in flight on stop (default 30)",
+    )
 
     _command(commands, "check", cmd_check, "validate the config and every pipeline file without starting anything")
 
     replay = _command(commands, "replay", cmd_replay, "publish a real public dataset to a topic as JSON records")
     replay.add_argument("dataset", help="one of: msft, taylor, greensboro, etth1, etth2")
     replay.add_argument("--topic", required=True, help="topic to publish to")
-    replay.add_argument("--rate", type=float, default=0.0, metavar="R", help="records per second (default: as fast as possible)")
+    replay.add_argument(
+        "--rate", type=float, default=0.0, metavar="R", help="records per second (default: as fast as possible)"
+    )
     replay.add_argument("--limit", type=int, default=None, metavar="N", help="publish only the first N records")
-    replay.add_argument("--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config")
+    replay.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
+    )
 
-    pretrain = _command(commands, "pretrain", cmd_pretrain, "fit a pipeline's model offline on a dataset with truncated BPTT")
+    pretrain = _command(
+        commands, "pretrain", cmd_pretrain, "fit a pipeline's model offline on a dataset with truncated BPTT"
+    )
     pretrain.add_argument("--pipeline", required=True, help="pipeline name from the config")
     pretrain.add_argument("--dataset", default=None, help="dataset name (default: the pipeline's training.dataset)")
-    pretrain.add_argument("--out", type=Path, default=None, help="weights file to write (default: the pipeline's model.weights)")
-    pretrain.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)")
+    pretrain.add_argument(
+        "--out", type=Path, default=None, help="weights file to write (default: the pipeline's model.weights)"
+    )
+    pretrain.add_argument(
+        "--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)"
+    )
 
     inspect = _command(commands, "inspect", cmd_inspect, "show what a pipeline's newest checkpoint holds")
     inspect.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
     inspect.add_argument("--series", default=None, help="show this series' state and latest forecast")
     inspect.add_argument("--limit", type=int, default=10, help="series keys listed per pipeline (default 10)")
 
-    bench = commands.add_parser("bench", help="measure throughput, latency and memory on this machine",
-                                description="Run benchmarks/throughput.py (engine vs the naive loop, the daemon vs a bare "
-                                "Kafka client, latency, memory); further arguments go to it, e.g. `forecaster bench --quick`; "
-                                "its own options: `forecaster bench -- --help`.")
+    bench = commands.add_parser(
+        "bench",
+        help="measure throughput, latency and memory on this machine",
+        description="Run benchmarks/throughput.py (engine vs the naive loop, the daemon vs a bare "
+        "Kafka client, latency, memory); further arguments go to it, e.g. `forecaster bench --quick`; "
+        "its own options: `forecaster bench -- --help`.",
+    )
     bench.set_defaults(handler=cmd_bench, arguments=[])
 
     topics = _command(commands, "topics", cmd_topics, "create the pipelines' input, output and dead-letter topics")
-    topics.add_argument("--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config")
+    topics.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
+    )
     return parser
 
 
 def _command(commands, name: str, handler, summary: str) -> argparse.ArgumentParser:
     command = commands.add_parser(name, help=summary, description=summary)
-    command.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file (default: config.yaml)")
+    command.add_argument(
+        "-c", "--config", type=Path, default=Path("config.yaml"), help="config file (default: config.yaml)"
+    )
     command.set_defaults(handler=handler)
     return command
 
@@ -128,8 +154,12 @@ def cmd_check(args) -> int:
         if pipeline.intervals.tracking_rate:
             quantiles += f" tracked at {pipeline.intervals.tracking_rate:g}"
         retraining = f", retraining every {r.every_records} records" if r.enabled else ", no retraining"
-        print(f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} {m.num_layers}x{m.hidden_size}, "
-              f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, weights {m.weights or 'seeded'}{retraining}")
+        print(
+            f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} "
+            f"{m.num_layers}x{m.hidden_size}, "
+            f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, "
+            f"weights {m.weights or 'seeded'}{retraining}"
+        )
     count = len(config.pipelines)
     print(f"{args.config}: ok ({count} pipeline{'s' if count != 1 else ''})")
     return EXIT_OK
@@ -144,38 +174,53 @@ def cmd_replay(args) -> int:
         raise ConfigError(f"unknown dataset {args.dataset!r} (expected one of: {', '.join(datasets.NAMES)})")
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
     bar = Progress(f"replay {args.dataset} -> {args.topic}", None)
-    sent = replay(config.settings.kafka, args.dataset, args.topic, rate=args.rate, limit=args.limit,
-                  progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)))
+    sent = replay(
+        config.settings.kafka,
+        args.dataset,
+        args.topic,
+        rate=args.rate,
+        limit=args.limit,
+        progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
+    )
     bar.close()
     print(f"published {sent} records to {args.topic}")
     return EXIT_OK
 
 
 def cmd_pretrain(args) -> int:
-    from forecaster.tools.progress import Progress
     from forecaster.learning.pretrain import pretrain
+    from forecaster.tools.progress import Progress
 
     config = config_module.load(args.config, require_weights=False)
     logs.setup(config.settings.log_level, config.settings.log_format)
     pipeline = config.pipeline(args.pipeline)
     steps = args.steps or pipeline.training.steps
     bar = Progress(f"pretrain {pipeline.name}", steps)
-    report = pretrain(config, pipeline, dataset=args.dataset, out=args.out, steps=args.steps,
-                      progress=lambda step, loss: bar.update(step))
+    report = pretrain(
+        config,
+        pipeline,
+        dataset=args.dataset,
+        out=args.out,
+        steps=args.steps,
+        progress=lambda step, loss: bar.update(step),
+    )
     bar.close()
     naive = "last season at today's level" if pipeline.model.season else "naive"  # what a zero output forecasts
-    print(f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss {report['final_loss']:.4f}; "
-          f"held-out one-step MAE model {report['model_mae']:.4g} vs {naive} {report['naive_mae']:.4g}")
+    print(
+        f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss "
+        f"{report['final_loss']:.4f}; "
+        f"held-out one-step MAE model {report['model_mae']:.4g} vs {naive} {report['naive_mae']:.4g}"
+    )
     return EXIT_OK
 
 
 def cmd_inspect(args) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from forecaster.app import Checkpoints
     from forecaster.build import build_engine, pipeline_dir
-    from forecaster.tools.inspection import series_view
     from forecaster.serving.records import format_time
+    from forecaster.tools.inspection import series_view
 
     config = config_module.load(args.config, require_weights=False)
     pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
@@ -189,24 +234,32 @@ def cmd_inspect(args) -> int:
         engine = build_engine(config, pipeline, device="cpu")
         engine.restore(payload["engine"])
         keys = payload["engine"]["store"]["keys"]
-        written = datetime.fromtimestamp(payload["written_at"], timezone.utc).isoformat(timespec="seconds")
+        written = datetime.fromtimestamp(payload["written_at"], UTC).isoformat(timespec="seconds")
         spilled = len(engine.store.spill) if engine.store.spill is not None else 0
-        print(f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
-              f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}")
-        print(f"  series: {', '.join(keys[:args.limit])}{' ...' if len(keys) > args.limit else ''}")
+        print(
+            f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
+            f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}"
+        )
+        print(f"  series: {', '.join(keys[: args.limit])}{' ...' if len(keys) > args.limit else ''}")
         if engine.model.spec.quantiles:
             widening = 0.0 if engine.widening is None else float(engine.widening.mean())
-            print(f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
-                  f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})")
+            print(
+                f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
+                f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})"
+            )
         if args.series is not None and args.series in engine.store:
             found_series = True
             view = series_view(engine, args.series)
-            print(f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
-                  f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
-                  + ", ".join(f"{n:.4g}" for n in view.state_norms))
+            print(
+                f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
+                f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
+                + ", ".join(f"{n:.4g}" for n in view.state_norms)
+            )
             if not view.forecast_values:
-                print("  latest forecast: not kept (model.highway reads the newest inputs, which the engine "
-                      "keeps only in the window buffer, with retraining on)")
+                print(
+                    "  latest forecast: not kept (model.highway reads the newest inputs, which the engine "
+                    "keeps only in the window buffer, with retraining on)"
+                )
             else:
                 print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
             for t, value in zip(view.forecast_times, view.forecast_values):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 from forecaster.errors import ConfigError
 from forecaster.schema import (
@@ -27,8 +28,14 @@ from forecaster.schema import (
     setting,
 )
 
-_TOPIC = (lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None, "a Kafka topic name (letters, digits, '.', '_', '-')")
-_CADENCE = (lambda v: re.fullmatch(r"[1-9][0-9]*[smhdb]", v) is not None, "a cadence such as 30m, 1h, 1d or 1b (business day)")
+_TOPIC = (
+    lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v) is not None,
+    "a Kafka topic name (letters, digits, '.', '_', '-')",
+)
+_CADENCE = (
+    lambda v: re.fullmatch(r"[1-9][0-9]*[smhdb]", v) is not None,
+    "a cadence such as 30m, 1h, 1d or 1b (business day)",
+)
 _EMPTY: Mapping[str, object] = MappingProxyType({})
 
 
@@ -45,7 +52,9 @@ class RecordFormat:
     def __post_init__(self):
         names = [self.key, self.timestamp, self.target, *self.covariates]
         if len(set(names)) != len(names):
-            raise ValueError(f"covariates: expected fields distinct from each other and from key, timestamp and target, got {names}")
+            raise ValueError(
+                f"covariates: expected fields distinct from each other and from key, timestamp and target, got {names}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,15 +80,35 @@ class ModelConfig:
     layer_norm: bool = setting(False, doc="layer normalisation inside each cell")
     residual: bool = setting(False, doc="residual connections between stacked layers")
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
-    quantiles: tuple[float, ...] = setting((), doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; empty: point forecasts only")
-    highway: bool = setting(False, doc="add a linear map of each step's inputs (scaled value, covariates, calendar) to the forecast: the linear autoregression that the gated cells learn only approximately (LSTNet's highway)")
-    season: int | None = setting(None, doc="seasonal differencing: the network models the change from one season ago, y[t] - y[t - season], and each step h is forecast from last season's value y[t + h - season] moved to today's level (e.g. 336 for a week of half-hours; at least the horizon); null: off", check=positive_int)
-    weights: str | None = setting(None, doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded initialisation")
+    quantiles: tuple[float, ...] = setting(
+        (),
+        doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; "
+        "empty: point forecasts only",
+    )
+    highway: bool = setting(
+        False,
+        doc="add a linear map of each step's inputs (scaled value, covariates, calendar) to the forecast: the linear "
+        "autoregression that the gated cells learn only approximately (LSTNet's highway)",
+    )
+    season: int | None = setting(
+        None,
+        doc="seasonal differencing: the network models the change from one season ago, y[t] - y[t - season], and each "
+        "step h is forecast from last season's value y[t + h - season] moved to today's level (e.g. 336 for a week of "
+        "half-hours; at least the horizon); null: off",
+        check=positive_int,
+    )
+    weights: str | None = setting(
+        None,
+        doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded "
+        "initialisation",
+    )
     seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
 
     def __post_init__(self):
         if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ValueError(f"nonlinearity: expected tanh unless cell is rnn, got {self.nonlinearity} with cell {self.cell}")
+            raise ValueError(
+                f"nonlinearity: expected tanh unless cell is rnn, got {self.nonlinearity} with cell {self.cell}"
+            )
         levels = list(self.quantiles)
         if any(not 0 < q < 1 for q in levels) or levels != sorted(set(levels)):
             raise ValueError(f"quantiles: expected distinct levels in (0, 1), increasing, got {levels}")
@@ -89,7 +118,11 @@ class ModelConfig:
 class Scaling:
     """Per-series online normalisation, so series of different scales share one model."""
 
-    halflife: float | None = setting(200.0, doc="half-life in records of the running mean and variance; null: all history weighs equally", check=positive)
+    halflife: float | None = setting(
+        200.0,
+        doc="half-life in records of the running mean and variance; null: all history weighs equally",
+        check=positive,
+    )
     clip: float = setting(8.0, doc="scaled inputs are clipped to +-clip standard deviations", check=positive)
 
 
@@ -97,26 +130,43 @@ class Scaling:
 class Batching:
     """How much the consumer takes per poll, and how many forecasts go in one output message."""
 
-    max_records: int = setting(2000, doc="most messages handled per poll batch (a batch message's elements all count as one)", check=positive_int)
+    max_records: int = setting(
+        2000,
+        doc="most messages handled per poll batch (a batch message's elements all count as one)",
+        check=positive_int,
+    )
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
-    forecasts_per_message: int = setting(1, doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one message as a JSON list (see docs/records.md)", check=positive_int)
+    forecasts_per_message: int = setting(
+        1,
+        doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one "
+        "message as a JSON list (see docs/records.md)",
+        check=positive_int,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Checkpointing:
     """When a pipeline writes its state with the input offsets it reflects (then commits those offsets)."""
 
-    every_records: int = setting(10_000, doc="checkpoint after this many records since the last one", check=positive_int)
+    every_records: int = setting(
+        10_000, doc="checkpoint after this many records since the last one", check=positive_int
+    )
     every_seconds: float = setting(30.0, doc="checkpoint at least this often while records flow", check=positive)
-    keep: int = setting(3, doc="checkpoints kept; an unreadable newest one falls back to the one before", check=positive_int)
+    keep: int = setting(
+        3, doc="checkpoints kept; an unreadable newest one falls back to the one before", check=positive_int
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     """What an acceptable record looks like, beyond its format; the rest is dead-lettered."""
 
-    max_abs_value: float = setting(1e15, doc="a target or covariate larger in magnitude is rejected as out_of_range", check=positive)
-    max_future_seconds: float = setting(7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive)
+    max_abs_value: float = setting(
+        1e15, doc="a target or covariate larger in magnitude is rejected as out_of_range", check=positive
+    )
+    max_future_seconds: float = setting(
+        7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,24 +174,45 @@ class Training:
     """Offline fitting by `forecaster pretrain` with truncated backpropagation through time."""
 
     dataset: str | None = setting(None, doc="dataset name pretrain reads by default (see `forecaster replay --help`)")
-    train_fraction: float = setting(0.5, doc="leading fraction of each series used for fitting", check=(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    train_fraction: float = setting(
+        0.5, doc="leading fraction of each series used for fitting", check=(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    )
     window: int = setting(256, doc="length of each training window in steps", check=positive_int)
-    chunk: int = setting(32, doc="TBPTT k1: steps between optimisation steps; each chunk's losses are learnt from together", check=positive_int)
-    backprop: int | None = setting(None, doc="TBPTT k2: steps gradients flow back from the end of a chunk, a multiple of chunk; null: chunk (gradients stop at chunk boundaries)", check=positive_int)
+    chunk: int = setting(
+        32,
+        doc="TBPTT k1: steps between optimisation steps; each chunk's losses are learnt from together",
+        check=positive_int,
+    )
+    backprop: int | None = setting(
+        None,
+        doc="TBPTT k2: steps gradients flow back from the end of a chunk, a multiple of chunk; null: chunk (gradients "
+        "stop at chunk boundaries)",
+        check=positive_int,
+    )
     batch_size: int = setting(32, doc="windows per optimisation step", check=positive_int)
     steps: int = setting(300, doc="optimisation steps", check=positive_int)
     learning_rate: float = setting(3e-3, doc="peak AdamW learning rate", check=positive)
     weight_decay: float = setting(1e-4, doc="AdamW weight decay", check=non_negative)
-    loss: Literal["mse", "relative_mse"] = setting("mse", doc="the point forecast's loss: mse weighs every horizon step's squared error alike, so the long steps' larger moves dominate; relative_mse divides each step's by the last-value forecast's on the same targets, so the short steps count as much (the quantiles' pinball loss is unchanged)")
+    loss: Literal["mse", "relative_mse"] = setting(
+        "mse",
+        doc="the point forecast's loss: mse weighs every horizon step's squared error alike, so the long steps' larger "
+        "moves dominate; relative_mse divides each step's by the last-value forecast's on the same targets, so the "
+        "short steps count as much (the quantiles' pinball loss is unchanged)",
+    )
     grad_clip: float = setting(1.0, doc="gradient clipping by global norm", check=positive)
-    warmup_steps: int = setting(20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0"))
+    warmup_steps: int = setting(
+        20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0")
+    )
     seed: int = setting(0, doc="seed for window sampling and dropout (initial weights use model.seed)")
 
     def __post_init__(self):
         if self.chunk >= self.window:  # the first chunk of a window is burn-in: nothing would be left to learn from
             raise ValueError(f"chunk: expected fewer steps than training.window ({self.window}), got {self.chunk}")
         if self.backprop is not None and (self.backprop % self.chunk or self.backprop >= self.window):
-            raise ValueError(f"backprop: expected a multiple of chunk ({self.chunk}) below window ({self.window}), got {self.backprop}")
+            raise ValueError(
+                f"backprop: expected a multiple of chunk ({self.chunk}) below window ({self.window}), got "
+                f"{self.backprop}"
+            )
 
     @property
     def backprop_steps(self) -> int:
@@ -157,16 +228,48 @@ class Retraining:
 
     enabled: bool = setting(False, doc="retrain in the background while forecasting")
     every_records: int = setting(20_000, doc="start a retrain after this many new records", check=positive_int)
-    every_seconds: float | None = setting(None, doc="also start one after this many seconds, if records arrived; null: by records only", check=positive)
-    buffer: int = setting(512, doc="steps kept per series for retraining (a ring buffer next to its state, of buffer x (4 x model inputs + 12) bytes; an evicted series' buffer is dropped, not spilled)", check=positive_int)
-    holdout: int = setting(48, doc="newest steps of each buffer held out: the challenger is trained without their targets and must beat the champion on them", check=positive_int)
+    every_seconds: float | None = setting(
+        None, doc="also start one after this many seconds, if records arrived; null: by records only", check=positive
+    )
+    buffer: int = setting(
+        512,
+        doc="steps kept per series for retraining (a ring buffer next to its state, of buffer x (4 x model inputs + "
+        "12) bytes; an evicted series' buffer is dropped, not spilled)",
+        check=positive_int,
+    )
+    holdout: int = setting(
+        48,
+        doc="newest steps of each buffer held out: the challenger is trained without their targets and must beat the "
+        "champion on them",
+        check=positive_int,
+    )
     steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
     learning_rate: float = setting(1e-3, doc="peak AdamW learning rate of a retrain", check=positive)
-    max_series: int = setting(2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int)
-    min_improvement: float = setting(0.0, doc="relative held-out loss improvement a challenger needs to be promoted", check=non_negative)
-    damping: bool = setting(False, doc="for series prone to level shifts: each round also measures, per series, how much of the model's move away from the last value its held-out steps support (least squares, between 0: the last value, and 1: the model as it is), and the series' forecasts are damped by it from then on")
-    calibration_rounds: int = setting(1, doc="with quantiles, the outermost ones are widened by the conformal widening measured on the held-out steps (of whichever model serves), averaged over this many latest rounds: one day's held-out steps estimate it noisily, and a too narrow interval loses more coverage than a too wide one gains", check=positive_int)
-    resync_steps: int = setting(64, doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps through the new weights; 0: keep the old states", check=(lambda v: v >= 0, "an integer >= 0"))
+    max_series: int = setting(
+        2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int
+    )
+    min_improvement: float = setting(
+        0.0, doc="relative held-out loss improvement a challenger needs to be promoted", check=non_negative
+    )
+    damping: bool = setting(
+        False,
+        doc="for series prone to level shifts: each round also measures, per series, how much of the model's move away "
+        "from the last value its held-out steps support (least squares, between 0: the last value, and 1: the model as "
+        "it is), and the series' forecasts are damped by it from then on",
+    )
+    calibration_rounds: int = setting(
+        1,
+        doc="with quantiles, the outermost ones are widened by the conformal widening measured on the held-out steps "
+        "(of whichever model serves), averaged over this many latest rounds: one day's held-out steps estimate it "
+        "noisily, and a too narrow interval loses more coverage than a too wide one gains",
+        check=positive_int,
+    )
+    resync_steps: int = setting(
+        64,
+        doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps "
+        "through the new weights; 0: keep the old states",
+        check=(lambda v: v >= 0, "an integer >= 0"),
+    )
 
     def __post_init__(self):
         if self.holdout >= self.buffer:
@@ -179,30 +282,56 @@ class Retraining:
 class Intervals:
     """How the forecast intervals (the outermost quantiles) are kept calibrated while serving (intervals.py)."""
 
-    tracking_rate: float = setting(0.0, doc="quantile tracking: after every batch, each horizon step's outermost quantiles move out (or in) by tracking_rate series scales times the share of that step's newly arrived actuals outside their interval less the nominal share (0.2 for 0.1 and 0.9), so the coverage holds when the series drift away from what retraining calibrated on; keeps the last horizon intervals per series (8 x horizon^2 bytes); 0: off", check=non_negative)
+    tracking_rate: float = setting(
+        0.0,
+        doc="quantile tracking: after every batch, each horizon step's outermost quantiles move out (or in) by "
+        "tracking_rate series scales times the share of that step's newly arrived actuals outside their interval less "
+        "the nominal share (0.2 for 0.1 and 0.9), so the coverage holds when the series drift away from what "
+        "retraining calibrated on; keeps the last horizon intervals per series (8 x horizon^2 bytes); 0: off",
+        check=non_negative,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
-    name: str = setting(doc="pipeline name, used in metrics labels and consumer group ids", check=(lambda v: re.fullmatch(r"[a-z][a-z0-9_]*", v) is not None, "a lower-case identifier"))
+    name: str = setting(
+        doc="pipeline name, used in metrics labels and consumer group ids",
+        check=(lambda v: re.fullmatch(r"[a-z][a-z0-9_]*", v) is not None, "a lower-case identifier"),
+    )
     input_topic: str = setting(doc="topic of observations", check=_TOPIC)
     output_topic: str = setting(doc="topic of forecasts", check=_TOPIC)
-    dead_letter_topic: str = setting(doc="topic receiving rejected records with their reason and original bytes", check=_TOPIC)
+    dead_letter_topic: str = setting(
+        doc="topic receiving rejected records with their reason and original bytes", check=_TOPIC
+    )
     record: RecordFormat = setting(doc="field mapping of the input records")
-    cadence: str = setting(doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE)
+    cadence: str = setting(
+        doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE
+    )
     horizon: int = setting(doc="forecast steps emitted per forecast", check=positive_int)
     partitions: int = setting(3, doc="partitions when forecaster creates the topics", check=positive_int)
     calendar: Calendar = setting(Calendar(), doc="calendar features")
     model: ModelConfig = setting(ModelConfig(), doc="the recurrent network")
     scaling: Scaling = setting(Scaling(), doc="per-series online normalisation")
-    emit: Literal["per_record", "latest_per_series"] = setting("per_record", doc="a forecast for every input record, or only each series' latest in a batch")
-    max_series: int = setting(100_000, doc="series held on the device at once; the least recently seen is evicted beyond it", check=positive_int)
-    spill: Literal["memory", "disk", "none"] = setting("memory", doc="where an evicted series' state goes, to be restored if it returns: host memory, a file in state_dir, or nowhere")
+    emit: Literal["per_record", "latest_per_series"] = setting(
+        "per_record", doc="a forecast for every input record, or only each series' latest in a batch"
+    )
+    max_series: int = setting(
+        100_000,
+        doc="series held on the device at once; the least recently seen is evicted beyond it",
+        check=positive_int,
+    )
+    spill: Literal["memory", "disk", "none"] = setting(
+        "memory",
+        doc="where an evicted series' state goes, to be restored if it returns: host memory, a file in state_dir, or "
+        "nowhere",
+    )
     checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
-    skill_window: int = setting(1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int)
+    skill_window: int = setting(
+        1000, doc="one-step errors in the rolling MAE of model and naive forecasts", check=positive_int
+    )
     batching: Batching = setting(Batching(), doc="poll batch size and output packing")
     training: Training = setting(Training(), doc="offline pretraining, and the optimiser of online retraining")
     retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
@@ -212,17 +341,26 @@ class Pipeline:
         if self.output_topic == self.input_topic:
             raise ValueError(f"output_topic: expected a topic other than input_topic, got {self.output_topic!r}")
         if self.dead_letter_topic in (self.input_topic, self.output_topic):
-            raise ValueError(f"dead_letter_topic: expected a topic other than input_topic and output_topic, got {self.dead_letter_topic!r}")
+            raise ValueError(
+                f"dead_letter_topic: expected a topic other than input_topic and output_topic, got "
+                f"{self.dead_letter_topic!r}"
+            )
         trainable = self.retraining.buffer - self.retraining.holdout
         if self.retraining.enabled and self.training.window > trainable:
-            raise ValueError(f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
-                             f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}")
+            raise ValueError(
+                f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
+                f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}"
+            )
         if self.intervals.tracking_rate and len(self.model.quantiles) < 2:
-            raise ValueError(f"intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
-                             f"(an interval to track), got {self.intervals.tracking_rate} with {list(self.model.quantiles)}")
+            raise ValueError(
+                f"intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
+                f"(an interval to track), got {self.intervals.tracking_rate} with {list(self.model.quantiles)}"
+            )
         if self.model.season is not None and self.model.season < self.horizon:
-            raise ValueError(f"model.season: expected at least the horizon ({self.horizon} steps): a step further ahead "
-                             f"than a season has no value one season before it yet, got {self.model.season}")
+            raise ValueError(
+                f"model.season: expected at least the horizon ({self.horizon} steps): a step further ahead "
+                f"than a season has no value one season before it yet, got {self.model.season}"
+            )
 
     @property
     def input_size(self) -> int:
@@ -235,39 +373,73 @@ class Kafka:
     """Connection to the user's Kafka cluster."""
 
     bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
-    client: Literal["kafka-python", "confluent-kafka"] = setting("kafka-python", doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), faster at high volume")
+    client: Literal["kafka-python", "confluent-kafka"] = setting(
+        "kafka-python",
+        doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), "
+        "faster at high volume",
+    )
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting("PLAINTEXT", doc="transport security")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"] | None = setting(None, doc="SASL authentication, with security_protocol SASL_SSL or SASL_PLAINTEXT")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
+        "PLAINTEXT", doc="transport security"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"] | None = setting(
+        None, doc="SASL authentication, with security_protocol SASL_SSL or SASL_PLAINTEXT"
+    )
     sasl_plain_username: str | None = setting(None, doc="user name for SASL PLAIN or SCRAM")
-    sasl_plain_password: str | None = setting(None, doc="password for SASL PLAIN or SCRAM: write ${VAR} to read it from the environment; never logged")
-    ssl_cafile: str | None = setting(None, doc="CA certificates (PEM) to verify the brokers, with SSL or SASL_SSL (relative to config.yaml); null: the system's")
+    sasl_plain_password: str | None = setting(
+        None, doc="password for SASL PLAIN or SCRAM: write ${VAR} to read it from the environment; never logged"
+    )
+    ssl_cafile: str | None = setting(
+        None,
+        doc="CA certificates (PEM) to verify the brokers, with SSL or SASL_SSL (relative to config.yaml); null: the "
+        "system's",
+    )
     ssl_certfile: str | None = setting(None, doc="client certificate (PEM) for mutual TLS (relative to config.yaml)")
     ssl_keyfile: str | None = setting(None, doc="private key (PEM) of ssl_certfile (relative to config.yaml)")
-    consumer: dict[str, object] = setting(_EMPTY, doc="extra consumer settings, passed through: kafka-python KafkaConsumer arguments, or librdkafka properties (underscores read as dots)")
-    producer: dict[str, object] = setting(_EMPTY, doc="extra producer settings, passed through: kafka-python KafkaProducer arguments, or librdkafka properties")
-    admin: dict[str, object] = setting(_EMPTY, doc="extra admin client settings, passed through: kafka-python KafkaAdminClient arguments, or librdkafka properties")
+    consumer: dict[str, object] = setting(
+        _EMPTY,
+        doc="extra consumer settings, passed through: kafka-python KafkaConsumer arguments, or librdkafka properties "
+        "(underscores read as dots)",
+    )
+    producer: dict[str, object] = setting(
+        _EMPTY,
+        doc="extra producer settings, passed through: kafka-python KafkaProducer arguments, or librdkafka properties",
+    )
+    admin: dict[str, object] = setting(
+        _EMPTY,
+        doc="extra admin client settings, passed through: kafka-python KafkaAdminClient arguments, or librdkafka "
+        "properties",
+    )
 
     __repr__ = masked_repr  # the password (and any secret-named pass-through key) never reaches a log
 
     def __post_init__(self):
-        sasl = {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.sasl_plain_username,
-                "sasl_plain_password": self.sasl_plain_password}
+        sasl = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
+        }
         ssl = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile, "ssl_keyfile": self.ssl_keyfile}
         for name, value in sasl.items():
             if value is not None and not self.security_protocol.startswith("SASL_"):
-                raise ValueError(f"{name}: expected security_protocol SASL_SSL or SASL_PLAINTEXT with SASL settings, "
-                                 f"got security_protocol {self.security_protocol}")
+                raise ValueError(
+                    f"{name}: expected security_protocol SASL_SSL or SASL_PLAINTEXT with SASL settings, "
+                    f"got security_protocol {self.security_protocol}"
+                )
         for name, value in ssl.items():
             if value is not None and not self.security_protocol.endswith("SSL"):
-                raise ValueError(f"{name}: expected security_protocol SSL or SASL_SSL with TLS files, "
-                                 f"got security_protocol {self.security_protocol}")
+                raise ValueError(
+                    f"{name}: expected security_protocol SSL or SASL_SSL with TLS files, "
+                    f"got security_protocol {self.security_protocol}"
+                )
         if self.sasl_mechanism not in (None, "GSSAPI") and None in (self.sasl_plain_username, self.sasl_plain_password):
             missing = "sasl_plain_username" if self.sasl_plain_username is None else "sasl_plain_password"
             raise ValueError(f"{missing}: expected a value with sasl_mechanism {self.sasl_mechanism}, got nothing")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
-            raise ValueError("ssl_keyfile: expected ssl_certfile too (the certificate the key belongs to), got no ssl_certfile")
+            raise ValueError(
+                "ssl_keyfile: expected ssl_certfile too (the certificate the key belongs to), got no ssl_certfile"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,12 +448,18 @@ class MetricsServer:
 
     host: str = setting("127.0.0.1", doc="address to bind; 127.0.0.1 keeps it private to the machine")
     port: int = setting(9108, doc="TCP port of /metrics", check=port)
-    tls_certfile: str | None = setting(None, doc="serve HTTPS with this certificate chain (PEM, relative to config.yaml); null: plain HTTP")
-    tls_keyfile: str | None = setting(None, doc="private key (PEM) of tls_certfile, when not inside it (relative to config.yaml)")
+    tls_certfile: str | None = setting(
+        None, doc="serve HTTPS with this certificate chain (PEM, relative to config.yaml); null: plain HTTP"
+    )
+    tls_keyfile: str | None = setting(
+        None, doc="private key (PEM) of tls_certfile, when not inside it (relative to config.yaml)"
+    )
 
     def __post_init__(self):
         if self.tls_keyfile is not None and self.tls_certfile is None:
-            raise ValueError("tls_keyfile: expected tls_certfile too (the certificate the key belongs to), got no tls_certfile")
+            raise ValueError(
+                "tls_keyfile: expected tls_certfile too (the certificate the key belongs to), got no tls_certfile"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,10 +467,16 @@ class Settings:
     """The global part of config.yaml."""
 
     kafka: Kafka = setting(Kafka(), doc="Kafka connection")
-    device: Literal["auto", "cpu", "cuda"] = setting("auto", doc="where states and model live: auto picks CUDA when present")
+    device: Literal["auto", "cpu", "cuda"] = setting(
+        "auto", doc="where states and model live: auto picks CUDA when present"
+    )
     metrics: MetricsServer = setting(MetricsServer(), doc="Prometheus endpoint")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", doc="logging threshold")
-    log_format: Literal["text", "json"] = setting("text", doc="log lines: text for people, or json: one object per line with time, level, logger, message and the event's fields")
+    log_format: Literal["text", "json"] = setting(
+        "text",
+        doc="log lines: text for people, or json: one object per line with time, level, logger, message and the "
+        "event's fields",
+    )
     state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
     pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
 
@@ -333,7 +517,8 @@ def load(path: str | Path, require_weights: bool = True) -> Config:
 
 
 def _resolve_files(settings: Settings, config_path: Path) -> Settings:
-    """TLS files, named relative to config.yaml, made absolute; a missing one is an error now, not at the first connection."""
+    """TLS files, named relative to config.yaml, made absolute; a missing one is an error now, not at the first
+    connection."""
 
     def resolved(section: str, name: str) -> str | None:
         value = getattr(getattr(settings, section), name)
@@ -346,8 +531,11 @@ def _resolve_files(settings: Settings, config_path: Path) -> Settings:
 
     kafka = {name: resolved("kafka", name) for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
     metrics = {name: resolved("metrics", name) for name in ("tls_certfile", "tls_keyfile")}
-    return dataclasses.replace(settings, kafka=dataclasses.replace(settings.kafka, **kafka),
-                               metrics=dataclasses.replace(settings.metrics, **metrics))
+    return dataclasses.replace(
+        settings,
+        kafka=dataclasses.replace(settings.kafka, **kafka),
+        metrics=dataclasses.replace(settings.metrics, **metrics),
+    )
 
 
 def _display(config_path: Path, name: str) -> str:
@@ -366,7 +554,9 @@ def _check_unique(config: Config) -> None:
     files = [_display(config.path, name) for name in config.settings.pipelines]
     for pipeline, file in zip(config.pipelines, files):
         if pipeline.name in seen_names:
-            raise ConfigError(f"{file}: name: pipeline name {pipeline.name!r} is already used by {seen_names[pipeline.name]}")
+            raise ConfigError(
+                f"{file}: name: pipeline name {pipeline.name!r} is already used by {seen_names[pipeline.name]}"
+            )
         seen_names[pipeline.name] = file
         for key in ("input_topic", "output_topic", "dead_letter_topic"):
             topic = getattr(pipeline, key)
@@ -378,4 +568,7 @@ def _check_unique(config: Config) -> None:
 def _check_weights_exist(config: Config, pipeline: Pipeline, display: str) -> None:
     weights = pipeline.model.weights
     if weights is not None and not config.resolve(weights).is_file():
-        raise ConfigError(f"{display}: model.weights: expected an existing weights file, got {weights!r} (run `forecaster pretrain -c {config.path} --pipeline {pipeline.name}`)")
+        raise ConfigError(
+            f"{display}: model.weights: expected an existing weights file, got {weights!r} (run `forecaster pretrain "
+            f"-c {config.path} --pipeline {pipeline.name}`)"
+        )

@@ -13,8 +13,9 @@ import json
 import logging
 import math
 import sys
-from datetime import datetime, timezone
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from forecaster.schema import MASK, is_secret  # one rule for what counts as a secret, in config errors and logs
 
@@ -71,7 +72,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -98,4 +99,3 @@ class TextFormatter(logging.Formatter):
         head, newline, rest = line.partition("\n")  # a traceback stays below the fields
         pairs = " ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in fields.items())
         return f"{head} {pairs}{newline}{rest}"
-

@@ -17,27 +17,142 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         p = ["pipeline"]
-        self.records_consumed = Counter("forecaster_records_consumed_total", "Input records polled from Kafka.", p, registry=registry)
-        self.forecasts_produced = Counter("forecaster_forecasts_produced_total", "Forecast records acknowledged by Kafka.", p, registry=registry)
-        self.records_rejected = Counter("forecaster_records_rejected_total", "Input records rejected and dead-lettered, by reason.", p + ["reason"], registry=registry)
-        self.latency = Histogram("forecaster_end_to_end_latency_seconds", "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).", p, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.batch_size = Histogram("forecaster_batch_records", "Records per poll batch.", p, buckets=_BATCH_BUCKETS, registry=registry)
+        self.records_consumed = Counter(
+            "forecaster_records_consumed_total", "Input records polled from Kafka.", p, registry=registry
+        )
+        self.forecasts_produced = Counter(
+            "forecaster_forecasts_produced_total", "Forecast records acknowledged by Kafka.", p, registry=registry
+        )
+        self.records_rejected = Counter(
+            "forecaster_records_rejected_total",
+            "Input records rejected and dead-lettered, by reason.",
+            p + ["reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "forecaster_end_to_end_latency_seconds",
+            "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).",
+            p,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "forecaster_batch_records", "Records per poll batch.", p, buckets=_BATCH_BUCKETS, registry=registry
+        )
         self.active_series = Gauge("forecaster_active_series", "Series with state held.", p, registry=registry)
-        self.series_evicted = Counter("forecaster_series_evicted_total", "Series whose state was dropped to make room (max_series).", p, registry=registry)
-        self.state_bytes = Gauge("forecaster_state_memory_bytes", "Bytes of per-series state: recurrent state, normaliser, bookkeeping.", p, registry=registry)
-        self.consumer_lag = Gauge("forecaster_consumer_lag_records", "Records in the input topic not yet consumed, summed over assigned partitions.", p, registry=registry)
-        self.model_version = Gauge("forecaster_model_version", "Version of the serving weights, carried in every forecast.", p, registry=registry)
-        self.one_step_mae = Gauge("forecaster_one_step_mae", "Rolling MAE of one-step forecasts against the actuals that arrived, in original units; forecaster=model|naive.", p + ["forecaster"], registry=registry)
-        self.step_seconds = Histogram("forecaster_step_seconds", "Time in the engine's batched step per poll batch.", p, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.spilled_series = Gauge("forecaster_spilled_series", "Evicted series whose state waits in the spill (memory or disk).", p, registry=registry)
-        self.checkpoints = Counter("forecaster_checkpoints_total", "Checkpoints written (state with the offsets it reflects).", p, registry=registry)
-        self.checkpoint_seconds = Histogram("forecaster_checkpoint_seconds", "Time to write one checkpoint durably.", p, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.retrains = Counter("forecaster_retrains_total", "Retraining rounds by outcome: started, then promoted, rejected or failed.", p + ["outcome"], registry=registry)
-        self.training_loss = Gauge("forecaster_training_loss", "Mean training loss over the last steps of the latest retraining round (normalised units).", p, registry=registry)
-        self.heldout_loss = Gauge("forecaster_heldout_loss", "Loss on the held-out newest buffered steps in the latest round; model=champion|challenger.", p + ["model"], registry=registry)
-        self.retrain_seconds = Histogram("forecaster_retrain_seconds", "Duration of a retraining round, in the background.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
-        self.resync_seconds = Histogram("forecaster_resync_seconds", "Time the loop spent installing promoted weights and re-synchronising every state.", p, buckets=_RETRAIN_BUCKETS, registry=registry)
-        self.damping = Gauge("forecaster_damping_mean", "Mean over held series of how much of the model's move away from the last value is served (1: the model as it is, 0: the last value); set by each retraining round.", p, registry=registry)
-        self.interval_coverage = Gauge("forecaster_interval_coverage", "Rolling share of one-step actuals inside the outermost quantile interval issued for them; nominal=its nominal coverage.", p + ["nominal"], registry=registry)
-        self.interval_shift = Gauge("forecaster_interval_shift_scales", "How far the outermost quantiles are moved out (negative: in), in series scales, averaged over the horizon steps; source=conformal (the latest rounds' widening) or tracking (quantile tracking's offsets).", p + ["source"], registry=registry)
-        self.up = Gauge("forecaster_pipeline_up", "1 while the pipeline is assigned partitions and in contact with Kafka.", p, registry=registry)
+        self.series_evicted = Counter(
+            "forecaster_series_evicted_total",
+            "Series whose state was dropped to make room (max_series).",
+            p,
+            registry=registry,
+        )
+        self.state_bytes = Gauge(
+            "forecaster_state_memory_bytes",
+            "Bytes of per-series state: recurrent state, normaliser, bookkeeping.",
+            p,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "forecaster_consumer_lag_records",
+            "Records in the input topic not yet consumed, summed over assigned partitions.",
+            p,
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "forecaster_model_version",
+            "Version of the serving weights, carried in every forecast.",
+            p,
+            registry=registry,
+        )
+        self.one_step_mae = Gauge(
+            "forecaster_one_step_mae",
+            "Rolling MAE of one-step forecasts against the actuals that arrived, in original units; "
+            "forecaster=model|naive.",
+            p + ["forecaster"],
+            registry=registry,
+        )
+        self.step_seconds = Histogram(
+            "forecaster_step_seconds",
+            "Time in the engine's batched step per poll batch.",
+            p,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.spilled_series = Gauge(
+            "forecaster_spilled_series",
+            "Evicted series whose state waits in the spill (memory or disk).",
+            p,
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "forecaster_checkpoints_total",
+            "Checkpoints written (state with the offsets it reflects).",
+            p,
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "forecaster_checkpoint_seconds",
+            "Time to write one checkpoint durably.",
+            p,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retrains = Counter(
+            "forecaster_retrains_total",
+            "Retraining rounds by outcome: started, then promoted, rejected or failed.",
+            p + ["outcome"],
+            registry=registry,
+        )
+        self.training_loss = Gauge(
+            "forecaster_training_loss",
+            "Mean training loss over the last steps of the latest retraining round (normalised units).",
+            p,
+            registry=registry,
+        )
+        self.heldout_loss = Gauge(
+            "forecaster_heldout_loss",
+            "Loss on the held-out newest buffered steps in the latest round; model=champion|challenger.",
+            p + ["model"],
+            registry=registry,
+        )
+        self.retrain_seconds = Histogram(
+            "forecaster_retrain_seconds",
+            "Duration of a retraining round, in the background.",
+            p,
+            buckets=_RETRAIN_BUCKETS,
+            registry=registry,
+        )
+        self.resync_seconds = Histogram(
+            "forecaster_resync_seconds",
+            "Time the loop spent installing promoted weights and re-synchronising every state.",
+            p,
+            buckets=_RETRAIN_BUCKETS,
+            registry=registry,
+        )
+        self.damping = Gauge(
+            "forecaster_damping_mean",
+            "Mean over held series of how much of the model's move away from the last value is served (1: the model as "
+            "it is, 0: the last value); set by each retraining round.",
+            p,
+            registry=registry,
+        )
+        self.interval_coverage = Gauge(
+            "forecaster_interval_coverage",
+            "Rolling share of one-step actuals inside the outermost quantile interval issued for them; nominal=its "
+            "nominal coverage.",
+            p + ["nominal"],
+            registry=registry,
+        )
+        self.interval_shift = Gauge(
+            "forecaster_interval_shift_scales",
+            "How far the outermost quantiles are moved out (negative: in), in series scales, averaged over the horizon "
+            "steps; source=conformal (the latest rounds' widening) or tracking (quantile tracking's offsets).",
+            p + ["source"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "forecaster_pipeline_up",
+            "1 while the pipeline is assigned partitions and in contact with Kafka.",
+            p,
+            registry=registry,
+        )

@@ -14,7 +14,8 @@ import os
 import re
 import types
 import typing
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import yaml
 
@@ -85,7 +86,9 @@ def expand_env(text: str, where: str) -> str:
             return os.environ[name]
         if default is not None:
             return default
-        raise ConfigError(f"{where}: environment variable {name} is not set and has no default (write ${{{name}:-default}})")
+        raise ConfigError(
+            f"{where}: environment variable {name} is not set and has no default (write ${{{name}:-default}})"
+        )
 
     return _ENV.sub(value, text)
 

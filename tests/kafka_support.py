@@ -6,17 +6,18 @@ import uuid
 from pathlib import Path
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster import config as config_module
 from forecaster.io.broker import free_port
 from forecaster.io.kafka import create_topics, read_topic  # noqa: F401 - the tests' way to read a topic back
-from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True,
-           changes: dict | None = None) -> config_module.Config:
+def deploy(
+    broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True, changes: dict | None = None
+) -> config_module.Config:
     """The shipped config.yaml and pipelines, with topics, consumer group and metrics port of this test's own.
 
     `changes` maps a pipeline name to sections whose keys replace the shipped file's, e.g.
@@ -41,8 +42,10 @@ def deploy(broker, directory: Path, pipelines=("stock", "weather", "power_load")
     (directory / "config.yaml").write_text(yaml.safe_dump(settings))
     config = config_module.load(directory / "config.yaml")
     if create:
-        create_topics(config.settings.kafka, [(t, p.partitions) for p in config.pipelines
-                                              for t in (p.input_topic, p.output_topic, p.dead_letter_topic)])
+        create_topics(
+            config.settings.kafka,
+            [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)],
+        )
     return config
 
 
@@ -50,8 +53,11 @@ def scrape(url: str) -> dict:
     """{(name, frozenset(labels)): value} of a /metrics page."""
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def metrics_url(config) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
 from forecaster.build import seeded_model
+from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -22,13 +22,30 @@ def benchmark(name: str):
     return importlib.import_module(name)
 
 
-def make_pipeline(cell="gru", horizon=4, emit="per_record", covariates=(), max_series=1000,
-                  calendar=Calendar(hour_of_day=True, day_of_week=True), cadence="1h", spill="memory", **model) -> Pipeline:
+def make_pipeline(
+    cell="gru",
+    horizon=4,
+    emit="per_record",
+    covariates=(),
+    max_series=1000,
+    calendar=Calendar(hour_of_day=True, day_of_week=True),
+    cadence="1h",
+    spill="memory",
+    **model,
+) -> Pipeline:
     """A small pipeline with seeded weights, as config.load would build it."""
     return Pipeline(
-        name="test", input_topic="in", output_topic="out", dead_letter_topic="dead",
+        name="test",
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
         record=RecordFormat(key="key", timestamp="time", target="y", covariates=tuple(covariates)),
-        cadence=cadence, horizon=horizon, calendar=calendar, emit=emit, max_series=max_series, spill=spill,
+        cadence=cadence,
+        horizon=horizon,
+        calendar=calendar,
+        emit=emit,
+        max_series=max_series,
+        spill=spill,
         model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
     )
 
@@ -38,8 +55,9 @@ def observations(keys, times, values, positions=None) -> Observations:
     values = np.asarray(values, dtype=np.float64)
     values = values.reshape(len(keys), -1)
     times = np.asarray(times, dtype=np.float64)
-    return Observations(tuple(keys), times, times.copy(), values,
-                        np.arange(len(keys)) if positions is None else np.asarray(positions))
+    return Observations(
+        tuple(keys), times, times.copy(), values, np.arange(len(keys)) if positions is None else np.asarray(positions)
+    )
 
 
 def random_walks(n_series=5, length=12, seed=0, covariates=0):
@@ -51,24 +69,24 @@ def random_walks(n_series=5, length=12, seed=0, covariates=0):
             if rng.random() < 0.8:  # series do not all report every step
                 keys.append(f"s{s}")
                 times.append(1_600_000_000 + 3600.0 * t)
-                level = 10.0 ** s
+                level = 10.0**s
                 rows.append([level * (1 + 0.1 * rng.standard_normal())] + list(rng.standard_normal(covariates)))
     return keys, times, rows
 
 
 def torch_reference(model):
     """nn.GRU / nn.LSTM / nn.RNN with the model's weights copied in: what the model claims to equal."""
-    from torch import nn
     import torch
+    from torch import nn
 
     s = model.spec
     kind = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[s.cell]
     kw = {"nonlinearity": s.nonlinearity} if s.cell == "rnn" else {}
     ref = kind(s.input_size, s.hidden_size, s.num_layers, **kw).to(model.readout.weight.device)
     with torch.no_grad():
-        for l, cell in enumerate(model.layers):
+        for i, cell in enumerate(model.layers):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(ref, f"{name}_l{l}").copy_(getattr(cell, name))
+                getattr(ref, f"{name}_l{i}").copy_(getattr(cell, name))
     return ref
 
 
@@ -78,23 +96,33 @@ def ordered_quantiles_model(pipeline, spread=1.0):
     model, H = seeded_model(pipeline), pipeline.horizon
     with torch.no_grad():
         for k, shift in enumerate((-spread, 0.0, spread), start=1):
-            model.readout.weight[k * H:(k + 1) * H] = model.readout.weight[:H]
-            model.readout.bias[k * H:(k + 1) * H] = model.readout.bias[:H] + shift
+            model.readout.weight[k * H : (k + 1) * H] = model.readout.weight[:H]
+            model.readout.bias[k * H : (k + 1) * H] = model.readout.bias[:H] + shift
     return model
 
 
 T0 = 1_600_000_000.0
 
 
-def retraining_pipeline(buffer=96, holdout=16, steps=40, min_improvement=0.0, max_series=1000, quantiles=(), window=32,
-                        **kw):
+def retraining_pipeline(
+    buffer=96, holdout=16, steps=40, min_improvement=0.0, max_series=1000, quantiles=(), window=32, **kw
+):
     pipeline = make_pipeline(max_series=max_series, quantiles=tuple(quantiles), **kw)
     return dataclasses.replace(
         pipeline,
-        training=Training(window=window, chunk=min(8, window // 2), batch_size=16, steps=10, learning_rate=1e-2,
-                          warmup_steps=2),
-        retraining=Retraining(enabled=True, buffer=buffer, holdout=holdout, steps=steps, learning_rate=1e-2,
-                              min_improvement=min_improvement, resync_steps=buffer))
+        training=Training(
+            window=window, chunk=min(8, window // 2), batch_size=16, steps=10, learning_rate=1e-2, warmup_steps=2
+        ),
+        retraining=Retraining(
+            enabled=True,
+            buffer=buffer,
+            holdout=holdout,
+            steps=steps,
+            learning_rate=1e-2,
+            min_improvement=min_improvement,
+            resync_steps=buffer,
+        ),
+    )
 
 
 def sines(n_series=8, length=120, seed=0):

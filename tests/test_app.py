@@ -11,14 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from forecaster import app
 from forecaster.app import Checkpoints, PipelineWorker
-from forecaster.build import resolve_device
+from forecaster.build import resolve_device, seeded_model
+from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint
-from forecaster.errors import DeliveryError
-from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
-from forecaster.errors import ForecasterError
 from forecaster.io.messages import Polled
 from forecaster.metrics import Metrics
+from forecaster.serving.engine import Engine
 
 from support import make_pipeline
 
@@ -72,7 +70,9 @@ def record(key, hour, y, partition=0, offset=0) -> Polled:
 
 def worker(batches, error=None, checkpoint_dir=None, every_records=3, restore=False):
     pipeline = make_pipeline()
-    pipeline = dataclasses.replace(pipeline, checkpoint=dataclasses.replace(pipeline.checkpoint, every_records=every_records))
+    pipeline = dataclasses.replace(
+        pipeline, checkpoint=dataclasses.replace(pipeline.checkpoint, every_records=every_records)
+    )
     registry = CollectorRegistry()
     source = FakeSource(batches)
     sink = FakeSink(source, error)
@@ -112,10 +112,14 @@ def test_bad_records_go_to_the_dead_letter_topic_with_reason_and_original_bytes(
     w.run_once()
     dead = [m for m in sink.messages if m.topic == "dead"]
     assert [(m.value, dict(m.headers)["forecaster.reason"]) for m in dead] == [
-        (b"\xff not json", b"malformed"), (record("a", 0, 9.0).value, b"duplicate_timestamp")]
+        (b"\xff not json", b"malformed"),
+        (record("a", 0, 9.0).value, b"duplicate_timestamp"),
+    ]
     assert dict(dead[0].headers)["forecaster.source"] == b"in/0/1"
     assert source.committed == [{0: 3}]  # dead-lettered records are done with too
-    assert registry.get_sample_value("forecaster_records_rejected_total", {"pipeline": "test", "reason": "malformed"}) == 1
+    assert (
+        registry.get_sample_value("forecaster_records_rejected_total", {"pipeline": "test", "reason": "malformed"}) == 1
+    )
     assert registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "test"}) == 1
 
 
@@ -138,10 +142,15 @@ def test_a_batch_with_nothing_usable_is_dead_lettered_and_the_loop_goes_on():
 
 
 def test_a_batch_whose_every_record_its_series_refuses_is_dead_lettered_and_the_loop_goes_on():
-    w, source, sink, _ = worker([[record("a", 5, 1.0, offset=0)], [record("a", 4, 2.0, offset=1), record("a", 5, 3.0, offset=2)]])
+    w, source, sink, _ = worker(
+        [[record("a", 5, 1.0, offset=0)], [record("a", 4, 2.0, offset=1), record("a", 5, 3.0, offset=2)]]
+    )
     w.run_once()
     assert w.run_once() == 2
-    assert [dict(m.headers)["forecaster.reason"] for m in sink.messages[1:]] == [b"out_of_order", b"duplicate_timestamp"]
+    assert [dict(m.headers)["forecaster.reason"] for m in sink.messages[1:]] == [
+        b"out_of_order",
+        b"duplicate_timestamp",
+    ]
     assert source.committed == [{0: 1}, {0: 3}]
 
 
@@ -216,7 +225,9 @@ def test_a_restored_worker_forecasts_exactly_as_one_that_never_stopped(tmp_path)
     uninterrupted, _, whole, _ = worker([hours("a", 0, 6) + hours("b", 0, 6, partition=1), hours("a", 6, 12)])
     uninterrupted.run_once()
     uninterrupted.run_once()
-    first, _, _, _ = worker([hours("a", 0, 6) + hours("b", 0, 6, partition=1)], checkpoint_dir=tmp_path, every_records=1)
+    first, _, _, _ = worker(
+        [hours("a", 0, 6) + hours("b", 0, 6, partition=1)], checkpoint_dir=tmp_path, every_records=1
+    )
     first.run_once()  # then the process dies
     resumed, _, after, _ = worker([hours("a", 6, 12)], checkpoint_dir=tmp_path, restore=True)
     resumed.run_once()

@@ -10,7 +10,8 @@ COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "bench"]
 
 
 def pipeline(name: str, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         name: {name}
         input_topic: {name}.in
         output_topic: {name}.out
@@ -25,7 +26,9 @@ def pipeline(name: str, extra: str = "") -> str:
           hidden_size: 8
           num_layers: 2
           weights: null
-        """) + extra
+        """)
+        + extra
+    )
 
 
 @pytest.fixture
@@ -51,10 +54,13 @@ def test_check_passes_a_valid_config_and_summarises_each_pipeline(config_dir, ca
 
 
 def test_check_names_a_pipelines_season(config_dir, capsys):
-    (config_dir / "pipelines" / "weather.yaml").write_text(pipeline("weather").replace("  weights: null", "  weights: null\n  season: 24"))
+    (config_dir / "pipelines" / "weather.yaml").write_text(
+        pipeline("weather").replace("  weights: null", "  weights: null\n  season: 24")
+    )
     assert main(["check", "-c", str(config_dir / "config.yaml")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
-        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, season 24, weights seeded, no retraining")
+        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, season 24, weights seeded, no retraining"
+    )
 
 
 def test_check_names_the_file_and_yaml_path_of_a_broken_pipeline(config_dir, capsys):

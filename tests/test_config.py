@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from forecaster import config, schema
-from forecaster.config import Pipeline, Settings
 from forecaster.build import model_spec
+from forecaster.config import Pipeline, Settings
 from forecaster.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,10 @@ def test_a_minimal_pipeline_takes_the_documented_defaults(tmp_path):
 
 
 def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
-    path = write_config(tmp_path, {"weather": WEATHER}, """\
+    path = write_config(
+        tmp_path,
+        {"weather": WEATHER},
+        """\
         kafka:
           consumer:
             max_poll_records: 500
@@ -119,21 +122,33 @@ def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
             fetch_max_wait_s: 0.5
             api_version: [3, 7]
             sasl_password: null
-        """)
+        """,
+    )
     consumer = config.load(path).settings.kafka.consumer
-    assert dict(consumer) == {"max_poll_records": 500, "enable_auto_commit": False, "auto_offset_reset": "earliest",
-                              "fetch_max_wait_s": 0.5, "api_version": (3, 7), "sasl_password": None}
+    assert dict(consumer) == {
+        "max_poll_records": 500,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_s": 0.5,
+        "api_version": (3, 7),
+        "sasl_password": None,
+    }
     assert type(consumer["max_poll_records"]) is int and type(consumer["enable_auto_commit"]) is bool
 
 
 def test_pass_through_settings_reject_nested_mappings(tmp_path):
-    path = write_config(tmp_path, {"weather": WEATHER}, """\
+    path = write_config(
+        tmp_path,
+        {"weather": WEATHER},
+        """\
         kafka:
           consumer:
             sasl: {mechanism: PLAIN}
-        """)
-    assert load_error(path) == (f"{path}: kafka.consumer.sasl: expected a scalar or a list of scalars, "
-                                "got a dict {'mechanism': 'PLAIN'}")
+        """,
+    )
+    assert load_error(path) == (
+        f"{path}: kafka.consumer.sasl: expected a scalar or a list of scalars, got a dict {{'mechanism': 'PLAIN'}}"
+    )
 
 
 def test_asking_for_an_unknown_pipeline_names_the_known_ones(tmp_path):
@@ -165,38 +180,57 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
         "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
-        "skill_window, batching, training, retraining, intervals)")
+        "skill_window, batching, training, retraining, intervals)"
+    )
 
 
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed)")
+        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed)"
+    )
 
 
 def test_an_unknown_global_key_names_config_yaml(tmp_path):
     path = write_config(tmp_path, {"weather": WEATHER}, "metric:\n  port: 9100\n")
-    assert load_error(path) == (f"{path}: metric: unknown key "
-                                "(expected one of: kafka, device, metrics, log_level, log_format, state_dir, pipelines)")
+    assert load_error(path) == (
+        f"{path}: metric: unknown key "
+        "(expected one of: kafka, device, metrics, log_level, log_format, state_dir, pipelines)"
+    )
 
 
 # --- types ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("snippet, message", [
-    ("model:\n  hidden_size: lots\n", "model.hidden_size: expected an integer, got 'lots'"),
-    ("model:\n  hidden_size: true\n", "model.hidden_size: expected an integer, got True"),
-    ("model:\n  hidden_size: 8.5\n", "model.hidden_size: expected an integer, got 8.5"),
-    ("model:\n  layer_norm: 1\n", "model.layer_norm: expected true or false, got 1"),
-    ("model:\n  weights: 7\n", "model.weights: expected a non-empty string, got 7"),
-    ("model: 3\n", "model: expected a mapping, got 3"),
-    ("scaling:\n  clip: high\n", "scaling.clip: expected a finite number, got 'high'"),
-    ("scaling:\n  clip: .inf\n", "scaling.clip: expected a finite number, got inf"),
-    ("scaling:\n  clip: .nan\n", "scaling.clip: expected a finite number, got nan"),
-    ("scaling:\n  clip: 1" + "0" * 400 + "\n", "scaling.clip: expected a finite number, got 1" + "0" * 400),
-    ("training:\n  dataset: ''\n", "training.dataset: expected a non-empty string, got ''"),
-], ids=["str-for-int", "bool-for-int", "float-for-int", "int-for-bool", "number-for-string", "scalar-for-mapping",
-        "str-for-float", "infinity", "nan", "int-too-large-for-float", "empty-string"])
+@pytest.mark.parametrize(
+    "snippet, message",
+    [
+        ("model:\n  hidden_size: lots\n", "model.hidden_size: expected an integer, got 'lots'"),
+        ("model:\n  hidden_size: true\n", "model.hidden_size: expected an integer, got True"),
+        ("model:\n  hidden_size: 8.5\n", "model.hidden_size: expected an integer, got 8.5"),
+        ("model:\n  layer_norm: 1\n", "model.layer_norm: expected true or false, got 1"),
+        ("model:\n  weights: 7\n", "model.weights: expected a non-empty string, got 7"),
+        ("model: 3\n", "model: expected a mapping, got 3"),
+        ("scaling:\n  clip: high\n", "scaling.clip: expected a finite number, got 'high'"),
+        ("scaling:\n  clip: .inf\n", "scaling.clip: expected a finite number, got inf"),
+        ("scaling:\n  clip: .nan\n", "scaling.clip: expected a finite number, got nan"),
+        ("scaling:\n  clip: 1" + "0" * 400 + "\n", "scaling.clip: expected a finite number, got 1" + "0" * 400),
+        ("training:\n  dataset: ''\n", "training.dataset: expected a non-empty string, got ''"),
+    ],
+    ids=[
+        "str-for-int",
+        "bool-for-int",
+        "float-for-int",
+        "int-for-bool",
+        "number-for-string",
+        "scalar-for-mapping",
+        "str-for-float",
+        "infinity",
+        "nan",
+        "int-too-large-for-float",
+        "empty-string",
+    ],
+)
 def test_a_value_of_the_wrong_type_is_named_with_what_was_expected(tmp_path, weather_file, snippet, message):
     assert pipeline_error(tmp_path, WEATHER + snippet) == f"{weather_file}: {message}"
 
@@ -228,12 +262,14 @@ def test_a_file_that_is_not_a_mapping_is_rejected(tmp_path):
 def test_a_missing_required_key_is_named_with_its_meaning(tmp_path, weather_file):
     text = WEATHER.replace("  target: temp\n", "")
     assert pipeline_error(tmp_path, text) == (
-        f"{weather_file}: record.target: missing required key (record field holding the value to forecast)")
+        f"{weather_file}: record.target: missing required key (record field holding the value to forecast)"
+    )
 
 
 def test_an_empty_pipeline_file_misses_its_name_first(tmp_path, weather_file):
     assert pipeline_error(tmp_path, "") == (
-        f"{weather_file}: name: missing required key (pipeline name, used in metrics labels and consumer group ids)")
+        f"{weather_file}: name: missing required key (pipeline name, used in metrics labels and consumer group ids)"
+    )
 
 
 def test_config_yaml_must_list_its_pipelines(tmp_path):
@@ -245,20 +281,61 @@ def test_config_yaml_must_list_its_pipelines(tmp_path):
 # --- impossible values ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("horizon: 24", "horizon: 24\nmodel:\n  hidden_size: -3", "model.hidden_size: expected a positive integer, got -3"),
-    ("horizon: 24", "horizon: 24\nmodel:\n  dropout: 1.0", "model.dropout: expected a number in [0, 1), got 1.0"),
-    ("horizon: 24", "horizon: 24\nscaling:\n  halflife: -5", "scaling.halflife: expected a positive number, got -5"),
-    ("horizon: 24", "horizon: 24\ntraining:\n  warmup_steps: -1", "training.warmup_steps: expected an integer >= 0, got -1"),
-    ("horizon: 24", "horizon: 24\ntraining:\n  train_fraction: 0", "training.train_fraction: expected a number in (0, 1], got 0"),
-    ("horizon: 24", "horizon: 0", "horizon: expected a positive integer, got 0"),
-    ("cadence: 1h", "cadence: 7x", "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '7x'"),
-    ("cadence: 1h", "cadence: 0h", "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '0h'"),
-    ("input_topic: weather.in", "input_topic: weather observations",
-     "input_topic: expected a Kafka topic name (letters, digits, '.', '_', '-'), got 'weather observations'"),
-    ("name: weather", "name: Weather", "name: expected a lower-case identifier, got 'Weather'"),
-], ids=["hidden_size", "dropout", "halflife", "warmup_steps", "train_fraction", "horizon", "cadence-unit",
-        "cadence-zero", "topic", "name"])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "horizon: 24",
+            "horizon: 24\nmodel:\n  hidden_size: -3",
+            "model.hidden_size: expected a positive integer, got -3",
+        ),
+        ("horizon: 24", "horizon: 24\nmodel:\n  dropout: 1.0", "model.dropout: expected a number in [0, 1), got 1.0"),
+        (
+            "horizon: 24",
+            "horizon: 24\nscaling:\n  halflife: -5",
+            "scaling.halflife: expected a positive number, got -5",
+        ),
+        (
+            "horizon: 24",
+            "horizon: 24\ntraining:\n  warmup_steps: -1",
+            "training.warmup_steps: expected an integer >= 0, got -1",
+        ),
+        (
+            "horizon: 24",
+            "horizon: 24\ntraining:\n  train_fraction: 0",
+            "training.train_fraction: expected a number in (0, 1], got 0",
+        ),
+        ("horizon: 24", "horizon: 0", "horizon: expected a positive integer, got 0"),
+        (
+            "cadence: 1h",
+            "cadence: 7x",
+            "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '7x'",
+        ),
+        (
+            "cadence: 1h",
+            "cadence: 0h",
+            "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '0h'",
+        ),
+        (
+            "input_topic: weather.in",
+            "input_topic: weather observations",
+            "input_topic: expected a Kafka topic name (letters, digits, '.', '_', '-'), got 'weather observations'",
+        ),
+        ("name: weather", "name: Weather", "name: expected a lower-case identifier, got 'Weather'"),
+    ],
+    ids=[
+        "hidden_size",
+        "dropout",
+        "halflife",
+        "warmup_steps",
+        "train_fraction",
+        "horizon",
+        "cadence-unit",
+        "cadence-zero",
+        "topic",
+        "name",
+    ],
+)
 def test_an_impossible_value_is_named_with_the_constraint(tmp_path, weather_file, old, new, message):
     assert pipeline_error(tmp_path, WEATHER.replace(old, new)) == f"{weather_file}: {message}"
 
@@ -273,11 +350,14 @@ def test_halflife_null_means_all_history_weighs_equally(tmp_path):
     assert loaded.pipelines[0].scaling.halflife is None
 
 
-@pytest.mark.parametrize("snippet, message", [
-    ("model:\n  cell: transformer\n", "model.cell: expected one of gru, lstm, rnn, got 'transformer'"),
-    ("emit: sometimes\n", "emit: expected one of per_record, latest_per_series, got 'sometimes'"),
-    ("training:\n  loss: mae\n", "training.loss: expected one of mse, relative_mse, got 'mae'"),
-])
+@pytest.mark.parametrize(
+    "snippet, message",
+    [
+        ("model:\n  cell: transformer\n", "model.cell: expected one of gru, lstm, rnn, got 'transformer'"),
+        ("emit: sometimes\n", "emit: expected one of per_record, latest_per_series, got 'sometimes'"),
+        ("training:\n  loss: mae\n", "training.loss: expected one of mse, relative_mse, got 'mae'"),
+    ],
+)
 def test_an_enum_accepts_only_its_listed_values(tmp_path, weather_file, snippet, message):
     assert pipeline_error(tmp_path, WEATHER + snippet) == f"{weather_file}: {message}"
 
@@ -292,19 +372,22 @@ def test_a_global_enum_is_checked_too(tmp_path):
 
 def test_relu_is_only_for_the_plain_rnn_cell(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  cell: gru\n  nonlinearity: relu\n") == (
-        f"{weather_file}: model.nonlinearity: expected tanh unless cell is rnn, got relu with cell gru")
+        f"{weather_file}: model.nonlinearity: expected tanh unless cell is rnn, got relu with cell gru"
+    )
 
 
 def test_tracking_intervals_without_quantiles_is_refused(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "intervals:\n  tracking_rate: 0.02\n") == (
         f"{weather_file}: intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
-        "(an interval to track), got 0.02 with []")
+        "(an interval to track), got 0.02 with []"
+    )
 
 
 def test_a_season_shorter_than_the_horizon_is_refused(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  season: 12\n") == (
         f"{weather_file}: model.season: expected at least the horizon (24 steps): a step further ahead than a "
-        "season has no value one season before it yet, got 12")
+        "season has no value one season before it yet, got 12"
+    )
 
 
 def test_a_season_of_a_day_loads_into_the_model_spec(tmp_path):
@@ -320,20 +403,26 @@ def test_relu_with_the_rnn_cell_loads(tmp_path):
 def test_input_and_output_must_be_different_topics(tmp_path, weather_file):
     text = WEATHER.replace("output_topic: weather.out", "output_topic: weather.in")
     assert pipeline_error(tmp_path, text) == (
-        f"{weather_file}: output_topic: expected a topic other than input_topic, got 'weather.in'")
+        f"{weather_file}: output_topic: expected a topic other than input_topic, got 'weather.in'"
+    )
 
 
 def test_the_dead_letter_topic_must_be_its_own(tmp_path, weather_file):
     text = WEATHER.replace("output_topic: weather.out", "output_topic: weather.out\ndead_letter_topic: weather.out")
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("dead_letter_topic: weather.dead")) + "\n"
+    text = (
+        "\n".join(line for line in text.splitlines() if not line.startswith("dead_letter_topic: weather.dead")) + "\n"
+    )
     assert pipeline_error(tmp_path, text) == (
-        f"{weather_file}: dead_letter_topic: expected a topic other than input_topic and output_topic, got 'weather.out'")
+        f"{weather_file}: dead_letter_topic: expected a topic other than input_topic and output_topic, got "
+        f"'weather.out'"
+    )
 
 
 @pytest.mark.parametrize("chunk", [64, 32])
 def test_a_training_chunk_must_be_shorter_than_the_window(tmp_path, weather_file, chunk):
     assert pipeline_error(tmp_path, WEATHER + f"training:\n  window: 32\n  chunk: {chunk}\n") == (
-        f"{weather_file}: training.chunk: expected fewer steps than training.window (32), got {chunk}")
+        f"{weather_file}: training.chunk: expected fewer steps than training.window (32), got {chunk}"
+    )
 
 
 def test_a_training_chunk_shorter_than_the_window_loads(tmp_path):
@@ -344,8 +433,10 @@ def test_a_training_chunk_shorter_than_the_window_loads(tmp_path):
 def test_record_fields_must_be_distinct(tmp_path, weather_file):
     text = WEATHER.replace("  target: temp\n", "  target: temp\n  covariates: [temp]\n")
     assert pipeline_error(tmp_path, text) == (
-        f"{weather_file}: record.covariates: expected fields distinct from each other and from key, timestamp and target, "
-        "got ['station', 'time', 'temp', 'temp']")
+        f"{weather_file}: record.covariates: expected fields distinct from each other and from key, timestamp and "
+        f"target, "
+        "got ['station', 'time', 'temp', 'temp']"
+    )
 
 
 def test_two_pipelines_cannot_share_a_name(tmp_path):
@@ -355,7 +446,9 @@ def test_two_pipelines_cannot_share_a_name(tmp_path):
 
 
 def test_two_pipelines_cannot_share_a_topic(tmp_path):
-    path = write_config(tmp_path, {"weather": WEATHER, "solar": SOLAR.replace("input_topic: solar.in", "input_topic: weather.out")})
+    path = write_config(
+        tmp_path, {"weather": WEATHER, "solar": SOLAR.replace("input_topic: solar.in", "input_topic: weather.out")}
+    )
     solar, weather = tmp_path / "pipelines" / "solar.yaml", tmp_path / "pipelines" / "weather.yaml"
     assert load_error(path) == f"{solar}: input_topic: topic 'weather.out' is already used by {weather}"
 
@@ -373,12 +466,16 @@ def test_an_int_field_from_an_unset_variable_takes_the_default_as_an_int(tmp_pat
 def test_a_set_variable_wins_over_the_default(tmp_path, monkeypatch):
     monkeypatch.setenv("FC_TEST_PORT", "9200")
     monkeypatch.setenv("FC_TEST_BOOTSTRAP", "kafka-1:9093,kafka-2:9093")
-    path = write_config(tmp_path, {"weather": WEATHER}, """\
+    path = write_config(
+        tmp_path,
+        {"weather": WEATHER},
+        """\
         kafka:
           bootstrap_servers: ${FC_TEST_BOOTSTRAP:-127.0.0.1:9092}
         metrics:
           port: ${FC_TEST_PORT:-9108}
-        """)
+        """,
+    )
     settings = config.load(path).settings
     assert settings.metrics.port == 9200
     assert settings.kafka.bootstrap_servers == "kafka-1:9093,kafka-2:9093"
@@ -397,18 +494,24 @@ def test_variables_expand_inside_text_and_in_pipeline_files(tmp_path, monkeypatc
 def test_a_string_field_keeps_a_variable_that_looks_like_a_number(tmp_path, monkeypatch):
     monkeypatch.setenv("FC_TEST_CLIENT", "0123")
     monkeypatch.setenv("FC_TEST_GROUP", "on")
-    path = write_config(tmp_path, {"weather": WEATHER}, """\
+    path = write_config(
+        tmp_path,
+        {"weather": WEATHER},
+        """\
         kafka:
           client_id: ${FC_TEST_CLIENT}
           group_id: ${FC_TEST_GROUP}
-        """)
+        """,
+    )
     kafka = config.load(path).settings.kafka
     assert (kafka.client_id, kafka.group_id) == ("0123", "on")
 
 
 def test_a_variable_into_a_pass_through_setting_is_typed(tmp_path, monkeypatch):
     monkeypatch.delenv("FC_TEST_RECORDS", raising=False)
-    path = write_config(tmp_path, {"weather": WEATHER}, "kafka:\n  consumer:\n    max_poll_records: ${FC_TEST_RECORDS:-500}\n")
+    path = write_config(
+        tmp_path, {"weather": WEATHER}, "kafka:\n  consumer:\n    max_poll_records: ${FC_TEST_RECORDS:-500}\n"
+    )
     assert config.load(path).settings.kafka.consumer["max_poll_records"] == 500
 
 
@@ -421,8 +524,10 @@ def test_a_variable_is_checked_like_the_value_it_replaces(tmp_path, monkeypatch)
 def test_an_unset_variable_without_default_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("FC_TEST_BOOTSTRAP", raising=False)
     path = write_config(tmp_path, {"weather": WEATHER}, "kafka:\n  bootstrap_servers: ${FC_TEST_BOOTSTRAP}\n")
-    assert load_error(path) == (f"{path}: kafka.bootstrap_servers: environment variable FC_TEST_BOOTSTRAP is not set "
-                                "and has no default (write ${FC_TEST_BOOTSTRAP:-default})")
+    assert load_error(path) == (
+        f"{path}: kafka.bootstrap_servers: environment variable FC_TEST_BOOTSTRAP is not set "
+        "and has no default (write ${FC_TEST_BOOTSTRAP:-default})"
+    )
 
 
 # --- files ----------------------------------------------------------------------------
@@ -458,8 +563,10 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
 
 def test_a_missing_weights_file_suggests_pretrain(tmp_path, weather_file):
     path = write_config(tmp_path, {"weather": WEATHER + "model:\n  weights: models/weather.pt\n"})
-    assert load_error(path) == (f"{weather_file}: model.weights: expected an existing weights file, got "
-                                f"'models/weather.pt' (run `forecaster pretrain -c {path} --pipeline weather`)")
+    assert load_error(path) == (
+        f"{weather_file}: model.weights: expected an existing weights file, got "
+        f"'models/weather.pt' (run `forecaster pretrain -c {path} --pipeline weather`)"
+    )
 
 
 def test_weights_may_be_missing_when_not_required(tmp_path):

@@ -1,7 +1,6 @@
 """The daemon end to end against a real Kafka-protocol broker, on real replayed data."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,14 +12,14 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from forecaster.io import datasets
 from forecaster.app import Daemon
 from forecaster.build import build_engine
-from forecaster.tools.inspection import series_view
-from forecaster.serving.cadence import step_seconds
+from forecaster.io import datasets
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Sink
 from forecaster.io.messages import Message
+from forecaster.serving.cadence import step_seconds
+from forecaster.tools.inspection import series_view
 from forecaster.tools.replay import replay
 
 from kafka_support import REPO, deploy, metrics_url, read_topic, scrape
@@ -106,8 +105,12 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     created = subprocess.run(cli + ["topics"] + cfg, capture_output=True, text=True, check=True)
     assert "created with 3 partitions" in created.stdout
     pipeline = config.pipeline("power_load")
-    subprocess.run(cli + ["replay", "taylor", "--topic", pipeline.input_topic, "--limit", "200"] + cfg,
-                   capture_output=True, check=True, cwd=REPO)
+    subprocess.run(
+        cli + ["replay", "taylor", "--topic", pipeline.input_topic, "--limit", "200"] + cfg,
+        capture_output=True,
+        check=True,
+        cwd=REPO,
+    )
 
     log_path = tmp_path / "daemon.log"
     with open(log_path, "w") as log:
@@ -137,7 +140,9 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
     newest = max((json.loads(f.value) for f in forecasts), key=lambda body: epoch(body["time"]))
     np.testing.assert_allclose(view.forecast_values, newest["values"], rtol=1e-5)
     assert [epoch(t) for t in newest["times"]] == view.forecast_times
-    shown = subprocess.run(cli + ["inspect", "--series", "england_wales"] + cfg, capture_output=True, text=True, cwd=REPO)
+    shown = subprocess.run(
+        cli + ["inspect", "--series", "england_wales"] + cfg, capture_output=True, text=True, cwd=REPO
+    )
     assert shown.returncode == 0, shown.stderr
     assert "power_load: checkpoint of" in shown.stdout and "1 series" in shown.stdout
     assert "intervals moved out by" in shown.stdout and "(tracking, step 1 .. 48)" in shown.stdout
@@ -146,7 +151,11 @@ def test_the_cli_creates_topics_replays_runs_and_stops_cleanly_on_sigterm(broker
 
 def test_run_refuses_to_start_when_its_topics_are_missing(broker, tmp_path):
     config = deploy(broker, tmp_path, pipelines=("stock",), create=False)
-    result = subprocess.run([sys.executable, "-m", "forecaster.cli", "run", "-c", str(config.path)],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "forecaster.cli", "run", "-c", str(config.path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 1
     assert "topics missing" in result.stderr and "forecaster topics" in result.stderr

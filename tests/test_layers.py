@@ -27,7 +27,8 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """The forecaster modules `path` imports, resolved to module names (a `from package import module` counts the module)."""
+    """The forecaster modules `path` imports, resolved to module names (a `from package import module` counts the
+    module)."""
     found = set()
     package = module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else module_name(path)
     for node in ast.walk(ast.parse(path.read_text())):
@@ -36,7 +37,9 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.startswith("forecaster"):
                 for alias in node.names:
                     candidate = f"{base}.{alias.name}"
@@ -59,7 +62,7 @@ def test_the_package_has_no_import_cycle():
 
     def visit(module):
         if module in path:
-            cycles.append(path[path.index(module):] + [module])
+            cycles.append(path[path.index(module) :] + [module])
             return
         if module in done:
             return
@@ -80,8 +83,11 @@ def test_every_layer_imports_only_the_layers_below_it():
         allowed = ALLOWED.get(layer(module))
         if allowed is None:  # the top: app, cli, and the base itself (checked below)
             continue
-        wrong += [f"{module} imports {other}" for other in sorted(imported)
-                  if layer(other) != layer(module) and layer(other) not in allowed]
+        wrong += [
+            f"{module} imports {other}"
+            for other in sorted(imported)
+            if layer(other) != layer(module) and layer(other) not in allowed
+        ]
     assert wrong == []
 
 
@@ -91,9 +97,14 @@ def test_the_base_imports_nothing_but_the_base():
 
 
 def test_only_the_client_modules_import_a_kafka_library():
-    importers = {module_name(p) for p in PACKAGE.rglob("*.py")
-                 for node in ast.walk(ast.parse(p.read_text()))
-                 if isinstance(node, (ast.Import, ast.ImportFrom))
-                 and any(name.split(".")[0] in ("kafka", "confluent_kafka")
-                         for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]))}
+    importers = {
+        module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            name.split(".")[0] in ("kafka", "confluent_kafka")
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        )
+    }
     assert importers == {"forecaster.io.kafka", "forecaster.io.confluent"}

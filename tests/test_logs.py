@@ -51,7 +51,9 @@ def test_json_mode_writes_one_object_per_line_with_time_level_logger_message_and
     except RuntimeError:
         log.exception("pipeline failed")
     first, second, third = (json.loads(line) for line in lines(stream))  # exactly three lines, each valid JSON
-    assert first["message"] == "pipeline stock ready" and first["level"] == "INFO" and first["logger"] == "forecaster.app"
+    assert (
+        first["message"] == "pipeline stock ready" and first["level"] == "INFO" and first["logger"] == "forecaster.app"
+    )
     assert first["pipeline"] == "stock" and first["partitions"] == [0, 1, 2]
     assert datetime.fromisoformat(first["time"]).utcoffset().total_seconds() == 0
     assert second["level"] == "WARNING" and second["mae"] == "nan"  # strict JSON has no NaN
@@ -62,9 +64,17 @@ def test_json_mode_writes_one_object_per_line_with_time_level_logger_message_and
 def test_secret_looking_fields_are_never_printed(fmt, restore_logging):
     stream = capture(fmt)
     log = logging.getLogger("forecaster")
-    log.info("connecting", extra={"sasl_plain_password": "hunter2", "ssl_password": "s3cret-pass", "sasl_plain_username": "alice"})
-    log.info("kafka settings", extra={"kafka": Kafka(consumer={"sasl_plain_password": "hunter2"}),
-                                      "producer": {"nested": [{"ssl_password": "s3cret-pass"}]}})
+    log.info(
+        "connecting",
+        extra={"sasl_plain_password": "hunter2", "ssl_password": "s3cret-pass", "sasl_plain_username": "alice"},
+    )
+    log.info(
+        "kafka settings",
+        extra={
+            "kafka": Kafka(consumer={"sasl_plain_password": "hunter2"}),
+            "producer": {"nested": [{"ssl_password": "s3cret-pass"}]},
+        },
+    )
     text = stream.getvalue()
     assert "hunter2" not in text and "s3cret-pass" not in text
     assert "alice" in text and text.count(logs.MASK) >= 4
@@ -92,7 +102,9 @@ def test_kafka_python_stays_at_warning_even_when_forecaster_logs_debug(restore_l
     logging.getLogger("kafka.conn").warning("connection lost")
     logging.getLogger("forecaster").debug("a debug event")
     assert [(e["logger"], e["message"]) for e in map(json.loads, lines(stream))] == [
-        ("kafka.conn", "connection lost"), ("forecaster", "a debug event")]
+        ("kafka.conn", "connection lost"),
+        ("forecaster", "a debug event"),
+    ]
 
 
 def test_setup_twice_does_not_double_the_lines(restore_logging):
@@ -113,11 +125,19 @@ def test_forecaster_run_logs_json_lines_from_start_to_stop(broker, tmp_path):
     log_path = tmp_path / "daemon.log"
     env = {**os.environ, "FORECASTER_LOG_FORMAT": "json"}
     with open(log_path, "w") as out:
-        daemon = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "-c", str(config.path)],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "forecaster.cli", "run", "-c", str(config.path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+        )
     try:
-        wait_for(lambda: "pipeline stock ready" in log_path.read_text() or daemon.poll() is not None, 60,
-                 "the daemon to say its pipeline is ready, or to exit")
+        wait_for(
+            lambda: "pipeline stock ready" in log_path.read_text() or daemon.poll() is not None,
+            60,
+            "the daemon to say its pipeline is ready, or to exit",
+        )
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(60)

@@ -60,10 +60,16 @@ def test_the_daemon_rides_out_a_30_second_outage_without_losing_a_record(tmp_pat
         runner = threading.Thread(target=lambda: codes.append(daemon.run()))
         runner.start()
         # Records keep arriving, paced, so the cut lands mid-stream however fast the daemon is.
-        replayer = threading.Thread(target=replay, args=(config.settings.kafka, "taylor", pipeline.input_topic),
-                                    kwargs={"rate": 100.0, "limit": RECORDS}, name="replay")
+        replayer = threading.Thread(
+            target=replay,
+            args=(config.settings.kafka, "taylor", pipeline.input_topic),
+            kwargs={"rate": 100.0, "limit": RECORDS},
+            name="replay",
+        )
         replayer.start()
-        produced = lambda: registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "power_load"}) or 0
+        produced = lambda: (
+            registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "power_load"}) or 0
+        )
         try:
             wait_for(lambda: produced() >= 200, 60, "the first forecasts", every_s=0.1)
             proxy.cut()

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from forecaster.io import datasets
 from forecaster.app import Daemon
+from forecaster.io import datasets
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Sink
 from forecaster.tools.replay import messages
@@ -21,15 +21,24 @@ FIRST, MORE = 1200, 100  # taylor half-hours replayed before and after the promo
 
 def promotions(config) -> float:
     samples = scrape(metrics_url(config) + "/metrics")
-    return samples.get(("forecaster_retrains_total", frozenset({("pipeline", "power_load"), ("outcome", "promoted")})), 0)
+    return samples.get(
+        ("forecaster_retrains_total", frozenset({("pipeline", "power_load"), ("outcome", "promoted")})), 0
+    )
 
 
 def test_the_daemon_retrains_on_buffered_real_data_and_serves_the_promoted_model(broker, tmp_path):
     # Seeded weights, as a new deployment without pretrained ones: the first challenger must win.
-    config = deploy(broker, tmp_path, pipelines=("power_load",), changes={"power_load": {
-        "model": {"weights": None},
-        "retraining": {"every_records": 500, "steps": 20, "learning_rate": 0.003, "resync_steps": 128},
-    }})
+    config = deploy(
+        broker,
+        tmp_path,
+        pipelines=("power_load",),
+        changes={
+            "power_load": {
+                "model": {"weights": None},
+                "retraining": {"every_records": 500, "steps": 20, "learning_rate": 0.003, "resync_steps": 128},
+            }
+        },
+    )
     pipeline = config.pipeline("power_load")
     replayed = messages(datasets.load("taylor"), pipeline.input_topic)
     Sink(config.settings.kafka).deliver(replayed[:FIRST], threading.Event())
@@ -40,18 +49,22 @@ def test_the_daemon_retrains_on_buffered_real_data_and_serves_the_promoted_model
     runner.start()
     try:
         assert len(read_topic(broker.bootstrap, pipeline.output_topic, FIRST)) == FIRST
-        wait_for(lambda: promotions(config) >= 1, 240, "a promotion", every_s=1.0)  # 20 TBPTT steps, on a busy CI machine
+        # 20 TBPTT steps, on a busy CI machine
+        wait_for(lambda: promotions(config) >= 1, 240, "a promotion", every_s=1.0)
         samples = scrape(metrics_url(config) + "/metrics")
         labels = lambda **kw: frozenset({("pipeline", "power_load"), *kw.items()})
         assert samples[("forecaster_retrains_total", labels(outcome="promoted"))] >= 1
         assert samples[("forecaster_retrains_total", labels(outcome="started"))] >= 1
         assert samples[("forecaster_model_version", labels())] >= 1
-        assert samples[("forecaster_heldout_loss", labels(model="challenger"))] < \
-            samples[("forecaster_heldout_loss", labels(model="champion"))]
+        assert (
+            samples[("forecaster_heldout_loss", labels(model="challenger"))]
+            < samples[("forecaster_heldout_loss", labels(model="champion"))]
+        )
         assert 0 <= samples[("forecaster_interval_coverage", labels(nominal="0.8"))] <= 1
-        assert math.isfinite(samples[("forecaster_interval_shift_scales", labels(source="tracking"))])  # power_load tracks
+        # power_load tracks
+        assert math.isfinite(samples[("forecaster_interval_shift_scales", labels(source="tracking"))])
 
-        Sink(config.settings.kafka).deliver(replayed[FIRST:FIRST + MORE], threading.Event())
+        Sink(config.settings.kafka).deliver(replayed[FIRST : FIRST + MORE], threading.Event())
         later = [json.loads(r.value) for r in read_topic(broker.bootstrap, pipeline.output_topic, FIRST + MORE)]
         newest = max(later, key=lambda body: body["time"])
         assert newest["model_version"] >= 1

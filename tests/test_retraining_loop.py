@@ -7,28 +7,28 @@ import threading
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-
-from forecaster.learning import resync
-from forecaster.learning import rounds, tbptt
-from forecaster.app import PipelineWorker
-from forecaster.config import Intervals
-from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
-from forecaster.io.messages import Polled
-from forecaster.metrics import Metrics
-from forecaster.learning.trainer import Trainer
-
-from support import observations
 from test_app import FakeSink, FakeSource
-from support import retraining_pipeline, sines
+
+from forecaster.app import PipelineWorker
+from forecaster.build import seeded_model
+from forecaster.config import Intervals
+from forecaster.io.messages import Polled
+from forecaster.learning import resync, rounds, tbptt
+from forecaster.learning.trainer import Trainer
+from forecaster.metrics import Metrics
+from forecaster.serving.engine import Engine
+
+from support import observations, retraining_pipeline, sines
 
 
 def batches_of(data, size):
     """(keys, times, values) as poll batches of Polled JSON records."""
     keys, times, values = data
-    polled = [Polled(0, i, k.encode(), json.dumps({"key": k, "time": t, "y": y}).encode())
-              for i, (k, t, y) in enumerate(zip(keys, times, values))]
-    return [polled[a:a + size] for a in range(0, len(polled), size)]
+    polled = [
+        Polled(0, i, k.encode(), json.dumps({"key": k, "time": t, "y": y}).encode())
+        for i, (k, t, y) in enumerate(zip(keys, times, values))
+    ]
+    return [polled[a : a + size] for a in range(0, len(polled), size)]
 
 
 _started: list[PipelineWorker] = []
@@ -49,8 +49,9 @@ def make_worker(pipeline, batches):
     source = FakeSource(batches)
     sink = FakeSink(source)
     trainer = Trainer(pipeline, "cpu", stop)
-    w = PipelineWorker(pipeline, Engine(pipeline, seeded_model(pipeline)), source, sink, Metrics(registry), stop,
-                       trainer=trainer)
+    w = PipelineWorker(
+        pipeline, Engine(pipeline, seeded_model(pipeline)), source, sink, Metrics(registry), stop, trainer=trainer
+    )
     _started.append(w)
     return w, sink, registry
 
@@ -91,15 +92,19 @@ def test_the_loop_retrains_in_the_background_and_promotes_between_batches(pipeli
 
 
 def test_the_interval_gauges_show_the_conformal_widening_and_the_tracked_offsets_that_serve(pipeline):
-    pipeline = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, quantiles=(0.1, 0.5, 0.9)),
-                                   intervals=Intervals(tracking_rate=0.05))
+    pipeline = dataclasses.replace(
+        pipeline,
+        model=dataclasses.replace(pipeline.model, quantiles=(0.1, 0.5, 0.9)),
+        intervals=Intervals(tracking_rate=0.05),
+    )
     w, _, registry = make_worker(pipeline, batches_of(sines(length=160), 8))
 
     run_until_the_round_ends(w)
     w.run_once()
 
-    shift = lambda source: registry.get_sample_value("forecaster_interval_shift_scales",
-                                                     {"pipeline": "test", "source": source})
+    shift = lambda source: registry.get_sample_value(
+        "forecaster_interval_shift_scales", {"pipeline": "test", "source": source}
+    )
     assert shift("conformal") == pytest.approx(float(w.engine.widening.mean())) and w.engine.widening is not None
     assert shift("tracking") == pytest.approx(w.engine.tracked.mean()) and w.engine.tracked.any()
 
@@ -175,11 +180,14 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch
     assert installed and {d["model_version"] for d in sent} >= {0, 1}
     position = 0
     for batch in batches:
-        documents = sent[position:position + len(batch)]
+        documents = sent[position : position + len(batch)]
         position += len(batch)
         version = documents[0]["model_version"]
         if version != shadow.model_version:
             resync.install(shadow, installed[version - 1], version, pipeline.retraining.resync_steps)
         assert {d["model_version"] for d in documents} == {version}  # one model per batch
-        forecasts, _ = shadow.step(observations(*zip(*[(d["key"], d["time"], d["y"]) for d in map(json.loads, (p.value for p in batch))])), now=0.0)
+        forecasts, _ = shadow.step(
+            observations(*zip(*[(d["key"], d["time"], d["y"]) for d in map(json.loads, (p.value for p in batch))])),
+            now=0.0,
+        )
         np.testing.assert_allclose([d["values"] for d in documents], forecasts.values, rtol=1e-6)

@@ -46,12 +46,14 @@ class SeasonalNaive:
         self._recent: deque[np.ndarray] = deque(maxlen=period)
 
     def learn(self, rows: Stream) -> None:
-        self._recent.extend(rows.y[-self.period:].copy())
+        self._recent.extend(rows.y[-self.period :].copy())
 
     def forecast(self, horizon: int) -> np.ndarray:
         if len(self._recent) < self.period:
-            raise ValueError(f"seasonal_naive: learn at least period ({self.period}) rows before forecasting, "
-                             f"got {len(self._recent)}")
+            raise ValueError(
+                f"seasonal_naive: learn at least period ({self.period}) rows before forecasting, "
+                f"got {len(self._recent)}"
+            )
         season = np.stack(self._recent)  # (period, C): y[t - period + 1 .. t]
         return season[np.arange(horizon) % self.period]
 
@@ -69,12 +71,14 @@ class SeasonalLevel:
         self._recent: deque[np.ndarray] = deque(maxlen=period + 1)  # y[t - period] .. y[t]
 
     def learn(self, rows: Stream) -> None:
-        self._recent.extend(rows.y[-(self.period + 1):].copy())
+        self._recent.extend(rows.y[-(self.period + 1) :].copy())
 
     def forecast(self, horizon: int) -> np.ndarray:
         if len(self._recent) <= self.period:
-            raise ValueError(f"seasonal_level: learn at least period + 1 ({self.period + 1}) rows before "
-                             f"forecasting, got {len(self._recent)}")
+            raise ValueError(
+                f"seasonal_level: learn at least period + 1 ({self.period + 1}) rows before "
+                f"forecasting, got {len(self._recent)}"
+            )
         history = np.stack(self._recent)  # (period + 1, C)
         return history[1 + np.arange(horizon) % self.period] + (history[-1] - history[0])[None, :]
 
@@ -92,12 +96,12 @@ class _Smoothing:
     statsmodels' own forecast takes the state one period older (tests/evaluation/test_baselines.py).
     """
 
-    alpha: np.ndarray   # (C,)
-    beta: np.ndarray    # (C,)
-    gamma: np.ndarray   # (C,), zero without a season
-    phi: np.ndarray     # (C,)
-    level: np.ndarray   # (C,)
-    trend: np.ndarray   # (C,)
+    alpha: np.ndarray  # (C,)
+    beta: np.ndarray  # (C,)
+    gamma: np.ndarray  # (C,), zero without a season
+    phi: np.ndarray  # (C,)
+    level: np.ndarray  # (C,)
+    trend: np.ndarray  # (C,)
     season: np.ndarray  # (m, C): s_{t-m+1} .. s_t, the oldest first; (1, C) of zeros without a season
 
     def update(self, y: np.ndarray) -> None:
@@ -155,11 +159,14 @@ class ETS:
     def _refit(self) -> None:
         """Fit every channel on the trailing window; the states then stand at the newest row."""
         if len(self._recent) < self.window:
-            raise ValueError(f"ets: learn at least window ({self.window}) rows before forecasting, got {len(self._recent)}")
+            raise ValueError(
+                f"ets: learn at least window ({self.window}) rows before forecasting, got {len(self._recent)}"
+            )
         history = np.stack(self._recent)  # (window, C)
         fits = [self._fit_one(history[:, c]) for c in range(history.shape[1])]
-        self._fitted = _Smoothing(*(np.array([fit[k] for fit in fits]) for k in range(6)),
-                                  season=np.stack([fit[6] for fit in fits], axis=1))
+        self._fitted = _Smoothing(
+            *(np.array([fit[k] for fit in fits]) for k in range(6)), season=np.stack([fit[6] for fit in fits], axis=1)
+        )
         self._since_fit = 0
         self.refits += 1
 
@@ -172,16 +179,28 @@ class ETS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings: the fit is still the optimiser's best
             try:
-                result = self._model(y, trend="add", damped_trend=True, seasonal="add" if self.period else None,
-                                     seasonal_periods=self.period, initialization_method="heuristic").fit()
+                result = self._model(
+                    y,
+                    trend="add",
+                    damped_trend=True,
+                    seasonal="add" if self.period else None,
+                    seasonal_periods=self.period,
+                    initialization_method="heuristic",
+                ).fit()
             except (ValueError, np.linalg.LinAlgError):
                 result = None
         season = np.zeros(self.period or 1)
         if result is not None:
             p = result.params
-            fit = (p["smoothing_level"], p["smoothing_trend"], p["smoothing_seasonal"] if self.period else 0.0,
-                   p["damping_trend"], result.level[-1], result.trend[-1],
-                   np.asarray(result.season[-self.period:]) if self.period else season)
+            fit = (
+                p["smoothing_level"],
+                p["smoothing_trend"],
+                p["smoothing_seasonal"] if self.period else 0.0,
+                p["damping_trend"],
+                result.level[-1],
+                result.trend[-1],
+                np.asarray(result.season[-self.period :]) if self.period else season,
+            )
             if all(np.all(np.isfinite(v)) for v in fit):
                 return fit
         self.failures += 1
@@ -198,14 +217,25 @@ class Snarimax:
 
     name = "snarimax"
 
-    def __init__(self, p: int, d: int, q: int, m: int = 1, sp: int = 0, sd: int = 0, sq: int = 0,
-                 learning_rate: float = 0.01, clip_gradient: float = 1.0):
+    def __init__(
+        self,
+        p: int,
+        d: int,
+        q: int,
+        m: int = 1,
+        sp: int = 0,
+        sd: int = 0,
+        sq: int = 0,
+        learning_rate: float = 0.01,
+        clip_gradient: float = 1.0,
+    ):
         from river import linear_model, optim, preprocessing, time_series  # the `bench` extra
 
         def regressor():
             return preprocessing.TargetStandardScaler(
-                preprocessing.StandardScaler() | linear_model.LinearRegression(optimizer=optim.SGD(learning_rate),
-                                                                          clip_gradient=clip_gradient))
+                preprocessing.StandardScaler()
+                | linear_model.LinearRegression(optimizer=optim.SGD(learning_rate), clip_gradient=clip_gradient)
+            )
 
         self._make = lambda: time_series.SNARIMAX(p=p, d=d, q=q, m=m, sp=sp, sd=sd, sq=sq, regressor=regressor())
         self._models: list | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from forecaster.config import Pipeline
-from forecaster.learning import rounds
 from forecaster.evaluation.prequential import Stream
+from forecaster.learning import rounds
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
 
@@ -41,15 +41,15 @@ class Lags:
         history = np.concatenate([self._past, y])  # row i of y sits at len(_past) + i
         rows = len(self._past) + np.arange(len(y))[:, None] - self.back[None, :]  # (n, L)
         lagged = history[rows].transpose(0, 2, 1)  # (n, C, L)
-        self._past = history[-len(self._past):]
+        self._past = history[-len(self._past) :]
         return np.where(np.isnan(lagged), y[:, :, None], lagged)
 
     def _difference(self, y: np.ndarray) -> np.ndarray:
         if self._season is None:
             self._season = np.repeat(y[:1], self.season, axis=0)
         history = np.concatenate([self._season, y])  # y[t - season] of row i sits at i
-        self._season = history[-self.season:]
-        return y - history[:len(y)]
+        self._season = history[-self.season :]
+        return y - history[: len(y)]
 
 
 def observations(rows: Stream, covariates: bool, lags: np.ndarray | None = None) -> Observations:
@@ -64,10 +64,13 @@ def observations(rows: Stream, covariates: bool, lags: np.ndarray | None = None)
         columns.append(np.repeat(rows.x, channels, axis=0))
     if lags is not None:
         columns.append(lags.reshape(n * channels, -1))
-    return Observations(keys=rows.channels * n, times=np.repeat(rows.times, channels),
-                        local_times=np.repeat(rows.local_times, channels),
-                        values=np.ascontiguousarray(np.concatenate(columns, axis=1)),
-                        positions=np.arange(n * channels))
+    return Observations(
+        keys=rows.channels * n,
+        times=np.repeat(rows.times, channels),
+        local_times=np.repeat(rows.local_times, channels),
+        values=np.ascontiguousarray(np.concatenate(columns, axis=1)),
+        positions=np.arange(n * channels),
+    )
 
 
 class EngineMethod:
@@ -78,8 +81,15 @@ class EngineMethod:
     outermost levels as that origin's interval, in `intervals`.
     """
 
-    def __init__(self, name: str, pipeline: Pipeline, model, channels: tuple[str, ...], covariates: bool,
-                 lags: Lags | None = None):
+    def __init__(
+        self,
+        name: str,
+        pipeline: Pipeline,
+        model,
+        channels: tuple[str, ...],
+        covariates: bool,
+        lags: Lags | None = None,
+    ):
         self.name = name
         self.engine = Engine(pipeline, model)
         self.covariates, self.lags = covariates, lags
@@ -96,8 +106,13 @@ class EngineMethod:
         forecasts, rejected = self.engine.step(observations(rows, self.covariates, lags), now=float(rows.times[-1]))
         if rejected:
             raise ValueError(f"{self.name}: the engine refused {len(rejected)} rows, first: {rejected[0]}")
-        outer = None if not forecasts.quantiles else np.stack([forecasts.quantiles[min(forecasts.quantiles)],
-                                                                forecasts.quantiles[max(forecasts.quantiles)]], axis=1)
+        outer = (
+            None
+            if not forecasts.quantiles
+            else np.stack(
+                [forecasts.quantiles[min(forecasts.quantiles)], forecasts.quantiles[max(forecasts.quantiles)]], axis=1
+            )
+        )
         for i, (key, values) in enumerate(zip(forecasts.keys, forecasts.values)):
             self._latest[self._index[key]] = values
             if outer is not None:
@@ -115,7 +130,8 @@ class OnlineMethod(EngineMethod):
     After every `every` rows past `start` (the pretrained part), a round runs exactly as
     `app.PipelineWorker._start_round/_conclude/_adopt` run it: `rounds.collect` the
     buffers, `rounds.challenge` the serving weights, and `rounds.adopt` the outcome (the
-    challenger if it won, and the interval calibration). The buffers hold only rows already learnt, so no training target is later
+    challenger if it won, and the interval calibration). The buffers hold only rows already learnt, so no training
+    target is later
     than the newest row; the daemon runs the round in the background and installs it a
     few batches later, this installs it before the next row.
     """

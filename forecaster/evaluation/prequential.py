@@ -20,10 +20,10 @@ import numpy as np
 class Stream:
     """A multichannel series in time order; its arrays are read-only, so a method cannot alter them."""
 
-    times: np.ndarray        # (T,) epoch seconds, UTC
+    times: np.ndarray  # (T,) epoch seconds, UTC
     local_times: np.ndarray  # (T,) epoch seconds shifted by the UTC offset: for calendar features
-    y: np.ndarray            # (T, C) the targets, one column per channel
-    x: np.ndarray            # (T, K) covariates known at the same time as y (K may be 0)
+    y: np.ndarray  # (T, C) the targets, one column per channel
+    x: np.ndarray  # (T, K) covariates known at the same time as y (K may be 0)
     channels: tuple[str, ...]  # the name of each column of y
     covariates: tuple[str, ...] = ()  # the name of each column of x
 
@@ -35,17 +35,21 @@ class Stream:
         if self.y.ndim != 2 or self.y.shape[1] != len(self.channels):
             raise ValueError(f"y must be (T, {len(self.channels)}) for channels {self.channels}, got {self.y.shape}")
         if self.x.ndim != 2 or self.x.shape[1] != len(self.covariates):
-            raise ValueError(f"x must be (T, {len(self.covariates)}) for covariates {self.covariates}, got {self.x.shape}")
+            raise ValueError(
+                f"x must be (T, {len(self.covariates)}) for covariates {self.covariates}, got {self.x.shape}"
+            )
         for array in (self.times, self.local_times, self.y, self.x):
             array.flags.writeable = False
 
     def __len__(self) -> int:
         return len(self.times)
 
-    def __getitem__(self, rows: slice) -> "Stream":
+    def __getitem__(self, rows: slice) -> Stream:
         if not isinstance(rows, slice):
             raise TypeError(f"a Stream is sliced by rows (stream[a:b]), got {rows!r}")
-        return Stream(self.times[rows], self.local_times[rows], self.y[rows], self.x[rows], self.channels, self.covariates)
+        return Stream(
+            self.times[rows], self.local_times[rows], self.y[rows], self.x[rows], self.channels, self.covariates
+        )
 
 
 class Method(Protocol):
@@ -77,7 +81,7 @@ def run(method: Method, stream: Stream, at: np.ndarray, horizon: int) -> np.ndar
     forecasts = np.empty((len(at), *expected))
     learnt = 0
     for i, t in enumerate(at):
-        method.learn(stream[learnt:t + 1])
+        method.learn(stream[learnt : t + 1])
         learnt = t + 1
         forecast = np.asarray(method.forecast(horizon), dtype=np.float64)
         if forecast.shape != expected:

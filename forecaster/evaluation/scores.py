@@ -57,8 +57,9 @@ def smape(actual, forecast) -> float:
     """
     actual, forecast = _pair(actual, forecast)
     denominator = np.abs(actual) + np.abs(forecast)
-    ratio = np.divide(2.0 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator),
-                      where=denominator > 0)
+    ratio = np.divide(
+        2.0 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator), where=denominator > 0
+    )
     return float(100.0 * np.mean(ratio))
 
 
@@ -130,7 +131,7 @@ def _long_run_variance(d: np.ndarray, horizon: int) -> float:
     """gamma_0 + 2 * sum of gamma_k for k < horizon, autocovariances with divisor T."""
     centred = d - d.mean()
     n = len(d)
-    gammas = [float(np.dot(centred[k:], centred[:n - k])) / n for k in range(min(horizon, n))]
+    gammas = [float(np.dot(centred[k:], centred[: n - k])) / n for k in range(min(horizon, n))]
     return gammas[0] + 2.0 * sum(gammas[1:])
 
 

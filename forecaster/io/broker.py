@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -175,7 +176,7 @@ class EmbeddedBroker:
         """The broker's process id, or None before start()."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, timeout_s: float = 30.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         """Spawn tansu and return once a Kafka client can fetch metadata from it.
 
         Raises RuntimeError if the port is taken, and, with the tail of the
@@ -197,10 +198,14 @@ class EmbeddedBroker:
             self.log_path = Path(name)
         self._log = open(self.log_path, "ab")
         command = [
-            _broker_bin(), "broker",
-            "--listener-url", f"tcp://{HOST}:{self.port}",
-            "--advertised-listener-url", f"tcp://{HOST}:{self.advertised_port}",
-            "--storage-engine", "memory://tansu/",
+            _broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://{HOST}:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://{HOST}:{self.advertised_port}",
+            "--storage-engine",
+            "memory://tansu/",
         ]
         self._process = subprocess.Popen(
             command,
@@ -260,7 +265,7 @@ class EmbeddedBroker:
             if self._owns_log:
                 self.log_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

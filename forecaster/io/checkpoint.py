@@ -106,7 +106,7 @@ def read_checkpoint(path: Path) -> dict:
     header, _, body = data.partition(b"\n")
     if not header.startswith(CHECKPOINT_MAGIC):
         raise ForecasterError("not a forecaster checkpoint")
-    if hashlib.sha256(body).hexdigest().encode() != header[len(CHECKPOINT_MAGIC):]:
+    if hashlib.sha256(body).hexdigest().encode() != header[len(CHECKPOINT_MAGIC) :]:
         raise ForecasterError("checksum mismatch (torn or corrupted)")
     try:
         return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)

@@ -6,8 +6,8 @@ confluent-kafka is imported only when chosen, so it stays an optional extra.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import ModuleType
-from typing import Iterable
 
 from forecaster.config import Kafka
 

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -30,15 +30,24 @@ _librdkafka_log.setLevel(logging.CRITICAL)
 
 _FLUSH_SLICE_S = 5.0
 _ADMIN_TIMEOUT_S = 15.0
-_SECURITY = {"sasl_mechanism": "sasl.mechanism", "sasl_plain_username": "sasl.username",
-             "sasl_plain_password": "sasl.password", "ssl_cafile": "ssl.ca.location",
-             "ssl_certfile": "ssl.certificate.location", "ssl_keyfile": "ssl.key.location"}
+_SECURITY = {
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
 
 
 def client_settings(kafka: Kafka, extra: dict[str, object]) -> dict:
     """librdkafka properties shared by every client, then `extra` (underscores read as dots)."""
-    settings = {"bootstrap.servers": kafka.bootstrap_servers, "client.id": kafka.client_id,
-                "security.protocol": kafka.security_protocol.lower(), "logger": _librdkafka_log}
+    settings = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": kafka.client_id,
+        "security.protocol": kafka.security_protocol.lower(),
+        "logger": _librdkafka_log,
+    }
     settings.update({name: getattr(kafka, key) for key, name in _SECURITY.items() if getattr(kafka, key) is not None})
     settings.update({key.replace("_", "."): value for key, value in extra.items()})
     return settings
@@ -51,22 +60,25 @@ class Source:
     reflects; whenever partitions are assigned, consumption resumes there.
     """
 
-    def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int,
-                 positions: dict[int, int] | None = None):
+    def __init__(
+        self, kafka: Kafka, topic: str, group_id: str, max_records: int, positions: dict[int, int] | None = None
+    ):
         self.topic = topic
         self._max_records = max_records
         self._positions = positions if positions is not None else {}
-        self._brokers_up = True   # until the first statistics say otherwise
-        self._consumer = Consumer({
-            **client_settings(kafka, kafka.consumer),
-            "group.id": group_id,
-            "enable.auto.commit": False,         # at-least-once: commit after the state is checkpointed
-            "auto.offset.reset": "earliest",     # a new group starts at the beginning of the topic
-            "allow.auto.create.topics": False,   # topics are created on purpose, never by accident
-            "statistics.interval.ms": 1000,      # broker states, for `connected`
-            "stats_cb": self._on_statistics,
-            "error_cb": _log_error,
-        })
+        self._brokers_up = True  # until the first statistics say otherwise
+        self._consumer = Consumer(
+            {
+                **client_settings(kafka, kafka.consumer),
+                "group.id": group_id,
+                "enable.auto.commit": False,  # at-least-once: commit after the state is checkpointed
+                "auto.offset.reset": "earliest",  # a new group starts at the beginning of the topic
+                "allow.auto.create.topics": False,  # topics are created on purpose, never by accident
+                "statistics.interval.ms": 1000,  # broker states, for `connected`
+                "stats_cb": self._on_statistics,
+                "error_cb": _log_error,
+            }
+        )
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def poll(self, timeout_ms: int) -> list[Polled]:
@@ -166,7 +178,9 @@ class Sink:
             if pending:
                 self._announce_trouble(f"{len(pending)} records failed")
                 if stop.wait(backoff):
-                    raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
+                    raise DeliveryError(
+                        f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted"
+                    )
                 backoff = min(2 * backoff, 30.0)
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
@@ -174,14 +188,21 @@ class Sink:
 
     def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
         for message in messages:
+
             def delivered(error, _record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
                     failed.append(message)
+
             while True:
                 try:
-                    self._producer.produce(message.topic, value=message.value, key=message.key,
-                                           headers=list(message.headers), on_delivery=delivered)
+                    self._producer.produce(
+                        message.topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=list(message.headers),
+                        on_delivery=delivered,
+                    )
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self._producer.poll(0.1)
@@ -218,8 +239,11 @@ def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]]) -> list[str]:
     admin = _admin(kafka)
     wanted = dict(topics)
     existing = _topic_names(admin, kafka)
-    new = [NewTopic(name, num_partitions=partitions, replication_factor=-1)
-           for name, partitions in wanted.items() if name not in existing]
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=-1)
+        for name, partitions in wanted.items()
+        if name not in existing
+    ]
     if not new:
         return []
     for name, future in admin.create_topics(new, operation_timeout=_ADMIN_TIMEOUT_S).items():
@@ -246,5 +270,7 @@ def _topic_names(admin: AdminClient, kafka: Kafka) -> set[str]:
     try:
         return set(admin.list_topics(timeout=_ADMIN_TIMEOUT_S).topics)
     except KafkaException as error:
-        raise ForecasterError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
-                              "(check kafka.bootstrap_servers, or start a broker)") from None
+        raise ForecasterError(
+            f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
+            "(check kafka.bootstrap_servers, or start a broker)"
+        ) from None

@@ -11,10 +11,10 @@ import csv
 import functools
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 NAMES = ("msft", "taylor", "greensboro", "etth1", "etth2")
 ENV_VAR = "FORECASTER_DATA_DIR"
@@ -52,8 +52,7 @@ def data_dir() -> Path:
     root = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
     if not root.is_dir():
         raise FileNotFoundError(
-            f"data folder {root} does not exist; set {ENV_VAR} to the folder "
-            "holding msft/, taylor/, tmy3/ and ett/"
+            f"data folder {root} does not exist; set {ENV_VAR} to the folder holding msft/, taylor/, tmy3/ and ett/"
         )
     return root
 
@@ -69,7 +68,7 @@ def load(name: str, data_dir: Path | None = None) -> Dataset:
     return _load_cached(name, root.resolve())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(name: str, root: Path) -> Dataset:
     return _LOADERS[name](root)
 
@@ -77,9 +76,7 @@ def _load_cached(name: str, root: Path) -> Dataset:
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each data row of a CSV with a header."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"data file {path} does not exist; check the data folder or set {ENV_VAR}"
-        )
+        raise FileNotFoundError(f"data file {path} does not exist; check the data folder or set {ENV_VAR}")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
@@ -100,7 +97,7 @@ def _number(path: Path, line: int, row: dict[str, str], column: str) -> float:
 
 def _utc(text: str) -> str:
     """'2016-07-01 00:00:00', '1986-03-13' or '...Z' as ISO-8601 with +00:00."""
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).isoformat()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).isoformat()
 
 
 def _msft(root: Path) -> Dataset:
@@ -114,8 +111,9 @@ def _msft(root: Path) -> Dataset:
         }
         for line, row in _rows(path)
     )
-    return Dataset("msft", "Microsoft daily close and volume, 1986-2017",
-                   "1b", "symbol", "time", "close", ("volume",), records)
+    return Dataset(
+        "msft", "Microsoft daily close and volume, 1986-2017", "1b", "symbol", "time", "close", ("volume",), records
+    )
 
 
 def _taylor(root: Path) -> Dataset:
@@ -128,8 +126,16 @@ def _taylor(root: Path) -> Dataset:
         }
         for line, row in _rows(path)
     )
-    return Dataset("taylor", "Half-hourly electricity demand of England and Wales, summer 2000",
-                   "30m", "region", "time", "demand_mw", (), records)
+    return Dataset(
+        "taylor",
+        "Half-hourly electricity demand of England and Wales, summer 2000",
+        "30m",
+        "region",
+        "time",
+        "demand_mw",
+        (),
+        records,
+    )
 
 
 def _greensboro(root: Path) -> Dataset:
@@ -142,8 +148,16 @@ def _greensboro(root: Path) -> Dataset:
         }
         for i, (line, row) in enumerate(_rows(path))
     )
-    return Dataset("greensboro", "Hourly typical-year weather of Greensboro NC (TMY3)",
-                   "1h", "station", "time", "drybulb_c", tuple(_TMY_FIELDS)[1:], records)
+    return Dataset(
+        "greensboro",
+        "Hourly typical-year weather of Greensboro NC (TMY3)",
+        "1h",
+        "station",
+        "time",
+        "drybulb_c",
+        tuple(_TMY_FIELDS)[1:],
+        records,
+    )
 
 
 def _ett(name: str) -> Callable[[Path], Dataset]:
@@ -158,8 +172,16 @@ def _ett(name: str) -> Callable[[Path], Dataset]:
             for channel in _ETT_CHANNELS:
                 value = _number(path, line, row, channel)
                 records.append({"series": f"{name}.{channel}", "time": time, "value": value})
-        return Dataset(name, f"{stem} electricity transformer loads and oil temperature",
-                       "1h", "series", "time", "value", (), tuple(records))
+        return Dataset(
+            name,
+            f"{stem} electricity transformer loads and oil temperature",
+            "1h",
+            "series",
+            "time",
+            "value",
+            (),
+            tuple(records),
+        )
 
     return load_ett
 

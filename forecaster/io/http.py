@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -25,8 +25,15 @@ class StatusServer:
     With `certfile` (and `keyfile` when the key is not in it) every connection is TLS.
     """
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]],
-                 certfile: str | None = None, keyfile: str | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        ready: Callable[[], tuple[bool, str]],
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ):
         handler = _handler(registry, ready)
         if certfile is None:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -43,7 +50,7 @@ class StatusServer:
         scheme = "https" if isinstance(self._server, _TLSServer) else "http"
         return f"{scheme}://{host}:{port}"
 
-    def start(self) -> "StatusServer":
+    def start(self) -> StatusServer:
         self._thread.start()
         return self
 

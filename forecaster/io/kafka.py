@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
@@ -25,7 +25,14 @@ log = logging.getLogger(__name__)
 _FLUSH_SLICE_S = 5.0
 
 
-_SECURITY = ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_SECURITY = (
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
 
 
 def client_settings(kafka: Kafka) -> dict:
@@ -44,8 +51,10 @@ def _connect(factory, kafka: Kafka, **settings):
     try:
         return factory(**settings)
     except KafkaError as error:  # kafka-python 3 reports an unreachable cluster as "Unable to bootstrap"
-        raise ForecasterError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
-                              "(check kafka.bootstrap_servers, or start a broker)") from None
+        raise ForecasterError(
+            f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
+            "(check kafka.bootstrap_servers, or start a broker)"
+        ) from None
 
 
 class Source:
@@ -57,22 +66,26 @@ class Source:
     committed offsets stand: records are neither skipped nor stepped twice.
     """
 
-    def __init__(self, kafka: Kafka, topic: str, group_id: str, max_records: int,
-                 positions: dict[int, int] | None = None):
+    def __init__(
+        self, kafka: Kafka, topic: str, group_id: str, max_records: int, positions: dict[int, int] | None = None
+    ):
         self.topic = topic
         self._max_records = max_records
         settings = {**client_settings(kafka), **kafka.consumer}
         self._session_timeout_s = settings.get("session_timeout_ms", 45_000) / 1000
         self._consumer = _connect(
-            KafkaConsumer, kafka,
+            KafkaConsumer,
+            kafka,
             group_id=group_id,
-            enable_auto_commit=False,        # at-least-once: commit after the state is checkpointed
-            auto_offset_reset="earliest",    # a new group starts at the beginning of the topic
+            enable_auto_commit=False,  # at-least-once: commit after the state is checkpointed
+            auto_offset_reset="earliest",  # a new group starts at the beginning of the topic
             max_poll_records=max_records,
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
             **settings,
         )
-        self._consumer.subscribe([topic], listener=_SeekOnAssign(self._consumer, topic, positions if positions is not None else {}))
+        self._consumer.subscribe(
+            [topic], listener=_SeekOnAssign(self._consumer, topic, positions if positions is not None else {})
+        )
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -86,7 +99,9 @@ class Source:
         (newer) offsets again; the checkpoint, not the group, is what a restart resumes from.
         """
         assigned = {tp.partition for tp in self._consumer.assignment()}
-        committing = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in assigned}
+        committing = {
+            TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in assigned
+        }
         if not committing:
             return True
         try:
@@ -171,7 +186,9 @@ class Sink:
             if pending:
                 self._announce_trouble(f"{len(pending)} records failed")
                 if stop.wait(backoff):
-                    raise DeliveryError(f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted")
+                    raise DeliveryError(
+                        f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted"
+                    )
                 backoff = min(2 * backoff, 30.0)
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
@@ -181,8 +198,14 @@ class Sink:
         futures = []
         for message in messages:
             try:
-                futures.append((message, self._producer.send(message.topic, value=message.value, key=message.key,
-                                                             headers=list(message.headers))))
+                futures.append(
+                    (
+                        message,
+                        self._producer.send(
+                            message.topic, value=message.value, key=message.key, headers=list(message.headers)
+                        ),
+                    )
+                )
             except KafkaError as error:
                 log.debug("send to %s failed: %s", message.topic, error)
                 futures.append((message, None))
@@ -197,7 +220,9 @@ class Sink:
             except KafkaTimeoutError:
                 self._announce_trouble(f"{count} records unacknowledged after {_FLUSH_SLICE_S:.0f} s")
                 if stop.is_set():
-                    raise DeliveryError(f"{count} records unacknowledged at shutdown; their inputs stay uncommitted") from None
+                    raise DeliveryError(
+                        f"{count} records unacknowledged at shutdown; their inputs stay uncommitted"
+                    ) from None
 
     def _announce_trouble(self, what: str) -> None:
         if self._failing_since is None:
@@ -215,8 +240,11 @@ def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]]) -> list[str]:
     """
     wanted = dict(topics)
     with _admin(kafka) as admin:
-        new = {name: {"num_partitions": partitions, "replication_factor": -1}
-               for name, partitions in wanted.items() if name not in set(admin.list_topics())}
+        new = {
+            name: {"num_partitions": partitions, "replication_factor": -1}
+            for name, partitions in wanted.items()
+            if name not in set(admin.list_topics())
+        }
         if new:
             try:
                 admin.create_topics(new, wait_for_metadata=True)

@@ -7,8 +7,9 @@ implements; the run loop depends on these alone, so it runs without Kafka in tes
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -24,9 +24,16 @@ from forecaster.serving import records
 from forecaster.serving.records import Observations
 
 
-def pretrain(config: Config, pipeline: Pipeline, *, dataset: str | None = None, out: Path | None = None,
-             steps: int | None = None, progress: Callable[[int, float], None] | None = None,
-             device: str | torch.device = "cpu") -> dict:
+def pretrain(
+    config: Config,
+    pipeline: Pipeline,
+    *,
+    dataset: str | None = None,
+    out: Path | None = None,
+    steps: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Fit a pipeline's seeded model on the leading part of a dataset, score the rest, save the weights.
 
     The dataset goes through JSON and `records.decode`, so training sees what the daemon sees.
@@ -35,17 +42,24 @@ def pretrain(config: Config, pipeline: Pipeline, *, dataset: str | None = None, 
     began = time.perf_counter()
     name = dataset or pipeline.training.dataset
     if name is None:
-        raise ConfigError(f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
-                          f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run")
+        raise ConfigError(
+            f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
+            f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run"
+        )
     training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
     series = prepare(pipeline, _observations(pipeline, name))
     fraction = training.train_fraction
     model = seeded_model(pipeline)
     losses = fit(model, [head(s, int(fraction * len(s))) for s in series], training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
-    metadata = {"dataset": name, "steps": training.steps, "final_loss": losses[-1],
-                "model_mae": scores["model_mae"], "naive_mae": scores["naive_mae"],
-                "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    metadata = {
+        "dataset": name,
+        "steps": training.steps,
+        "final_loss": losses[-1],
+        "model_mae": scores["model_mae"],
+        "naive_mae": scores["naive_mae"],
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
 
@@ -57,8 +71,10 @@ def _observations(pipeline: Pipeline, name: str) -> Observations:
     observations, rejected = records.decode(payloads, pipeline.record)
     if rejected:
         first = rejected[0]
-        raise ForecasterError(f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
-                              f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})")
+        raise ForecasterError(
+            f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
+            f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
+        )
     return observations
 
 

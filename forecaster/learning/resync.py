@@ -55,7 +55,7 @@ def resync(model: Forecaster, buffer: WindowBuffer, slots: np.ndarray, steps: in
     """
     states = []
     for a in range(0, len(slots), _RESYNC_ROWS):
-        inputs, _, _, valid = buffer.read(torch.as_tensor(slots[a:a + _RESYNC_ROWS], device=buffer.device))
+        inputs, _, _, valid = buffer.read(torch.as_tensor(slots[a : a + _RESYNC_ROWS], device=buffer.device))
         states.append(replay(model, inputs[:, -steps:], valid[:, -steps:])[1])
     if not states:
         return model.initial_state(0, device=buffer.device)

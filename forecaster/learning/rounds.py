@@ -23,29 +23,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from forecaster.config import Pipeline
+from forecaster.errors import NotEnoughData
+from forecaster.learning import tbptt
+from forecaster.learning.resync import install, replay
 from forecaster.serving import buffer as buffers
 from forecaster.serving import damping
-from forecaster.learning import tbptt
 from forecaster.serving.buffer import WindowBuffer
-from forecaster.config import Pipeline
-from forecaster.serving.model import Forecaster, split_head
-from forecaster.errors import NotEnoughData
-from forecaster.learning.resync import install, replay
 from forecaster.serving.engine import Engine
+from forecaster.serving.model import Forecaster, split_head
 from forecaster.serving.state import StateStore
+
 
 @dataclass(frozen=True)
 class Windows:
     """Buffered windows of n series, oldest step first; a series with fewer steps has them at the end."""
 
-    inputs: Tensor   # (n, W, input_size): what the engine fed the model
+    inputs: Tensor  # (n, W, input_size): what the engine fed the model
     targets: Tensor  # (n, W, horizon): (y[t + h] - y[t]) / std_t, from steps already in the window
-    mask: Tensor     # (n, W, horizon) bool: the target exists
-    valid: Tensor    # (n, W) bool: the step holds data
-    actual: Tensor   # (n, W) float64: the raw target
-    scale: Tensor    # (n, W): std_t
-    slots: np.ndarray                # (n,): where each series lives
-    keys: tuple[str | None, ...]     # (n,): which series, to tell a slot that changed hands since
+    mask: Tensor  # (n, W, horizon) bool: the target exists
+    valid: Tensor  # (n, W) bool: the step holds data
+    actual: Tensor  # (n, W) float64: the raw target
+    scale: Tensor  # (n, W): std_t
+    slots: np.ndarray  # (n,): where each series lives
+    keys: tuple[str | None, ...]  # (n,): which series, to tell a slot that changed hands since
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -57,10 +58,10 @@ class Outcome:
 
     challenger: Forecaster
     promoted: bool
-    champion_loss: float    # on the held-out newest steps
+    champion_loss: float  # on the held-out newest steps
     challenger_loss: float
-    training_loss: float    # mean over the round's last optimisation steps
-    series: int             # series whose windows were trained on
+    training_loss: float  # mean over the round's last optimisation steps
+    series: int  # series whose windows were trained on
     # With quantiles: per horizon step, how far the outermost quantiles must move out (in units
     # of the series' scale) for their interval to cover its nominal share of the held-out targets.
     champion_widening: Tensor | None = None
@@ -84,7 +85,8 @@ class Outcome:
 
 
 def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int) -> Windows:
-    """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps first."""
+    """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps
+    first."""
     slots = torch.as_tensor(store.active, device=buffer.device)
     if len(slots) > max_series:
         written = buffer.written[slots]
@@ -92,8 +94,9 @@ def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: i
     inputs, actual, scale, valid = buffer.read(slots)
     targets, mask = buffers.targets(actual, scale, valid, horizon)
     on_host = slots.cpu().numpy()
-    return Windows(inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(),
-                   on_host, store.keys_of(on_host))
+    return Windows(
+        inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(), on_host, store.keys_of(on_host)
+    )
 
 
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
@@ -102,19 +105,28 @@ def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
     chosen = torch.nonzero(steps - holdout >= window).flatten().tolist()
     if not chosen:
         longest = int(steps.max()) if len(windows) else 0
-        raise NotEnoughData(f"no series has {window + holdout} buffered steps yet (training.window {window} "
-                            f"+ retraining.holdout {holdout}); the longest has {longest}")
+        raise NotEnoughData(
+            f"no series has {window + holdout} buffered steps yet (training.window {window} "
+            f"+ retraining.holdout {holdout}); the longest has {longest}"
+        )
     return chosen
 
 
 def training_series(windows: Windows, holdout: int, window: int) -> list[tbptt.Series]:
-    """Each `trainable` window's valid steps as a `tbptt.Series`, every target inside the newest `holdout` steps masked."""
+    """Each `trainable` window's valid steps as a `tbptt.Series`, every target inside the newest `holdout` steps
+    masked."""
     W = windows.inputs.shape[1]
     series = []
     for i in trainable(windows, holdout, window):
         a = W - int(windows.valid[i].sum())  # the window's oldest valid step
-        whole = tbptt.Series(key=str(i), inputs=windows.inputs[i, a:], targets=windows.targets[i, a:],
-                             mask=windows.mask[i, a:], actual=windows.actual[i, a:], std=windows.scale[i, a:])
+        whole = tbptt.Series(
+            key=str(i),
+            inputs=windows.inputs[i, a:],
+            targets=windows.targets[i, a:],
+            mask=windows.mask[i, a:],
+            actual=windows.actual[i, a:],
+            std=windows.scale[i, a:],
+        )
         series.append(tbptt.head(whole, W - holdout - a))
     return series
 
@@ -123,9 +135,9 @@ def training_series(windows: Windows, holdout: int, window: int) -> list[tbptt.S
 class Scores:
     """A model judged on the held-out steps, as it would serve."""
 
-    loss: float                    # the training loss on the held-out targets, after damping
-    widening: Tensor | None        # (horizon,) with quantiles: the conformal widening of the outer interval
-    damping: Tensor | None         # (n,) with damping on: per window, NaN where it had no held-out target
+    loss: float  # the training loss on the held-out targets, after damping
+    widening: Tensor | None  # (horizon,) with quantiles: the conformal widening of the outer interval
+    damping: Tensor | None  # (n,) with damping on: per window, NaN where it had no held-out target
 
 
 def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
@@ -136,8 +148,9 @@ def heldout_loss(model: Forecaster, windows: Windows, holdout: int) -> float:
     return heldout_scores(model, windows, holdout).loss
 
 
-def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool = False,
-                   relative: bool = False) -> Scores:
+def heldout_scores(
+    model: Forecaster, windows: Windows, holdout: int, damp: bool = False, relative: bool = False
+) -> Scores:
     """`heldout_loss`; with `damp`, the per-window damping fitted on the held-out targets first
     (damping.py) and the loss of the damped forecasts; with `relative`, the point forecast's
     part of the loss is the relative MSE (tbptt.masked_mse); with quantiles, the widening of
@@ -162,7 +175,7 @@ def heldout_scores(model: Forecaster, windows: Windows, holdout: int, damp: bool
     levels = model.spec.quantiles
     if len(levels) < 2:
         return Scores(loss, None, factors)
-    _, quantiles = split_head(heads, horizon)                                      # (n, W, Q, horizon)
+    _, quantiles = split_head(heads, horizon)  # (n, W, Q, horizon)
     scores = torch.maximum(quantiles[..., 0, :] - windows.targets, windows.targets - quantiles[..., -1, :])
     return Scores(loss, conformal_widening(scores, mask, levels[-1] - levels[0]), factors)
 
@@ -177,8 +190,14 @@ def conformal_widening(scores: Tensor, mask: Tensor, coverage: float) -> Tensor:
     return widening
 
 
-def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_: int,
-              device: torch.device | str = "cpu", progress=None) -> Outcome:
+def challenge(
+    champion: Forecaster,
+    windows: Windows,
+    pipeline: Pipeline,
+    round_: int,
+    device: torch.device | str = "cpu",
+    progress=None,
+) -> Outcome:
     """Fine-tune a copy of `champion` on `windows` and judge it against the champion on the holdout.
 
     `round_` varies the seed from round to round, so each samples other windows; `progress`
@@ -186,22 +205,39 @@ def challenge(champion: Forecaster, windows: Windows, pipeline: Pipeline, round_
     """
     retraining = pipeline.retraining
     training = dataclasses.replace(
-        pipeline.training, steps=retraining.steps, learning_rate=retraining.learning_rate,
-        warmup_steps=min(pipeline.training.warmup_steps, retraining.steps // 5), seed=pipeline.training.seed + round_)
+        pipeline.training,
+        steps=retraining.steps,
+        learning_rate=retraining.learning_rate,
+        warmup_steps=min(pipeline.training.warmup_steps, retraining.steps // 5),
+        seed=pipeline.training.seed + round_,
+    )
     series = training_series(windows, retraining.holdout, training.window)
     challenger = copy.deepcopy(champion)
     losses = tbptt.fit(challenger, series, training, device=device, progress=progress)
-    judge = functools.partial(heldout_scores, windows=windows, holdout=retraining.holdout, damp=retraining.damping,
-                              relative=training.loss == "relative_mse")  # judged by the loss it was trained on
+    # judged by the loss it was trained on
+    judge = functools.partial(
+        heldout_scores,
+        windows=windows,
+        holdout=retraining.holdout,
+        damp=retraining.damping,
+        relative=training.loss == "relative_mse",
+    )
     champion_scores, challenger_scores = judge(champion), judge(challenger)
-    tail = losses[-max(1, len(losses) // 5):]
-    return Outcome(challenger=challenger.cpu().eval(),
-                   promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),
-                   champion_loss=champion_scores.loss, challenger_loss=challenger_scores.loss,
-                   training_loss=float(np.mean(tail)), series=len(series),
-                   champion_widening=champion_scores.widening, challenger_widening=challenger_scores.widening,
-                   champion_damping=champion_scores.damping, challenger_damping=challenger_scores.damping,
-                   slots=windows.slots, keys=windows.keys)
+    tail = losses[-max(1, len(losses) // 5) :]
+    return Outcome(
+        challenger=challenger.cpu().eval(),
+        promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),
+        champion_loss=champion_scores.loss,
+        challenger_loss=challenger_scores.loss,
+        training_loss=float(np.mean(tail)),
+        series=len(series),
+        champion_widening=champion_scores.widening,
+        challenger_widening=challenger_scores.widening,
+        champion_damping=champion_scores.damping,
+        challenger_damping=challenger_scores.damping,
+        slots=windows.slots,
+        keys=windows.keys,
+    )
 
 
 def adopt(engine: Engine, outcome: Outcome, resync_steps: int = 0) -> None:

@@ -13,26 +13,18 @@ of it for one pipeline, from a dataset, and writes the starting weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from forecaster.io import datasets
-from forecaster.serving import records, scaling, seasonal
+from forecaster.config import Pipeline, Training
+from forecaster.serving import scaling, seasonal
 from forecaster.serving.cadence import calendar_features
-from forecaster.config import Config, Pipeline, Training
-from forecaster.build import seeded_model
-from forecaster.errors import ConfigError, ForecasterError
-from forecaster.build import save_model
 from forecaster.serving.model import Forecaster, split_head
 from forecaster.serving.records import Observations
 
@@ -42,11 +34,11 @@ class Series:
     """One series prepared for training, in time order; float32 on the CPU except `actual`."""
 
     key: str
-    inputs: Tensor   # (T, input_size): what the engine feeds the model at each step
+    inputs: Tensor  # (T, input_size): what the engine feeds the model at each step
     targets: Tensor  # (T, horizon): (y[t + h] - y[t]) / std_t, 0 where masked
-    mask: Tensor     # (T, horizon) bool: y[t + h] exists
-    actual: Tensor   # (T,) float64: the target y[t], or with model.season its seasonal difference z[t]
-    std: Tensor      # (T,): std_t, the scale the engine multiplies the head by
+    mask: Tensor  # (T, horizon) bool: y[t + h] exists
+    actual: Tensor  # (T,) float64: the target y[t], or with model.season its seasonal difference z[t]
+    std: Tensor  # (T,): std_t, the scale the engine multiplies the head by
 
     def __len__(self) -> int:
         return len(self.actual)
@@ -89,14 +81,16 @@ def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
 
 def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
     """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
-    values = observations.values[index]                                        # (T, n, F), a copy (fancy indexing)
+    values = observations.values[index]  # (T, n, F), a copy (fancy indexing)
     if pipeline.model.season:  # the engine's float32 target, differenced in float64 as SeasonRing does
-        values[..., 0] = seasonal.difference(values[..., 0].astype(np.float32).astype(np.float64), pipeline.model.season)
-    actual = values[..., 0]                                                     # (T, n) float64: what the model forecasts
+        values[..., 0] = seasonal.difference(
+            values[..., 0].astype(np.float32).astype(np.float64), pipeline.model.season
+        )
+    actual = values[..., 0]  # (T, n) float64: what the model forecasts
     values = torch.as_tensor(values, dtype=torch.float32)
     local_times = observations.local_times[index]
     calendar = torch.as_tensor(calendar_features(local_times.ravel(), pipeline.calendar), dtype=torch.float32)
-    calendar = calendar.reshape(*index.shape, -1)                               # (T, n, C)
+    calendar = calendar.reshape(*index.shape, -1)  # (T, n, C)
     scaled, std = _scale(values, scaling.decay(pipeline.scaling.halflife), pipeline.scaling.clip)
     inputs = torch.cat([scaled, calendar], dim=2)
     return [_series(inputs[:, j], actual[:, j], std[:, j], pipeline.horizon) for j in range(index.shape[1])]
@@ -120,8 +114,14 @@ def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int) -> Se
     future = np.lib.stride_tricks.sliding_window_view(padded[1:], horizon)[: len(actual)]  # (T, horizon)
     mask = ~np.isnan(future)
     targets = np.where(mask, (future - actual[:, None]) / std.double().numpy()[:, None], 0.0)
-    return Series(key="", inputs=inputs.contiguous(), targets=torch.as_tensor(targets, dtype=torch.float32),
-                  mask=torch.as_tensor(mask), actual=torch.as_tensor(actual), std=std.contiguous())
+    return Series(
+        key="",
+        inputs=inputs.contiguous(),
+        targets=torch.as_tensor(targets, dtype=torch.float32),
+        mask=torch.as_tensor(mask),
+        actual=torch.as_tensor(actual),
+        std=std.contiguous(),
+    )
 
 
 def head(series: Series, length: int) -> Series:
@@ -132,8 +132,14 @@ def head(series: Series, length: int) -> Series:
     t = torch.arange(length).unsqueeze(1)
     h = torch.arange(1, series.targets.shape[1] + 1)
     inside = t + h < length
-    return dataclasses.replace(series, inputs=series.inputs[:length], targets=series.targets[:length] * inside,
-                               mask=series.mask[:length] & inside, actual=series.actual[:length], std=series.std[:length])
+    return dataclasses.replace(
+        series,
+        inputs=series.inputs[:length],
+        targets=series.targets[:length] * inside,
+        mask=series.mask[:length] & inside,
+        actual=series.actual[:length],
+        std=series.std[:length],
+    )
 
 
 # -- fitting ------------------------------------------------------------------------------
@@ -151,8 +157,9 @@ def learning_rate(training: Training, step: int) -> float:
     return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int,
-           backprop: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def chunks(
+    model: Forecaster, inputs: Tensor, state: Tensor, chunk: int, backprop: int | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Unroll a window (T, B, input_size) `chunk` steps at a time: yields (forecasts (c, B, outputs), state).
 
     TBPTT(k1=chunk, k2=backprop): the forecasts of each chunk carry gradients back through the
@@ -169,7 +176,7 @@ def chunks(model: Forecaster, inputs: Tensor, state: Tensor, chunk: int,
         end, begin = min(start + chunk, len(inputs)), max(0, start + chunk - backprop)
         with precision:
             outputs, state = model(inputs[begin:end], starts[begin])  # (end - begin, B, hidden)
-            forecasts = model.head(outputs[start - begin:], inputs[start:end])
+            forecasts = model.head(outputs[start - begin :], inputs[start:end])
         yield forecasts, state
         starts[end] = state.detach()  # truncated BPTT: gradients never reach past `begin`
         starts.pop(end - backprop - chunk, None)
@@ -208,13 +215,14 @@ def pinball(quantiles: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[f
     overforecast 1 - q.
     """
     q = torch.tensor(levels, device=targets.device).unsqueeze(-1)  # (Q, 1)
-    error = targets.unsqueeze(-2) - quantiles.float()               # (..., Q, horizon)
+    error = targets.unsqueeze(-2) - quantiles.float()  # (..., Q, horizon)
     losses = torch.maximum(q * error, (q - 1) * error) * mask.unsqueeze(-2)
     return losses.sum() / (mask.sum() * len(levels)).clamp_min(1)
 
 
-def forecast_loss(forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float] = (),
-                  relative: bool = False) -> Tensor:
+def forecast_loss(
+    forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequence[float] = (), relative: bool = False
+) -> Tensor:
     """The training loss of a head's outputs: MSE of the point forecast (relative: see `masked_mse`),
     plus the pinball loss of its quantiles."""
     point, quantiles = split_head(forecasts, targets.shape[-1])
@@ -222,7 +230,9 @@ def forecast_loss(forecasts: Tensor, targets: Tensor, mask: Tensor, levels: Sequ
     return loss + pinball(quantiles, targets, mask, levels) if levels else loss
 
 
-def sample_windows(series: Sequence[Series], training: Training, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def sample_windows(
+    series: Sequence[Series], training: Training, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """`batch_size` windows, uniform over every (series, start) pair: inputs, targets, mask, each (window, B, ...).
 
     Drawing starts rather than series first gives every time step the same chance, so a
@@ -238,12 +248,20 @@ def sample_windows(series: Sequence[Series], training: Training, generator: torc
     which = torch.searchsorted(ends, draws, right=True)
     starts = draws - (ends[which] - starts_per_series[which])
     picked = [(series[int(i)], int(a)) for i, a in zip(which, starts)]
-    return tuple(torch.stack([getattr(s, name)[a:a + window] for s, a in picked], dim=1)
-                 for name in ("inputs", "targets", "mask"))
+    return tuple(
+        torch.stack([getattr(s, name)[a : a + window] for s, a in picked], dim=1)
+        for name in ("inputs", "targets", "mask")
+    )
 
 
-def fit(model: Forecaster, series: Sequence[Series], training: Training, *, device: str | torch.device = "cpu",
-        progress: Callable[[int, float], None] | None = None) -> list[float]:
+def fit(
+    model: Forecaster,
+    series: Sequence[Series],
+    training: Training,
+    *,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, float], None] | None = None,
+) -> list[float]:
     """Train `model` in place for `training.steps` optimisation steps; returns the loss of each.
 
     Each window starts from a zero state, like a new series in the engine; its first chunk
@@ -252,12 +270,16 @@ def fit(model: Forecaster, series: Sequence[Series], training: Training, *, devi
     global random state is left as it was.
     """
     if training.window <= training.chunk:
-        raise ValueError(f"training.window ({training.window}) must be longer than training.chunk ({training.chunk}): "
-                         "the first chunk of every window only warms the state up")
+        raise ValueError(
+            f"training.window ({training.window}) must be longer than training.chunk ({training.chunk}): "
+            "the first chunk of every window only warms the state up"
+        )
     device = torch.device(device)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate(training, i) / training.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: learning_rate(training, i) / training.learning_rate
+    )
     generator = torch.Generator().manual_seed(training.seed)
     relative = training.loss == "relative_mse"
     losses: list[float] = []
@@ -295,8 +317,9 @@ def _optimise(model: Forecaster, loss: Tensor, optimizer, schedule, grad_clip: f
 
 
 @torch.no_grad()
-def evaluate(model: Forecaster, series: Sequence[Series], device: str | torch.device = "cpu", *,
-             warmup_fraction: float = 0.0) -> dict:
+def evaluate(
+    model: Forecaster, series: Sequence[Series], device: str | torch.device = "cpu", *, warmup_fraction: float = 0.0
+) -> dict:
     """One-step-ahead MAE in original units, model and naive last value, from a stateful pass.
 
     With model.season the series model z, so "naive" is what a zero output forecasts there:
@@ -310,10 +333,10 @@ def evaluate(model: Forecaster, series: Sequence[Series], device: str | torch.de
     model_error = naive_error = 0.0
     steps = 0
     for s in series:
-        inputs = s.inputs.to(device).unsqueeze(1)                          # (T, 1, input_size)
+        inputs = s.inputs.to(device).unsqueeze(1)  # (T, 1, input_size)
         outputs, _ = model(inputs, model.initial_state(1, device=device))
         delta = (s.std * model.head(outputs, inputs)[:, 0, 0].float().cpu()).double()  # as the engine: std * head
-        scored = slice(int(warmup_fraction * len(s)), len(s) - 1)          # forecasts from t, actual at t + 1
+        scored = slice(int(warmup_fraction * len(s)), len(s) - 1)  # forecasts from t, actual at t + 1
         y, following = s.actual[scored], s.actual[1:][scored]
         model_error += (following - (y + delta[scored])).abs().sum().item()
         naive_error += (following - y).abs().sum().item()

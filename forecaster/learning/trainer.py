@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from forecaster.config import Pipeline
 from forecaster.errors import Cancelled
 from forecaster.learning import rounds
-from forecaster.config import Pipeline
-from forecaster.serving.model import Forecaster
 from forecaster.learning.rounds import Outcome, Windows
+from forecaster.serving.model import Forecaster
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,9 @@ class Trainer:
         self.rounds += 1
         self.postpone()
         champion = copy.deepcopy(champion).cpu()  # the serving model stays the loop's alone
-        self._thread = threading.Thread(target=self._run, args=(self.rounds, champion, windows),
-                                        name=f"retrain-{self.pipeline.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self.rounds, champion, windows), name=f"retrain-{self.pipeline.name}", daemon=True
+        )
         self._thread.start()
         return self.rounds
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 _FIELDS = ("inputs", "actual", "scale", "written")
 
 
@@ -29,8 +28,8 @@ class WindowBuffer:
         """Empty buffers for `capacity` slots."""
         self.inputs = torch.zeros(capacity, self.window, self.input_size, device=self.device)  # (slots, W, I)
         self.actual = torch.zeros(capacity, self.window, device=self.device, dtype=torch.float64)  # (slots, W)
-        self.scale = torch.ones(capacity, self.window, device=self.device)                      # (slots, W)
-        self.written = torch.zeros(capacity, device=self.device, dtype=torch.int64)             # steps ever written
+        self.scale = torch.ones(capacity, self.window, device=self.device)  # (slots, W)
+        self.written = torch.zeros(capacity, device=self.device, dtype=torch.int64)  # steps ever written
 
     @property
     def nbytes(self) -> int:
@@ -49,9 +48,9 @@ class WindowBuffer:
 
         A series with fewer than `window` steps has its valid steps at the end.
         """
-        written = self.written[slots]                                          # (n,)
+        written = self.written[slots]  # (n,)
         steps = torch.arange(self.window, device=self.device)
-        order = (written[:, None] + steps[None, :]) % self.window              # oldest first
+        order = (written[:, None] + steps[None, :]) % self.window  # oldest first
         rows = slots[:, None]
         valid = steps[None, :] >= (self.window - written.clamp(max=self.window))[:, None]
         return self.inputs[rows, order], self.actual[rows, order], self.scale[rows, order], valid

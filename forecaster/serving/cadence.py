@@ -30,7 +30,9 @@ def horizon_times(times: np.ndarray, local_times: np.ndarray, cadence: str, hori
     local_day = np.floor(local_times / _DAY)
     time_of_day = (local_times - local_day * _DAY)[:, None]
     days = np.busday_offset(
-        local_day.astype("datetime64[D]")[:, None], (steps * int(cadence[:-1])).astype(np.int64)[None, :], roll="backward"
+        local_day.astype("datetime64[D]")[:, None],
+        (steps * int(cadence[:-1])).astype(np.int64)[None, :],
+        roll="backward",
     ).astype(np.float64)
     return days * _DAY + time_of_day - offset
 

@@ -58,7 +58,7 @@ class Damping:
     def grow(self, capacity: int) -> None:
         old = self.factors
         self.allocate(capacity)
-        self.factors[:len(old)] = old
+        self.factors[: len(old)] = old
 
     def reset(self, slots: np.ndarray) -> None:
         self.factors[self._on_device(slots)] = 1.0

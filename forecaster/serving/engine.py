@@ -21,16 +21,16 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
 
+from forecaster.config import Pipeline
 from forecaster.serving import damping, records, scaling
 from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import calendar_features, horizon_times
-from forecaster.config import Pipeline
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.intervals import IntervalHistory, track
 from forecaster.serving.model import Forecaster, ModelSpec
@@ -40,15 +40,16 @@ from forecaster.serving.skill import Coverage, Skill
 from forecaster.serving.spill import Spill
 from forecaster.serving.state import REFUSED, StateStore
 
+
 @dataclass(frozen=True)
 class Forecasts:
     """The forecasts of one step, column by column, in input order."""
 
     keys: tuple[str, ...]
-    times: np.ndarray          # (m,) epoch seconds of the observations forecast from
+    times: np.ndarray  # (m,) epoch seconds of the observations forecast from
     horizon_times: np.ndarray  # (m, horizon) epoch seconds
-    values: np.ndarray         # (m, horizon) in the series' original units
-    positions: np.ndarray      # (m,) poll-batch positions of the observations
+    values: np.ndarray  # (m, horizon) in the series' original units
+    positions: np.ndarray  # (m,) poll-batch positions of the observations
     issued_at: float
     model_version: int
     quantiles: Mapping[float, np.ndarray] | None = None  # level -> (m, horizon), when the model forecasts quantiles
@@ -60,18 +61,25 @@ class Forecasts:
         """One `records.Forecast` per row (`records.encode_many` encodes them all at once, faster)."""
         for i, key in enumerate(self.keys):
             quantiles = {level: q[i].tolist() for level, q in self.quantiles.items()} if self.quantiles else None
-            yield records.Forecast(key, float(self.times[i]), self.issued_at, self.model_version,
-                                   self.horizon_times[i].tolist(), self.values[i].tolist(), quantiles)
+            yield records.Forecast(
+                key,
+                float(self.times[i]),
+                self.issued_at,
+                self.model_version,
+                self.horizon_times[i].tolist(),
+                self.values[i].tolist(),
+                quantiles,
+            )
 
 
 @dataclass(frozen=True)
 class Plan:
     """Accepted rows in (series, time) order, and the wave of each."""
 
-    order: np.ndarray    # (n,) indices into the observations, grouped by slot, by time within a slot
-    waves: np.ndarray    # (n,) rank of each row within its series: the wave it is stepped in
-    first: np.ndarray    # (n,) bool: the row is its series' first in this batch
-    last: np.ndarray     # (n,) bool: the row is its series' last in this batch
+    order: np.ndarray  # (n,) indices into the observations, grouped by slot, by time within a slot
+    waves: np.ndarray  # (n,) rank of each row within its series: the wave it is stepped in
+    first: np.ndarray  # (n,) bool: the row is its series' first in this batch
+    last: np.ndarray  # (n,) bool: the row is its series' last in this batch
     rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
 
 
@@ -80,8 +88,10 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
 
     `newest[slot]` is the newest time already taken for each slot (-inf for new series).
     """
-    rejected = [(int(i), records.SERIES_CAPACITY, "more new series in one batch than max_series")
-                for i in np.flatnonzero(slots == REFUSED)]
+    rejected = [
+        (int(i), records.SERIES_CAPACITY, "more new series in one batch than max_series")
+        for i in np.flatnonzero(slots == REFUSED)
+    ]
     held = np.flatnonzero(slots != REFUSED)
     order = held[np.lexsort((times[held], slots[held]))]
     s, t = slots[order], times[order]
@@ -131,23 +141,36 @@ def _pieces(bounds: np.ndarray, rows: int | None) -> list[tuple[int, int]]:
 class Engine:
     """One pipeline's model and every series' state, stepped a batch at a time."""
 
-    def __init__(self, pipeline: Pipeline, model: Forecaster, device: torch.device | str = "cpu", model_version: int = 0,
-                 spill: Spill | None = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        model: Forecaster,
+        device: torch.device | str = "cpu",
+        model_version: int = 0,
+        spill: Spill | None = None,
+    ):
         self.pipeline = pipeline
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model_version = model_version
         features = 1 + len(pipeline.record.covariates)
-        self.store = StateStore(layers=model.spec.num_layers, width=model.state_width, features=features,
-                                max_series=pipeline.max_series, device=self.device,
-                                spill=spill)
+        self.store = StateStore(
+            layers=model.spec.num_layers,
+            width=model.state_width,
+            features=features,
+            max_series=pipeline.max_series,
+            device=self.device,
+            spill=spill,
+        )
         self.skill = Skill(pipeline.skill_window)
         self.coverage = Coverage(pipeline.skill_window)
         self._alpha = scaling.decay(pipeline.scaling.halflife)
         self._fast: FusedStep | None = None  # the inference step, made for the serving model on first use
         self.buffer: WindowBuffer | None = None
         if pipeline.retraining.enabled:
-            self.buffer = WindowBuffer(self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device)
+            self.buffer = WindowBuffer(
+                self.store.capacity, pipeline.retraining.buffer, pipeline.input_size, self.device
+            )
             self.store.attach("buffer", self.buffer)
         self.season: SeasonRing | None = None  # per series: the last season of raw values (model.season)
         if model.spec.season:
@@ -158,7 +181,8 @@ class Engine:
             self.damping = damping.Damping(self.device)
             self.store.attach("damping", self.damping)
         self.widening: torch.Tensor | None = None  # (horizon,): the intervals' calibration, from retraining
-        self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)  # the latest rounds'
+        # the latest rounds'
+        self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)
         self.intervals: IntervalHistory | None = None  # per series: the intervals issued, until their actuals arrive
         self.tracked = np.zeros(pipeline.horizon)  # (horizon,): quantile tracking's offsets, in scales (intervals.py)
         self._outward: torch.Tensor | None = None  # widening + tracked: how far the outermost quantiles move out
@@ -189,7 +213,8 @@ class Engine:
         self._move_outward()
 
     def _move_outward(self) -> None:
-        """How far the outermost quantiles move out, in scales: the conformal widening plus quantile tracking's offsets."""
+        """How far the outermost quantiles move out, in scales: the conformal widening plus quantile tracking's
+        offsets."""
         if self.widening is None and not self.tracked.any():
             self._outward = None
             return
@@ -210,8 +235,11 @@ class Engine:
     def snapshot(self) -> dict:
         """Weights, version and every series' state: what a checkpoint needs to resume exactly."""
         return {
-            "model": {"spec": dataclasses.asdict(self.model.spec), "version": self.model_version,
-                      "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}},
+            "model": {
+                "spec": dataclasses.asdict(self.model.spec),
+                "version": self.model_version,
+                "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            },
             "store": self.store.snapshot(),
             "widenings": [w.cpu() for w in self._widenings],
             "tracked": torch.from_numpy(self.tracked.copy()),
@@ -240,14 +268,15 @@ class Engine:
         order = the_plan.order
         deltas = self._run_waves(slots[order], observations, order, the_plan.waves)  # (n, outputs)
         actual = observations.values[order, 0]
-        forecast = actual[:, None] + deltas[:, :self.pipeline.horizon]  # (n, horizon), original units
+        forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
             self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
         emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
-        return self._forecasts(observations, order[emit], forecast[emit], now,
-                               None if quantiles is None else quantiles[emit]), rejected
+        return self._forecasts(
+            observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
+        ), rejected
 
     def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
         """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
@@ -257,7 +286,9 @@ class Engine:
         offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
         return np.sort(actual[:, None, None] + offsets, axis=1)
 
-    def _run_waves(self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray) -> np.ndarray:
+    def _run_waves(
+        self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray
+    ) -> np.ndarray:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
         seasonal shift with model.season), (n, outputs) float32, on the host.
 
@@ -270,9 +301,11 @@ class Engine:
         by_wave, bounds = _wave_order(waves)
         rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
-        x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)               # (n, F)
-        cal = torch.as_tensor(calendar_features(observations.local_times[rows], self.pipeline.calendar),
-                              device=self.device, dtype=dtype)                                          # (n, C)
+        x = torch.as_tensor(observations.values[rows], device=self.device, dtype=dtype)  # (n, F)
+        # (n, C)
+        cal = torch.as_tensor(
+            calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
+        )
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
         deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
@@ -289,19 +322,19 @@ class Engine:
 
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
         """
-        state, moments = self.store.gather(slots)               # (layers, n, width): this wave's own copy
+        state, moments = self.store.gather(slots)  # (layers, n, width): this wave's own copy
         shift = None
         if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
             z, shift = self.season.step(slots, x[:, 0], self.pipeline.horizon)
             x = torch.cat([z.to(x.dtype)[:, None], x[:, 1:]], dim=1)
         moments = scaling.update(moments, x, self._alpha)
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
-        self._fast_step().step_(inputs, state, out=out)        # steps `state` in place; out: head, (n, outputs)
+        self._fast_step().step_(inputs, state, out=out)  # steps `state` in place; out: head, (n, outputs)
         if self.damping is not None:
             damping.apply(out, self.damping.factors[slots], self.pipeline.horizon)
         if self._outward is not None:  # calibration of the outermost quantiles
             horizon = self.pipeline.horizon
-            out[:, horizon:2 * horizon].sub_(self._outward)
+            out[:, horizon : 2 * horizon].sub_(self._outward)
             out[:, -horizon:].add_(self._outward)
         self.store.scatter(slots, state, moments)
         std = scaling.std(moments)[:, :1]
@@ -340,8 +373,14 @@ class Engine:
             self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
             self._move_outward()
 
-    def _forecasts(self, observations: Observations, rows: np.ndarray, values: np.ndarray, now: float,
-                   quantiles: np.ndarray | None = None) -> Forecasts:
+    def _forecasts(
+        self,
+        observations: Observations,
+        rows: np.ndarray,
+        values: np.ndarray,
+        now: float,
+        quantiles: np.ndarray | None = None,
+    ) -> Forecasts:
         """Columnar forecasts for `rows`, back in input order; `quantiles` (m, levels, horizon) or None.
 
         Usually every observation is forecast and already in input order (series come in slot
@@ -357,7 +396,9 @@ class Engine:
         return Forecasts(
             keys=_take(observations.keys, rows),
             times=times,
-            horizon_times=horizon_times(times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon),
+            horizon_times=horizon_times(
+                times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon
+            ),
             values=values,
             positions=positions,
             issued_at=now,

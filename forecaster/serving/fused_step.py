@@ -94,9 +94,9 @@ def _doubled(cell: str, nonlinearity: str, hidden: int, gates: int, device, dtyp
     """Per gate row: 2 where the row's pre-activation goes into a tanh, else 1."""
     factor = torch.ones(gates * hidden, device=device, dtype=dtype)
     if cell == "gru":
-        factor[2 * hidden:] = 2  # the candidate n
+        factor[2 * hidden :] = 2  # the candidate n
     elif cell == "lstm":
-        factor[2 * hidden:3 * hidden] = 2  # the cell input g
+        factor[2 * hidden : 3 * hidden] = 2  # the cell input g
     elif nonlinearity == "tanh":
         factor[:] = 2
     return factor
@@ -113,15 +113,24 @@ def _layers(model: Forecaster, onednn: bool) -> list[_Layer]:
     """The model's weights in the layout `FusedStep` computes with (copies; the model is untouched)."""
     spec, layers = model.spec, []
     for cell in model.layers:
-        k = _doubled(spec.cell, spec.nonlinearity, spec.hidden_size, cell.gates, cell.weight_ih.device, cell.weight_ih.dtype)
+        k = _doubled(
+            spec.cell, spec.nonlinearity, spec.hidden_size, cell.gates, cell.weight_ih.device, cell.weight_ih.dtype
+        )
         w_ih, w_hh = cell.weight_ih.detach(), cell.weight_hh.detach()
         if cell.norm_ih is None:  # the projections make the pre-activations: they carry the 2
             ih = _Linear(w_ih * k[:, None], cell.bias_ih.detach() * k, onednn)
             hh = _Linear(w_hh * k[:, None], cell.bias_hh.detach() * k, onednn)
         else:  # the projections are normalised first: the norms' affine carries the 2
             ih, hh = _Linear(w_ih, None, onednn), _Linear(w_hh, None, onednn)
-        layers.append(_Layer(ih, hh, norm_ih=_norm(cell.norm_ih, k), norm_hh=_norm(cell.norm_hh, k),
-                             norm_c=_norm(getattr(cell, "norm_c", None), 2.0)))
+        layers.append(
+            _Layer(
+                ih,
+                hh,
+                norm_ih=_norm(cell.norm_ih, k),
+                norm_hh=_norm(cell.norm_hh, k),
+                norm_c=_norm(getattr(cell, "norm_c", None), 2.0),
+            )
+        )
     return layers
 
 
@@ -165,10 +174,10 @@ class FusedStep:
     def _block(self, x: Tensor, state: Tensor) -> Tensor:
         """Every layer for one block of rows; returns the top output (rows, hidden)."""
         H, residual = self.spec.hidden_size, self.spec.residual
-        for l, layer in enumerate(self._layers):
-            s = state[l]  # (rows, width): a view, updated in place
+        for depth, layer in enumerate(self._layers):
+            s = state[depth]  # (rows, width): a view, updated in place
             h = self._cell(layer, x, s)  # (rows, H), also a view of s
-            if residual and l > 0:
+            if residual and depth > 0:
                 x = torch.add(x, h, out=self._buffer("residual", (x.shape[0], H), x))
             else:
                 x = h
@@ -180,8 +189,8 @@ class FusedStep:
         h = s[:, :H]
         gi, gh = self._project(layer, x, h)
         if cell == "gru":
-            r, z = gi[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_().chunk(2, 1)
-            n = _tanh_from_doubled_(gi[:, 2 * H:].addcmul_(r, gh[:, 2 * H:]))
+            r, z = gi[:, : 2 * H].add_(gh[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            n = _tanh_from_doubled_(gi[:, 2 * H :].addcmul_(r, gh[:, 2 * H :]))
             return torch.lerp(n, s, z, out=s)  # h' = n + z (h - n), written over h
         if cell == "lstm":
             i, f, g, o = gi.add_(gh).sigmoid_().chunk(4, 1)

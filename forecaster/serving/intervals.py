@@ -56,8 +56,9 @@ class IntervalHistory:
     def nbytes(self) -> int:
         return self.bounds.nbytes + self.issued.nbytes
 
-    def score_and_keep(self, slots: np.ndarray, waves: np.ndarray, actual: np.ndarray,
-                       bounds: np.ndarray) -> np.ndarray:
+    def score_and_keep(
+        self, slots: np.ndarray, waves: np.ndarray, actual: np.ndarray, bounds: np.ndarray
+    ) -> np.ndarray:
         """Score each row's actual against the intervals issued for it 1..depth records earlier, then
         keep the row's own intervals `bounds` (n, 2, horizon >= depth).
 
@@ -68,11 +69,11 @@ class IntervalHistory:
         a few array operations.
         """
         n, depth = len(slots), self.depth
-        back = np.arange(1, depth + 1)                      # h
-        record = self.issued[slots] + waves                 # each row's record number in its series
+        back = np.arange(1, depth + 1)  # h
+        record = self.issued[slots] + waves  # each row's record number in its series
         own = np.ascontiguousarray(bounds[:, :, :depth].transpose(0, 2, 1), dtype=np.float32)  # (n, depth, 2)
         # Issued before this batch: still in the ring, which is written only below.
-        ringed = np.take(self.bounds.reshape(-1, 2), slots[:, None] * depth ** 2 + self._due[record % depth], axis=0)
+        ringed = np.take(self.bounds.reshape(-1, 2), slots[:, None] * depth**2 + self._due[record % depth], axis=0)
         held = ringed  # (n, depth, 2)
         if waves.any():  # issued earlier in this batch: the row h before, same series, its step h
             in_batch = waves[:, None] >= back[None, :]
@@ -81,9 +82,9 @@ class IntervalHistory:
             held = np.where(in_batch[..., None], batched, ringed)
         y = actual[:, None]
         inside = np.where(np.isnan(held[..., 0]), np.nan, (held[..., 0] <= y) & (y <= held[..., 1]))
-        last = np.r_[waves[1:] == 0, True]                  # each series' newest row of the batch
+        last = np.r_[waves[1:] == 0, True]  # each series' newest row of the batch
         newest = (record[last] + 1)[np.cumsum(waves == 0) - 1]  # per row: its series' records after the batch
-        kept = record >= newest - depth                     # a series' last `depth` rows: distinct ring rows
+        kept = record >= newest - depth  # a series' last `depth` rows: distinct ring rows
         self.bounds[slots[kept], record[kept] % depth] = own[kept]
         self.issued[slots[last]] = record[last] + 1
         return inside
@@ -91,14 +92,17 @@ class IntervalHistory:
     def grow(self, capacity: int) -> None:
         old = (self.bounds, self.issued)
         self.allocate(capacity)
-        self.bounds[:len(old[0])], self.issued[:len(old[1])] = old
+        self.bounds[: len(old[0])], self.issued[: len(old[1])] = old
 
     def reset(self, slots: np.ndarray) -> None:
         self.bounds[slots] = np.nan
         self.issued[slots] = 0
 
     def snapshot(self, slots: np.ndarray) -> dict:
-        return {"bounds": torch.from_numpy(self.bounds[slots].copy()), "issued": torch.from_numpy(self.issued[slots].copy())}
+        return {
+            "bounds": torch.from_numpy(self.bounds[slots].copy()),
+            "issued": torch.from_numpy(self.issued[slots].copy()),
+        }
 
     def restore(self, slots: np.ndarray, snapshot: dict) -> None:
         """Restore `slots`; intervals kept at another depth (tracking switched on or off since)

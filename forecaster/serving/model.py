@@ -35,7 +35,9 @@ class ModelSpec:
     nonlinearity: str = "tanh"  # rnn only: "tanh" | "relu"
     quantiles: tuple[float, ...] = ()  # levels the head forecasts besides the point forecast
     highway: bool = False  # a linear map from each step's inputs added to the head (LSTNet's autoregressive part)
-    season: int = 0  # the network models y[t] - y[t - season] (seasonal.py); 0: y itself. Not a shape, but what the weights mean
+    season: int = (
+        0  # the network models y[t] - y[t - season] (seasonal.py); 0: y itself. Not a shape, but what the weights mean
+    )
 
     def __post_init__(self):
         """Reject a bad spec where it is made, with a message that states the constraint."""
@@ -59,9 +61,7 @@ class ModelSpec:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {self.nonlinearity!r}"
-            )
+            raise ValueError(f"nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {self.nonlinearity!r}")
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ValueError(
                 f"nonlinearity applies only to cell 'rnn', got {self.nonlinearity!r} for cell {self.cell!r}"
@@ -197,10 +197,10 @@ class Forecaster(nn.Module):
             raise ValueError(f"state must have shape {expected} for x {tuple(x.shape)}, got {got}")
         last = self.spec.num_layers - 1
         new = []
-        for l, cell in enumerate(self.layers):
-            h, s = cell(x, state[l])  # (B, H), (B, state_width)
-            x = x + h if self.spec.residual and l > 0 else h
-            x = self.drop(x) if l < last else x
+        for depth, cell in enumerate(self.layers):
+            h, s = cell(x, state[depth])  # (B, H), (B, state_width)
+            x = x + h if self.spec.residual and depth > 0 else h
+            x = self.drop(x) if depth < last else x
             new.append(s)
         return x, torch.stack(new)  # (B, H), (L, B, state_width)
 

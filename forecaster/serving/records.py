@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterator, Mapping, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -26,15 +27,15 @@ from forecaster.errors import RecordError
 
 # Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
 # and the `reason` header of its dead letter.
-MALFORMED = "malformed"              # not UTF-8 JSON, or not a JSON object
-MISSING_FIELD = "missing_field"      # key, timestamp, target or a covariate is absent
-WRONG_TYPE = "wrong_type"            # a field has the wrong JSON type
-NON_FINITE = "non_finite"            # NaN or an infinity
-BAD_TIMESTAMP = "bad_timestamp"      # a timestamp that does not parse
-OUT_OF_ORDER = "out_of_order"        # older than the newest observation of its series
+MALFORMED = "malformed"  # not UTF-8 JSON, or not a JSON object
+MISSING_FIELD = "missing_field"  # key, timestamp, target or a covariate is absent
+WRONG_TYPE = "wrong_type"  # a field has the wrong JSON type
+NON_FINITE = "non_finite"  # NaN or an infinity
+BAD_TIMESTAMP = "bad_timestamp"  # a timestamp that does not parse
+OUT_OF_ORDER = "out_of_order"  # older than the newest observation of its series
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
 SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
-OUT_OF_RANGE = "out_of_range"        # a value larger in magnitude than limits.max_abs_value
+OUT_OF_RANGE = "out_of_range"  # a value larger in magnitude than limits.max_abs_value
 FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits.max_future_seconds
 
 
@@ -43,10 +44,10 @@ class Observations:
     """A batch of accepted observations, column by column, in arrival order."""
 
     keys: tuple[str, ...]
-    times: np.ndarray        # (n,) float64 epoch seconds (UTC)
+    times: np.ndarray  # (n,) float64 epoch seconds (UTC)
     local_times: np.ndarray  # (n,) float64 epoch seconds shifted by the record's UTC offset: for calendar features
-    values: np.ndarray       # (n, 1 + covariates) float64: target first, then covariates
-    positions: np.ndarray    # (n,) int64: index of each record in the poll batch (see `origins`)
+    values: np.ndarray  # (n, 1 + covariates) float64: target first, then covariates
+    positions: np.ndarray  # (n,) int64: index of each record in the poll batch (see `origins`)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -66,16 +67,17 @@ class Forecast:
     """One multi-step forecast for one series, in the series' original units."""
 
     series: str
-    time: float                # epoch seconds of the observation it follows
-    issued_at: float           # epoch seconds when it was computed
+    time: float  # epoch seconds of the observation it follows
+    issued_at: float  # epoch seconds when it was computed
     model_version: int
-    times: Sequence[float]     # epoch seconds of each horizon step
+    times: Sequence[float]  # epoch seconds of each horizon step
     values: Sequence[float]
     quantiles: Mapping[float, Sequence[float]] | None = None  # level -> one value per horizon step
 
 
-def decode(payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None,
-           now: float | None = None) -> tuple[Observations, list[Rejected]]:
+def decode(
+    payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None, now: float | None = None
+) -> tuple[Observations, list[Rejected]]:
     """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
 
     A batch message (a JSON list of objects) gives one record per element, and each bad
@@ -114,7 +116,7 @@ def decode(payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None =
 class Origin:
     """Where a record of a poll batch came from."""
 
-    message: int         # index of its message in the poll batch
+    message: int  # index of its message in the poll batch
     element: int | None  # its index in a batch message (a JSON list); None: the message is the record
 
 
@@ -163,23 +165,38 @@ def _opens_a_list(payload: bytes | None) -> bool:
     return isinstance(payload, (bytes, bytearray, memoryview)) and bytes(payload).lstrip(b" \t\n\r")[:1] == b"["
 
 
-def _within_limits(observations: Observations, rejected: list[Rejected], limits: Limits,
-                   now: float | None) -> tuple[Observations, list[Rejected]]:
+def _within_limits(
+    observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None
+) -> tuple[Observations, list[Rejected]]:
     too_large = np.abs(observations.values).max(axis=1, initial=0.0) > limits.max_abs_value
-    too_late = (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
+    too_late = (
+        (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
+    )
     for i in np.flatnonzero(too_large):
-        rejected.append(Rejected(int(observations.positions[i]), OUT_OF_RANGE,
-                                 f"a value beyond +-{limits.max_abs_value:g}: {observations.values[i].tolist()}"[:200]))
+        rejected.append(
+            Rejected(
+                int(observations.positions[i]),
+                OUT_OF_RANGE,
+                f"a value beyond +-{limits.max_abs_value:g}: {observations.values[i].tolist()}"[:200],
+            )
+        )
     for i in np.flatnonzero(too_late & ~too_large):
-        rejected.append(Rejected(int(observations.positions[i]), FUTURE_TIMESTAMP,
-                                 f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead"))
+        rejected.append(
+            Rejected(
+                int(observations.positions[i]),
+                FUTURE_TIMESTAMP,
+                f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead",
+            )
+        )
     keep = ~(too_large | too_late)
     if keep.all():
         return observations, rejected
     kept = Observations(
         keys=tuple(k for k, ok in zip(observations.keys, keep) if ok),
-        times=observations.times[keep], local_times=observations.local_times[keep],
-        values=observations.values[keep], positions=observations.positions[keep],
+        times=observations.times[keep],
+        local_times=observations.local_times[keep],
+        values=observations.values[keep],
+        positions=observations.positions[keep],
     )
     return kept, rejected
 
@@ -257,7 +274,7 @@ def parse_time(value, name: str) -> tuple[float, float]:
     except ValueError:
         raise RecordError(BAD_TIMESTAMP, f"{name}: not an ISO-8601 time: {value!r}"[:200]) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     epoch = moment.timestamp()
     _check_representable(epoch, name, value)
     return epoch, epoch + moment.utcoffset().total_seconds()
@@ -266,7 +283,7 @@ def parse_time(value, name: str) -> tuple[float, float]:
 def _check_representable(epoch: float, name: str, value) -> None:
     """A time that `format_time` cannot write (outside the years 1..9999) is rejected here, not crashed on later."""
     try:
-        datetime.fromtimestamp(epoch, timezone.utc)
+        datetime.fromtimestamp(epoch, UTC)
     except (OverflowError, ValueError, OSError):
         raise RecordError(BAD_TIMESTAMP, f"{name}: outside the years 1 to 9999: {value!r}"[:200]) from None
 
@@ -296,12 +313,12 @@ class ForecastColumns(Protocol):
     """Forecasts column by column (engine.Forecasts is one): what `encode_many` writes."""
 
     keys: Sequence[str]
-    times: np.ndarray                                # (m,) epoch seconds
-    horizon_times: np.ndarray                        # (m, horizon) epoch seconds
-    values: np.ndarray                               # (m, horizon)
+    times: np.ndarray  # (m,) epoch seconds
+    horizon_times: np.ndarray  # (m, horizon) epoch seconds
+    values: np.ndarray  # (m, horizon)
     issued_at: float
     model_version: int
-    quantiles: Mapping[float, np.ndarray] | None     # level -> (m, horizon)
+    quantiles: Mapping[float, np.ndarray] | None  # level -> (m, horizon)
 
 
 @dataclass(frozen=True)
@@ -317,11 +334,18 @@ class _OneForecast:
     quantiles: Mapping[float, np.ndarray] | None
 
     @classmethod
-    def of(cls, f: Forecast) -> "_OneForecast":
+    def of(cls, f: Forecast) -> _OneForecast:
         row = lambda v: np.asarray(v, dtype=np.float64).reshape(1, -1)  # noqa: E731
         quantiles = {level: row(v) for level, v in f.quantiles.items()} if f.quantiles else None
-        return cls((f.series,), np.array([f.time], dtype=np.float64), row(f.times), row(f.values),
-                   f.issued_at, f.model_version, quantiles)
+        return cls(
+            (f.series,),
+            np.array([f.time], dtype=np.float64),
+            row(f.times),
+            row(f.values),
+            f.issued_at,
+            f.model_version,
+            quantiles,
+        )
 
 
 def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
@@ -337,15 +361,19 @@ def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[
     if len(forecasts.keys) == 0:
         return []
     m, horizon = forecasts.values.shape
-    head = (f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"')
-    tail = (f'","issued_at":"{format_time(forecasts.issued_at)}",'
-            f'"model_version":{int(forecasts.model_version)},"horizon":{horizon},"times":[')
+    head = f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"'
+    tail = (
+        f'","issued_at":"{format_time(forecasts.issued_at)}",'
+        f'"model_version":{int(forecasts.model_version)},"horizon":{horizon},"times":['
+    )
     times = format_times(forecasts.times)
     horizon_times = _horizon_texts(forecasts.horizon_times)
     values = _number_lists(forecasts.values)
     quantiles = _quantile_texts(forecasts.quantiles, m)
-    return [f'{{"series":{json.dumps(key)}{head}{time}{tail}{steps}],"values":[{row}]{extra}}}'.encode()
-            for key, time, steps, row, extra in zip(forecasts.keys, times, horizon_times, values, quantiles)]
+    return [
+        f'{{"series":{json.dumps(key)}{head}{time}{tail}{steps}],"values":[{row}]{extra}}}'.encode()
+        for key, time, steps, row, extra in zip(forecasts.keys, times, horizon_times, values, quantiles)
+    ]
 
 
 def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int) -> list[tuple[bytes, bytes]]:
@@ -358,8 +386,11 @@ def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, bucket
     groups: dict[int, list[bytes]] = {}
     for key, value in zip(keys, encoded):
         groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(value)
-    return [(str(bucket).encode(), b"[" + b",".join(values[i:i + per_message]) + b"]")
-            for bucket, values in sorted(groups.items()) for i in range(0, len(values), per_message)]
+    return [
+        (str(bucket).encode(), b"[" + b",".join(values[i : i + per_message]) + b"]")
+        for bucket, values in sorted(groups.items())
+        for i in range(0, len(values), per_message)
+    ]
 
 
 def _horizon_texts(horizon_times: np.ndarray) -> list[str]:

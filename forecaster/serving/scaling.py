@@ -32,7 +32,7 @@ class Moments:
     count: Tensor
 
     @staticmethod
-    def zeros(n: int, features: int, device=None, dtype=torch.float32) -> "Moments":
+    def zeros(n: int, features: int, device=None, dtype=torch.float32) -> Moments:
         return Moments(
             mean=torch.zeros(n, features, device=device, dtype=dtype),
             var=torch.zeros(n, features, device=device, dtype=dtype),

@@ -30,7 +30,7 @@ _FIELDS = ("values", "first", "written")
 
 def difference(y: np.ndarray, period: int) -> np.ndarray:
     """z[t] = y[t] - y[t - period] along the first axis, y[0] standing in before the start."""
-    before = np.concatenate([np.repeat(y[:1], period, axis=0), y[:-period]])[:len(y)]
+    before = np.concatenate([np.repeat(y[:1], period, axis=0), y[:-period]])[: len(y)]
     return y - before
 
 
@@ -68,7 +68,7 @@ class SeasonRing:
         """
         length, written = self.period + 1, self.written[slots]
         k = torch.arange(horizon + 1, device=self.device)  # y[t - P + k]: k steps after the oldest kept
-        where = (written[:, None] + k[None, :]) % length   # the oldest, y[t - P], sits just after the newest
+        where = (written[:, None] + k[None, :]) % length  # the oldest, y[t - P], sits just after the newest
         known = (self.period - k)[None, :] < written[:, None]  # y[t - a] exists once a + 1 values are written
         history = torch.where(known, self.values[slots[:, None], where], self.first[slots, None])
         newest = self.values[slots, (written - 1) % length]
@@ -78,7 +78,7 @@ class SeasonRing:
         old = (self.values, self.first, self.written)
         self.allocate(capacity)
         for mine, theirs in zip((self.values, self.first, self.written), old):
-            mine[:len(theirs)] = theirs
+            mine[: len(theirs)] = theirs
 
     def reset(self, slots: np.ndarray) -> None:
         """Forget what `slots` held: a new series starts its history afresh."""

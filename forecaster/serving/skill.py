@@ -18,7 +18,7 @@ class RollingMean:
 
     def extend(self, values: np.ndarray) -> None:
         """Add values in order; only the newest `window` are kept."""
-        values = np.asarray(values, dtype=np.float64)[-len(self._ring):]
+        values = np.asarray(values, dtype=np.float64)[-len(self._ring) :]
         positions = (self._next + np.arange(len(values))) % len(self._ring)
         self._ring[positions] = values
         self._next = (self._next + len(values)) % len(self._ring)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -84,7 +85,8 @@ class DiskSpill:
     def __init__(self, path: str | Path, wide_width: int, exact_width: int):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Spilled state is as private as a checkpoint: owner-only, and SQLite gives its -wal and -shm files the same mode.
+        # Spilled state is as private as a checkpoint: owner-only, and SQLite gives its -wal and -shm files
+        # the same mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(path), check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -92,14 +94,16 @@ class DiskSpill:
         self._widths = (wide_width, exact_width)
 
     def put(self, keys: Sequence[str], wide: np.ndarray, exact: np.ndarray) -> None:
-        rows = [(k, w.astype(np.float32).tobytes(), e.astype(np.float64).tobytes()) for k, w, e in zip(keys, wide, exact)]
+        rows = [
+            (k, w.astype(np.float32).tobytes(), e.astype(np.float64).tobytes()) for k, w, e in zip(keys, wide, exact)
+        ]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO spill VALUES (?, ?, ?)", rows)
 
     def take(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         found, wide, exact = [], [], []
         for start in range(0, len(keys), 500):  # SQLite limits the parameters of one statement
-            chunk = list(keys[start:start + 500])
+            chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for key, w, e in self._db.execute(f"SELECT key, wide, exact FROM spill WHERE key IN ({marks})", chunk):
                 found.append(key)

@@ -16,8 +16,9 @@ along with the state. A part is not spilled: a returning series starts its part 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import repeat
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -43,9 +44,18 @@ class Part(Protocol):
 
 
 class StateStore:
-    def __init__(self, *, layers: int, width: int, features: int, max_series: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, initial_capacity: int = 64,
-                 spill: Spill | None = None):
+    def __init__(
+        self,
+        *,
+        layers: int,
+        width: int,
+        features: int,
+        max_series: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        initial_capacity: int = 64,
+        spill: Spill | None = None,
+    ):
         if max_series < 1:
             raise ValueError(f"max_series must be at least 1, got {max_series}")
         self.layers, self.width, self.features = layers, width, features
@@ -81,7 +91,9 @@ class StateStore:
         if len(missing):
             new_keys = [keys[i] for i in missing.tolist()]
             self._admit(list(dict.fromkeys(new_keys)))
-            slots[missing] = np.fromiter(map(self._index.get, new_keys, repeat(REFUSED)), dtype=np.int64, count=len(missing))
+            slots[missing] = np.fromiter(
+                map(self._index.get, new_keys, repeat(REFUSED)), dtype=np.int64, count=len(missing)
+            )
         return slots
 
     def key(self, slot: int) -> str | None:
@@ -105,8 +117,11 @@ class StateStore:
     def nbytes(self) -> int:
         """Bytes held for series state: device tensors plus host bookkeeping."""
         tensors = (self.state, *self._moment_tensors())
-        return (sum(t.element_size() * t.nelement() for t in tensors) + sum(a.nbytes for a in self._host_arrays())
-                + sum(part.nbytes for part in self.parts.values()))
+        return (
+            sum(t.element_size() * t.nelement() for t in tensors)
+            + sum(a.nbytes for a in self._host_arrays())
+            + sum(part.nbytes for part in self.parts.values())
+        )
 
     @property
     def active(self) -> np.ndarray:
@@ -156,12 +171,19 @@ class StateStore:
         keys = list(self._index)
         slots = np.asarray([self._index[k] for k in keys], dtype=np.int64)
         wide, exact = self._pack(slots)
-        snapshot = {"keys": keys, "wide": torch.from_numpy(wide), "exact": torch.from_numpy(exact),
-                    "parts": {name: part.snapshot(slots) for name, part in self.parts.items()}}
+        snapshot = {
+            "keys": keys,
+            "wide": torch.from_numpy(wide),
+            "exact": torch.from_numpy(exact),
+            "parts": {name: part.snapshot(slots) for name, part in self.parts.items()},
+        }
         if isinstance(self.spill, MemorySpill):
             spilled = self.spill.snapshot()
-            snapshot["spilled"] = {"keys": spilled["keys"], "wide": torch.from_numpy(spilled["wide"]),
-                                   "exact": torch.from_numpy(spilled["exact"])}
+            snapshot["spilled"] = {
+                "keys": spilled["keys"],
+                "wide": torch.from_numpy(spilled["wide"]),
+                "exact": torch.from_numpy(spilled["exact"]),
+            }
         return snapshot
 
     def restore(self, snapshot: dict) -> None:
@@ -174,21 +196,30 @@ class StateStore:
         self._unpack(slots, snapshot["wide"].numpy(), snapshot["exact"].numpy())
         self.last_seen[slots] = self._tick
         self._index = {k: i for i, k in enumerate(keys)}
-        self._keys[:len(keys)] = keys
+        self._keys[: len(keys)] = keys
         for name, part in self.parts.items():
             part.allocate(self.capacity)
             if name in snapshot.get("parts", {}):
                 part.restore(slots, snapshot["parts"][name])
         if isinstance(self.spill, MemorySpill) and "spilled" in snapshot:
             spilled = snapshot["spilled"]
-            self.spill.restore({"keys": spilled["keys"], "wide": spilled["wide"].numpy(), "exact": spilled["exact"].numpy()})
+            self.spill.restore(
+                {"keys": spilled["keys"], "wide": spilled["wide"].numpy(), "exact": spilled["exact"].numpy()}
+            )
 
     def _pack(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Series rows as (n, wide) float32 and (n, 3) float64 host arrays."""
         device_slots = torch.as_tensor(slots, device=self.device)
         m = self.moments
-        wide = torch.cat([self.state[:, device_slots].transpose(0, 1).reshape(len(slots), self.layers * self.width),
-                          m.mean[device_slots], m.var[device_slots], m.count[device_slots, None]], dim=1)
+        wide = torch.cat(
+            [
+                self.state[:, device_slots].transpose(0, 1).reshape(len(slots), self.layers * self.width),
+                m.mean[device_slots],
+                m.var[device_slots],
+                m.count[device_slots, None],
+            ],
+            dim=1,
+        )
         exact = np.stack([self.last_time[slots], self.last_value[slots], self.last_forecast[slots]], axis=1)
         return wide.float().cpu().numpy(), exact
 
@@ -198,8 +229,8 @@ class StateStore:
         wide = torch.as_tensor(wide, device=self.device, dtype=self.dtype)
         n, state_size, f = len(slots), self.layers * self.width, self.features
         self.state[:, device_slots] = wide[:, :state_size].reshape(n, self.layers, self.width).transpose(0, 1)
-        self.moments.mean[device_slots] = wide[:, state_size:state_size + f]
-        self.moments.var[device_slots] = wide[:, state_size + f:state_size + 2 * f]
+        self.moments.mean[device_slots] = wide[:, state_size : state_size + f]
+        self.moments.var[device_slots] = wide[:, state_size + f : state_size + 2 * f]
         self.moments.count[device_slots] = wide[:, state_size + 2 * f]
         self.last_time[slots], self.last_value[slots], self.last_forecast[slots] = exact.T
 

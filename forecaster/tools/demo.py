@@ -26,15 +26,33 @@ from forecaster.io.broker import EmbeddedBroker
 from forecaster.io.clients import create_topics
 from forecaster.tools.replay import replay
 
-_COLUMNS = ("pipeline", "replayed", "consumed", "rec/s", "forecasts", "rejected", "series", "MAE model", "MAE naive",
-            "version", "retrains +/-", "cover80")
+_COLUMNS = (
+    "pipeline",
+    "replayed",
+    "consumed",
+    "rec/s",
+    "forecasts",
+    "rejected",
+    "series",
+    "MAE model",
+    "MAE naive",
+    "version",
+    "retrains +/-",
+    "cover80",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecaster.tools.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", type=Path, default=Path("config.yaml"), help="config file (default: config.yaml)")
-    parser.add_argument("--rate", type=float, default=250.0, help="records per second replayed into each pipeline (default 250)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "-c", "--config", type=Path, default=Path("config.yaml"), help="config file (default: config.yaml)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=250.0, help="records per second replayed into each pipeline (default 250)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)"
+    )
     args = parser.parse_args(argv)
     workdir = Path("state/demo")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +78,12 @@ def _create_topics(config: config_module.Config) -> None:
 def _run(config: config_module.Config, args, workdir: Path) -> int:
     log_path = workdir / "daemon.log"
     with open(log_path, "wb") as log_file:
-        daemon = subprocess.Popen([sys.executable, "-m", "forecaster.cli", "run", "-c", str(args.config)],
-                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "forecaster.cli", "run", "-c", str(args.config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     metrics = config.settings.metrics
     url = f"http://{metrics.host}:{metrics.port}/metrics"
     print(f"daemon: pid {daemon.pid}, log {log_path}, metrics {url}")
@@ -84,8 +106,14 @@ def _run(config: config_module.Config, args, workdir: Path) -> int:
 
 def _start_replay(config, pipeline, rate: float, stop: threading.Event, replayed: dict) -> threading.Thread:
     def work():
-        replay(config.settings.kafka, pipeline.training.dataset, pipeline.input_topic, rate=rate, stop=stop,
-               progress=lambda done, total: replayed.__setitem__(pipeline.name, done))
+        replay(
+            config.settings.kafka,
+            pipeline.training.dataset,
+            pipeline.input_topic,
+            rate=rate,
+            stop=stop,
+            progress=lambda done, total: replayed.__setitem__(pipeline.name, done),
+        )
 
     thread = threading.Thread(target=work, name=f"replay-{pipeline.name}", daemon=True)
     thread.start()
@@ -131,12 +159,16 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
             text = response.read().decode()
     except OSError:
         return {}
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _rows(samples: dict, replayed: dict, previous: dict, elapsed: float) -> list[tuple]:
     """One table row per pipeline; a metric not exported yet reads as 0 (or NaN for an error)."""
+
     def get(source, name, pipeline, default=0.0, **labels):
         return source.get((name, tuple(sorted({"pipeline": pipeline, **labels}.items()))), default)
 
@@ -144,25 +176,64 @@ def _rows(samples: dict, replayed: dict, previous: dict, elapsed: float) -> list
     for name, done in replayed.items():
         consumed = get(samples, "forecaster_records_consumed_total", name)
         rate = (consumed - get(previous, "forecaster_records_consumed_total", name)) / max(elapsed, 1e-9)
-        rejected = sum(v for (n, labels), v in samples.items()
-                       if n == "forecaster_records_rejected_total" and ("pipeline", name) in labels)
-        rows.append((name, done, int(consumed), rate, int(get(samples, "forecaster_forecasts_produced_total", name)),
-                     int(rejected), int(get(samples, "forecaster_active_series", name)),
-                     get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="model"),
-                     get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="naive"),
-                     int(get(samples, "forecaster_model_version", name)),
-                     f"{get(samples, 'forecaster_retrains_total', name, outcome='promoted'):.0f}"
-                     f"/{get(samples, 'forecaster_retrains_total', name, outcome='rejected'):.0f}",
-                     get(samples, "forecaster_interval_coverage", name, float("nan"), nominal="0.8")))
+        rejected = sum(
+            v
+            for (n, labels), v in samples.items()
+            if n == "forecaster_records_rejected_total" and ("pipeline", name) in labels
+        )
+        rows.append(
+            (
+                name,
+                done,
+                int(consumed),
+                rate,
+                int(get(samples, "forecaster_forecasts_produced_total", name)),
+                int(rejected),
+                int(get(samples, "forecaster_active_series", name)),
+                get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="model"),
+                get(samples, "forecaster_one_step_mae", name, float("nan"), forecaster="naive"),
+                int(get(samples, "forecaster_model_version", name)),
+                f"{get(samples, 'forecaster_retrains_total', name, outcome='promoted'):.0f}"
+                f"/{get(samples, 'forecaster_retrains_total', name, outcome='rejected'):.0f}",
+                get(samples, "forecaster_interval_coverage", name, float("nan"), nominal="0.8"),
+            )
+        )
     return rows
 
 
 def _print_table(rows: list[tuple]) -> int:
     line = "{:<11} {:>9} {:>9} {:>8} {:>10} {:>9} {:>7} {:>10} {:>10} {:>8} {:>13} {:>8}"
     print(line.format(*_COLUMNS))
-    for name, replayed, consumed, rate, forecasts, rejected, series, mae_model, mae_naive, version, retrains, cover in rows:
-        print(line.format(name, replayed, consumed, f"{rate:,.0f}", forecasts, rejected, series,
-                          _number(mae_model), _number(mae_naive), version, retrains, _number(cover)))
+    for (
+        name,
+        replayed,
+        consumed,
+        rate,
+        forecasts,
+        rejected,
+        series,
+        mae_model,
+        mae_naive,
+        version,
+        retrains,
+        cover,
+    ) in rows:
+        print(
+            line.format(
+                name,
+                replayed,
+                consumed,
+                f"{rate:,.0f}",
+                forecasts,
+                rejected,
+                series,
+                _number(mae_model),
+                _number(mae_naive),
+                version,
+                retrains,
+                _number(cover),
+            )
+        )
     sys.stdout.flush()
     return len(rows) + 1
 

@@ -35,9 +35,9 @@ class SeriesView:
     last_value: float
     mean: float
     std: float
-    state_norms: list[float]        # L2 norm of each layer's state
+    state_norms: list[float]  # L2 norm of each layer's state
     forecast_times: list[float]
-    forecast_values: list[float]    # the forecast made after the series' newest observation; [] if not rebuildable
+    forecast_values: list[float]  # the forecast made after the series' newest observation; [] if not rebuildable
 
 
 @torch.no_grad()
@@ -47,26 +47,35 @@ def series_view(engine: Engine, key: str) -> SeriesView:
     if key not in store:
         raise KeyError(key)
     slot = torch.as_tensor([store.slots([key])[0]], device=store.device)
-    state, moments = store.gather(slot)                       # (layers, 1, width)
-    std = scaling.std(moments)                                # (1, features)
+    state, moments = store.gather(slot)  # (layers, 1, width)
+    std = scaling.std(moments)  # (1, features)
     s = slot.cpu().numpy()
     last_time, (values, _) = float(store.newest_times()[s][0]), store.remembered(s)
     last_value = float(values[0])
-    times = horizon_times(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon)[0]
+    times = horizon_times(
+        np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon
+    )[0]
     inputs = newest_inputs(engine, slot)
     values = []
     if inputs is not None:
         head = engine.model.head(top_output(engine.model, state), inputs)
         if engine.damping is not None:
             damping.apply(head, engine.damping.factors[slot], engine.pipeline.horizon)
-        deltas = std[:, :1] * head[:, :engine.pipeline.horizon]  # the point forecast
+        deltas = std[:, :1] * head[:, : engine.pipeline.horizon]  # the point forecast
         if engine.season is not None:  # last season's values, moved to today's level
             deltas = deltas + engine.season.read(slot, engine.pipeline.horizon)[1]
         deltas = deltas.cpu().numpy()[0]
         values = (last_value + deltas).tolist()
-    return SeriesView(key=key, last_time=last_time, last_value=last_value, mean=float(moments.mean[0, 0]),
-                      std=float(std[0, 0]), state_norms=[float(x) for x in state[:, 0].norm(dim=-1)],
-                      forecast_times=times.tolist(), forecast_values=values)
+    return SeriesView(
+        key=key,
+        last_time=last_time,
+        last_value=last_value,
+        mean=float(moments.mean[0, 0]),
+        std=float(std[0, 0]),
+        state_norms=[float(x) for x in state[:, 0].norm(dim=-1)],
+        forecast_times=times.tolist(),
+        forecast_values=values,
+    )
 
 
 def newest_inputs(engine: Engine, slot: torch.Tensor) -> torch.Tensor | None:

@@ -20,20 +20,24 @@ def table(cls: type) -> str:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
     for path, kind, default, doc in documented_fields(cls):
         kind = kind.replace(" | ", " or ")  # a bare | would split the Markdown table
-        shown = "" if kind == "mapping" and default is None else f"`{default!r}`" if default != "(required)" else "required"
+        shown = (
+            "" if kind == "mapping" and default is None else f"`{default!r}`" if default != "(required)" else "required"
+        )
         rows.append(f"| `{path}` | {kind} | {shown} | {doc} |")
     return "\n".join(rows)
 
 
 def markdown() -> str:
-    return "\n\n".join([
-        BEGIN,
-        "#### `config.yaml`",
-        table(Settings),
-        "#### `pipelines/*.yaml`",
-        table(Pipeline),
-        END,
-    ])
+    return "\n\n".join(
+        [
+            BEGIN,
+            "#### `config.yaml`",
+            table(Settings),
+            "#### `pipelines/*.yaml`",
+            table(Pipeline),
+            END,
+        ]
+    )
 
 
 def embedded(text: str) -> str:

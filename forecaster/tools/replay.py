@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from forecaster.io import datasets
 from forecaster.config import Kafka
+from forecaster.io import datasets
 from forecaster.io.clients import make_sink
 from forecaster.io.messages import Message
 
@@ -22,8 +22,16 @@ def messages(dataset: datasets.Dataset, topic: str, limit: int | None = None) ->
     return [Message(topic, str(r[key]).encode(), json.dumps(r, separators=(",", ":")).encode()) for r in rows]
 
 
-def replay(kafka: Kafka, dataset: str, topic: str, *, rate: float = 0.0, limit: int | None = None,
-           stop: threading.Event | None = None, progress: Callable[[int, int], None] | None = None) -> int:
+def replay(
+    kafka: Kafka,
+    dataset: str,
+    topic: str,
+    *,
+    rate: float = 0.0,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Publish `dataset` to `topic` at `rate` records/s (0: as fast as the broker takes them).
 
     Returns the number of records acknowledged; stops early when `stop` is set.
@@ -37,7 +45,7 @@ def replay(kafka: Kafka, dataset: str, topic: str, *, rate: float = 0.0, limit: 
         for begin in range(0, len(batch), chunk_size):
             if stop.is_set():
                 break
-            chunk = batch[begin:begin + chunk_size]
+            chunk = batch[begin : begin + chunk_size]
             sink.deliver(chunk, stop)
             sent += len(chunk)
             if progress:

@@ -20,8 +20,18 @@ LEADING = 2016  # taylor's first half: what the network is pretrained on
 def small(monkeypatch):
     """taylor with a tiny network that retrains every 24 rows, so a test sees several rounds in seconds."""
     protocol = accuracy.PROTOCOLS["taylor"]
-    network = replace(protocol.network, hidden_size=8, steps=4, window=96, chunk=24, buffer=160, holdout=24,
-                      every=24, retrain_steps=2, resync_steps=48)
+    network = replace(
+        protocol.network,
+        hidden_size=8,
+        steps=4,
+        window=96,
+        chunk=24,
+        buffer=160,
+        holdout=24,
+        every=24,
+        retrain_steps=2,
+        resync_steps=48,
+    )
     monkeypatch.setitem(accuracy.PROTOCOLS, "taylor", replace(protocol, network=network))
     monkeypatch.setattr(accuracy, "_PRETRAINED", {})
     return accuracy.load_stream("taylor")
@@ -34,7 +44,7 @@ def online(variant="online"):
 def test_forecasts_up_to_an_origin_do_not_change_when_later_rows_do(small):
     t = LEADING + 100
     y = small.y.copy()
-    y[t + 1:] *= 1.5
+    y[t + 1 :] *= 1.5
     altered = replace(small, y=y)
     at = np.arange(LEADING - 1, LEADING + 150, 5)
     original_method, altered_method = online(), online()
@@ -43,23 +53,25 @@ def test_forecasts_up_to_an_origin_do_not_change_when_later_rows_do(small):
     assert original_method.rounds >= 4  # rounds after rows 2040, 2064, 2088, 2112 trained before origin t
     before = at <= t
     np.testing.assert_array_equal(original[before], changed[before])
-    np.testing.assert_array_equal(np.array(original_method.intervals)[before], np.array(altered_method.intervals)[before])
+    np.testing.assert_array_equal(
+        np.array(original_method.intervals)[before], np.array(altered_method.intervals)[before]
+    )
     assert not np.allclose(original[~before], changed[~before])  # the altered rows do reach later forecasts
 
 
 def test_rounds_follow_the_rows_learnt_not_how_they_arrive(small):
-    rows = small[:LEADING + 72]
+    rows = small[: LEADING + 72]
     at_once, one_by_one = online(), online()
     at_once.learn(rows)
     for i in range(len(rows)):
-        one_by_one.learn(rows[i:i + 1])
+        one_by_one.learn(rows[i : i + 1])
     assert at_once.rounds == one_by_one.rounds == 3
     assert at_once.promotions == one_by_one.promotions
     np.testing.assert_allclose(at_once.forecast(48), one_by_one.forecast(48), rtol=1e-5)
 
 
 def test_no_resync_promotes_the_same_weights_but_keeps_the_old_states(small):
-    rows = small[:LEADING + 72]
+    rows = small[: LEADING + 72]
     synced, unsynced = online(), online("online_no_resync")
     synced.learn(rows)
     unsynced.learn(rows)
@@ -80,9 +92,12 @@ def test_frozen_and_online_start_from_the_same_pretrained_weights(small):
 
 
 def test_coverage80_is_filled_for_the_forecaster_and_null_for_point_forecasts(small):
-    rows = accuracy.evaluate_dataset(accuracy.PROTOCOLS["taylor"], ["seasonal_naive", "forecaster"],
-                                     replace(accuracy.QUICK, steps=4),
-                                     log=lambda *_: None)
+    rows = accuracy.evaluate_dataset(
+        accuracy.PROTOCOLS["taylor"],
+        ["seasonal_naive", "forecaster"],
+        replace(accuracy.QUICK, steps=4),
+        log=lambda *_: None,
+    )
     coverage = {(row["method"], row["horizon"]): row["coverage80"] for row in rows}
     assert all(coverage[("seasonal_naive", h)] is None for h in range(1, 49))
     assert all(0.0 <= coverage[("forecaster", h)] <= 1.0 for h in range(1, 49))
@@ -124,7 +139,7 @@ def test_a_validation_protocol_sees_only_rows_before_the_test_part():
     stream = accuracy.load_stream("etth2_validation")
     assert len(stream) == int(0.25 * 17420)
     assert accuracy.split(protocol, len(stream))[0] == int(0.2 * 17420)
-    np.testing.assert_array_equal(stream.y, accuracy.load_stream("etth2").y[:len(stream)])
+    np.testing.assert_array_equal(stream.y, accuracy.load_stream("etth2").y[: len(stream)])
 
 
 def row(dataset, horizon, method, **metrics):
@@ -142,6 +157,9 @@ def test_the_report_marks_a_target_missed_where_the_forecaster_is_not_below_the_
 
 
 def test_ablations_compare_each_variant_with_the_forecaster_on_the_summary_horizons():
-    rows = [row("greensboro_temp", h, m, mae=mae) for h in (1, "1-24")
-            for m, mae in (("forecaster", 2.0), ("forecaster_no_resync", 2.2), ("persistence", 4.0))]
+    rows = [
+        row("greensboro_temp", h, m, mae=mae)
+        for h in (1, "1-24")
+        for m, mae in (("forecaster", 2.0), ("forecaster_no_resync", 2.2), ("persistence", 4.0))
+    ]
     assert accuracy.ablations(rows) == ["greensboro_temp 1-24: forecaster_no_resync mae 2.2 vs forecaster 2 (+10.0%)"]

@@ -25,7 +25,7 @@ def test_persistence_on_etth2_scores_its_known_figures_on_the_benchmarks_split()
 
 def test_etth2_is_normalised_with_the_first_20_percent_only():
     stream = accuracy.load_stream("etth2")
-    leading = stream.y[:int(0.2 * len(stream))]
+    leading = stream.y[: int(0.2 * len(stream))]
     np.testing.assert_allclose(leading.mean(axis=0), 0.0, atol=1e-9)
     np.testing.assert_allclose(leading.std(axis=0), 1.0, atol=1e-9)
     assert len(stream) == 17420 and len(stream.channels) == 7
@@ -69,7 +69,7 @@ class Oracle:
     def forecast(self, horizon):
         start = self.learnt + self.shift
         padded = np.concatenate([self.stream.y, np.full((horizon + 1, self.stream.y.shape[1]), np.nan)])
-        return padded[start:start + horizon]
+        return padded[start : start + horizon]
 
 
 def run_with(monkeypatch, name, method, protocol="taylor"):
@@ -84,7 +84,7 @@ def test_the_harness_never_shows_a_method_a_row_after_its_origin(monkeypatch):
     stream = accuracy.load_stream("taylor")
     at = accuracy.origin_set(accuracy.PROTOCOLS["taylor"], len(stream), 1)
     assert spy.rows_at_forecast == (at + 1).tolist()
-    assert spy.times == stream.times[:at[-1] + 1].tolist()
+    assert spy.times == stream.times[: at[-1] + 1].tolist()
 
 
 def test_scores_compare_each_forecast_with_the_steps_after_its_origin(monkeypatch):
@@ -96,8 +96,9 @@ def test_scores_compare_each_forecast_with_the_steps_after_its_origin(monkeypatc
 
 
 def test_rows_carry_every_field_with_null_where_a_metric_does_not_apply():
-    rows = accuracy.evaluate_dataset(accuracy.PROTOCOLS["greensboro_temp"], ["seasonal_naive"], accuracy.FULL,
-                                     log=quiet)
+    rows = accuracy.evaluate_dataset(
+        accuracy.PROTOCOLS["greensboro_temp"], ["seasonal_naive"], accuracy.FULL, log=quiet
+    )
     fields = {"dataset", "horizon", "method", "mse", "mae", "mape", "mase", "smape", "coverage80", "origins", "stride"}
     assert all(fields <= row.keys() for row in rows)
     assert [row["horizon"] for row in rows] == list(range(1, 25)) + ["1-24"]
@@ -114,7 +115,9 @@ def greensboro_second_half():
 
 
 def test_set_reads_each_value_as_yaml_into_a_network_field():
-    overrides = accuracy._overrides(["seed=1", "highway=false", "loss=mse", "lags=[24, 12]", "retrain_learning_rate=1e-3"])
+    overrides = accuracy._overrides(
+        ["seed=1", "highway=false", "loss=mse", "lags=[24, 12]", "retrain_learning_rate=1e-3"]
+    )
     assert overrides == {"seed": 1, "highway": False, "loss": "mse", "lags": (24, 12), "retrain_learning_rate": 1e-3}
 
 

@@ -25,7 +25,9 @@ def test_an_unknown_section_is_a_usage_error(capsys):
 
 
 def test_the_retrain_section_reports_training_speed_and_what_a_round_costs_the_forecasts(device):
-    result = throughput.retrain.measure(quick=True, log=lambda line: None, series=300, phase_seconds=0.5, device=torch.device(device))
+    result = throughput.retrain.measure(
+        quick=True, log=lambda line: None, series=300, phase_seconds=0.5, device=torch.device(device)
+    )
     assert result["n_series"] == 300 and result["device"] == device
     assert result["tbptt_windows_per_s"] > 0 and result["inference_ratio_while_training"] > 0
     assert result["steps_per_s_alone"] > 0 and result["resync_seconds"] > 0
@@ -59,11 +61,19 @@ def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
     bench = throughput.KafkaBench(broker.bootstrap, tmp_path, throughput.etth1(), torch.device("cpu"), max_records=10)
     daemon = bench.throughput(series=20, per_series=5, trials=1)
     assert daemon["records"] == 100
-    assert daemon["records_per_s"] > 0 and daemon["ceiling_records_per_s"] > 0 and daemon["confluent_ceiling_records_per_s"] > 0
+    assert (
+        daemon["records_per_s"] > 0
+        and daemon["ceiling_records_per_s"] > 0
+        and daemon["confluent_ceiling_records_per_s"] > 0
+    )
     rows = {(r["client"], r["forecasts_per_message"], r["crc"]): r for r in daemon["rows"]}
-    assert set(rows) == {("kafka-python", 1, "C (crc32c)"), ("kafka-python", throughput.PACKED, "C (crc32c)"),
-                         ("confluent-kafka", 1, "C (crc32c)"), ("confluent-kafka", throughput.PACKED, "C (crc32c)"),
-                         ("kafka-python", 1, "pure-Python")}
+    assert set(rows) == {
+        ("kafka-python", 1, "C (crc32c)"),
+        ("kafka-python", throughput.PACKED, "C (crc32c)"),
+        ("confluent-kafka", 1, "C (crc32c)"),
+        ("confluent-kafka", throughput.PACKED, "C (crc32c)"),
+        ("kafka-python", 1, "pure-Python"),
+    }
     assert rows["confluent-kafka", 1, "C (crc32c)"]["ceiling"] == "confluent-kafka"
     assert daemon["rows"][0]["records_per_s"] == daemon["records_per_s"]  # the first row is the default daemon
     latency = bench.latency(0.5, max_rate=100.0, seconds=1.0)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from forecaster import config as config_module
 from forecaster.metrics import Metrics
+
 from kafka_support import wait_for  # noqa: F401 - the deploy tests wait through it too
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,8 +42,9 @@ _METRIC_NAME = re.compile(r"\bforecaster_[a-z0-9_]+\b")
 def tool(name: str) -> str:
     """The path of a Prometheus tool; a missing one fails the test (make test installs it)."""
     path = shutil.which(name)
-    assert path, (f"{name} is not on PATH: install Debian's prometheus package "
-                  "(`make test` does: apt-get install prometheus)")
+    assert path, (
+        f"{name} is not on PATH: install Debian's prometheus package (`make test` does: apt-get install prometheus)"
+    )
     return path
 
 
@@ -126,8 +128,6 @@ def load_config_with_env(monkeypatch, env: dict[str, str], path: Path = REPO / "
     return config_module.load(path)
 
 
-
-
 def http_get(url: str) -> tuple[int, bytes]:
     """(status, body) of a GET; connection failures and HTTP errors alike come back as a status."""
     try:
@@ -144,12 +144,21 @@ def prometheus_server(config: Path, directory: Path, port: int):
     """A real Prometheus on 127.0.0.1:port with its own data directory; yields its base URL."""
     log = open(directory / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.poll() is not None or http_get(url + "/-/ready")[0] == 200, 20, "Prometheus to be ready")
+        wait_for(
+            lambda: process.poll() is not None or http_get(url + "/-/ready")[0] == 200, 20, "Prometheus to be ready"
+        )
         assert process.poll() is None, f"prometheus exited: {(directory / 'prometheus.log').read_text()}"
         yield url
     finally:

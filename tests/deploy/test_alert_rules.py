@@ -80,4 +80,3 @@ def test_the_scrape_job_is_the_job_the_rules_select():
     for rule in alert_rules():
         if "job=" in rule["expr"]:
             assert 'job="forecaster"' in rule["expr"], rule["alert"]
-

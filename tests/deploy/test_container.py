@@ -18,8 +18,19 @@ from forecaster.config import MetricsServer
 from forecaster.io.broker import free_port
 from forecaster.io.http import StatusServer
 
-from deploy_support import (DEPLOY, DOCKERFILE, REPO, SCRAPE_CONFIG, final_stage, http_get, image_command, image_env,
-                            instructions, load_config_with_env, stage_value)
+from deploy_support import (
+    DEPLOY,
+    DOCKERFILE,
+    REPO,
+    SCRAPE_CONFIG,
+    final_stage,
+    http_get,
+    image_command,
+    image_env,
+    instructions,
+    load_config_with_env,
+    stage_value,
+)
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
 METRICS_PORT = MetricsServer().port
@@ -32,6 +43,7 @@ def healthcheck_command() -> str:
 
 
 # -- Dockerfile ------------------------------------------------------------------------------
+
 
 def test_the_image_runs_forecaster_run_on_the_shipped_config():
     command = image_command()
@@ -108,6 +120,7 @@ def test_the_healthcheck_fails_when_nothing_answers():
 
 
 # -- docker-compose.yaml -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compose():
@@ -187,7 +200,11 @@ def test_compose_grafana_is_provisioned_with_the_datasource_and_the_dashboard(co
     provisioning = mounts["/etc/grafana/provisioning"]
     datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())["datasources"][0]
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
-    assert "prometheus" in compose["services"] and any(p.endswith(":9090") for p in compose["services"]["prometheus"]["ports"])
+    assert "prometheus" in compose["services"] and any(
+        p.endswith(":9090") for p in compose["services"]["prometheus"]["ports"]
+    )
     provider = yaml.safe_load((provisioning / "dashboards" / "forecaster.yaml").read_text())["providers"][0]
-    dashboards = [target for target, source in mounts.items() if source == (DEPLOY / "grafana" / "forecaster.json").resolve()]
+    dashboards = [
+        target for target, source in mounts.items() if source == (DEPLOY / "grafana" / "forecaster.json").resolve()
+    ]
     assert [str(Path(d).parent) for d in dashboards] == [provider["options"]["path"]]

@@ -34,13 +34,24 @@ def panel_exprs(title: str) -> list[str]:
 
 def test_it_shows_throughput_latency_quantiles_lag_series_skill_rejects_and_model_version():
     throughput = " ".join(panel_exprs("Throughput"))
-    assert "rate(forecaster_records_consumed_total" in throughput and "rate(forecaster_forecasts_produced_total" in throughput
-    quantiles = [re.match(r"histogram_quantile\((0\.\d+), sum by \(pipeline, le\) \(rate\(forecaster_end_to_end_latency_seconds_bucket", e)
-                 for e in panel_exprs("End-to-end latency")]
+    assert (
+        "rate(forecaster_records_consumed_total" in throughput
+        and "rate(forecaster_forecasts_produced_total" in throughput
+    )
+    quantiles = [
+        re.match(
+            r"histogram_quantile\((0\.\d+), sum by \(pipeline, le\) "
+            r"\(rate\(forecaster_end_to_end_latency_seconds_bucket",
+            e,
+        )
+        for e in panel_exprs("End-to-end latency")
+    ]
     assert [float(m.group(1)) for m in quantiles] == [0.5, 0.9, 0.99]
     assert "forecaster_consumer_lag_records" in panel_exprs("Consumer lag")[0]
     assert "forecaster_active_series" in panel_exprs("Active series")[0]
     assert "by (pipeline, forecaster) (forecaster_one_step_mae" in panel_exprs("One-step MAE: model vs naive")[0]
-    assert "by (pipeline, reason) (rate(forecaster_records_rejected_total" in panel_exprs("Rejected records by reason")[0]
+    assert (
+        "by (pipeline, reason) (rate(forecaster_records_rejected_total" in panel_exprs("Rejected records by reason")[0]
+    )
     assert "forecaster_model_version" in panel_exprs("Model version")[0]
     assert "by (pipeline, outcome) (increase(forecaster_retrains_total" in panel_exprs("Retrains by outcome")[0]

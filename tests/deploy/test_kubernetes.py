@@ -59,7 +59,9 @@ def test_selectors_match_the_pods_and_the_service(objects, pod):
     assert selects(objects["StatefulSet"]["spec"]["selector"]["matchLabels"], labels)
     assert selects(objects["Service"]["spec"]["selector"], labels)
     assert selects(objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"], labels)
-    assert selects(objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"], objects["Service"]["metadata"]["labels"])
+    assert selects(
+        objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"], objects["Service"]["metadata"]["labels"]
+    )
 
 
 def test_the_service_governs_the_statefulset_and_exposes_the_metrics_port(objects, container):
@@ -100,11 +102,14 @@ def test_probes_hit_the_daemons_health_and_readiness_endpoints(container):
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ready = {"now": False}
-    server = StatusServer("127.0.0.1", free_port(), CollectorRegistry(), lambda: (ready["now"], "ready" if ready["now"] else "not ready")).start()
+    server = StatusServer(
+        "127.0.0.1", free_port(), CollectorRegistry(), lambda: (ready["now"], "ready" if ready["now"] else "not ready")
+    ).start()
     try:
         liveness = server.address + container["livenessProbe"]["httpGet"]["path"]
         readiness = server.address + container["readinessProbe"]["httpGet"]["path"]
-        assert http_get(liveness)[0] == 200 and http_get(readiness)[0] == 503  # alive, not restarted, kept out of service
+        # alive, not restarted, kept out of service
+        assert http_get(liveness)[0] == 200 and http_get(readiness)[0] == 503
         ready["now"] = True
         assert http_get(liveness)[0] == 200 and http_get(readiness)[0] == 200
     finally:
@@ -163,7 +168,8 @@ def materialise(pod: dict, container: dict, configmap: dict, root: Path) -> Path
 
 
 def test_the_pod_loads_its_config_with_every_pipeline_and_serves_metrics_on_the_container_port(
-        objects, pod, container, monkeypatch, tmp_path):
+    objects, pod, container, monkeypatch, tmp_path
+):
     config_path = materialise(pod, container, objects["ConfigMap"], tmp_path)
     config = load_config_with_env(monkeypatch, env_of(container), config_path)
     names = [Path(p).stem for p in yaml.safe_load((REPO / "config.yaml").read_text())["pipelines"]]

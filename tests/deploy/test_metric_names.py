@@ -31,7 +31,10 @@ def test_retraining_rounds_are_exported_and_watched_by_the_rules_and_the_dashboa
 
 def test_the_rules_use_the_metrics_of_their_alerts():
     by_alert = {rule["alert"]: metric_names(rule["expr"]) for rule in alert_rules()}
-    assert by_alert["ForecasterNoForecasts"] >= {"forecaster_forecasts_produced_total", "forecaster_records_consumed_total"}
+    assert by_alert["ForecasterNoForecasts"] >= {
+        "forecaster_forecasts_produced_total",
+        "forecaster_records_consumed_total",
+    }
     assert by_alert["ForecasterConsumerLagGrowing"] == {"forecaster_consumer_lag_records"}
     assert by_alert["ForecasterModelWorseThanNaive"] == {"forecaster_one_step_mae"}
     assert by_alert["ForecasterRetrainFailing"] == {"forecaster_retrains_total"}

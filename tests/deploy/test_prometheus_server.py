@@ -1,4 +1,5 @@
-"""A real Prometheus, configured from deploy/prometheus, scrapes a running daemon: series, rules and dashboard queries."""
+"""A real Prometheus, configured from deploy/prometheus, scrapes a running daemon: series, rules and dashboard
+queries."""
 
 import json
 import shutil
@@ -13,8 +14,7 @@ from forecaster.io.kafka import Sink
 from forecaster.io.messages import Message
 from forecaster.tools.replay import replay
 
-from deploy_support import (SCRAPE_CONFIG, alert_rules, dashboard_queries, http_get,
-                            prometheus_server, query, wait_for)
+from deploy_support import SCRAPE_CONFIG, alert_rules, dashboard_queries, http_get, prometheus_server, query, wait_for
 from kafka_support import deploy, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -72,7 +72,11 @@ def test_prometheus_scrapes_the_daemons_series_and_evaluates_every_alert_rule(sc
     assert value(query(url, 'up{job="forecaster"}')) == 1
     assert value(query(url, 'forecaster_pipeline_up{pipeline="stock"}')) == 1
     latency_count = value(query(url, 'forecaster_end_to_end_latency_seconds_count{pipeline="stock"}'))
-    assert latency_count == value(query(url, 'forecaster_end_to_end_latency_seconds_bucket{pipeline="stock", le="+Inf"}')) >= 1
+    assert (
+        latency_count
+        == value(query(url, 'forecaster_end_to_end_latency_seconds_bucket{pipeline="stock", le="+Inf"}'))
+        >= 1
+    )
 
     def evaluated_rules():
         groups = json.loads(http_get(url + "/api/v1/rules")[1])["data"]["groups"]
@@ -89,13 +93,16 @@ def test_prometheus_scrapes_the_daemons_series_and_evaluates_every_alert_rule(sc
 
 def test_every_dashboard_query_runs_on_prometheus_and_finds_the_daemons_series(scraped_daemon):
     url = scraped_daemon
-    wait_for(lambda: query(url, 'count_over_time(forecaster_records_consumed_total{job="forecaster"}[1m]) >= 2')["result"],
-             30, "two scrapes of the daemon")
+    wait_for(
+        lambda: query(url, 'count_over_time(forecaster_records_consumed_total{job="forecaster"}[1m]) >= 2')["result"],
+        30,
+        "two scrapes of the daemon",
+    )
     empty = []
     for title, expr in dashboard_queries():
         promql = expr.replace("$__rate_interval", "1m").replace("$pipeline", ".*")
         if promql.startswith("label_values("):  # a Grafana function: the series it reads must exist
-            promql = promql[len("label_values("):].split(",")[0]
+            promql = promql[len("label_values(") :].split(",")[0]
         result = query(url, promql)["result"]
         if not result:
             empty.append(title)

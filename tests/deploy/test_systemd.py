@@ -23,7 +23,9 @@ def unit() -> configparser.ConfigParser:
 
 
 def environment_file() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    pairs = [
+        line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     return {key: value for key, value in pairs}
 
 

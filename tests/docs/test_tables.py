@@ -13,7 +13,8 @@ tables = benchmark("tables")
 def test_the_table_in_its_page_equals_what_its_json_renders(name):
     page, _ = tables.TABLES[name]
     assert tables.current(name) == tables.rendered(name), (
-        f"{page}: table {name} is stale: run `python benchmarks/tables.py`")
+        f"{page}: table {name} is stale: run `python benchmarks/tables.py`"
+    )
 
 
 def test_every_table_block_in_the_docs_is_registered():

@@ -18,7 +18,11 @@ def make_stream(y):
 def seasonal_series(length=400, period=24, channels=2, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(length)[:, None]
-    return 10 + 3 * np.sin(2 * np.pi * t / period + np.arange(channels)) + np.cumsum(rng.normal(0, 0.2, (length, channels)), axis=0)
+    return (
+        10
+        + 3 * np.sin(2 * np.pi * t / period + np.arange(channels))
+        + np.cumsum(rng.normal(0, 0.2, (length, channels)), axis=0)
+    )
 
 
 def test_persistence_repeats_the_newest_row():
@@ -29,7 +33,7 @@ def test_persistence_repeats_the_newest_row():
 
 def test_seasonal_naive_takes_the_value_one_period_before_each_step():
     method = baselines.SeasonalNaive(period=3)
-    method.learn(make_stream([1, 2, 3, 4, 5]))   # the last period: 3, 4, 5
+    method.learn(make_stream([1, 2, 3, 4, 5]))  # the last period: 3, 4, 5
     np.testing.assert_array_equal(method.forecast(7)[:, 0], [3, 4, 5, 3, 4, 5, 3])
 
 
@@ -40,9 +44,11 @@ def test_seasonal_level_moves_last_seasons_values_by_how_far_this_season_runs_ab
     np.testing.assert_array_equal(method.forecast(3)[:, 0], [3 + 7, 4 + 7, 9 + 7])
 
 
-@pytest.mark.parametrize("baseline, needs", [(baselines.SeasonalNaive, "at least period"),
-                                             (baselines.SeasonalLevel, "at least period \\+ 1")],
-                         ids=["seasonal_naive", "seasonal_level"])
+@pytest.mark.parametrize(
+    "baseline, needs",
+    [(baselines.SeasonalNaive, "at least period"), (baselines.SeasonalLevel, "at least period \\+ 1")],
+    ids=["seasonal_naive", "seasonal_level"],
+)
 def test_seasonal_baselines_refuse_to_forecast_without_the_history_they_need(baseline, needs):
     method = baseline(period=3)
     method.learn(make_stream([1, 2]))
@@ -64,9 +70,15 @@ def _statsmodels_fit(y, period, **fixed):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ExponentialSmoothing(y, trend="add", damped_trend=True, seasonal="add" if period else None,
-                                     seasonal_periods=period, initialization_method=fixed.pop("init", "heuristic"),
-                                     **fixed.pop("initial", {}))
+        model = ExponentialSmoothing(
+            y,
+            trend="add",
+            damped_trend=True,
+            seasonal="add" if period else None,
+            seasonal_periods=period,
+            initialization_method=fixed.pop("init", "heuristic"),
+            **fixed.pop("initial", {}),
+        )
         return model.fit(**fixed)
 
 
@@ -91,7 +103,7 @@ def test_ets_forecasts_as_statsmodels_right_after_a_refit(period):
     np.testing.assert_allclose(mine[same], theirs[same], rtol=1e-9, atol=1e-9)
     if period:
         phi, level, trend = fit.params["damping_trend"], fit.level[-1], fit.trend[-1]
-        textbook = level + sum(phi ** k for k in range(1, 25)) * trend + fit.season[-1]
+        textbook = level + sum(phi**k for k in range(1, 25)) * trend + fit.season[-1]
         assert mine[23] == pytest.approx(textbook, rel=1e-9)
 
 
@@ -99,16 +111,24 @@ def test_ets_between_refits_equals_statsmodels_filtering_the_new_rows_with_the_s
     y = seasonal_series(length=260, channels=1)[:, 0]
     method = baselines.ETS(period=24, window=200, refit_every=1000)
     method.learn(make_stream(y[:200]))
-    method.forecast(1)                                  # fits on rows 0..199
-    method.learn(make_stream(y[200:]))                  # 60 rows through the recursions, no refit
+    method.forecast(1)  # fits on rows 0..199
+    method.learn(make_stream(y[200:]))  # 60 rows through the recursions, no refit
     assert method.refits == 1
     fit = _statsmodels_fit(y[:200], 24)
     p = fit.params
     refiltered = _statsmodels_fit(
-        y, 24, init="known", initial=dict(initial_level=p["initial_level"], initial_trend=p["initial_trend"],
-                                          initial_seasonal=p["initial_seasons"]),
-        smoothing_level=p["smoothing_level"], smoothing_trend=p["smoothing_trend"],
-        smoothing_seasonal=p["smoothing_seasonal"], damping_trend=p["damping_trend"], optimized=False)
+        y,
+        24,
+        init="known",
+        initial=dict(
+            initial_level=p["initial_level"], initial_trend=p["initial_trend"], initial_seasonal=p["initial_seasons"]
+        ),
+        smoothing_level=p["smoothing_level"],
+        smoothing_trend=p["smoothing_trend"],
+        smoothing_seasonal=p["smoothing_seasonal"],
+        damping_trend=p["damping_trend"],
+        optimized=False,
+    )
     same = _as_statsmodels(24, 48)
     np.testing.assert_allclose(method.forecast(48)[same, 0], refiltered.forecast(48)[same], rtol=1e-8, atol=1e-8)
 

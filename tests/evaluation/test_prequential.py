@@ -9,10 +9,11 @@ from forecaster.evaluation.prequential import Stream
 
 def make_stream(length=30, channels=2, covariates=1):
     t = np.arange(length, dtype=np.float64)
-    y = np.stack([t * 10 ** c for c in range(channels)], axis=1)  # row i of channel c is i * 10^c
+    y = np.stack([t * 10**c for c in range(channels)], axis=1)  # row i of channel c is i * 10^c
     x = np.ones((length, covariates))
-    return Stream(3600.0 * t, 3600.0 * t, y, x, tuple(f"c{c}" for c in range(channels)),
-                  tuple(f"x{k}" for k in range(covariates)))
+    return Stream(
+        3600.0 * t, 3600.0 * t, y, x, tuple(f"c{c}" for c in range(channels)), tuple(f"x{k}" for k in range(covariates))
+    )
 
 
 class Spy:
@@ -39,8 +40,8 @@ def test_a_method_has_learnt_exactly_the_rows_up_to_each_origin():
     at = prequential.origins(4, 25, stride=3)
     spy = Spy()
     prequential.run(spy, stream, at, horizon=4)
-    assert spy.rows_at_forecast == (at + 1).tolist()                  # rows 0..t, nothing after t
-    assert spy.times == stream.times[:at[-1] + 1].tolist()            # each row once, in order
+    assert spy.rows_at_forecast == (at + 1).tolist()  # rows 0..t, nothing after t
+    assert spy.times == stream.times[: at[-1] + 1].tolist()  # each row once, in order
 
 
 def test_forecasts_come_back_in_origin_order():
@@ -48,7 +49,7 @@ def test_forecasts_come_back_in_origin_order():
     at = np.array([5, 9])
     forecasts = prequential.run(Spy(), stream, at, horizon=3)
     assert forecasts.shape == (2, 3, 2)
-    np.testing.assert_array_equal(forecasts[:, 0, 0], [5.0, 9.0])      # the spy repeats row t
+    np.testing.assert_array_equal(forecasts[:, 0, 0], [5.0, 9.0])  # the spy repeats row t
     np.testing.assert_array_equal(forecasts[:, 2, 1], [50.0, 90.0])
 
 

@@ -35,8 +35,7 @@ def test_a_produced_record_is_consumed_back(broker):
     sent = producer.send(topic, key=b"sensor-7", value=b"21.5", headers=[("reason", b"x")]).get(timeout=10)
     producer.close()
 
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=10_000)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=10_000)
     partition = TopicPartition(topic, sent.partition)
     consumer.assign([partition])
     consumer.seek_to_beginning(partition)

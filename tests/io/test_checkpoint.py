@@ -12,6 +12,7 @@ import stat
 import pytest
 import torch
 
+from forecaster.build import load_model, save_model
 from forecaster.errors import ForecasterError
 from forecaster.io import checkpoint
 from forecaster.io.checkpoint import (
@@ -20,15 +21,21 @@ from forecaster.io.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from forecaster.build import load_model, save_model
 from forecaster.serving.model import Forecaster, ModelSpec
 
 
 def payload(n: int) -> dict:
     """What a pipeline checkpoint holds: plain containers, numbers, strings and tensors."""
-    return {"format": "test", "offsets": {0: n, 2: 7 * n}, "written_at": 1.5 * n,
-            "engine": {"keys": [f"s{i}" for i in range(n)], "wide": torch.arange(3.0 * n).reshape(n, 3),
-                       "exact": torch.full((n, 3), float(n), dtype=torch.float64)}}
+    return {
+        "format": "test",
+        "offsets": {0: n, 2: 7 * n},
+        "written_at": 1.5 * n,
+        "engine": {
+            "keys": [f"s{i}" for i in range(n)],
+            "wide": torch.arange(3.0 * n).reshape(n, 3),
+            "exact": torch.full((n, 3), float(n), dtype=torch.float64),
+        },
+    }
 
 
 def assert_same(loaded: dict, expected: dict) -> None:
@@ -105,15 +112,18 @@ def test_an_empty_or_missing_folder_has_no_checkpoint(tmp_path):
 
 def flip_a_body_byte(data: bytes) -> bytes:
     middle = len(data) - len(data) // 3  # well inside the body, after the header line
-    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (flip_a_body_byte, "checksum mismatch"),
-    (lambda data: data[: len(data) // 2], "checksum mismatch"),       # torn: a crash half way through a copy
-    (lambda data: b"\x00garbage\xff" * 100, "not a forecaster checkpoint"),
-    (lambda data: b"", "not a forecaster checkpoint"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (flip_a_body_byte, "checksum mismatch"),
+        (lambda data: data[: len(data) // 2], "checksum mismatch"),  # torn: a crash half way through a copy
+        (lambda data: b"\x00garbage\xff" * 100, "not a forecaster checkpoint"),
+        (lambda data: b"", "not a forecaster checkpoint"),
+    ],
+)
 def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_loaded(tmp_path, caplog, damage, reason):
     save_checkpoint(tmp_path, payload(1))
     newest = save_checkpoint(tmp_path, payload(2))
@@ -133,16 +143,21 @@ def test_when_every_checkpoint_is_damaged_there_is_none_and_each_is_reported(tmp
         assert load_latest_checkpoint(tmp_path) is None
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         f"skipping checkpoint {tmp_path / 'checkpoint-000000000002.pt'}",
-        f"skipping checkpoint {tmp_path / 'checkpoint-000000000001.pt'}"]
+        f"skipping checkpoint {tmp_path / 'checkpoint-000000000001.pt'}",
+    ]
 
 
 # --- tampering: code in the pickle is refused, never run ----------------------------------------
 
 
-@pytest.mark.parametrize("serialise, unsafe_load", [
-    (torch_file, lambda body: torch.load(io.BytesIO(body), weights_only=False)),
-    (lambda obj: pickle.dumps(obj, protocol=2), pickle.loads),
-], ids=["torch-zip", "bare-pickle"])
+@pytest.mark.parametrize(
+    "serialise, unsafe_load",
+    [
+        (torch_file, lambda body: torch.load(io.BytesIO(body), weights_only=False)),
+        (lambda obj: pickle.dumps(obj, protocol=2), pickle.loads),
+    ],
+    ids=["torch-zip", "bare-pickle"],
+)
 def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path, caplog, serialise, unsafe_load):
     marker = tmp_path / "pwned"
     body = serialise({"format": "test", "offsets": {0: 1}, "engine": touching(marker)})
@@ -165,8 +180,16 @@ def test_a_weights_file_that_would_run_code_is_refused_not_run(tmp_path):
     marker = tmp_path / "pwned"
     spec = ModelSpec(cell="gru", input_size=1, hidden_size=4, num_layers=1, horizon=2)
     path = tmp_path / "model.pt"
-    path.write_bytes(torch_file({"format": checkpoint.FORMAT, "spec": dataclasses.asdict(spec),
-                                 "state_dict": touching(marker), "metadata": {}}))
+    path.write_bytes(
+        torch_file(
+            {
+                "format": checkpoint.FORMAT,
+                "spec": dataclasses.asdict(spec),
+                "state_dict": touching(marker),
+                "metadata": {},
+            }
+        )
+    )
     with pytest.raises(ForecasterError, match="not a readable forecaster weights file"):
         load_model(path)
     assert not marker.exists()
@@ -215,12 +238,16 @@ def fail(*args, **kwargs):
     raise OSError(5, "Input/output error")
 
 
-@pytest.mark.parametrize("target, replacement", [
-    ("torch.save", fail),                           # serialising
-    ("os.fdopen", lambda handle, mode: DiskFull(handle)),  # half the bytes written
-    ("os.fsync", fail),                             # written, not yet durable
-    ("os.replace", fail),                           # durable, not yet renamed into place
-], ids=["serialise", "disk-full", "fsync", "rename"])
+@pytest.mark.parametrize(
+    "target, replacement",
+    [
+        ("torch.save", fail),  # serialising
+        ("os.fdopen", lambda handle, mode: DiskFull(handle)),  # half the bytes written
+        ("os.fsync", fail),  # written, not yet durable
+        ("os.replace", fail),  # durable, not yet renamed into place
+    ],
+    ids=["serialise", "disk-full", "fsync", "rename"],
+)
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path, monkeypatch, target, replacement):
     save_checkpoint(tmp_path, payload(1))
     before = files(tmp_path)

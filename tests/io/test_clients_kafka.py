@@ -8,11 +8,10 @@ from datetime import datetime
 
 import pytest
 
-from forecaster.io import datasets
 from forecaster.app import Daemon
 from forecaster.config import Kafka
 from forecaster.errors import ForecasterError
-from forecaster.io import clients
+from forecaster.io import clients, datasets
 from forecaster.io.broker import free_port
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.messages import Message
@@ -33,7 +32,9 @@ def settings(broker, client: str) -> Kafka:
 def with_client(config, client: str, **batching):
     """The config with another Kafka client, and the pipelines' batching settings changed."""
     kafka = dataclasses.replace(config.settings.kafka, client=client)
-    pipelines = tuple(dataclasses.replace(p, batching=dataclasses.replace(p.batching, **batching)) for p in config.pipelines)
+    pipelines = tuple(
+        dataclasses.replace(p, batching=dataclasses.replace(p.batching, **batching)) for p in config.pipelines
+    )
     return dataclasses.replace(config, settings=dataclasses.replace(config.settings, kafka=kafka), pipelines=pipelines)
 
 
@@ -61,8 +62,11 @@ def test_topics_are_created_once_and_missing_ones_named(broker, client):
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_an_unreachable_cluster_is_an_error_that_says_where_we_looked(client):
-    kafka = Kafka(bootstrap_servers=f"127.0.0.1:{free_port()}", client=client,
-                  admin={"request_timeout_ms": 2000} if client == "kafka-python" else {})
+    kafka = Kafka(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        client=client,
+        admin={"request_timeout_ms": 2000} if client == "kafka-python" else {},
+    )
     with pytest.raises(ForecasterError, match="cannot connect to Kafka at 127.0.0.1"):
         clients.missing_topics(kafka, ["any"])
 
@@ -133,10 +137,11 @@ def test_batch_messages_in_and_packed_forecasts_out_through_the_broker(broker, t
     records = datasets.load("greensboro").records[:200]
     objects = [{**r, "station": f"S{i % 10}"} for i, r in enumerate(records)]  # ten series
     bad = {"station": "S0", "time": "never", "drybulb_c": 1.0}
-    batches = [objects[i:i + 50] for i in range(0, 200, 50)]
+    batches = [objects[i : i + 50] for i in range(0, 200, 50)]
     batches[1].insert(3, bad)
-    clients.make_sink(kafka).deliver([Message(pipeline.input_topic, b"batch", json.dumps(b).encode()) for b in batches],
-                                     threading.Event())
+    clients.make_sink(kafka).deliver(
+        [Message(pipeline.input_topic, b"batch", json.dumps(b).encode()) for b in batches], threading.Event()
+    )
     daemon, codes = Daemon(config), []
     runner = threading.Thread(target=lambda: codes.append(daemon.run()))
     runner.start()
@@ -155,6 +160,6 @@ def test_batch_messages_in_and_packed_forecasts_out_through_the_broker(broker, t
     assert sorted(by_series) == [f"S{i}" for i in range(10)]
     for times in by_series.values():  # each series' forecasts in one partition, in order
         assert times == sorted(times, key=epoch)
-    assert [(json.loads(d.value), dict(d.headers)["forecaster.element"], dict(d.headers)["forecaster.reason"]) for d in dead] == [
-        (bad, b"3", b"bad_timestamp")]
-
+    assert [
+        (json.loads(d.value), dict(d.headers)["forecaster.element"], dict(d.headers)["forecaster.reason"]) for d in dead
+    ] == [(bad, b"3", b"bad_timestamp")]

@@ -5,7 +5,6 @@ import json
 import math
 import shutil
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,10 +22,26 @@ FIRST_LAST = {
         {"region": "england_wales", "time": "2000-08-27T23:30:00+00:00", "demand_mw": 23132.0},
     ),
     "greensboro": (
-        {"station": "723170", "time": "2001-01-01T01:00:00-05:00", "drybulb_c": 10.0, "dewpoint_c": 6.1,
-         "rel_humidity_pct": 77.0, "pressure_mbar": 993.0, "wind_speed_ms": 6.2, "ghi_wm2": 0.0},
-        {"station": "723170", "time": "2002-01-01T00:00:00-05:00", "drybulb_c": 2.2, "dewpoint_c": 0.6,
-         "rel_humidity_pct": 89.0, "pressure_mbar": 980.0, "wind_speed_ms": 2.6, "ghi_wm2": 0.0},
+        {
+            "station": "723170",
+            "time": "2001-01-01T01:00:00-05:00",
+            "drybulb_c": 10.0,
+            "dewpoint_c": 6.1,
+            "rel_humidity_pct": 77.0,
+            "pressure_mbar": 993.0,
+            "wind_speed_ms": 6.2,
+            "ghi_wm2": 0.0,
+        },
+        {
+            "station": "723170",
+            "time": "2002-01-01T00:00:00-05:00",
+            "drybulb_c": 2.2,
+            "dewpoint_c": 0.6,
+            "rel_humidity_pct": 89.0,
+            "pressure_mbar": 980.0,
+            "wind_speed_ms": 2.6,
+            "ghi_wm2": 0.0,
+        },
     ),
     # ETT values are the CSV text parsed as float64, not rounded to 3 decimals.
     "etth1": (

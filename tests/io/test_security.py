@@ -88,7 +88,8 @@ def test_tls_and_sasl_settings_reach_every_kafka_client(secure_config, tmp_path)
     assert settings["security_protocol"] == "SASL_SSL" and settings["sasl_mechanism"] == "SCRAM-SHA-512"
     assert settings["sasl_plain_username"] == "forecaster"
     assert settings["sasl_plain_password"] == SECRET  # from the environment, exactly as set
-    assert settings["ssl_cafile"] == str(tmp_path / "tls" / "ca.pem")  # relative to config.yaml, not the working directory
+    # relative to config.yaml, not the working directory
+    assert settings["ssl_cafile"] == str(tmp_path / "tls" / "ca.pem")
     assert settings["ssl_certfile"] == str(tmp_path / "tls" / "client.pem")
     assert settings["ssl_keyfile"] == str(tmp_path / "tls" / "client.key")
     assert kafka.consumer["ssl_password"] == "0123"
@@ -100,18 +101,33 @@ def test_unset_security_settings_are_left_to_kafka_python():
     assert set(client_settings(Kafka())) == {"bootstrap_servers", "client_id", "security_protocol"}
 
 
-@pytest.mark.parametrize("settings, message", [
-    ("kafka:\n  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n  sasl_plain_password: pw\n",
-     "kafka.sasl_mechanism: expected security_protocol SASL_SSL or SASL_PLAINTEXT with SASL settings, got security_protocol PLAINTEXT"),
-    ("kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n",
-     "kafka.sasl_plain_password: expected a value with sasl_mechanism PLAIN, got nothing"),
-    ("kafka:\n  security_protocol: SASL_PLAINTEXT\n  ssl_cafile: ca.pem\n",
-     "kafka.ssl_cafile: expected security_protocol SSL or SASL_SSL with TLS files, got security_protocol SASL_PLAINTEXT"),
-    ("kafka:\n  security_protocol: SSL\n  ssl_cafile: missing.pem\n",
-     "kafka.ssl_cafile: expected an existing file, got 'missing.pem'"),
-    ("kafka:\n  sasl_mechanism: OAUTHBEARER\n",
-     "kafka.sasl_mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI, got 'OAUTHBEARER'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            "kafka:\n  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n  sasl_plain_password: pw\n",
+            "kafka.sasl_mechanism: expected security_protocol SASL_SSL or SASL_PLAINTEXT with SASL settings, got "
+            "security_protocol PLAINTEXT",
+        ),
+        (
+            "kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n",
+            "kafka.sasl_plain_password: expected a value with sasl_mechanism PLAIN, got nothing",
+        ),
+        (
+            "kafka:\n  security_protocol: SASL_PLAINTEXT\n  ssl_cafile: ca.pem\n",
+            "kafka.ssl_cafile: expected security_protocol SSL or SASL_SSL with TLS files, got security_protocol "
+            "SASL_PLAINTEXT",
+        ),
+        (
+            "kafka:\n  security_protocol: SSL\n  ssl_cafile: missing.pem\n",
+            "kafka.ssl_cafile: expected an existing file, got 'missing.pem'",
+        ),
+        (
+            "kafka:\n  sasl_mechanism: OAUTHBEARER\n",
+            "kafka.sasl_mechanism: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI, got 'OAUTHBEARER'",
+        ),
+    ],
+)
 def test_inconsistent_security_settings_are_refused_at_load(tmp_path, settings, message):
     path = write_config(tmp_path, settings)
     assert load_error(path) == f"{path}: {message}"
@@ -135,12 +151,24 @@ def test_a_logged_configuration_does_not_contain_the_password(secure_config, cap
     assert "SCRAM-SHA-512" in caplog.text and SECRET not in caplog.text and "0123" not in caplog.text
 
 
-@pytest.mark.parametrize("settings, where", [
-    ("kafka:\n  sasl_plain_password: [hunter2]\n", "kafka.sasl_plain_password: expected a non-empty string, got a list"),
-    ("kafka:\n  consumer:\n    ssl_password: {x: hunter2}\n", "kafka.consumer.ssl_password: expected a scalar or a list of scalars, got a dict"),
-    ("kafka:\n  sasl_plain_password: ${FC_TEST_SECRET}\n", "kafka.sasl_plain_password: expected security_protocol"),
-    ("kafka: {producer: [{sasl_plain_password: hunter2}]}\n", "kafka.producer: expected a mapping, got a list [{'sasl_plain_password': '***'}]"),
-])
+@pytest.mark.parametrize(
+    "settings, where",
+    [
+        (
+            "kafka:\n  sasl_plain_password: [hunter2]\n",
+            "kafka.sasl_plain_password: expected a non-empty string, got a list",
+        ),
+        (
+            "kafka:\n  consumer:\n    ssl_password: {x: hunter2}\n",
+            "kafka.consumer.ssl_password: expected a scalar or a list of scalars, got a dict",
+        ),
+        ("kafka:\n  sasl_plain_password: ${FC_TEST_SECRET}\n", "kafka.sasl_plain_password: expected security_protocol"),
+        (
+            "kafka: {producer: [{sasl_plain_password: hunter2}]}\n",
+            "kafka.producer: expected a mapping, got a list [{'sasl_plain_password': '***'}]",
+        ),
+    ],
+)
 def test_a_configuration_error_about_a_secret_does_not_echo_it(tmp_path, monkeypatch, settings, where):
     monkeypatch.setenv("FC_TEST_SECRET", "hunter2")
     message = load_error(write_config(tmp_path, settings))
@@ -155,15 +183,36 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, valid for a day, and its key."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 def get(url: str, cafile: Path | None = None, verify: bool = False) -> tuple[int, bytes]:
     """GET `url`; https is verified against `cafile` (or, with `verify`, the system's CAs)."""
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context() if verify else None
+    context = (
+        ssl.create_default_context(cafile=str(cafile)) if cafile else ssl.create_default_context() if verify else None
+    )
     with urllib.request.urlopen(url, timeout=10, context=context) as response:
         return response.status, response.read()
 
@@ -208,7 +257,9 @@ def test_with_a_certificate_the_endpoints_serve_https_only(certificate):
 
 def test_the_daemon_serves_https_when_the_config_names_a_certificate(tmp_path, certificate, monkeypatch):
     cert, key = certificate
-    path = write_config(tmp_path, f"device: cpu\nmetrics:\n  port: {free_port()}\n  tls_certfile: {cert}\n  tls_keyfile: {key}\n")
+    path = write_config(
+        tmp_path, f"device: cpu\nmetrics:\n  port: {free_port()}\n  tls_certfile: {cert}\n  tls_keyfile: {key}\n"
+    )
     seen = {}
 
     def first_worker(daemon, pipeline, device):  # the server is up before the pipelines start
@@ -223,10 +274,19 @@ def test_the_daemon_serves_https_when_the_config_names_a_certificate(tmp_path, c
     assert seen["address"].startswith("https://127.0.0.1:") and seen["healthz"] == (200, b"ok\n")
 
 
-@pytest.mark.parametrize("settings, message", [
-    ("metrics:\n  tls_certfile: missing.pem\n", "metrics.tls_certfile: expected an existing file, got 'missing.pem'"),
-    ("metrics:\n  tls_keyfile: key.pem\n", "metrics.tls_keyfile: expected tls_certfile too (the certificate the key belongs to), got no tls_certfile"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            "metrics:\n  tls_certfile: missing.pem\n",
+            "metrics.tls_certfile: expected an existing file, got 'missing.pem'",
+        ),
+        (
+            "metrics:\n  tls_keyfile: key.pem\n",
+            "metrics.tls_keyfile: expected tls_certfile too (the certificate the key belongs to), got no tls_certfile",
+        ),
+    ],
+)
 def test_tls_settings_for_the_endpoints_are_checked_at_load(tmp_path, settings, message):
     path = write_config(tmp_path, settings)
     assert load_error(path) == f"{path}: {message}"

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from support import make_pipeline, observations, ordered_quantiles_model, random_walks, retraining_pipeline, sines
-from forecaster.learning import rounds, resync, tbptt
-from forecaster.config import Retraining, Training
-from forecaster.serving.engine import Engine
 from forecaster.build import seeded_model
+from forecaster.config import Retraining
+from forecaster.learning import resync, rounds, tbptt
+from forecaster.serving.engine import Engine
+
+from support import make_pipeline, observations, ordered_quantiles_model, random_walks, retraining_pipeline, sines
 
 T0 = 1_600_000_000.0
 
@@ -21,7 +22,7 @@ def stepped(pipeline, data, model=None, batch=None) -> Engine:
     keys, times, values = data
     batch = batch or len(keys)
     for a in range(0, len(keys), batch):
-        engine.step(observations(keys[a:a + batch], times[a:a + batch], values[a:a + batch]), now=0.0)
+        engine.step(observations(keys[a : a + batch], times[a : a + batch], values[a : a + batch]), now=0.0)
     return engine
 
 
@@ -50,7 +51,9 @@ def test_without_retraining_nothing_is_buffered():
 
 
 def test_a_series_evicted_and_replaced_starts_with_an_empty_window():
-    engine = stepped(retraining_pipeline(max_series=2), (["a", "b"] * 3, [T0 + 3600 * (i // 2) for i in range(6)], [1.0] * 6))
+    engine = stepped(
+        retraining_pipeline(max_series=2), (["a", "b"] * 3, [T0 + 3600 * (i // 2) for i in range(6)], [1.0] * 6)
+    )
 
     engine.step(observations(["c"], [T0], [5.0]), now=0.0)  # evicts a, the least recently seen
 
@@ -284,7 +287,10 @@ def test_the_engine_serves_the_mean_widening_of_the_last_calibration_rounds_and_
 
 def test_widening_moves_only_the_outermost_quantiles_by_that_many_scales():
     pipeline = make_pipeline(quantiles=(0.1, 0.5, 0.9))
-    plain, widened = Engine(pipeline, ordered_quantiles_model(pipeline)), Engine(pipeline, ordered_quantiles_model(pipeline))
+    plain, widened = (
+        Engine(pipeline, ordered_quantiles_model(pipeline)),
+        Engine(pipeline, ordered_quantiles_model(pipeline)),
+    )
     widened.calibrate(torch.full((pipeline.horizon,), 0.5))
     data = observations(*random_walks(n_series=3, length=6))
 

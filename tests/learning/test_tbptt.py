@@ -10,16 +10,14 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from forecaster.learning import pretrain
 from forecaster import config
-from forecaster.io import datasets
-from forecaster.serving import records
-from forecaster.learning import tbptt
-from forecaster.serving.engine import Engine
-from forecaster.build import model_spec, seeded_model
+from forecaster.build import load_model, model_spec, seeded_model
 from forecaster.errors import ConfigError, ForecasterError
+from forecaster.io import datasets
+from forecaster.learning import pretrain, tbptt
+from forecaster.serving import records
+from forecaster.serving.engine import Engine
 from forecaster.serving.fused_step import FusedStep
-from forecaster.build import load_model
 from forecaster.serving.model import Forecaster, ModelSpec
 from forecaster.serving.records import Observations
 
@@ -53,16 +51,21 @@ def taylor(pipeline, count=None, keys=None) -> Observations:
 def take(observations: Observations, rows) -> Observations:
     """The observations at `rows`, as a poll batch of their own."""
     rows = np.asarray(rows)
-    return Observations(keys=tuple(observations.keys[i] for i in rows), times=observations.times[rows],
-                        local_times=observations.local_times[rows], values=observations.values[rows],
-                        positions=np.arange(len(rows)))
+    return Observations(
+        keys=tuple(observations.keys[i] for i in rows),
+        times=observations.times[rows],
+        local_times=observations.local_times[rows],
+        values=observations.values[rows],
+        positions=np.arange(len(rows)),
+    )
 
 
 def offline_forecasts(model, series: tbptt.Series) -> torch.Tensor:
     """y[t] + std_t * head(forward(inputs)): what the engine's forecasts must be, (T, horizon) float64."""
     with torch.no_grad():
         outputs, _ = model(series.inputs.unsqueeze(1), model.initial_state(1))
-        deltas = series.std[:, None] * model.head(outputs, series.inputs.unsqueeze(1))[:, 0, :model.spec.horizon]  # the point forecast
+        # the point forecast
+        deltas = series.std[:, None] * model.head(outputs, series.inputs.unsqueeze(1))[:, 0, : model.spec.horizon]
     return series.actual[:, None] + deltas.double()
 
 
@@ -82,8 +85,9 @@ def test_prepare_gives_the_inputs_the_engine_feeds_the_model(pipeline):
     for forecasts in (torch.as_tensor(stepped), torch.as_tensor(batched)):
         torch.testing.assert_close(forecasts, expected, rtol=1e-5, atol=0)
         # the deltas too, so a small error in the inputs cannot hide behind the level
-        torch.testing.assert_close(forecasts - series.actual[:, None], expected - series.actual[:, None],
-                                   rtol=1e-6, atol=1e-3)
+        torch.testing.assert_close(
+            forecasts - series.actual[:, None], expected - series.actual[:, None], rtol=1e-6, atol=1e-3
+        )
 
 
 def test_prepare_gives_the_engine_inputs_bit_for_bit(pipeline, monkeypatch):
@@ -91,7 +95,9 @@ def test_prepare_gives_the_engine_inputs_bit_for_bit(pipeline, monkeypatch):
     model = seeded_model(pipeline)
     fed = []
     step = FusedStep.step_  # the engine's hot path into the model
-    monkeypatch.setattr(FusedStep, "step_", lambda self, x, state, out=None: (fed.append(x.clone()), step(self, x, state, out))[1])
+    monkeypatch.setattr(
+        FusedStep, "step_", lambda self, x, state, out=None: (fed.append(x.clone()), step(self, x, state, out))[1]
+    )
 
     Engine(pipeline, model).step(observations, now=0.0)
     (series,) = tbptt.prepare(pipeline, observations)
@@ -172,13 +178,20 @@ def test_head_of_a_series_equals_preparing_only_its_first_steps(pipeline):
 
 def small_model(cell="gru", seed=0, **spec) -> Forecaster:
     torch.manual_seed(seed)
-    return Forecaster(ModelSpec(**{"cell": cell, "input_size": 3, "hidden_size": 8, "num_layers": 2, "horizon": 4, **spec}))
+    return Forecaster(
+        ModelSpec(**{"cell": cell, "input_size": 3, "hidden_size": 8, "num_layers": 2, "horizon": 4, **spec})
+    )
 
 
-EVERY_KIND = [dict(cell="gru"), dict(cell="lstm"), dict(cell="rnn"), dict(cell="rnn", nonlinearity="relu"),
-              dict(cell="gru", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
-              dict(cell="lstm", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
-              dict(cell="rnn", layer_norm=True, residual=True, num_layers=3, quantiles=(0.1, 0.9))]
+EVERY_KIND = [
+    dict(cell="gru"),
+    dict(cell="lstm"),
+    dict(cell="rnn"),
+    dict(cell="rnn", nonlinearity="relu"),
+    dict(cell="gru", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
+    dict(cell="lstm", layer_norm=True, residual=True, dropout=0.2, num_layers=3),
+    dict(cell="rnn", layer_norm=True, residual=True, num_layers=3, quantiles=(0.1, 0.9)),
+]
 
 
 @pytest.mark.parametrize("kind", EVERY_KIND, ids=lambda k: "-".join(f"{v}" for v in k.values()))
@@ -205,9 +218,9 @@ def test_gradients_stop_at_chunk_boundaries(cell):
     forecasts = [f for f, _ in tbptt.chunks(model, inputs, state, chunk=4)]
     forecasts[1].square().sum().backward()
 
-    assert (inputs.grad[:4] == 0).all()   # chunk 1: cut off
+    assert (inputs.grad[:4] == 0).all()  # chunk 1: cut off
     assert (inputs.grad[4:8] != 0).any()  # chunk 2: its own inputs
-    assert (inputs.grad[8:] == 0).all()   # chunk 3: in the future
+    assert (inputs.grad[8:] == 0).all()  # chunk 3: in the future
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
@@ -283,7 +296,9 @@ def test_the_forecast_loss_adds_the_pinball_loss_of_each_quantile_to_the_point_m
     point, low, high = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
     head = torch.cat([point, low, high], dim=-1)  # (5, horizon * (1 + 2))
 
-    expected = tbptt.masked_mse(point, targets, mask) + tbptt.pinball(torch.stack([low, high], 1), targets, mask, [0.1, 0.9])
+    expected = tbptt.masked_mse(point, targets, mask) + tbptt.pinball(
+        torch.stack([low, high], 1), targets, mask, [0.1, 0.9]
+    )
     torch.testing.assert_close(tbptt.forecast_loss(head, targets, mask, (0.1, 0.9)), expected)
     torch.testing.assert_close(tbptt.forecast_loss(point, targets, mask), tbptt.masked_mse(point, targets, mask))
 
@@ -402,7 +417,8 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_a_tenth(pipeli
     training = dataclasses.replace(pipeline.training, steps=30, warmup_steps=5, learning_rate=0.01)
     used = []
     hook = register_optimizer_step_pre_hook(
-        lambda optimizer, args, kwargs: used.append(optimizer.param_groups[0]["lr"]))
+        lambda optimizer, args, kwargs: used.append(optimizer.param_groups[0]["lr"])
+    )
     try:
         tbptt.fit(seeded_model(pipeline), series, training)
     finally:
@@ -456,7 +472,9 @@ def test_pretrain_writes_weights_the_pipeline_can_load(loaded, tmp_path):
 
     model, metadata = load_model(out, expected=model_spec(pipeline))
     assert result["path"] == str(out) and result["seconds"] > 0
-    assert metadata == {k: result[k] for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "trained_at")}
+    assert metadata == {
+        k: result[k] for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "trained_at")
+    }
     assert metadata["dataset"] == "taylor" and metadata["steps"] == 5
     assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae"))
     assert not torch.equal(model.readout.weight, seeded_model(pipeline).readout.weight)

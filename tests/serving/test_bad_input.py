@@ -12,11 +12,11 @@ import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from forecaster.serving import records
-from forecaster.config import Limits
-from forecaster.serving.engine import Engine
 from forecaster import build
 from forecaster.build import seeded_model
+from forecaster.config import Limits
+from forecaster.serving import records
+from forecaster.serving.engine import Engine
 
 from support import make_pipeline, observations
 
@@ -28,23 +28,49 @@ HOUR = 3600.0
 ANCHOR = "anchor"  # a well-behaved series that the garbage must not disturb
 LONE_SURROGATE = b'{"key": "\\ud800", "time": 1700000000, "y": 1.0, "x": 2.0}'  # valid JSON, no UTF-8 for the key
 
-DECODE_REASONS = {records.MALFORMED, records.MISSING_FIELD, records.WRONG_TYPE, records.NON_FINITE,
-                  records.BAD_TIMESTAMP, records.OUT_OF_RANGE, records.FUTURE_TIMESTAMP}
+DECODE_REASONS = {
+    records.MALFORMED,
+    records.MISSING_FIELD,
+    records.WRONG_TYPE,
+    records.NON_FINITE,
+    records.BAD_TIMESTAMP,
+    records.OUT_OF_RANGE,
+    records.FUTURE_TIMESTAMP,
+}
 ENGINE_REASONS = {records.OUT_OF_ORDER, records.DUPLICATE_TIMESTAMP, records.SERIES_CAPACITY}
-UNTIMED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])  # steps vary in time
+# steps vary in time
+UNTIMED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 # --- what garbage looks like ---------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
 # JSON text that no json.dumps of a Python value writes: overflowing and over-long numbers, lone surrogates.
-raw_tokens = st.sampled_from([
-    "NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1e-999", "-0", "1e308", "9" * 5000, "-" + "9" * 400,
-    '"\\ud800"', '"k\\udfff"', '""', '"\\u0000"', "[]", "{}", "true", "null",
-])
+raw_tokens = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999",
+        "-1e999",
+        "1e-999",
+        "-0",
+        "1e308",
+        "9" * 5000,
+        "-" + "9" * 400,
+        '"\\ud800"',
+        '"k\\udfff"',
+        '""',
+        '"\\u0000"',
+        "[]",
+        "{}",
+        "true",
+        "null",
+    ]
+)
 fragments = json_values.map(json.dumps) | raw_tokens
 offsets = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59))
 iso_times = st.builds(
@@ -53,16 +79,19 @@ iso_times = st.builds(
     st.none() | offsets.map(timezone),
 )
 plausible_keys = st.one_of(
-    st.sampled_from(["s0", "s1", "s2", "s3", "s4", "s5"]), st.integers(), st.text(min_size=1, max_size=6),
+    st.sampled_from(["s0", "s1", "s2", "s3", "s4", "s5"]),
+    st.integers(),
+    st.text(min_size=1, max_size=6),
     st.text(st.characters(categories=["Cc", "Lo", "So"]), min_size=1, max_size=3),  # controls, CJK, emoji
     st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2),  # lone surrogates: json.dumps writes "\ud800"
 )
-plausible_times = st.floats(NOW - 1e9, NOW + 30 * 86_400.0) | st.integers(-10**11, 10**11) | iso_times
-plausible_values = st.floats(-1e16, 1e16) | st.integers(-10**16, 10**16) | st.floats() | st.integers()
+plausible_times = st.floats(NOW - 1e9, NOW + 30 * 86_400.0) | st.integers(-(10**11), 10**11) | iso_times
+plausible_values = st.floats(-1e16, 1e16) | st.integers(-(10**16), 10**16) | st.floats() | st.integers()
 
 
 def field(plausible):
-    """A field's JSON text, more often plausible (of the right type, perhaps out of bounds) than garbage; None: absent."""
+    """A field's JSON text, more often plausible (of the right type, perhaps out of bounds) than garbage; None:
+    absent."""
     return st.one_of(plausible.map(json.dumps), plausible.map(json.dumps), fragments, st.none())
 
 
@@ -72,21 +101,36 @@ def json_object(fields: dict[str, str | None]) -> bytes:
 
 
 # Objects with the record's fields (some absent, perhaps one extra), each of any type or value.
-shaped = st.fixed_dictionaries({
-    "key": field(plausible_keys), "time": field(plausible_times), "y": field(plausible_values),
-    "x": field(plausible_values), "extra": fragments | st.none(),
-}).map(json_object)
+shaped = st.fixed_dictionaries(
+    {
+        "key": field(plausible_keys),
+        "time": field(plausible_times),
+        "y": field(plausible_values),
+        "x": field(plausible_values),
+        "extra": fragments | st.none(),
+    }
+).map(json_object)
 # Well-formed records of a few series at a few times (so the engine sees stale and repeated times),
 # or of series with odd keys.
 clean = st.builds(
     lambda key, hour, y, x: json.dumps({"key": key, "time": NOW - HOUR * hour, "y": y, "x": x}).encode(),
-    st.sampled_from(["s0", "s1", "s2", "s3", "s4", "s5", "s6"]) | plausible_keys, st.integers(0, 5),
-    st.floats(-1e6, 1e6), st.floats(-1e15, 1e15),
+    st.sampled_from(["s0", "s1", "s2", "s3", "s4", "s5", "s6"]) | plausible_keys,
+    st.integers(0, 5),
+    st.floats(-1e6, 1e6),
+    st.floats(-1e15, 1e15),
 )
 # Batch messages: JSON lists of records of either kind and of garbage values.
-batched = st.lists(shaped | clean | fragments.map(str.encode), min_size=1, max_size=4).map(lambda items: b"[" + b",".join(items) + b"]")
+batched = st.lists(shaped | clean | fragments.map(str.encode), min_size=1, max_size=4).map(
+    lambda items: b"[" + b",".join(items) + b"]"
+)
 payloads = st.one_of(
-    shaped, shaped, clean, batched, st.none(), st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode()),
+    shaped,
+    shaped,
+    clean,
+    batched,
+    st.none(),
+    st.binary(max_size=40),
+    json_values.map(lambda v: json.dumps(v).encode()),
 )
 batches = st.lists(payloads, max_size=40)
 
@@ -111,7 +155,7 @@ def alone(batch: list, origin: records.Origin) -> bytes:
 @settings(UNTIMED, max_examples=300)
 @given(batches)
 @example([LONE_SURROGATE, b"[]", None])
-@example([b'[null,{}]', b'[[{}], {"key": "k", "time": 0, "y": 1, "x": 2}]'])
+@example([b"[null,{}]", b'[[{}], {"key": "k", "time": 0, "y": 1, "x": 2}]'])
 def test_decode_accounts_for_every_record_and_accepts_only_sane_values(batch):
     accepted, rejected = records.decode(batch, FMT, LIMITS, NOW)
     origins = records.origins(batch)
@@ -153,8 +197,13 @@ def anchor_state(engine: Engine) -> dict:
     slot = store.slots([ANCHOR])  # brings it back from the spill if the garbage evicted it
     state, moments = store.gather(torch.as_tensor(slot, device=store.device))
     s = int(slot[0])
-    return {"state": state, "mean": moments.mean, "var": moments.var, "count": moments.count,
-            "host": np.array([store.last_time[s], store.last_value[s], store.last_forecast[s]])}
+    return {
+        "state": state,
+        "mean": moments.mean,
+        "var": moments.var,
+        "count": moments.count,
+        "host": np.array([store.last_time[s], store.last_value[s], store.last_forecast[s]]),
+    }
 
 
 @functools.cache

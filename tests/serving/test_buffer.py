@@ -40,8 +40,8 @@ def test_targets_exist_only_for_steps_whose_future_has_arrived():
     valid = torch.tensor([[False, True, True, True]])
     result, mask = targets(actual, scale, valid, horizon=2)
     assert mask[0].tolist() == [[False, False], [True, True], [True, False], [False, False]]
-    assert result[0, 1].tolist() == [1.0, 2.5]   # (4 - 2) / 2, (7 - 2) / 2
-    assert result[0, 2, 0] == 3.0                 # (7 - 4) / 1
+    assert result[0, 1].tolist() == [1.0, 2.5]  # (4 - 2) / 2, (7 - 2) / 2
+    assert result[0, 2, 0] == 3.0  # (7 - 4) / 1
 
 
 def test_growth_keeps_what_was_written():

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from forecaster.serving.cadence import calendar_features, horizon_times, step_seconds
 from forecaster.config import Calendar
+from forecaster.serving.cadence import calendar_features, horizon_times, step_seconds
 from forecaster.serving.records import parse_time
 
 DAY = 86_400.0
@@ -23,9 +23,18 @@ def at(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-@pytest.mark.parametrize("cadence, seconds", [
-    ("15s", 15.0), ("30m", 1800.0), ("1h", 3600.0), ("6h", 21_600.0), ("1d", DAY), ("1b", DAY), ("2b", 2 * DAY),
-])
+@pytest.mark.parametrize(
+    "cadence, seconds",
+    [
+        ("15s", 15.0),
+        ("30m", 1800.0),
+        ("1h", 3600.0),
+        ("6h", 21_600.0),
+        ("1d", DAY),
+        ("1b", DAY),
+        ("2b", 2 * DAY),
+    ],
+)
 def test_a_cadence_is_a_fixed_number_of_seconds_and_a_business_day_counts_as_a_day(cadence, seconds):
     assert step_seconds(cadence) == seconds
 
@@ -35,13 +44,14 @@ def test_fixed_cadences_step_evenly_from_each_observation(cadence, step):
     times = np.array([1_000_000.0, 2_000_000.0])
     result = horizon_times(times, times + 7200, cadence, 3)
     assert result.shape == (2, 3)
-    assert result.tolist() == [[1_000_000.0 + step * k for k in (1, 2, 3)],
-                               [2_000_000.0 + step * k for k in (1, 2, 3)]]
+    assert result.tolist() == [[1_000_000.0 + step * k for k in (1, 2, 3)], [2_000_000.0 + step * k for k in (1, 2, 3)]]
 
 
 def test_a_daily_cadence_does_not_skip_weekends():
     times, local = observed("2024-01-05T16:00:00-05:00")  # a Friday
-    assert horizon_times(times, local, "1d", 2).tolist() == [[at("2024-01-06T16:00:00-05:00"), at("2024-01-07T16:00:00-05:00")]]
+    assert horizon_times(times, local, "1d", 2).tolist() == [
+        [at("2024-01-06T16:00:00-05:00"), at("2024-01-07T16:00:00-05:00")]
+    ]
 
 
 def test_business_days_from_a_friday_skip_the_weekend_and_keep_the_wall_clock_time():
@@ -80,7 +90,10 @@ def test_a_two_business_day_cadence_counts_business_days():
 def test_each_row_of_a_batch_steps_business_days_in_its_own_utc_offset():
     times, local = observed("2024-01-05T16:00:00-05:00", "2024-01-05T16:00:00+09:00", "2024-01-08T00:00:00+00:00")
     assert horizon_times(times, local, "1b", 1).tolist() == [
-        [at("2024-01-08T16:00:00-05:00")], [at("2024-01-08T16:00:00+09:00")], [at("2024-01-09T00:00:00+00:00")]]
+        [at("2024-01-08T16:00:00-05:00")],
+        [at("2024-01-08T16:00:00+09:00")],
+        [at("2024-01-09T00:00:00+00:00")],
+    ]
 
 
 # --- calendar features ----------------------------------------------------------------
@@ -133,5 +146,6 @@ def test_a_known_monday_has_weekday_zero():
 
 def test_hour_features_come_before_weekday_features():
     local = np.array([4 * DAY + 6 * 3600.0])  # Monday 06:00
-    np.testing.assert_allclose(calendar_features(local, Calendar(hour_of_day=True, day_of_week=True)),
-                               [[1.0, 0.0, 0.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(
+        calendar_features(local, Calendar(hour_of_day=True, day_of_week=True)), [[1.0, 0.0, 0.0, 1.0]], atol=1e-12
+    )

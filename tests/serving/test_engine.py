@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from forecaster.build import seeded_model
 from forecaster.serving import records
 from forecaster.serving.engine import Engine, plan
-from forecaster.build import seeded_model
 
 from support import make_pipeline, observations, random_walks
 
@@ -43,7 +43,9 @@ def test_stepping_in_waves_equals_stepping_one_record_at_a_time(cell, device):
     keys, times, rows = random_walks(covariates=2)
     batched = engine(device, cell=cell, covariates=("a", "b")).step(observations(keys, times, rows), now=0.0)[0]
     single = engine(device, cell=cell, covariates=("a", "b"))
-    one_by_one = np.concatenate([single.step(observations([k], [t], [r]), now=0.0)[0].values for k, t, r in zip(keys, times, rows)])
+    one_by_one = np.concatenate(
+        [single.step(observations([k], [t], [r]), now=0.0)[0].values for k, t, r in zip(keys, times, rows)]
+    )
     np.testing.assert_allclose(batched.values, one_by_one, rtol=1e-5, atol=1e-6 * np.abs(one_by_one).max())
 
 
@@ -86,9 +88,14 @@ def test_stale_and_duplicate_timestamps_are_refused_without_touching_any_state()
     e = engine()
     e.step(observations(["a", "b"], [10.0, 10.0], [1.0, 5.0]), now=0.0)
     state_before = e.store.state.clone()
-    forecasts, rejected = e.step(observations(["a", "a", "b", "b"], [9.0, 10.0, 12.0, 12.0], [1.0, 1.0, 5.0, 6.0]), now=0.0)
+    forecasts, rejected = e.step(
+        observations(["a", "a", "b", "b"], [9.0, 10.0, 12.0, 12.0], [1.0, 1.0, 5.0, 6.0]), now=0.0
+    )
     assert sorted((r.position, r.reason) for r in rejected) == [
-        (0, records.OUT_OF_ORDER), (1, records.DUPLICATE_TIMESTAMP), (3, records.DUPLICATE_TIMESTAMP)]
+        (0, records.OUT_OF_ORDER),
+        (1, records.DUPLICATE_TIMESTAMP),
+        (3, records.DUPLICATE_TIMESTAMP),
+    ]
     assert list(forecasts.keys) == ["b"]
     a = e.store.slots(["a"])[0]
     np.testing.assert_array_equal(e.store.state[:, a].numpy(), state_before[:, a].numpy())
@@ -97,12 +104,16 @@ def test_stale_and_duplicate_timestamps_are_refused_without_touching_any_state()
 def test_a_series_state_is_independent_of_other_series_in_the_batch():
     alone = engine().step(observations(["a", "a"], [1.0, 2.0], [3.0, 4.0]), now=0.0)[0].values
     keys, times, rows = random_walks(n_series=4)
-    crowded = engine().step(observations(["a", "a"] + keys, [1.0, 2.0] + times, [3.0, 4.0] + [r[0] for r in rows]), now=0.0)[0]
+    crowded = engine().step(
+        observations(["a", "a"] + keys, [1.0, 2.0] + times, [3.0, 4.0] + [r[0] for r in rows]), now=0.0
+    )[0]
     np.testing.assert_allclose(crowded.values[:2], alone, rtol=1e-5)
 
 
 def test_too_many_new_series_in_one_batch_are_refused_with_a_reason():
-    forecasts, rejected = engine(max_series=2).step(observations(["a", "b", "c"], [1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), now=0.0)
+    forecasts, rejected = engine(max_series=2).step(
+        observations(["a", "b", "c"], [1.0, 1.0, 1.0], [1.0, 2.0, 3.0]), now=0.0
+    )
     assert [(r.position, r.reason) for r in rejected] == [(2, records.SERIES_CAPACITY)]
     assert len(forecasts) == 2
 

@@ -8,17 +8,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from forecaster.serving import engine as engine_module, fused_step, scaling
-from forecaster.serving.cadence import calendar_features
-from forecaster.config import Calendar
-from forecaster.serving.engine import Engine
 from forecaster.build import seeded_model
+from forecaster.config import Calendar
+from forecaster.serving import engine as engine_module
+from forecaster.serving import fused_step, scaling
+from forecaster.serving.cadence import calendar_features
+from forecaster.serving.engine import Engine
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.model import Forecaster, ModelSpec
 
-from support import torch_reference
-
-from support import make_pipeline, observations
+from support import make_pipeline, observations, torch_reference
 
 VARIANTS = [("gru", "tanh"), ("lstm", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
 IDS = [f"{c}-{n}" for c, n in VARIANTS]
@@ -38,8 +37,18 @@ def matmul(request, monkeypatch):
 def make(cell="gru", nonlinearity="tanh", layer_norm=False, residual=False, num_layers=2, seed=0, device="cpu"):
     """A seeded model with non-trivial layer-norm affines, so a norm mishandled cannot hide behind gain 1, bias 0."""
     torch.manual_seed(seed)
-    model = Forecaster(ModelSpec(cell=cell, input_size=3, hidden_size=8, num_layers=num_layers, horizon=4,
-                                 nonlinearity=nonlinearity, layer_norm=layer_norm, residual=residual))
+    model = Forecaster(
+        ModelSpec(
+            cell=cell,
+            input_size=3,
+            hidden_size=8,
+            num_layers=num_layers,
+            horizon=4,
+            nonlinearity=nonlinearity,
+            layer_norm=layer_norm,
+            residual=residual,
+        )
+    )
     with torch.no_grad():
         for norm in model.modules():
             if isinstance(norm, nn.LayerNorm):
@@ -96,7 +105,9 @@ def test_is_as_close_to_exact_as_model_step_with_every_option(cell, nonlinearity
             fast_out = step.step_(x_t, fast_state)
             exact_out, exact_state = exact.step(x_t.double(), exact_state)
             truth = torch.cat([exact.head(exact_out, x_t.double()).flatten(), exact_state.flatten()])
-            reference_error = max(reference_error, _error(torch.cat([model.head(out, x_t).flatten(), state.flatten()]), truth))
+            reference_error = max(
+                reference_error, _error(torch.cat([model.head(out, x_t).flatten(), state.flatten()]), truth)
+            )
             fast_error = max(fast_error, _error(torch.cat([fast_out.flatten(), fast_state.flatten()]), truth))
     assert fast_error <= 2 * reference_error + 1e-6, (fast_error, reference_error)
 
@@ -189,9 +200,11 @@ def reference_forecasts(pipeline, model, batches) -> list[np.ndarray]:
             forecasts = np.empty((len(batch), pipeline.horizon))
             for i in sorted(range(len(batch)), key=lambda i: batch.times[i]):
                 key = batch.keys[i]
-                x = torch.tensor(batch.values[i:i + 1], dtype=torch.float32)
+                x = torch.tensor(batch.values[i : i + 1], dtype=torch.float32)
                 m = scaling.update(moments.get(key, scaling.Moments.zeros(1, features)), x, alpha)
-                cal = torch.tensor(calendar_features(batch.local_times[i:i + 1], pipeline.calendar), dtype=torch.float32)
+                cal = torch.tensor(
+                    calendar_features(batch.local_times[i : i + 1], pipeline.calendar), dtype=torch.float32
+                )
                 step_inputs = torch.cat([scaling.scale(m, x, clip), cal], 1)
                 out, states[key] = model.step(step_inputs, states.get(key, model.initial_state(1)))
                 moments[key] = m
@@ -221,8 +234,13 @@ def series_batches(n_series=40, batches=4, seed=0):
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_engine_forecasts_equal_the_plain_reference(cell, layer_norm, residual, matmul, monkeypatch):
     monkeypatch.setattr(engine_module, "_ROWS_PER_STEP", 7)  # waves of up to 60 rows, cut into pieces
-    pipeline = make_pipeline(cell=cell, covariates=("a", "b"), layer_norm=layer_norm, residual=residual,
-                             calendar=Calendar(hour_of_day=True, day_of_week=True))
+    pipeline = make_pipeline(
+        cell=cell,
+        covariates=("a", "b"),
+        layer_norm=layer_norm,
+        residual=residual,
+        calendar=Calendar(hour_of_day=True, day_of_week=True),
+    )
     batches = series_batches()
     engine = Engine(pipeline, seeded_model(pipeline))
     got = [engine.step(batch, now=0.0)[0].values for batch in batches]

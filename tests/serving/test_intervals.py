@@ -5,13 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from support import make_pipeline, observations, ordered_quantiles_model
+from forecaster.build import seeded_model
 from forecaster.config import Intervals
 from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
 from forecaster.serving.intervals import IntervalHistory, track
+
+from support import make_pipeline, observations, ordered_quantiles_model
 
 T0 = 1_600_000_000.0
 
@@ -53,18 +53,20 @@ def test_a_series_first_records_have_nothing_to_score():
 
 def test_rows_of_one_series_in_one_batch_score_as_if_they_came_one_batch_each():
     rng = np.random.default_rng(0)
-    counts = [9, 2, 1, 5]                       # rows of series 0..3 in each batch: more than the depth, and fewer
-    slots = np.repeat(np.arange(4), counts)     # (series, time) order
+    counts = [9, 2, 1, 5]  # rows of series 0..3 in each batch: more than the depth, and fewer
+    slots = np.repeat(np.arange(4), counts)  # (series, time) order
     waves = np.concatenate([np.arange(c) for c in counts])  # each row's rank within its series
     together, one_by_one = IntervalHistory(depth=4), IntervalHistory(depth=4)
     together.allocate(4), one_by_one.allocate(4)
-    for _ in range(3):                          # later batches read what earlier ones kept
+    for _ in range(3):  # later batches read what earlier ones kept
         actual = rng.standard_normal(len(slots))
         bounds = np.sort(rng.standard_normal((len(slots), 2, 4)), axis=1)
 
         batched = together.score_and_keep(slots, waves, actual, bounds)
-        separate = [one_by_one.score_and_keep(slots[[i]], np.array([0]), actual[[i]], bounds[[i]])[0]
-                    for i in np.argsort(waves, kind="stable")]  # wave by wave: one row per series at a time
+        separate = [
+            one_by_one.score_and_keep(slots[[i]], np.array([0]), actual[[i]], bounds[[i]])[0]
+            for i in np.argsort(waves, kind="stable")
+        ]  # wave by wave: one row per series at a time
 
         np.testing.assert_array_equal(batched[np.argsort(waves, kind="stable")], np.array(separate))
     assert not np.isnan(batched[slots == 0]).any()  # 18 records before: every step of each row had an interval
@@ -95,11 +97,10 @@ def test_a_snapshot_restores_the_intervals_and_one_of_another_depth_is_forgotten
 
 
 def test_tracking_moves_each_step_by_its_share_of_misses_less_the_nominal_share():
-    inside = np.array([[1.0, 0.0, np.nan],
-                       [1.0, 0.0, np.nan],
-                       [1.0, 1.0, np.nan],
-                       [1.0, 1.0, np.nan],
-                       [1.0, 1.0, np.nan]])  # step 1: no misses; step 2: 2 of 5; step 3: nothing scored
+    # step 1: no misses; step 2: 2 of 5; step 3: nothing scored
+    inside = np.array(
+        [[1.0, 0.0, np.nan], [1.0, 0.0, np.nan], [1.0, 1.0, np.nan], [1.0, 1.0, np.nan], [1.0, 1.0, np.nan]]
+    )
 
     offset = track(np.array([0.5, 0.5, 0.5]), inside, coverage=0.8, rate=0.1)
 

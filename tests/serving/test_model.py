@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from support import torch_reference
 from forecaster.serving.model import CELLS, Forecaster, ModelSpec, split_head
+
+from support import torch_reference
 
 # every (cell, nonlinearity) the model offers
 VARIANTS = [(cell, "tanh") for cell in CELLS] + [("rnn", "relu")]

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from forecaster.serving import records
 from forecaster.config import RecordFormat
+from forecaster.serving import records
 from forecaster.serving.records import Forecast, Rejected
 
 FMT = RecordFormat(key="station", timestamp="time", target="temp", covariates=("humidity",))
@@ -33,16 +33,20 @@ def rejection(bad) -> Rejected:
     return rejected[0]
 
 
-@pytest.mark.parametrize("bad, reason, detail", [
-    (b"\x00\x01 not json", records.MALFORMED, "not a JSON document"),
-    (b'{"station": "caf\xe9"}', records.MALFORMED, "not a JSON document"),
-    (b'{"station": "KGSO", ', records.MALFORMED, "not a JSON document"),
-    (b"", records.MALFORMED, "not a JSON document"),
-    (None, records.MALFORMED, "not a JSON document"),
-    (b"[1, 2]", records.MALFORMED, "expected a JSON object, got list"),
-    (b'"KGSO"', records.MALFORMED, "expected a JSON object, got str"),
-    (b"[" * 100_000, records.MALFORMED, "not a JSON document"),
-], ids=["bytes", "invalid-utf8", "truncated", "empty", "none", "array", "string", "nested-too-deeply"])
+@pytest.mark.parametrize(
+    "bad, reason, detail",
+    [
+        (b"\x00\x01 not json", records.MALFORMED, "not a JSON document"),
+        (b'{"station": "caf\xe9"}', records.MALFORMED, "not a JSON document"),
+        (b'{"station": "KGSO", ', records.MALFORMED, "not a JSON document"),
+        (b"", records.MALFORMED, "not a JSON document"),
+        (None, records.MALFORMED, "not a JSON document"),
+        (b"[1, 2]", records.MALFORMED, "expected a JSON object, got list"),
+        (b'"KGSO"', records.MALFORMED, "expected a JSON object, got str"),
+        (b"[" * 100_000, records.MALFORMED, "not a JSON document"),
+    ],
+    ids=["bytes", "invalid-utf8", "truncated", "empty", "none", "array", "string", "nested-too-deeply"],
+)
 def test_a_payload_that_is_not_a_json_object_is_malformed(bad, reason, detail):
     rejected = rejection(bad)
     assert rejected.reason == reason
@@ -55,20 +59,35 @@ def test_a_missing_field_is_named(missing):
     assert (rejected.reason, rejected.detail) == (records.MISSING_FIELD, f"{missing}: missing")
 
 
-@pytest.mark.parametrize("fields, name", [
-    ({"temp": "21.5"}, "temp"),
-    ({"temp": True}, "temp"),
-    ({"temp": None}, "temp"),
-    ({"humidity": [40]}, "humidity"),
-    ({"humidity": False}, "humidity"),
-    ({"station": {"id": 1}}, "station"),
-    ({"station": True}, "station"),
-    ({"station": ""}, "station"),
-    ({"station": 1.5}, "station"),
-    ({"time": True}, "time"),
-    ({"time": ["2024-03-10"]}, "time"),
-], ids=["string-target", "bool-target", "null-target", "list-covariate", "bool-covariate", "dict-key", "bool-key",
-        "empty-key", "float-key", "bool-time", "list-time"])
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        ({"temp": "21.5"}, "temp"),
+        ({"temp": True}, "temp"),
+        ({"temp": None}, "temp"),
+        ({"humidity": [40]}, "humidity"),
+        ({"humidity": False}, "humidity"),
+        ({"station": {"id": 1}}, "station"),
+        ({"station": True}, "station"),
+        ({"station": ""}, "station"),
+        ({"station": 1.5}, "station"),
+        ({"time": True}, "time"),
+        ({"time": ["2024-03-10"]}, "time"),
+    ],
+    ids=[
+        "string-target",
+        "bool-target",
+        "null-target",
+        "list-covariate",
+        "bool-covariate",
+        "dict-key",
+        "bool-key",
+        "empty-key",
+        "float-key",
+        "bool-time",
+        "list-time",
+    ],
+)
 def test_a_field_of_the_wrong_type_is_rejected(fields, name):
     rejected = rejection(payload(**fields))
     assert rejected.reason == records.WRONG_TYPE
@@ -81,17 +100,22 @@ def test_a_series_key_that_is_not_valid_unicode_is_malformed():
     rejected = rejection(bad)
     assert rejected.reason == records.MALFORMED and rejected.detail.startswith("station: not valid Unicode text")
     assert rejected.detail.encode()  # the detail itself travels as a Kafka header
-    assert records.decode([payload(station="K\u00e9\U0001F600")], FMT)[0].keys == ("K\u00e9\U0001F600",)  # valid non-ASCII is fine
+    # valid non-ASCII is fine
+    assert records.decode([payload(station="K\u00e9\U0001f600")], FMT)[0].keys == ("K\u00e9\U0001f600",)
 
 
-@pytest.mark.parametrize("text, name", [
-    ("NaN", "temp"),
-    ("Infinity", "temp"),
-    ("-Infinity", "humidity"),
-    ("1" + "0" * 400, "temp"),  # an integer no float can hold
-    ("NaN", "time"),
-    ("1" + "0" * 400, "time"),
-], ids=["nan", "infinity", "minus-infinity", "huge-integer", "nan-time", "huge-integer-time"])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("NaN", "temp"),
+        ("Infinity", "temp"),
+        ("-Infinity", "humidity"),
+        ("1" + "0" * 400, "temp"),  # an integer no float can hold
+        ("NaN", "time"),
+        ("1" + "0" * 400, "time"),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "huge-integer", "nan-time", "huge-integer-time"],
+)
 def test_nan_and_infinite_numbers_are_rejected(text, name):
     bad = GOOD.decode().replace(f'"{name}": {json.dumps(json.loads(GOOD)[name])}', f'"{name}": {text}').encode()
     assert bad != GOOD
@@ -100,8 +124,11 @@ def test_nan_and_infinite_numbers_are_rejected(text, name):
     assert rejected.detail.startswith(f"{name}: expected a finite ")
 
 
-@pytest.mark.parametrize("time", ["yesterday", "2024-13-01T00:00:00", "2024-03-10 25:00", "", 1e20, -1e13, "0001-01-01T00:30:00+01:00"],
-                         ids=["words", "month-13", "hour-25", "empty", "far-future-epoch", "far-past-epoch", "before-year-1"])
+@pytest.mark.parametrize(
+    "time",
+    ["yesterday", "2024-13-01T00:00:00", "2024-03-10 25:00", "", 1e20, -1e13, "0001-01-01T00:30:00+01:00"],
+    ids=["words", "month-13", "hour-25", "empty", "far-future-epoch", "far-past-epoch", "before-year-1"],
+)
 def test_a_time_that_does_not_parse_or_cannot_be_written_back_is_a_bad_timestamp(time):
     rejected = rejection(payload(time=time))
     assert rejected.reason == records.BAD_TIMESTAMP
@@ -109,14 +136,23 @@ def test_a_time_that_does_not_parse_or_cannot_be_written_back_is_a_bad_timestamp
 
 
 def test_good_records_keep_their_batch_positions_around_bad_ones():
-    batch = [payload(station="a", temp=1.0), b"junk", payload(station="b", temp=2.0, humidity=20),
-             payload(temp="x"), payload(station="c", temp=3.0), None]
+    batch = [
+        payload(station="a", temp=1.0),
+        b"junk",
+        payload(station="b", temp=2.0, humidity=20),
+        payload(temp="x"),
+        payload(station="c", temp=3.0),
+        None,
+    ]
     observations, rejected = records.decode(batch, FMT)
     assert observations.keys == ("a", "b", "c")
     assert observations.positions.tolist() == [0, 2, 4]
     assert observations.values.tolist() == [[1.0, 40.0], [2.0, 20.0], [3.0, 40.0]]
     assert [(r.position, r.reason) for r in rejected] == [
-        (1, records.MALFORMED), (3, records.WRONG_TYPE), (5, records.MALFORMED)]
+        (1, records.MALFORMED),
+        (3, records.WRONG_TYPE),
+        (5, records.MALFORMED),
+    ]
 
 
 def test_observations_are_typed_columns():
@@ -193,8 +229,14 @@ def test_a_format_without_covariates_reads_only_the_target():
 
 
 def test_a_forecast_encodes_to_the_documented_json():
-    forecast = Forecast(series="KGSO", time=NOON, issued_at=NOON + 1.5, model_version=3,
-                        times=[NOON + 3600, NOON + 7200], values=[np.float32(22.5), 23.25])
+    forecast = Forecast(
+        series="KGSO",
+        time=NOON,
+        issued_at=NOON + 1.5,
+        model_version=3,
+        times=[NOON + 3600, NOON + 7200],
+        values=[np.float32(22.5), 23.25],
+    )
     document = json.loads(records.encode(forecast, "weather", "temp"))
     assert document == {
         "series": "KGSO",
@@ -211,8 +253,15 @@ def test_a_forecast_encodes_to_the_documented_json():
 
 
 def test_quantile_forecasts_are_keyed_by_their_level():
-    forecast = Forecast(series="a", time=NOON, issued_at=NOON, model_version=1, times=[NOON + 60, NOON + 120],
-                        values=[1.0, 2.0], quantiles={0.1: [0.5, 1.0], 0.9: [np.float32(1.5), 3.0]})
+    forecast = Forecast(
+        series="a",
+        time=NOON,
+        issued_at=NOON,
+        model_version=1,
+        times=[NOON + 60, NOON + 120],
+        values=[1.0, 2.0],
+        quantiles={0.1: [0.5, 1.0], 0.9: [np.float32(1.5), 3.0]},
+    )
     document = json.loads(records.encode(forecast, "p", "y"))
     assert document["quantiles"] == {"0.1": [0.5, 1.0], "0.9": [1.5, 3.0]}
 

@@ -2,13 +2,13 @@
 
 import calendar
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from forecaster.serving import records
 from forecaster.config import RecordFormat
+from forecaster.serving import records
 from forecaster.serving.engine import Forecasts
 from forecaster.serving.records import Forecast, Origin
 
@@ -42,7 +42,10 @@ def test_each_bad_element_of_a_batch_message_is_rejected_on_its_own():
     observations, rejected = records.decode(batch, FMT)
     assert observations.keys == ("a", "c")
     assert [(r.position, r.reason) for r in rejected] == [
-        (1, records.WRONG_TYPE), (2, records.MALFORMED), (4, records.MISSING_FIELD)]
+        (1, records.WRONG_TYPE),
+        (2, records.MALFORMED),
+        (4, records.MISSING_FIELD),
+    ]
     assert [records.origins(batch)[r.position] for r in rejected] == [Origin(0, 1), Origin(0, 2), Origin(0, 4)]
 
 
@@ -82,25 +85,48 @@ def test_an_elements_payload_is_its_json_on_its_own():
 
 def reference(forecast: Forecast, pipeline: str, target: str) -> bytes:
     """The documented forecast record, written the plain way: a dict, datetime.isoformat, json.dumps."""
-    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat()  # noqa: E731
-    document = {"series": forecast.series, "pipeline": pipeline, "target": target, "time": iso(forecast.time),
-                "issued_at": iso(forecast.issued_at), "model_version": forecast.model_version,
-                "horizon": len(forecast.values), "times": [iso(t) for t in forecast.times],
-                "values": [float(v) for v in forecast.values]}
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat()  # noqa: E731
+    document = {
+        "series": forecast.series,
+        "pipeline": pipeline,
+        "target": target,
+        "time": iso(forecast.time),
+        "issued_at": iso(forecast.issued_at),
+        "model_version": forecast.model_version,
+        "horizon": len(forecast.values),
+        "times": [iso(t) for t in forecast.times],
+        "values": [float(v) for v in forecast.values],
+    }
     if forecast.quantiles:
         document["quantiles"] = {f"{level:g}": [float(v) for v in vs] for level, vs in forecast.quantiles.items()}
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-EDGE_TIMES = [0.0, -1.0, -0.5, 1.5e9 + 0.5, 1.5e9 + 1e-7, 1.5e9 + 0.0000005, 1.5e9 + 0.0000015, -62135596800.0,
-              253402300799.0, 253402300798.999999, NOON + 1 / 3, -1e-7]
+EDGE_TIMES = [
+    0.0,
+    -1.0,
+    -0.5,
+    1.5e9 + 0.5,
+    1.5e9 + 1e-7,
+    1.5e9 + 0.0000005,
+    1.5e9 + 0.0000015,
+    -62135596800.0,
+    253402300799.0,
+    253402300798.999999,
+    NOON + 1 / 3,
+    -1e-7,
+]
 
 
 def test_many_times_are_written_as_datetime_writes_each():
     rng = np.random.default_rng(0)
-    epochs = np.r_[EDGE_TIMES, rng.uniform(-6e10, 2.5e11, 2000), np.round(rng.uniform(0, 2e9, 500)),
-                   np.round(rng.uniform(0, 2e9, 500), 6)]
-    assert records.format_times(epochs) == [datetime.fromtimestamp(t, timezone.utc).isoformat() for t in epochs.tolist()]
+    epochs = np.r_[
+        EDGE_TIMES,
+        rng.uniform(-6e10, 2.5e11, 2000),
+        np.round(rng.uniform(0, 2e9, 500)),
+        np.round(rng.uniform(0, 2e9, 500), 6),
+    ]
+    assert records.format_times(epochs) == [datetime.fromtimestamp(t, UTC).isoformat() for t in epochs.tolist()]
     assert records.format_time(NOON) == "2024-03-10T12:30:00+00:00"
 
 
@@ -111,9 +137,14 @@ def forecasts(rng, m: int, horizon: int, quantiles: bool = False, shared_time: b
         values[0, 0] = np.nan
     return Forecasts(
         keys=tuple(rng.choice(["KGSO", "Zürich", 'q"uote', "\u6771\u4eac", "s\\1", "\ud83d\ude00"], m)),
-        times=times, horizon_times=times[:, None] + 1800.0 * np.arange(1, horizon + 1), values=values,
-        positions=np.arange(m), issued_at=NOON + 0.123456, model_version=7,
-        quantiles={0.1: values - 1, 0.9: values + np.float32(0.5)} if quantiles else None)
+        times=times,
+        horizon_times=times[:, None] + 1800.0 * np.arange(1, horizon + 1),
+        values=values,
+        positions=np.arange(m),
+        issued_at=NOON + 0.123456,
+        model_version=7,
+        quantiles={0.1: values - 1, 0.9: values + np.float32(0.5)} if quantiles else None,
+    )
 
 
 @pytest.mark.parametrize("quantiles", [False, True], ids=["points", "quantiles"])

@@ -102,15 +102,20 @@ def test_a_constant_series_has_a_std_floor_relative_to_its_level():
 
 
 def test_std_is_the_square_root_of_the_variance_above_the_floor():
-    moments = Moments(mean=torch.tensor([[10.0]], dtype=torch.float64), var=torch.tensor([[4.0]], dtype=torch.float64),
-                      count=torch.tensor([5.0], dtype=torch.float64))
+    moments = Moments(
+        mean=torch.tensor([[10.0]], dtype=torch.float64),
+        var=torch.tensor([[4.0]], dtype=torch.float64),
+        count=torch.tensor([5.0], dtype=torch.float64),
+    )
     assert std(moments).tolist() == [[2.0]]
 
 
 def test_scale_standardises_and_clips():
-    moments = Moments(mean=torch.tensor([[10.0, 0.0]] * 3, dtype=torch.float64),
-                      var=torch.tensor([[4.0, 1.0]] * 3, dtype=torch.float64),
-                      count=torch.tensor([9.0] * 3, dtype=torch.float64))
+    moments = Moments(
+        mean=torch.tensor([[10.0, 0.0]] * 3, dtype=torch.float64),
+        var=torch.tensor([[4.0, 1.0]] * 3, dtype=torch.float64),
+        count=torch.tensor([9.0] * 3, dtype=torch.float64),
+    )
     x = torch.tensor([[12.0, -1.5], [1000.0, 3.0], [-1000.0, -3.0]], dtype=torch.float64)
     assert scale(moments, x, clip=2.5).tolist() == [[1.0, -1.5], [2.5, 2.5], [-2.5, -2.5]]
 
@@ -120,19 +125,22 @@ def test_a_batched_update_equals_updating_each_series_alone():
     alpha = decay(5.0)
     together = run(x, alpha)[-1]
     for i in range(x.shape[1]):
-        alone = run(x[:, i:i + 1], alpha)[-1]
-        assert torch.equal(together.mean[i:i + 1], alone.mean)
-        assert torch.equal(together.var[i:i + 1], alone.var)
-        assert torch.equal(together.count[i:i + 1], alone.count)
+        alone = run(x[:, i : i + 1], alpha)[-1]
+        assert torch.equal(together.mean[i : i + 1], alone.mean)
+        assert torch.equal(together.var[i : i + 1], alone.var)
+        assert torch.equal(together.count[i : i + 1], alone.count)
 
 
 def test_series_at_different_counts_update_together_as_they_would_alone():
     x = series(T=12, n=2)
     alpha = decay(5.0)
-    warm = run(x[:10, :1], alpha)[-1]          # series 0 has seen 10 observations
+    warm = run(x[:10, :1], alpha)[-1]  # series 0 has seen 10 observations
     fresh = Moments.zeros(1, 2, dtype=torch.float64)  # series 1 none
-    batch = Moments(mean=torch.cat([warm.mean, fresh.mean]), var=torch.cat([warm.var, fresh.var]),
-                    count=torch.cat([warm.count, fresh.count]))
+    batch = Moments(
+        mean=torch.cat([warm.mean, fresh.mean]),
+        var=torch.cat([warm.var, fresh.var]),
+        count=torch.cat([warm.count, fresh.count]),
+    )
     x_t = torch.from_numpy(np.stack([x[10, 0], x[0, 1]]))
     together = update(batch, x_t, alpha)
     assert torch.equal(together.mean[:1], update(warm, x_t[:1], alpha).mean)

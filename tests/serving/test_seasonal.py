@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from forecaster.serving import seasonal
-from forecaster.learning import tbptt
-from forecaster.serving.engine import Engine
-from forecaster.build import model_spec, seeded_model
+from forecaster.build import load_model, model_spec, save_model, seeded_model
 from forecaster.errors import ForecasterError
-from forecaster.build import load_model, save_model
+from forecaster.learning import tbptt
+from forecaster.serving import seasonal
+from forecaster.serving.engine import Engine
 from forecaster.serving.seasonal import SeasonRing
 
 from support import make_pipeline, observations
@@ -37,8 +36,9 @@ def test_the_ring_gives_each_step_its_difference_and_the_shifts_to_last_seasons_
     for t in range(len(y)):
         z, shift = ring.step(slots, torch.as_tensor(y[t]), HORIZON)
         np.testing.assert_allclose(z.numpy(), seasonal.difference(y, PERIOD)[t])
-        expected = [[back(y[:, s], t, PERIOD - h) - back(y[:, s], t, PERIOD) for h in range(1, HORIZON + 1)]
-                    for s in range(2)]
+        expected = [
+            [back(y[:, s], t, PERIOD - h) - back(y[:, s], t, PERIOD) for h in range(1, HORIZON + 1)] for s in range(2)
+        ]
         np.testing.assert_allclose(shift.numpy(), expected)
 
 
@@ -87,8 +87,9 @@ def test_a_grown_or_restored_ring_continues_exactly():
 
 def last_season_at_todays_level(y: np.ndarray) -> np.ndarray:
     """(T, HORIZON): y[t] + y[t + h - P] - y[t - P], what a network that outputs nothing forecasts."""
-    return np.array([[y[t] + back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)]
-                     for t in range(len(y))])
+    return np.array(
+        [[y[t] + back(y, t, PERIOD - h) - back(y, t, PERIOD) for h in range(1, HORIZON + 1)] for t in range(len(y))]
+    )
 
 
 def seasonal_pipeline(**kwargs):
@@ -123,7 +124,11 @@ def test_training_prepares_the_differenced_inputs_and_targets_the_engine_uses():
 
     z = seasonal.difference(y.astype(np.float32).astype(np.float64), PERIOD)
     np.testing.assert_allclose(prepared.actual.numpy(), z)
-    np.testing.assert_allclose(prepared.targets[:-HORIZON, 0].numpy(), (z[1:-HORIZON + 1] - z[:-HORIZON]) / prepared.std[:-HORIZON].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        prepared.targets[:-HORIZON, 0].numpy(),
+        (z[1 : -HORIZON + 1] - z[:-HORIZON]) / prepared.std[:-HORIZON].numpy(),
+        rtol=1e-5,
+    )
     with torch.no_grad():
         outputs, _ = model(prepared.inputs.unsqueeze(1), model.initial_state(1))
         head = model.head(outputs, prepared.inputs.unsqueeze(1))[:, 0, :HORIZON]
@@ -163,15 +168,18 @@ def take(batch, rows):
 
 def test_the_retraining_buffer_keeps_the_difference_so_rounds_learn_what_the_network_forecasts():
     pipeline = seasonal_pipeline()
-    pipeline = dataclasses.replace(pipeline, retraining=dataclasses.replace(pipeline.retraining, enabled=True, buffer=64,
-                                                                            holdout=8),
-                                   training=dataclasses.replace(pipeline.training, window=16, chunk=8))
+    pipeline = dataclasses.replace(
+        pipeline,
+        retraining=dataclasses.replace(pipeline.retraining, enabled=True, buffer=64, holdout=8),
+        training=dataclasses.replace(pipeline.training, window=16, chunk=8),
+    )
     engine = Engine(pipeline, seeded_model(pipeline))
     batch, y = series(length=40)
     engine.step(batch, now=0.0)
     _, actual, _, valid = engine.buffer.read(torch.tensor([0]))
-    np.testing.assert_allclose(actual[valid].numpy(), seasonal.difference(y.astype(np.float32).astype(np.float64), PERIOD),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        actual[valid].numpy(), seasonal.difference(y.astype(np.float32).astype(np.float64), PERIOD), rtol=1e-6
+    )
 
 
 def test_weights_trained_without_a_season_are_refused_by_a_pipeline_with_one(tmp_path):

@@ -58,19 +58,19 @@ def test_a_window_must_hold_at_least_one_value():
 def test_skill_scores_absolute_errors_of_model_and_naive():
     skill = Skill(window=10)
     skill.add(np.array([10.0, 20.0]), np.array([11.0, 17.0]), np.array([8.0, 20.0]))
-    assert skill.model.value == 2.0   # |10-11|, |20-17|
-    assert skill.naive.value == 1.0   # |10-8|, |20-20|
+    assert skill.model.value == 2.0  # |10-11|, |20-17|
+    assert skill.naive.value == 1.0  # |10-8|, |20-20|
 
 
 def test_skill_ignores_pairs_where_either_forecast_is_missing():
     skill = Skill(window=10)
     actual = np.array([10.0, 20.0, 30.0, 40.0])
-    model = np.array([np.nan, 21.0, 33.0, 40.0])   # a series' first observation has no forecast yet
+    model = np.array([np.nan, 21.0, 33.0, 40.0])  # a series' first observation has no forecast yet
     naive = np.array([np.nan, 18.0, np.nan, 44.0])
     skill.add(actual, model, naive)
     assert (skill.model.count, skill.naive.count) == (2, 2)  # only the 2nd and 4th pairs are scored
-    assert skill.model.value == 0.5   # |20-21|, |40-40|
-    assert skill.naive.value == 3.0   # |20-18|, |40-44|
+    assert skill.model.value == 0.5  # |20-21|, |40-40|
+    assert skill.naive.value == 3.0  # |20-18|, |40-44|
 
 
 def test_skill_with_only_unscored_pairs_stays_nan():

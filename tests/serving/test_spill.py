@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from forecaster import build
-from forecaster.serving.engine import Engine
 from forecaster.build import seeded_model
+from forecaster.serving.engine import Engine
 from forecaster.serving.spill import DiskSpill, MemorySpill
 
 from support import make_pipeline, observations
@@ -26,8 +26,11 @@ def rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_spill(kind: str, tmp_path):
-    return {"memory": lambda: MemorySpill(WIDE, 3), "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", WIDE, 3),
-            "none": lambda: None}[kind]()
+    return {
+        "memory": lambda: MemorySpill(WIDE, 3),
+        "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", WIDE, 3),
+        "none": lambda: None,
+    }[kind]()
 
 
 # --- the spills on their own ---------------------------------------------------------------------
@@ -112,7 +115,9 @@ HOUR = 3600.0
 
 def forecasts_of_a(engine: Engine, hours: range) -> np.ndarray:
     times = [1.7e9 + HOUR * h for h in hours]
-    forecasts, rejected = engine.step(observations(["a"] * len(times), times, [10.0 + np.sin(h) for h in hours]), now=0.0)
+    forecasts, rejected = engine.step(
+        observations(["a"] * len(times), times, [10.0 + np.sin(h) for h in hours]), now=0.0
+    )
     assert rejected == []
     return forecasts.values
 
@@ -121,13 +126,16 @@ def run(spill: str, flood: bool, device, tmp_path) -> tuple[np.ndarray, Engine]:
     """Series "a" before and after an optional flood of 10 x max_series new keys."""
     max_series = 8
     pipeline = dataclasses.replace(make_pipeline(max_series=max_series), spill=spill)
-    engine = build.engine(pipeline, seeded_model(pipeline), device, spill_path=tmp_path / f"{spill}-{flood}" / "spill.sqlite")
+    engine = build.engine(
+        pipeline, seeded_model(pipeline), device, spill_path=tmp_path / f"{spill}-{flood}" / "spill.sqlite"
+    )
     before = forecasts_of_a(engine, range(0, 6))
     if flood:
         for batch in range(10):
             keys = [f"flood-{batch}-{i}" for i in range(max_series)]
-            forecasts, rejected = engine.step(observations(keys, [1.7e9 + 5 * HOUR] * max_series,
-                                                           np.linspace(-1e6, 1e6, max_series)), now=0.0)
+            forecasts, rejected = engine.step(
+                observations(keys, [1.7e9 + 5 * HOUR] * max_series, np.linspace(-1e6, 1e6, max_series)), now=0.0
+            )
             assert rejected == [] and len(forecasts) == max_series
         # the first batch fills the 7 free slots and evicts "a"; each later one evicts the batch before it
         assert "a" not in engine.store and engine.store.evictions == 1 + 9 * max_series

@@ -13,15 +13,23 @@ from forecaster.serving.state import REFUSED, StateStore
 
 
 def store(device="cpu", max_series=100, initial_capacity=2, layers=2, width=3, features=2):
-    return StateStore(layers=layers, width=width, features=features, max_series=max_series,
-                      device=device, initial_capacity=initial_capacity)
+    return StateStore(
+        layers=layers,
+        width=width,
+        features=features,
+        max_series=max_series,
+        device=device,
+        initial_capacity=initial_capacity,
+    )
 
 
 def write(s: StateStore, keys, value):
     """Give each key's slot a recognisable state and moments."""
     slots = torch.as_tensor(s.slots(keys), device=s.device)
     state, moments = s.gather(slots)
-    s.scatter(slots, torch.full_like(state, value), Moments(moments.mean + value, moments.var + value, moments.count + 1))
+    s.scatter(
+        slots, torch.full_like(state, value), Moments(moments.mean + value, moments.var + value, moments.count + 1)
+    )
 
 
 def read(s: StateStore, key):
@@ -58,7 +66,7 @@ def test_growth_stops_at_max_series_and_evicts_the_least_recently_seen(device):
     write(s, ["old"], 1.0)
     write(s, ["mid"], 2.0)
     write(s, ["new"], 3.0)
-    s.slots(["old"])            # "old" is seen again: "mid" is now the least recent
+    s.slots(["old"])  # "old" is seen again: "mid" is now the least recent
     s.slots(["newest"])
     assert s.capacity == 3 and len(s) == 3
     assert "mid" not in s and {"old", "new", "newest"} <= {s.key(i) for i in range(3)}
@@ -136,12 +144,21 @@ WIDE = LAYERS * WIDTH + 2 * FEATURES + 1  # a spilled row: state, mean, var, cou
 
 
 def make_spill(kind: str, tmp_path):
-    return {"memory": lambda: MemorySpill(WIDE, 3), "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", WIDE, 3)}[kind]()
+    return {"memory": lambda: MemorySpill(WIDE, 3), "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", WIDE, 3)}[
+        kind
+    ]()
 
 
 def make_store(spill, device="cpu", max_series=2) -> StateStore:
-    return StateStore(layers=LAYERS, width=WIDTH, features=FEATURES, max_series=max_series, device=device,
-                      initial_capacity=1, spill=spill)
+    return StateStore(
+        layers=LAYERS,
+        width=WIDTH,
+        features=FEATURES,
+        max_series=max_series,
+        device=device,
+        initial_capacity=1,
+        spill=spill,
+    )
 
 
 def fill(store: StateStore, key: str, seed: int) -> None:
@@ -149,7 +166,9 @@ def fill(store: StateStore, key: str, seed: int) -> None:
     slot = torch.as_tensor(store.slots([key]), device=store.device)
     g = torch.Generator().manual_seed(seed)
     state = torch.randn(LAYERS, 1, WIDTH, generator=g)
-    moments = Moments(torch.randn(1, FEATURES, generator=g), torch.rand(1, FEATURES, generator=g), torch.tensor([seed + 3.0]))
+    moments = Moments(
+        torch.randn(1, FEATURES, generator=g), torch.rand(1, FEATURES, generator=g), torch.tensor([seed + 3.0])
+    )
     store.scatter(slot, state.to(store.device), Moments(*(t.to(store.device) for t in dataclasses.astuple(moments))))
     s = int(slot)
     store.last_time[s], store.last_value[s], store.last_forecast[s] = 1.7e9 + seed, np.pi * seed, -np.e * seed
@@ -160,8 +179,13 @@ def state_of(store: StateStore, key: str) -> dict:
     slot = store.slots([key])
     state, moments = store.gather(torch.as_tensor(slot, device=store.device))
     s = int(slot[0])
-    return {"state": state.cpu(), "mean": moments.mean.cpu(), "var": moments.var.cpu(), "count": moments.count.cpu(),
-            "host": (store.last_time[s], store.last_value[s], store.last_forecast[s])}
+    return {
+        "state": state.cpu(),
+        "mean": moments.mean.cpu(),
+        "var": moments.var.cpu(),
+        "count": moments.count.cpu(),
+        "host": (store.last_time[s], store.last_value[s], store.last_forecast[s]),
+    }
 
 
 def assert_state_equal(got: dict, expected: dict) -> None:

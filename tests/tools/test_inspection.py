@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from forecaster.build import seeded_model
 from forecaster.config import Retraining, Training
 from forecaster.serving.engine import Engine
-from forecaster.build import seeded_model
 from forecaster.tools.inspection import series_view
 
 from support import make_pipeline, observations, random_walks
@@ -26,12 +26,18 @@ def engine_after_walks(pipeline) -> tuple[Engine, dict]:
     return engine, latest
 
 
-@pytest.mark.parametrize("highway, season", [(False, None), (True, None), (False, 4), (True, 6)],
-                         ids=["plain", "highway", "season", "highway-season"])
+@pytest.mark.parametrize(
+    "highway, season",
+    [(False, None), (True, None), (False, 4), (True, 6)],
+    ids=["plain", "highway", "season", "highway-season"],
+)
 def test_the_view_gives_the_forecast_the_engine_emitted(highway, season):
     pipeline = make_pipeline(highway=highway, season=season)
-    pipeline = dataclasses.replace(pipeline, training=Training(window=8, chunk=4),
-                                   retraining=Retraining(enabled=True, buffer=16, holdout=4, resync_steps=16))
+    pipeline = dataclasses.replace(
+        pipeline,
+        training=Training(window=8, chunk=4),
+        retraining=Retraining(enabled=True, buffer=16, holdout=4, resync_steps=16),
+    )
     engine, latest = engine_after_walks(pipeline)
 
     view = series_view(engine, "s1")

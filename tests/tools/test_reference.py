@@ -12,7 +12,8 @@ CONFIGURATION_PAGE = Path(__file__).resolve().parents[2] / "docs" / "configurati
 def test_the_configuration_page_reference_matches_the_schema():
     assert reference.embedded(CONFIGURATION_PAGE.read_text()) == reference.markdown(), (
         "docs/configuration.md's configuration reference is stale: "
-        "run `python -m forecaster.tools.reference --write docs/configuration.md`")
+        "run `python -m forecaster.tools.reference --write docs/configuration.md`"
+    )
 
 
 def test_every_configuration_key_is_in_the_reference():
