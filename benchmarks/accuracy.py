@@ -46,6 +46,8 @@ with `tbptt.fit` on the leading part only (first 20% for ETT, first half otherwi
   run is deterministic. The buffers hold only rows already learnt: no training target is
   later than the newest row (tests/benchmarks/test_accuracy_online.py alters the rows after an
   origin and checks that no forecast up to it changes).
+- forecaster_network: the same network and retraining, serving the network alone, without the
+  online combination with the simple experts (serving/combination.py) that the daemon serves.
 - forecaster_no_resync: the same, promoting without re-synchronising the states.
 - forecaster_gru, forecaster_lstm: the same with the other cell (pretrained the same way);
   the one naming the dataset's own cell is "forecaster" and is not run twice.
@@ -125,7 +127,17 @@ import torch
 import yaml
 
 from forecaster.build import seeded_model
-from forecaster.config import Calendar, Intervals, ModelConfig, Pipeline, RecordFormat, Retraining, Scaling, Training
+from forecaster.config import (
+    Calendar,
+    Combination,
+    Intervals,
+    ModelConfig,
+    Pipeline,
+    RecordFormat,
+    Retraining,
+    Scaling,
+    Training,
+)
 from forecaster.evaluation import baselines, prequential, scores
 from forecaster.evaluation.network import EngineMethod, Lags, OnlineMethod, observations
 from forecaster.evaluation.prequential import Stream
@@ -139,7 +151,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO / "benchmarks" / "results"
 BASELINES = ("persistence", "seasonal_naive", "seasonal_level", "ets", "snarimax")
-METHODS = BASELINES + ("frozen_offline", "forecaster", "forecaster_no_resync", "forecaster_gru", "forecaster_lstm")
+METHODS = BASELINES + (
+    "frozen_offline",
+    "forecaster",
+    "forecaster_network",
+    "forecaster_no_resync",
+    "forecaster_gru",
+    "forecaster_lstm",
+)
 HOURLY = Calendar(hour_of_day=True, day_of_week=True)
 
 
@@ -420,6 +439,7 @@ def pipeline(
     online_: bool = False,
     every: int | None = None,
     resync: bool = True,
+    combine: bool = True,
 ) -> Pipeline:
     """The forecaster's pipeline for a dataset, built as config.load would."""
     net = protocol.network
@@ -473,6 +493,7 @@ def pipeline(
             calibration_rounds=net.calibration_rounds,
         ),
         intervals=Intervals(tracking_rate=net.tracking_rate),
+        combination=Combination(enabled=combine),
     )
 
 
@@ -481,6 +502,7 @@ VARIANT_OF = {
     "frozen_offline": "frozen_offline",
     "forecaster": "online",
     "forecaster_no_resync": "online_no_resync",
+    "forecaster_network": "online_network",
     "forecaster_gru": "online_gru",
     "forecaster_lstm": "online_lstm",
 }
@@ -493,7 +515,9 @@ def forecaster_method(
 
     Every variant starts from seeded weights pretrained with tbptt.fit on the leading part
     only (first 20% for ETT, first half otherwise). "frozen_offline" then keeps them;
-    "online" retrains as the daemon does (OnlineMethod); "online_no_resync" promotes
+    "online" retrains as the daemon does (OnlineMethod) and serves the online combination of the network
+    with the simple experts, as the daemon does by default; "online_network" serves the network alone;
+    "online_no_resync" promotes
     without re-synchronising the states; "online_gru" and "online_lstm" retrain a network
     of that cell, pretrained the same way. `rounds_factor` spaces rounds further apart.
     """
@@ -504,7 +528,15 @@ def forecaster_method(
     online_ = variant != "frozen_offline"
     every = protocol.network.every * rounds_factor
     the_pipeline = pipeline(
-        protocol, horizon, stream, steps, cell=cell, online_=online_, every=every, resync=variant != "online_no_resync"
+        protocol,
+        horizon,
+        stream,
+        steps,
+        cell=cell,
+        online_=online_,
+        every=every,
+        resync=variant != "online_no_resync",
+        combine=variant != "online_network",
     )
     weights, seconds, reused = pretrained(dataset, horizon, the_pipeline.model.cell, the_pipeline.training.steps)
     model = seeded_model(the_pipeline)

@@ -13,12 +13,14 @@ lost) and every series' state ends up exactly as if nothing had happened.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -165,8 +167,11 @@ class PipelineWorker:
             self._retrain(0)
             return 0
         received = time.monotonic()
-        observations, bad = records.decode(
-            [r.value for r in polled], self.pipeline.record, self.pipeline.limits, time.time()
+        payloads = [r.value for r in polled]
+        observations, bad = records.decode(payloads, self.pipeline.record, self.pipeline.limits, time.time())
+        partitions = np.fromiter((r.partition for r in polled), np.int64, len(polled))
+        observations = dataclasses.replace(
+            observations, partitions=partitions[records.messages_of(payloads)[observations.positions]]
         )
         started = time.perf_counter()
         forecasts, refused = self.engine.step(observations, time.time())
@@ -335,6 +340,10 @@ class PipelineWorker:
             widening = self.engine.widening
             m.interval_shift.labels(name, "conformal").set(0.0 if widening is None else float(widening.mean()))
             m.interval_shift.labels(name, "tracking").set(float(self.engine.tracked.mean()))
+        combination = self.engine.combination
+        if combination is not None:
+            for expert, weight in zip(combination.names, combination.mean_weights().mean(axis=0)):
+                m.combination_weight.labels(name, expert).set(float(weight))
         m.consumer_lag.labels(name).set(self.source.lag())
 
     def _watch_contact(self) -> None:

@@ -247,6 +247,16 @@ def cmd_inspect(args) -> int:
                 f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
                 f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})"
             )
+        if engine.combination is not None:
+            weights = engine.combination.mean_weights()
+            print(
+                f"  combination weights over {len(engine.combination.learners)} partitions (mean over steps; "
+                "step 1 / last): "
+                + ", ".join(
+                    f"{name} {w:.2f} ({first:.2f} / {last:.2f})"
+                    for name, w, first, last in zip(engine.combination.names, weights.mean(0), weights[0], weights[-1])
+                )
+            )
         if args.series is not None and args.series in engine.store:
             found_series = True
             view = series_view(engine, args.series)
@@ -257,8 +267,9 @@ def cmd_inspect(args) -> int:
             )
             if not view.forecast_values:
                 print(
-                    "  latest forecast: not kept (model.highway reads the newest inputs, which the engine "
-                    "keeps only in the window buffer, with retraining on)"
+                    "  latest forecast: not rebuilt (model.highway reads the newest inputs, kept only with retraining "
+                    "on; "
+                    "with several input partitions, the series' combination weights are not known here)"
                 )
             else:
                 print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")

@@ -293,6 +293,31 @@ class Intervals:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Combination:
+    """The forecast served: the network combined online with simple experts, per horizon step (combination.py)."""
+
+    enabled: bool = setting(
+        True,
+        doc="serve, per horizon step, a weighted mean of the network, the last value, the seasonal naive and its "
+        "today's-level form for each season of the cadence (day, week), and an online linear model, with weights "
+        "learnt online from matured targets (ML-Poly); false: the network alone",
+    )
+    scored_series: int = setting(
+        256,
+        doc="the pipeline's weights are learnt from the matured targets of this many series (the first slots), "
+        "each keeping its last horizon forecasts of every expert until scored (about 4 x experts x horizon^2 bytes "
+        "a series)",
+        check=positive_int,
+    )
+    discount: float = setting(
+        0.9999,
+        doc="per round (about one step of every series), how much of the weights' and the linear expert's past "
+        "evidence is kept, so they follow a network that improves (0.9999: a memory of about 10,000 rounds)",
+        check=probability,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
@@ -336,6 +361,7 @@ class Pipeline:
     training: Training = setting(Training(), doc="offline pretraining, and the optimiser of online retraining")
     retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
     intervals: Intervals = setting(Intervals(), doc="calibration of the forecast intervals while serving")
+    combination: Combination = setting(Combination(), doc="the network combined online with simple experts")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:

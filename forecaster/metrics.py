@@ -150,6 +150,13 @@ class Metrics:
             p + ["source"],
             registry=registry,
         )
+        self.combination_weight = Gauge(
+            "forecaster_combination_weight",
+            "The weight of each expert in the forecasts served (the online combination), averaged over the horizon "
+            "steps; expert=network for the recurrent network.",
+            p + ["expert"],
+            registry=registry,
+        )
         self.up = Gauge(
             "forecaster_pipeline_up",
             "1 while the pipeline is assigned partitions and in contact with Kafka.",

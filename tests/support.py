@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from forecaster.build import seeded_model
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat, Retraining, Training
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -31,9 +31,11 @@ def make_pipeline(
     calendar=Calendar(hour_of_day=True, day_of_week=True),
     cadence="1h",
     spill="memory",
+    combination=False,
     **model,
 ) -> Pipeline:
-    """A small pipeline with seeded weights, as config.load would build it."""
+    """A small pipeline with seeded weights, as config.load would build it; the network alone unless
+    `combination` (the tests of the network's path compare with its own arithmetic)."""
     return Pipeline(
         name="test",
         input_topic="in",
@@ -46,6 +48,7 @@ def make_pipeline(
         emit=emit,
         max_series=max_series,
         spill=spill,
+        combination=Combination(enabled=combination),
         model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
     )
 

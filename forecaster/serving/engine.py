@@ -31,6 +31,7 @@ from forecaster.config import Pipeline
 from forecaster.serving import damping, records, scaling
 from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import calendar_features, horizon_times
+from forecaster.serving.combination import Combination, step_numbers
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.intervals import IntervalHistory, track
 from forecaster.serving.model import Forecaster, ModelSpec
@@ -189,6 +190,12 @@ class Engine:
         if model.spec.quantiles:
             self.intervals = IntervalHistory(pipeline.horizon if pipeline.intervals.tracking_rate else 1)
             self.store.attach("interval", self.intervals)
+        self.combination: Combination | None = None  # the network and simple experts, weighted per step
+        if pipeline.combination.enabled:
+            combine = pipeline.combination
+            self.combination = Combination(pipeline.cadence, pipeline.horizon, combine.scored_series, combine.discount)
+            self.store.attach("history", self.combination.history)
+            self.store.attach("pending", self.combination.pending)
 
     def mean_damping(self) -> float:
         """The mean damping factor over the series held (1.0 with none, or with damping off)."""
@@ -243,6 +250,7 @@ class Engine:
             "store": self.store.snapshot(),
             "widenings": [w.cpu() for w in self._widenings],
             "tracked": torch.from_numpy(self.tracked.copy()),
+            "combination": None if self.combination is None else self.combination.snapshot(),
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -257,6 +265,8 @@ class Engine:
         self.calibrate(None)
         for widening in snapshot["widenings"]:
             self.calibrate(widening)
+        if self.combination is not None and snapshot["combination"] is not None:  # else the weights start afresh
+            self.combination.restore(snapshot["combination"])
 
     @torch.no_grad()
     def step(self, observations: Observations, now: float) -> tuple[Forecasts, list[Rejected]]:
@@ -270,6 +280,10 @@ class Engine:
         actual = observations.values[order, 0]
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
+        if self.combination is not None:  # the quantiles move with the point forecast
+            combined = self._combine(slots[order], observations, order, the_plan.waves, actual, forecast)
+            quantiles = None if quantiles is None else quantiles + (combined - forecast)[:, None, :]
+            forecast = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
             self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
@@ -277,6 +291,35 @@ class Engine:
         return self._forecasts(
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
         ), rejected
+
+    def _combine(self, slots, observations: Observations, order, waves, actual, network) -> np.ndarray:
+        """The combination's forecasts (n, horizon) for rows in (series, time) order.
+
+        Each partition's rows go in its own order, an epoch of its learner at a time, and within
+        an epoch wave after wave, so a series' later record is scored and forecast after its earlier one.
+        """
+        steps = step_numbers(observations.times[order], observations.local_times[order], self.pipeline.cadence)
+        partitions = (
+            np.zeros(len(order), np.int64) if observations.partitions is None else observations.partitions[order]
+        )
+        combined = np.empty_like(network)
+        for partition in np.unique(partitions).tolist():
+            mine = np.flatnonzero(partitions == partition)  # in (series, time) order
+            arrival = mine[np.argsort(observations.positions[order[mine]], kind="stable")]
+            learner, start = self.combination.learner(partition), 0
+            while start < len(arrival):
+                take = min(len(arrival) - start, learner.remaining())
+                epoch = np.sort(arrival[start : start + take])  # back in (series, time) order
+                by_wave, bounds = _wave_order(_ranks(slots[epoch]))
+                rows = epoch if by_wave is None else epoch[by_wave]
+                for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                    wave = rows[a:b]
+                    combined[wave] = self.combination.step(
+                        partition, slots[wave], steps[wave], actual[wave], network[wave]
+                    )
+                learner.count(take)
+                start += take
+        return combined
 
     def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
         """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
@@ -405,6 +448,14 @@ class Engine:
             model_version=self.model_version,
             quantiles=None if quantiles is None else dict(zip(self.model.spec.quantiles, quantiles.transpose(1, 0, 2))),
         )
+
+
+def _ranks(slots: np.ndarray) -> np.ndarray:
+    """Each row's rank among the rows of its slot, for rows grouped by slot: the wave it belongs to."""
+    if not len(slots):
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
+    return np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
 
 
 def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:

@@ -48,6 +48,9 @@ class Observations:
     local_times: np.ndarray  # (n,) float64 epoch seconds shifted by the record's UTC offset: for calendar features
     values: np.ndarray  # (n, 1 + covariates) float64: target first, then covariates
     positions: np.ndarray  # (n,) int64: index of each record in the poll batch (see `origins`)
+    # (n,) int64: the input partition each record came from (None: all from one); what the engine
+    # learns across series it learns per partition, in the partition's order (combination.py)
+    partitions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -130,6 +133,14 @@ def origins(payloads: Sequence[bytes | None]) -> list[Origin]:
         documents, batch = _split(payload) if _opens_a_list(payload) else ((None,), False)
         found += [Origin(message, element if batch else None) for element in range(len(documents))]
     return found
+
+
+def messages_of(payloads: Sequence[bytes | None]) -> np.ndarray:
+    """The message of each record position of `decode(payloads)` (int64), as `origins` gives it, quickly
+    when no message is a batch message (each position is then its message)."""
+    if not any(_opens_a_list(payload) for payload in payloads):
+        return np.arange(len(payloads))
+    return np.array([origin.message for origin in origins(payloads)], np.int64)
 
 
 def element_payload(payload: bytes, element: int) -> bytes:

@@ -12,6 +12,7 @@ import torch
 
 from forecaster.serving import damping, scaling
 from forecaster.serving.cadence import horizon_times
+from forecaster.serving.combination import step_numbers
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster
 
@@ -65,7 +66,16 @@ def series_view(engine: Engine, key: str) -> SeriesView:
         if engine.season is not None:  # last season's values, moved to today's level
             deltas = deltas + engine.season.read(slot, engine.pipeline.horizon)[1]
         deltas = deltas.cpu().numpy()[0]
-        values = (last_value + deltas).tolist()
+        values = last_value + deltas
+        learners = {} if engine.combination is None else engine.combination.learners
+        if len(learners) == 1:  # served combined with the simple experts, at the partition's weights now
+            (partition, learner), combination = next(iter(learners.items())), engine.combination
+            step = step_numbers(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence)
+            experts = combination.expert_forecasts(partition, s, step, np.array([last_value]), values[None, :])
+            values = np.einsum("kh,hk->h", experts[0], learner.weights.weights())
+        elif learners:  # which partition the series came from is not kept with it
+            values = np.array([])
+        values = values.tolist()
     return SeriesView(
         key=key,
         last_time=last_time,

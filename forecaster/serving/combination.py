@@ -1,0 +1,469 @@
+"""Online forecast combination: the network and simple experts, weighted per horizon step by how they fare.
+
+A network that has not learnt a series yet, or learnt another one, can lose to what a user
+would do by hand: repeat the last value, or the value one season ago. The engine therefore
+serves, per horizon step h, a weighted mean of experts
+
+    persistence        y[t]
+    seasonal naive     y[t + h - kP]                     for each season P the cadence implies (day, week)
+    seasonal level     y[t + h - kP] + y[t] - y[t - kP]  last season moved to today's level (k = ceil(h / P))
+    online linear      y[t] + s[t] * (a[h] . x[t, h])   a ridge regression on the experts' moves, recent change
+                                                         and distance to the series' mean, refitted as targets mature
+    network            the engine's own forecast
+
+with weights learnt online by ML-Poly (Gaillard, Stoltz & van Erven, 2014, "A second-order bound
+with excess losses"; the `opera` package's default), a parameter-free rule whose regret against
+the best convex combination of the experts grows as the square root of the summed squared
+gradients. It uses the gradient trick on the squared error in units of the series' scale, so
+every series contributes alike, and discounts its sums by `discount` per round, so it follows
+a network that improves (or series that change). Until the weights have seen a target they are
+uniform.
+
+The weights and the linear expert are learnt per input partition (a `Learner`), in the
+partition's own order, one round per epoch of about one record of each of its series: the
+same records give the same weights however the stream was cut into poll batches, so a
+restored checkpoint replays exactly. They learn from the matured targets of the first
+`scored_series` slots (a sample of the series, so the memory for pending forecasts stays
+bounded); every series of the partition is served with them, a new one from its first record.
+Only matured targets are used: a forecast issued at step s for step s + h is scored when the
+observation of step s + h arrives, matched by its time, so a gap leaves the steps it skipped
+unscored rather than scoring against the wrong observation.
+
+Values are looked up by time, not by record: each series keeps its last `length` values in
+a ring indexed by step number (time / cadence, rounded), so a missing observation is missing
+and a seasonal expert whose value one season back is missing serves the last value instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from forecaster.serving.cadence import step_seconds
+
+_DAY, _WEEK = 86_400.0, 604_800.0
+# Seasons longer than this many steps are left out: their history would cost more than it is
+# worth per series (a week of 5-minute steps is 2,016).
+MAX_SEASON = 2016
+# Moves and targets are clipped to this many scales when scored.
+_BOUND = 20.0
+
+
+def seasons(cadence: str) -> tuple[int, ...]:
+    """The seasonal periods, in steps, that a cadence implies: a day and a week where they are whole steps."""
+    if cadence[-1] == "b":  # business days: a week is 5 of them
+        return (5 // int(cadence[:-1]),) if 5 % int(cadence[:-1]) == 0 and int(cadence[:-1]) < 5 else ()
+    step = step_seconds(cadence)
+    found = []
+    for length in (_DAY, _WEEK):
+        if step < length and math.isclose(length / step, round(length / step)) and round(length / step) <= MAX_SEASON:
+            found.append(round(length / step))
+    return tuple(found)
+
+
+def step_numbers(times: np.ndarray, local_times: np.ndarray, cadence: str) -> np.ndarray:
+    """Each observation's step number on the cadence's grid, rounded to the nearest step (int64)."""
+    if cadence[-1] == "b":
+        days = np.floor(local_times / _DAY).astype("datetime64[D]")
+        return np.busday_count(np.datetime64("1970-01-01"), days) // int(cadence[:-1])
+    return np.rint(times / step_seconds(cadence)).astype(np.int64)
+
+
+def expert_names(periods: tuple[int, ...]) -> tuple[str, ...]:
+    """The experts in the order the combination holds them."""
+    return (
+        ("network", "persistence")
+        + tuple(f"seasonal_naive_{p}" for p in periods)
+        + tuple(f"seasonal_level_{p}" for p in periods)
+        + ("linear",)
+    )
+
+
+def _grow(part, fields: tuple[str, ...], capacity: int) -> None:
+    """Reallocate a part's arrays for `capacity` slots, keeping what every slot held."""
+    old = [getattr(part, name) for name in fields]
+    part.allocate(capacity)
+    for name, theirs in zip(fields, old):
+        getattr(part, name)[: len(theirs)] = theirs
+
+
+class History:
+    """Each slot's last `length` values by step number, and its running level and scale.
+
+    A `state.Part` of the store: it grows, resets, snapshots and restores with the slots. A
+    value sits in the cell of its step number modulo `length`; the cells of steps skipped by a
+    gap are cleared when the next value arrives, so within the last `length` steps a missing
+    observation reads as missing. The scale is the exponentially weighted mean absolute change
+    between consecutive observations (the error of the last value at one step), the unit every
+    loss is measured in.
+    """
+
+    _FIELDS = ("values", "newest", "level", "scale", "count")
+
+    def __init__(self, length: int, halflife: float = 500.0):
+        self.length = length
+        self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self.allocate(0)
+
+    def allocate(self, capacity: int) -> None:
+        self.values = np.full((capacity, self.length), np.nan)
+        self.newest = np.zeros(capacity, np.int64)  # the step number of the newest value (with count > 0)
+        self.level = np.zeros(capacity)
+        self.scale = np.zeros(capacity)
+        self.count = np.zeros(capacity, np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self._FIELDS)
+
+    def write(self, slots: np.ndarray, steps: np.ndarray, y: np.ndarray) -> None:
+        """Keep each slot's value at its step (distinct slots, newer than their newest); move its level and scale."""
+        held = self.count[slots] > 0
+        gap = np.where(held, steps - self.newest[slots], 1)
+        wide = gap > 1
+        self._clear(slots[wide], self.newest[slots[wide]], np.minimum(gap[wide], self.length + 1))
+        previous = np.where(held & (gap == 1), self.values[slots, (steps - 1) % self.length], np.nan)
+        change = np.abs(y - previous)  # NaN after a gap or at the first value: the scale stays
+        self.level[slots] = np.where(held, self.level[slots] + self.alpha * (y - self.level[slots]), y)
+        scale = self.scale[slots]
+        moved = np.where(scale > 0, scale + self.alpha * (change - scale), change)
+        self.scale[slots] = np.where(np.isnan(change), scale, moved)
+        self.values[slots, steps % self.length] = y
+        self.newest[slots] = steps
+        self.count[slots] += 1
+
+    def _clear(self, slots: np.ndarray, newest: np.ndarray, gaps: np.ndarray) -> None:
+        """Forget the cells of the steps newest + 1 .. newest + gap - 1 of each slot: a gap's."""
+        for k in range(1, int(gaps.max(initial=1))):
+            rows = gaps > k
+            self.values[slots[rows], (newest[rows] + k) % self.length] = np.nan
+
+    def lookup(self, slots: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Values at `steps` (n, m) of `slots` (n,), each within the last `length` steps of its slot's
+        newest: NaN where not observed."""
+        flat = slots[:, None] * self.length + steps % self.length  # np.take on the flat ring: one pass
+        return np.take(self.values.reshape(-1), flat)
+
+    def scales(self, slots: np.ndarray) -> np.ndarray:
+        """The unit of each slot's losses: its scale, or a small share of its level before it has one."""
+        floor = 1e-6 * (np.abs(self.level[slots]) + 1.0)
+        return np.maximum(self.scale[slots], floor)
+
+    def grow(self, capacity: int) -> None:
+        _grow(self, self._FIELDS, capacity)
+
+    def reset(self, slots: np.ndarray) -> None:
+        self.values[slots] = np.nan
+        self.newest[slots], self.level[slots], self.scale[slots], self.count[slots] = 0, 0.0, 0.0, 0
+
+    def snapshot(self, slots: np.ndarray) -> dict:
+        return {name: torch.from_numpy(getattr(self, name)[slots]) for name in self._FIELDS}
+
+    def restore(self, slots: np.ndarray, snapshot: dict) -> None:
+        for name in self._FIELDS:
+            getattr(self, name)[slots] = snapshot[name].numpy()
+
+
+class Pending:
+    """What the scored slots (those below `slots`) were issued at their last `depth` records, until scored.
+
+    Per issue: its step number, its base value y[t] and scale, and every expert's forecast and
+    the combination's, as moves from the base in scales (depth, experts + 1, horizon), and the
+    linear expert's features (horizon, features). A `state.Part` whose rows beyond `slots` stay empty.
+    """
+
+    _FIELDS = ("step", "base", "scale", "moves", "features", "issued")
+
+    def __init__(self, slots: int, depth: int, experts: int, horizon: int, features: int):
+        self.slots, self.depth, self.experts, self.horizon, self.width = slots, depth, experts, horizon, features
+        self.allocate(0)
+
+    def allocate(self, capacity: int) -> None:
+        rows = min(capacity, self.slots)
+        self.step = np.full((rows, self.depth), np.iinfo(np.int64).min // 2, np.int64)
+        self.base = np.zeros((rows, self.depth))
+        self.scale = np.ones((rows, self.depth))
+        self.moves = np.zeros((rows, self.depth, self.experts + 1, self.horizon), np.float32)
+        self.features = np.zeros((rows, self.depth, self.horizon, self.width), np.float32)
+        self.issued = np.zeros(rows, np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self._FIELDS)
+
+    def grow(self, capacity: int) -> None:
+        _grow(self, self._FIELDS, capacity)
+
+    def reset(self, slots: np.ndarray) -> None:
+        mine = slots[slots < len(self.issued)]
+        self.step[mine] = np.iinfo(np.int64).min // 2
+        self.issued[mine] = 0
+
+    def snapshot(self, slots: np.ndarray) -> dict:
+        mine = slots < len(self.issued)
+        fields = {name: torch.from_numpy(getattr(self, name)[slots[mine]]) for name in self._FIELDS}
+        return {"held": torch.from_numpy(mine), **fields}
+
+    def restore(self, slots: np.ndarray, snapshot: dict) -> None:
+        """Restore the scored slots among `slots`; a series restored into a slot beyond them keeps nothing."""
+        mine = slots[snapshot["held"].numpy()]
+        fits = mine < len(self.issued)
+        for name in self._FIELDS:
+            getattr(self, name)[mine[fits]] = snapshot[name].numpy()[fits]
+
+
+class MLPoly:
+    """ML-Poly weights over `experts`, one set per horizon step, with discounted sums.
+
+    w[h, k] is proportional to eta[h, k] * max(R[h, k], 0), with R the (discounted) cumulative
+    regret of the combination against expert k on linearised losses and eta = 1 / (1 + the
+    discounted sum of the squared regret increments); uniform while no regret is positive.
+    """
+
+    def __init__(self, horizon: int, experts: int, discount: float):
+        self.discount = discount
+        self.regret = np.zeros((horizon, experts))
+        self.squares = np.zeros((horizon, experts))
+
+    def weights(self) -> np.ndarray:
+        """(horizon, experts), each row summing to 1."""
+        positive = np.maximum(self.regret, 0.0) / (1.0 + self.squares)
+        total = positive.sum(axis=1, keepdims=True)
+        uniform = np.full_like(positive, 1.0 / positive.shape[1])
+        return np.where(total > 0, positive / np.where(total > 0, total, 1.0), uniform)
+
+    def update(self, increments: np.ndarray) -> None:
+        """One round: discount every step's sums, then add its regret increments (horizon, experts)."""
+        self.regret = self.regret * self.discount + increments
+        self.squares = self.squares * self.discount + increments**2
+
+    def snapshot(self) -> dict:
+        return {"regret": torch.from_numpy(self.regret.copy()), "squares": torch.from_numpy(self.squares.copy())}
+
+    def restore(self, snapshot: dict) -> None:
+        self.regret, self.squares = snapshot["regret"].numpy().copy(), snapshot["squares"].numpy().copy()
+
+
+class OnlineLinear:
+    """Per horizon step, a ridge regression of the scaled move (y[t + h] - y[t]) / s[t] on features,
+    its sums discounted by `discount` per step; starts at zero, the last value."""
+
+    def __init__(self, horizon: int, features: int, discount: float, ridge: float = 1.0):
+        self.discount, self.ridge = discount, ridge
+        self.gram = np.zeros((horizon, features, features))
+        self.moment = np.zeros((horizon, features))
+        self.coef = np.zeros((horizon, features))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(n, horizon, features) -> (n, horizon) scaled moves."""
+        return np.einsum("nhf,hf->nh", features, self.coef)
+
+    def update(self, gram: np.ndarray, moment: np.ndarray) -> None:
+        """Discount the sums, add a round's (horizon, features, features) and (horizon, features), refit."""
+        self.gram = self.gram * self.discount + gram
+        self.moment = self.moment * self.discount + moment
+        eye = self.ridge * np.eye(self.gram.shape[1])
+        self.coef = np.linalg.solve(self.gram + eye, self.moment[:, :, None])[:, :, 0]
+
+    def snapshot(self) -> dict:
+        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("gram", "moment", "coef")}
+
+    def restore(self, snapshot: dict) -> None:
+        self.gram, self.moment, self.coef = (snapshot[k].numpy().copy() for k in ("gram", "moment", "coef"))
+
+
+class Learner:
+    """What one input partition learns across its series: the weights and the linear expert.
+
+    Scored targets are gathered over an epoch of `epoch` records of the partition, in the
+    partition's order, and learnt from at its end; forecasts within an epoch use the weights of
+    its start. An epoch is as many records as the partition has seen series, about one step of
+    every series: the same records in the same order give the same weights, however the stream
+    was cut into poll batches, so a restored checkpoint replays exactly.
+    """
+
+    def __init__(self, horizon: int, experts: int, features: int, discount: float):
+        self.weights = MLPoly(horizon, experts, discount)
+        self.linear = OnlineLinear(horizon, features, discount)
+        self.increments = np.zeros((horizon, experts))  # summed over the epoch so far
+        self.scored = np.zeros(horizon, np.int64)
+        self.gram = np.zeros_like(self.linear.gram)
+        self.moment = np.zeros_like(self.linear.moment)
+        self.series = 0  # series first seen in this partition
+        self.seen = 0  # records of the current epoch
+        self.epoch = 1  # records in the current epoch
+
+    def remaining(self) -> int:
+        """Records left in the current epoch; an epoch that is complete is learnt from first, so the
+        weights kept are always those the latest forecasts were served with."""
+        if self.seen >= self.epoch:
+            self._conclude()
+        return self.epoch - self.seen
+
+    def gather(self, steps: np.ndarray, increments: np.ndarray, features: np.ndarray, targets: np.ndarray) -> None:
+        """Keep what scored targets teach, for the end of the epoch."""
+        np.add.at(self.increments, steps, increments)
+        np.add.at(self.scored, steps, 1)
+        np.add.at(self.gram, steps, features[:, :, None] * features[:, None, :])
+        np.add.at(self.moment, steps, features * targets[:, None])
+
+    def count(self, records: int) -> None:
+        """`records` more of the epoch served."""
+        self.seen += records
+
+    def _conclude(self) -> None:
+        """Learn from the epoch's scored targets, and start the next epoch."""
+        mean = self.increments / np.maximum(self.scored, 1)[:, None]
+        self.weights.update(mean)
+        self.linear.update(self.gram, self.moment)
+        self.increments[:], self.scored[:], self.gram[:], self.moment[:] = 0.0, 0, 0.0, 0.0
+        self.seen, self.epoch = 0, max(1, self.series)
+
+    _ARRAYS = ("increments", "scored", "gram", "moment")
+
+    def snapshot(self) -> dict:
+        arrays = {name: torch.from_numpy(getattr(self, name).copy()) for name in self._ARRAYS}
+        counters = torch.tensor([self.series, self.seen, self.epoch])
+        return {"weights": self.weights.snapshot(), "linear": self.linear.snapshot(), "counters": counters, **arrays}
+
+    def restore(self, snapshot: dict) -> None:
+        self.weights.restore(snapshot["weights"])
+        self.linear.restore(snapshot["linear"])
+        for name in self._ARRAYS:
+            setattr(self, name, snapshot[name].numpy().copy())
+        self.series, self.seen, self.epoch = (int(v) for v in snapshot["counters"])
+
+
+class Combination:
+    """The experts of one pipeline and, per input partition, their weights; `step` serves a wave of distinct series."""
+
+    def __init__(self, cadence: str, horizon: int, scored_series: int = 256, discount: float = 0.9999):
+        self.horizon, self.periods, self.discount = horizon, seasons(cadence), discount
+        self.names = expert_names(self.periods)
+        self.features = 3 + 2 * len(self.periods)
+        longest = max(self.periods, default=1)
+        self.history = History(longest * math.ceil(horizon / longest) + 2)
+        self.pending = Pending(scored_series, horizon, len(self.names), horizon, self.features)
+        self.learners: dict[int, Learner] = {}
+
+    def learner(self, partition: int) -> Learner:
+        """The partition's learner, made on its first record."""
+        if partition not in self.learners:
+            self.learners[partition] = Learner(self.horizon, len(self.names), self.features, self.discount)
+        return self.learners[partition]
+
+    def mean_weights(self) -> np.ndarray:
+        """(horizon, experts): the weights, averaged over the partitions (uniform before any)."""
+        if not self.learners:
+            return np.full((self.horizon, len(self.names)), 1.0 / len(self.names))
+        return np.mean([learner.weights.weights() for learner in self.learners.values()], axis=0)
+
+    def step(self, partition: int, slots, steps, y, network) -> np.ndarray:
+        """One wave of one partition: score what matured with these observations, then forecast.
+
+        `slots` (n,) distinct; `steps` (n,) their step numbers; `y` (n,) the values; `network`
+        (n, horizon) the network's forecasts. Returns the combined forecasts (n, horizon). The
+        caller counts the records into the learner's epoch (`Learner.count`).
+        """
+        learner = self.learner(partition)
+        self._learn(learner, slots, steps, y)
+        learner.series += int((self.history.count[slots] == 0).sum())
+        self.history.write(slots, steps, y)
+        scale = self.history.scales(slots)
+        last, moves, change, reversion = self._moves(slots, steps, y, scale)
+        weights, coef = learner.weights.weights(), learner.linear.coef  # (H, K), (H, F)
+        linear = coef[:, 0] + change[:, None] * coef[:, 1] + reversion[:, None] * coef[:, 2]
+        for j, move in enumerate(moves):
+            linear = linear + move * coef[:, 3 + j]
+        # Every expert as a move from the last value, in scales: persistence's is 0.
+        network_move = (network - last) / scale[:, None]
+        combined_move = weights[:, 0] * network_move + weights[:, -1] * linear
+        for j, move in enumerate(moves):
+            combined_move = combined_move + weights[:, 2 + j] * move
+        # Only series with a scale of their own are kept for scoring: before, a loss in scales means nothing.
+        mine = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0)
+        if mine.any():
+            experts = [network_move, np.zeros_like(linear), *moves, linear, combined_move]
+            kept = np.stack([e[mine] for e in experts], axis=1)  # (m, K + 1, H)
+            features = self._features(change[mine], reversion[mine], [m[mine] for m in moves])
+            self._keep(slots[mine], steps[mine], y[mine], scale[mine], kept, features)
+        return last + scale[:, None] * combined_move
+
+    def expert_forecasts(self, partition: int, slots, steps, y, network) -> np.ndarray:
+        """Every expert's forecasts (n, experts, horizon) for slots whose newest value is `y` at `steps`."""
+        scale = self.history.scales(slots)
+        last, moves, change, reversion = self._moves(slots, steps, y, scale)
+        linear = self.learner(partition).linear.predict(self._features(change, reversion, moves))
+        experts = [(network - last) / scale[:, None], np.zeros_like(last), *moves, linear]
+        return last[:, None, :] + scale[:, None, None] * np.stack(experts, axis=1)
+
+    def _moves(self, slots, steps, y, scale) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+        """The last value (n, H); each seasonal expert's move from it in scales (n, H), the naive ones, then
+        the today's-level ones; the last change and the distance to the running mean, in scales (n,)."""
+        H = self.horizon
+        h = np.arange(1, H + 1)
+        last = np.repeat(y[:, None], H, axis=1)
+        naive, level = [], []
+        for period in self.periods:
+            back = period * np.ceil(h / period).astype(np.int64)  # k * P for each step
+            then = self.history.lookup(slots, steps[:, None] + (h - back)[None, :])  # y[t + h - kP]
+            before = np.empty_like(then)  # y[t - kP]: one value a row for each k
+            for shift in np.unique(back).tolist():
+                before[:, back == shift] = self.history.lookup(slots, (steps - shift)[:, None])
+            move = (then - last) / scale[:, None]
+            naive.append(np.where(np.isnan(then), 0.0, move))  # missing: the last value stands in
+            today = move + (y[:, None] - before) / scale[:, None]
+            level.append(np.where(np.isnan(then) | np.isnan(before), 0.0, today))
+        previous = self.history.lookup(slots, (steps - 1)[:, None])[:, 0]
+        change = np.where(np.isnan(previous), 0.0, y - previous) / scale
+        reversion = (self.history.level[slots] - y) / scale
+        return last, naive + level, change, reversion
+
+    def _features(self, change, reversion, moves) -> np.ndarray:
+        """The linear expert's features (n, H, F): 1, the last change, the distance to the mean, the seasonal moves."""
+        n, H = len(change), self.horizon
+        columns = [np.ones((n, H)), np.repeat(change[:, None], H, 1), np.repeat(reversion[:, None], H, 1), *moves]
+        return np.stack(columns, axis=2)
+
+    def _keep(self, slots, steps, y, scale, moves, features) -> None:
+        """Remember what scored slots were issued, as moves in scales (m, K + 1, H), until their targets arrive."""
+        p = self.pending
+        row = p.issued[slots] % p.depth
+        p.step[slots, row] = steps
+        p.base[slots, row] = y
+        p.scale[slots, row] = scale
+        p.moves[slots, row] = moves
+        p.features[slots, row] = features
+        p.issued[slots] += 1
+
+    def _learn(self, learner: Learner, slots, steps, y) -> None:
+        """Score what the scored slots were issued for this step, for the learner's epoch."""
+        p = self.pending
+        mine = slots < len(p.issued)
+        s, t, value = slots[mine], steps[mine], y[mine]
+        ahead = t[:, None] - p.step[s]  # (m, depth): how many steps ahead each kept issue forecast this one
+        row, entry = np.nonzero((ahead >= 1) & (ahead <= self.horizon))
+        h = ahead[row, entry] - 1
+        moves = p.moves[s[row], entry, :, h]  # (r, K + 1) in the issue's scales
+        target = (value[row] - p.base[s[row], entry]) / p.scale[s[row], entry]
+        # Bounded losses, as the rule's guarantee assumes: one wild value moves the weights by a bounded step.
+        moves, target = np.clip(moves, -_BOUND, _BOUND), np.clip(target, -_BOUND, _BOUND)
+        gradient = 2.0 * (moves[:, -1] - target)  # of the squared error at the combination's forecast
+        increments = gradient[:, None] * (moves[:, -1:] - moves[:, :-1])  # (r, K): regret against each expert
+        learner.gather(h, increments, p.features[s[row], entry, h].astype(np.float64), target)
+
+    # -- the pipeline's part of a checkpoint ---------------------------------------------------
+
+    def snapshot(self) -> dict:
+        learners = {str(p): learner.snapshot() for p, learner in self.learners.items()}
+        return {"names": list(self.names), "learners": learners}
+
+    def restore(self, snapshot: dict) -> None:
+        """Take the learners of a checkpoint with the same experts; otherwise start afresh."""
+        self.learners = {}
+        if list(snapshot["names"]) != list(self.names):
+            return
+        for partition, state in snapshot["learners"].items():
+            self.learner(int(partition)).restore(state)

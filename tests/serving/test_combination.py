@@ -1,0 +1,223 @@
+"""The online combination: experts by time, ML-Poly weights from matured targets only, and its checkpoint."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from forecaster.build import seeded_model
+from forecaster.serving.combination import Combination, History, MLPoly, expert_names, seasons, step_numbers
+from forecaster.serving.engine import Engine
+
+from support import make_pipeline, observations
+
+HOUR = 3600.0
+T0 = 1_700_000_000.0 - (1_700_000_000.0 % 86_400)  # a midnight
+
+
+def daily(n_series: int, length: int, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    """(length, n_series) hourly values: daily sines of different phases and levels, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[:, None]
+    level = rng.uniform(10, 1000, n_series)[None, :]
+    phase = rng.uniform(0, 24, n_series)[None, :]
+    return level * (1 + 0.2 * np.sin(2 * np.pi * (t + phase) / 24) + noise * rng.standard_normal((length, n_series)))
+
+
+def run(combination: Combination, values: np.ndarray, network=None, experts: dict | None = None) -> list[np.ndarray]:
+    """Step every row of `values` (length, n) through `combination`, one wave per time step; the combined
+    forecasts, and into `experts` (name -> list) each expert's."""
+    length, n = values.shape
+    combination.history.allocate(n), combination.pending.allocate(n)
+    slots, served = np.arange(n), []
+    for t in range(length):
+        y, steps = values[t], np.full(n, t)
+        guess = np.repeat(y[:, None], combination.horizon, 1) if network is None else network(t, y)
+        combination.learner(0).remaining()  # as the engine does: an epoch that is complete is learnt from first
+        served.append(combination.step(0, slots, steps, y, guess))
+        combination.learner(0).count(n)
+        if experts is not None:
+            for name, forecasts in zip(
+                combination.names, combination.expert_forecasts(0, slots, steps, y, guess).transpose(1, 0, 2)
+            ):
+                experts.setdefault(name, []).append(forecasts)
+    return served
+
+
+def scaled_losses(combination: Combination, values: np.ndarray, served, experts, step: int, start: int):
+    """Mean squared error at `step` after `start`, in units of each series' mean absolute change, per method."""
+    scale = np.abs(np.diff(values, axis=0)).mean(axis=0)
+    losses = {}
+    for name, forecasts in [("combined", served), *experts.items()]:
+        errors = [(forecasts[t - step][:, step - 1] - values[t]) / scale for t in range(start, len(values))]
+        losses[name] = float(np.mean(np.square(errors)))
+    return losses
+
+
+def test_the_seasons_are_the_day_and_the_week_in_whole_steps():
+    assert seasons("1h") == (24, 168)
+    assert seasons("30m") == (48, 336)
+    assert seasons("1d") == (7,)
+    assert seasons("1b") == (5,)
+    assert seasons("7m") == (1440,)  # a day is not a whole number of 7-minute steps; a week is
+    assert seasons("1m") == (1440,)  # a week of minutes is longer than MAX_SEASON
+    assert seasons("13m") == ()  # neither is
+
+
+def test_step_numbers_round_to_the_cadence_grid():
+    times = np.array([0.0, 3600.0, 3700.0, 5300.0])
+    assert step_numbers(times, times, "1h").tolist() == [0, 1, 1, 1]
+
+
+def test_history_finds_values_by_step_and_reads_a_gap_as_missing():
+    history = History(length=6)
+    history.allocate(1)
+    for step, value in [(0, 10.0), (1, 11.0), (4, 14.0)]:  # steps 2 and 3 missing
+        history.write(np.array([0]), np.array([step]), np.array([value]))
+    found = history.lookup(np.array([0]), np.array([[0, 1, 2, 3, 4, 5]]))[0]
+    np.testing.assert_array_equal(found, [10.0, 11.0, np.nan, np.nan, 14.0, np.nan])
+    assert history.scale[0] == pytest.approx(1.0)  # only the change from step 0 to 1 counts, not the gap's
+
+
+def test_before_any_target_matures_every_expert_weighs_alike():
+    weights = MLPoly(horizon=3, experts=4, discount=0.999).weights()
+    np.testing.assert_allclose(weights, 0.25)
+
+
+def test_the_weights_move_to_the_expert_that_is_right():
+    combination = Combination("1h", horizon=6)
+    values = daily(20, 600)
+    rng = np.random.default_rng(1)
+    served = run(combination, values, network=lambda t, y: y[:, None] + 50 * rng.standard_normal((len(y), 6)))
+    weights = combination.learner(0).weights.weights()
+    names = combination.names
+    seasonal = names.index("seasonal_naive_24")
+    assert weights[:, names.index("network")].max() < 0.05  # a network that is noise loses its weight
+    assert (weights[:, seasonal] + weights[:, names.index("linear")] > 0.5).all()
+    assert len(served) == 600
+
+
+def test_the_combination_is_no_worse_than_its_best_expert_within_the_rules_slack():
+    combination = Combination("1h", horizon=4)
+    values = daily(30, 1500, noise=0.02)
+    rng = np.random.default_rng(2)
+    experts = {}
+    served = run(combination, values, lambda t, y: y[:, None] + 5 * rng.standard_normal((len(y), 4)), experts)
+    for step in (1, 4):
+        losses = scaled_losses(combination, values, served, experts, step, start=200)
+        best = min(v for k, v in losses.items() if k != "combined")
+        assert losses["combined"] <= 1.05 * best, (step, losses)
+
+
+def test_no_look_ahead_a_different_future_leaves_every_earlier_forecast_and_weight_unchanged():
+    values = daily(5, 400)
+    changed = values.copy()
+    changed[300:] *= 3.0
+    first, second = Combination("1h", horizon=6), Combination("1h", horizon=6)
+    a = run(first, values[:300])
+    b = run(second, changed)
+    for t in range(300):
+        np.testing.assert_array_equal(a[t], b[t])
+    assert not np.array_equal(first.learner(0).weights.weights(), second.learner(0).weights.weights())
+    truncated = Combination("1h", horizon=6)
+    run(truncated, changed[:300])
+    np.testing.assert_array_equal(truncated.learner(0).weights.weights(), first.learner(0).weights.weights())
+
+
+def test_an_engine_with_the_combination_restores_from_its_checkpoint_exactly():
+    pipeline = make_pipeline(horizon=6, combination=True)
+    values = daily(4, 200)
+    keys = [f"s{i}" for i in range(4)]
+
+    def batch(rows):
+        return observations(
+            [k for _ in rows for k in keys],
+            [T0 + HOUR * t for t in rows for _ in keys],
+            [values[t, i] for t in rows for i in range(4)],
+        )
+
+    whole = Engine(pipeline, seeded_model(pipeline))
+    whole.step(batch(range(0, 150)), now=0.0)
+    snapshot = whole.snapshot()
+    restored = Engine(pipeline, seeded_model(pipeline))
+    restored.restore(snapshot)
+    after_whole, _ = whole.step(batch(range(150, 200)), now=0.0)
+    after_restored, _ = restored.step(batch(range(150, 200)), now=0.0)
+    np.testing.assert_array_equal(after_whole.values, after_restored.values)
+    np.testing.assert_array_equal(
+        whole.combination.learner(0).weights.weights(), restored.combination.learner(0).weights.weights()
+    )
+
+
+def test_the_engine_serves_the_combination_and_moves_the_quantiles_with_it():
+    plain = make_pipeline(horizon=3, quantiles=(0.1, 0.5, 0.9))
+    combined = dataclasses.replace(plain, combination=dataclasses.replace(plain.combination, enabled=True))
+    model = seeded_model(plain)
+    data = observations(["a", "a", "b"], [T0, T0 + HOUR, T0], [10.0, 12.0, 50.0])
+    network, _ = Engine(plain, model).step(data, now=0.0)
+    served, _ = Engine(combined, model).step(data, now=0.0)
+    shift = served.values - network.values
+    assert not np.allclose(shift, 0.0)
+    for level in (0.1, 0.5, 0.9):
+        np.testing.assert_allclose(served.quantiles[level] - network.quantiles[level], shift, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gap_is_scored_against_the_observation_at_the_forecast_steps_own_time():
+    combination = Combination("1h", horizon=3, scored_series=1)
+    combination.history.allocate(1), combination.pending.allocate(1)
+    slot = np.array([0])
+    for step, value in [(0, 1.0), (1, 2.0), (2, 3.0)]:
+        combination.step(0, slot, np.array([step]), np.array([value]), np.array([[value] * 3]))
+    learner = combination.learner(0)
+    before = learner.scored.copy()
+    combination.step(0, slot, np.array([5]), np.array([6.0]), np.array([[6.0] * 3]))  # steps 3 and 4 missing
+    assert (learner.scored - before).tolist() == [0, 0, 1]  # only the issue at step 2, 3 steps ahead, was scored
+
+
+def test_the_experts_are_named_in_order():
+    assert expert_names((24, 168)) == (
+        "network",
+        "persistence",
+        "seasonal_naive_24",
+        "seasonal_naive_168",
+        "seasonal_level_24",
+        "seasonal_level_168",
+        "linear",
+    )
+
+
+def hourly_batch(values: np.ndarray, rows, partitions=None):
+    """Observations of every series of `values` (length, n) at the given rows, row after row."""
+    n = values.shape[1]
+    data = observations(
+        [f"s{i}" for _ in rows for i in range(n)],
+        [T0 + HOUR * t for t in rows for _ in range(n)],
+        [values[t, i] for t in rows for i in range(n)],
+    )
+    if partitions is None:
+        return data
+    return dataclasses.replace(data, partitions=np.array([partitions[i] for _ in rows for i in range(n)]))
+
+
+def test_the_forecasts_do_not_depend_on_how_the_stream_was_cut_into_batches():
+    pipeline = make_pipeline(horizon=6, combination=True)
+    model = seeded_model(pipeline)
+    values = daily(5, 120)
+    whole, _ = Engine(pipeline, model).step(hourly_batch(values, range(120)), now=0.0)
+    engine, pieces = Engine(pipeline, model), []
+    for start in range(0, 120, 7):
+        pieces.append(engine.step(hourly_batch(values, range(start, min(120, start + 7))), now=0.0)[0].values)
+    # equal up to the rounding of sums taken in another order
+    np.testing.assert_allclose(np.concatenate(pieces), whole.values, rtol=1e-12, atol=0)
+
+
+def test_each_input_partition_learns_its_own_weights():
+    pipeline = make_pipeline(horizon=4, combination=True)
+    engine = Engine(pipeline, seeded_model(pipeline))
+    values = daily(4, 200)
+    values[:, 2:] = 500 + np.cumsum(np.random.default_rng(3).standard_normal((200, 2)), axis=0)  # random walks
+    engine.step(hourly_batch(values, range(200), partitions=[0, 0, 1, 1]), now=0.0)
+    sines, walks = (engine.combination.learner(p).weights.weights() for p in (0, 1))
+    names = engine.combination.names
+    assert sorted(engine.combination.learners) == [0, 1]
+    assert walks[0, names.index("persistence")] > sines[0, names.index("persistence")]
