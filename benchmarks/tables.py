@@ -558,6 +558,26 @@ def performance_gpu() -> str:
 # --- operations: benchmarks/results/chaos.json --------------------------------------------------
 
 
+def generalisation_summary() -> str:
+    """The held-out data sets: MASE of each method at step 1, at the last step and over all steps."""
+    rows = results("generalisation.json")
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    found = {(r["dataset"], r["method"], str(r["horizon"])): r["mase"] for r in rows}
+    body = []
+    for dataset in datasets:
+        methods = list(dict.fromkeys(r["method"] for r in rows if r["dataset"] == dataset))
+        last = str(max(r["horizon"] for r in rows if r["dataset"] == dataset and r["horizon"] != "mean"))
+        seasonal = [m for m in methods if m.startswith("seasonal")]
+        for step in ("1", last, "mean"):
+            best = min(seasonal, key=lambda m: found[dataset, m, step])
+            cells = [number(found.get((dataset, m, step))) for m in ("persistence",)]
+            cells += [f"{number(found[dataset, best, step])} ({best})"]
+            cells += [number(found.get((dataset, m, step))) for m in ("autoets", "mstl", "network", "forecaster")]
+            body.append([dataset, step if step != "mean" else f"1-{last}"] + cells)
+    header = ["dataset", "step", "persistence", "best seasonal", "AutoETS", "MSTL", "network alone", "forecaster"]
+    return table(header, body)
+
+
 def operations_chaos() -> str:
     """Kill -9 recovery on a paced replay."""
     c = results("chaos.json")
@@ -607,6 +627,7 @@ TABLES = {
     "performance-intervals": ("docs/performance.md", performance_intervals),
     "performance-gpu": ("docs/performance.md", performance_gpu),
     "operations-chaos": ("docs/operations.md", operations_chaos),
+    "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
 }
 
 

