@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 BASELINES = ("persistence", "seasonal_naive", "seasonal_level", "ets", "snarimax")
-ACCURACY_METHODS = BASELINES + ("frozen_offline", "forecaster")
+ACCURACY_METHODS = BASELINES + ("frozen_offline", "forecaster_network", "forecaster")
 
 
 # --- reading and formatting ---------------------------------------------------------------------
