@@ -432,6 +432,21 @@ def performance_retraining() -> str:
     return table(["what", f"{r['device'].upper()}, {r['torch_threads']} threads"], body)
 
 
+def performance_combination() -> str:
+    """What the online combination adds to the engine's step: the combination section of throughput.json."""
+    c = results("throughput.json")["combination"]
+    body = [
+        [
+            count(c["n_series"]),
+            c["cell"].upper(),
+            number(c["step_ms_network"], 1),
+            number(c["step_ms_with_combination"], 1),
+            times(c["ratio"]),
+        ]
+    ]
+    return table(["series", "cell", "step ms, network alone", "with the combination", "ratio"], body)
+
+
 def performance_intervals() -> str:
     """What quantile tracking costs the engine's step: benchmarks/results/intervals.json."""
     body = [
@@ -625,6 +640,7 @@ TABLES = {
     "performance-cardinality": ("docs/performance.md", performance_cardinality),
     "performance-retraining": ("docs/performance.md", performance_retraining),
     "performance-intervals": ("docs/performance.md", performance_intervals),
+    "performance-combination": ("docs/performance.md", performance_combination),
     "performance-gpu": ("docs/performance.md", performance_gpu),
     "operations-chaos": ("docs/operations.md", operations_chaos),
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),

@@ -67,7 +67,7 @@ import yaml
 
 from forecaster import config as config_module
 from forecaster.build import resolve_device, seeded_model
-from forecaster.config import Calendar, ModelConfig, Pipeline, RecordFormat
+from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat
 from forecaster.io import datasets
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if "engine" in sections:
         result["engine"], result["memory"] = engine_section(args.quick)
         print_engine(result["engine"], result["memory"])
+        result["combination"] = combination_cost(args.quick)
     if sections & {"daemon", "latency"}:
         result.update(kafka_sections(args.quick, sections, device))
     if "retrain" in sections:
@@ -182,8 +183,10 @@ class Feed:
 # -- engine --------------------------------------------------------------------------------------
 
 
-def bench_pipeline(cell: str, max_series: int) -> Pipeline:
-    """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar)."""
+def bench_pipeline(cell: str, max_series: int, combination: bool = False) -> Pipeline:
+    """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar);
+    served alone unless `combination` (the engine's rows measure the network's step, `combination_cost` what
+    the online combination adds to it)."""
     return Pipeline(
         name="bench",
         input_topic="bench.in",
@@ -196,7 +199,39 @@ def bench_pipeline(cell: str, max_series: int) -> Pipeline:
         max_series=max(max_series, 1000),
         spill="none",
         model=ModelConfig(cell=cell, hidden_size=64, num_layers=2, weights=None),
+        combination=Combination(enabled=combination),
     )
+
+
+def combination_cost(quick: bool, n: int = 10_000) -> dict:
+    """The GRU engine's step at n series without and with the online combination, in interleaved rounds:
+    the median step of each round, the best round of each."""
+    values = etth1()
+    engines = {on: Engine(bench_pipeline("gru", n, on), seeded_model(bench_pipeline("gru", n))) for on in (False, True)}
+    feeds = {on: Feed(n, values) for on in engines}
+    for on, engine in engines.items():
+        for _ in range(2):  # the first steps admit every series
+            engine.step(feeds[on].next(), now=time.time())
+    rounds, steps = repetitions(n, quick)
+    medians = {on: [] for on in engines}
+    for _ in range(rounds):
+        for on, engine in engines.items():
+            seconds = []
+            for _ in range(steps):
+                batch = feeds[on].next()
+                started = time.perf_counter()
+                engine.step(batch, now=time.time())
+                seconds.append(time.perf_counter() - started)
+            medians[on].append(statistics.median(seconds))
+    alone, combined = min(medians[False]), min(medians[True])
+    print(f"  combination at {n:,} series: {1e3 * alone:.1f} ms -> {1e3 * combined:.1f} ms a step", flush=True)
+    return {
+        "n_series": n,
+        "cell": "gru",
+        "step_ms_network": round(1e3 * alone, 3),
+        "step_ms_with_combination": round(1e3 * combined, 3),
+        "ratio": round(combined / alone, 2),
+    }
 
 
 def repetitions(n: int, quick: bool) -> tuple[int, int]:
