@@ -13,8 +13,8 @@ import sys
 from datetime import UTC
 from pathlib import Path
 
+from forecaster import __version__, logs
 from forecaster import config as config_module
-from forecaster import logs
 from forecaster.errors import ConfigError, ForecasterError
 
 log = logging.getLogger("forecaster")
@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Streaming time-series forecasting daemon: "
         "Kafka in, per-series recurrent state, multi-step forecasts out.",
     )
+    parser.add_argument("--version", action="version", version=f"forecaster {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = _command(commands, "run", cmd_run, "serve every pipeline of the config until SIGTERM or Ctrl-C")
@@ -289,10 +290,13 @@ def cmd_bench(args) -> int:
     if not script.is_file():
         raise ForecasterError(f"{script} not found: `forecaster bench` runs from a source checkout of forecaster")
     sys.argv = [str(script), *[a for a in args.arguments if a != "--"]]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/throughput.py` has it: its siblings import
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as done:
         return int(done.code or 0)
+    finally:
+        sys.path.remove(str(script.parent))
     return EXIT_OK
 
 

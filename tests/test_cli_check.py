@@ -1,5 +1,6 @@
 """`forecaster check` and the command line's help: exit codes and messages a user reads."""
 
+import importlib.metadata
 import textwrap
 
 import pytest
@@ -124,3 +125,10 @@ def test_bench_hands_its_arguments_to_the_throughput_benchmark(capsys):
     assert "usage: throughput.py" in capsys.readouterr().out
     assert main(["bench", "--sections", "nothing"]) == 2
     assert "--sections: expected names among engine, daemon, latency" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_distributions_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version('forecaster')}"
