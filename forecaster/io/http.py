@@ -6,6 +6,7 @@ certificate it serves HTTPS only.
 
 from __future__ import annotations
 
+import errno
 import logging
 import ssl
 import threading
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from forecaster.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,20 @@ class StatusServer:
         keyfile: str | None = None,
     ):
         handler = _handler(registry, ready)
-        if certfile is None:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(certfile, keyfile)
-            self._server = _TLSServer((host, port), handler, context)
+        try:
+            if certfile is None:
+                self._server = ThreadingHTTPServer((host, port), handler)
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(certfile, keyfile)
+                self._server = _TLSServer((host, port), handler, context)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"metrics.port: port {port} on {host} is in use (another forecaster?); stop that process or set "
+                "metrics.port in config.yaml"
+            ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
