@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
     inspect.add_argument("--series", default=None, help="show this series' state and latest forecast")
     inspect.add_argument("--limit", type=int, default=10, help="series keys listed per pipeline (default 10)")
+    inspect.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="read the checkpoints here instead of the config's state_dir (the demo keeps them in "
+        "state/demo/checkpoints)",
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -224,14 +232,19 @@ def cmd_inspect(args) -> int:
     from forecaster.tools.inspection import series_view
 
     config = config_module.load(args.config, require_weights=False)
+    if args.state_dir is not None:
+        config = dataclasses.replace(
+            config, settings=dataclasses.replace(config.settings, state_dir=str(args.state_dir))
+        )
     pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
-    found_series = args.series is None
+    found_series, found_any = args.series is None, False
     for pipeline in pipelines:
         folder = pipeline_dir(config, pipeline)
         payload = Checkpoints(folder, pipeline).load()
         if payload is None:
             print(f"{pipeline.name}: no checkpoint in {folder}")
             continue
+        found_any = True
         engine = build_engine(config, pipeline, device="cpu")
         engine.restore(payload["engine"])
         keys = payload["engine"]["store"]["keys"]
@@ -276,6 +289,14 @@ def cmd_inspect(args) -> int:
                 print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
             for t, value in zip(view.forecast_times, view.forecast_values):
                 print(f"    {format_time(t)}  {value:.6g}")
+    if not found_any:
+        looked = config.resolve(config.settings.state_dir)
+        print(
+            f"forecaster: no checkpoint under {looked}; point --state-dir at the folder the daemon wrote "
+            "(the demo's is state/demo/checkpoints)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if not found_series:
         print(f"forecaster: series {args.series!r} is in no checkpoint", file=sys.stderr)
         return EXIT_FAILED

@@ -132,3 +132,32 @@ def test_version_prints_the_installed_distributions_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version('forecaster')}"
+
+
+def test_inspect_without_any_checkpoint_says_where_it_looked_and_fails(config_dir, capsys):
+    assert main(["inspect", "-c", str(config_dir / "config.yaml"), "--state-dir", str(config_dir / "nothing")]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"weather: no checkpoint in {config_dir / 'nothing' / 'weather'}",
+        f"solar: no checkpoint in {config_dir / 'nothing' / 'solar'}",
+    ]
+    assert f"no checkpoint under {config_dir / 'nothing'}; point --state-dir at" in err
+
+
+def test_inspect_reads_the_checkpoints_of_the_state_dir_it_is_pointed_at(config_dir, capsys):
+    from forecaster import config as config_module
+    from forecaster.app import Checkpoints
+    from forecaster.build import build_engine
+
+    from support import observations
+
+    loaded = config_module.load(config_dir / "config.yaml")
+    weather = loaded.pipeline("weather")
+    engine = build_engine(loaded, weather, "cpu")
+    engine.step(observations(["KGSO", "KGSO"], [1.7e9, 1.7e9 + 3600], [[10.0], [11.0]]), now=0.0)
+    Checkpoints(config_dir / "elsewhere" / "weather", weather).write(engine, {0: 2})
+
+    assert main(["inspect", "-c", str(config_dir / "config.yaml"), "--state-dir", str(config_dir / "elsewhere")]) == 0
+    out = capsys.readouterr().out
+    assert "weather: checkpoint of" in out and "1 series" in out and "offsets {0: 2}" in out
+    assert f"solar: no checkpoint in {config_dir / 'elsewhere' / 'solar'}" in out
