@@ -43,7 +43,7 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.config import Combination, ModelConfig, Pipeline, RecordFormat
-from forecaster.serving.combination import seasons
+from forecaster.serving.cadence import seasons
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
 

@@ -13,14 +13,12 @@ lost) and every series' state ends up exactly as if nothing had happened.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -167,11 +165,12 @@ class PipelineWorker:
             self._retrain(0)
             return 0
         received = time.monotonic()
-        payloads = [r.value for r in polled]
-        observations, bad = records.decode(payloads, self.pipeline.record, self.pipeline.limits, time.time())
-        partitions = np.fromiter((r.partition for r in polled), np.int64, len(polled))
-        observations = dataclasses.replace(
-            observations, partitions=partitions[records.messages_of(payloads)[observations.positions]]
+        observations, bad = records.decode(
+            [r.value for r in polled],
+            self.pipeline.record,
+            self.pipeline.limits,
+            time.time(),
+            partitions=[r.partition for r in polled],
         )
         started = time.perf_counter()
         forecasts, refused = self.engine.step(observations, time.time())

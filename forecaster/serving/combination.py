@@ -41,34 +41,10 @@ import math
 import numpy as np
 import torch
 
-from forecaster.serving.cadence import step_seconds
+from forecaster.serving.cadence import seasons
 
-_DAY, _WEEK = 86_400.0, 604_800.0
-# Seasons longer than this many steps are left out: their history would cost more than it is
-# worth per series (a week of 5-minute steps is 2,016).
-MAX_SEASON = 2016
 # Moves and targets are clipped to this many scales when scored.
 _BOUND = 20.0
-
-
-def seasons(cadence: str) -> tuple[int, ...]:
-    """The seasonal periods, in steps, that a cadence implies: a day and a week where they are whole steps."""
-    if cadence[-1] == "b":  # business days: a week is 5 of them
-        return (5 // int(cadence[:-1]),) if 5 % int(cadence[:-1]) == 0 and int(cadence[:-1]) < 5 else ()
-    step = step_seconds(cadence)
-    found = []
-    for length in (_DAY, _WEEK):
-        if step < length and math.isclose(length / step, round(length / step)) and round(length / step) <= MAX_SEASON:
-            found.append(round(length / step))
-    return tuple(found)
-
-
-def step_numbers(times: np.ndarray, local_times: np.ndarray, cadence: str) -> np.ndarray:
-    """Each observation's step number on the cadence's grid, rounded to the nearest step (int64)."""
-    if cadence[-1] == "b":
-        days = np.floor(local_times / _DAY).astype("datetime64[D]")
-        return np.busday_count(np.datetime64("1970-01-01"), days) // int(cadence[:-1])
-    return np.rint(times / step_seconds(cadence)).astype(np.int64)
 
 
 def expert_names(periods: tuple[int, ...]) -> tuple[str, ...]:
@@ -286,6 +262,7 @@ class Learner:
 
     def __init__(self, horizon: int, experts: int, features: int, discount: float):
         self.weights = MLPoly(horizon, experts, discount)
+        self.served = self.weights.weights()  # (horizon, experts): the weights forecasts are served with
         self.linear = OnlineLinear(horizon, features, discount)
         self.increments = np.zeros((horizon, experts))  # summed over the epoch so far
         self.scored = np.zeros(horizon, np.int64)
@@ -317,6 +294,7 @@ class Learner:
         """Learn from the epoch's scored targets, and start the next epoch."""
         mean = self.increments / np.maximum(self.scored, 1)[:, None]
         self.weights.update(mean)
+        self.served = self.weights.weights()
         self.linear.update(self.gram, self.moment)
         self.increments[:], self.scored[:], self.gram[:], self.moment[:] = 0.0, 0, 0.0, 0.0
         self.seen, self.epoch = 0, max(1, self.series)
@@ -330,6 +308,7 @@ class Learner:
 
     def restore(self, snapshot: dict) -> None:
         self.weights.restore(snapshot["weights"])
+        self.served = self.weights.weights()
         self.linear.restore(snapshot["linear"])
         for name in self._ARRAYS:
             setattr(self, name, snapshot[name].numpy().copy())
@@ -358,7 +337,7 @@ class Combination:
         """(horizon, experts): the weights, averaged over the partitions (uniform before any)."""
         if not self.learners:
             return np.full((self.horizon, len(self.names)), 1.0 / len(self.names))
-        return np.mean([learner.weights.weights() for learner in self.learners.values()], axis=0)
+        return np.mean([learner.served for learner in self.learners.values()], axis=0)
 
     def step(self, partition: int, slots, steps, y, network) -> np.ndarray:
         """One wave of one partition: score what matured with these observations, then forecast.
@@ -372,39 +351,55 @@ class Combination:
         learner.series += int((self.history.count[slots] == 0).sum())
         self.history.write(slots, steps, y)
         scale = self.history.scales(slots)
-        last, moves, change, reversion = self._moves(slots, steps, y, scale)
-        weights, coef = learner.weights.weights(), learner.linear.coef  # (H, K), (H, F)
-        linear = coef[:, 0] + change[:, None] * coef[:, 1] + reversion[:, None] * coef[:, 2]
-        for j, move in enumerate(moves):
-            linear = linear + move * coef[:, 3 + j]
-        # Every expert as a move from the last value, in scales: persistence's is 0.
-        network_move = (network - last) / scale[:, None]
-        combined_move = weights[:, 0] * network_move + weights[:, -1] * linear
-        for j, move in enumerate(moves):
-            combined_move = combined_move + weights[:, 2 + j] * move
+        experts, change, reversion, seasonal = self._experts(learner, slots, steps, y, scale, network)
+        combined = self._weigh(learner, experts)
         # Only series with a scale of their own are kept for scoring: before, a loss in scales means nothing.
         mine = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0)
         if mine.any():
-            experts = [network_move, np.zeros_like(linear), *moves, linear, combined_move]
-            kept = np.stack([e[mine] for e in experts], axis=1)  # (m, K + 1, H)
-            features = self._features(change[mine], reversion[mine], [m[mine] for m in moves])
+            kept = np.stack([e[mine] for e in (*experts, combined)], axis=1)  # (m, K + 1, H)
+            features = self._features(change[mine], reversion[mine], [m[mine] for m in seasonal])
             self._keep(slots[mine], steps[mine], y[mine], scale[mine], kept, features)
-        return last + scale[:, None] * combined_move
+        return y[:, None] + scale[:, None] * combined
+
+    def forecast(self, partition: int, slots, steps, y, network) -> np.ndarray:
+        """What `step` serves for slots whose newest value `y` at `steps` is already held, without learning."""
+        learner, scale = self.learner(partition), self.history.scales(slots)
+        combined = self._weigh(learner, self._experts(learner, slots, steps, y, scale, network)[0])
+        return y[:, None] + scale[:, None] * combined
 
     def expert_forecasts(self, partition: int, slots, steps, y, network) -> np.ndarray:
-        """Every expert's forecasts (n, experts, horizon) for slots whose newest value is `y` at `steps`."""
+        """Every expert's forecasts (n, experts, horizon) for slots whose newest value `y` at `steps` is held."""
         scale = self.history.scales(slots)
-        last, moves, change, reversion = self._moves(slots, steps, y, scale)
-        linear = self.learner(partition).linear.predict(self._features(change, reversion, moves))
-        experts = [(network - last) / scale[:, None], np.zeros_like(last), *moves, linear]
-        return last[:, None, :] + scale[:, None, None] * np.stack(experts, axis=1)
+        experts = self._experts(self.learner(partition), slots, steps, y, scale, network)[0]
+        return y[:, None, None] + scale[:, None, None] * np.stack(experts, axis=1)
 
-    def _moves(self, slots, steps, y, scale) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
-        """The last value (n, H); each seasonal expert's move from it in scales (n, H), the naive ones, then
-        the today's-level ones; the last change and the distance to the running mean, in scales (n,)."""
-        H = self.horizon
-        h = np.arange(1, H + 1)
-        last = np.repeat(y[:, None], H, axis=1)
+    @staticmethod
+    def _weigh(learner: Learner, experts: list[np.ndarray]) -> np.ndarray:
+        """The combined move (n, H) in scales: each expert's move weighted by the partition's weights of its step
+        (persistence's move is 0)."""
+        weights = learner.served  # (H, K)
+        combined = weights[:, 0] * experts[0] + weights[:, -1] * experts[-1]
+        for k in range(2, len(experts) - 1):
+            combined = combined + weights[:, k] * experts[k]
+        return combined
+
+    def _experts(self, learner: Learner, slots, steps, y, scale, network):
+        """Every expert's move from the last value in scales (a list of K arrays (n, H), in `names` order),
+        and what the linear expert's features are made of: the last change, the distance to the running
+        mean (n,) and the seasonal moves."""
+        seasonal, change, reversion = self._moves(slots, steps, y, scale)
+        coef = learner.linear.coef  # (H, F)
+        linear = coef[:, 0] + change[:, None] * coef[:, 1] + reversion[:, None] * coef[:, 2]
+        for j, move in enumerate(seasonal):
+            linear = linear + move * coef[:, 3 + j]
+        network_move = (network - y[:, None]) / scale[:, None]
+        persistence = np.zeros_like(network_move)
+        return [network_move, persistence, *seasonal, linear], change, reversion, seasonal
+
+    def _moves(self, slots, steps, y, scale) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Each seasonal expert's move from the last value in scales (n, H), the naive ones, then the
+        today's-level ones; the last change and the distance to the running mean, in scales (n,)."""
+        h = np.arange(1, self.horizon + 1)
         naive, level = [], []
         for period in self.periods:
             back = period * np.ceil(h / period).astype(np.int64)  # k * P for each step
@@ -412,14 +407,14 @@ class Combination:
             before = np.empty_like(then)  # y[t - kP]: one value a row for each k
             for shift in np.unique(back).tolist():
                 before[:, back == shift] = self.history.lookup(slots, (steps - shift)[:, None])
-            move = (then - last) / scale[:, None]
+            move = (then - y[:, None]) / scale[:, None]
             naive.append(np.where(np.isnan(then), 0.0, move))  # missing: the last value stands in
             today = move + (y[:, None] - before) / scale[:, None]
             level.append(np.where(np.isnan(then) | np.isnan(before), 0.0, today))
         previous = self.history.lookup(slots, (steps - 1)[:, None])[:, 0]
         change = np.where(np.isnan(previous), 0.0, y - previous) / scale
         reversion = (self.history.level[slots] - y) / scale
-        return last, naive + level, change, reversion
+        return naive + level, change, reversion
 
     def _features(self, change, reversion, moves) -> np.ndarray:
         """The linear expert's features (n, H, F): 1, the last change, the distance to the mean, the seasonal moves."""

@@ -30,8 +30,8 @@ import torch
 from forecaster.config import Pipeline
 from forecaster.serving import damping, records, scaling
 from forecaster.serving.buffer import WindowBuffer
-from forecaster.serving.cadence import calendar_features, horizon_times
-from forecaster.serving.combination import Combination, step_numbers
+from forecaster.serving.cadence import calendar_features, horizon_times, step_numbers
+from forecaster.serving.combination import Combination
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.intervals import IntervalHistory, track
 from forecaster.serving.model import Forecaster, ModelSpec
@@ -107,10 +107,8 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
     order = order[~(stale | repeat)]
     s = slots[order]
     first = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
-    starts = np.flatnonzero(first)
-    waves = np.arange(len(s)) - np.repeat(starts, np.diff(np.r_[starts, len(s)]))
     last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
-    return Plan(order=order, waves=waves, first=first, last=last, rejected=rejected)
+    return Plan(order=order, waves=_ranks(s), first=first, last=last, rejected=rejected)
 
 
 def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -281,7 +279,7 @@ class Engine:
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
         if self.combination is not None:  # the quantiles move with the point forecast
-            combined = self._combine(slots[order], observations, order, the_plan.waves, actual, forecast)
+            combined = self._combine(slots[order], observations, order, actual, forecast)
             quantiles = None if quantiles is None else quantiles + (combined - forecast)[:, None, :]
             forecast = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
@@ -292,7 +290,7 @@ class Engine:
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
         ), rejected
 
-    def _combine(self, slots, observations: Observations, order, waves, actual, network) -> np.ndarray:
+    def _combine(self, slots, observations: Observations, order, actual, network) -> np.ndarray:
         """The combination's forecasts (n, horizon) for rows in (series, time) order.
 
         Each partition's rows go in its own order, an epoch of its learner at a time, and within

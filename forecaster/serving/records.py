@@ -79,19 +79,24 @@ class Forecast:
 
 
 def decode(
-    payloads: Sequence[bytes], fmt: RecordFormat, limits: Limits | None = None, now: float | None = None
+    payloads: Sequence[bytes],
+    fmt: RecordFormat,
+    limits: Limits | None = None,
+    now: float | None = None,
+    partitions: Sequence[int] | None = None,
 ) -> tuple[Observations, list[Rejected]]:
     """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
 
     A batch message (a JSON list of objects) gives one record per element, and each bad
     element is rejected on its own. With `limits`, absurd magnitudes and timestamps far
     beyond `now` (epoch seconds) are rejected too: one record a century ahead would
-    otherwise make every later record of its series look stale.
+    otherwise make every later record of its series look stale. With `partitions` (one per
+    message), each record carries its message's input partition.
     """
-    keys, times, local_times, rows, positions = [], [], [], [], []
+    keys, times, local_times, rows, positions, messages = [], [], [], [], [], []
     rejected = []
     parsed_times: dict = {}  # a poll batch repeats its timestamps: each distinct one is parsed once
-    for position, document in enumerate(_documents(payloads)):
+    for position, (message, document) in enumerate(_documents(payloads)):
         try:
             key, time, local_time, row = _fields(document, fmt, parsed_times)
         except RecordError as error:
@@ -102,6 +107,7 @@ def decode(
         local_times.append(local_time)
         rows.append(row)
         positions.append(position)
+        messages.append(message)
     width = 1 + len(fmt.covariates)
     observations = Observations(
         keys=tuple(keys),
@@ -109,6 +115,7 @@ def decode(
         local_times=np.asarray(local_times, dtype=np.float64),
         values=np.asarray(rows, dtype=np.float64).reshape(len(rows), width),
         positions=np.asarray(positions, dtype=np.int64),
+        partitions=None if partitions is None else np.asarray(partitions, dtype=np.int64)[messages],
     )
     if limits is None:
         return observations, rejected
@@ -135,23 +142,16 @@ def origins(payloads: Sequence[bytes | None]) -> list[Origin]:
     return found
 
 
-def messages_of(payloads: Sequence[bytes | None]) -> np.ndarray:
-    """The message of each record position of `decode(payloads)` (int64), as `origins` gives it, quickly
-    when no message is a batch message (each position is then its message)."""
-    if not any(_opens_a_list(payload) for payload in payloads):
-        return np.arange(len(payloads))
-    return np.array([origin.message for origin in origins(payloads)], np.int64)
-
-
 def element_payload(payload: bytes, element: int) -> bytes:
     """The JSON text of one element of a batch message, for its dead letter."""
     return json.dumps(json.loads(payload)[element], separators=(",", ":")).encode()
 
 
-def _documents(payloads: Sequence[bytes | None]) -> Iterator[object]:
-    """Every record of a poll batch as parsed JSON (a RecordError where a message is not JSON)."""
-    for payload in payloads:
-        yield from _split(payload)[0]
+def _documents(payloads: Sequence[bytes | None]) -> Iterator[tuple[int, object]]:
+    """Every record of a poll batch as parsed JSON (a RecordError where a message is not JSON), with its message."""
+    for message, payload in enumerate(payloads):
+        for document in _split(payload)[0]:
+            yield message, document
 
 
 def _split(payload: bytes | None) -> tuple[Sequence[object], bool]:
@@ -208,6 +208,7 @@ def _within_limits(
         local_times=observations.local_times[keep],
         values=observations.values[keep],
         positions=observations.positions[keep],
+        partitions=None if observations.partitions is None else observations.partitions[keep],
     )
     return kept, rejected
 

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from forecaster.serving import damping, scaling
-from forecaster.serving.cadence import horizon_times
-from forecaster.serving.combination import step_numbers
+from forecaster.serving.cadence import horizon_times, step_numbers
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster
 
@@ -69,10 +68,9 @@ def series_view(engine: Engine, key: str) -> SeriesView:
         values = last_value + deltas
         learners = {} if engine.combination is None else engine.combination.learners
         if len(learners) == 1:  # served combined with the simple experts, at the partition's weights now
-            (partition, learner), combination = next(iter(learners.items())), engine.combination
             step = step_numbers(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence)
-            experts = combination.expert_forecasts(partition, s, step, np.array([last_value]), values[None, :])
-            values = np.einsum("kh,hk->h", experts[0], learner.weights.weights())
+            partition = next(iter(learners))
+            values = engine.combination.forecast(partition, s, step, np.array([last_value]), values[None, :])[0]
         elif learners:  # which partition the series came from is not kept with it
             values = np.array([])
         values = values.tolist()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from forecaster.build import seeded_model
-from forecaster.serving.combination import Combination, History, MLPoly, expert_names, seasons, step_numbers
+from forecaster.serving.cadence import seasons, step_numbers
+from forecaster.serving.combination import Combination, History, MLPoly, expert_names
 from forecaster.serving.engine import Engine
 
 from support import make_pipeline, observations

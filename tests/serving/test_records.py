@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from forecaster.config import RecordFormat
+from forecaster.config import Limits, RecordFormat
 from forecaster.serving import records
 from forecaster.serving.records import Forecast, Rejected
 
@@ -277,3 +277,15 @@ def test_encoded_forecast_times_parse_back_to_the_same_instants():
 def test_a_non_ascii_series_key_round_trips():
     forecast = Forecast(series="Zürich", time=NOON, issued_at=NOON, model_version=1, times=[NOON + 60], values=[1.0])
     assert json.loads(records.encode(forecast, "p", "y"))["series"] == "Zürich"
+
+
+def test_each_record_carries_its_messages_partition_through_batch_messages_and_rejections():
+    element = json.loads(GOOD)
+    batch = json.dumps([element, {**element, "station": "KRDU"}]).encode()
+    out_of_range = json.dumps({**element, "station": "KCLT", "temp": 1e300}).encode()
+    observations, rejected = records.decode(
+        [GOOD, b"not json", batch, out_of_range], FMT, Limits(), now=NOON, partitions=[3, 5, 7, 9]
+    )
+    assert observations.partitions.tolist() == [3, 7, 7]
+    assert sorted(r.reason for r in rejected) == [records.MALFORMED, records.OUT_OF_RANGE]
+    assert records.decode([GOOD], FMT)[0].partitions is None
