@@ -318,6 +318,19 @@ class Combination:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Gaps:
+    """What the engine does over steps a series did not report (gaps.py)."""
+
+    fill: bool = setting(
+        True,
+        doc="step the network over each missing cadence step (up to horizon of them per gap) with the value it "
+        "forecast for that step, so its state, season and buffer stay aligned by time; a filled step is never "
+        "scored or learnt from; keeps each series' last forecast (4 x horizon bytes); false: step straight from "
+        "the last observation to the next, as if nothing were missing",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
@@ -362,6 +375,7 @@ class Pipeline:
     retraining: Retraining = setting(Retraining(), doc="online retraining while serving")
     intervals: Intervals = setting(Intervals(), doc="calibration of the forecast intervals while serving")
     combination: Combination = setting(Combination(), doc="the network combined online with simple experts")
+    gaps: Gaps = setting(Gaps(), doc="missing observations")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:

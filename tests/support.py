@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from forecaster.build import seeded_model
-from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.config import Calendar, Combination, Gaps, ModelConfig, Pipeline, RecordFormat, Retraining, Training
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -32,10 +32,12 @@ def make_pipeline(
     cadence="1h",
     spill="memory",
     combination=False,
+    fill_gaps=False,
     **model,
 ) -> Pipeline:
     """A small pipeline with seeded weights, as config.load would build it; the network alone unless
-    `combination` (the tests of the network's path compare with its own arithmetic)."""
+    `combination`, stepped record by record unless `fill_gaps` (the tests of the network's path compare
+    with its own arithmetic, which the offline path repeats record by record)."""
     return Pipeline(
         name="test",
         input_topic="in",
@@ -49,6 +51,7 @@ def make_pipeline(
         max_series=max_series,
         spill=spill,
         combination=Combination(enabled=combination),
+        gaps=Gaps(fill=fill_gaps),
         model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
     )
 

@@ -79,13 +79,16 @@ class WindowBuffer:
 def targets(actual: Tensor, scale: Tensor, valid: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
     """Training targets from buffered windows: (y[t+h] - y[t]) / scale[t], and where they exist.
 
-    Shapes (n, W) in, (n, W, horizon) out. A target exists only if both steps are valid:
-    nothing past the newest step in the buffer is ever used.
+    Shapes (n, W) in, (n, W, horizon) out. A target exists only if both steps are valid and
+    observed (a step that filled a gap holds NaN, gaps.py): nothing past the newest step in
+    the buffer is ever used, and nothing is learnt against the network's own forecast.
     """
+    observed = valid & ~torch.isnan(actual)
     n, window = actual.shape
     result = torch.zeros(n, window, horizon, device=actual.device)
     mask = torch.zeros(n, window, horizon, device=actual.device, dtype=torch.bool)
     for h in range(1, min(horizon, window - 1) + 1):
-        result[:, :-h, h - 1] = ((actual[:, h:] - actual[:, :-h]) / scale[:, :-h]).float()
-        mask[:, :-h, h - 1] = valid[:, :-h] & valid[:, h:]
+        mask[:, :-h, h - 1] = observed[:, :-h] & observed[:, h:]
+        move = ((actual[:, h:] - actual[:, :-h]) / scale[:, :-h]).float()
+        result[:, :-h, h - 1] = torch.where(mask[:, :-h, h - 1], move, 0.0)
     return result, mask

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from forecaster.config import Pipeline
-from forecaster.serving import damping, records, scaling
+from forecaster.serving import damping, gaps, records, scaling
 from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import calendar_features, horizon_times, step_numbers
 from forecaster.serving.combination import Combination
@@ -82,6 +82,13 @@ class Plan:
     first: np.ndarray  # (n,) bool: the row is its series' first in this batch
     last: np.ndarray  # (n,) bool: the row is its series' last in this batch
     rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
+    # (n,) for a row that fills a missing step (gaps.py), how many steps after its series' last observation; else 0
+    distance: np.ndarray | None = None
+
+    @property
+    def observed(self) -> np.ndarray:
+        """(n,) bool: the row is an observation, not a filled step."""
+        return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
 
 
 def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
@@ -194,6 +201,10 @@ class Engine:
             self.combination = Combination(pipeline.cadence, pipeline.horizon, combine.scored_series, combine.discount)
             self.store.attach("history", self.combination.history)
             self.store.attach("pending", self.combination.pending)
+        self.last_forecasts: gaps.LastForecasts | None = None  # per series: what a missing step is filled with
+        if pipeline.gaps.fill:
+            self.last_forecasts = gaps.LastForecasts(pipeline.horizon, self.device)
+            self.store.attach("last_forecasts", self.last_forecasts)
 
     def mean_damping(self) -> float:
         """The mean damping factor over the series held (1.0 with none, or with damping off)."""
@@ -273,22 +284,49 @@ class Engine:
         slots = self.store.slots(observations.keys)
         the_plan = plan(slots, observations.times, self.store.newest_times())
         rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
-        order = the_plan.order
-        deltas = self._run_waves(slots[order], observations, order, the_plan.waves)  # (n, outputs)
-        actual = observations.values[order, 0]
+        if self.last_forecasts is not None:
+            observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
+        order, observed = the_plan.order, the_plan.observed
+        deltas = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.distance)
+        actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
         if self.combination is not None:  # the quantiles move with the point forecast
-            combined = self._combine(slots[order], observations, order, actual, forecast)
+            combined = forecast.copy()
+            combined[observed] = self._combine(
+                slots[order[observed]], observations, order[observed], actual[observed], forecast[observed]
+            )
             quantiles = None if quantiles is None else quantiles + (combined - forecast)[:, None, :]
             forecast = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
             self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
-        emit = np.ones(len(order), bool) if self.pipeline.emit == "per_record" else the_plan.last
+        emit = observed if self.pipeline.emit == "per_record" else observed & the_plan.last
         return self._forecasts(
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
         ), rejected
+
+    def _fill_gaps(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
+        """The batch with a row before each observation for each step its series missed (gaps.py), and its plan."""
+        order = the_plan.order
+        if not len(order):
+            return observations, slots, the_plan
+        s = slots[order]
+        values, _ = self.store.remembered(s[the_plan.first])
+        previous = _previous(observations.times[order], the_plan.first, self.store.newest_times()[s[the_plan.first]])
+        previous_values = _previous(observations.values[order, 0], the_plan.first, values)
+        filled = gaps.fill(
+            observations, slots, order, previous, previous_values, self.pipeline.cadence, self.pipeline.horizon
+        )
+        if not filled.distance.any():
+            return observations, slots, the_plan
+        s = filled.slots[filled.order]
+        first, last = np.r_[True, s[1:] != s[:-1]], np.r_[s[1:] != s[:-1], True]
+        return (
+            filled.observations,
+            filled.slots,
+            Plan(filled.order, _ranks(s), first, last, the_plan.rejected, filled.distance),
+        )
 
     def _combine(self, slots, observations: Observations, order, actual, network) -> np.ndarray:
         """The combination's forecasts (n, horizon) for rows in (series, time) order.
@@ -328,10 +366,16 @@ class Engine:
         return np.sort(actual[:, None, None] + offsets, axis=1)
 
     def _run_waves(
-        self, slots: np.ndarray, observations: Observations, order: np.ndarray, waves: np.ndarray
+        self,
+        slots: np.ndarray,
+        observations: Observations,
+        order: np.ndarray,
+        waves: np.ndarray,
+        distance: np.ndarray | None = None,
     ) -> np.ndarray:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
-        seasonal shift with model.season), (n, outputs) float32, on the host.
+        seasonal shift with model.season), (n, outputs) float32, on the host. `distance`
+        (n,) marks the rows that fill missing steps (`Plan.distance`).
 
         The batch crosses to the device once (values, calendar features, slots) and back once
         (the deltas); each wave writes its own rows of one `deltas` tensor.
@@ -348,9 +392,14 @@ class Engine:
             calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
         )
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
+        if distance is not None and distance.any():
+            distance = torch.as_tensor(distance if by_wave is None else distance[by_wave], device=self.device)
+        else:
+            distance = None
         deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
-            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b])
+            steps = None if distance is None else distance[a:b]
+            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], distance=steps)
         deltas = deltas.cpu().numpy()
         if by_wave is None:
             return deltas
@@ -358,11 +407,21 @@ class Engine:
         result[by_wave] = deltas
         return result
 
-    def _step_wave(self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor) -> None:
+    def _step_wave(
+        self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor, distance=None
+    ) -> None:
         """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
 
+        Rows with a `distance` > 0 fill a missing step: their value is the network's forecast for it
+        from the series' last observation, where one is held (else the placeholder they carry).
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
         """
+        filling = None if distance is None else distance > 0
+        if filling is not None:
+            held = self.last_forecasts.read(slots, distance)
+            value = torch.where(filling & ~torch.isnan(held), held.to(x.dtype), x[:, 0])
+            x = torch.cat([value[:, None], x[:, 1:]], dim=1)
+        raw = x[:, 0]
         state, moments = self.store.gather(slots)  # (layers, n, width): this wave's own copy
         shift = None
         if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
@@ -382,8 +441,15 @@ class Engine:
         out.mul_(std)
         if shift is not None:  # every output, point and quantiles, moves by y[t + h - season] - y[t - season]
             out.unflatten(1, (-1, self.pipeline.horizon)).add_(shift.to(out.dtype)[:, None])
-        if self.buffer is not None:
-            self.buffer.write(slots, inputs, x[:, 0], std[:, 0])
+        if self.last_forecasts is not None:
+            forecasts = raw[:, None] + out[:, : self.pipeline.horizon]
+            if filling is None:
+                self.last_forecasts.write(slots, forecasts)
+            else:
+                self.last_forecasts.write(slots[~filling], forecasts[~filling])
+        if self.buffer is not None:  # a filled step's value is not a target: NaN
+            actual = x[:, 0] if filling is None else torch.where(filling, torch.nan, x[:, 0])
+            self.buffer.write(slots, inputs, actual, std[:, 0])
 
     def _fast_step(self) -> FusedStep:
         """The model's inference step (fused_step.py), made on first use; it follows the model's weights."""

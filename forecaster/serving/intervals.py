@@ -64,7 +64,8 @@ class IntervalHistory:
 
         Rows come in (series, time) order, `waves` numbering each series' rows 0, 1, ...: what
         a series' row issued h rows before in the batch is scored here too. Returns (n, depth):
-        1.0 inside, 0.0 outside, NaN where nothing was issued for it (a series' first records).
+        1.0 inside, 0.0 outside, NaN where nothing was issued for it (a series' first records) or its
+        actual is NaN (a step that filled a gap).
         No loop over rows or waves: a replay's batch of thousands of one series' records costs
         a few array operations.
         """
@@ -81,7 +82,8 @@ class IntervalHistory:
             batched = np.take(own.reshape(-1, 2), rows_back * depth + (back - 1)[None, :], axis=0)
             held = np.where(in_batch[..., None], batched, ringed)
         y = actual[:, None]
-        inside = np.where(np.isnan(held[..., 0]), np.nan, (held[..., 0] <= y) & (y <= held[..., 1]))
+        unscored = np.isnan(held[..., 0]) | np.isnan(y)  # nothing issued for it, or a filled step (gaps.py)
+        inside = np.where(unscored, np.nan, (held[..., 0] <= y) & (y <= held[..., 1]))
         last = np.r_[waves[1:] == 0, True]  # each series' newest row of the batch
         newest = (record[last] + 1)[np.cumsum(waves == 0) - 1]  # per row: its series' records after the batch
         kept = record >= newest - depth  # a series' last `depth` rows: distinct ring rows

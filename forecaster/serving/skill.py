@@ -44,11 +44,12 @@ class Skill:
     def add(self, actual: np.ndarray, model_forecast: np.ndarray, naive_forecast: np.ndarray) -> None:
         """Score forecasts made one step earlier against the actuals that have now arrived.
 
-        A batch in which every record was refused brings no actuals, and scores nothing.
+        A batch in which every record was refused brings no actuals, and scores nothing; a step
+        that filled a gap (NaN actual, gaps.py) is not scored, nor is the step after it.
         """
         if len(actual) == 0:
             return
-        scored = np.isfinite(model_forecast) & np.isfinite(naive_forecast)
+        scored = np.isfinite(actual) & np.isfinite(model_forecast) & np.isfinite(naive_forecast)
         self.model.extend(np.abs(actual[scored] - model_forecast[scored]))
         self.naive.extend(np.abs(actual[scored] - naive_forecast[scored]))
 

@@ -12,7 +12,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from forecaster import config
 from forecaster.build import load_model, model_spec, seeded_model
-from forecaster.config import Combination
+from forecaster.config import Combination, Gaps
 from forecaster.errors import ConfigError, ForecasterError
 from forecaster.io import datasets
 from forecaster.learning import pretrain, tbptt
@@ -33,11 +33,14 @@ def loaded():
 @pytest.fixture(scope="module")
 def pipeline(loaded):
     """power_load with a small network and short windows, so every test here is quick; the network alone,
-    without the combination, since these tests compare the engine with the network's offline arithmetic."""
+    without the combination, stepped record by record, since these tests compare the engine with the
+    network's offline arithmetic."""
     real = loaded.pipeline("power_load")
     model = dataclasses.replace(real.model, hidden_size=16, dropout=0.0)
     training = dataclasses.replace(real.training, window=96, chunk=24, batch_size=8, steps=40, warmup_steps=5)
-    return dataclasses.replace(real, model=model, horizon=6, training=training, combination=Combination(enabled=False))
+    return dataclasses.replace(
+        real, model=model, horizon=6, training=training, combination=Combination(enabled=False), gaps=Gaps(fill=False)
+    )
 
 
 def taylor(pipeline, count=None, keys=None) -> Observations:

@@ -1,0 +1,141 @@
+"""Missing observations: the steps a record skipped, and the rows that stand in for them.
+
+A record that arrives k > 1 cadence steps after its series' newest observation leaves k - 1
+steps unobserved. The engine steps the network over each of the first `horizon` of them as
+if it had been observed at the value the network forecast for it from the series' last
+observation (`LastForecasts` keeps that forecast per series). Everything the engine counts
+by record then counts by step: the one-step skill, the intervals kept until their actuals
+arrive and the retraining buffer. A filled step is never a target: its value is NaN wherever
+something would be scored or learnt against it, so nothing learns from its own forecast.
+
+The spacing of two records is rounded to whole steps: a record less than one and a half
+steps after its predecessor is the next step, one two steps after it leaves one step
+missing, and so on. Business-day cadences count business days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from forecaster.serving.cadence import horizon_times, step_numbers, step_seconds
+from forecaster.serving.records import Observations
+
+
+def missing_steps(times: np.ndarray, local_times: np.ndarray, previous: np.ndarray, cadence: str) -> np.ndarray:
+    """Per row, the whole cadence steps strictly between `previous` (its series' previous observation
+    time, -inf for none) and its own time; 0 where none is missing or there is no previous."""
+    known = np.isfinite(previous)
+    before = np.where(known, previous, times)
+    if cadence[-1] == "b":
+        offset = local_times - times
+        spacing = step_numbers(times, local_times, cadence) - step_numbers(before, before + offset, cadence)
+    else:
+        spacing = np.rint((times - before) / step_seconds(cadence)).astype(np.int64)
+    return np.where(known, np.maximum(spacing - 1, 0), 0)
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A batch with rows for its missing steps: the observations extended, and the order to step them in."""
+
+    observations: Observations  # the batch's rows, then one row per filled step (its successor's fields)
+    slots: np.ndarray  # (n + m,) the slot of every row
+    order: np.ndarray  # (n',) rows in (series, time) order, each filled step just before its successor
+    distance: np.ndarray  # (n',) in order: steps after the series' last observation; 0 for an observed row
+
+
+def fill(
+    observations: Observations,
+    slots: np.ndarray,
+    order: np.ndarray,
+    previous: np.ndarray,
+    previous_values: np.ndarray,
+    cadence: str,
+    limit: int,
+) -> Filled:
+    """Insert, before each row of `order` (accepted rows in (series, time) order), a row for each of the
+    first `limit` steps missing since `previous[i]`, the time of the row's predecessor in its series
+    (`previous_values[i]` its value).
+
+    A filled row carries its successor's key, covariates, partition and position, the time of
+    the step it fills, and as its value the predecessor's (what the engine serves where it
+    holds no forecast to fill with).
+    """
+    times, local = observations.times[order], observations.local_times[order]
+    counts = np.minimum(missing_steps(times, local, previous, cadence), limit)
+    total = int(counts.sum())
+    if total == 0:
+        return Filled(observations, slots, order, np.zeros(len(order), np.int64))
+    ends = np.cumsum(counts)
+    successor = np.repeat(np.arange(len(order)), counts)  # for each filled row, the row of `order` it precedes
+    distance = np.arange(total) - np.repeat(ends - counts, counts) + 1  # 1 .. count before each successor
+    source = order[successor]
+    start = previous[successor]
+    offset = observations.local_times[source] - observations.times[source]
+    filled_times = horizon_times(start, start + offset, cadence, int(distance.max()))[np.arange(total), distance - 1]
+    values = observations.values[source].copy()
+    values[:, 0] = previous_values[successor]
+    n = len(observations)
+    extended = Observations(
+        keys=observations.keys + tuple(observations.keys[i] for i in source.tolist()),
+        times=np.r_[observations.times, filled_times],
+        local_times=np.r_[observations.local_times, filled_times + offset],
+        values=np.concatenate([observations.values, values]),
+        positions=np.r_[observations.positions, observations.positions[source]],
+        partitions=None
+        if observations.partitions is None
+        else np.r_[observations.partitions, observations.partitions[source]],
+    )
+    new_order = np.empty(len(order) + total, np.int64)
+    observed = np.arange(len(order)) + ends  # where each row of `order` lands
+    is_filled = np.ones(len(new_order), bool)
+    is_filled[observed] = False
+    new_order[observed] = order
+    new_order[is_filled] = n + np.arange(total)
+    new_distance = np.zeros(len(new_order), np.int64)
+    new_distance[is_filled] = distance
+    return Filled(extended, np.r_[slots, slots[source]], new_order, new_distance)
+
+
+class LastForecasts:
+    """Each slot's network forecast (horizon,) made at its newest observation, in original units; a `state.Part`.
+
+    NaN where none is held: a new series, or one brought back from the spill. Only observed
+    steps write it, so a filled step reads the forecast of the last observation before it.
+    """
+
+    def __init__(self, horizon: int, device: torch.device | str = "cpu"):
+        self.horizon, self.device = horizon, torch.device(device)
+        self.allocate(0)
+
+    def allocate(self, capacity: int) -> None:
+        self.values = torch.full((capacity, self.horizon), float("nan"), device=self.device)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.element_size() * self.values.nelement()
+
+    def read(self, slots: Tensor, distance: Tensor) -> Tensor:
+        """The forecast for `distance` (n,) steps after each slot's newest observation (NaN where not held)."""
+        return self.values[slots, (distance - 1).clamp(0, self.horizon - 1)]
+
+    def write(self, slots: Tensor, forecasts: Tensor) -> None:
+        self.values[slots] = forecasts.to(self.values.dtype)
+
+    def grow(self, capacity: int) -> None:
+        old = self.values
+        self.allocate(capacity)
+        self.values[: len(old)] = old
+
+    def reset(self, slots) -> None:
+        self.values[torch.as_tensor(slots, device=self.device)] = float("nan")
+
+    def snapshot(self, slots) -> dict:
+        return {"values": self.values[torch.as_tensor(slots, device=self.device)].cpu()}
+
+    def restore(self, slots, snapshot: dict) -> None:
+        self.values[torch.as_tensor(slots, device=self.device)] = snapshot["values"].to(self.device)
