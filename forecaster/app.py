@@ -216,14 +216,23 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
-        if self.trainer.due():
+        if self.trainer.due(self._longest_buffered()):
             self._start_round()
+
+    def _longest_buffered(self) -> int:
+        """While the network is young, the most steps any series has buffered (what starts a young round);
+        0 once it is not: after its young rounds in this process, or once as many promotions made its version."""
+        if not self.trainer.young or self.engine.model_version >= self.pipeline.retraining.young_rounds:
+            return 0
+        written = self.engine.buffer.written
+        return int(written.max()) if len(written) else 0
 
     def _start_round(self) -> None:
         settings, engine = self.pipeline.retraining, self.engine
         windows = rounds.collect(engine.store, engine.buffer, self.pipeline.horizon, settings.max_series)
         try:
-            rounds.trainable(windows, settings.holdout, self.pipeline.training.window)
+            window = rounds.training_window(self.pipeline, windows, self.trainer.rounds + 1)
+            rounds.trainable(windows, settings.holdout, window)
         except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
@@ -254,7 +263,8 @@ class PipelineWorker:
         m.heldout_loss.labels(name, "challenger").set(outcome.challenger_loss)
         verdict = "promoted" if outcome.promoted else "rejected"
         log.info(
-            "pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d)",
+            "pipeline %s: round %d %s after %.1f s: held-out loss %.4g (challenger) vs %.4g (serving version %d); "
+            "point MSE %.4g vs %.4g (%s, the best simple forecast)",
             name,
             finished.round,
             verdict,
@@ -262,6 +272,9 @@ class PipelineWorker:
             outcome.challenger_loss,
             outcome.champion_loss,
             self.engine.model_version,
+            outcome.challenger_point_loss,
+            outcome.expert_loss,
+            outcome.expert,
         )
         self._adopt(outcome)
         m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it

@@ -244,6 +244,15 @@ class Retraining:
         check=positive_int,
     )
     steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
+    young_rounds: int = setting(
+        4,
+        doc="a young network learns sooner and longer: the first young_rounds rounds start as soon as the longest "
+        "buffered series holds holdout + 2 x training.chunk steps (or training.window, if shorter), then each time "
+        "it has doubled that (up to buffer), whichever comes before every_records; they train young_steps steps on "
+        "windows as long as the buffer allows; 0: rounds by every_records and every_seconds only",
+        check=(lambda v: v >= 0, "an integer >= 0"),
+    )
+    young_steps: int = setting(200, doc="optimisation steps of each young round", check=positive_int)
     learning_rate: float = setting(1e-3, doc="peak AdamW learning rate of a retrain", check=positive)
     max_series: int = setting(
         2048, doc="series sampled per retrain (those with the most buffered steps first)", check=positive_int

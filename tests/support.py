@@ -131,7 +131,22 @@ def retraining_pipeline(
     )
 
 
-def sines(n_series=8, length=120, seed=0):
+def mean_reverting(n_series=8, length=120, seed=0, phi=0.5):
+    """Hourly AR(1) series around different levels, every series at every step: a network that learns the
+    pull back to the level beats the last value and the seasonal naive, which do not know it."""
+    rng = np.random.default_rng(seed)
+    keys, times, values = [], [], []
+    deviation = np.zeros(n_series)
+    for step in range(length):
+        deviation = phi * deviation + rng.standard_normal(n_series)
+        for s in range(n_series):
+            keys.append(f"s{s}")
+            times.append(T0 + 3600.0 * step)
+            values.append(10.0 * (s + 1) + deviation[s])
+    return keys, times, values
+
+
+def sines(n_series=8, length=120, seed=0, noise=0.1):
     """Noisy daily sines of different phases and levels, hourly, every series at every step."""
     rng = np.random.default_rng(seed)
     t = np.arange(length)
@@ -140,5 +155,5 @@ def sines(n_series=8, length=120, seed=0):
         for s in range(n_series):
             keys.append(f"s{s}")
             times.append(T0 + 3600.0 * step)
-            values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + 0.1 * rng.standard_normal())
+            values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + noise * rng.standard_normal())
     return keys, times, values

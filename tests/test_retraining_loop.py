@@ -18,7 +18,7 @@ from forecaster.learning.trainer import Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving.engine import Engine
 
-from support import observations, retraining_pipeline, sines
+from support import mean_reverting, observations, retraining_pipeline, sines
 
 
 def batches_of(data, size):
@@ -70,12 +70,30 @@ def run_until_the_round_ends(w):
 
 @pytest.fixture
 def pipeline():
+    """Rounds every 400 records, none of them young (young rounds: test_a_young_network_...)."""
     p = retraining_pipeline(steps=30)
-    return dataclasses.replace(p, retraining=dataclasses.replace(p.retraining, every_records=400))
+    return dataclasses.replace(p, retraining=dataclasses.replace(p.retraining, every_records=400, young_rounds=0))
+
+
+def test_a_young_network_starts_its_first_rounds_by_the_steps_buffered_long_before_every_records(pipeline):
+    young = dataclasses.replace(pipeline.retraining, every_records=1_000_000, young_rounds=2)
+    pipeline = dataclasses.replace(pipeline, retraining=young)
+    w, _, registry = make_worker(pipeline, batches_of(mean_reverting(length=160), 8))
+    started_at = []  # the longest buffered steps when each round started
+    while w.source.batches:
+        rounds_before = w.trainer.rounds
+        w.run_once()
+        if w.trainer.rounds > rounds_before:
+            started_at.append(int(w.engine.buffer.written.max()))
+        w.trainer.close(timeout=120)
+
+    minimal = rounds.minimal_steps(pipeline)
+    assert started_at == [minimal, 2 * minimal]  # then no more: young_rounds is 2 and every_records far off
+    assert retrains(registry, "started") == 2
 
 
 def test_the_loop_retrains_in_the_background_and_promotes_between_batches(pipeline):
-    w, sink, registry = make_worker(pipeline, batches_of(sines(length=160), 8))
+    w, sink, registry = make_worker(pipeline, batches_of(mean_reverting(length=160), 8))
 
     run_until_the_round_ends(w)
     w.run_once()
@@ -97,7 +115,7 @@ def test_the_interval_gauges_show_the_conformal_widening_and_the_tracked_offsets
         model=dataclasses.replace(pipeline.model, quantiles=(0.1, 0.5, 0.9)),
         intervals=Intervals(tracking_rate=0.05),
     )
-    w, _, registry = make_worker(pipeline, batches_of(sines(length=160), 8))
+    w, _, registry = make_worker(pipeline, batches_of(mean_reverting(length=160), 8))
 
     run_until_the_round_ends(w)
     w.run_once()
@@ -149,7 +167,7 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch
     challenger (with the same re-sync) exactly where the forecasts' version changes, and
     must give the same numbers for every forecast.
     """
-    batches = batches_of(sines(length=160), 8)
+    batches = batches_of(mean_reverting(length=160), 8)
     w, sink, _ = make_worker(pipeline, list(batches))
     installed = []  # the model of each version from 1 on
     install = w.engine.install

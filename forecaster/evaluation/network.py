@@ -155,7 +155,7 @@ class OnlineMethod(EngineMethod):
         settings = pipeline.retraining
         windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
         try:
-            rounds.trainable(windows, settings.holdout, pipeline.training.window)
+            rounds.trainable(windows, settings.holdout, rounds.training_window(pipeline, windows, self.rounds + 1))
         except rounds.NotEnoughData:
             return
         self.rounds += 1

@@ -4,7 +4,8 @@ One round of retraining is
   1. `collect`: copy the buffered windows of the series with the most data,
   2. `challenge`: fine-tune a copy of the serving weights (the champion) with TBPTT on the
      windows' older steps, then score champion and challenger on the targets that fall in
-     each window's newest `holdout` steps, which the challenger never trained on,
+     each window's newest `holdout` steps, which the challenger never trained on; it is
+     promoted only if it beats the champion and the best simple forecast there,
   3. `adopt` (by the caller, at a batch boundary): install the winner and re-synchronise every
      series' state by replaying its newest buffered steps through the new weights (resync.py),
      and serve the damping and interval calibration the round measured.
@@ -30,6 +31,7 @@ from forecaster.learning.resync import install, replay
 from forecaster.serving import buffer as buffers
 from forecaster.serving import damping
 from forecaster.serving.buffer import WindowBuffer
+from forecaster.serving.cadence import seasons
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster, split_head
 from forecaster.serving.state import StateStore
@@ -62,6 +64,11 @@ class Outcome:
     challenger_loss: float
     training_loss: float  # mean over the round's last optimisation steps
     series: int  # series whose windows were trained on
+    # The held-out point MSE of the challenger and of the best simple forecast (persistence, or a seasonal
+    # naive), which a promoted challenger must beat too; and that forecast's name.
+    challenger_point_loss: float = math.nan
+    expert_loss: float = math.nan
+    expert: str = ""
     # With quantiles: per horizon step, how far the outermost quantiles must move out (in units
     # of the series' scale) for their interval to cover its nominal share of the held-out targets.
     champion_widening: Tensor | None = None
@@ -97,6 +104,37 @@ def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: i
     return Windows(
         inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(), on_host, store.keys_of(on_host)
     )
+
+
+def minimal_steps(pipeline: Pipeline) -> int:
+    """Buffered steps a young round needs: the held-out steps, and a short training window before them."""
+    training = pipeline.training
+    return pipeline.retraining.holdout + min(training.window, 2 * training.chunk)
+
+
+def young(pipeline: Pipeline, round_: int) -> bool:
+    """Whether round `round_` (1, 2, ...) is one of the pipeline's young rounds."""
+    return round_ <= pipeline.retraining.young_rounds
+
+
+def young_round_due(pipeline: Pipeline, started: int, longest: int) -> bool:
+    """While the network is young, whether its longest buffered series (`longest` steps) calls for the next
+    round, when `started` rounds have started: at `minimal_steps`, then each time that has doubled, up to the
+    buffer."""
+    if not young(pipeline, started + 1):
+        return False
+    return longest >= min(pipeline.retraining.buffer, minimal_steps(pipeline) << started)
+
+
+def training_window(pipeline: Pipeline, windows: Windows, round_: int) -> int:
+    """The steps of each TBPTT window round `round_` trains on: training.window, or in a young round as many as
+    the longest buffered series holds before its held-out steps (at least `minimal_steps` less those)."""
+    window = pipeline.training.window
+    if not young(pipeline, round_):
+        return window
+    holdout = pipeline.retraining.holdout
+    longest = int(windows.valid.sum(dim=1).max()) if len(windows) else 0
+    return min(window, max(longest - holdout, minimal_steps(pipeline) - holdout))
 
 
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
@@ -136,6 +174,7 @@ class Scores:
     """A model judged on the held-out steps, as it would serve."""
 
     loss: float  # the training loss on the held-out targets, after damping
+    point: float  # the point forecast's MSE on them
     widening: Tensor | None  # (horizon,) with quantiles: the conformal widening of the outer interval
     damping: Tensor | None  # (n,) with damping on: per window, NaN where it had no held-out target
 
@@ -164,20 +203,54 @@ def heldout_scores(
     device = next(model.parameters()).device
     heads, _ = replay(model, windows.inputs.to(device), windows.valid.to(device))
     heads = heads.cpu()
-    W, horizon = windows.targets.shape[1:]
-    target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
-    mask = windows.mask & (target_step >= W - holdout)
+    horizon = windows.targets.shape[2]
+    mask = heldout_mask(windows, holdout)
     factors = None
     if damp:
         factors = damping.least_squares(heads[..., :horizon], windows.targets, mask)
         damping.apply(heads, torch.nan_to_num(factors, nan=1.0)[:, None], horizon)
     loss = float(tbptt.forecast_loss(heads, windows.targets, mask, model.spec.quantiles, relative))
+    point = float(tbptt.masked_mse(heads[..., :horizon], windows.targets, mask))
     levels = model.spec.quantiles
     if len(levels) < 2:
-        return Scores(loss, None, factors)
+        return Scores(loss, point, None, factors)
     _, quantiles = split_head(heads, horizon)  # (n, W, Q, horizon)
     scores = torch.maximum(quantiles[..., 0, :] - windows.targets, windows.targets - quantiles[..., -1, :])
-    return Scores(loss, conformal_widening(scores, mask, levels[-1] - levels[0]), factors)
+    return Scores(loss, point, conformal_widening(scores, mask, levels[-1] - levels[0]), factors)
+
+
+def heldout_mask(windows: Windows, holdout: int) -> Tensor:
+    """(n, W, horizon): the targets that exist and fall in each window's newest `holdout` steps."""
+    W, horizon = windows.targets.shape[1:]
+    target_step = torch.arange(W)[:, None] + torch.arange(1, horizon + 1)[None, :]  # (W, horizon)
+    return windows.mask & (target_step >= W - holdout)
+
+
+def simple_losses(windows: Windows, holdout: int, periods: tuple[int, ...]) -> dict[str, float]:
+    """The held-out point MSE, in the targets' units, of the forecasts a user would make by hand: the last
+    value (a zero move) and the seasonal naive y[t + h - kP] for each period P (the last value where that is
+    not buffered), as the combination's experts forecast."""
+    mask, targets = heldout_mask(windows, holdout), windows.targets
+    losses = {"persistence": float(tbptt.masked_mse(torch.zeros_like(targets), targets, mask))}
+    for period in periods:
+        moves = seasonal_moves(windows.actual, windows.scale, period, targets.shape[2])
+        losses[f"seasonal_naive_{period}"] = float(tbptt.masked_mse(moves, targets, mask))
+    return losses
+
+
+def seasonal_moves(actual: Tensor, scale: Tensor, period: int, horizon: int) -> Tensor:
+    """(n, W, horizon): the seasonal naive's move (y[t + h - kP] - y[t]) / scale[t], k = ceil(h / P); 0 where
+    y[t + h - kP] is not in the window or not observed (NaN)."""
+    n, W = actual.shape
+    moves = torch.zeros(n, W, horizon)
+    for h in range(1, horizon + 1):
+        back = period * math.ceil(h / period) - h  # y[t - back]
+        if back >= W:
+            continue
+        then = actual[:, : W - back]
+        move = ((then - actual[:, back:]) / scale[:, back:]).float()
+        moves[:, back:, h - 1] = torch.nan_to_num(move, nan=0.0)
+    return moves
 
 
 def conformal_widening(scores: Tensor, mask: Tensor, coverage: float) -> Tensor:
@@ -204,11 +277,13 @@ def challenge(
     is `tbptt.fit`'s per-step callback (it may raise to cancel the round).
     """
     retraining = pipeline.retraining
+    steps = retraining.young_steps if young(pipeline, round_) else retraining.steps
     training = dataclasses.replace(
         pipeline.training,
-        steps=retraining.steps,
+        window=training_window(pipeline, windows, round_),
+        steps=steps,
         learning_rate=retraining.learning_rate,
-        warmup_steps=min(pipeline.training.warmup_steps, retraining.steps // 5),
+        warmup_steps=min(pipeline.training.warmup_steps, steps // 5),
         seed=pipeline.training.seed + round_,
     )
     series = training_series(windows, retraining.holdout, training.window)
@@ -223,14 +298,21 @@ def challenge(
         relative=training.loss == "relative_mse",
     )
     champion_scores, challenger_scores = judge(champion), judge(challenger)
+    # With model.season the targets are seasonal differences: there the last value is the seasonal naive.
+    simple = simple_losses(windows, retraining.holdout, () if champion.spec.season else seasons(pipeline.cadence))
+    expert = min(simple, key=simple.__getitem__)
     tail = losses[-max(1, len(losses) // 5) :]
     return Outcome(
         challenger=challenger.cpu().eval(),
-        promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement),
+        promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement)
+        and challenger_scores.point < simple[expert],
         champion_loss=champion_scores.loss,
         challenger_loss=challenger_scores.loss,
         training_loss=float(np.mean(tail)),
         series=len(series),
+        challenger_point_loss=challenger_scores.point,
+        expert_loss=simple[expert],
+        expert=expert,
         champion_widening=champion_scores.widening,
         challenger_widening=challenger_scores.widening,
         champion_damping=champion_scores.damping,

@@ -47,10 +47,18 @@ class Trainer:
     def count(self, records: int) -> None:
         self.records_since += records
 
-    def due(self) -> bool:
-        """A round is due after `every_records` new records, or `every_seconds` with any; never while one runs."""
+    @property
+    def young(self) -> bool:
+        """Whether the next round is one of the young ones, which `due` starts by the buffered steps too."""
+        return rounds.young(self.pipeline, self.rounds + 1)
+
+    def due(self, longest: int = 0) -> bool:
+        """A round is due after `every_records` new records, or `every_seconds` with any, or while young when the
+        longest buffered series (`longest` steps) calls for one (rounds.young_round_due); never while one runs."""
         if self.running or self.records_since == 0:
             return False
+        if rounds.young_round_due(self.pipeline, self.rounds, longest):
+            return True
         return self.records_since >= self.settings.every_records or time.monotonic() >= self._due_at
 
     def postpone(self) -> None:

@@ -11,7 +11,15 @@ from forecaster.config import Retraining
 from forecaster.learning import resync, rounds, tbptt
 from forecaster.serving.engine import Engine
 
-from support import make_pipeline, observations, ordered_quantiles_model, random_walks, retraining_pipeline, sines
+from support import (
+    make_pipeline,
+    mean_reverting,
+    observations,
+    ordered_quantiles_model,
+    random_walks,
+    retraining_pipeline,
+    sines,
+)
 
 T0 = 1_600_000_000.0
 
@@ -117,7 +125,7 @@ def test_too_little_data_is_reported_not_trained_on():
 @pytest.fixture(scope="module")
 def trained_round():
     pipeline = retraining_pipeline()
-    engine = stepped(pipeline, sines(), batch=8)
+    engine = stepped(pipeline, mean_reverting(), batch=8)
     windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
     return pipeline, engine, windows, rounds.challenge(engine.model, windows, pipeline, round_=1)
 
@@ -252,7 +260,7 @@ def test_the_conformal_widening_covers_the_nominal_share_of_held_out_targets():
 def test_a_round_measures_the_widening_each_model_needs_and_the_engine_adopts_it():
     # how the engine serves a widening: test_widening_moves_only_the_outermost_quantiles_by_that_many_scales
     pipeline = retraining_pipeline(quantiles=(0.1, 0.5, 0.9))
-    engine = stepped(pipeline, sines(), batch=8)
+    engine = stepped(pipeline, mean_reverting(), batch=8)
     windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
     outcome = rounds.challenge(engine.model, windows, pipeline, round_=1)
 
@@ -303,3 +311,54 @@ def test_widening_moves_only_the_outermost_quantiles_by_that_many_scales():
     width = lambda f: f.quantiles[0.9] - f.quantiles[0.1]
     assert (b.quantiles[0.1] < a.quantiles[0.1]).all() and (b.quantiles[0.9] > a.quantiles[0.9]).all()
     np.testing.assert_allclose(width(b) / width(a), 1.5, rtol=1e-4)
+
+
+# -- the simple forecasts a challenger must beat, and the young rounds -------------------------------
+
+
+def test_a_challenger_that_beats_the_champion_but_not_the_seasonal_naive_is_rejected():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(noise=0.01), batch=8)  # daily sines: yesterday's value is nearly exact
+    windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
+
+    outcome = rounds.challenge(engine.model, windows, pipeline, round_=1)
+
+    assert outcome.challenger_loss < outcome.champion_loss
+    assert outcome.expert == "seasonal_naive_24" and outcome.challenger_point_loss > outcome.expert_loss
+    assert not outcome.promoted
+
+
+def test_the_simple_forecasts_are_scored_on_the_held_out_targets_as_the_network_is():
+    pipeline = retraining_pipeline()
+    engine = stepped(pipeline, sines(noise=0.0), batch=8)
+    windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
+
+    losses = rounds.simple_losses(windows, pipeline.retraining.holdout, periods=(24,))
+
+    assert losses["seasonal_naive_24"] < 1e-9  # a noiseless daily sine repeats exactly
+    assert losses["persistence"] > 0.01
+
+
+def test_young_rounds_start_at_a_minimal_window_then_each_time_the_buffered_steps_double():
+    pipeline = retraining_pipeline(buffer=512, holdout=48, window=256)  # training.chunk 8
+    minimal = rounds.minimal_steps(pipeline)
+    due = [
+        rounds.young_round_due(pipeline, started, longest)
+        for started, longest in [(0, minimal - 1), (0, minimal), (1, minimal), (1, 2 * minimal), (3, 512), (4, 512)]
+    ]
+
+    assert minimal == 48 + 16
+    assert due == [False, True, False, True, True, False]  # after young_rounds (4): by records only
+
+
+def test_a_young_round_trains_longer_on_windows_as_long_as_the_buffer_holds():
+    pipeline = retraining_pipeline(buffer=96, holdout=16, window=64)
+    engine = stepped(pipeline, mean_reverting(length=50), batch=8)  # 50 buffered steps: short of 64 + 16
+    windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, max_series=100)
+
+    assert rounds.training_window(pipeline, windows, round_=1) == 50 - 16
+    assert rounds.training_window(pipeline, windows, round_=5) == 64
+    with pytest.raises(rounds.NotEnoughData):
+        rounds.trainable(windows, 16, 64)
+    outcome = rounds.challenge(engine.model, windows, pipeline, round_=1)
+    assert outcome.series == 8
