@@ -18,7 +18,9 @@ and their provenance is in data/README.md:
 The forecaster is a pipeline with the defaults of forecaster/config.py and only what a user
 must set: field names, cadence, horizon (and vic_elec's covariate). It starts cold (seeded
 weights, nothing pretrained) and runs the engine's own path prequentially: every time step's
-observations are one batch; at an origin t it has seen rows 0..t and nothing later. It is
+observations are one batch; at an origin t it has seen rows 0..t and nothing later. It
+retrains on the daemon's schedule (the young rounds, then every 20,000 records), each
+round adopted before the next time step, where the daemon adopts it a few batches later. It is
 scored on each series' second half, at every `stride`-th origin (the same origins for every
 method), by MASE: the absolute error over the in-sample mean absolute error of the seasonal
 naive with the shortest season, on the series' first half.
@@ -43,6 +45,7 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.config import Combination, ModelConfig, Pipeline, RecordFormat
+from forecaster.evaluation.network import DaemonRetraining
 from forecaster.serving.cadence import seasons
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
@@ -151,10 +154,13 @@ def pipeline(panel: Panel, combination: bool = True) -> Pipeline:
     )
 
 
-def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool) -> np.ndarray:
-    """The engine's forecasts (origins, N, H) made right after each origin's row; NaN where a series had none."""
+def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=print) -> np.ndarray:
+    """The engine's forecasts (origins, N, H) made right after each origin's row; NaN where a series had none.
+
+    It retrains on the daemon's schedule, each round adopted before the next row (DaemonRetraining)."""
     the_pipeline = pipeline(panel, combination)
     engine = Engine(the_pipeline, seeded_model(the_pipeline))
+    retraining = DaemonRetraining(engine)
     T, N = panel.inputs.shape
     wanted = {int(t): i for i, t in enumerate(origins)}
     out = np.full((len(origins), N, panel.horizon), np.nan)
@@ -174,6 +180,8 @@ def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool) -> np
             raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
         if t in wanted:
             out[wanted[t], present] = forecasts.values
+        retraining.after(len(present))
+    log(f"{panel.name:<17} {retraining.rounds} retraining rounds, {retraining.promotions} promoted")
     return out
 
 
@@ -284,7 +292,7 @@ def evaluate(panel: Panel, with_statsforecast: bool, quick: bool, log=print) -> 
     forecasts = baseline_forecasts(panel, origins)
     for name, combination in (("forecaster", True), ("network", False)):
         began = time.perf_counter()
-        forecasts[name] = engine_forecasts(panel, origins, combination)
+        forecasts[name] = engine_forecasts(panel, origins, combination, log)
         log(f"{panel.name:<17} {name:<12} {len(origins):,} origins  {time.perf_counter() - began:6.1f} s")
     if with_statsforecast:
         began = time.perf_counter()

@@ -216,16 +216,8 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
-        if self.trainer.due(self._longest_buffered()):
+        if self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
-
-    def _longest_buffered(self) -> int:
-        """While the network is young, the most steps any series has buffered (what starts a young round);
-        0 once it is not: after its young rounds in this process, or once as many promotions made its version."""
-        if not self.trainer.young or self.engine.model_version >= self.pipeline.retraining.young_rounds:
-            return 0
-        written = self.engine.buffer.written
-        return int(written.max()) if len(written) else 0
 
     def _start_round(self) -> None:
         settings, engine = self.pipeline.retraining, self.engine

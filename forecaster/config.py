@@ -226,7 +226,11 @@ class Retraining:
     The optimiser, TBPTT chunks, batch size, clipping and warm-up come from `training`.
     """
 
-    enabled: bool = setting(False, doc="retrain in the background while forecasting")
+    enabled: bool = setting(
+        True,
+        doc="retrain in the background while forecasting (a promoted challenger must beat the serving model and "
+        "the simple forecasts on the newest steps); false: serve the weights as loaded",
+    )
     every_records: int = setting(20_000, doc="start a retrain after this many new records", check=positive_int)
     every_seconds: float | None = setting(
         None, doc="also start one after this many seconds, if records arrived; null: by records only", check=positive

@@ -52,6 +52,7 @@ def make_pipeline(
         spill=spill,
         combination=Combination(enabled=combination),
         gaps=Gaps(fill=fill_gaps),
+        retraining=Retraining(enabled=False),
         model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
     )
 

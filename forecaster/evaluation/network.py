@@ -2,16 +2,20 @@
 
 `EngineMethod` steps a stream's rows through the serving engine and keeps its newest
 forecasts; `OnlineMethod` also retrains in stream order, exactly as the run loop does,
-but synchronously. `Lags` and `observations` turn a stream's rows into the engine's input.
+but synchronously, every so many rows; `DaemonRetraining` retrains on the daemon's own
+schedule. `Lags` and `observations` turn a stream's rows into the engine's input.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 from forecaster.config import Pipeline
 from forecaster.evaluation.prequential import Stream
 from forecaster.learning import rounds
+from forecaster.learning.trainer import Trainer
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
 
@@ -162,3 +166,42 @@ class OnlineMethod(EngineMethod):
         outcome = rounds.challenge(engine.model, windows, pipeline, self.rounds)
         rounds.adopt(engine, outcome, settings.resync_steps)  # the winner, and the calibration of the intervals
         self.promotions += outcome.promoted
+
+
+class DaemonRetraining:
+    """Retraining on the daemon's own schedule (`Trainer`: every_records, every_seconds, and the young rounds
+    by buffered steps), run synchronously: `after` each batch, a round that is due runs to its end on the
+    trainer's thread and is adopted before the next batch, as `app.PipelineWorker` adopts it a few batches
+    later."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.trainer = Trainer(engine.pipeline, engine.device, threading.Event())
+        self.promotions = 0
+
+    @property
+    def rounds(self) -> int:
+        return self.trainer.rounds
+
+    def after(self, records: int) -> None:
+        """`records` more were stepped: run the round that is now due, if any."""
+        pipeline, engine, trainer = self.engine.pipeline, self.engine, self.trainer
+        if engine.buffer is None:
+            return
+        trainer.count(records)
+        if not trainer.due(rounds.young_steps_buffered(engine, trainer.rounds)):
+            return
+        settings = pipeline.retraining
+        windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
+        try:
+            rounds.trainable(windows, settings.holdout, rounds.training_window(pipeline, windows, trainer.rounds + 1))
+        except rounds.NotEnoughData:
+            trainer.postpone()
+            return
+        trainer.start(engine.model, windows)
+        trainer.close(timeout=None)
+        finished = trainer.finished()
+        if finished.error is not None:
+            raise finished.error
+        rounds.adopt(engine, finished.outcome, settings.resync_steps)
+        self.promotions += finished.outcome.promoted

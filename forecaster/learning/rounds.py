@@ -117,6 +117,17 @@ def young(pipeline: Pipeline, round_: int) -> bool:
     return round_ <= pipeline.retraining.young_rounds
 
 
+def young_steps_buffered(engine: Engine, started: int) -> int:
+    """What starts a young round (`young_round_due`): the most steps any series has buffered, while the next
+    round is young and the serving model has not been promoted young_rounds times (a restarted daemon's
+    network that has learnt is not young again); 0 otherwise."""
+    young_rounds = engine.pipeline.retraining.young_rounds
+    if not young(engine.pipeline, started + 1) or engine.model_version >= young_rounds:
+        return 0
+    written = engine.buffer.written
+    return int(written.max()) if len(written) else 0
+
+
 def young_round_due(pipeline: Pipeline, started: int, longest: int) -> bool:
     """While the network is young, whether its longest buffered series (`longest` steps) calls for the next
     round, when `started` rounds have started: at `minimal_steps`, then each time that has doubled, up to the

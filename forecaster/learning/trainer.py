@@ -47,11 +47,6 @@ class Trainer:
     def count(self, records: int) -> None:
         self.records_since += records
 
-    @property
-    def young(self) -> bool:
-        """Whether the next round is one of the young ones, which `due` starts by the buffered steps too."""
-        return rounds.young(self.pipeline, self.rounds + 1)
-
     def due(self, longest: int = 0) -> bool:
         """A round is due after `every_records` new records, or `every_seconds` with any, or while young when the
         longest buffered series (`longest` steps) calls for one (rounds.young_round_due); never while one runs."""
@@ -96,7 +91,7 @@ class Trainer:
         self._thread, finished, self._finished = None, self._finished, None
         return finished
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float | None) -> None:
         """Wait for a round in progress to notice the stop (set by the caller) and give up."""
         if self._thread is not None:
             self._thread.join(timeout)
