@@ -154,8 +154,9 @@ def pipeline(panel: Panel, combination: bool = True) -> Pipeline:
     )
 
 
-def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=print) -> np.ndarray:
-    """The engine's forecasts (origins, N, H) made right after each origin's row; NaN where a series had none.
+def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's forecasts (origins, N, H) made right after each origin's row, and its 80% intervals
+    (origins, N, 2, H); NaN where a series had none.
 
     It retrains on the daemon's schedule, each round adopted before the next row (DaemonRetraining)."""
     the_pipeline = pipeline(panel, combination)
@@ -164,6 +165,8 @@ def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=p
     T, N = panel.inputs.shape
     wanted = {int(t): i for i, t in enumerate(origins)}
     out = np.full((len(origins), N, panel.horizon), np.nan)
+    intervals = np.full((len(origins), N, 2, panel.horizon), np.nan)
+    levels = the_pipeline.model.quantiles
     for t in range(T):
         present = np.flatnonzero(~np.isnan(panel.inputs[t]))
         if not len(present):
@@ -180,9 +183,13 @@ def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=p
             raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
         if t in wanted:
             out[wanted[t], present] = forecasts.values
+            if forecasts.quantiles:
+                intervals[wanted[t], present] = np.stack(
+                    [forecasts.quantiles[levels[0]], forecasts.quantiles[levels[-1]]], 1
+                )
         retraining.after(len(present))
     log(f"{panel.name:<17} {retraining.rounds} retraining rounds, {retraining.promotions} promoted")
-    return out
+    return out, intervals
 
 
 def baseline_forecasts(panel: Panel, origins: np.ndarray) -> dict[str, np.ndarray]:
@@ -255,8 +262,11 @@ def scales(panel: Panel) -> np.ndarray:
     return np.nanmean(np.abs(x[period:] - x[:-period]), axis=0)
 
 
-def score(panel: Panel, origins: np.ndarray, forecasts: dict[str, np.ndarray]) -> list[dict]:
-    """MASE and MAE per horizon step and over steps 1..H, per method, skipping origins where a series had no input."""
+def score(
+    panel: Panel, origins: np.ndarray, forecasts: dict[str, np.ndarray], intervals: dict[str, np.ndarray]
+) -> list[dict]:
+    """MASE, MAE and (for methods with `intervals` (O, N, 2, H)) the 80% interval's coverage per horizon step and
+    over steps 1..H, per method, skipping origins where a series had no input."""
     H, scale = panel.horizon, scales(panel)
     h = np.arange(1, H + 1)
     targets = _at(panel.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
@@ -266,20 +276,27 @@ def score(panel: Panel, origins: np.ndarray, forecasts: dict[str, np.ndarray]) -
         error = np.abs(f - targets)
         usable = present[:, :, None] & ~np.isnan(error)
         scaled = np.where(usable, error / scale[None, :, None], np.nan)
+        inside = None
+        if method in intervals:
+            lower, upper = intervals[method][:, :, 0], intervals[method][:, :, 1]
+            inside = np.where(usable & ~np.isnan(lower), (lower <= targets) & (targets <= upper), np.nan)
         for step in range(H):
-            rows.append(_row(panel, method, step + 1, scaled[:, :, step], error[:, :, step], usable[:, :, step]))
-        rows.append(_row(panel, method, "mean", scaled, error, usable))
+            covered = None if inside is None else inside[:, :, step]
+            rows.append(
+                _row(panel, method, step + 1, scaled[:, :, step], error[:, :, step], usable[:, :, step], covered)
+            )
+        rows.append(_row(panel, method, "mean", scaled, error, usable, inside))
     return rows
 
 
-def _row(panel: Panel, method: str, horizon, scaled, error, usable) -> dict:
+def _row(panel: Panel, method: str, horizon, scaled, error, usable, inside=None) -> dict:
     return {
         "dataset": panel.name,
         "horizon": horizon,
         "method": method,
         "mase": round(float(np.nanmean(np.where(usable, scaled, np.nan))), 5),
         "mae": round(float(np.nanmean(np.where(usable, error, np.nan))), 5),
-        "coverage80": None,
+        "coverage80": None if inside is None else round(float(np.nanmean(inside)), 4),
         "series": len(panel.keys),
         "origins": int(usable.any(axis=tuple(range(1, usable.ndim))).sum()) if usable.ndim > 1 else 0,
     }
@@ -289,16 +306,16 @@ def evaluate(panel: Panel, with_statsforecast: bool, quick: bool, log=print) -> 
     half = len(panel.times) // 2
     stride = panel.stride * (4 if quick else 1)
     origins = np.arange(half, len(panel.times) - panel.horizon, stride)
-    forecasts = baseline_forecasts(panel, origins)
+    forecasts, intervals = baseline_forecasts(panel, origins), {}
     for name, combination in (("forecaster", True), ("network", False)):
         began = time.perf_counter()
-        forecasts[name] = engine_forecasts(panel, origins, combination, log)
+        forecasts[name], intervals[name] = engine_forecasts(panel, origins, combination, log)
         log(f"{panel.name:<17} {name:<12} {len(origins):,} origins  {time.perf_counter() - began:6.1f} s")
     if with_statsforecast:
         began = time.perf_counter()
         forecasts.update(statsforecast_forecasts(panel, origins, window=8 * max(seasons(panel.cadence), default=14)))
         log(f"{panel.name:<17} statsforecast {time.perf_counter() - began:6.1f} s")
-    return score(panel, origins, forecasts)
+    return score(panel, origins, forecasts, intervals)
 
 
 def summary(rows: list[dict]) -> str:

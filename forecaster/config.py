@@ -81,9 +81,10 @@ class ModelConfig:
     residual: bool = setting(False, doc="residual connections between stacked layers")
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", doc="activation of the plain rnn cell")
     quantiles: tuple[float, ...] = setting(
-        (),
-        doc="quantile levels forecast next to the point forecast, e.g. [0.1, 0.5, 0.9], trained with the pinball loss; "
-        "empty: point forecasts only",
+        (0.1, 0.5, 0.9),
+        doc="quantile levels forecast next to the point forecast, trained with the pinball loss and served through "
+        "the combination, which calibrates them on the forecasts' own errors; the outermost two are the interval "
+        "(the default's covers 80%); empty: point forecasts only",
     )
     highway: bool = setting(
         False,

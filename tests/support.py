@@ -53,7 +53,9 @@ def make_pipeline(
         combination=Combination(enabled=combination),
         gaps=Gaps(fill=fill_gaps),
         retraining=Retraining(enabled=False),
-        model=dataclasses.replace(ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None), **model),
+        model=dataclasses.replace(
+            ModelConfig(cell=cell, hidden_size=8, num_layers=2, weights=None, quantiles=()), **model
+        ),
     )
 
 

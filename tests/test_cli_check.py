@@ -47,8 +47,10 @@ def test_check_passes_a_valid_config_and_summarises_each_pipeline(config_dir, ca
     assert main(["check", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, weights seeded, retraining every 20000 records",
-        "solar: solar.in -> solar.out, gru 2x8, horizon 24 x 30m, weights seeded, retraining every 20000 records",
+        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, quantiles 0.1/0.5/0.9, weights seeded, "
+        "retraining every 20000 records",
+        "solar: solar.in -> solar.out, gru 2x8, horizon 24 x 30m, quantiles 0.1/0.5/0.9, weights seeded, "
+        "retraining every 20000 records",
         f"{path}: ok (2 pipelines)",
     ]
     assert err == ""
@@ -60,7 +62,8 @@ def test_check_names_a_pipelines_season(config_dir, capsys):
     )
     assert main(["check", "-c", str(config_dir / "config.yaml")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == (
-        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, season 24, weights seeded, "
+        "weather: weather.in -> weather.out, gru 2x8, horizon 24 x 1h, season 24, quantiles 0.1/0.5/0.9, "
+        "weights seeded, "
         "retraining every 20000 records"
     )
 

@@ -377,7 +377,8 @@ def test_relu_is_only_for_the_plain_rnn_cell(tmp_path, weather_file):
 
 
 def test_tracking_intervals_without_quantiles_is_refused(tmp_path, weather_file):
-    assert pipeline_error(tmp_path, WEATHER + "intervals:\n  tracking_rate: 0.02\n") == (
+    no_quantiles = WEATHER + "model:\n  quantiles: []\n"
+    assert pipeline_error(tmp_path, no_quantiles + "intervals:\n  tracking_rate: 0.02\n") == (
         f"{weather_file}: intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
         "(an interval to track), got 0.02 with []"
     )

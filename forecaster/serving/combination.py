@@ -41,7 +41,9 @@ import math
 import numpy as np
 import torch
 
+from forecaster.serving.aggregation import MLPoly, OnlineLinear
 from forecaster.serving.cadence import seasons
+from forecaster.serving.quantile_weights import QuantileWeights
 
 # Moves and targets are clipped to this many scales when scored.
 _BOUND = 20.0
@@ -146,14 +148,17 @@ class Pending:
     """What the scored slots (those below `slots`) were issued at their last `depth` records, until scored.
 
     Per issue: its step number, its base value y[t] and scale, and every expert's forecast and
-    the combination's, as moves from the base in scales (depth, experts + 1, horizon), and the
-    linear expert's features (horizon, features). A `state.Part` whose rows beyond `slots` stay empty.
+    the combination's, as moves from the base in scales (depth, experts + 1, horizon), the
+    linear expert's features (horizon, features), and per quantile level the network's, the
+    empirical and the served offsets from the combined point (3, levels, horizon,
+    quantile_weights.py). A `state.Part` whose rows beyond `slots` stay empty.
     """
 
-    _FIELDS = ("step", "base", "scale", "moves", "features", "issued")
+    _FIELDS = ("step", "base", "scale", "moves", "features", "quantiles", "issued")
 
-    def __init__(self, slots: int, depth: int, experts: int, horizon: int, features: int):
+    def __init__(self, slots: int, depth: int, experts: int, horizon: int, features: int, levels: int = 0):
         self.slots, self.depth, self.experts, self.horizon, self.width = slots, depth, experts, horizon, features
+        self.levels = levels
         self.allocate(0)
 
     def allocate(self, capacity: int) -> None:
@@ -163,6 +168,7 @@ class Pending:
         self.scale = np.ones((rows, self.depth))
         self.moves = np.zeros((rows, self.depth, self.experts + 1, self.horizon), np.float32)
         self.features = np.zeros((rows, self.depth, self.horizon, self.width), np.float32)
+        self.quantiles = np.zeros((rows, self.depth, 3, self.levels, self.horizon), np.float32)
         self.issued = np.zeros(rows, np.int64)
 
     @property
@@ -190,66 +196,6 @@ class Pending:
             getattr(self, name)[mine[fits]] = snapshot[name].numpy()[fits]
 
 
-class MLPoly:
-    """ML-Poly weights over `experts`, one set per horizon step, with discounted sums.
-
-    w[h, k] is proportional to eta[h, k] * max(R[h, k], 0), with R the (discounted) cumulative
-    regret of the combination against expert k on linearised losses and eta = 1 / (1 + the
-    discounted sum of the squared regret increments); uniform while no regret is positive.
-    """
-
-    def __init__(self, horizon: int, experts: int, discount: float):
-        self.discount = discount
-        self.regret = np.zeros((horizon, experts))
-        self.squares = np.zeros((horizon, experts))
-
-    def weights(self) -> np.ndarray:
-        """(horizon, experts), each row summing to 1."""
-        positive = np.maximum(self.regret, 0.0) / (1.0 + self.squares)
-        total = positive.sum(axis=1, keepdims=True)
-        uniform = np.full_like(positive, 1.0 / positive.shape[1])
-        return np.where(total > 0, positive / np.where(total > 0, total, 1.0), uniform)
-
-    def update(self, increments: np.ndarray) -> None:
-        """One round: discount every step's sums, then add its regret increments (horizon, experts)."""
-        self.regret = self.regret * self.discount + increments
-        self.squares = self.squares * self.discount + increments**2
-
-    def snapshot(self) -> dict:
-        return {"regret": torch.from_numpy(self.regret.copy()), "squares": torch.from_numpy(self.squares.copy())}
-
-    def restore(self, snapshot: dict) -> None:
-        self.regret, self.squares = snapshot["regret"].numpy().copy(), snapshot["squares"].numpy().copy()
-
-
-class OnlineLinear:
-    """Per horizon step, a ridge regression of the scaled move (y[t + h] - y[t]) / s[t] on features,
-    its sums discounted by `discount` per step; starts at zero, the last value."""
-
-    def __init__(self, horizon: int, features: int, discount: float, ridge: float = 1.0):
-        self.discount, self.ridge = discount, ridge
-        self.gram = np.zeros((horizon, features, features))
-        self.moment = np.zeros((horizon, features))
-        self.coef = np.zeros((horizon, features))
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """(n, horizon, features) -> (n, horizon) scaled moves."""
-        return np.einsum("nhf,hf->nh", features, self.coef)
-
-    def update(self, gram: np.ndarray, moment: np.ndarray) -> None:
-        """Discount the sums, add a round's (horizon, features, features) and (horizon, features), refit."""
-        self.gram = self.gram * self.discount + gram
-        self.moment = self.moment * self.discount + moment
-        eye = self.ridge * np.eye(self.gram.shape[1])
-        self.coef = np.linalg.solve(self.gram + eye, self.moment[:, :, None])[:, :, 0]
-
-    def snapshot(self) -> dict:
-        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("gram", "moment", "coef")}
-
-    def restore(self, snapshot: dict) -> None:
-        self.gram, self.moment, self.coef = (snapshot[k].numpy().copy() for k in ("gram", "moment", "coef"))
-
-
 class Learner:
     """What one input partition learns across its series: the weights and the linear expert.
 
@@ -260,8 +206,9 @@ class Learner:
     was cut into poll batches, so a restored checkpoint replays exactly.
     """
 
-    def __init__(self, horizon: int, experts: int, features: int, discount: float):
+    def __init__(self, horizon: int, experts: int, features: int, discount: float, levels: tuple[float, ...] = ()):
         self.weights = MLPoly(horizon, experts, discount)
+        self.quantiles = QuantileWeights(levels, horizon, discount) if levels else None
         self.served = self.weights.weights()  # (horizon, experts): the weights forecasts are served with
         self.linear = OnlineLinear(horizon, features, discount)
         self.increments = np.zeros((horizon, experts))  # summed over the epoch so far
@@ -296,6 +243,8 @@ class Learner:
         self.weights.update(mean)
         self.served = self.weights.weights()
         self.linear.update(self.gram, self.moment)
+        if self.quantiles is not None:
+            self.quantiles.conclude()
         self.increments[:], self.scored[:], self.gram[:], self.moment[:] = 0.0, 0, 0.0, 0.0
         self.seen, self.epoch = 0, max(1, self.series)
 
@@ -304,12 +253,21 @@ class Learner:
     def snapshot(self) -> dict:
         arrays = {name: torch.from_numpy(getattr(self, name).copy()) for name in self._ARRAYS}
         counters = torch.tensor([self.series, self.seen, self.epoch])
-        return {"weights": self.weights.snapshot(), "linear": self.linear.snapshot(), "counters": counters, **arrays}
+        quantiles = None if self.quantiles is None else self.quantiles.snapshot()
+        return {
+            "weights": self.weights.snapshot(),
+            "linear": self.linear.snapshot(),
+            "quantiles": quantiles,
+            "counters": counters,
+            **arrays,
+        }
 
     def restore(self, snapshot: dict) -> None:
         self.weights.restore(snapshot["weights"])
         self.served = self.weights.weights()
         self.linear.restore(snapshot["linear"])
+        if self.quantiles is not None and snapshot.get("quantiles") is not None:
+            self.quantiles.restore(snapshot["quantiles"])
         for name in self._ARRAYS:
             setattr(self, name, snapshot[name].numpy().copy())
         self.series, self.seen, self.epoch = (int(v) for v in snapshot["counters"])
@@ -318,19 +276,26 @@ class Learner:
 class Combination:
     """The experts of one pipeline and, per input partition, their weights; `step` serves a wave of distinct series."""
 
-    def __init__(self, cadence: str, horizon: int, scored_series: int = 256, discount: float = 0.9999):
-        self.horizon, self.periods, self.discount = horizon, seasons(cadence), discount
+    def __init__(
+        self,
+        cadence: str,
+        horizon: int,
+        scored_series: int = 256,
+        discount: float = 0.9999,
+        levels: tuple[float, ...] = (),
+    ):
+        self.horizon, self.periods, self.discount, self.levels = horizon, seasons(cadence), discount, tuple(levels)
         self.names = expert_names(self.periods)
         self.features = 3 + 2 * len(self.periods)
         longest = max(self.periods, default=1)
         self.history = History(longest * math.ceil(horizon / longest) + 2)
-        self.pending = Pending(scored_series, horizon, len(self.names), horizon, self.features)
+        self.pending = Pending(scored_series, horizon, len(self.names), horizon, self.features, len(self.levels))
         self.learners: dict[int, Learner] = {}
 
     def learner(self, partition: int) -> Learner:
         """The partition's learner, made on its first record."""
         if partition not in self.learners:
-            self.learners[partition] = Learner(self.horizon, len(self.names), self.features, self.discount)
+            self.learners[partition] = Learner(self.horizon, len(self.names), self.features, self.discount, self.levels)
         return self.learners[partition]
 
     def mean_weights(self) -> np.ndarray:
@@ -339,12 +304,13 @@ class Combination:
             return np.full((self.horizon, len(self.names)), 1.0 / len(self.names))
         return np.mean([learner.served for learner in self.learners.values()], axis=0)
 
-    def step(self, partition: int, slots, steps, y, network) -> np.ndarray:
+    def step(self, partition: int, slots, steps, y, network, quantiles=None):
         """One wave of one partition: score what matured with these observations, then forecast.
 
         `slots` (n,) distinct; `steps` (n,) their step numbers; `y` (n,) the values; `network`
-        (n, horizon) the network's forecasts. Returns the combined forecasts (n, horizon). The
-        caller counts the records into the learner's epoch (`Learner.count`).
+        (n, horizon) the network's forecasts and, with levels, `quantiles` (n, levels, horizon) its
+        quantiles. Returns the combined forecasts (n, horizon) and quantiles (n, levels, horizon)
+        or None. The caller counts the records into the learner's epoch (`Learner.count`).
         """
         learner = self.learner(partition)
         self._learn(learner, slots, steps, y)
@@ -353,13 +319,21 @@ class Combination:
         scale = self.history.scales(slots)
         experts, change, reversion, seasonal = self._experts(learner, slots, steps, y, scale, network)
         combined = self._weigh(learner, experts)
+        offsets = None  # (n, 3, L, H): the network's, the empirical and the served quantile offsets, in scales
+        if learner.quantiles is not None and quantiles is not None:
+            mine = (quantiles - network[:, None, :]) / scale[:, None, None]
+            served = learner.quantiles.combine(mine)
+            offsets = np.stack([mine, np.broadcast_to(learner.quantiles.offset, mine.shape), served], axis=1)
         # Only series with a scale of their own are kept for scoring: before, a loss in scales means nothing.
-        mine = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0)
-        if mine.any():
-            kept = np.stack([e[mine] for e in (*experts, combined)], axis=1)  # (m, K + 1, H)
-            features = self._features(change[mine], reversion[mine], [m[mine] for m in seasonal])
-            self._keep(slots[mine], steps[mine], y[mine], scale[mine], kept, features)
-        return y[:, None] + scale[:, None] * combined
+        kept = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0)
+        if kept.any():
+            moves = np.stack([e[kept] for e in (*experts, combined)], axis=1)  # (m, K + 1, H)
+            features = self._features(change[kept], reversion[kept], [m[kept] for m in seasonal])
+            self._keep(slots[kept], steps[kept], y[kept], scale[kept], moves, features, offsets, kept)
+        point = y[:, None] + scale[:, None] * combined
+        if offsets is None:
+            return point, None
+        return point, np.sort(point[:, None, :] + scale[:, None, None] * offsets[:, 2], axis=1)
 
     def forecast(self, partition: int, slots, steps, y, network) -> np.ndarray:
         """What `step` serves for slots whose newest value `y` at `steps` is already held, without learning."""
@@ -422,8 +396,9 @@ class Combination:
         columns = [np.ones((n, H)), np.repeat(change[:, None], H, 1), np.repeat(reversion[:, None], H, 1), *moves]
         return np.stack(columns, axis=2)
 
-    def _keep(self, slots, steps, y, scale, moves, features) -> None:
-        """Remember what scored slots were issued, as moves in scales (m, K + 1, H), until their targets arrive."""
+    def _keep(self, slots, steps, y, scale, moves, features, offsets, kept) -> None:
+        """Remember what scored slots were issued, as moves in scales (m, K + 1, H), and the quantile
+        `offsets` (n, 3, L, H) of the `kept` rows, until their targets arrive."""
         p = self.pending
         row = p.issued[slots] % p.depth
         p.step[slots, row] = steps
@@ -431,6 +406,8 @@ class Combination:
         p.scale[slots, row] = scale
         p.moves[slots, row] = moves
         p.features[slots, row] = features
+        if offsets is not None:
+            p.quantiles[slots, row] = offsets[kept]
         p.issued[slots] += 1
 
     def _learn(self, learner: Learner, slots, steps, y) -> None:
@@ -448,6 +425,9 @@ class Combination:
         gradient = 2.0 * (moves[:, -1] - target)  # of the squared error at the combination's forecast
         increments = gradient[:, None] * (moves[:, -1:] - moves[:, :-1])  # (r, K): regret against each expert
         learner.gather(h, increments, p.features[s[row], entry, h].astype(np.float64), target)
+        if learner.quantiles is not None:
+            offsets = p.quantiles[s[row], entry, :, :, h].astype(np.float64)  # (r, 3, L)
+            learner.quantiles.gather(h, target - moves[:, -1], offsets)
 
     # -- the pipeline's part of a checkpoint ---------------------------------------------------
 

@@ -198,7 +198,9 @@ class Engine:
         self.combination: Combination | None = None  # the network and simple experts, weighted per step
         if pipeline.combination.enabled:
             combine = pipeline.combination
-            self.combination = Combination(pipeline.cadence, pipeline.horizon, combine.scored_series, combine.discount)
+            self.combination = Combination(
+                pipeline.cadence, pipeline.horizon, combine.scored_series, combine.discount, model.spec.quantiles
+            )
             self.store.attach("history", self.combination.history)
             self.store.attach("pending", self.combination.pending)
         self.last_forecasts: gaps.LastForecasts | None = None  # per series: what a missing step is filled with
@@ -291,13 +293,17 @@ class Engine:
         actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
-        if self.combination is not None:  # the quantiles move with the point forecast
-            combined = forecast.copy()
-            combined[observed] = self._combine(
-                slots[order[observed]], observations, order[observed], actual[observed], forecast[observed]
+        if self.combination is not None:  # the served forecast and quantiles: the combination's (combination.py)
+            rows = order[observed]
+            network_quantiles = None if quantiles is None else quantiles[observed]
+            point, combined = self._combine(
+                slots[rows], observations, rows, actual[observed], forecast[observed], network_quantiles
             )
-            quantiles = None if quantiles is None else quantiles + (combined - forecast)[:, None, :]
-            forecast = combined
+            forecast = forecast.copy()
+            forecast[observed] = point
+            if quantiles is not None:
+                quantiles = quantiles.copy()
+                quantiles[observed] = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
             self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
@@ -328,8 +334,9 @@ class Engine:
             Plan(filled.order, _ranks(s), first, last, the_plan.rejected, filled.distance),
         )
 
-    def _combine(self, slots, observations: Observations, order, actual, network) -> np.ndarray:
-        """The combination's forecasts (n, horizon) for rows in (series, time) order.
+    def _combine(self, slots, observations: Observations, order, actual, network, quantiles=None):
+        """The combination's forecasts (n, horizon) and quantiles (n, levels, horizon) or None, for rows in
+        (series, time) order; `quantiles` are the network's.
 
         Each partition's rows go in its own order, an epoch of its learner at a time, and within
         an epoch wave after wave, so a series' later record is scored and forecast after its earlier one.
@@ -338,7 +345,8 @@ class Engine:
         partitions = (
             np.zeros(len(order), np.int64) if observations.partitions is None else observations.partitions[order]
         )
-        combined = np.empty_like(network)
+        point = np.empty_like(network)
+        combined = None if quantiles is None else np.empty_like(quantiles)
         for partition in np.unique(partitions).tolist():
             mine = np.flatnonzero(partitions == partition)  # in (series, time) order
             arrival = mine[np.argsort(observations.positions[order[mine]], kind="stable")]
@@ -350,12 +358,19 @@ class Engine:
                 rows = epoch if by_wave is None else epoch[by_wave]
                 for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
                     wave = rows[a:b]
-                    combined[wave] = self.combination.step(
-                        partition, slots[wave], steps[wave], actual[wave], network[wave]
+                    point[wave], wave_quantiles = self.combination.step(
+                        partition,
+                        slots[wave],
+                        steps[wave],
+                        actual[wave],
+                        network[wave],
+                        None if quantiles is None else quantiles[wave],
                     )
+                    if combined is not None:
+                        combined[wave] = wave_quantiles
                 learner.count(take)
                 start += take
-        return combined
+        return point, combined
 
     def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
         """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""

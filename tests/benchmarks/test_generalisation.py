@@ -36,7 +36,7 @@ def test_persistence_forecasts_the_input_at_the_origin_and_a_perfect_forecast_sc
     np.testing.assert_array_equal(forecasts["persistence"][:, :, 0], weather.inputs[origins])
     h = np.arange(1, weather.horizon + 1)
     perfect = generalisation._at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)
-    rows = generalisation.score(weather, origins, {"perfect": perfect})
+    rows = generalisation.score(weather, origins, {"perfect": perfect}, {})
     assert {r["mase"] for r in rows} == {0.0}
 
 
@@ -51,3 +51,20 @@ def test_a_run_writes_one_row_per_step_and_the_mean_for_every_method(weather):
         mine = [r for r in rows if r["method"] == method]
         assert [r["horizon"] for r in mine] == list(range(1, 25)) + ["mean"]
     assert set(rows[0]) == {"dataset", "horizon", "method", "mase", "mae", "coverage80", "series", "origins"}
+    covered = [r["coverage80"] for r in rows if r["method"] in ("forecaster", "network")]
+    assert all(0.0 <= c <= 1.0 for c in covered)  # the default pipeline serves 80% intervals
+
+
+def test_an_interval_is_scored_by_whether_the_truth_falls_inside_it(weather):
+    origins = np.arange(5000, 5100, 24)
+    h = np.arange(1, weather.horizon + 1)
+    truth = generalisation._at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
+    around = np.stack([truth - 1.0, truth + 1.0], axis=2)
+    beside = np.stack([truth + 1.0, truth + 2.0], axis=2)
+
+    rows = generalisation.score(
+        weather, origins, {"around": truth, "beside": truth}, {"around": around, "beside": beside}
+    )
+
+    assert {r["coverage80"] for r in rows if r["method"] == "around"} == {1.0}
+    assert {r["coverage80"] for r in rows if r["method"] == "beside"} == {0.0}

@@ -35,7 +35,7 @@ def run(combination: Combination, values: np.ndarray, network=None, experts: dic
         y, steps = values[t], np.full(n, t)
         guess = np.repeat(y[:, None], combination.horizon, 1) if network is None else network(t, y)
         combination.learner(0).remaining()  # as the engine does: an epoch that is complete is learnt from first
-        served.append(combination.step(0, slots, steps, y, guess))
+        served.append(combination.step(0, slots, steps, y, guess)[0])
         combination.learner(0).count(n)
         if experts is not None:
             for name, forecasts in zip(
@@ -150,17 +150,43 @@ def test_an_engine_with_the_combination_restores_from_its_checkpoint_exactly():
     )
 
 
-def test_the_engine_serves_the_combination_and_moves_the_quantiles_with_it():
+def test_before_any_target_matures_the_quantiles_sit_around_the_combined_point_at_half_the_networks_spread():
     plain = make_pipeline(horizon=3, quantiles=(0.1, 0.5, 0.9))
     combined = dataclasses.replace(plain, combination=dataclasses.replace(plain.combination, enabled=True))
     model = seeded_model(plain)
     data = observations(["a", "a", "b"], [T0, T0 + HOUR, T0], [10.0, 12.0, 50.0])
     network, _ = Engine(plain, model).step(data, now=0.0)
     served, _ = Engine(combined, model).step(data, now=0.0)
-    shift = served.values - network.values
-    assert not np.allclose(shift, 0.0)
-    for level in (0.1, 0.5, 0.9):
-        np.testing.assert_allclose(served.quantiles[level] - network.quantiles[level], shift, rtol=1e-5, atol=1e-5)
+
+    assert not np.allclose(served.values, network.values)
+    for level in (0.1, 0.9):  # uniform weights over the network's offset and the empirical one, still 0
+        spread = network.quantiles[level] - network.values
+        np.testing.assert_allclose(served.quantiles[level] - served.values, spread / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_the_served_intervals_learn_to_cover_their_nominal_share_whatever_the_network_says():
+    combination = Combination("1h", horizon=6, levels=(0.1, 0.5, 0.9))
+    values = daily(n_series=20, length=1500, noise=0.1)
+    length, n = values.shape
+    combination.history.allocate(n), combination.pending.allocate(n)
+    slots, inside = np.arange(n), []
+    issued = []
+    for t in range(length):
+        y = values[t]
+        network = np.repeat(y[:, None], 6, 1)
+        too_narrow = network[:, None, :] + np.array([-1e-3, 0.0, 1e-3])[None, :, None]  # an untrained head
+        combination.learner(0).remaining()
+        _, quantiles = combination.step(0, slots, np.full(n, t), y, network, too_narrow)
+        combination.learner(0).count(n)
+        if len(issued) >= 3:  # the 80% interval issued three steps ago for this step
+            lower, upper = issued[-3][:, 0, 2], issued[-3][:, 2, 2]
+            inside.append((lower <= y) & (y <= upper))
+        issued.append(quantiles)
+
+    coverage = np.mean(inside[-500:])
+    assert 0.75 <= coverage <= 0.85
+    weights = combination.learner(0).quantiles.served  # (levels, horizon, [network, empirical])
+    assert (weights[[0, 2], :, 1] > 0.9).all()  # the outer levels rely on the errors, not the head
 
 
 def test_a_gap_is_scored_against_the_observation_at_the_forecast_steps_own_time():

@@ -1,0 +1,70 @@
+"""Online learning rules of the combination: ML-Poly weights over experts and a discounted ridge regression.
+
+Pure arithmetic on small arrays; combination.py and quantile_weights.py keep one of each per
+input partition and feed them what matured targets teach.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class MLPoly:
+    """ML-Poly weights over `experts`, one set per horizon step, with discounted sums.
+
+    w[h, k] is proportional to eta[h, k] * max(R[h, k], 0), with R the (discounted) cumulative
+    regret of the combination against expert k on linearised losses and eta = 1 / (1 + the
+    discounted sum of the squared regret increments); uniform while no regret is positive.
+    """
+
+    def __init__(self, horizon: int, experts: int, discount: float):
+        self.discount = discount
+        self.regret = np.zeros((horizon, experts))
+        self.squares = np.zeros((horizon, experts))
+
+    def weights(self) -> np.ndarray:
+        """(horizon, experts), each row summing to 1."""
+        positive = np.maximum(self.regret, 0.0) / (1.0 + self.squares)
+        total = positive.sum(axis=1, keepdims=True)
+        uniform = np.full_like(positive, 1.0 / positive.shape[1])
+        return np.where(total > 0, positive / np.where(total > 0, total, 1.0), uniform)
+
+    def update(self, increments: np.ndarray) -> None:
+        """One round: discount every step's sums, then add its regret increments (horizon, experts)."""
+        self.regret = self.regret * self.discount + increments
+        self.squares = self.squares * self.discount + increments**2
+
+    def snapshot(self) -> dict:
+        return {"regret": torch.from_numpy(self.regret.copy()), "squares": torch.from_numpy(self.squares.copy())}
+
+    def restore(self, snapshot: dict) -> None:
+        self.regret, self.squares = snapshot["regret"].numpy().copy(), snapshot["squares"].numpy().copy()
+
+
+class OnlineLinear:
+    """Per horizon step, a ridge regression of the scaled move (y[t + h] - y[t]) / s[t] on features,
+    its sums discounted by `discount` per step; starts at zero, the last value."""
+
+    def __init__(self, horizon: int, features: int, discount: float, ridge: float = 1.0):
+        self.discount, self.ridge = discount, ridge
+        self.gram = np.zeros((horizon, features, features))
+        self.moment = np.zeros((horizon, features))
+        self.coef = np.zeros((horizon, features))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(n, horizon, features) -> (n, horizon) scaled moves."""
+        return np.einsum("nhf,hf->nh", features, self.coef)
+
+    def update(self, gram: np.ndarray, moment: np.ndarray) -> None:
+        """Discount the sums, add a round's (horizon, features, features) and (horizon, features), refit."""
+        self.gram = self.gram * self.discount + gram
+        self.moment = self.moment * self.discount + moment
+        eye = self.ridge * np.eye(self.gram.shape[1])
+        self.coef = np.linalg.solve(self.gram + eye, self.moment[:, :, None])[:, :, 0]
+
+    def snapshot(self) -> dict:
+        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("gram", "moment", "coef")}
+
+    def restore(self, snapshot: dict) -> None:
+        self.gram, self.moment, self.coef = (snapshot[k].numpy().copy() for k in ("gram", "moment", "coef"))
