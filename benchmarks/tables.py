@@ -578,6 +578,7 @@ def generalisation_summary() -> str:
     rows = results("generalisation.json")
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     found = {(r["dataset"], r["method"], str(r["horizon"])): r["mase"] for r in rows}
+    covered = {(r["dataset"], str(r["horizon"])): r["coverage80"] for r in rows if r["method"] == "forecaster"}
     body = []
     for dataset in datasets:
         methods = list(dict.fromkeys(r["method"] for r in rows if r["dataset"] == dataset))
@@ -588,8 +589,25 @@ def generalisation_summary() -> str:
             cells = [number(found.get((dataset, m, step))) for m in ("persistence",)]
             cells += [f"{number(found[dataset, best, step])} ({best})"]
             cells += [number(found.get((dataset, m, step))) for m in ("autoets", "mstl", "network", "forecaster")]
+            cells += [number(covered.get((dataset, step)), 2)]
             body.append([dataset, step if step != "mean" else f"1-{last}"] + cells)
     header = ["dataset", "step", "persistence", "best seasonal", "AutoETS", "MSTL", "network alone", "forecaster"]
+    header += ["coverage of its 80% interval"]
+    return table(header, body)
+
+
+def cold_start_blocks() -> str:
+    """One-step MAE of the forecaster over persistence's, by records since a series' first."""
+    rows = results("cold_start.json")
+    spans = list(dict.fromkeys((r["records_from"], r["records_to"]) for r in rows))
+    found = {(r["dataset"], r["records_from"]): r["ratio"] for r in rows}
+    body = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ratios = [found.get((dataset, begin)) for begin, _ in spans]
+        # the first block from which every block is below persistence
+        since = next((spans[i][0] for i in range(len(spans)) if all(r < 1 for r in ratios[i:] if r is not None)), None)
+        body.append([dataset] + [number(r) for r in ratios] + ["never" if since is None else f"{since:,}"])
+    header = ["dataset"] + [f"records {a:,}-{b:,}" for a, b in spans] + ["below persistence from record"]
     return table(header, body)
 
 
@@ -644,6 +662,7 @@ TABLES = {
     "performance-gpu": ("docs/performance.md", performance_gpu),
     "operations-chaos": ("docs/operations.md", operations_chaos),
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
+    "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
 }
 
 

@@ -323,6 +323,11 @@ class Combination:
         "horizon^2 bytes a series: 35 KB at a horizon of 24 with a day and a week)",
         check=positive_int,
     )
+    loss: Literal["absolute", "squared"] = setting(
+        "absolute",
+        doc="the error the weights minimise (in units of each series' scale): absolute, for forecasts judged by "
+        "their absolute error (MAE, MASE), robust to a wild value; squared, for forecasts judged by MSE",
+    )
     discount: float = setting(
         0.9999,
         doc="per round (about one step of every series), how much of the weights' and the linear expert's past "

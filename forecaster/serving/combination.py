@@ -14,7 +14,8 @@ serves, per horizon step h, a weighted mean of experts
 with weights learnt online by ML-Poly (Gaillard, Stoltz & van Erven, 2014, "A second-order bound
 with excess losses"; the `opera` package's default), a parameter-free rule whose regret against
 the best convex combination of the experts grows as the square root of the summed squared
-gradients. It uses the gradient trick on the squared error in units of the series' scale, so
+gradients. It uses the gradient trick on the absolute error (or with loss "squared", the
+squared error) in units of the series' scale, so
 every series contributes alike, and discounts its sums by `discount` per round, so it follows
 a network that improves (or series that change). Until the weights have seen a target they are
 uniform.
@@ -283,8 +284,10 @@ class Combination:
         scored_series: int = 256,
         discount: float = 0.9999,
         levels: tuple[float, ...] = (),
+        loss: str = "absolute",
     ):
         self.horizon, self.periods, self.discount, self.levels = horizon, seasons(cadence), discount, tuple(levels)
+        self.loss = loss
         self.names = expert_names(self.periods)
         self.features = 3 + 2 * len(self.periods)
         longest = max(self.periods, default=1)
@@ -422,7 +425,8 @@ class Combination:
         target = (value[row] - p.base[s[row], entry]) / p.scale[s[row], entry]
         # Bounded losses, as the rule's guarantee assumes: one wild value moves the weights by a bounded step.
         moves, target = np.clip(moves, -_BOUND, _BOUND), np.clip(target, -_BOUND, _BOUND)
-        gradient = 2.0 * (moves[:, -1] - target)  # of the squared error at the combination's forecast
+        miss = moves[:, -1] - target  # the gradient of the loss at the combination's forecast:
+        gradient = np.sign(miss) if self.loss == "absolute" else 2.0 * miss
         increments = gradient[:, None] * (moves[:, -1:] - moves[:, :-1])  # (r, K): regret against each expert
         learner.gather(h, increments, p.features[s[row], entry, h].astype(np.float64), target)
         if learner.quantiles is not None:

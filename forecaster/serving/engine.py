@@ -199,7 +199,12 @@ class Engine:
         if pipeline.combination.enabled:
             combine = pipeline.combination
             self.combination = Combination(
-                pipeline.cadence, pipeline.horizon, combine.scored_series, combine.discount, model.spec.quantiles
+                pipeline.cadence,
+                pipeline.horizon,
+                combine.scored_series,
+                combine.discount,
+                model.spec.quantiles,
+                combine.loss,
             )
             self.store.attach("history", self.combination.history)
             self.store.attach("pending", self.combination.pending)
