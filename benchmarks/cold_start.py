@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from generalisation import LOADERS, Panel, pipeline  # benchmarks/generalisation.py, beside this script
+from generalisation import LOADERS, Panel, pipeline, step_row  # benchmarks/generalisation.py, beside this script
 
 from forecaster.build import seeded_model
 from forecaster.evaluation.network import DaemonRetraining
 from forecaster.serving.engine import Engine
-from forecaster.serving.records import Observations
 
 import tables
 
@@ -43,15 +42,9 @@ def one_step_errors(panel: Panel, length: int) -> tuple[np.ndarray, np.ndarray, 
     seen = np.zeros(N, np.int64)
     counts, model, naive = np.zeros((T, N)), np.full((T, N), np.nan), np.full((T, N), np.nan)
     for t in range(T):
-        present = np.flatnonzero(~np.isnan(panel.inputs[t]))
-        if not len(present):
+        present, forecasts = step_row(engine, panel, t)
+        if forecasts is None:
             continue
-        values = panel.inputs[t, present][:, None]
-        if panel.covariates is not None:
-            values = np.concatenate([values, panel.covariates[t, present]], axis=1)
-        times = np.full(len(present), panel.times[t])
-        keys = tuple(panel.keys[i] for i in present)
-        forecasts, _ = engine.step(Observations(keys, times, times.copy(), values, np.arange(len(present))), 0.0)
         seen[present] += 1
         counts[t, present] = seen[present]
         following = panel.truth[t + 1, present]

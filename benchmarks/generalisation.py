@@ -174,19 +174,9 @@ def engine_forecasts(
     intervals = np.full((len(origins), N, 2, panel.horizon), np.nan)
     levels = the_pipeline.model.quantiles
     for t in range(min(T, int(origins.max(initial=0)) + 1)):  # nothing after the last origin is needed
-        present = np.flatnonzero(~np.isnan(panel.inputs[t]))
-        if not len(present):
+        present, forecasts = step_row(engine, panel, t)
+        if forecasts is None:
             continue
-        values = panel.inputs[t, present][:, None]
-        if panel.covariates is not None:
-            values = np.concatenate([values, panel.covariates[t, present]], axis=1)
-        times = np.full(len(present), panel.times[t])
-        keys = tuple(panel.keys[i] for i in present)
-        forecasts, rejected = engine.step(
-            Observations(keys, times, times.copy(), values, np.arange(len(present))), now=float(panel.times[t])
-        )
-        if rejected:
-            raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
         if t in wanted:
             out[wanted[t], present] = forecasts.values
             if forecasts.quantiles:
@@ -196,6 +186,25 @@ def engine_forecasts(
         retraining.after(len(present))
     log(f"{panel.name:<17} {retraining.rounds} retraining rounds, {retraining.promotions} promoted")
     return out, intervals
+
+
+def step_row(engine: Engine, panel: Panel, t: int):
+    """Step the observations of row `t` (one batch): the series present (indices) and their forecasts (None
+    when no series had a record)."""
+    present = np.flatnonzero(~np.isnan(panel.inputs[t]))
+    if not len(present):
+        return present, None
+    values = panel.inputs[t, present][:, None]
+    if panel.covariates is not None:
+        values = np.concatenate([values, panel.covariates[t, present]], axis=1)
+    times = np.full(len(present), panel.times[t])
+    keys = tuple(panel.keys[i] for i in present)
+    forecasts, rejected = engine.step(
+        Observations(keys, times, times.copy(), values, np.arange(len(present))), now=float(panel.times[t])
+    )
+    if rejected:
+        raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
+    return present, forecasts
 
 
 def baseline_forecasts(panel: Panel, origins: np.ndarray) -> dict[str, np.ndarray]:
