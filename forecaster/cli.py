@@ -152,10 +152,12 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from forecaster.build import build_engine
+    from forecaster.learning.pretrain import check_dataset
 
     config = config_module.load(args.config)
     for pipeline in config.pipelines:
         build_engine(config, pipeline, device="cpu")  # weights load against the configured model
+        check_dataset(config, pipeline)
         m = pipeline.model
         r = pipeline.retraining
         season = f", season {m.season}" if m.season else ""

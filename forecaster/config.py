@@ -554,6 +554,13 @@ class Config:
         known = ", ".join(p.name for p in self.pipelines)
         raise ConfigError(f"{self.path}: no pipeline named {name!r} (known: {known})")
 
+    def pipeline_file(self, pipeline: Pipeline) -> str:
+        """The file `pipeline` was loaded from, named as `load`'s errors name it."""
+        for loaded, name in zip(self.pipelines, self.settings.pipelines):
+            if loaded.name == pipeline.name:
+                return _display(self.path, name)
+        return f"pipeline {pipeline.name}"
+
 
 def load(path: str | Path, require_weights: bool = True) -> Config:
     """Read and validate config.yaml and every pipeline file it names.

@@ -86,6 +86,16 @@ def test_check_asks_for_pretrain_when_a_weights_file_is_missing(config_dir, caps
     assert "forecaster pretrain" in err and "--pipeline weather" in err
 
 
+def test_check_rejects_a_training_dataset_that_pretrain_cannot_read(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text() + "training:\n  dataset: tmy3\n")
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"forecaster: configuration error: {weather}: training.dataset: expected one of msft, taylor, greensboro, "
+        "etth1, etth2, got 'tmy3'\n"
+    )
+
+
 def test_check_of_a_missing_config_file_fails_with_a_config_error(tmp_path, capsys):
     missing = tmp_path / "config.yaml"
     assert main(["check", "-c", str(missing)]) == 2

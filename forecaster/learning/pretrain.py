@@ -43,7 +43,7 @@ def pretrain(
     name = dataset or pipeline.training.dataset
     if name is None:
         raise ConfigError(
-            f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
+            f"{config.pipeline_file(pipeline)}: training.dataset: expected a dataset to pretrain on "
             f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run"
         )
     training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
@@ -64,6 +64,19 @@ def pretrain(
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
 
 
+def check_dataset(config: Config, pipeline: Pipeline) -> None:
+    """training.dataset names a dataset pretrain can read, or none: a typo fails `forecaster check`, not a pretrain.
+
+    Checked here rather than at load: the configuration knows no datasets (they are io's).
+    """
+    name = pipeline.training.dataset
+    if name is not None and name not in datasets.NAMES:
+        raise ConfigError(
+            f"{config.pipeline_file(pipeline)}: training.dataset: expected one of {', '.join(datasets.NAMES)}, "
+            f"got {name!r}"
+        )
+
+
 def _observations(pipeline: Pipeline, name: str) -> Observations:
     """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
     loaded = datasets.load(name)
@@ -76,14 +89,6 @@ def _observations(pipeline: Pipeline, name: str) -> Observations:
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
     return observations
-
-
-def _pipeline_file(config: Config, pipeline: Pipeline) -> str:
-    """The pipeline's file as config.yaml names it, for error messages."""
-    for loaded, file in zip(config.pipelines, config.settings.pipelines):
-        if loaded.name == pipeline.name:
-            return file
-    return f"pipeline {pipeline.name}"
 
 
 def _default_weights(config: Config, pipeline: Pipeline) -> Path:
