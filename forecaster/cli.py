@@ -199,9 +199,14 @@ def cmd_replay(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from forecaster.io import datasets
     from forecaster.learning.pretrain import pretrain
     from forecaster.tools.progress import Progress
 
+    if args.dataset is not None and args.dataset not in datasets.NAMES:
+        raise ConfigError(f"--dataset: expected one of {', '.join(datasets.NAMES)}, got {args.dataset!r}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
     config = config_module.load(args.config, require_weights=False)
     logs.setup(config.settings.log_level, config.settings.log_format)
     pipeline = config.pipeline(args.pipeline)

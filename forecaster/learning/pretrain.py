@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from forecaster.build import save_model, seeded_model
-from forecaster.config import Config, Pipeline
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.config import Config, Pipeline, Training
+from forecaster.errors import ConfigError
 from forecaster.io import datasets
-from forecaster.learning.tbptt import evaluate, fit, head, prepare
+from forecaster.learning.tbptt import Series, evaluate, fit, head, prepare
 from forecaster.serving import records
 from forecaster.serving.records import Observations
 
@@ -40,6 +40,8 @@ def pretrain(
     Returns the saved metadata plus "path" and "seconds".
     """
     began = time.perf_counter()
+    if dataset is None:
+        check_dataset(config, pipeline)
     name = dataset or pipeline.training.dataset
     if name is None:
         raise ConfigError(
@@ -49,8 +51,10 @@ def pretrain(
     training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
     series = prepare(pipeline, _observations(pipeline, name))
     fraction = training.train_fraction
+    heads = [head(s, int(fraction * len(s))) for s in series]
+    _check_window(config, pipeline, training, name, heads)
     model = seeded_model(pipeline)
-    losses = fit(model, [head(s, int(fraction * len(s))) for s in series], training, device=device, progress=progress)
+    losses = fit(model, heads, training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
     metadata = {
         "dataset": name,
@@ -79,16 +83,30 @@ def check_dataset(config: Config, pipeline: Pipeline) -> None:
 
 def _observations(pipeline: Pipeline, name: str) -> Observations:
     """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
-    loaded = datasets.load(name)
+    try:
+        loaded = datasets.load(name)
+    except (OSError, ValueError) as error:  # no data folder, a missing file, a malformed row
+        raise ConfigError(f"dataset {name}: {error}") from None
     payloads = [json.dumps(record).encode() for record in loaded.records]
     observations, rejected = records.decode(payloads, pipeline.record)
     if rejected:
         first = rejected[0]
-        raise ForecasterError(
+        raise ConfigError(
             f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
     return observations
+
+
+def _check_window(config: Config, pipeline: Pipeline, training: Training, name: str, heads: list[Series]) -> None:
+    """A training window must fit in the longest series' training part, or no window can be drawn."""
+    longest = max((len(s) for s in heads), default=0)
+    if training.window > longest:
+        raise ConfigError(
+            f"{config.pipeline_file(pipeline)}: training.window: expected at most the {longest} steps that "
+            f"train_fraction {training.train_fraction:g} leaves of dataset {name}'s longest series, "
+            f"got {training.window}"
+        )
 
 
 def _default_weights(config: Config, pipeline: Pipeline) -> Path:

@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from forecaster import config
 from forecaster.build import load_model, model_spec, seeded_model
 from forecaster.config import Combination, Gaps
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError
 from forecaster.io import datasets
 from forecaster.learning import pretrain, tbptt
 from forecaster.serving import records
@@ -494,6 +494,6 @@ def test_pretrain_needs_a_dataset(loaded, tmp_path):
 
 
 def test_pretrain_refuses_a_dataset_that_does_not_fit_the_record_format(loaded, tmp_path):
-    with pytest.raises(ForecasterError, match=r"dataset msft: 7983 of 7983 records do not fit pipeline power_load"):
+    with pytest.raises(ConfigError, match=r"dataset msft: 7983 of 7983 records do not fit pipeline power_load"):
         pretrain.pretrain(loaded, loaded.pipeline("power_load"), dataset="msft", out=tmp_path / "w.pt", steps=1)
     assert not (tmp_path / "w.pt").exists()
