@@ -221,11 +221,12 @@ def cmd_pretrain(args) -> int:
         progress=lambda step, loss: bar.update(step),
     )
     bar.close()
-    naive = "last season at today's level" if pipeline.model.season else "naive"  # what a zero output forecasts
+    compared = f"last value {report['last_value_mae']:.4g}"
+    if pipeline.model.season:  # what a zero output forecasts there, besides the last value it must also beat
+        compared = f"last season at today's level {report['naive_mae']:.4g}, {compared}"
     print(
         f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss "
-        f"{report['final_loss']:.4f}; "
-        f"held-out one-step MAE model {report['model_mae']:.4g} vs {naive} {report['naive_mae']:.4g}"
+        f"{report['final_loss']:.4f}; held-out one-step MAE model {report['model_mae']:.4g} vs {compared}"
     )
     return EXIT_OK
 

@@ -2,6 +2,7 @@
 a user reads."""
 
 import importlib.metadata
+import re
 import textwrap
 
 import pytest
@@ -158,6 +159,23 @@ def test_pretrain_with_a_window_longer_than_the_training_part_names_both(config_
     assert message == (
         f"{weather}: training.window: expected at most the 175 steps that train_fraction 0.02 leaves of dataset "
         "greensboro's longest series, got 256"
+    )
+
+
+def test_pretrain_reports_the_model_against_last_season_at_todays_level_and_the_last_value(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    text = weather.read_text().replace("target: temp", "target: drybulb_c").replace("weights: null", "season: 24")
+    weather.write_text(text + "training:\n  dataset: greensboro\n  window: 48\n  chunk: 24\n  batch_size: 4\n")
+    out = config_dir / "w.pt"
+
+    config = str(config_dir / "config.yaml")
+    assert main(["pretrain", "-c", config, "--pipeline", "weather", "--out", str(out), "--steps", "2"]) == 0
+
+    number = r"[0-9.e+-]+"
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(out))}: 2 steps in \d+ s, final loss {number}; held-out one-step MAE model "
+        rf"{number} vs last season at today's level {number}, last value {number}\n",
+        capsys.readouterr().out,
     )
 
 

@@ -62,6 +62,7 @@ def pretrain(
         "final_loss": losses[-1],
         "model_mae": scores["model_mae"],
         "naive_mae": scores["naive_mae"],
+        "last_value_mae": scores["last_value_mae"],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)

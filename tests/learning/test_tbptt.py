@@ -452,6 +452,28 @@ def test_a_model_forecasting_no_change_scores_as_the_naive_forecast(pipeline, se
     y = series[0].actual
     assert scores["naive_mae"] == pytest.approx((y[1:] - y[:-1]).abs().mean().item())
     assert scores["model_mae"] == pytest.approx(scores["naive_mae"])
+    assert scores["last_value_mae"] == scores["naive_mae"]  # without a season the naive forecast is the last value
+
+
+def test_with_a_season_evaluate_scores_the_seasonal_naive_and_the_last_value_apart(pipeline):
+    seasonal = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, season=48))
+    series = tbptt.prepare(seasonal, taylor(seasonal, 1500))
+    model = seeded_model(seasonal)
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        model.readout.bias.zero_()
+
+    scores = tbptt.evaluate(model, series)
+
+    y = np.array([r["demand_mw"] for r in datasets.load("taylor").records[:1500]], dtype=np.float32).astype(float)
+    t = np.arange(48, 1499)  # from a season on, y[t - 48] is a real value
+    last_season_at_todays_level = y[t + 1 - 48] + y[t] - y[t - 48]
+    assert scores["last_value_mae"] == pytest.approx(np.abs(y[1:] - y[:-1]).mean())
+    assert scores["naive_mae"] == pytest.approx(
+        (np.abs(y[1:49] - y[:48]).sum() + np.abs(y[t + 1] - last_season_at_todays_level).sum()) / 1499
+    )
+    assert scores["model_mae"] == pytest.approx(scores["naive_mae"])
+    assert scores["naive_mae"] < 0.5 * scores["last_value_mae"]  # demand repeats daily: the two are far apart
 
 
 def test_evaluate_scores_the_engines_one_step_forecasts_after_the_warm_up(pipeline, series):
@@ -478,10 +500,11 @@ def test_pretrain_writes_weights_the_pipeline_can_load(loaded, tmp_path):
     model, metadata = load_model(out, expected=model_spec(pipeline))
     assert result["path"] == str(out) and result["seconds"] > 0
     assert metadata == {
-        k: result[k] for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "trained_at")
+        k: result[k]
+        for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "last_value_mae", "trained_at")
     }
     assert metadata["dataset"] == "taylor" and metadata["steps"] == 5
-    assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae"))
+    assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae", "last_value_mae"))
     assert not torch.equal(model.readout.weight, seeded_model(pipeline).readout.weight)
 
 
