@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
     from forecaster.app import Daemon
 
     config = config_module.load(args.config)
-    logs.setup(config.settings.log_level, config.settings.log_format)
+    logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     daemon = Daemon(config, shutdown_timeout_s=args.shutdown_timeout)
 
     def request_stop(signum, _frame):
@@ -208,7 +208,7 @@ def cmd_pretrain(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
     config = config_module.load(args.config, require_weights=False)
-    logs.setup(config.settings.log_level, config.settings.log_format)
+    logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     pipeline = config.pipeline(args.pipeline)
     steps = args.steps or pipeline.training.steps
     bar = Progress(f"pretrain {pipeline.name}", steps)

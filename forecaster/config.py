@@ -531,6 +531,12 @@ class Settings:
         doc="log lines: text for people, or json: one object per line with time, level, logger, message and the "
         "event's fields",
     )
+    kafka_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
+        "ERROR",
+        doc="logging threshold of kafka-python's own loggers (kafka.conn, kafka.client, kafka.coordinator, ...), "
+        "whatever log_level says: their connection warnings repeat on every poll while a broker is away, and the "
+        "daemon reports an outage itself; lower it to debug a connection",
+    )
     state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
     pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
 
