@@ -169,14 +169,33 @@ def test_pretrain_reports_the_model_against_last_season_at_todays_level_and_the_
     out = config_dir / "w.pt"
 
     config = str(config_dir / "config.yaml")
-    assert main(["pretrain", "-c", config, "--pipeline", "weather", "--out", str(out), "--steps", "2"]) == 0
+    assert main(["pretrain", "-c", config, "--pipeline", "weather", "--out", str(out), "--steps", "1"]) == 0
 
     number = r"[0-9.e+-]+"
     assert re.fullmatch(
-        rf"wrote {re.escape(str(out))}: 2 steps in \d+ s, final loss {number}; held-out one-step MAE model "
+        rf"wrote {re.escape(str(out))}: 1 step in \d+ s, final loss {number}; held-out one-step MAE model "
         rf"{number} vs last season at today's level {number}, last value {number}\n",
         capsys.readouterr().out,
     )
+
+
+def test_topics_and_replay_count_in_words_that_agree_with_the_number(config_dir, capsys, monkeypatch):
+    from forecaster.io import clients
+    from forecaster.tools import replay
+
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text() + "partitions: 1\n")
+    monkeypatch.setattr(clients, "create_topics", lambda kafka, wanted: [name for name, _ in wanted])
+    monkeypatch.setattr(replay, "replay", lambda *args, **kwargs: 1)
+    config = str(config_dir / "config.yaml")
+
+    assert main(["topics", "-c", config]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "weather.in: created with 1 partition",
+        "weather.out: created with 1 partition",
+    ]
+    assert main(["replay", "-c", config, "taylor", "--topic", "weather.in", "--limit", "1"]) == 0
+    assert capsys.readouterr().out == "published 1 record to weather.in\n"
 
 
 def test_help_lists_every_command(capsys):

@@ -162,7 +162,7 @@ def test_forecaster_run_logs_json_lines_from_start_to_stop(broker, tmp_path):
     events = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line is one JSON object
     assert code == 0, events
     messages = [e["message"] for e in events]
-    assert any(m.startswith("starting 1 pipelines") for m in messages)
+    assert any(m.startswith("starting 1 pipeline ") for m in messages)
     assert any(m.startswith("pipeline stock ready") for m in messages)
     assert "received SIGTERM" in messages and messages[-1] == "stopped"
     assert all({"time", "level", "logger", "message"} <= set(e) for e in events)
