@@ -34,6 +34,7 @@ from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import records
 from forecaster.serving.engine import Engine, Forecasts
+from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ class Daemon:
         settings = self.config.settings
         device = resolve_device(settings.device)
         self._check_topics()
-        log.info("starting %d pipelines on %s", len(self.config.pipelines), device)
+        log.info("starting %s on %s", counted(len(self.config.pipelines), "pipeline"), device)
         self.server = StatusServer(
             settings.metrics.host,
             settings.metrics.port,

@@ -16,6 +16,7 @@ from pathlib import Path
 from forecaster import __version__, logs
 from forecaster import config as config_module
 from forecaster.errors import ConfigError, ForecasterError
+from forecaster.words import counted
 
 log = logging.getLogger("forecaster")
 
@@ -137,7 +138,7 @@ def cmd_run(args) -> int:
     from forecaster.app import Daemon
 
     config = config_module.load(args.config)
-    logs.setup(config.settings.log_level, config.settings.log_format)
+    logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     daemon = Daemon(config, shutdown_timeout_s=args.shutdown_timeout)
 
     def request_stop(signum, _frame):
@@ -152,25 +153,26 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from forecaster.build import build_engine
+    from forecaster.learning.pretrain import check_dataset
 
     config = config_module.load(args.config)
     for pipeline in config.pipelines:
         build_engine(config, pipeline, device="cpu")  # weights load against the configured model
+        check_dataset(config, pipeline)
         m = pipeline.model
         r = pipeline.retraining
         season = f", season {m.season}" if m.season else ""
         quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
         if pipeline.intervals.tracking_rate:
             quantiles += f" tracked at {pipeline.intervals.tracking_rate:g}"
-        retraining = f", retraining every {r.every_records} records" if r.enabled else ", no retraining"
+        retraining = f", retraining every {counted(r.every_records, 'record')}" if r.enabled else ", no retraining"
         print(
             f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} "
             f"{m.num_layers}x{m.hidden_size}, "
             f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, "
             f"weights {m.weights or 'seeded'}{retraining}"
         )
-    count = len(config.pipelines)
-    print(f"{args.config}: ok ({count} pipeline{'s' if count != 1 else ''})")
+    print(f"{args.config}: ok ({counted(len(config.pipelines), 'pipeline')})")
     return EXIT_OK
 
 
@@ -192,16 +194,21 @@ def cmd_replay(args) -> int:
         progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
     )
     bar.close()
-    print(f"published {sent} records to {args.topic}")
+    print(f"published {counted(sent, 'record')} to {args.topic}")
     return EXIT_OK
 
 
 def cmd_pretrain(args) -> int:
+    from forecaster.io import datasets
     from forecaster.learning.pretrain import pretrain
     from forecaster.tools.progress import Progress
 
+    if args.dataset is not None and args.dataset not in datasets.NAMES:
+        raise ConfigError(f"--dataset: expected one of {', '.join(datasets.NAMES)}, got {args.dataset!r}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
     config = config_module.load(args.config, require_weights=False)
-    logs.setup(config.settings.log_level, config.settings.log_format)
+    logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     pipeline = config.pipeline(args.pipeline)
     steps = args.steps or pipeline.training.steps
     bar = Progress(f"pretrain {pipeline.name}", steps)
@@ -214,11 +221,12 @@ def cmd_pretrain(args) -> int:
         progress=lambda step, loss: bar.update(step),
     )
     bar.close()
-    naive = "last season at today's level" if pipeline.model.season else "naive"  # what a zero output forecasts
+    compared = f"last value {report['last_value_mae']:.4g}"
+    if pipeline.model.season:  # what a zero output forecasts there, besides the last value it must also beat
+        compared = f"last season at today's level {report['naive_mae']:.4g}, {compared}"
     print(
-        f"wrote {report['path']}: {report['steps']} steps in {report['seconds']:.0f} s, final loss "
-        f"{report['final_loss']:.4f}; "
-        f"held-out one-step MAE model {report['model_mae']:.4g} vs {naive} {report['naive_mae']:.4g}"
+        f"wrote {report['path']}: {counted(report['steps'], 'step')} in {report['seconds']:.0f} s, final loss "
+        f"{report['final_loss']:.4f}; held-out one-step MAE model {report['model_mae']:.4g} vs {compared}"
     )
     return EXIT_OK
 
@@ -263,9 +271,9 @@ def cmd_inspect(args) -> int:
             )
         if engine.combination is not None:
             weights = engine.combination.mean_weights()
+            partitions = counted(len(engine.combination.learners), "partition")
             print(
-                f"  combination weights over {len(engine.combination.learners)} partitions (mean over steps; "
-                "step 1 / last): "
+                f"  combination weights over {partitions} (mean over steps; step 1 / last): "
                 + ", ".join(
                     f"{name} {w:.2f} ({first:.2f} / {last:.2f})"
                     for name, w, first, last in zip(engine.combination.names, weights.mean(0), weights[0], weights[-1])
@@ -328,7 +336,7 @@ def cmd_topics(args) -> int:
     wanted = [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
     created = create_topics(config.settings.kafka, wanted)
     for name, partitions in wanted:
-        print(f"{name}: created with {partitions} partitions" if name in created else f"{name}: exists")
+        print(f"{name}: created with {counted(partitions, 'partition')}" if name in created else f"{name}: exists")
     return EXIT_OK
 
 

@@ -536,6 +536,12 @@ class Settings:
         doc="log lines: text for people, or json: one object per line with time, level, logger, message and the "
         "event's fields",
     )
+    kafka_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
+        "ERROR",
+        doc="logging threshold of kafka-python's own loggers (kafka.conn, kafka.client, kafka.coordinator, ...), "
+        "whatever log_level says: their connection warnings repeat on every poll while a broker is away, and the "
+        "daemon reports an outage itself; lower it to debug a connection",
+    )
     state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
     pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
 
@@ -558,6 +564,13 @@ class Config:
                 return pipeline
         known = ", ".join(p.name for p in self.pipelines)
         raise ConfigError(f"{self.path}: no pipeline named {name!r} (known: {known})")
+
+    def pipeline_file(self, pipeline: Pipeline) -> str:
+        """The file `pipeline` was loaded from, named as `load`'s errors name it."""
+        for loaded, name in zip(self.pipelines, self.settings.pipelines):
+            if loaded.name == pipeline.name:
+                return _display(self.path, name)
+        return f"pipeline {pipeline.name}"
 
 
 def load(path: str | Path, require_weights: bool = True) -> Config:

@@ -22,15 +22,17 @@ from forecaster.schema import MASK, is_secret  # one rule for what counts as a s
 FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-# kafka-python logs every connection attempt and rebalance step at INFO: an event per poll, not per notable event.
+# kafka-python logs every connection attempt and rebalance step at INFO, and warns from its event loop of every
+# failed reconnect: an event per poll, not per notable event. The daemon says an outage once, in its own words.
 _CHATTY = ("kafka",)
 
 
-def setup(level: str, fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
+def setup(level: str, fmt: str = "text", stream: IO[str] | None = None, kafka_level: str = "ERROR") -> logging.Handler:
     """Route every logger to one stderr handler in the chosen format; returns that handler.
 
     Replaces handlers installed before (calling it twice does not double the lines).
-    Third-party chatty loggers stay at WARNING or above whatever `level` says.
+    kafka-python's loggers (`kafka`, `kafka.conn`, ...) log at `kafka_level` whatever `level`
+    says: ERROR keeps its event-loop chatter out unless someone debugging a connection asks.
     """
     if fmt not in FORMATS:
         raise ValueError(f"log format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -41,9 +43,8 @@ def setup(level: str, fmt: str = "text", stream: IO[str] | None = None) -> loggi
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    threshold = max(logging.WARNING, root.level)
     for name in _CHATTY:
-        logging.getLogger(name).setLevel(threshold)
+        logging.getLogger(name).setLevel(kafka_level)
     return handler
 
 

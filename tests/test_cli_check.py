@@ -1,6 +1,8 @@
-"""`forecaster check` and the command line's help: exit codes and messages a user reads."""
+"""`forecaster check`, `forecaster pretrain`'s bad arguments and the command line's help: exit codes and messages
+a user reads."""
 
 import importlib.metadata
+import re
 import textwrap
 
 import pytest
@@ -86,10 +88,114 @@ def test_check_asks_for_pretrain_when_a_weights_file_is_missing(config_dir, caps
     assert "forecaster pretrain" in err and "--pipeline weather" in err
 
 
+def test_check_rejects_a_training_dataset_that_pretrain_cannot_read(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text() + "training:\n  dataset: tmy3\n")
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"forecaster: configuration error: {weather}: training.dataset: expected one of msft, taylor, greensboro, "
+        "etth1, etth2, got 'tmy3'\n"
+    )
+
+
 def test_check_of_a_missing_config_file_fails_with_a_config_error(tmp_path, capsys):
     missing = tmp_path / "config.yaml"
     assert main(["check", "-c", str(missing)]) == 2
     assert capsys.readouterr().err == f"forecaster: configuration error: {missing}: file not found\n"
+
+
+def pretrain_error(config_dir, capsys, *arguments: str) -> str:
+    """What `forecaster pretrain` prints for a bad argument: it must exit 2 with one line, never a traceback."""
+    argv = ["pretrain", "-c", str(config_dir / "config.yaml"), "--out", str(config_dir / "w.pt"), *arguments]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("forecaster: configuration error: ")
+    assert not (config_dir / "w.pt").exists()
+    return err.removeprefix("forecaster: configuration error: ").rstrip("\n")
+
+
+def test_pretrain_of_an_unknown_pipeline_names_the_known_ones(config_dir, capsys):
+    message = pretrain_error(config_dir, capsys, "--pipeline", "wether")
+    assert message == f"{config_dir / 'config.yaml'}: no pipeline named 'wether' (known: weather, solar)"
+
+
+def test_pretrain_of_an_unknown_dataset_names_the_known_ones(config_dir, capsys):
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather", "--dataset", "tmy3")
+    assert message == "--dataset: expected one of msft, taylor, greensboro, etth1, etth2, got 'tmy3'"
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_pretrain_of_no_steps_is_refused(config_dir, capsys, steps):
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather", "--steps", steps)
+    assert message == f"--steps: expected a positive integer, got {steps}"
+
+
+def test_pretrain_refuses_a_training_dataset_it_cannot_read(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text() + "training:\n  dataset: tmy3\n")
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather")
+    assert message == f"{weather}: training.dataset: expected one of msft, taylor, greensboro, etth1, etth2, got 'tmy3'"
+
+
+def test_pretrain_without_the_data_folder_says_where_it_looked(config_dir, capsys, monkeypatch):
+    monkeypatch.setenv("FORECASTER_DATA_DIR", str(config_dir / "data"))
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather", "--dataset", "greensboro")
+    assert message.startswith(f"dataset greensboro: data folder {config_dir / 'data'} does not exist; set ")
+
+
+def test_pretrain_on_a_dataset_of_other_records_names_the_first_misfit(config_dir, capsys):
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather", "--dataset", "greensboro")
+    assert message == (
+        "dataset greensboro: 8760 of 8760 records do not fit pipeline weather's record format "
+        "(first, at 0: missing_field: temp: missing)"
+    )
+
+
+def test_pretrain_with_a_window_longer_than_the_training_part_names_both(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    text = weather.read_text().replace("target: temp", "target: drybulb_c")
+    weather.write_text(text + "training:\n  dataset: greensboro\n  train_fraction: 0.02\n")
+    message = pretrain_error(config_dir, capsys, "--pipeline", "weather")
+    assert message == (
+        f"{weather}: training.window: expected at most the 175 steps that train_fraction 0.02 leaves of dataset "
+        "greensboro's longest series, got 256"
+    )
+
+
+def test_pretrain_reports_the_model_against_last_season_at_todays_level_and_the_last_value(config_dir, capsys):
+    weather = config_dir / "pipelines" / "weather.yaml"
+    text = weather.read_text().replace("target: temp", "target: drybulb_c").replace("weights: null", "season: 24")
+    weather.write_text(text + "training:\n  dataset: greensboro\n  window: 48\n  chunk: 24\n  batch_size: 4\n")
+    out = config_dir / "w.pt"
+
+    config = str(config_dir / "config.yaml")
+    assert main(["pretrain", "-c", config, "--pipeline", "weather", "--out", str(out), "--steps", "1"]) == 0
+
+    number = r"[0-9.e+-]+"
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(out))}: 1 step in \d+ s, final loss {number}; held-out one-step MAE model "
+        rf"{number} vs last season at today's level {number}, last value {number}\n",
+        capsys.readouterr().out,
+    )
+
+
+def test_topics_and_replay_count_in_words_that_agree_with_the_number(config_dir, capsys, monkeypatch):
+    from forecaster.io import clients
+    from forecaster.tools import replay
+
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text() + "partitions: 1\n")
+    monkeypatch.setattr(clients, "create_topics", lambda kafka, wanted: [name for name, _ in wanted])
+    monkeypatch.setattr(replay, "replay", lambda *args, **kwargs: 1)
+    config = str(config_dir / "config.yaml")
+
+    assert main(["topics", "-c", config]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "weather.in: created with 1 partition",
+        "weather.out: created with 1 partition",
+    ]
+    assert main(["replay", "-c", config, "taylor", "--topic", "weather.in", "--limit", "1"]) == 0
+    assert capsys.readouterr().out == "published 1 record to weather.in\n"
 
 
 def test_help_lists_every_command(capsys):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "forecaster"
 
-# What each layer may import, besides itself. The base (errors, schema, config) imports no layer.
-BASE = {"forecaster.errors", "forecaster.schema", "forecaster.config", "forecaster"}
+# What each layer may import, besides itself. The base (errors, schema, config, words) imports no layer.
+BASE = {"forecaster.errors", "forecaster.schema", "forecaster.config", "forecaster.words", "forecaster"}
 ALLOWED = {
     "io": {"base"},
     "serving": {"base"},

@@ -95,16 +95,34 @@ def test_text_mode_reads_as_one_line_per_event_with_fields_after_the_message(res
     assert line.endswith(' INFO forecaster.app: checkpoint written pipeline="weather" offsets=3')
 
 
-def test_kafka_python_stays_at_warning_even_when_forecaster_logs_debug(restore_logging):
+def test_kafka_python_logs_only_errors_even_when_forecaster_logs_debug(restore_logging):
     stream = capture("json", level="DEBUG")
     logging.getLogger("kafka.conn").info("connecting to broker")
     logging.getLogger("kafka.coordinator").debug("heartbeat")
     logging.getLogger("kafka.conn").warning("connection lost")
+    logging.getLogger("kafka.client").warning("node 1 not ready")
+    logging.getLogger("kafka.conn").error("connection refused")
     logging.getLogger("forecaster").debug("a debug event")
     assert [(e["logger"], e["message"]) for e in map(json.loads, lines(stream))] == [
-        ("kafka.conn", "connection lost"),
+        ("kafka.conn", "connection refused"),
         ("forecaster", "a debug event"),
     ]
+
+
+def test_kafka_python_logs_what_its_own_level_asks_for_whatever_forecasters_is(restore_logging):
+    stream = io.StringIO()
+    logs.setup("WARNING", "json", stream=stream, kafka_level="DEBUG")
+    logging.getLogger("kafka.coordinator").debug("heartbeat")
+    logging.getLogger("forecaster").info("an info event")
+    assert [(e["logger"], e["message"]) for e in map(json.loads, lines(stream))] == [("kafka.coordinator", "heartbeat")]
+
+
+def test_the_kafka_log_level_is_a_setting_the_shipped_config_reads_from_the_environment(monkeypatch):
+    from forecaster import config
+
+    assert config.Settings(pipelines=()).kafka_log_level == "ERROR"
+    monkeypatch.setenv("FORECASTER_KAFKA_LOG_LEVEL", "DEBUG")
+    assert config.load(REPO / "config.yaml", require_weights=False).settings.kafka_log_level == "DEBUG"
 
 
 def test_setup_twice_does_not_double_the_lines(restore_logging):
@@ -144,7 +162,7 @@ def test_forecaster_run_logs_json_lines_from_start_to_stop(broker, tmp_path):
     events = [json.loads(line) for line in log_path.read_text().splitlines()]  # every line is one JSON object
     assert code == 0, events
     messages = [e["message"] for e in events]
-    assert any(m.startswith("starting 1 pipelines") for m in messages)
+    assert any(m.startswith("starting 1 pipeline ") for m in messages)
     assert any(m.startswith("pipeline stock ready") for m in messages)
     assert "received SIGTERM" in messages and messages[-1] == "stopped"
     assert all({"time", "level", "logger", "message"} <= set(e) for e in events)

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.messages import Message, Polled
+from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 # librdkafka logs every failed reconnect; the daemon says an outage once, so its own lines are kept quiet.
@@ -176,10 +177,10 @@ class Sink:
             self._wait_for_acknowledgements(len(pending), stop)
             pending = failed
             if pending:
-                self._announce_trouble(f"{len(pending)} records failed")
+                self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
                     raise DeliveryError(
-                        f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted"
+                        f"{counted(len(pending), 'record')} undelivered at shutdown; their inputs stay uncommitted"
                     )
                 backoff = min(2 * backoff, 30.0)
         if self._failing_since is not None:
@@ -216,9 +217,11 @@ class Sink:
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: librdkafka retries internally for minutes, and a stall must be said, once."""
         while self._producer.flush(_FLUSH_SLICE_S) > 0:
-            self._announce_trouble(f"{count} records unacknowledged after {_FLUSH_SLICE_S:.0f} s")
+            self._announce_trouble(f"{counted(count, 'record')} unacknowledged after {_FLUSH_SLICE_S:.0f} s")
             if stop.is_set():
-                raise DeliveryError(f"{count} records unacknowledged at shutdown; their inputs stay uncommitted")
+                raise DeliveryError(
+                    f"{counted(count, 'record')} unacknowledged at shutdown; their inputs stay uncommitted"
+                )
 
     def _announce_trouble(self, what: str) -> None:
         if self._failing_since is None:

@@ -19,6 +19,7 @@ from kafka.structs import OffsetAndMetadata
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.messages import Message, Polled
+from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +185,10 @@ class Sink:
             self._wait_for_acknowledgements(len(pending), stop)
             pending = [m for m, f in futures if f is None or f.failed()]
             if pending:
-                self._announce_trouble(f"{len(pending)} records failed")
+                self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
                     raise DeliveryError(
-                        f"{len(pending)} records undelivered at shutdown; their inputs stay uncommitted"
+                        f"{counted(len(pending), 'record')} undelivered at shutdown; their inputs stay uncommitted"
                     )
                 backoff = min(2 * backoff, 30.0)
         if self._failing_since is not None:
@@ -218,10 +219,10 @@ class Sink:
                 self._producer.flush(timeout=_FLUSH_SLICE_S)
                 return
             except KafkaTimeoutError:
-                self._announce_trouble(f"{count} records unacknowledged after {_FLUSH_SLICE_S:.0f} s")
+                self._announce_trouble(f"{counted(count, 'record')} unacknowledged after {_FLUSH_SLICE_S:.0f} s")
                 if stop.is_set():
                     raise DeliveryError(
-                        f"{count} records unacknowledged at shutdown; their inputs stay uncommitted"
+                        f"{counted(count, 'record')} unacknowledged at shutdown; their inputs stay uncommitted"
                     ) from None
 
     def _announce_trouble(self, what: str) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from forecaster.build import save_model, seeded_model
-from forecaster.config import Config, Pipeline
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.config import Config, Pipeline, Training
+from forecaster.errors import ConfigError
 from forecaster.io import datasets
-from forecaster.learning.tbptt import evaluate, fit, head, prepare
+from forecaster.learning.tbptt import Series, evaluate, fit, head, prepare
 from forecaster.serving import records
 from forecaster.serving.records import Observations
 
@@ -40,17 +40,21 @@ def pretrain(
     Returns the saved metadata plus "path" and "seconds".
     """
     began = time.perf_counter()
+    if dataset is None:
+        check_dataset(config, pipeline)
     name = dataset or pipeline.training.dataset
     if name is None:
         raise ConfigError(
-            f"{_pipeline_file(config, pipeline)}: training.dataset: expected a dataset to pretrain on "
+            f"{config.pipeline_file(pipeline)}: training.dataset: expected a dataset to pretrain on "
             f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run"
         )
     training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
     series = prepare(pipeline, _observations(pipeline, name))
     fraction = training.train_fraction
+    heads = [head(s, int(fraction * len(s))) for s in series]
+    _check_window(config, pipeline, training, name, heads)
     model = seeded_model(pipeline)
-    losses = fit(model, [head(s, int(fraction * len(s))) for s in series], training, device=device, progress=progress)
+    losses = fit(model, heads, training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
     metadata = {
         "dataset": name,
@@ -58,32 +62,52 @@ def pretrain(
         "final_loss": losses[-1],
         "model_mae": scores["model_mae"],
         "naive_mae": scores["naive_mae"],
+        "last_value_mae": scores["last_value_mae"],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
 
 
+def check_dataset(config: Config, pipeline: Pipeline) -> None:
+    """training.dataset names a dataset pretrain can read, or none: a typo fails `forecaster check`, not a pretrain.
+
+    Checked here rather than at load: the configuration knows no datasets (they are io's).
+    """
+    name = pipeline.training.dataset
+    if name is not None and name not in datasets.NAMES:
+        raise ConfigError(
+            f"{config.pipeline_file(pipeline)}: training.dataset: expected one of {', '.join(datasets.NAMES)}, "
+            f"got {name!r}"
+        )
+
+
 def _observations(pipeline: Pipeline, name: str) -> Observations:
     """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
-    loaded = datasets.load(name)
+    try:
+        loaded = datasets.load(name)
+    except (OSError, ValueError) as error:  # no data folder, a missing file, a malformed row
+        raise ConfigError(f"dataset {name}: {error}") from None
     payloads = [json.dumps(record).encode() for record in loaded.records]
     observations, rejected = records.decode(payloads, pipeline.record)
     if rejected:
         first = rejected[0]
-        raise ForecasterError(
+        raise ConfigError(
             f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
     return observations
 
 
-def _pipeline_file(config: Config, pipeline: Pipeline) -> str:
-    """The pipeline's file as config.yaml names it, for error messages."""
-    for loaded, file in zip(config.pipelines, config.settings.pipelines):
-        if loaded.name == pipeline.name:
-            return file
-    return f"pipeline {pipeline.name}"
+def _check_window(config: Config, pipeline: Pipeline, training: Training, name: str, heads: list[Series]) -> None:
+    """A training window must fit in the longest series' training part, or no window can be drawn."""
+    longest = max((len(s) for s in heads), default=0)
+    if training.window > longest:
+        raise ConfigError(
+            f"{config.pipeline_file(pipeline)}: training.window: expected at most the {longest} steps that "
+            f"train_fraction {training.train_fraction:g} leaves of dataset {name}'s longest series, "
+            f"got {training.window}"
+        )
 
 
 def _default_weights(config: Config, pipeline: Pipeline) -> Path:

@@ -39,6 +39,7 @@ class Series:
     mask: Tensor  # (T, horizon) bool: y[t + h] exists
     actual: Tensor  # (T,) float64: the target y[t], or with model.season its seasonal difference z[t]
     std: Tensor  # (T,): std_t, the scale the engine multiplies the head by
+    level: Tensor | None = None  # (T,) float64: y[t] when `actual` is z[t]; None: `actual` is y[t], or y is not kept
 
     def __len__(self) -> int:
         return len(self.actual)
@@ -82,10 +83,10 @@ def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
 def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
     """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
     values = observations.values[index]  # (T, n, F), a copy (fancy indexing)
+    levels = None
     if pipeline.model.season:  # the engine's float32 target, differenced in float64 as SeasonRing does
-        values[..., 0] = seasonal.difference(
-            values[..., 0].astype(np.float32).astype(np.float64), pipeline.model.season
-        )
+        levels = values[..., 0].astype(np.float32).astype(np.float64)
+        values[..., 0] = seasonal.difference(levels, pipeline.model.season)
     actual = values[..., 0]  # (T, n) float64: what the model forecasts
     values = torch.as_tensor(values, dtype=torch.float32)
     local_times = observations.local_times[index]
@@ -93,7 +94,10 @@ def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.nda
     calendar = calendar.reshape(*index.shape, -1)  # (T, n, C)
     scaled, std = _scale(values, scaling.decay(pipeline.scaling.halflife), pipeline.scaling.clip)
     inputs = torch.cat([scaled, calendar], dim=2)
-    return [_series(inputs[:, j], actual[:, j], std[:, j], pipeline.horizon) for j in range(index.shape[1])]
+    return [
+        _series(inputs[:, j], actual[:, j], std[:, j], pipeline.horizon, None if levels is None else levels[:, j])
+        for j in range(index.shape[1])
+    ]
 
 
 def _scale(values: Tensor, alpha: float, clip: float) -> tuple[Tensor, Tensor]:
@@ -108,7 +112,7 @@ def _scale(values: Tensor, alpha: float, clip: float) -> tuple[Tensor, Tensor]:
     return scaled, std
 
 
-def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int) -> Series:
+def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int, level: np.ndarray | None) -> Series:
     """Targets (y[t + h] - y[t]) / std_t for h = 1..horizon, masked past the series' end."""
     padded = np.r_[actual, np.full(horizon, np.nan)]
     future = np.lib.stride_tricks.sliding_window_view(padded[1:], horizon)[: len(actual)]  # (T, horizon)
@@ -121,6 +125,7 @@ def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int) -> Se
         mask=torch.as_tensor(mask),
         actual=torch.as_tensor(actual),
         std=std.contiguous(),
+        level=None if level is None else torch.as_tensor(level),
     )
 
 
@@ -139,6 +144,7 @@ def head(series: Series, length: int) -> Series:
         mask=series.mask[:length] & inside,
         actual=series.actual[:length],
         std=series.std[:length],
+        level=None if series.level is None else series.level[:length],
     )
 
 
@@ -320,17 +326,19 @@ def _optimise(model: Forecaster, loss: Tensor, optimizer, schedule, grad_clip: f
 def evaluate(
     model: Forecaster, series: Sequence[Series], device: str | torch.device = "cpu", *, warmup_fraction: float = 0.0
 ) -> dict:
-    """One-step-ahead MAE in original units, model and naive last value, from a stateful pass.
+    """One-step-ahead MAE in original units of the model, the naive forecast and the last value, from a stateful pass.
 
-    With model.season the series model z, so "naive" is what a zero output forecasts there:
-    last season's value moved to today's level, y[t + 1 - P] + y[t] - y[t - P].
+    "naive" is what a zero output forecasts. Without a season that is the last value y[t];
+    with model.season the series model z, so it is last season's value moved to today's
+    level, y[t + 1 - P] + y[t] - y[t - P], and "last_value_mae" still scores y[t], the
+    forecast a network must beat at step 1 to be worth serving.
 
     Each series is stepped from a zero state from its start; forecasts issued in its leading
     `warmup_fraction` only warm the state up and are not scored, so a held-out tail can be
     scored with the state the model would have reached by then.
     """
     model.to(device).eval()
-    model_error = naive_error = 0.0
+    model_error = naive_error = last_value_error = 0.0
     steps = 0
     for s in series:
         inputs = s.inputs.to(device).unsqueeze(1)  # (T, 1, input_size)
@@ -340,7 +348,14 @@ def evaluate(
         y, following = s.actual[scored], s.actual[1:][scored]
         model_error += (following - (y + delta[scored])).abs().sum().item()
         naive_error += (following - y).abs().sum().item()
+        level = s.actual if s.level is None else s.level
+        last_value_error += (level[1:][scored] - level[scored]).abs().sum().item()
         steps += len(y)
     if steps == 0:
-        return {"model_mae": math.nan, "naive_mae": math.nan, "steps": 0}
-    return {"model_mae": model_error / steps, "naive_mae": naive_error / steps, "steps": steps}
+        return {"model_mae": math.nan, "naive_mae": math.nan, "last_value_mae": math.nan, "steps": 0}
+    return {
+        "model_mae": model_error / steps,
+        "naive_mae": naive_error / steps,
+        "last_value_mae": last_value_error / steps,
+        "steps": steps,
+    }

@@ -10,9 +10,10 @@ from typing import TextIO
 class Progress:
     """`update(done)` as work advances; `close()` prints the final line."""
 
-    def __init__(self, label: str, total: int | None, stream: TextIO = sys.stderr, every_s: float = 0.2):
-        self.label, self.total, self.stream = label, total, stream
-        self.interactive = stream.isatty()
+    def __init__(self, label: str, total: int | None, stream: TextIO | None = None, every_s: float = 0.2):
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr  # looked up now, not at import: tests and callers may replace it
+        self.interactive = self.stream.isatty()
         self.every_s = every_s if self.interactive else 10.0
         self.started = time.monotonic()
         self._shown_at = 0.0

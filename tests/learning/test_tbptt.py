@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from forecaster import config
 from forecaster.build import load_model, model_spec, seeded_model
 from forecaster.config import Combination, Gaps
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError
 from forecaster.io import datasets
 from forecaster.learning import pretrain, tbptt
 from forecaster.serving import records
@@ -452,6 +452,28 @@ def test_a_model_forecasting_no_change_scores_as_the_naive_forecast(pipeline, se
     y = series[0].actual
     assert scores["naive_mae"] == pytest.approx((y[1:] - y[:-1]).abs().mean().item())
     assert scores["model_mae"] == pytest.approx(scores["naive_mae"])
+    assert scores["last_value_mae"] == scores["naive_mae"]  # without a season the naive forecast is the last value
+
+
+def test_with_a_season_evaluate_scores_the_seasonal_naive_and_the_last_value_apart(pipeline):
+    seasonal = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, season=48))
+    series = tbptt.prepare(seasonal, taylor(seasonal, 1500))
+    model = seeded_model(seasonal)
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        model.readout.bias.zero_()
+
+    scores = tbptt.evaluate(model, series)
+
+    y = np.array([r["demand_mw"] for r in datasets.load("taylor").records[:1500]], dtype=np.float32).astype(float)
+    t = np.arange(48, 1499)  # from a season on, y[t - 48] is a real value
+    last_season_at_todays_level = y[t + 1 - 48] + y[t] - y[t - 48]
+    assert scores["last_value_mae"] == pytest.approx(np.abs(y[1:] - y[:-1]).mean())
+    assert scores["naive_mae"] == pytest.approx(
+        (np.abs(y[1:49] - y[:48]).sum() + np.abs(y[t + 1] - last_season_at_todays_level).sum()) / 1499
+    )
+    assert scores["model_mae"] == pytest.approx(scores["naive_mae"])
+    assert scores["naive_mae"] < 0.5 * scores["last_value_mae"]  # demand repeats daily: the two are far apart
 
 
 def test_evaluate_scores_the_engines_one_step_forecasts_after_the_warm_up(pipeline, series):
@@ -478,10 +500,11 @@ def test_pretrain_writes_weights_the_pipeline_can_load(loaded, tmp_path):
     model, metadata = load_model(out, expected=model_spec(pipeline))
     assert result["path"] == str(out) and result["seconds"] > 0
     assert metadata == {
-        k: result[k] for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "trained_at")
+        k: result[k]
+        for k in ("dataset", "steps", "final_loss", "model_mae", "naive_mae", "last_value_mae", "trained_at")
     }
     assert metadata["dataset"] == "taylor" and metadata["steps"] == 5
-    assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae"))
+    assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae", "last_value_mae"))
     assert not torch.equal(model.readout.weight, seeded_model(pipeline).readout.weight)
 
 
@@ -494,6 +517,6 @@ def test_pretrain_needs_a_dataset(loaded, tmp_path):
 
 
 def test_pretrain_refuses_a_dataset_that_does_not_fit_the_record_format(loaded, tmp_path):
-    with pytest.raises(ForecasterError, match=r"dataset msft: 7983 of 7983 records do not fit pipeline power_load"):
+    with pytest.raises(ConfigError, match=r"dataset msft: 7983 of 7983 records do not fit pipeline power_load"):
         pretrain.pretrain(loaded, loaded.pipeline("power_load"), dataset="msft", out=tmp_path / "w.pt", steps=1)
     assert not (tmp_path / "w.pt").exists()
