@@ -5,7 +5,7 @@
 The pipelines, data and engine path are benchmarks/generalisation.py's: the defaults, a
 seeded network, nothing pretrained, retraining on the daemon's schedule. Every series starts
 at its first record; the one-step absolute errors of the forecaster and of persistence (the
-last value) are pooled over the series in blocks of records since each series' first (the
+last value), and the network's weight in the combination, are pooled over the series in blocks of records since each series' first (the
 first day, the second, days 3-4, ...), so a block shows how the forecasts fare after that
 many records of a new series. Only the first `LENGTH` steps of each data set are run.
 """
@@ -32,15 +32,17 @@ LENGTH = 2000
 BLOCKS = (0, 24, 48, 96, 168, 336, 720, 1440, 2000)  # records since a series' first, in steps
 
 
-def one_step_errors(panel: Panel, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per (row, series): the records the series had seen, and the forecaster's and persistence's one-step
-    absolute errors (NaN where the series had no record, or no truth one step later)."""
+def one_step_errors(panel: Panel, length: int) -> tuple[np.ndarray, ...]:
+    """Per (row, series): the records the series had seen, the forecaster's and persistence's one-step
+    absolute errors (NaN where the series had no record, or no truth one step later), and the network's
+    weight in the combination, averaged over the horizon steps."""
     the_pipeline = pipeline(panel)
     engine = Engine(the_pipeline, seeded_model(the_pipeline))
     retraining = DaemonRetraining(engine)
     T, N = min(length, len(panel.times) - 1), len(panel.keys)
     seen = np.zeros(N, np.int64)
     counts, model, naive = np.zeros((T, N)), np.full((T, N), np.nan), np.full((T, N), np.nan)
+    weight = np.full((T, N), np.nan)
     for t in range(T):
         present, forecasts = step_row(engine, panel, t)
         if forecasts is None:
@@ -50,12 +52,13 @@ def one_step_errors(panel: Panel, length: int) -> tuple[np.ndarray, np.ndarray, 
         following = panel.truth[t + 1, present]
         model[t, present] = np.abs(forecasts.values[:, 0] - following)
         naive[t, present] = np.abs(panel.inputs[t, present] - following)
+        weight[t, present] = engine.combination.mean_weights()[:, 0].mean()
         retraining.after(len(present))
-    return counts, model, naive
+    return counts, model, naive, weight
 
 
 def blocks(panel: Panel, length: int) -> list[dict]:
-    counts, model, naive = one_step_errors(panel, length)
+    counts, model, naive, weight = one_step_errors(panel, length)
     rows = []
     for begin, end in zip(BLOCKS[:-1], BLOCKS[1:]):
         inside = (counts > begin) & (counts <= end) & ~np.isnan(model) & ~np.isnan(naive)
@@ -69,6 +72,7 @@ def blocks(panel: Panel, length: int) -> list[dict]:
                 "forecaster_mae": round(float(model[inside].mean()), 5),
                 "persistence_mae": round(float(naive[inside].mean()), 5),
                 "ratio": round(float(model[inside].mean() / naive[inside].mean()), 4),
+                "network_weight": round(float(weight[inside].mean()), 4),
                 "forecasts": int(inside.sum()),
             }
         )

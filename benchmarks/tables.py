@@ -606,8 +606,14 @@ def cold_start_blocks() -> str:
         ratios = [found.get((dataset, begin)) for begin, _ in spans]
         # the first block from which every block is below persistence
         since = next((spans[i][0] for i in range(len(spans)) if all(r < 1 for r in ratios[i:] if r is not None)), None)
-        body.append([dataset] + [number(r) for r in ratios] + ["never" if since is None else f"{since:,}"])
-    header = ["dataset"] + [f"records {a:,}-{b:,}" for a, b in spans] + ["below persistence from record"]
+        weights = [r["network_weight"] for r in rows if r["dataset"] == dataset]
+        body.append(
+            [dataset]
+            + [number(r) for r in ratios]
+            + ["never" if since is None else f"{since:,}", f"{number(weights[0], 2)} to {number(weights[-1], 2)}"]
+        )
+    header = ["dataset"] + [f"records {a:,}-{b:,}" for a, b in spans]
+    header += ["below persistence from record", "network's weight, first block to last"]
     return table(header, body)
 
 

@@ -44,27 +44,39 @@ class MLPoly:
 
 class OnlineLinear:
     """Per horizon step, a ridge regression of the scaled move (y[t + h] - y[t]) / s[t] on features,
-    its sums discounted by `discount` per step; starts at zero, the last value."""
+    its sums discounted by `discount` per step; zero, the last value, until it has been fitted on
+    `SAMPLES_PER_FEATURE` targets per feature: fitted on a handful, it extrapolates a morning's
+    ramp into a forecast far below zero."""
+
+    SAMPLES_PER_FEATURE = 10
 
     def __init__(self, horizon: int, features: int, discount: float, ridge: float = 1.0):
         self.discount, self.ridge = discount, ridge
         self.gram = np.zeros((horizon, features, features))
         self.moment = np.zeros((horizon, features))
         self.coef = np.zeros((horizon, features))
+        self.samples = np.zeros(horizon, np.int64)  # targets fitted on, per step
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """(n, horizon, features) -> (n, horizon) scaled moves."""
         return np.einsum("nhf,hf->nh", features, self.coef)
 
-    def update(self, gram: np.ndarray, moment: np.ndarray) -> None:
-        """Discount the sums, add a round's (horizon, features, features) and (horizon, features), refit."""
+    def update(self, gram: np.ndarray, moment: np.ndarray, samples: np.ndarray) -> None:
+        """Discount the sums, add a round's (horizon, features, features) and (horizon, features) from
+        `samples` (horizon,) targets, refit."""
         self.gram = self.gram * self.discount + gram
         self.moment = self.moment * self.discount + moment
+        self.samples = self.samples + samples
         eye = self.ridge * np.eye(self.gram.shape[1])
-        self.coef = np.linalg.solve(self.gram + eye, self.moment[:, :, None])[:, :, 0]
+        coef = np.linalg.solve(self.gram + eye, self.moment[:, :, None])[:, :, 0]
+        enough = self.samples >= self.SAMPLES_PER_FEATURE * self.gram.shape[1]
+        self.coef = np.where(enough[:, None], coef, 0.0)
 
     def snapshot(self) -> dict:
-        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("gram", "moment", "coef")}
+        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("gram", "moment", "coef", "samples")}
 
     def restore(self, snapshot: dict) -> None:
         self.gram, self.moment, self.coef = (snapshot[k].numpy().copy() for k in ("gram", "moment", "coef"))
+        # a checkpoint from before the count was kept: its regression has been serving, so it has enough
+        default = np.full(len(self.coef), np.iinfo(np.int64).max // 2)
+        self.samples = snapshot["samples"].numpy().copy() if "samples" in snapshot else default

@@ -243,7 +243,7 @@ class Learner:
         mean = self.increments / np.maximum(self.scored, 1)[:, None]
         self.weights.update(mean)
         self.served = self.weights.weights()
-        self.linear.update(self.gram, self.moment)
+        self.linear.update(self.gram, self.moment, self.scored)
         if self.quantiles is not None:
             self.quantiles.conclude()
         self.increments[:], self.scored[:], self.gram[:], self.moment[:] = 0.0, 0, 0.0, 0.0
@@ -369,6 +369,7 @@ class Combination:
         linear = coef[:, 0] + change[:, None] * coef[:, 1] + reversion[:, None] * coef[:, 2]
         for j, move in enumerate(seasonal):
             linear = linear + move * coef[:, 3 + j]
+        linear = np.clip(linear, -_BOUND, _BOUND)  # as bounded as the losses it is weighed by
         network_move = (network - y[:, None]) / scale[:, None]
         persistence = np.zeros_like(network_move)
         return [network_move, persistence, *seasonal, linear], change, reversion, seasonal

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from forecaster.build import seeded_model
+from forecaster.serving.aggregation import OnlineLinear
 from forecaster.serving.cadence import seasons, step_numbers
 from forecaster.serving.combination import Combination, History, MLPoly, expert_names
 from forecaster.serving.engine import Engine
@@ -248,3 +249,27 @@ def test_each_input_partition_learns_its_own_weights():
     names = engine.combination.names
     assert sorted(engine.combination.learners) == [0, 1]
     assert walks[0, names.index("persistence")] > sines[0, names.index("persistence")]
+
+
+def test_the_linear_expert_is_the_last_value_until_fitted_on_ten_targets_a_feature():
+    linear = OnlineLinear(horizon=1, features=2, discount=1.0)
+    x = np.array([[[1.0, 2.0]]])
+    gram, moment = np.array([[[5.0, 1.0], [1.0, 5.0]]]), np.array([[3.0, 4.0]])
+
+    linear.update(gram, moment, samples=np.array([19]))
+    before = linear.predict(x)
+    linear.update(0 * gram, 0 * moment, samples=np.array([1]))  # the 20th target: 10 for each of 2 features
+
+    assert before.tolist() == [[0.0]] and linear.predict(x)[0, 0] != 0.0
+
+
+def test_a_wild_morning_ramp_does_not_throw_the_forecast_below_zero():
+    """Taylor's first hours: a quiet night, then the morning ramp. Fitted on a handful of targets, the linear
+    expert once extrapolated it to far below zero, and the uniform early weights served half of that."""
+    night = [22262, 21756, 22247, 22759, 22549, 22313, 22128, 21860, 21751, 21336, 21363, 22176]
+    values = np.array(night + [24649, 27466, 31020, 33500, 35000], float)[:, None]
+    combination = Combination("30m", horizon=6)
+
+    served = run(combination, values)
+
+    assert min(f.min() for f in served) > 0.5 * values.min()
