@@ -7,7 +7,8 @@ seeded network, nothing pretrained, retraining on the daemon's schedule. Every s
 at its first record; the one-step absolute errors of the forecaster and of persistence (the
 last value), and the network's weight in the combination, are pooled over the series in
 blocks of records since each series' first (the first day, the second, days 3-4, ...), so a
-block shows how the forecasts fare after that many records of a new series. Only the first `LENGTH` steps of each data set are run.
+block shows how the forecasts fare after that many records of a new series. Only the first
+`LENGTH` steps of each data set are run.
 """
 
 from __future__ import annotations
