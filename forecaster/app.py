@@ -221,11 +221,9 @@ class PipelineWorker:
             self._start_round()
 
     def _start_round(self) -> None:
-        settings, engine = self.pipeline.retraining, self.engine
-        windows = rounds.collect(engine.store, engine.buffer, self.pipeline.horizon, settings.max_series)
+        engine = self.engine
         try:
-            window = rounds.training_window(self.pipeline, windows, self.trainer.rounds + 1)
-            rounds.trainable(windows, settings.holdout, window)
+            windows = rounds.round_windows(engine, self.trainer.rounds + 1)
         except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()

@@ -155,16 +155,15 @@ class OnlineMethod(EngineMethod):
                 self._due += self.every
 
     def _round(self) -> None:
-        pipeline, engine = self.engine.pipeline, self.engine
-        settings = pipeline.retraining
-        windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
+        engine = self.engine
         try:
-            rounds.trainable(windows, settings.holdout, rounds.training_window(pipeline, windows, self.rounds + 1))
+            windows = rounds.round_windows(engine, self.rounds + 1)
         except rounds.NotEnoughData:
             return
         self.rounds += 1
-        outcome = rounds.challenge(engine.model, windows, pipeline, self.rounds)
-        rounds.adopt(engine, outcome, settings.resync_steps)  # the winner, and the calibration of the intervals
+        outcome = rounds.challenge(engine.model, windows, engine.pipeline, self.rounds)
+        # the winner, and the calibration of the intervals
+        rounds.adopt(engine, outcome, engine.pipeline.retraining.resync_steps)
         self.promotions += outcome.promoted
 
 
@@ -185,16 +184,14 @@ class DaemonRetraining:
 
     def after(self, records: int) -> None:
         """`records` more were stepped: run the round that is now due, if any."""
-        pipeline, engine, trainer = self.engine.pipeline, self.engine, self.trainer
+        engine, trainer = self.engine, self.trainer
         if engine.buffer is None:
             return
         trainer.count(records)
         if not trainer.due(rounds.young_steps_buffered(engine, trainer.rounds)):
             return
-        settings = pipeline.retraining
-        windows = rounds.collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
         try:
-            rounds.trainable(windows, settings.holdout, rounds.training_window(pipeline, windows, trainer.rounds + 1))
+            windows = rounds.round_windows(engine, trainer.rounds + 1)
         except rounds.NotEnoughData:
             trainer.postpone()
             return
@@ -203,5 +200,5 @@ class DaemonRetraining:
         finished = trainer.finished()
         if finished.error is not None:
             raise finished.error
-        rounds.adopt(engine, finished.outcome, settings.resync_steps)
+        rounds.adopt(engine, finished.outcome, engine.pipeline.retraining.resync_steps)
         self.promotions += finished.outcome.promoted

@@ -148,6 +148,16 @@ def training_window(pipeline: Pipeline, windows: Windows, round_: int) -> int:
     return min(window, max(longest - holdout, minimal_steps(pipeline) - holdout))
 
 
+def round_windows(engine: Engine, round_: int) -> Windows:
+    """The windows round `round_` would train on (`collect`, up to retraining.max_series series); NotEnoughData
+    if none is long enough for its `training_window`."""
+    pipeline = engine.pipeline
+    settings = pipeline.retraining
+    windows = collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
+    trainable(windows, settings.holdout, training_window(pipeline, windows, round_))
+    return windows
+
+
 def trainable(windows: Windows, holdout: int, window: int) -> list[int]:
     """The windows with at least `window` steps before the newest `holdout`; NotEnoughData if none has."""
     steps = windows.valid.sum(dim=1)

@@ -332,7 +332,8 @@ class Combination:
         if kept.any():
             moves = np.stack([e[kept] for e in (*experts, combined)], axis=1)  # (m, K + 1, H)
             features = self._features(change[kept], reversion[kept], [m[kept] for m in seasonal])
-            self._keep(slots[kept], steps[kept], y[kept], scale[kept], moves, features, offsets, kept)
+            issued = None if offsets is None else offsets[kept]
+            self._keep(slots[kept], steps[kept], y[kept], scale[kept], moves, features, issued)
         point = y[:, None] + scale[:, None] * combined
         if offsets is None:
             return point, None
@@ -400,9 +401,9 @@ class Combination:
         columns = [np.ones((n, H)), np.repeat(change[:, None], H, 1), np.repeat(reversion[:, None], H, 1), *moves]
         return np.stack(columns, axis=2)
 
-    def _keep(self, slots, steps, y, scale, moves, features, offsets, kept) -> None:
+    def _keep(self, slots, steps, y, scale, moves, features, offsets) -> None:
         """Remember what scored slots were issued, as moves in scales (m, K + 1, H), and the quantile
-        `offsets` (n, 3, L, H) of the `kept` rows, until their targets arrive."""
+        `offsets` (m, 3, L, H) or None, until their targets arrive."""
         p = self.pending
         row = p.issued[slots] % p.depth
         p.step[slots, row] = steps
@@ -411,7 +412,7 @@ class Combination:
         p.moves[slots, row] = moves
         p.features[slots, row] = features
         if offsets is not None:
-            p.quantiles[slots, row] = offsets[kept]
+            p.quantiles[slots, row] = offsets
         p.issued[slots] += 1
 
     def _learn(self, learner: Learner, slots, steps, y) -> None:

@@ -113,9 +113,16 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
         rejected.append((int(i), records.DUPLICATE_TIMESTAMP, "its series already has an observation at this time"))
     order = order[~(stale | repeat)]
     s = slots[order]
-    first = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
-    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
+    first, last = _edges(s)
     return Plan(order=order, waves=_ranks(s), first=first, last=last, rejected=rejected)
+
+
+def _edges(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows grouped by slot: whether each row is its slot's first, and whether it is its slot's last."""
+    if not len(slots):
+        return np.zeros(0, bool), np.zeros(0, bool)
+    change = slots[1:] != slots[:-1]
+    return np.r_[True, change], np.r_[change, True]
 
 
 def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -304,10 +311,8 @@ class Engine:
             point, combined = self._combine(
                 slots[rows], observations, rows, actual[observed], forecast[observed], network_quantiles
             )
-            forecast = forecast.copy()
-            forecast[observed] = point
+            forecast[observed] = point  # both arrays are this batch's own
             if quantiles is not None:
-                quantiles = quantiles.copy()
                 quantiles[observed] = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
@@ -332,7 +337,7 @@ class Engine:
         if not filled.distance.any():
             return observations, slots, the_plan
         s = filled.slots[filled.order]
-        first, last = np.r_[True, s[1:] != s[:-1]], np.r_[s[1:] != s[:-1], True]
+        first, last = _edges(s)
         return (
             filled.observations,
             filled.slots,
