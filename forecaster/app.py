@@ -174,15 +174,42 @@ class PipelineWorker:
             partitions=[r.partition for r in polled],
         )
         started = time.perf_counter()
-        forecasts, refused = self.engine.step(observations, time.time())
+        forecasts, refused, counted = self._step(observations)
         self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
         rejected = bad + refused
-        self.sink.deliver(self._dead_letters(polled, rejected) + self._forecast_messages(forecasts), self.stop)
+        messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
+        self.sink.deliver(self._dead_letters(polled, rejected) + messages, self.stop)
         self._advance(polled)
-        self._record(len(polled), forecasts, rejected, time.monotonic() - received)
+        self._record(len(polled), sum(map(len, forecasts)), rejected, time.monotonic() - received)
         self._maybe_checkpoint()
-        self._retrain(len(polled))
+        self._retrain(len(observations) - counted)
         return len(polled)
+
+    def _step(self, observations: records.Observations) -> tuple[list[Forecasts], list[records.Rejected], int]:
+        """Step a batch: its forecasts, the records the engine refused, and how many records the trainer has
+        counted already.
+
+        When a retraining round falls due at one of the batch's records, step up to it, start the round
+        on what was seen so far, then step the rest: a round starts at the same record, on the same
+        buffered windows, however the stream was cut into batches.
+        """
+        cut = self._records_to_round(observations)
+        if cut is None or not 0 < cut < len(observations):
+            forecasts, refused = self.engine.step(observations, time.time())
+            return [forecasts], refused, 0
+        head, tail = observations.split(cut)
+        first, refused = self.engine.step(head, time.time())
+        self._retrain(len(head))
+        rest, more = self.engine.step(tail, time.time())
+        return [first, rest], refused + more, len(head)
+
+    def _records_to_round(self, observations: records.Observations) -> int | None:
+        """How many of the batch's records make a retraining round due; None if none does (or one runs)."""
+        if self.trainer is None or self.trainer.running:
+            return None
+        young = rounds.records_to_young_round(self.engine, self.trainer.rounds, observations.keys)
+        due = [n for n in (self.trainer.records_to_round(), young) if n is not None]
+        return min(due) if due else None
 
     def checkpoint(self) -> None:
         """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just
@@ -210,7 +237,8 @@ class PipelineWorker:
             self.checkpoints.records_since += len(polled)
 
     def _retrain(self, consumed: int) -> None:
-        """Between batches: install the winner of a finished round, then start the next round when due."""
+        """Between batches (or at a round's record, `_step`), `consumed` more records stepped: install the winner
+        of a finished round, then start the next round when due."""
         if self.trainer is None:
             return
         self.trainer.count(consumed)
@@ -322,10 +350,10 @@ class PipelineWorker:
             messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
         return messages
 
-    def _record(self, consumed: int, forecasts: Forecasts, rejected, latency_s: float) -> None:
+    def _record(self, consumed: int, forecasts: int, rejected, latency_s: float) -> None:
         m, name, store = self.metrics, self.pipeline.name, self.engine.store
         m.records_consumed.labels(name).inc(consumed)
-        m.forecasts_produced.labels(name).inc(len(forecasts))
+        m.forecasts_produced.labels(name).inc(forecasts)
         for reason, count in collections.Counter(r.reason for r in rejected).items():
             m.records_rejected.labels(name, reason).inc(count)
         m.latency.labels(name).observe(latency_s)

@@ -209,3 +209,31 @@ def test_no_forecast_is_computed_with_half_swapped_weights(pipeline, monkeypatch
             now=0.0,
         )
         np.testing.assert_allclose([d["values"] for d in documents], forecasts.values, rtol=1e-6)
+
+
+def windows_of_the_first_round(pipeline, size, monkeypatch):
+    """The buffered windows the first round trained on, the stream stepped `size` records a poll batch."""
+    seen = []
+    start = Trainer.start
+    monkeypatch.setattr(
+        Trainer, "start", lambda self, model, windows: seen.append(windows) or start(self, model, windows)
+    )
+    w, _, _ = make_worker(pipeline, batches_of(mean_reverting(length=160), size))
+    while w.source.batches and not seen:
+        w.run_once()
+    return seen[0]
+
+
+@pytest.mark.parametrize("young_rounds, every_records", [(2, 1_000_000), (0, 400)])
+def test_a_round_starts_at_the_record_that_makes_it_due_however_the_stream_is_batched(
+    pipeline, monkeypatch, young_rounds, every_records
+):
+    schedule = dataclasses.replace(pipeline.retraining, young_rounds=young_rounds, every_records=every_records)
+    pipeline = dataclasses.replace(pipeline, retraining=schedule)
+
+    in_one_poll = windows_of_the_first_round(pipeline, 10_000, monkeypatch)
+    in_small_polls = windows_of_the_first_round(pipeline, 7, monkeypatch)
+
+    assert in_one_poll.keys == in_small_polls.keys
+    np.testing.assert_array_equal(in_one_poll.actual.numpy(), in_small_polls.actual.numpy())
+    np.testing.assert_array_equal(in_one_poll.valid.numpy(), in_small_polls.valid.numpy())

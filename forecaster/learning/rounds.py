@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,13 +120,36 @@ def young(pipeline: Pipeline, round_: int) -> bool:
 
 def young_steps_buffered(engine: Engine, started: int) -> int:
     """What starts a young round (`young_round_due`): the most steps any series has buffered, while the next
-    round is young and the serving model has not been promoted young_rounds times (a restarted daemon's
-    network that has learnt is not young again); 0 otherwise."""
-    young_rounds = engine.pipeline.retraining.young_rounds
-    if not young(engine.pipeline, started + 1) or engine.model_version >= young_rounds:
+    round is young (`_learning_young`); 0 otherwise."""
+    if not _learning_young(engine, started):
         return 0
     written = engine.buffer.written
     return int(written.max()) if len(written) else 0
+
+
+def _learning_young(engine: Engine, started: int) -> bool:
+    """Whether the next round is young: one of the first young_rounds, and the serving model not promoted that
+    many times (a restarted daemon's network that has learnt is not young again)."""
+    return young(engine.pipeline, started + 1) and engine.model_version < engine.pipeline.retraining.young_rounds
+
+
+def records_to_young_round(engine: Engine, started: int, keys: Sequence[str]) -> int | None:
+    """How many of a batch's records (`keys`, in arrival order) bring a series to the buffered steps that start
+    the next young round (`young_round_due`), so it can start at that record; None when none does or the
+    network is not young. Gap-filled steps are not foreseen: such a round starts at the batch's end."""
+    if not _learning_young(engine, started) or not len(keys):
+        return None
+    needed = min(engine.pipeline.retraining.buffer, minimal_steps(engine.pipeline) << started)
+    distinct, series = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    slots = engine.store.lookup(distinct)
+    written = engine.buffer.written.cpu().numpy()
+    before = np.where(slots >= 0, written[np.maximum(slots, 0)], 0)
+    by_series = np.argsort(series, kind="stable")
+    starts = np.searchsorted(series[by_series], series[by_series])
+    occurrence = np.empty(len(keys), np.int64)
+    occurrence[by_series] = np.arange(len(keys)) - starts  # 0 for a series' first record of the batch
+    reached = np.flatnonzero(before[series] + occurrence + 1 >= needed)
+    return int(reached[0]) + 1 if len(reached) else None
 
 
 def young_round_due(pipeline: Pipeline, started: int, longest: int) -> bool:

@@ -56,6 +56,10 @@ class Trainer:
             return True
         return self.records_since >= self.settings.every_records or time.monotonic() >= self._due_at
 
+    def records_to_round(self) -> int:
+        """How many more records make a round due by `every_records`."""
+        return max(0, self.settings.every_records - self.records_since)
+
     def postpone(self) -> None:
         """Wait for another interval of new data (there was too little to train on)."""
         self.records_since = 0

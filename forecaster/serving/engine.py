@@ -198,7 +198,6 @@ class Engine:
         self._widenings: deque[torch.Tensor] = deque(maxlen=pipeline.retraining.calibration_rounds)
         self.intervals: IntervalHistory | None = None  # per series: the intervals issued, until their actuals arrive
         self.tracked = np.zeros(pipeline.horizon)  # (horizon,): quantile tracking's offsets, in scales (intervals.py)
-        self._outward: torch.Tensor | None = None  # widening + tracked: how far the outermost quantiles move out
         if model.spec.quantiles:
             self.intervals = IntervalHistory(pipeline.horizon if pipeline.intervals.tracking_rate else 1)
             self.store.attach("interval", self.intervals)
@@ -240,16 +239,6 @@ class Engine:
         else:
             self._widenings.append(widening.to(self.device, self.store.dtype))
             self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
-        self._move_outward()
-
-    def _move_outward(self) -> None:
-        """How far the outermost quantiles move out, in scales: the conformal widening plus quantile tracking's
-        offsets."""
-        if self.widening is None and not self.tracked.any():
-            self._outward = None
-            return
-        tracked = torch.as_tensor(self.tracked, device=self.device, dtype=self.store.dtype)
-        self._outward = tracked if self.widening is None else self.widening + tracked
 
     def install(self, model: Forecaster, version: int) -> None:
         """Serve `model` from the next batch on, as `version` (learning/resync.py re-synchronises the states).
@@ -301,7 +290,7 @@ class Engine:
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed = the_plan.order, the_plan.observed
-        deltas = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.distance)
+        deltas, scales = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.distance)
         actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
@@ -316,7 +305,7 @@ class Engine:
                 quantiles[observed] = combined
         self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
         if quantiles is not None:
-            self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
+            self._track_and_score(slots[order], the_plan.waves, actual, quantiles, scales)
         emit = observed if self.pipeline.emit == "per_record" else observed & the_plan.last
         return self._forecasts(
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
@@ -397,17 +386,17 @@ class Engine:
         order: np.ndarray,
         waves: np.ndarray,
         distance: np.ndarray | None = None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
-        seasonal shift with model.season), (n, outputs) float32, on the host. `distance`
-        (n,) marks the rows that fill missing steps (`Plan.distance`).
+        seasonal shift with model.season), (n, outputs) float32, and each row's std (n,), on the
+        host. `distance` (n,) marks the rows that fill missing steps (`Plan.distance`).
 
         The batch crosses to the device once (values, calendar features, slots) and back once
         (the deltas); each wave writes its own rows of one `deltas` tensor.
         """
         n = len(order)
         if n == 0:
-            return np.zeros((0, self.model.spec.outputs), np.float32)
+            return np.zeros((0, self.model.spec.outputs), np.float32), np.zeros(0, np.float32)
         by_wave, bounds = _wave_order(waves)
         rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
@@ -422,20 +411,28 @@ class Engine:
         else:
             distance = None
         deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
+        scales = torch.empty(n, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
             steps = None if distance is None else distance[a:b]
-            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], distance=steps)
-        deltas = deltas.cpu().numpy()
-        if by_wave is None:
-            return deltas
-        result = np.empty_like(deltas)
-        result[by_wave] = deltas
-        return result
+            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], scales=scales[a:b], distance=steps)
+        outputs = torch.cat([deltas, scales[:, None]], dim=1).cpu().numpy()  # one crossing back
+        if by_wave is not None:
+            result = np.empty_like(outputs)
+            result[by_wave] = outputs
+            outputs = result
+        return outputs[:, :-1], outputs[:, -1]
 
     def _step_wave(
-        self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor, distance=None
+        self,
+        slots: torch.Tensor,
+        x: torch.Tensor,
+        cal: torch.Tensor,
+        out: torch.Tensor,
+        scales: torch.Tensor,
+        distance=None,
     ) -> None:
-        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
+        """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`, and
+        each series' scale (the target's standard deviation) into `scales`.
 
         Rows with a `distance` > 0 fill a missing step: their value is the network's forecast for it
         from the series' last observation, where one is held (else the placeholder they carry).
@@ -457,12 +454,13 @@ class Engine:
         self._fast_step().step_(inputs, state, out=out)  # steps `state` in place; out: head, (n, outputs)
         if self.damping is not None:
             damping.apply(out, self.damping.factors[slots], self.pipeline.horizon)
-        if self._outward is not None:  # calibration of the outermost quantiles
+        if self.widening is not None:  # the rounds' calibration of the outermost quantiles
             horizon = self.pipeline.horizon
-            out[:, horizon : 2 * horizon].sub_(self._outward)
-            out[:, -horizon:].add_(self._outward)
+            out[:, horizon : 2 * horizon].sub_(self.widening)
+            out[:, -horizon:].add_(self.widening)
         self.store.scatter(slots, state, moments)
         std = scaling.std(moments)[:, :1]
+        scales.copy_(std[:, 0])
         out.mul_(std)
         if shift is not None:  # every output, point and quantiles, moves by y[t + h - season] - y[t - season]
             out.unflatten(1, (-1, self.pipeline.horizon)).add_(shift.to(out.dtype)[:, None])
@@ -492,18 +490,38 @@ class Engine:
         last = the_plan.last
         self.store.remember(slots[last], times[last], actual[last], one_step[last])
 
-    def _score_intervals(self, slots, waves, actual, bounds: np.ndarray) -> None:
-        """Score the intervals issued for these actuals, keep each row's own (n, 2, horizon) until theirs
-        arrive, and with intervals.tracking_rate move each step's offset by how its intervals fared."""
+    def _track_and_score(self, slots, waves, actual, quantiles: np.ndarray, scales: np.ndarray) -> None:
+        """Score the intervals issued for these actuals and keep each row's own until theirs arrive; with
+        intervals.tracking_rate, first move the outermost `quantiles` (n, levels, horizon; in place) by each
+        step's offset in the row's `scales`, and move the offsets by how the intervals fared, wave by wave.
+
+        Wave by wave, in time order: a wave's intervals are served with the offsets its series' earlier
+        records left, whether those came in this batch or an earlier one, so what is served and learnt does
+        not depend on how the stream was cut into batches.
+        """
         if len(slots) == 0:
             return
-        inside = self.intervals.score_and_keep(slots, waves, actual, bounds)  # (n, depth)
-        self.coverage.add(inside[:, 0])
         rate = self.pipeline.intervals.tracking_rate
-        if rate:
-            levels = self.model.spec.quantiles
+        if not rate:
+            inside = self.intervals.score_and_keep(slots, waves, actual, quantiles[:, [0, -1]])
+            self.coverage.add(inside[:, 0])
+            return
+        levels = self.model.spec.quantiles
+        by_wave, bounds = _wave_order(waves)
+        rows = np.arange(len(slots)) if by_wave is None else by_wave
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            wave = rows[a:b]
+            moved = quantiles[wave]
+            shift = self.tracked[None, :] * scales[wave, None]
+            moved[:, 0] -= shift
+            moved[:, -1] += shift
+            moved.sort(axis=1)  # a negative offset must not cross the outermost levels over the inner ones
+            quantiles[wave] = moved
+            inside = self.intervals.score_and_keep(
+                slots[wave], np.zeros(len(wave), np.int64), actual[wave], moved[:, [0, -1]]
+            )
+            self.coverage.add(inside[:, 0])
             self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
-            self._move_outward()
 
     def _forecasts(
         self,

@@ -5,16 +5,20 @@ one), widened by the conformal widening of the latest retraining rounds (learnin
 widening is measured on the held-out steps just before it is served. When a series drifts,
 the steps ahead are not like them, and the intervals cover less than they claim (taylor's
 test weeks: 71% for 80%, falling from 79% at step 1 to 64% at step 48). With
-`intervals.tracking_rate: eta` the engine also moves the outermost quantiles of each horizon
-step h by an offset of its own, in the series' scales, after every batch:
+`intervals.tracking_rate: eta` the engine also moves the outermost quantiles it serves (the
+combination's, when there is one) of each horizon step h by an offset of its own, in the
+series' scales, wave by wave (each series' next record, in time order):
 
     offset[h] += eta * (share of step h's newly arrived actuals outside their interval - (1 - coverage))
+
+Wave by wave, not batch by batch: a record is served with the offsets the records before it
+left, however the stream was cut into batches (tests/serving/test_batching.py).
 
 The offsets are the pipeline's, one per step, shared by its series, so they hold the
 coverage of all the series together rather than of each. This is quantile tracking
 (Angelopoulos, Candès & Tibshirani, 2023, "Conformal PID control"), the online form of
 adaptive conformal inference (Gibbs & Candès, 2021): whatever the series do, as long as
-how far an actual can fall outside is bounded, the mean miss share over T batches comes to
+how far an actual can fall outside is bounded, the mean miss share over T waves comes to
 the nominal one, the gap shrinking as 1 / (eta * T). A larger rate adapts faster and makes
 the intervals jumpier; the feedback arrives h records late at step h.
 

@@ -12,6 +12,7 @@ such as the text of a horizon's timestamps, is written once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
@@ -54,6 +55,14 @@ class Observations:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def split(self, n: int) -> tuple[Observations, Observations]:
+        """The first `n` observations, and the rest."""
+        return self._slice(slice(None, n)), self._slice(slice(n, None))
+
+    def _slice(self, part: slice) -> Observations:
+        columns = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return Observations(**{name: None if column is None else column[part] for name, column in columns.items()})
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,10 @@ class StateStore:
             )
         return slots
 
+    def lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Slots of `keys` held now, -1 for the others; admits nothing."""
+        return np.fromiter(map(self._index.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+
     def key(self, slot: int) -> str | None:
         return self._keys[slot]
 
