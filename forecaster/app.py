@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry
 
-from forecaster.build import build_engine, pipeline_dir, resolve_device
+from forecaster.build import pipeline_dir, resolve_device
 from forecaster.config import Config, Pipeline
 from forecaster.errors import Cancelled, DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from forecaster.io.clients import make_sink, make_source, missing_topics
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
-from forecaster.learning import rounds
+from forecaster.learning import migration, rounds
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import records
@@ -70,13 +70,22 @@ class Checkpoints:
         self._due_at = time.monotonic() + self.settings.every_seconds
         return path
 
-    def load(self) -> dict | None:
+    def newest(self) -> tuple[dict, Path] | None:
+        """The newest checkpoint that verifies and its path, or None; a ForecasterError for another pipeline's."""
         found = load_latest_checkpoint(self.folder)
         if found is None:
             return None
         payload, path = found
         if payload.get("format") != CHECKPOINT_FORMAT or payload.get("pipeline") != self.name:
             raise ForecasterError(f"{path}: a checkpoint of {payload.get('pipeline')!r}, not of pipeline {self.name!r}")
+        return payload, path
+
+    def load(self) -> dict | None:
+        """The newest checkpoint, as the daemon restores it (and logs so), or None."""
+        found = self.newest()
+        if found is None:
+            return None
+        payload, path = found
         log.info(
             "pipeline %s: restoring %s (%d series, offsets %s)",
             self.name,
@@ -489,15 +498,13 @@ class Daemon:
             )
 
     def _worker(self, pipeline: Pipeline, device: torch.device) -> PipelineWorker:
-        """Engine (restored from the newest checkpoint if any), source resuming at its offsets, sink."""
+        """Engine (resumed from the newest checkpoint if any, migrated if the model changed), source resuming at its
+        offsets, sink."""
         kafka = self.config.settings.kafka
-        engine = build_engine(self.config, pipeline, device)
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
         restored = checkpoints.load()
-        offsets = {}
-        if restored is not None:
-            engine.restore(restored["engine"])
-            offsets = {int(p): int(o) for p, o in restored["offsets"].items()}
+        engine = migration.resume(self.config, pipeline, device, restored)
+        offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
             kafka,
             pipeline.input_topic,

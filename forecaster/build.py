@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from forecaster.config import Config, Pipeline
-from forecaster.errors import ForecasterError
+from forecaster.errors import ConfigError, ForecasterError
 from forecaster.io.checkpoint import read_weights, save_weights
 from forecaster.serving.engine import Engine
-from forecaster.serving.model import Forecaster, ModelSpec
+from forecaster.serving.model import Forecaster, ModelSpec, changes
 from forecaster.serving.spill import DiskSpill, MemorySpill, Spill
 
 
@@ -86,13 +86,21 @@ def engine(
     return Engine(pipeline, model, device, model_version, spill=spill(pipeline, model, spill_path))
 
 
-def build_engine(config: Config, pipeline: Pipeline, device: torch.device | str) -> Engine:
-    """The pipeline's engine with its starting weights: the weights file if configured, else seeded."""
-    spill_path = pipeline_dir(config, pipeline) / "spill.sqlite"
+def starting_model(config: Config, pipeline: Pipeline) -> tuple[Forecaster, int]:
+    """The pipeline's starting weights and their version: the weights file if configured, else seeded."""
     if pipeline.model.weights is None:
-        return engine(pipeline, seeded_model(pipeline), device, 0, spill_path)
+        return seeded_model(pipeline), 0
     model, metadata = load_model(config.resolve(pipeline.model.weights), expected=model_spec(pipeline))
-    return engine(pipeline, model, device, int(metadata.get("version", 1)), spill_path)
+    return model, int(metadata.get("version", 1))
+
+
+def build_engine(
+    config: Config, pipeline: Pipeline, device: torch.device | str, model: Forecaster | None = None, version: int = 0
+) -> Engine:
+    """The pipeline's engine serving `model` as `version`; without a model, its starting weights."""
+    if model is None:
+        model, version = starting_model(config, pipeline)
+    return engine(pipeline, model, device, version, pipeline_dir(config, pipeline) / "spill.sqlite")
 
 
 def save_model(path: str | Path, model: Forecaster, metadata: dict | None = None) -> Path:
@@ -106,14 +114,10 @@ def load_model(path: str | Path, expected: ModelSpec | None = None) -> tuple[For
     spec_fields, state_dict, metadata = read_weights(path)
     spec = ModelSpec(**spec_fields)
     if expected is not None and spec != expected:
-        raise ForecasterError(
-            f"{path}: weights are for {_describe(spec)}, but the pipeline configures "
-            f"{_describe(expected)}; rerun `forecaster pretrain` or fix the pipeline's model section"
+        raise ConfigError(
+            f"{path}: the weights are for another model than the pipeline configures ({changes(spec, expected)}); "
+            "rerun `forecaster pretrain` or fix the pipeline's model section"
         )
     model = Forecaster(spec)
     model.load_state_dict(state_dict)
     return model, metadata
-
-
-def _describe(spec: ModelSpec) -> str:
-    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items())

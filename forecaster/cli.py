@@ -1,4 +1,4 @@
-"""`forecaster` command line: run | check | replay | pretrain | inspect | bench | topics.
+"""`forecaster` command line: run | check | replay | pretrain | inspect | reset | bench | topics.
 
 Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
 """
@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         "state/demo/checkpoints)",
     )
 
+    reset = _command(
+        commands, "reset", cmd_reset, "move a pipeline's checkpoints aside: its series start afresh at the next start"
+    )
+    reset.add_argument("--pipeline", required=True, help="pipeline name from the config")
+
     bench = commands.add_parser(
         "bench",
         help="measure throughput, latency and memory on this machine",
@@ -152,28 +157,41 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from forecaster.build import build_engine
+    from forecaster.app import Checkpoints
+    from forecaster.build import build_engine, pipeline_dir
+    from forecaster.learning import migration
     from forecaster.learning.pretrain import check_dataset
 
     config = config_module.load(args.config)
     for pipeline in config.pipelines:
-        build_engine(config, pipeline, device="cpu")  # weights load against the configured model
+        folder = pipeline_dir(config, pipeline)
+        newest = Checkpoints(folder, pipeline).newest()
+        if newest is None:
+            build_engine(config, pipeline, device="cpu")  # the starting weights load against the configured model
         check_dataset(config, pipeline)
-        m = pipeline.model
-        r = pipeline.retraining
-        season = f", season {m.season}" if m.season else ""
-        quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
-        if pipeline.intervals.tracking_rate:
-            quantiles += f" tracked at {pipeline.intervals.tracking_rate:g}"
-        retraining = f", retraining every {counted(r.every_records, 'record')}" if r.enabled else ", no retraining"
-        print(
-            f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} "
-            f"{m.num_layers}x{m.hidden_size}, "
-            f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, "
-            f"weights {m.weights or 'seeded'}{retraining}"
-        )
+        print(_summary(pipeline))
+        if newest is not None:  # what a restart does with the checkpoint; a ConfigError where it cannot
+            payload, path = newest
+            print(f"  {path.name} in {folder}: {migration.restart(config, pipeline, payload)}")
     print(f"{args.config}: ok ({counted(len(config.pipelines), 'pipeline')})")
     return EXIT_OK
+
+
+def _summary(pipeline: config_module.Pipeline) -> str:
+    """A pipeline's topics, model, horizon, weights and retraining, in one line."""
+    m = pipeline.model
+    r = pipeline.retraining
+    season = f", season {m.season}" if m.season else ""
+    quantiles = f", quantiles {'/'.join(f'{q:g}' for q in m.quantiles)}" if m.quantiles else ""
+    if pipeline.intervals.tracking_rate:
+        quantiles += f" tracked at {pipeline.intervals.tracking_rate:g}"
+    retraining = f", retraining every {counted(r.every_records, 'record')}" if r.enabled else ", no retraining"
+    return (
+        f"{pipeline.name}: {pipeline.input_topic} -> {pipeline.output_topic}, {m.cell} "
+        f"{m.num_layers}x{m.hidden_size}, "
+        f"horizon {pipeline.horizon} x {pipeline.cadence}{season}{quantiles}, "
+        f"weights {m.weights or 'seeded'}{retraining}"
+    )
 
 
 def cmd_replay(args) -> int:
@@ -235,7 +253,9 @@ def cmd_inspect(args) -> int:
     from datetime import datetime
 
     from forecaster.app import Checkpoints
-    from forecaster.build import build_engine, pipeline_dir
+    from forecaster.build import pipeline_dir
+    from forecaster.learning import migration
+    from forecaster.serving.model import changes
     from forecaster.serving.records import format_time
     from forecaster.tools.inspection import series_view
 
@@ -253,8 +273,7 @@ def cmd_inspect(args) -> int:
             print(f"{pipeline.name}: no checkpoint in {folder}")
             continue
         found_any = True
-        engine = build_engine(config, pipeline, device="cpu")
-        engine.restore(payload["engine"])
+        engine = migration.resume(config, pipeline, "cpu", payload)  # as a restart would serve it
         keys = payload["engine"]["store"]["keys"]
         written = datetime.fromtimestamp(payload["written_at"], UTC).isoformat(timespec="seconds")
         spilled = len(engine.store.spill) if engine.store.spill is not None else 0
@@ -263,6 +282,9 @@ def cmd_inspect(args) -> int:
             f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}"
         )
         print(f"  series: {', '.join(keys[: args.limit])}{' ...' if len(keys) > args.limit else ''}")
+        written_under = migration.checkpoint_spec(payload["engine"])
+        if written_under != engine.model.spec:
+            print(f"  shown migrated, as a restart serves it: {changes(written_under, engine.model.spec)}")
         if engine.model.spec.quantiles:
             widening = 0.0 if engine.widening is None else float(engine.widening.mean())
             print(
@@ -308,6 +330,27 @@ def cmd_inspect(args) -> int:
     if not found_series:
         print(f"forecaster: series {args.series!r} is in no checkpoint", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_reset(args) -> int:
+    """Move the pipeline's folder in state_dir (checkpoints and spill) aside, never delete it: a reset is undone by
+    moving it back. The daemon must be stopped, or its next checkpoint starts the folder again."""
+    from datetime import datetime
+
+    from forecaster.build import pipeline_dir
+
+    config = config_module.load(args.config, require_weights=False)
+    folder = pipeline_dir(config, config.pipeline(args.pipeline))
+    if not folder.exists():
+        print(f"{args.pipeline}: nothing to reset, {folder} does not exist")
+        return EXIT_OK
+    aside = folder.with_name(f"{folder.name}.reset-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+    folder.rename(aside)
+    print(
+        f"{args.pipeline}: moved {folder} to {aside}; at the next start every series starts afresh from the "
+        "starting weights, at the consumer group's committed offsets"
+    )
     return EXIT_OK
 
 

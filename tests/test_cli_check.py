@@ -9,7 +9,7 @@ import pytest
 
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "bench"]
+COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "reset", "bench"]
 
 
 def pipeline(name: str, extra: str = "") -> str:
@@ -271,3 +271,89 @@ def test_inspect_reads_the_checkpoints_of_the_state_dir_it_is_pointed_at(config_
     out = capsys.readouterr().out
     assert "weather: checkpoint of" in out and "1 series" in out and "offsets {0: 2}" in out
     assert f"solar: no checkpoint in {config_dir / 'elsewhere' / 'solar'}" in out
+
+
+def checkpoint_weather(config_dir) -> None:
+    """A checkpoint of the weather pipeline as configured now, holding one series, in the config's state_dir."""
+    from forecaster import config as config_module
+    from forecaster.app import Checkpoints
+    from forecaster.build import build_engine, pipeline_dir
+
+    from support import observations
+
+    loaded = config_module.load(config_dir / "config.yaml")
+    weather = loaded.pipeline("weather")
+    engine = build_engine(loaded, weather, "cpu")
+    engine.step(observations(["KGSO", "KGSO"], [1.7e9, 1.7e9 + 3600], [[10.0], [11.0]]), now=0.0)
+    Checkpoints(pipeline_dir(loaded, weather), weather).write(engine, {0: 2})
+
+
+def test_check_says_what_a_restart_does_with_a_checkpoint_of_another_horizon(config_dir, capsys):
+    checkpoint_weather(config_dir)
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text().replace("horizon: 24", "horizon: 12"))
+
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        f"  checkpoint-000000000001.pt in {config_dir / 'state' / 'weather'}: horizon 24 -> 12: will migrate 1 "
+        "series to model version 1 on the checkpoint's weights, head resized; kept: scaling, newest values, "
+        "buffered steps, the combination's history; recurrent states kept (the network's body is unchanged); "
+        "afresh: issued intervals, the combination's pending forecasts, gap-filling forecasts, "
+        "the combination's weights"
+    )
+    assert lines[-1].endswith("ok (2 pipelines)")
+
+
+def test_check_says_a_checkpoint_of_the_pipelines_own_model_resumes(config_dir, capsys):
+    checkpoint_weather(config_dir)
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"  checkpoint-000000000001.pt in {config_dir / 'state' / 'weather'}: resumes 1 series at model version 0"
+    )
+
+
+def test_check_refuses_a_checkpoint_that_cannot_migrate_in_one_line_with_exit_2(config_dir, capsys):
+    checkpoint_weather(config_dir)
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text().replace("  target: temp", "  target: temp\n  covariates: [dew]"))
+
+    assert main(["check", "-c", str(config_dir / "config.yaml")]) == 2
+
+    err = capsys.readouterr().err
+    assert err == (
+        "forecaster: configuration error: pipeline weather: the record's features changed (the checkpoint scales 1 "
+        f"per series, the pipeline 2), so its checkpoints in {config_dir / 'state' / 'weather'} cannot be migrated; "
+        f"stop the daemon and run `forecaster reset -c {config_dir / 'config.yaml'} --pipeline weather` to start "
+        "every series afresh\n"
+    )
+
+
+def test_reset_moves_the_pipelines_state_aside_so_the_next_start_is_afresh(config_dir, capsys):
+    checkpoint_weather(config_dir)
+    config = str(config_dir / "config.yaml")
+    state = config_dir / "state"
+
+    assert main(["reset", "-c", config, "--pipeline", "weather"]) == 0
+
+    (aside,) = state.glob("weather.reset-*")
+    assert not (state / "weather").exists() and list(aside.glob("checkpoint-*.pt"))
+    assert capsys.readouterr().out.startswith(f"weather: moved {state / 'weather'} to {aside}; at the next start ")
+    assert main(["check", "-c", config]) == 0
+    assert "checkpoint-" not in capsys.readouterr().out
+    assert main(["reset", "-c", config, "--pipeline", "weather"]) == 0
+    assert capsys.readouterr().out == f"weather: nothing to reset, {state / 'weather'} does not exist\n"
+
+
+def test_inspect_shows_a_checkpoint_of_another_model_as_a_restart_migrates_it(config_dir, capsys):
+    checkpoint_weather(config_dir)
+    weather = config_dir / "pipelines" / "weather.yaml"
+    weather.write_text(weather.read_text().replace("hidden_size: 8", "hidden_size: 16"))
+
+    assert main(["inspect", "-c", str(config_dir / "config.yaml"), "--pipeline", "weather", "--series", "KGSO"]) == 0
+
+    out = capsys.readouterr().out
+    assert "model version 1, 1 series" in out
+    assert "  shown migrated, as a restart serves it: hidden_size 8 -> 16\n" in out
+    assert "latest forecast (24 x 1h)" in out

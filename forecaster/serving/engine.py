@@ -34,7 +34,7 @@ from forecaster.serving.cadence import calendar_features, horizon_times, step_nu
 from forecaster.serving.combination import Combination
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.intervals import IntervalHistory, track
-from forecaster.serving.model import Forecaster, ModelSpec
+from forecaster.serving.model import Forecaster, ModelSpec, changes
 from forecaster.serving.records import Observations, Rejected
 from forecaster.serving.seasonal import SeasonRing
 from forecaster.serving.skill import Coverage, Skill
@@ -266,10 +266,11 @@ class Engine:
         }
 
     def restore(self, snapshot: dict) -> None:
-        """Resume from `snapshot`; its model must be the one the pipeline configures."""
+        """Resume from `snapshot`; its model must be the one the pipeline configures (learning/migration.py
+        starts from a checkpoint of another)."""
         spec = ModelSpec(**snapshot["model"]["spec"])
         if spec != self.model.spec:
-            raise ValueError(f"the checkpoint's model ({spec}) is not the pipeline's ({self.model.spec})")
+            raise ValueError(f"the checkpoint's model is not the pipeline's: {changes(spec, self.model.spec)}")
         self.model.load_state_dict(snapshot["model"]["state_dict"])
         self.model_version = int(snapshot["model"]["version"])
         self.store.restore(snapshot["store"])

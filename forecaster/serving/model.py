@@ -9,6 +9,7 @@ With layer_norm=False, residual=False and dropout=0 the network equals torch's n
 nn.RNN given the same weights (same gate order, equations and initialisation).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -71,6 +72,30 @@ class ModelSpec:
     def outputs(self) -> int:
         """Width of the head: the point forecast's horizon, then each quantile's."""
         return self.horizon * (1 + len(self.quantiles))
+
+
+# The fields a spec may change while the network's body (every recurrent layer) stays as it is:
+# dropout has no weights, and the horizon sizes the head alone (see `resized`).
+HEAD_ONLY = ("horizon", "dropout")
+
+
+def changed_fields(old: ModelSpec, new: ModelSpec) -> list[str]:
+    """The names of the fields in which `new` differs from `old`, in the spec's order."""
+    return [f.name for f in dataclasses.fields(ModelSpec) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def changes(old: ModelSpec, new: ModelSpec) -> str:
+    """How `new` differs from `old`, in words ("horizon 13 -> 26, hidden_size 32 -> 64"): what a reader
+    needs, where both specs in full would hide it."""
+    return ", ".join(
+        f"{name} {_spoken(getattr(old, name))} -> {_spoken(getattr(new, name))}" for name in changed_fields(old, new)
+    )
+
+
+def _spoken(value) -> str:
+    if isinstance(value, tuple):
+        return "/".join(f"{v:g}" for v in value) or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class _Cell(nn.Module):
@@ -231,3 +256,26 @@ def split_head(out: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Ten
     """(..., horizon * (1 + Q)) -> point (..., horizon) and quantiles (..., Q, horizon), views."""
     point, rest = out[..., :horizon], out[..., horizon:]
     return point, rest.unflatten(-1, (rest.shape[-1] // horizon, horizon))
+
+
+def resized(model: Forecaster, spec: ModelSpec) -> Forecaster:
+    """`model`'s network under `spec`, which differs from its own in `HEAD_ONLY` fields alone.
+
+    The body's weights carry over as they are, and so does each head row of a step both
+    horizons share; a step beyond the old horizon starts as a copy of the old last step's
+    (its forecast flat from there, point and quantiles alike, until retraining learns it).
+    """
+    if set(changed_fields(model.spec, spec)) - set(HEAD_ONLY):
+        raise ValueError(
+            f"only {' and '.join(HEAD_ONLY)} can change under the same body, not {changes(model.spec, spec)}"
+        )
+    old = model.spec.horizon
+    steps = torch.arange(spec.horizon).clamp(max=old - 1)
+    rows = (torch.arange(1 + len(spec.quantiles))[:, None] * old + steps[None, :]).flatten()  # point, then each level
+    state = {
+        name: value[rows] if name.startswith(("readout.", "highway.")) else value
+        for name, value in model.state_dict().items()
+    }
+    new = Forecaster(spec)
+    new.load_state_dict(state)
+    return new

@@ -19,6 +19,7 @@ import numpy as np
 class Spill(Protocol):
     def put(self, keys: Sequence[str], wide: np.ndarray, exact: np.ndarray) -> None: ...
     def take(self, keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]: ...
+    def keys(self) -> list[str]: ...
     def __len__(self) -> int: ...
 
 
@@ -42,6 +43,9 @@ class MemorySpill:
         rows = [self._index.pop(k) for k in found]
         self._free.extend(rows)
         return found, self._wide[rows].copy(), self._exact[rows].copy()
+
+    def keys(self) -> list[str]:
+        return list(self._index)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -111,6 +115,9 @@ class DiskSpill:
                 exact.append(np.frombuffer(e, np.float64))
         shape = lambda rows, width, dtype: np.stack(rows) if rows else np.zeros((0, width), dtype)
         return found, shape(wide, self._widths[0], np.float32), shape(exact, self._widths[1], np.float64)
+
+    def keys(self) -> list[str]:
+        return [key for (key,) in self._db.execute("SELECT key FROM spill")]
 
     def __len__(self) -> int:
         """Rows on disk (series that returned keep their row until evicted again)."""

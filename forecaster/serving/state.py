@@ -16,7 +16,7 @@ along with the state. A part is not spilled: a returning series starts its part 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import repeat
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from forecaster.serving.spill import MemorySpill, Spill
 
 REFUSED = -1  # slot returned for a series that cannot be held (too many new series at once)
 _FREE = np.iinfo(np.int64).max  # last_seen of an empty slot: never the least recently seen
+_SPILL_CHUNK = 65536  # spilled series rewritten at once when their states are forgotten: bounds the memory
 
 
 class Part(Protocol):
@@ -190,26 +191,52 @@ class StateStore:
             }
         return snapshot
 
-    def restore(self, snapshot: dict) -> None:
-        """Replace every series with those of `snapshot`, in slots 0..n-1."""
+    def restore(self, snapshot: dict, parts: Collection[str] | None = None, states: bool = True) -> None:
+        """Replace every series with those of `snapshot`, in slots 0..n-1.
+
+        A snapshot taken under another model (learning/migration.py) comes back in part: only the
+        `parts` named (None: all), and with `states` False every recurrent state starts at zero,
+        spilled series' included, while their moments and bookkeeping come back as they were.
+        """
         keys = list(snapshot["keys"])
         if len(keys) > self.max_series:
             raise ValueError(f"snapshot holds {len(keys)} series, more than max_series {self.max_series}")
         self._allocate(max(len(keys), min(64, self.max_series)))
         slots = np.arange(len(keys))
-        self._unpack(slots, snapshot["wide"].numpy(), snapshot["exact"].numpy())
+        wide = snapshot["wide"].numpy()
+        self._unpack(slots, wide if states else self._stateless(wide), snapshot["exact"].numpy())
         self.last_seen[slots] = self._tick
         self._index = {k: i for i, k in enumerate(keys)}
         self._keys[: len(keys)] = keys
         for name, part in self.parts.items():
             part.allocate(self.capacity)
-            if name in snapshot.get("parts", {}):
+            if name in snapshot.get("parts", {}) and (parts is None or name in parts):
                 part.restore(slots, snapshot["parts"][name])
         if isinstance(self.spill, MemorySpill) and "spilled" in snapshot:
             spilled = snapshot["spilled"]
+            wide = spilled["wide"].numpy()
             self.spill.restore(
-                {"keys": spilled["keys"], "wide": spilled["wide"].numpy(), "exact": spilled["exact"].numpy()}
+                {
+                    "keys": spilled["keys"],
+                    "wide": wide if states else self._stateless(wide),
+                    "exact": spilled["exact"].numpy(),
+                }
             )
+        elif self.spill is not None and not states:  # a disk spill: its rows live outside the snapshot
+            self._forget_spilled_states()
+
+    def _stateless(self, wide: np.ndarray) -> np.ndarray:
+        """Rows packed under any model as this store packs them, the recurrent state zero: whatever the state's
+        size, the moments and count are a row's last columns."""
+        kept = wide[:, wide.shape[1] - (2 * self.features + 1) :]
+        return np.concatenate([np.zeros((len(wide), self.layers * self.width), wide.dtype), kept], axis=1)
+
+    def _forget_spilled_states(self) -> None:
+        """Zero the recurrent state of every spilled series in the spill itself, a chunk of series at a time."""
+        keys = self.spill.keys()
+        for start in range(0, len(keys), _SPILL_CHUNK):
+            found, wide, exact = self.spill.take(keys[start : start + _SPILL_CHUNK])
+            self.spill.put(found, self._stateless(wide), exact)
 
     def _pack(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Series rows as (n, wide) float32 and (n, 3) float64 host arrays."""

@@ -1,5 +1,6 @@
 """The recurrent network, specified over every cell kind."""
 
+import dataclasses
 import itertools
 import re
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from forecaster.serving.model import CELLS, Forecaster, ModelSpec, split_head
+from forecaster.serving.model import CELLS, Forecaster, ModelSpec, changes, resized, split_head
 
 from support import torch_reference
 
@@ -300,3 +301,39 @@ def test_a_quantile_head_gives_the_point_forecast_then_each_level(cell):
     assert model.spec.quantiles == (0.1, 0.5, 0.9)
     assert point.shape == (6, 3, 4) and quantiles.shape == (6, 3, 3, 4)
     torch.testing.assert_close(quantiles[:, :, 1], model.head(outputs, x)[..., 8:12])
+
+
+def test_changes_name_only_the_fields_that_differ_old_to_new():
+    old = ModelSpec(cell="gru", input_size=3, hidden_size=8, num_layers=2, horizon=13, quantiles=(0.1, 0.9))
+    new = dataclasses.replace(old, horizon=26, layer_norm=True, quantiles=())
+
+    assert changes(old, new) == "horizon 13 -> 26, layer_norm false -> true, quantiles 0.1/0.9 -> none"
+    assert changes(old, old) == ""
+
+
+@pytest.mark.parametrize("horizon", [2, 4, 7])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_resized_head_forecasts_the_shared_steps_as_before_and_later_ones_as_the_old_last(cell, horizon):
+    model = make(cell, quantiles=[0.1, 0.9], highway=True)
+    with torch.no_grad():
+        model.highway.weight.normal_()  # a trained highway, not the zeros it starts with
+    x, state = window(model)
+    outputs, after = model(x, state)
+    before = split_head(model.head(outputs, x), 4)
+
+    new = resized(model, dataclasses.replace(model.spec, horizon=horizon, dropout=0.2))
+    new_outputs, new_after = new.eval()(x, state)
+    point, quantiles = split_head(new.head(new_outputs, x), horizon)
+
+    torch.testing.assert_close(new_after, after)  # the body is the same network
+    shared = min(horizon, 4)
+    torch.testing.assert_close(point[..., :shared], before[0][..., :shared])
+    torch.testing.assert_close(quantiles[..., :shared], before[1][..., :shared])
+    torch.testing.assert_close(point[..., shared:], before[0][..., 3:4].expand_as(point[..., shared:]))
+    torch.testing.assert_close(quantiles[..., shared:], before[1][..., 3:4].expand_as(quantiles[..., shared:]))
+
+
+def test_resizing_refuses_a_change_of_the_body():
+    model = make("gru")
+    with pytest.raises(ValueError, match="not hidden_size 8 -> 16"):
+        resized(model, dataclasses.replace(model.spec, hidden_size=16))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from forecaster.build import load_model, model_spec, save_model, seeded_model
-from forecaster.errors import ForecasterError
+from forecaster.errors import ConfigError
 from forecaster.learning import tbptt
 from forecaster.serving import seasonal
 from forecaster.serving.engine import Engine
@@ -185,5 +185,5 @@ def test_the_retraining_buffer_keeps_the_difference_so_rounds_learn_what_the_net
 def test_weights_trained_without_a_season_are_refused_by_a_pipeline_with_one(tmp_path):
     plain = make_pipeline(horizon=HORIZON)
     path = save_model(tmp_path / "plain.pt", seeded_model(plain))
-    with pytest.raises(ForecasterError, match="season=0, but the pipeline configures .*season=5"):
+    with pytest.raises(ConfigError, match=r"another model than the pipeline configures \(season 0 -> 5\)"):
         load_model(path, model_spec(seasonal_pipeline()))

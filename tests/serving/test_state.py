@@ -232,3 +232,48 @@ def test_the_memory_spill_travels_in_the_snapshot_through_a_checkpoint(tmp_path,
     restored.restore(snapshot["store"])
     assert_state_equal(state_of(restored, "b"), b)
     assert_state_equal(state_of(restored, "a"), a)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_a_snapshot_of_another_model_comes_back_with_its_moments_and_zero_states(tmp_path, device, kind):
+    # A store of the old model, with series held and series spilled; then one of another state width
+    # restores it without states (a migration, learning/migration.py).
+    old = make_store(make_spill(kind, tmp_path), device)
+    a, b = evict_a_and_b(old)  # "a" and "b" spilled, "c" and "d" held
+    fill(old, "c", seed=3)
+    c = state_of(old, "c")
+    snapshot = old.snapshot()
+    wider = 5
+    spill = {
+        "memory": lambda: MemorySpill(LAYERS * wider + 2 * FEATURES + 1, 3),
+        "disk": lambda: DiskSpill(tmp_path / "spill.sqlite", LAYERS * wider + 2 * FEATURES + 1, 3),
+    }[kind]()
+    new = StateStore(layers=LAYERS, width=wider, features=FEATURES, max_series=2, device=device, spill=spill)
+
+    new.restore(snapshot, states=False)
+
+    for key, before in (("c", c), ("a", a), ("b", b)):  # held, then back from the spill
+        got = state_of(new, key)
+        assert torch.count_nonzero(got["state"]) == 0 and got["state"].shape == (LAYERS, 1, wider)
+        for name in ("mean", "var", "count"):
+            assert torch.equal(got[name], before[name]), (key, name)
+        np.testing.assert_array_equal(got["host"], before["host"])
+
+
+def test_a_restore_can_leave_parts_out_to_start_afresh():
+    from forecaster.serving.damping import Damping
+
+    old = store()
+    old.attach("damping", Damping())
+    old.attach("other", Damping())
+    slots = old.slots(["a"])
+    old.parts["damping"].set(slots, torch.tensor([0.5]))
+    old.parts["other"].set(slots, torch.tensor([0.25]))
+    new = store()
+    new.attach("damping", Damping())
+    new.attach("other", Damping())
+
+    new.restore(old.snapshot(), parts=("other",))
+
+    assert new.parts["damping"].factors[new.slots(["a"])].tolist() == [1.0]
+    assert new.parts["other"].factors[new.slots(["a"])].tolist() == [0.25]
