@@ -1,5 +1,7 @@
 """Helpers for integration tests against the embedded broker: private deployments, reading topics back."""
 
+import contextlib
+import threading
 import time
 import urllib.request
 import uuid
@@ -9,6 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster import config as config_module
+from forecaster.app import Daemon
 from forecaster.io.broker import free_port
 from forecaster.io.kafka import create_topics, read_topic  # noqa: F401 - the tests' way to read a topic back
 
@@ -31,7 +34,7 @@ def deploy(
             spec[key] = f"{tag}.{spec[key]}"
         spec["model"]["weights"] = str(REPO / spec["model"]["weights"])
         for section, values in (changes or {}).get(name, {}).items():
-            spec[section] = {**spec[section], **values} if isinstance(values, dict) else values
+            spec[section] = {**spec.get(section, {}), **values} if isinstance(values, dict) else values
         (directory / "pipelines" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     settings = yaml.safe_load((REPO / "config.yaml").read_text())
     settings["kafka"]["bootstrap_servers"] = broker.bootstrap
@@ -73,3 +76,18 @@ def wait_for(check, timeout_s: float, what: str, every_s: float = 0.25):
             return last
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def serving(config):
+    """The daemon of `config` running in a thread until the block ends; it must then stop cleanly."""
+    daemon = Daemon(config)
+    exit_codes = []
+    runner = threading.Thread(target=lambda: exit_codes.append(daemon.run()))
+    runner.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        runner.join(120)
+    assert exit_codes == [0]

@@ -2,7 +2,6 @@
 checkpoint instead of failing, says so, keeps every series' scaling and forecasts the new horizon; a change that
 cannot migrate is refused in one line."""
 
-import contextlib
 import json
 import logging
 import threading
@@ -18,27 +17,12 @@ from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.io.kafka import Sink
 from forecaster.tools.replay import messages
 
-from kafka_support import deploy, read_topic, wait_for
+from kafka_support import deploy, read_topic, serving, wait_for
 
 pytestmark = pytest.mark.kafka
 
 FIRST, MORE = 300, 20  # MSFT's business days before and after the change
 FEATURES = 2  # close and volume, each with a running mean and variance, then a count: a row's last columns
-
-
-@contextlib.contextmanager
-def serving(config):
-    """The daemon of `config` running in a thread until the block ends; it must then stop cleanly."""
-    daemon = Daemon(config)
-    exit_codes = []
-    runner = threading.Thread(target=lambda: exit_codes.append(daemon.run()))
-    runner.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        runner.join(120)
-    assert exit_codes == [0]
 
 
 def changed(directory, **sections) -> config_module.Config:
