@@ -21,9 +21,7 @@ FIRST, MORE = 1200, 100  # Greensboro hours replayed before and after the promot
 
 def promotions(config) -> float:
     samples = scrape(metrics_url(config) + "/metrics")
-    return samples.get(
-        ("forecaster_retrains_total", frozenset({("pipeline", "weather"), ("outcome", "promoted")})), 0
-    )
+    return samples.get(("forecaster_retrains_total", frozenset({("pipeline", "weather"), ("outcome", "promoted")})), 0)
 
 
 def test_the_daemon_retrains_on_buffered_real_data_and_serves_the_promoted_model(broker, tmp_path):
