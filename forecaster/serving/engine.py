@@ -85,10 +85,23 @@ class Plan:
     # (n,) for a row that fills a missing step (gaps.py), how many steps after its series' last observation; else 0
     distance: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, order: np.ndarray, slots: np.ndarray, rejected: list, distance=None) -> Plan:
+        """The plan of rows `order`, grouped by their `slots` (n,), in time order within each slot."""
+        first, last = _edges(slots)
+        return cls(order, _ranks(slots), first, last, rejected, distance)
+
     @property
     def observed(self) -> np.ndarray:
         """(n,) bool: the row is an observation, not a filled step."""
         return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
+
+    @property
+    def filling(self) -> np.ndarray | None:
+        """(n,) bool: the network steps the row with a value of its own making (see `Engine._step_wave`); None:
+        every row is stepped with its own value."""
+        observed = self.observed
+        return None if observed.all() else ~observed
 
 
 def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
@@ -112,9 +125,7 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
     for i in order[repeat & ~stale]:
         rejected.append((int(i), records.DUPLICATE_TIMESTAMP, "its series already has an observation at this time"))
     order = order[~(stale | repeat)]
-    s = slots[order]
-    first, last = _edges(s)
-    return Plan(order=order, waves=_ranks(s), first=first, last=last, rejected=rejected)
+    return Plan.of(order, slots[order], rejected)
 
 
 def _edges(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +312,7 @@ class Engine:
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed = the_plan.order, the_plan.observed
-        deltas = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.distance)
+        deltas = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.filling)
         actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
         forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(actual, deltas)
@@ -336,12 +347,11 @@ class Engine:
         )
         if not filled.distance.any():
             return observations, slots, the_plan
-        s = filled.slots[filled.order]
-        first, last = _edges(s)
+        order = filled.order
         return (
             filled.observations,
             filled.slots,
-            Plan(filled.order, _ranks(s), first, last, the_plan.rejected, filled.distance),
+            Plan.of(order, filled.slots[order], the_plan.rejected, filled.distance),
         )
 
     def _combine(self, slots, observations: Observations, order, actual, network, quantiles=None):
@@ -396,11 +406,11 @@ class Engine:
         observations: Observations,
         order: np.ndarray,
         waves: np.ndarray,
-        distance: np.ndarray | None = None,
+        filling: np.ndarray | None = None,
     ) -> np.ndarray:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
-        seasonal shift with model.season), (n, outputs) float32, on the host. `distance`
-        (n,) marks the rows that fill missing steps (`Plan.distance`).
+        seasonal shift with model.season), (n, outputs) float32, on the host. `filling`
+        (n,) marks the rows stepped with a value of the network's making (`Plan.filling`).
 
         The batch crosses to the device once (values, calendar features, slots) and back once
         (the deltas); each wave writes its own rows of one `deltas` tensor.
@@ -417,14 +427,12 @@ class Engine:
             calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
         )
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
-        if distance is not None and distance.any():
-            distance = torch.as_tensor(distance if by_wave is None else distance[by_wave], device=self.device)
-        else:
-            distance = None
+        if filling is not None:
+            filling = torch.as_tensor(filling if by_wave is None else filling[by_wave], device=self.device)
         deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
-            steps = None if distance is None else distance[a:b]
-            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], distance=steps)
+            rows_filling = None if filling is None else filling[a:b]
+            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], filling=rows_filling)
         deltas = deltas.cpu().numpy()
         if by_wave is None:
             return deltas
@@ -433,19 +441,18 @@ class Engine:
         return result
 
     def _step_wave(
-        self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor, distance=None
+        self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor, filling=None
     ) -> None:
         """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
 
-        Rows with a `distance` > 0 fill a missing step: their value is the network's forecast for it
-        from the series' last observation, where one is held (else the placeholder they carry).
+        Rows `filling` stand for a missing step (gaps.py): each is stepped with the network's forecast
+        for that step, from the series' last observation, where one is held (else with the placeholder
+        it carries), written into `x`.
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
         """
-        filling = None if distance is None else distance > 0
         if filling is not None:
-            held = self.last_forecasts.read(slots, distance)
-            value = torch.where(filling & ~torch.isnan(held), held.to(x.dtype), x[:, 0])
-            x = torch.cat([value[:, None], x[:, 1:]], dim=1)
+            held = self.last_forecasts.take(slots, filling)
+            x[:, 0] = torch.where(torch.isnan(held), x[:, 0], held.to(x.dtype))
         raw = x[:, 0]
         state, moments = self.store.gather(slots)  # (layers, n, width): this wave's own copy
         shift = None
