@@ -84,17 +84,23 @@ class Plan:
     rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
     # (n,) for a row that fills a missing step (gaps.py), how many steps after its series' last observation; else 0
     distance: np.ndarray | None = None
+    missing: np.ndarray | None = None  # (n,) bool: the row is a null reading, a record whose target was null
 
     @classmethod
-    def of(cls, order: np.ndarray, slots: np.ndarray, rejected: list, distance=None) -> Plan:
+    def of(cls, order: np.ndarray, slots: np.ndarray, rejected: list, distance=None, missing=None) -> Plan:
         """The plan of rows `order`, grouped by their `slots` (n,), in time order within each slot."""
         first, last = _edges(slots)
-        return cls(order, _ranks(slots), first, last, rejected, distance)
+        return cls(order, _ranks(slots), first, last, rejected, distance, missing)
+
+    @property
+    def records(self) -> np.ndarray:
+        """(n,) bool: the row is a record (a forecast follows it), not a step filled in for a gap."""
+        return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
 
     @property
     def observed(self) -> np.ndarray:
-        """(n,) bool: the row is an observation, not a filled step."""
-        return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
+        """(n,) bool: the row is a record with a value: neither a filled step nor a null reading."""
+        return self.records if self.missing is None else self.records & ~self.missing
 
     @property
     def filling(self) -> np.ndarray | None:
@@ -308,30 +314,63 @@ class Engine:
         refused rows come back as Rejected."""
         slots = self.store.slots(observations.keys)
         the_plan = plan(slots, observations.times, self.store.newest_times())
+        observations, the_plan = self._stand_in_for_missing(observations, slots, the_plan)
         rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
-        order, observed = the_plan.order, the_plan.observed
-        deltas = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.filling)
-        actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
-        forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
-        quantiles = self._quantiles(actual, deltas)
+        order, observed, served = the_plan.order, the_plan.observed, the_plan.records
+        deltas, stepped = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.filling)
+        values = observations.values[order, 0]
+        actual = np.where(observed, values, np.nan)  # a filled step or a null reading has no actual
+        # a record is forecast from its value; a null reading from the value it was stepped with
+        base = actual if the_plan.missing is None else np.where(the_plan.missing, stepped, actual)
+        forecast = base[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
+        quantiles = self._quantiles(base, deltas)
         if self.combination is not None:  # the served forecast and quantiles: the combination's (combination.py)
-            rows = order[observed]
-            network_quantiles = None if quantiles is None else quantiles[observed]
+            rows = order[served]
+            network_quantiles = None if quantiles is None else quantiles[served]
             point, combined = self._combine(
-                slots[rows], observations, rows, actual[observed], forecast[observed], network_quantiles
+                slots[rows], observations, rows, base[served], forecast[served], network_quantiles, observed[served]
             )
-            forecast[observed] = point  # both arrays are this batch's own
+            forecast[served] = point  # both arrays are this batch's own
             if quantiles is not None:
-                quantiles[observed] = combined
-        self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
+                quantiles[served] = combined
+        one_step = np.where(observed, forecast[:, 0], np.nan)  # what a null reading issued is never scored
+        self._score_and_remember(slots[order], observations.times[order], values, actual, one_step, the_plan)
         if quantiles is not None:
-            self._score_intervals(slots[order], the_plan.waves, actual, quantiles[:, [0, -1]])
-        emit = observed if self.pipeline.emit == "per_record" else observed & the_plan.last
+            bounds = quantiles[:, [0, -1]]  # this batch's own copy
+            if the_plan.missing is not None:
+                bounds[the_plan.missing] = np.nan  # what a null reading issued is never scored
+            self._score_intervals(slots[order], the_plan.waves, actual, bounds)
+        emit = served if self.pipeline.emit == "per_record" else served & the_plan.last
         return self._forecasts(
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
         ), rejected
+
+    def _stand_in_for_missing(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
+        """The batch with each null reading (a NaN target) marked in the plan and holding its series' last value,
+        which stands in for it where the network holds no forecast for its step (`_step_wave`), and that plan.
+
+        A null reading of a series with no value yet, in the batch or before it, has nothing to stand in: refused.
+        """
+        if not np.isnan(observations.values[:, 0]).any():  # the usual batch: a look at one column, no copies
+            return observations, the_plan
+        order = the_plan.order
+        values = observations.values[order, 0]
+        missing = np.isnan(values)
+        if not missing.any():
+            return observations, the_plan
+        last = _carried(values, the_plan.first, self.store.remembered(slots[order])[0])
+        refused = missing & np.isnan(last)
+        detail = "a null target, and its series has no value before it to stand in for it"
+        rejected = the_plan.rejected + [(int(i), records.NO_VALUE_YET, detail) for i in order[refused]]
+        stood_in = observations.values.copy()
+        stood_in[order, 0] = last
+        kept = order[~refused]
+        return (
+            dataclasses.replace(observations, values=stood_in),
+            Plan.of(kept, slots[kept], rejected, missing=missing[~refused]),
+        )
 
     def _fill_gaps(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
         """The batch with a row before each observation for each step its series missed (gaps.py), and its plan."""
@@ -347,16 +386,21 @@ class Engine:
         )
         if not filled.distance.any():
             return observations, slots, the_plan
+        missing = None
+        if the_plan.missing is not None:  # the records keep their order among the filled steps
+            missing = np.zeros(len(filled.order), bool)
+            missing[filled.distance == 0] = the_plan.missing
         order = filled.order
         return (
             filled.observations,
             filled.slots,
-            Plan.of(order, filled.slots[order], the_plan.rejected, filled.distance),
+            Plan.of(order, filled.slots[order], the_plan.rejected, filled.distance, missing),
         )
 
-    def _combine(self, slots, observations: Observations, order, actual, network, quantiles=None):
-        """The combination's forecasts (n, horizon) and quantiles (n, levels, horizon) or None, for rows in
-        (series, time) order; `quantiles` are the network's.
+    def _combine(self, slots, observations: Observations, order, base, network, quantiles, observed):
+        """The combination's forecasts (n, horizon) and quantiles (n, levels, horizon) or None, for records in
+        (series, time) order, each forecast from its `base` value; `quantiles` are the network's, `observed` (n,)
+        False at a null reading.
 
         Each partition's rows go in its own order, an epoch of its learner at a time, and within
         an epoch wave after wave, so a series' later record is scored and forecast after its earlier one.
@@ -382,9 +426,10 @@ class Engine:
                         partition,
                         slots[wave],
                         steps[wave],
-                        actual[wave],
+                        base[wave],
                         network[wave],
                         None if quantiles is None else quantiles[wave],
+                        observed[wave],
                     )
                     if combined is not None:
                         combined[wave] = wave_quantiles
@@ -392,13 +437,13 @@ class Engine:
                 start += take
         return point, combined
 
-    def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
+    def _quantiles(self, base: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
         """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
         levels, horizon = self.model.spec.quantiles, self.pipeline.horizon
         if not levels:
             return None
         offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
-        return np.sort(actual[:, None, None] + offsets, axis=1)
+        return np.sort(base[:, None, None] + offsets, axis=1)
 
     def _run_waves(
         self,
@@ -407,17 +452,18 @@ class Engine:
         order: np.ndarray,
         waves: np.ndarray,
         filling: np.ndarray | None = None,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
-        seasonal shift with model.season), (n, outputs) float32, on the host. `filling`
-        (n,) marks the rows stepped with a value of the network's making (`Plan.filling`).
+        seasonal shift with model.season), (n, outputs) float32, on the host, and with `filling`
+        (n,) marking rows stepped with a value of the network's making (`Plan.filling`), the value
+        each row was stepped with (n,) (else None).
 
         The batch crosses to the device once (values, calendar features, slots) and back once
-        (the deltas); each wave writes its own rows of one `deltas` tensor.
+        (the deltas, and the values where some were made); each wave writes its own rows of one `deltas` tensor.
         """
         n = len(order)
         if n == 0:
-            return np.zeros((0, self.model.spec.outputs), np.float32)
+            return np.zeros((0, self.model.spec.outputs), np.float32), None
         by_wave, bounds = _wave_order(waves)
         rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
@@ -433,28 +479,27 @@ class Engine:
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
             rows_filling = None if filling is None else filling[a:b]
             self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], filling=rows_filling)
-        deltas = deltas.cpu().numpy()
-        if by_wave is None:
-            return deltas
-        result = np.empty_like(deltas)
-        result[by_wave] = deltas
-        return result
+        stepped = None if filling is None else _in_row_order(x[:, 0].double().cpu().numpy(), by_wave)
+        return _in_row_order(deltas.cpu().numpy(), by_wave), stepped
 
     def _step_wave(
         self, slots: torch.Tensor, x: torch.Tensor, cal: torch.Tensor, out: torch.Tensor, filling=None
     ) -> None:
         """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`.
 
-        Rows `filling` stand for a missing step (gaps.py): each is stepped with the network's forecast
-        for that step, from the series' last observation, where one is held (else with the placeholder
-        it carries), written into `x`.
+        Rows `filling` stand for a step without a value (a gap's, gaps.py, or a null reading's): each is
+        stepped with the network's forecast for that step, from the series' last observation, where one is
+        held (else with the stand-in it carries), written into `x`. A null covariate (NaN) enters at its
+        series' running mean, a scaled input of 0: as if at its usual level.
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
         """
-        if filling is not None:
+        if filling is not None and self.last_forecasts is not None:
             held = self.last_forecasts.take(slots, filling)
             x[:, 0] = torch.where(torch.isnan(held), x[:, 0], held.to(x.dtype))
         raw = x[:, 0]
         state, moments = self.store.gather(slots)  # (layers, n, width): this wave's own copy
+        if x.shape[1] > 1:  # a null covariate (NaN): at its running mean
+            x = torch.where(torch.isnan(x), moments.mean.to(x.dtype), x)
         shift = None
         if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
             z, shift = self.season.step(slots, x[:, 0], self.pipeline.horizon)
@@ -489,15 +534,16 @@ class Engine:
             self._fast = FusedStep(self.model)
         return self._fast
 
-    def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
-        """Score last step's one-step forecasts, then keep this batch's newest per series."""
+    def _score_and_remember(self, slots, times, values, actual, one_step, the_plan: Plan) -> None:
+        """Score last step's one-step forecasts against the `actual`s, then keep this batch's newest per series:
+        its time, its last value (a null reading's `values` carry the one before it) and its one-step forecast."""
         if len(slots) == 0:  # every record of the batch was rejected or refused
             return
         first = the_plan.first
-        values, forecasts = self.store.remembered(slots[first])
-        self.skill.add(actual, _previous(one_step, first, forecasts), _previous(actual, first, values))
+        remembered, forecasts = self.store.remembered(slots[first])
+        self.skill.add(actual, _previous(one_step, first, forecasts), _previous(values, first, remembered))
         last = the_plan.last
-        self.store.remember(slots[last], times[last], actual[last], one_step[last])
+        self.store.remember(slots[last], times[last], values[last], one_step[last])
 
     def _score_intervals(self, slots, waves, actual, bounds: np.ndarray) -> None:
         """Score the intervals issued for these actuals, keep each row's own (n, 2, horizon) until theirs
@@ -552,6 +598,24 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
     return np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
+
+
+def _in_row_order(values: np.ndarray, by_wave: np.ndarray | None) -> np.ndarray:
+    """Values computed in wave order (`_wave_order`), back in the order of the rows."""
+    if by_wave is None:
+        return values
+    result = np.empty_like(values)
+    result[by_wave] = values
+    return result
+
+
+def _carried(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:
+    """Each row's newest value up to it in its series, NaN skipped: its own, an earlier row's or, with none,
+    what the store `remembered` for it (n,). Rows are in (series, time) order, `first` marking each series' first."""
+    index = np.arange(len(values))
+    start = np.maximum.accumulate(np.where(first, index, 0))  # each row's series' first row
+    newest = np.maximum.accumulate(np.where(np.isnan(values), -1, index))  # the newest row with a value so far
+    return np.where(newest >= start, values[np.maximum(newest, 0)], remembered)
 
 
 def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:

@@ -8,6 +8,9 @@ by record then counts by step: the one-step skill, the intervals kept until thei
 arrive and the retraining buffer. A filled step is never a target: its value is NaN wherever
 something would be scored or learnt against it, so nothing learns from its own forecast.
 
+A null reading (a record whose target is null) is such a missing step that came as a record:
+the engine steps over it in the same way, and forecasts from it (engine.py).
+
 The spacing of two records is rounded to whole steps: a record less than one and a half
 steps after its predecessor is the next step, one two steps after it leaves one step
 missing, and so on. Business-day cadences count business days.
@@ -105,7 +108,7 @@ class LastForecasts:
     """Each slot's network forecasts (horizon,) for the steps after its newest one, in original units; a `state.Part`.
 
     NaN where none is held: a new series, or one brought back from the spill. An observed step
-    writes them; each step stood in for (a gap's) takes the first, and the
+    writes them; each step stood in for (a gap's, a null reading's) takes the first, and the
     rest move up a step, so the steps after the last observation read its forecasts in turn.
     """
 
