@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
@@ -131,6 +132,8 @@ class PipelineWorker:
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
                 metrics.retrains.labels(pipeline.name, outcome)
+        for field in self._fields():  # likewise every field that may be missing
+            metrics.missing_values.labels(pipeline.name, field)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
 
     def healthy(self) -> bool:
@@ -182,6 +185,7 @@ class PipelineWorker:
             time.time(),
             partitions=[r.partition for r in polled],
         )
+        self._count_missing(observations)
         started = time.perf_counter()
         forecasts, refused, counted = self._step(observations)
         self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
@@ -385,6 +389,17 @@ class PipelineWorker:
             for expert, weight in zip(combination.names, combination.mean_weights().mean(axis=0)):
                 m.combination_weight.labels(name, expert).set(float(weight))
         m.consumer_lag.labels(name).set(self.source.lag())
+
+    def _fields(self) -> tuple[str, ...]:
+        """The names of the value fields of a record: the target, then the covariates."""
+        return (self.pipeline.record.target, *self.pipeline.record.covariates)
+
+    def _count_missing(self, observations: records.Observations) -> None:
+        """Count the null fields (NaN) of the records decoded, by field."""
+        counts = np.isnan(observations.values).sum(axis=0).tolist()
+        for field, count in zip(self._fields(), counts):
+            if count:
+                self.metrics.missing_values.labels(self.pipeline.name, field).inc(count)
 
     def _watch_contact(self) -> None:
         """Log losing and regaining the cluster once each, not per retry; feeds /readyz and `up`."""

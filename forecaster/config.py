@@ -345,7 +345,8 @@ class Gaps:
         doc="step the network over each missing cadence step (up to horizon of them per gap) with the value it "
         "forecast for that step, so its state, season and buffer stay aligned by time; a filled step is never "
         "scored or learnt from; keeps each series' last forecast (4 x horizon bytes); false: step straight from "
-        "the last observation to the next, as if nothing were missing",
+        "the last observation to the next, as if nothing were missing. A null reading (a record whose target is null) "
+        "is stepped over as a missing step either way, with the series' last value where no forecast is kept",
     )
 
 

@@ -29,6 +29,12 @@ class Metrics:
             p + ["reason"],
             registry=registry,
         )
+        self.missing_values = Counter(
+            "forecaster_missing_values_total",
+            "Input records whose field (target or covariate) was null, a missing value, by the field's name.",
+            p + ["field"],
+            registry=registry,
+        )
         self.latency = Histogram(
             "forecaster_end_to_end_latency_seconds",
             "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).",

@@ -154,6 +154,23 @@ def test_a_batch_whose_every_record_its_series_refuses_is_dead_lettered_and_the_
     assert source.committed == [{0: 1}, {0: 3}]
 
 
+def test_a_null_reading_is_forecast_and_counted_as_a_missing_value_not_dead_lettered():
+    w, source, sink, registry = worker([[record("a", 0, 1.0, offset=0), record("a", 1, None, offset=1)]])
+    w.run_once()
+
+    assert [m.topic for m in sink.messages] == ["out", "out"]
+    assert [json.loads(m.value)["time"] for m in sink.messages][1] == "2024-01-01T01:00:00+00:00"
+    assert registry.get_sample_value("forecaster_missing_values_total", {"pipeline": "test", "field": "y"}) == 1
+    assert registry.get_sample_value("forecaster_forecasts_produced_total", {"pipeline": "test"}) == 2
+    assert source.committed == [{0: 2}]
+
+
+def test_missing_values_are_exported_at_zero_from_the_start():
+    _, _, _, registry = worker([])
+
+    assert registry.get_sample_value("forecaster_missing_values_total", {"pipeline": "test", "field": "y"}) == 0
+
+
 def test_metrics_count_the_batch():
     w, _, _, registry = worker([[record("a", h, float(h)) for h in range(5)]])
     w.run_once()

@@ -33,6 +33,8 @@ unscored rather than scoring against the wrong observation.
 Values are looked up by time, not by record: each series keeps its last `length` values in
 a ring indexed by step number (time / cadence, rounded), so a missing observation is missing
 and a seasonal expert whose value one season back is missing serves the last value instead.
+A null reading is missing too: it is forecast from the value the network stepped it with,
+but not kept as a value, not scored against, and what it issued is never scored.
 """
 
 from __future__ import annotations
@@ -73,10 +75,10 @@ class History:
 
     A `state.Part` of the store: it grows, resets, snapshots and restores with the slots. A
     value sits in the cell of its step number modulo `length`; the cells of steps skipped by a
-    gap are cleared when the next value arrives, so within the last `length` steps a missing
-    observation reads as missing. The scale is the exponentially weighted mean absolute change
-    between consecutive observations (the error of the last value at one step), the unit every
-    loss is measured in.
+    gap are cleared when the next value arrives, and a missing one (NaN, a null reading) is
+    written as missing, so within the last `length` steps a missing observation reads as missing.
+    The scale is the exponentially weighted mean absolute change between consecutive observations
+    (the error of the last value at one step), the unit every loss is measured in.
     """
 
     _FIELDS = ("values", "newest", "level", "scale", "count")
@@ -88,30 +90,33 @@ class History:
 
     def allocate(self, capacity: int) -> None:
         self.values = np.full((capacity, self.length), np.nan)
-        self.newest = np.zeros(capacity, np.int64)  # the step number of the newest value (with count > 0)
+        self.newest = np.zeros(capacity, np.int64)  # the step number of the newest step written (with count > 0)
         self.level = np.zeros(capacity)
         self.scale = np.zeros(capacity)
-        self.count = np.zeros(capacity, np.int64)
+        self.count = np.zeros(capacity, np.int64)  # values written (a missing one is not counted)
 
     @property
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in self._FIELDS)
 
     def write(self, slots: np.ndarray, steps: np.ndarray, y: np.ndarray) -> None:
-        """Keep each slot's value at its step (distinct slots, newer than their newest); move its level and scale."""
+        """Keep each slot's value at its step (distinct slots, newer than their newest); move its level and scale.
+        A NaN value is a missing one: its cell reads as missing, and the level and scale stay."""
         held = self.count[slots] > 0
         gap = np.where(held, steps - self.newest[slots], 1)
         wide = gap > 1
         self._clear(slots[wide], self.newest[slots[wide]], np.minimum(gap[wide], self.length + 1))
         previous = np.where(held & (gap == 1), self.values[slots, (steps - 1) % self.length], np.nan)
-        change = np.abs(y - previous)  # NaN after a gap or at the first value: the scale stays
-        self.level[slots] = np.where(held, self.level[slots] + self.alpha * (y - self.level[slots]), y)
+        change = np.abs(y - previous)  # NaN after a gap, at the first value or at a missing one: the scale stays
+        level = self.level[slots]
+        known = ~np.isnan(y)
+        self.level[slots] = np.where(known, np.where(held, level + self.alpha * (y - level), y), level)
         scale = self.scale[slots]
         moved = np.where(scale > 0, scale + self.alpha * (change - scale), change)
         self.scale[slots] = np.where(np.isnan(change), scale, moved)
         self.values[slots, steps % self.length] = y
         self.newest[slots] = steps
-        self.count[slots] += 1
+        self.count[slots] += known
 
     def _clear(self, slots: np.ndarray, newest: np.ndarray, gaps: np.ndarray) -> None:
         """Forget the cells of the steps newest + 1 .. newest + gap - 1 of each slot: a gap's."""
@@ -307,18 +312,22 @@ class Combination:
             return np.full((self.horizon, len(self.names)), 1.0 / len(self.names))
         return np.mean([learner.served for learner in self.learners.values()], axis=0)
 
-    def step(self, partition: int, slots, steps, y, network, quantiles=None):
+    def step(self, partition: int, slots, steps, y, network, quantiles=None, observed=None):
         """One wave of one partition: score what matured with these observations, then forecast.
 
-        `slots` (n,) distinct; `steps` (n,) their step numbers; `y` (n,) the values; `network`
+        `slots` (n,) distinct; `steps` (n,) their step numbers; `y` (n,) the values forecast from; `network`
         (n, horizon) the network's forecasts and, with levels, `quantiles` (n, levels, horizon) its
-        quantiles. Returns the combined forecasts (n, horizon) and quantiles (n, levels, horizon)
-        or None. The caller counts the records into the learner's epoch (`Learner.count`).
+        quantiles. Where `observed` (n,) is False (None: nowhere), the row is a null reading and its `y`
+        the value the network stepped it with: not a value of the series, so not kept, nor scored against,
+        and what the row issues is not kept for scoring. Returns the combined forecasts (n, horizon) and
+        quantiles (n, levels, horizon) or None. The caller counts the records into the learner's epoch
+        (`Learner.count`).
         """
         learner = self.learner(partition)
-        self._learn(learner, slots, steps, y)
-        learner.series += int((self.history.count[slots] == 0).sum())
-        self.history.write(slots, steps, y)
+        value = y if observed is None else np.where(observed, y, np.nan)  # NaN: missing
+        self._learn(learner, slots, steps, value)
+        learner.series += int(((self.history.count[slots] == 0) & ~np.isnan(value)).sum())
+        self.history.write(slots, steps, value)
         scale = self.history.scales(slots)
         experts, change, reversion, seasonal = self._experts(learner, slots, steps, y, scale, network)
         combined = self._weigh(learner, experts)
@@ -328,7 +337,7 @@ class Combination:
             served = learner.quantiles.combine(mine)
             offsets = np.stack([mine, np.broadcast_to(learner.quantiles.offset, mine.shape), served], axis=1)
         # Only series with a scale of their own are kept for scoring: before, a loss in scales means nothing.
-        kept = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0)
+        kept = (slots < len(self.pending.issued)) & (self.history.scale[slots] > 0) & ~np.isnan(value)
         if kept.any():
             moves = np.stack([e[kept] for e in (*experts, combined)], axis=1)  # (m, K + 1, H)
             features = self._features(change[kept], reversion[kept], [m[kept] for m in seasonal])
@@ -418,7 +427,7 @@ class Combination:
     def _learn(self, learner: Learner, slots, steps, y) -> None:
         """Score what the scored slots were issued for this step, for the learner's epoch."""
         p = self.pending
-        mine = slots < len(p.issued)
+        mine = (slots < len(p.issued)) & ~np.isnan(y)  # a missing value scores nothing
         s, t, value = slots[mine], steps[mine], y[mine]
         ahead = t[:, None] - p.step[s]  # (m, depth): how many steps ahead each kept issue forecast this one
         row, entry = np.nonzero((ahead >= 1) & (ahead <= self.horizon))

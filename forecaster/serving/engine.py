@@ -84,11 +84,30 @@ class Plan:
     rejected: list[tuple[int, str, str]]  # (observation index, reason, detail)
     # (n,) for a row that fills a missing step (gaps.py), how many steps after its series' last observation; else 0
     distance: np.ndarray | None = None
+    missing: np.ndarray | None = None  # (n,) bool: the row is a null reading, a record whose target was null
+
+    @classmethod
+    def of(cls, order: np.ndarray, slots: np.ndarray, rejected: list, distance=None, missing=None) -> Plan:
+        """The plan of rows `order`, grouped by their `slots` (n,), in time order within each slot."""
+        first, last = _edges(slots)
+        return cls(order, _ranks(slots), first, last, rejected, distance, missing)
+
+    @property
+    def records(self) -> np.ndarray:
+        """(n,) bool: the row is a record (a forecast follows it), not a step filled in for a gap."""
+        return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
 
     @property
     def observed(self) -> np.ndarray:
-        """(n,) bool: the row is an observation, not a filled step."""
-        return np.ones(len(self.order), bool) if self.distance is None else self.distance == 0
+        """(n,) bool: the row is a record with a value: neither a filled step nor a null reading."""
+        return self.records if self.missing is None else self.records & ~self.missing
+
+    @property
+    def filling(self) -> np.ndarray | None:
+        """(n,) bool: the network steps the row with a value of its own making (see `Engine._step_wave`); None:
+        every row is stepped with its own value."""
+        observed = self.observed
+        return None if observed.all() else ~observed
 
 
 def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
@@ -112,9 +131,7 @@ def plan(slots: np.ndarray, times: np.ndarray, newest: np.ndarray) -> Plan:
     for i in order[repeat & ~stale]:
         rejected.append((int(i), records.DUPLICATE_TIMESTAMP, "its series already has an observation at this time"))
     order = order[~(stale | repeat)]
-    s = slots[order]
-    first, last = _edges(s)
-    return Plan(order=order, waves=_ranks(s), first=first, last=last, rejected=rejected)
+    return Plan.of(order, slots[order], rejected)
 
 
 def _edges(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,30 +304,60 @@ class Engine:
         refused rows come back as Rejected."""
         slots = self.store.slots(observations.keys)
         the_plan = plan(slots, observations.times, self.store.newest_times())
+        observations, the_plan = self._stand_in_for_missing(observations, slots, the_plan)
         rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
-        order, observed = the_plan.order, the_plan.observed
-        deltas, scales = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.distance)
-        actual = np.where(observed, observations.values[order, 0], np.nan)  # a filled step has no actual
-        forecast = actual[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
-        quantiles = self._quantiles(actual, deltas)
+        order, observed, served = the_plan.order, the_plan.observed, the_plan.records
+        deltas, scales, stepped = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.filling)
+        values = observations.values[order, 0]
+        actual = np.where(observed, values, np.nan)  # a filled step or a null reading has no actual
+        # a record is forecast from its value; a null reading from the value it was stepped with
+        base = actual if the_plan.missing is None else np.where(the_plan.missing, stepped, actual)
+        forecast = base[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
+        quantiles = self._quantiles(base, deltas)
         if self.combination is not None:  # the served forecast and quantiles: the combination's (combination.py)
-            rows = order[observed]
-            network_quantiles = None if quantiles is None else quantiles[observed]
+            rows = order[served]
+            network_quantiles = None if quantiles is None else quantiles[served]
             point, combined = self._combine(
-                slots[rows], observations, rows, actual[observed], forecast[observed], network_quantiles
+                slots[rows], observations, rows, base[served], forecast[served], network_quantiles, observed[served]
             )
-            forecast[observed] = point  # both arrays are this batch's own
+            forecast[served] = point  # both arrays are this batch's own
             if quantiles is not None:
-                quantiles[observed] = combined
-        self._score_and_remember(slots[order], observations.times[order], actual, forecast[:, 0], the_plan)
+                quantiles[served] = combined
+        one_step = np.where(observed, forecast[:, 0], np.nan)  # what a null reading issued is never scored
+        self._score_and_remember(slots[order], observations.times[order], values, actual, one_step, the_plan)
         if quantiles is not None:
-            self._track_and_score(slots[order], the_plan.waves, actual, quantiles, scales)
-        emit = observed if self.pipeline.emit == "per_record" else observed & the_plan.last
+            self._track_and_score(slots[order], the_plan.waves, actual, quantiles, scales, the_plan.missing)
+        emit = served if self.pipeline.emit == "per_record" else served & the_plan.last
         return self._forecasts(
             observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
         ), rejected
+
+    def _stand_in_for_missing(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
+        """The batch with each null reading (a NaN target) marked in the plan and holding its series' last value,
+        which stands in for it where the network holds no forecast for its step (`_step_wave`), and that plan.
+
+        A null reading of a series with no value yet, in the batch or before it, has nothing to stand in: refused.
+        """
+        if not np.isnan(observations.values[:, 0]).any():  # the usual batch: a look at one column, no copies
+            return observations, the_plan
+        order = the_plan.order
+        values = observations.values[order, 0]
+        missing = np.isnan(values)
+        if not missing.any():
+            return observations, the_plan
+        last = _carried(values, the_plan.first, self.store.remembered(slots[order])[0])
+        refused = missing & np.isnan(last)
+        detail = "a null target, and its series has no value before it to stand in for it"
+        rejected = the_plan.rejected + [(int(i), records.NO_VALUE_YET, detail) for i in order[refused]]
+        stood_in = observations.values.copy()
+        stood_in[order, 0] = last
+        kept = order[~refused]
+        return (
+            dataclasses.replace(observations, values=stood_in),
+            Plan.of(kept, slots[kept], rejected, missing=missing[~refused]),
+        )
 
     def _fill_gaps(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
         """The batch with a row before each observation for each step its series missed (gaps.py), and its plan."""
@@ -326,17 +373,21 @@ class Engine:
         )
         if not filled.distance.any():
             return observations, slots, the_plan
-        s = filled.slots[filled.order]
-        first, last = _edges(s)
+        missing = None
+        if the_plan.missing is not None:  # the records keep their order among the filled steps
+            missing = np.zeros(len(filled.order), bool)
+            missing[filled.distance == 0] = the_plan.missing
+        order = filled.order
         return (
             filled.observations,
             filled.slots,
-            Plan(filled.order, _ranks(s), first, last, the_plan.rejected, filled.distance),
+            Plan.of(order, filled.slots[order], the_plan.rejected, filled.distance, missing),
         )
 
-    def _combine(self, slots, observations: Observations, order, actual, network, quantiles=None):
-        """The combination's forecasts (n, horizon) and quantiles (n, levels, horizon) or None, for rows in
-        (series, time) order; `quantiles` are the network's.
+    def _combine(self, slots, observations: Observations, order, base, network, quantiles, observed):
+        """The combination's forecasts (n, horizon) and quantiles (n, levels, horizon) or None, for records in
+        (series, time) order, each forecast from its `base` value; `quantiles` are the network's, `observed` (n,)
+        False at a null reading.
 
         Each partition's rows go in its own order, an epoch of its learner at a time, and within
         an epoch wave after wave, so a series' later record is scored and forecast after its earlier one.
@@ -362,9 +413,10 @@ class Engine:
                         partition,
                         slots[wave],
                         steps[wave],
-                        actual[wave],
+                        base[wave],
                         network[wave],
                         None if quantiles is None else quantiles[wave],
+                        observed[wave],
                     )
                     if combined is not None:
                         combined[wave] = wave_quantiles
@@ -372,13 +424,13 @@ class Engine:
                 start += take
         return point, combined
 
-    def _quantiles(self, actual: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
+    def _quantiles(self, base: np.ndarray, deltas: np.ndarray) -> np.ndarray | None:
         """(n, levels, horizon) quantile forecasts in original units, sorted so they never cross; None without."""
         levels, horizon = self.model.spec.quantiles, self.pipeline.horizon
         if not levels:
             return None
         offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
-        return np.sort(actual[:, None, None] + offsets, axis=1)
+        return np.sort(base[:, None, None] + offsets, axis=1)
 
     def _run_waves(
         self,
@@ -386,18 +438,19 @@ class Engine:
         observations: Observations,
         order: np.ndarray,
         waves: np.ndarray,
-        distance: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        filling: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Batched recurrent steps, one per wave; returns std * head output (plus the
         seasonal shift with model.season), (n, outputs) float32, and each row's std (n,), on the
-        host. `distance` (n,) marks the rows that fill missing steps (`Plan.distance`).
+        host, and with `filling` (n,) marking rows stepped with a value of the network's making
+        (`Plan.filling`), the value each row was stepped with (n,) (else None).
 
         The batch crosses to the device once (values, calendar features, slots) and back once
-        (the deltas); each wave writes its own rows of one `deltas` tensor.
+        (the deltas, and the values where some were made); each wave writes its own rows of one `deltas` tensor.
         """
         n = len(order)
         if n == 0:
-            return np.zeros((0, self.model.spec.outputs), np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, self.model.spec.outputs), np.float32), np.zeros(0, np.float32), None
         by_wave, bounds = _wave_order(waves)
         rows = order if by_wave is None else order[by_wave]
         dtype = self.store.dtype
@@ -407,21 +460,18 @@ class Engine:
             calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
         )
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
-        if distance is not None and distance.any():
-            distance = torch.as_tensor(distance if by_wave is None else distance[by_wave], device=self.device)
-        else:
-            distance = None
+        if filling is not None:
+            filling = torch.as_tensor(filling if by_wave is None else filling[by_wave], device=self.device)
         deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
         scales = torch.empty(n, device=self.device, dtype=dtype)
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
-            steps = None if distance is None else distance[a:b]
-            self._step_wave(device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], scales=scales[a:b], distance=steps)
-        outputs = torch.cat([deltas, scales[:, None]], dim=1).cpu().numpy()  # one crossing back
-        if by_wave is not None:
-            result = np.empty_like(outputs)
-            result[by_wave] = outputs
-            outputs = result
-        return outputs[:, :-1], outputs[:, -1]
+            rows_filling = None if filling is None else filling[a:b]
+            self._step_wave(
+                device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], scales=scales[a:b], filling=rows_filling
+            )
+        stepped = None if filling is None else _in_row_order(x[:, 0].double().cpu().numpy(), by_wave)
+        outputs = _in_row_order(torch.cat([deltas, scales[:, None]], dim=1).cpu().numpy(), by_wave)  # one crossing
+        return outputs[:, :-1], outputs[:, -1], stepped
 
     def _step_wave(
         self,
@@ -430,22 +480,24 @@ class Engine:
         cal: torch.Tensor,
         out: torch.Tensor,
         scales: torch.Tensor,
-        distance=None,
+        filling=None,
     ) -> None:
         """One recurrent step for distinct series: gather, normalise, step, scatter, forecast into `out`, and
         each series' scale (the target's standard deviation) into `scales`.
 
-        Rows with a `distance` > 0 fill a missing step: their value is the network's forecast for it
-        from the series' last observation, where one is held (else the placeholder they carry).
+        Rows `filling` stand for a step without a value (a gap's, gaps.py, or a null reading's): each is
+        stepped with the network's forecast for that step, from the series' last observation, where one is
+        held (else with the stand-in it carries), written into `x`. A null covariate (NaN) enters at its
+        series' running mean, a scaled input of 0: as if at its usual level.
         Equal, to float rounding, to `model.step` then `std * model.head` (tests/serving/test_fused_step.py).
         """
-        filling = None if distance is None else distance > 0
-        if filling is not None:
-            held = self.last_forecasts.read(slots, distance)
-            value = torch.where(filling & ~torch.isnan(held), held.to(x.dtype), x[:, 0])
-            x = torch.cat([value[:, None], x[:, 1:]], dim=1)
+        if filling is not None and self.last_forecasts is not None:
+            held = self.last_forecasts.take(slots, filling)
+            x[:, 0] = torch.where(torch.isnan(held), x[:, 0], held.to(x.dtype))
         raw = x[:, 0]
         state, moments = self.store.gather(slots)  # (layers, n, width): this wave's own copy
+        if x.shape[1] > 1:  # a null covariate (NaN): at its running mean
+            x = torch.where(torch.isnan(x), moments.mean.to(x.dtype), x)
         shift = None
         if self.season is not None:  # the network sees z[t] = y[t] - y[t - season] (seasonal.py)
             z, shift = self.season.step(slots, x[:, 0], self.pipeline.horizon)
@@ -481,20 +533,24 @@ class Engine:
             self._fast = FusedStep(self.model)
         return self._fast
 
-    def _score_and_remember(self, slots, times, actual, one_step, the_plan: Plan) -> None:
-        """Score last step's one-step forecasts, then keep this batch's newest per series."""
+    def _score_and_remember(self, slots, times, values, actual, one_step, the_plan: Plan) -> None:
+        """Score last step's one-step forecasts against the `actual`s, then keep this batch's newest per series:
+        its time, its last value (a null reading's `values` carry the one before it) and its one-step forecast."""
         if len(slots) == 0:  # every record of the batch was rejected or refused
             return
         first = the_plan.first
-        values, forecasts = self.store.remembered(slots[first])
-        self.skill.add(actual, _previous(one_step, first, forecasts), _previous(actual, first, values))
+        remembered, forecasts = self.store.remembered(slots[first])
+        self.skill.add(actual, _previous(one_step, first, forecasts), _previous(values, first, remembered))
         last = the_plan.last
-        self.store.remember(slots[last], times[last], actual[last], one_step[last])
+        self.store.remember(slots[last], times[last], values[last], one_step[last])
 
-    def _track_and_score(self, slots, waves, actual, quantiles: np.ndarray, scales: np.ndarray) -> None:
-        """Score the intervals issued for these actuals and keep each row's own until theirs arrive; with
-        intervals.tracking_rate, first move the outermost `quantiles` (n, levels, horizon; in place) by each
-        step's offset in the row's `scales`, and move the offsets by how the intervals fared, wave by wave.
+    def _track_and_score(
+        self, slots, waves, actual, quantiles: np.ndarray, scales: np.ndarray, missing: np.ndarray | None = None
+    ) -> None:
+        """Score the intervals issued for these actuals and keep each row's own until theirs arrive (a null
+        reading's, `missing`, never scored); with intervals.tracking_rate, first move the outermost `quantiles`
+        (n, levels, horizon; in place) by each step's offset in the row's `scales`, and move the offsets by how
+        the intervals fared, wave by wave.
 
         Wave by wave, in time order: a wave's intervals are served with the offsets its series' earlier
         records left, whether those came in this batch or an earlier one, so what is served and learnt does
@@ -504,8 +560,7 @@ class Engine:
             return
         rate = self.pipeline.intervals.tracking_rate
         if not rate:
-            inside = self.intervals.score_and_keep(slots, waves, actual, quantiles[:, [0, -1]])
-            self.coverage.add(inside[:, 0])
+            self._score(slots, waves, actual, quantiles, missing)
             return
         levels = self.model.spec.quantiles
         by_wave, bounds = _wave_order(waves)
@@ -518,11 +573,18 @@ class Engine:
             moved[:, -1] += shift
             moved.sort(axis=1)  # a negative offset must not cross the outermost levels over the inner ones
             quantiles[wave] = moved
-            inside = self.intervals.score_and_keep(
-                slots[wave], np.zeros(len(wave), np.int64), actual[wave], moved[:, [0, -1]]
-            )
-            self.coverage.add(inside[:, 0])
+            unscored = None if missing is None else missing[wave]
+            inside = self._score(slots[wave], np.zeros(len(wave), np.int64), actual[wave], moved, unscored)
             self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
+
+    def _score(self, slots, waves, actual, quantiles: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
+        """Score and keep the outermost `quantiles` as intervals (a null reading's as none); the scores (n, depth)."""
+        bounds = quantiles[:, [0, -1]]  # a copy
+        if missing is not None:
+            bounds[missing] = np.nan  # what a null reading issued is never scored
+        inside = self.intervals.score_and_keep(slots, waves, actual, bounds)
+        self.coverage.add(inside[:, 0])
+        return inside
 
     def _forecasts(
         self,
@@ -564,6 +626,24 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
     return np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
+
+
+def _in_row_order(values: np.ndarray, by_wave: np.ndarray | None) -> np.ndarray:
+    """Values computed in wave order (`_wave_order`), back in the order of the rows."""
+    if by_wave is None:
+        return values
+    result = np.empty_like(values)
+    result[by_wave] = values
+    return result
+
+
+def _carried(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:
+    """Each row's newest value up to it in its series, NaN skipped: its own, an earlier row's or, with none,
+    what the store `remembered` for it (n,). Rows are in (series, time) order, `first` marking each series' first."""
+    index = np.arange(len(values))
+    start = np.maximum.accumulate(np.where(first, index, 0))  # each row's series' first row
+    newest = np.maximum.accumulate(np.where(np.isnan(values), -1, index))  # the newest row with a value so far
+    return np.where(newest >= start, values[np.maximum(newest, 0)], remembered)
 
 
 def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> np.ndarray:

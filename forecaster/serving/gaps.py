@@ -3,10 +3,13 @@
 A record that arrives k > 1 cadence steps after its series' newest observation leaves k - 1
 steps unobserved. The engine steps the network over each of the first `horizon` of them as
 if it had been observed at the value the network forecast for it from the series' last
-observation (`LastForecasts` keeps that forecast per series). Everything the engine counts
+observation (`LastForecasts` keeps those forecasts per series). Everything the engine counts
 by record then counts by step: the one-step skill, the intervals kept until their actuals
 arrive and the retraining buffer. A filled step is never a target: its value is NaN wherever
 something would be scored or learnt against it, so nothing learns from its own forecast.
+
+A null reading (a record whose target is null) is such a missing step that came as a record:
+the engine steps over it in the same way, and forecasts from it (engine.py).
 
 The spacing of two records is rounded to whole steps: a record less than one and a half
 steps after its predecessor is the next step, one two steps after it leaves one step
@@ -102,10 +105,11 @@ def fill(
 
 
 class LastForecasts:
-    """Each slot's network forecast (horizon,) made at its newest observation, in original units; a `state.Part`.
+    """Each slot's network forecasts (horizon,) for the steps after its newest one, in original units; a `state.Part`.
 
-    NaN where none is held: a new series, or one brought back from the spill. Only observed
-    steps write it, so a filled step reads the forecast of the last observation before it.
+    NaN where none is held: a new series, or one brought back from the spill. An observed step
+    writes them; each step stood in for (a gap's, a null reading's) takes the first, and the
+    rest move up a step, so the steps after the last observation read its forecasts in turn.
     """
 
     def __init__(self, horizon: int, device: torch.device | str = "cpu"):
@@ -119,9 +123,16 @@ class LastForecasts:
     def nbytes(self) -> int:
         return self.values.element_size() * self.values.nelement()
 
-    def read(self, slots: Tensor, distance: Tensor) -> Tensor:
-        """The forecast for `distance` (n,) steps after each slot's newest observation (NaN where not held)."""
-        return self.values[slots, (distance - 1).clamp(0, self.horizon - 1)]
+    def take(self, slots: Tensor, filling: Tensor) -> Tensor:
+        """Where `filling` (n,), the forecast held for the next step of that row's slot (`slots` (n,), distinct),
+        which moves the slot's forecasts up a step (the last stays, for any step past the horizon); NaN elsewhere.
+
+        Every slot of the wave is read and written back, the others unchanged: no host round trip to pick rows.
+        """
+        held = self.values[slots]  # (n, horizon)
+        moved = torch.cat([held[:, 1:], held[:, -1:]], dim=1)
+        self.values[slots] = torch.where(filling[:, None], moved, held)
+        return torch.where(filling, held[:, 0], torch.nan)
 
     def write(self, slots: Tensor, forecasts: Tensor) -> None:
         self.values[slots] = forecasts.to(self.values.dtype)

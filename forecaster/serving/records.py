@@ -8,6 +8,9 @@ of objects. Positions number the records of a poll batch in order, each element 
 message counting as one; `origins` maps a position back to its message and element.
 Forecasts encode a whole step at once (`encode_many`), so what is shared by many records,
 such as the text of a horizon's timestamps, is written once.
+
+A target or covariate that is JSON null is a missing value, not a bad record: it decodes to
+NaN, and the engine steps over it (engine.py). A NaN or infinite number is still rejected.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ WRONG_TYPE = "wrong_type"  # a field has the wrong JSON type
 NON_FINITE = "non_finite"  # NaN or an infinity
 BAD_TIMESTAMP = "bad_timestamp"  # a timestamp that does not parse
 OUT_OF_ORDER = "out_of_order"  # older than the newest observation of its series
+NO_VALUE_YET = "no_value_yet"  # a null target, and its series has no value before it
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
 SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
 OUT_OF_RANGE = "out_of_range"  # a value larger in magnitude than limits.max_abs_value
@@ -47,7 +51,7 @@ class Observations:
     keys: tuple[str, ...]
     times: np.ndarray  # (n,) float64 epoch seconds (UTC)
     local_times: np.ndarray  # (n,) float64 epoch seconds shifted by the record's UTC offset: for calendar features
-    values: np.ndarray  # (n, 1 + covariates) float64: target first, then covariates
+    values: np.ndarray  # (n, 1 + covariates) float64: target first, then covariates; NaN where null (missing)
     positions: np.ndarray  # (n,) int64: index of each record in the poll batch (see `origins`)
     # (n,) int64: the input partition each record came from (None: all from one); what the engine
     # learns across series it learns per partition, in the partition's order (combination.py)
@@ -188,7 +192,7 @@ def _opens_a_list(payload: bytes | None) -> bool:
 def _within_limits(
     observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None
 ) -> tuple[Observations, list[Rejected]]:
-    too_large = np.abs(observations.values).max(axis=1, initial=0.0) > limits.max_abs_value
+    too_large = np.fmax.reduce(np.abs(observations.values), axis=1, initial=0.0) > limits.max_abs_value  # NaN: none
     too_late = (
         (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
     )
@@ -261,7 +265,10 @@ def _field(record: dict, name: str):
 
 
 def _number(record: dict, name: str) -> float:
+    """The field's number; NaN where it is null, a missing value."""
     value = _field(record, name)
+    if value is None:
+        return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordError(WRONG_TYPE, f"{name}: expected a number, got {value!r}"[:200])
     number = _float(value)

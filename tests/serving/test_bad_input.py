@@ -37,7 +37,7 @@ DECODE_REASONS = {
     records.OUT_OF_RANGE,
     records.FUTURE_TIMESTAMP,
 }
-ENGINE_REASONS = {records.OUT_OF_ORDER, records.DUPLICATE_TIMESTAMP, records.SERIES_CAPACITY}
+ENGINE_REASONS = {records.OUT_OF_ORDER, records.DUPLICATE_TIMESTAMP, records.SERIES_CAPACITY, records.NO_VALUE_YET}
 # steps vary in time
 UNTIMED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -165,11 +165,14 @@ def test_decode_accounts_for_every_record_and_accepts_only_sane_values(batch):
         assert bad.reason in DECODE_REASONS and bad.detail.encode()  # the detail goes into a Kafka header
         reasons = [r.reason for r in records.decode([alone(batch, origins[bad.position])], FMT, LIMITS, NOW)[1]]
         assert reasons == [bad.reason]  # the reason belongs to the record at that position
-    assert np.isfinite(accepted.values).all() and np.isfinite(accepted.times).all()
-    assert (np.abs(accepted.values) <= LIMITS.max_abs_value).all()
+    assert not np.isinf(accepted.values).any() and np.isfinite(accepted.times).all()  # NaN: a null, a missing value
+    assert (np.abs(np.nan_to_num(accepted.values)) <= LIMITS.max_abs_value).all()
     assert (accepted.times <= NOW + LIMITS.max_future_seconds).all()
     for i, key in enumerate(accepted.keys):
         assert isinstance(key, str) and key and key.encode()  # the series key becomes the Kafka record key
+        record = json.loads(alone(batch, origins[accepted.positions[i]]))
+        record = record[0] if isinstance(record, list) else record
+        assert np.isnan(accepted.values[i]).tolist() == [record["y"] is None, record["x"] is None]
         itself = records.decode([alone(batch, origins[accepted.positions[i]])], FMT, LIMITS, NOW)[0]
         assert itself.keys == (key,) and itself.times[0] == accepted.times[i]
         np.testing.assert_array_equal(itself.values[0], accepted.values[i])

@@ -8,6 +8,7 @@ import torch
 from forecaster.build import seeded_model
 from forecaster.config import Calendar
 from forecaster.serving import buffer as buffers
+from forecaster.serving import records
 from forecaster.serving.engine import Engine
 from forecaster.serving.gaps import missing_steps
 
@@ -92,17 +93,19 @@ def test_without_filling_the_state_steps_straight_over_a_gap():
     np.testing.assert_array_equal(gappy, contiguous)
 
 
+@pytest.mark.parametrize("fill", [True, False])
 @pytest.mark.parametrize("batch", [1, 7, 1000])
-def test_the_same_gappy_stream_gives_the_same_forecasts_however_it_is_batched(batch):
-    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True, combination=True)
+def test_the_same_stream_with_gaps_and_null_readings_gives_the_same_forecasts_however_it_is_batched(batch, fill):
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=fill, combination=True, quantiles=(0.1, 0.5, 0.9))
     rng = np.random.default_rng(3)
     keys, times, values = [], [], []
     for t in range(120):
         for s in range(3):
             if rng.random() < 0.85:
+                value = 100.0 * (s + 1) + 5 * np.sin(t / 4) + rng.standard_normal()
                 keys.append(f"s{s}")
                 times.append(T0 + HOUR * t)
-                values.append(100.0 * (s + 1) + 5 * np.sin(t / 4) + rng.standard_normal())
+                values.append(np.nan if t > 0 and rng.random() < 0.1 else value)
     reference = Engine(pipeline, seeded_model(pipeline))
     one_by_one = np.concatenate(
         [reference.step(observations([k], [t], [v]), now=0.0)[0].values for k, t, v in zip(keys, times, values)]
@@ -176,3 +179,150 @@ def test_intervals_are_scored_against_the_observation_at_their_own_step():
     stepped_one_by_one(engine, steps, series(12)[steps])
 
     assert engine.coverage.inside.count == 5
+
+
+# --- null readings: records whose target is null ---------------------------------------------------------------
+
+NULL_STEPS = np.array([5, 9, 10, 20, 21, 22, 23, 24, 25])  # a run longer than the horizon, from step 20
+SHORT_NULLS = np.array([5, 9, 10, 20, 21, 22, 23])  # runs no longer than the horizon: a gap fills every step of them
+
+
+def with_nulls(y: np.ndarray, steps: np.ndarray = NULL_STEPS) -> np.ndarray:
+    readings = y.copy()
+    readings[steps] = np.nan
+    return readings
+
+
+def test_a_null_reading_is_stepped_over_with_the_networks_own_forecast_and_forecast_from_it():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True)
+    y = series(40)
+    with_null = Engine(pipeline, seeded_model(pipeline))
+    forecasts = stepped_one_by_one(with_null, np.arange(40), with_nulls(y))
+
+    filled = y.copy()  # each null at the forecast issued from the last observation; past the horizon, its last
+    for t in NULL_STEPS.tolist():
+        last = max(s for s in range(t) if s not in NULL_STEPS)
+        filled[t] = forecasts[last, min(t - last, HORIZON) - 1]
+    dense = Engine(pipeline, seeded_model(pipeline))
+
+    np.testing.assert_allclose(forecasts, stepped_one_by_one(dense, np.arange(40), filled), rtol=1e-5, atol=1e-4)
+
+
+def test_a_null_reading_moves_the_state_as_a_missing_step_does():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True)
+    y = series(30)
+    observed = np.setdiff1d(np.arange(30), SHORT_NULLS)
+    with_null, with_gap = Engine(pipeline, seeded_model(pipeline)), Engine(pipeline, seeded_model(pipeline))
+
+    forecasts = stepped_one_by_one(with_null, np.arange(30), with_nulls(y, SHORT_NULLS))
+    gap_forecasts = stepped_one_by_one(with_gap, observed, y[observed])
+
+    np.testing.assert_allclose(forecasts[observed], gap_forecasts, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(with_null.store.state, with_gap.store.state)
+    assert with_null.store.newest_times()[0] == with_gap.store.newest_times()[0] == T0 + HOUR * 29
+
+
+def test_without_gap_filling_a_null_reading_is_stepped_with_its_series_last_value():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=False)
+    with_null, repeated = Engine(pipeline, seeded_model(pipeline)), Engine(pipeline, seeded_model(pipeline))
+
+    forecasts = stepped_one_by_one(with_null, np.arange(5), np.array([1.0, 2.0, np.nan, np.nan, 5.0]))
+    expected = stepped_one_by_one(repeated, np.arange(5), np.array([1.0, 2.0, 2.0, 2.0, 5.0]))
+
+    np.testing.assert_allclose(forecasts, expected, rtol=1e-6)
+
+
+def test_nothing_is_learnt_from_a_null_reading_and_what_it_issued_is_never_scored():
+    pipeline = retraining_pipeline(buffer=16, holdout=2, steps=1, window=6, fill_gaps=True, quantiles=(0.1, 0.5, 0.9))
+    engine = Engine(pipeline, seeded_model(pipeline))
+    y = series(8)
+    stepped_one_by_one(engine, np.arange(8), with_nulls(y, np.array([3, 4])))
+
+    _, actual, scale, valid = engine.buffer.read(torch.as_tensor(engine.store.slots(["a"])))
+    _, mask = buffers.targets(actual, scale, valid, pipeline.horizon)
+    assert torch.isnan(actual[0, -5:-3]).all() and not torch.isnan(actual[0, -8:-5]).any()
+    assert not mask[0, -5:-3].any()  # no target at a null reading
+    # one-step pairs of observations: 0-1, 1-2, 5-6, 6-7; neither a null reading nor the step after it
+    assert engine.skill.model.count == 4 and engine.coverage.inside.count == 4
+
+
+def test_the_combination_keeps_a_null_reading_as_missing_and_learns_nothing_from_it():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True, combination=True)
+    with_null, with_gap = Engine(pipeline, seeded_model(pipeline)), Engine(pipeline, seeded_model(pipeline))
+    y = series(30)
+    observed = np.setdiff1d(np.arange(30), SHORT_NULLS)
+
+    forecasts = stepped_one_by_one(with_null, np.arange(30), with_nulls(y, SHORT_NULLS))
+    stepped_one_by_one(with_gap, observed, y[observed])
+
+    history, gap_history = with_null.combination.history, with_gap.combination.history
+    assert np.isfinite(forecasts).all()
+    assert np.isnan(history.lookup(np.array([0]), (history.newest[0] - 29 + SHORT_NULLS)[None, :])).all()
+    np.testing.assert_array_equal(history.values, gap_history.values)  # the same values kept, none at a null
+    np.testing.assert_array_equal(history.level, gap_history.level)
+    np.testing.assert_array_equal(history.scale, gap_history.scale)
+    pending, gap_pending = with_null.combination.pending, with_gap.combination.pending
+    np.testing.assert_array_equal(pending.step, gap_pending.step)  # what a null reading issued is not kept
+    learner = with_null.combination.learner(0)  # nothing scored against a null: no NaN in what was learnt
+    assert np.isfinite(learner.weights.regret).all() and np.isfinite(learner.linear.moment).all()
+
+
+def test_a_null_covariate_enters_at_its_series_running_mean():
+    pipeline = make_pipeline(horizon=HORIZON, covariates=("x",))
+    with_null, with_mean = Engine(pipeline, seeded_model(pipeline)), Engine(pipeline, seeded_model(pipeline))
+    history = observations(["a"] * 5, T0 + HOUR * np.arange(5), [[v, 3.0 * v] for v in range(5)])
+    for engine in (with_null, with_mean):
+        engine.step(history, now=0.0)
+    mean = float(with_mean.store.moments.mean[0, 1])
+
+    null_forecast, _ = with_null.step(observations(["a"], [T0 + HOUR * 5], [[5.0, np.nan]]), now=0.0)
+    mean_forecast, _ = with_mean.step(observations(["a"], [T0 + HOUR * 5], [[5.0, mean]]), now=0.0)
+
+    np.testing.assert_array_equal(null_forecast.values, mean_forecast.values)
+    torch.testing.assert_close(with_null.store.state, with_mean.store.state, rtol=0, atol=0)
+
+
+def test_a_null_reading_of_a_series_with_no_value_yet_is_refused_with_a_reason():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True)
+    engine = Engine(pipeline, seeded_model(pipeline))
+    batch = observations(["new", "new", "b", "b"], T0 + HOUR * np.array([0, 1, 0, 1]), [np.nan, 1.0, 2.0, np.nan])
+
+    forecasts, rejected = engine.step(batch, now=0.0)
+
+    assert [(r.position, r.reason) for r in rejected] == [(0, records.NO_VALUE_YET)]
+    assert forecasts.positions.tolist() == [1, 2, 3] and np.isfinite(forecasts.values).all()
+
+
+def test_another_series_is_untouched_by_a_null_reading():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True)
+    both, alone = Engine(pipeline, seeded_model(pipeline)), Engine(pipeline, seeded_model(pipeline))
+    stepped_one_by_one(both, np.arange(3), np.arange(3.0), key="a")
+    for engine in (both, alone):
+        stepped_one_by_one(engine, np.arange(3), 10 + np.arange(3.0), key="b")
+
+    together, _ = both.step(observations(["a", "b"], [T0 + 3 * HOUR] * 2, [np.nan, 13.0]), now=0.0)
+    by_itself, _ = alone.step(observations(["b"], [T0 + 3 * HOUR], [13.0]), now=0.0)
+
+    np.testing.assert_array_equal(together.values[1], by_itself.values[0])
+    b, b_alone = both.store.slots(["b"]), alone.store.slots(["b"])
+    torch.testing.assert_close(both.store.state[:, b], alone.store.state[:, b_alone], rtol=0, atol=0)
+
+
+def test_with_latest_per_series_a_null_reading_newest_in_the_batch_is_forecast():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True, emit="latest_per_series")
+    engine = Engine(pipeline, seeded_model(pipeline))
+
+    forecasts, _ = engine.step(observations(["a", "a"], [T0, T0 + HOUR], [1.0, np.nan]), now=0.0)
+
+    assert forecasts.times.tolist() == [T0 + HOUR] and np.isfinite(forecasts.values).all()
+
+
+def test_a_checkpoint_taken_after_a_null_reading_resumes_exactly():
+    pipeline = make_pipeline(horizon=HORIZON, fill_gaps=True, combination=True)
+    first = Engine(pipeline, seeded_model(pipeline))
+    stepped_one_by_one(first, np.arange(10), with_nulls(series(10), np.array([8, 9])))
+    second = Engine(pipeline, seeded_model(pipeline))
+    second.restore(first.snapshot())
+
+    after = observations(["a", "a"], [T0 + HOUR * 10, T0 + HOUR * 11], [np.nan, 50.0])
+    np.testing.assert_array_equal(first.step(after, now=0.0)[0].values, second.step(after, now=0.0)[0].values)

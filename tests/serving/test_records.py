@@ -64,27 +64,29 @@ def test_a_missing_field_is_named(missing):
     [
         ({"temp": "21.5"}, "temp"),
         ({"temp": True}, "temp"),
-        ({"temp": None}, "temp"),
         ({"humidity": [40]}, "humidity"),
         ({"humidity": False}, "humidity"),
         ({"station": {"id": 1}}, "station"),
         ({"station": True}, "station"),
         ({"station": ""}, "station"),
         ({"station": 1.5}, "station"),
+        ({"station": None}, "station"),
         ({"time": True}, "time"),
+        ({"time": None}, "time"),
         ({"time": ["2024-03-10"]}, "time"),
     ],
     ids=[
         "string-target",
         "bool-target",
-        "null-target",
         "list-covariate",
         "bool-covariate",
         "dict-key",
         "bool-key",
         "empty-key",
         "float-key",
+        "null-key",
         "bool-time",
+        "null-time",
         "list-time",
     ],
 )
@@ -102,6 +104,21 @@ def test_a_series_key_that_is_not_valid_unicode_is_malformed():
     assert rejected.detail.encode()  # the detail itself travels as a Kafka header
     # valid non-ASCII is fine
     assert records.decode([payload(station="K\u00e9\U0001f600")], FMT)[0].keys == ("K\u00e9\U0001f600",)
+
+
+def test_a_null_target_or_covariate_is_a_missing_value_not_a_bad_record():
+    observations, rejected = records.decode(
+        [payload(temp=None), payload(humidity=None), payload(temp=None, humidity=None)], FMT, Limits(), now=NOON
+    )
+
+    assert rejected == [] and observations.keys == ("KGSO",) * 3
+    np.testing.assert_array_equal(observations.values, [[np.nan, 40.0], [21.5, np.nan], [np.nan, np.nan]])
+
+
+def test_a_null_does_not_hide_an_out_of_range_value_beside_it():
+    observations, rejected = records.decode([payload(temp=None, humidity=1e300)], FMT, Limits(), now=NOON)
+
+    assert len(observations) == 0 and [r.reason for r in rejected] == [records.OUT_OF_RANGE]
 
 
 @pytest.mark.parametrize(
