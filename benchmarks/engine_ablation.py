@@ -47,10 +47,12 @@ SHIPPED_ROWS_PER_STEP = engine_module._ROWS_PER_STEP
 class ReferenceEngine(Engine):
     """The engine's hot path as it was before fused_step.py: kept here verbatim as the baseline."""
 
-    def _run_waves(self, slots, observations, order, waves):
-        n, horizon = len(order), self.pipeline.horizon
+    def _run_waves(self, slots, observations, order, waves, filling=None):
+        """As `Engine._run_waves` returns them: the deltas, each row's scale, and no values of its own making
+        (the benchmark's batches have no gaps and no null readings)."""
+        n, outputs = len(order), self.model.spec.outputs
         if n == 0:
-            return np.zeros((0, horizon))
+            return np.zeros((0, outputs)), np.zeros(0), None
         by_wave = np.argsort(waves, kind="stable")
         bounds = np.searchsorted(waves[by_wave], np.arange(waves.max() + 2))
         rows = order[by_wave]
@@ -60,12 +62,13 @@ class ReferenceEngine(Engine):
             calendar_features(observations.local_times[rows], self.pipeline.calendar), device=self.device, dtype=dtype
         )
         device_slots = torch.as_tensor(slots[by_wave], device=self.device)
-        deltas = torch.empty(n, horizon, device=self.device, dtype=dtype)
+        deltas = torch.empty(n, outputs, device=self.device, dtype=dtype)
+        scales = torch.empty(n, device=self.device, dtype=dtype)
         for a, b in zip(bounds[:-1], bounds[1:]):
-            deltas[a:b] = self._reference_wave(device_slots[a:b], x[a:b], cal[a:b])
-        result = np.empty((n, horizon))
-        result[by_wave] = deltas.cpu().numpy()
-        return result
+            deltas[a:b], scales[a:b] = self._reference_wave(device_slots[a:b], x[a:b], cal[a:b])
+        result, scale = np.empty((n, outputs)), np.empty(n)
+        result[by_wave], scale[by_wave] = deltas.cpu().numpy(), scales.cpu().numpy()
+        return result, scale, None
 
     def _reference_wave(self, slots, x, cal):
         state, moments = self.store.gather(slots)
@@ -73,7 +76,8 @@ class ReferenceEngine(Engine):
         inputs = torch.cat([scaling.scale(moments, x, self.pipeline.scaling.clip), cal], dim=1)
         out, state = self.model.step(inputs, state)
         self.store.scatter(slots, state, moments)
-        return scaling.std(moments)[:, :1] * self.model.head(out, inputs)
+        std = scaling.std(moments)[:, :1]
+        return std * self.model.head(out, inputs), std[:, 0]
 
 
 class CompiledEngine(ReferenceEngine):
