@@ -313,7 +313,8 @@ class Engine:
         values = observations.values[order, 0]
         actual = np.where(observed, values, np.nan)  # a filled step or a null reading has no actual
         # a record is forecast from its value; a null reading from the value it was stepped with
-        base = actual if the_plan.missing is None else np.where(the_plan.missing, stepped, actual)
+        missing = the_plan.missing
+        base = actual if missing is None or not missing.any() else np.where(missing, stepped, actual)
         forecast = base[:, None] + deltas[:, : self.pipeline.horizon]  # (n, horizon), original units
         quantiles = self._quantiles(base, deltas)
         if self.combination is not None:  # the served forecast and quantiles: the combination's (combination.py)
