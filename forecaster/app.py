@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-from forecaster.build import pipeline_dir, resolve_device
+from forecaster.build import changelog_topic, group_id, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
-from forecaster.errors import Cancelled, DeliveryError, ForecasterError
+from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
-from forecaster.io.clients import make_sink, make_source, missing_topics
+from forecaster.io.clients import ChangelogTopic, make_sink, make_source, missing_topics, partition_count
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
 from forecaster.learning import migration, rounds
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
-from forecaster.serving import records
+from forecaster.serving import handover, records
 from forecaster.serving.engine import Engine, Forecasts
 from forecaster.words import counted
 
@@ -111,8 +111,16 @@ class PipelineWorker:
         checkpoints: Checkpoints | None = None,
         offsets: dict[int, int] | None = None,
         trainer: Trainer | None = None,
+        changelog: ChangelogTopic | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
+        # With the changelog: the series' state lives there, the input partitions this member owns come and go
+        self.changelog = changelog
+        self.owned: set[int] = set()
+        # Held while a batch is stepped and delivered: a revocation writes the state between batches
+        self._stepping = threading.Lock()
+        if changelog is not None:
+            source.on_revoke = self._revoked
         self.trainer = trainer
         self.source, self.sink = source, sink
         self.metrics, self.stop = metrics, stop
@@ -171,6 +179,13 @@ class PipelineWorker:
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
         polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        with self._stepping:  # a revocation waits for the batch (`_revoked`)
+            return self._flow(polled)
+
+    def _flow(self, polled: list[Polled]) -> int:
+        if self.changelog is not None:
+            self._hand_over()
+            polled = [r for r in polled if r.partition in self.owned]  # revoked while it was polled: not ours
         self.last_poll = time.monotonic()
         self._watch_contact()
         if not polled:
@@ -184,7 +199,10 @@ class PipelineWorker:
             self.pipeline.limits,
             time.time(),
             partitions=[r.partition for r in polled],
+            offsets=None if self.changelog is None else [r.offset for r in polled],
         )
+        if self.changelog is not None:
+            observations = self._unseen(observations)
         self._count_missing(observations)
         started = time.perf_counter()
         forecasts, refused, counted = self._step(observations)
@@ -229,13 +247,80 @@ class PipelineWorker:
         commit)."""
         if not self.offsets:
             return
-        if self.checkpoints is not None:
+        if self.changelog is not None:
+            self._write_changelog(self.owned)
+        elif self.checkpoints is not None:
             started = time.perf_counter()
             path = self.checkpoints.write(self.engine, self.offsets)
             self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
             self.metrics.checkpoints.labels(self.pipeline.name).inc()
             log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
         self.source.commit(self.offsets)
+
+    # -- the changelog: partitions move between members, their series' state with them ---------------------------
+
+    def _hand_over(self) -> None:
+        """Act on what the group moved since the last batch, in order: write and drop the partitions lost; restore
+        the partitions given from the changelog, then resume them where their state stands."""
+        for moved in self.source.rebalances():
+            if moved.kind == "assigned":
+                self._take_over(moved.partitions)
+
+    def _revoked(self, partitions: frozenset[int]) -> None:
+        """The group takes `partitions` away (called on the consumer's hand-over thread): write and drop them, once
+        the loop is between batches."""
+        with self._stepping:
+            self._give_up(set(partitions) & self.owned)
+
+    def _give_up(self, partitions: set[int]) -> None:
+        if not partitions:
+            return
+        self._write_changelog(partitions)
+        dropped = handover.drop(self.engine, partitions)
+        for partition in partitions:
+            self.offsets.pop(partition, None)
+        self.owned -= partitions
+        log.info(
+            "pipeline %s: handed over %s (%d series)",
+            self.pipeline.name,
+            counted(len(partitions), "partition"),
+            dropped,
+        )
+
+    def _take_over(self, partitions) -> None:
+        started, positions = time.perf_counter(), {}
+        for partition in sorted(partitions):
+            handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
+            restored = handover.restore(self.engine, partition, self.changelog.read(partition))
+            positions[partition] = -1 if restored.offset is None else restored.offset
+            if restored.offset is not None:
+                self.offsets[partition] = restored.offset
+            log.info(
+                "pipeline %s: took over partition %d: %d series restored, resuming at %s",
+                self.pipeline.name,
+                partition,
+                restored.series,
+                "the group's offset" if restored.offset is None else f"offset {restored.offset}",
+            )
+        self.owned |= set(partitions)
+        self.source.resume(positions)
+        self.metrics.handover_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
+
+    def _write_changelog(self, partitions) -> None:
+        """Write the series of `partitions` touched since they were last written, and each partition's own record,
+        and wait until they are durable."""
+        records, slots = handover.series_records(self.engine, partitions)
+        for partition in partitions:
+            if partition in self.offsets:
+                own = handover.partition_record(self.engine, partition, self.offsets[partition])
+                records.setdefault(partition, []).append((handover.PARTITION_KEY, own))
+        self.changelog.write(records, self.stop)
+        self.engine.store.touched[slots] = False
+
+    def _unseen(self, observations: records.Observations) -> records.Observations:
+        """Drop the records a series' state already reflects (replayed after a handover): silently, exactly."""
+        seen = observations.offsets <= self.engine.store.reflected_offsets(observations.keys)
+        return observations if not seen.any() else observations.take(~seen)
 
     def _maybe_checkpoint(self) -> None:
         if self.checkpoints is None or self.checkpoints.due():
@@ -505,31 +590,58 @@ class Daemon:
 
     def _check_topics(self) -> None:
         """Refuse to start on missing topics: brokers that auto-create them would pick the wrong partitions."""
-        names = [t for p in self.config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
-        missing = missing_topics(self.config.settings.kafka, names)
+        kafka = self.config.settings.kafka
+        names = [t for p in self.config.pipelines for t in topics_of(self.config, p)]
+        missing = missing_topics(kafka, names)
         if missing:
             raise ForecasterError(
                 f"topics missing: {', '.join(missing)} (create them with `forecaster topics -c {self.config.path}`)"
             )
+        for pipeline in self.config.pipelines:
+            if pipeline.checkpoint.changelog:
+                inputs = partition_count(kafka, pipeline.input_topic)
+                kept = partition_count(kafka, changelog_topic(self.config, pipeline))
+                if inputs != kept:
+                    raise ConfigError(
+                        f"pipeline {pipeline.name}: {pipeline.input_topic} has {inputs} partitions but its changelog "
+                        f"{changelog_topic(self.config, pipeline)} has {kept}: a series' state follows its input "
+                        "partition, so the input's partition count cannot change while state exists (recreate both "
+                        "with the same count to start afresh)"
+                    )
 
     def _worker(self, pipeline: Pipeline, device: torch.device) -> PipelineWorker:
         """Engine (resumed from the newest checkpoint if any, migrated if the model changed), source resuming at its
         offsets, sink."""
         kafka = self.config.settings.kafka
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
-        restored = checkpoints.load()
+        changelog = None
+        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
+            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline))
+            restored = None
+        else:
+            restored = checkpoints.load()
         engine = migration.resume(self.config, pipeline, device, restored)
         offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
             kafka,
             pipeline.input_topic,
-            f"{kafka.group_id}.{pipeline.name}",
+            group_id(self.config, pipeline),
             pipeline.batching.max_records,
             positions=offsets,
+            handover=changelog is not None,
         )
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         return PipelineWorker(
-            pipeline, engine, source, make_sink(kafka), self.metrics, self._stop, checkpoints, offsets, trainer
+            pipeline,
+            engine,
+            source,
+            make_sink(kafka),
+            self.metrics,
+            self._stop,
+            checkpoints,
+            offsets,
+            trainer,
+            changelog,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

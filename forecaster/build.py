@@ -33,6 +33,22 @@ def pipeline_dir(config: Config, pipeline: Pipeline) -> Path:
     return config.resolve(config.settings.state_dir) / pipeline.name
 
 
+def group_id(config: Config, pipeline: Pipeline) -> str:
+    """The consumer group of a pipeline's members: one group per pipeline."""
+    return f"{config.settings.kafka.group_id}.{pipeline.name}"
+
+
+def changelog_topic(config: Config, pipeline: Pipeline) -> str:
+    """The compacted topic holding the pipeline's series state with checkpoint.changelog: its group's own."""
+    return f"{group_id(config, pipeline)}.changelog"
+
+
+def topics_of(config: Config, pipeline: Pipeline) -> list[str]:
+    """Every topic the pipeline needs: input, output, dead letters, and with checkpoint.changelog its changelog."""
+    topics = [pipeline.input_topic, pipeline.output_topic, pipeline.dead_letter_topic]
+    return topics + ([changelog_topic(config, pipeline)] if pipeline.checkpoint.changelog else [])
+
+
 def model_spec(pipeline: Pipeline) -> ModelSpec:
     """The network a pipeline configures: inputs are scaled target, covariates, calendar features."""
     m = pipeline.model

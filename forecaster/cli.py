@@ -373,13 +373,19 @@ def cmd_bench(args) -> int:
 
 
 def cmd_topics(args) -> int:
+    from forecaster.build import changelog_topic, topics_of
     from forecaster.io.clients import create_topics
 
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
-    wanted = [(t, p.partitions) for p in config.pipelines for t in (p.input_topic, p.output_topic, p.dead_letter_topic)]
-    created = create_topics(config.settings.kafka, wanted)
+    wanted = [(t, p.partitions) for p in config.pipelines for t in topics_of(config, p)]
+    # a changelog keeps each series' newest record only: compacted
+    compacted = {changelog_topic(config, p) for p in config.pipelines if p.checkpoint.changelog}
+    created = create_topics(config.settings.kafka, wanted, compacted)
     for name, partitions in wanted:
-        print(f"{name}: created with {counted(partitions, 'partition')}" if name in created else f"{name}: exists")
+        kind = ", compacted" if name in compacted else ""
+        print(
+            f"{name}: created with {counted(partitions, 'partition')}{kind}" if name in created else f"{name}: exists"
+        )
     return EXIT_OK
 
 

@@ -156,6 +156,12 @@ class Checkpointing:
     keep: int = setting(
         3, doc="checkpoints kept; an unreadable newest one falls back to the one before", check=positive_int
     )
+    changelog: bool = setting(
+        False,
+        doc="keep every series' state in a compacted Kafka topic, <group_id>.<pipeline>.changelog, instead of local "
+        "files: several daemons in one consumer group then share the pipeline, each series' state following its "
+        "input partition when the group moves it (docs/scaling.md); needs spill: none",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -410,6 +416,11 @@ class Pipeline:
             raise ValueError(
                 f"retraining.buffer: expected room for a training.window ({self.training.window} steps) "
                 f"besides the holdout ({self.retraining.holdout}), got {self.retraining.buffer}"
+            )
+        if self.checkpoint.changelog and self.spill != "none":
+            raise ValueError(
+                f"spill: expected none with checkpoint.changelog (an evicted series' state is not kept apart from "
+                f"the changelog), got {self.spill}"
             )
         if self.intervals.tracking_rate and len(self.model.quantiles) < 2:
             raise ValueError(

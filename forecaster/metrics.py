@@ -103,6 +103,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.handover_seconds = Histogram(
+            "forecaster_handover_seconds",
+            "With the changelog: time to restore input partitions given to this member, from their changelog.",
+            p,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.retrains = Counter(
             "forecaster_retrains_total",
             "Retraining rounds by outcome: started, then promoted, rejected or failed.",

@@ -185,7 +185,7 @@ def test_topics_and_replay_count_in_words_that_agree_with_the_number(config_dir,
 
     weather = config_dir / "pipelines" / "weather.yaml"
     weather.write_text(weather.read_text() + "partitions: 1\n")
-    monkeypatch.setattr(clients, "create_topics", lambda kafka, wanted: [name for name, _ in wanted])
+    monkeypatch.setattr(clients, "create_topics", lambda kafka, wanted, compacted=(): [name for name, _ in wanted])
     monkeypatch.setattr(replay, "replay", lambda *args, **kwargs: 1)
     config = str(config_dir / "config.yaml")
 

@@ -14,14 +14,22 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.messages import Message, Polled
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -58,13 +66,25 @@ class Source:
     """A consumer-group member reading one topic; offsets are committed only when told.
 
     `positions` is the caller's live map (partition -> next offset) of what its state
-    reflects; whenever partitions are assigned, consumption resumes there.
+    reflects; whenever partitions are assigned, consumption resumes there. With `handover`, as
+    io/kafka.py's: an assigned partition waits for `resume`, and `on_revoke` writes what is revoked
+    (here in the poll that learns of it, on the loop's thread: librdkafka heartbeats on its own).
     """
 
     def __init__(
-        self, kafka: Kafka, topic: str, group_id: str, max_records: int, positions: dict[int, int] | None = None
+        self,
+        kafka: Kafka,
+        topic: str,
+        group_id: str,
+        max_records: int,
+        positions: dict[int, int] | None = None,
+        handover: bool = False,
     ):
         self.topic = topic
+        self._handover = handover
+        self._events = Rebalances()
+        self.closing = threading.Event()
+        self.on_revoke: Callable[[frozenset[int]], None] = lambda partitions: None
         self._max_records = max_records
         self._positions = positions if positions is not None else {}
         self._brokers_up = True  # until the first statistics say otherwise
@@ -137,20 +157,41 @@ class Source:
         return found
 
     def close(self) -> None:
+        self.closing.set()
         self._consumer.close()
 
+    def rebalances(self) -> list[Rebalance]:
+        """What was assigned (and, without handover, revoked) since the last call, in order."""
+        return self._events.take()
+
+    def resume(self, positions: dict[int, int]) -> None:
+        """Start consuming the partitions given, each at its offset (-1: the group's committed offset). The group
+        assigns eagerly, every partition at once, so these are the member's whole assignment."""
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, offset if offset >= 0 else OFFSET_STORED) for p, offset in positions.items()]
+        )
+
     def _on_assign(self, consumer, partitions) -> None:
-        """Resume assigned partitions where the state stands (a live map), not at the group's committed offsets."""
-        for tp in partitions:
-            if tp.partition in self._positions:
-                tp.offset = self._positions[tp.partition]
-        consumer.assign(partitions)
-        log.info("%s: assigned partitions %s", self.topic, sorted(tp.partition for tp in partitions))
+        """Resume assigned partitions where the state stands (a live map), not at the group's committed offsets;
+        with `handover`, once the loop has restored them (`resume`)."""
+        assigned = sorted(tp.partition for tp in partitions)
+        if self._handover:
+            consumer.assign([])  # nothing fetched before the state is restored
+            self._events.add("assigned", frozenset(assigned))
+        else:
+            for tp in partitions:
+                if tp.partition in self._positions:
+                    tp.offset = self._positions[tp.partition]
+            consumer.assign(partitions)
+        log.info("%s: assigned partitions %s", self.topic, assigned)
 
     def _on_revoke(self, consumer, partitions) -> None:
+        revoked = frozenset(tp.partition for tp in partitions)
+        if revoked:
+            log.info("%s: partitions %s revoked", self.topic, sorted(revoked))
+        if self._handover and revoked and not self.closing.is_set():
+            self.on_revoke(revoked)
         consumer.unassign()
-        if partitions:
-            log.info("%s: partitions %s revoked", self.topic, sorted(tp.partition for tp in partitions))
 
     def _on_statistics(self, text: str) -> None:
         brokers = json.loads(text).get("brokers", {}).values()
@@ -203,6 +244,7 @@ class Sink:
                         key=message.key,
                         headers=list(message.headers),
                         on_delivery=delivered,
+                        **({} if message.partition is None else {"partition": message.partition}),
                     )
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
@@ -237,13 +279,19 @@ def _log_error(error: KafkaError) -> None:
     log.debug("librdkafka: %s", error)
 
 
-def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]]) -> list[str]:
-    """Create (name, partitions) topics that do not exist yet; returns the names created."""
+def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]], compacted: Collection[str] = ()) -> list[str]:
+    """Create (name, partitions) topics that do not exist yet, those in `compacted` with cleanup.policy=compact;
+    returns the names created."""
     admin = _admin(kafka)
     wanted = dict(topics)
     existing = _topic_names(admin, kafka)
     new = [
-        NewTopic(name, num_partitions=partitions, replication_factor=-1)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=-1,
+            config={"cleanup.policy": "compact"} if name in compacted else {},
+        )
         for name, partitions in wanted.items()
         if name not in existing
     ]
@@ -277,3 +325,41 @@ def _topic_names(admin: AdminClient, kafka: Kafka) -> set[str]:
             f"cannot connect to Kafka at {kafka.bootstrap_servers}: {error} "
             "(check kafka.bootstrap_servers, or start a broker)"
         ) from None
+
+
+def partition_count(kafka: Kafka, topic: str) -> int | None:
+    """How many partitions `topic` has (None: no such topic)."""
+    try:
+        found = _admin(kafka).list_topics(topic, timeout=_ADMIN_TIMEOUT_S).topics.get(topic)
+    except KafkaException as error:
+        raise ForecasterError(f"cannot read the partitions of {topic}: {error}") from None
+    return None if found is None or found.error is not None else len(found.partitions)
+
+
+def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0) -> list[Polled]:
+    """Every record of one partition, from its start to its end as it stands when asked (by position)."""
+    consumer = Consumer(
+        {
+            **client_settings(kafka, {}),
+            "group.id": f"{topic}.reader",
+            "enable.auto.commit": False,
+            "error_cb": _log_error,
+        }
+    )
+    try:
+        low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_ADMIN_TIMEOUT_S)
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        found, position, deadline = [], low, time.monotonic() + timeout_s
+        while position < end:
+            if time.monotonic() > deadline:
+                raise ForecasterError(
+                    f"{topic}[{partition}]: read {len(found)} records in {timeout_s:g} s, short of {end}"
+                )
+            for m in consumer.consume(num_messages=10_000, timeout=0.2):
+                if m.error() is None:
+                    found.append(Polled(partition, m.offset(), m.key(), m.value()))
+                    position = m.offset() + 1
+            position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
+        return found
+    finally:
+        consumer.close()

@@ -10,20 +10,22 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.messages import Message, Polled
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 
 _FLUSH_SLICE_S = 5.0
+_REVOKE_WAIT_S = 60.0  # how long a revocation waits for the run loop to write the partitions' state
 
 
 _SECURITY = (
@@ -65,12 +67,23 @@ class Source:
     reflects. Whenever partitions are assigned, at start or after any rebalance (a
     rejoin after an outage, say), consumption resumes there, wherever the group's
     committed offsets stand: records are neither skipped nor stepped twice.
+
+    With `handover` (the changelog) an assigned partition is paused instead, until the run loop
+    has restored its state and calls `resume`; `rebalances` tells the loop what was assigned, and
+    `on_revoke` is called to write what is revoked before the group moves it on.
     """
 
     def __init__(
-        self, kafka: Kafka, topic: str, group_id: str, max_records: int, positions: dict[int, int] | None = None
+        self,
+        kafka: Kafka,
+        topic: str,
+        group_id: str,
+        max_records: int,
+        positions: dict[int, int] | None = None,
+        handover: bool = False,
     ):
         self.topic = topic
+        self._events = Rebalances()
         self._max_records = max_records
         settings = {**client_settings(kafka), **kafka.consumer}
         self._session_timeout_s = settings.get("session_timeout_ms", 45_000) / 1000
@@ -84,9 +97,28 @@ class Source:
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
             **settings,
         )
-        self._consumer.subscribe(
-            [topic], listener=_SeekOnAssign(self._consumer, topic, positions if positions is not None else {})
-        )
+        self.closing = threading.Event()
+        # with `handover`: called with the revoked partitions, on a thread of its own; it must write their state
+        self.on_revoke: Callable[[frozenset[int]], None] = lambda partitions: None
+        if handover:
+            listener = _HandOver(self, self._consumer, topic, self._events)
+        else:
+            listener = _SeekOnAssign(self._consumer, topic, positions if positions is not None else {}, self._events)
+        self._consumer.subscribe([topic], listener=listener)
+
+    def rebalances(self) -> list[Rebalance]:
+        """What was assigned (and, without handover, revoked) since the last call, in order."""
+        return self._events.take()
+
+    def resume(self, positions: dict[int, int]) -> None:
+        """Start consuming paused partitions, each at its offset (-1: where the group's committed offset says);
+        partitions no longer assigned are left alone."""
+        assigned = {tp.partition: tp for tp in self._consumer.assignment()}
+        mine = [(assigned[p], offset) for p, offset in positions.items() if p in assigned]
+        for tp, offset in mine:
+            if offset >= 0:
+                self._consumer.seek(tp, offset)
+        self._consumer.resume(*[tp for tp, _ in mine])
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -143,24 +175,57 @@ class Source:
         return found
 
     def close(self) -> None:
+        self.closing.set()  # the loop has written its state and stopped: leaving writes nothing more
         self._consumer.close(autocommit=False)
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
     """Resume assigned partitions where the state stands (a live map), not at the group's committed offsets."""
 
-    def __init__(self, consumer, topic: str, offsets: dict[int, int]):
-        self._consumer, self._topic, self._offsets = consumer, topic, offsets
+    def __init__(self, consumer, topic: str, offsets: dict[int, int], events: Rebalances):
+        self._consumer, self._topic, self._offsets, self._events = consumer, topic, offsets, events
 
     def on_partitions_assigned(self, assigned):
         for tp in assigned:
             if tp.partition in self._offsets:
                 self._consumer.seek(tp, self._offsets[tp.partition])
+        self._events.add("assigned", frozenset(tp.partition for tp in assigned))
         log.info("%s: assigned partitions %s", self._topic, sorted(tp.partition for tp in assigned))
 
     def on_partitions_revoked(self, revoked):
         if revoked:
+            self._events.add("revoked", frozenset(tp.partition for tp in revoked))
             log.info("%s: partitions %s revoked", self._topic, sorted(tp.partition for tp in revoked))
+
+
+class _HandOver(AsyncConsumerRebalanceListener):
+    """With the changelog: an assigned partition is paused until the run loop has restored its state; a revoked
+    partition's state is written by `Source.on_revoke`, on a thread of its own, before the group moves it on.
+
+    Nothing runs in the callbacks themselves: the revocation awaits that thread on kafka-python's own event loop,
+    whose other tasks (heartbeats) go on meanwhile, so its next owner restores all of the state.
+    """
+
+    def __init__(self, source: Source, consumer, topic: str, events: Rebalances):
+        self._source, self._consumer, self._topic, self._events = source, consumer, topic, events
+
+    async def on_partitions_assigned(self, assigned):
+        self._consumer.pause(*assigned)
+        self._events.add("assigned", frozenset(tp.partition for tp in assigned))
+        log.info("%s: assigned partitions %s", self._topic, sorted(tp.partition for tp in assigned))
+
+    async def on_partitions_revoked(self, revoked):
+        if not revoked or self._source.closing.is_set():  # closing: the loop has written everything already
+            return
+        partitions = frozenset(tp.partition for tp in revoked)
+        log.info("%s: partitions %s revoked", self._topic, sorted(partitions))
+        writer = threading.Thread(target=self._source.on_revoke, args=(partitions,), name="hand-over", daemon=True)
+        writer.start()
+        deadline = time.monotonic() + _REVOKE_WAIT_S
+        while writer.is_alive() and time.monotonic() < deadline:
+            await self._consumer._net.sleep(0.05)  # kafka-python's event loop: its other tasks run meanwhile
+        if writer.is_alive():
+            log.warning("%s: partitions %s handed over before their state was written", self._topic, sorted(partitions))
 
 
 class Sink:
@@ -203,7 +268,11 @@ class Sink:
                     (
                         message,
                         self._producer.send(
-                            message.topic, value=message.value, key=message.key, headers=list(message.headers)
+                            message.topic,
+                            value=message.value,
+                            key=message.key,
+                            headers=list(message.headers),
+                            partition=message.partition,
                         ),
                     )
                 )
@@ -234,15 +303,20 @@ class Sink:
         self._producer.close(timeout=timeout_s)
 
 
-def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]]) -> list[str]:
-    """Create (name, partitions) topics that do not exist yet; returns the names created.
+def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]], compacted: Collection[str] = ()) -> list[str]:
+    """Create (name, partitions) topics that do not exist yet, those in `compacted` with cleanup.policy=compact;
+    returns the names created.
 
     Replication is left to the cluster's default.replication.factor (Kafka >= 2.4).
     """
     wanted = dict(topics)
     with _admin(kafka) as admin:
         new = {
-            name: {"num_partitions": partitions, "replication_factor": -1}
+            name: {
+                "num_partitions": partitions,
+                "replication_factor": -1,
+                **({"configs": {"cleanup.policy": "compact"}} if name in compacted else {}),
+            }
             for name, partitions in wanted.items()
             if name not in set(admin.list_topics())
         }
@@ -285,5 +359,37 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 90.0, 
         while time.monotonic() < linger_until:  # anything beyond `count` would be a duplicate
             got += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
         return got
+    finally:
+        consumer.close()
+
+
+def partition_count(kafka: Kafka, topic: str) -> int | None:
+    """How many partitions `topic` has (None: no such topic)."""
+    consumer = _connect(KafkaConsumer, kafka, **client_settings(kafka))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        return None if partitions is None else len(partitions)
+    finally:
+        consumer.close()
+
+
+def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0) -> list[Polled]:
+    """Every record of one partition, from its start to its end as it stands when asked (by position: the
+    end offset counts transaction markers and compacted gaps alike)."""
+    consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        found, deadline = [], time.monotonic() + timeout_s
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise ForecasterError(
+                    f"{topic}[{partition}]: read {len(found)} records in {timeout_s:g} s, short of {end}"
+                )
+            for records in consumer.poll(timeout_ms=200).values():
+                found += [Polled(partition, r.offset, r.key, r.value) for r in records]
+        return found
     finally:
         consumer.close()

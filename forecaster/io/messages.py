@@ -6,8 +6,9 @@ implements; the run loop depends on these alone, so it runs without Kafka in tes
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +21,16 @@ class Message:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+    partition: int | None = None  # None: the producer's partitioner picks it from the key
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """Partitions of the input topic this member lost ("revoked") or was given ("assigned"), in the order the
+    group moved them. An assigned partition stays paused until `Source.resume`: its state is restored first."""
+
+    kind: str
+    partitions: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,23 @@ class Polled:
     value: bytes | None
 
 
+class Rebalances:
+    """What the group moved, from the consumer's callbacks to the run loop: appended there, taken here, in order
+    (a deque: safe across the two threads)."""
+
+    def __init__(self):
+        self._moved: collections.deque[Rebalance] = collections.deque()
+
+    def add(self, kind: str, partitions) -> None:
+        self._moved.append(Rebalance(kind, frozenset(partitions)))
+
+    def take(self) -> list[Rebalance]:
+        moved = []
+        while self._moved:
+            moved.append(self._moved.popleft())
+        return moved
+
+
 class Source(Protocol):
     """A consumer-group member of one input topic that resumes each partition where the state stands."""
 
@@ -42,6 +70,12 @@ class Source(Protocol):
     def lag(self) -> int: ...
     def ahead(self) -> dict[int, tuple[int, int]]: ...
     def close(self) -> None: ...
+
+    # with the changelog: what moved, resuming what was restored, and writing what is revoked (on another thread)
+    on_revoke: Callable[[frozenset[int]], None]
+
+    def rebalances(self) -> list[Rebalance]: ...
+    def resume(self, positions: dict[int, int]) -> None: ...
 
 
 class Sink(Protocol):

@@ -306,6 +306,12 @@ class Engine:
         the_plan = plan(slots, observations.times, self.store.newest_times())
         observations, the_plan = self._stand_in_for_missing(observations, slots, the_plan)
         rejected = [Rejected(int(observations.positions[i]), reason, detail) for i, reason, detail in the_plan.rejected]
+        if observations.offsets is not None:  # which input partition each series follows, and how far (changelog)
+            rows = the_plan.order
+            partitions = (
+                np.zeros(len(observations), np.int64) if observations.partitions is None else observations.partitions
+            )
+            self.store.note(slots[rows], partitions[rows], observations.offsets[rows])
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed, served = the_plan.order, the_plan.observed, the_plan.records

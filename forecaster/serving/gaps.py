@@ -18,6 +18,7 @@ missing, and so on. Business-day cadences count business days.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,15 +84,11 @@ def fill(
     values = observations.values[source].copy()
     values[:, 0] = previous_values[successor]
     n = len(observations)
-    extended = Observations(
-        keys=observations.keys + tuple(observations.keys[i] for i in source.tolist()),
+    extended = dataclasses.replace(  # each filled row is its successor's copy, at its own time and value
+        observations.take(np.r_[np.arange(n), source]),
         times=np.r_[observations.times, filled_times],
         local_times=np.r_[observations.local_times, filled_times + offset],
         values=np.concatenate([observations.values, values]),
-        positions=np.r_[observations.positions, observations.positions[source]],
-        partitions=None
-        if observations.partitions is None
-        else np.r_[observations.partitions, observations.partitions[source]],
     )
     new_order = np.empty(len(order) + total, np.int64)
     observed = np.arange(len(order)) + ends  # where each row of `order` lands

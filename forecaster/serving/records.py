@@ -56,6 +56,9 @@ class Observations:
     # (n,) int64: the input partition each record came from (None: all from one); what the engine
     # learns across series it learns per partition, in the partition's order (combination.py)
     partitions: np.ndarray | None = None
+    # (n,) int64: the input offset of each record's message (None: not from Kafka); with the changelog a series
+    # skips records at or below the offset its state reflects (app.py)
+    offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -64,9 +67,17 @@ class Observations:
         """The first `n` observations, and the rest."""
         return self._slice(slice(None, n)), self._slice(slice(n, None))
 
+    def take(self, rows: np.ndarray) -> Observations:
+        """The observations at `rows`: indices, or a boolean mask."""
+        index = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return self._select(index, tuple(self.keys[i] for i in index.tolist()))
+
     def _slice(self, part: slice) -> Observations:
-        columns = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        return Observations(**{name: None if column is None else column[part] for name, column in columns.items()})
+        return self._select(part, self.keys[part])
+
+    def _select(self, rows, keys: tuple[str, ...]) -> Observations:
+        columns = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "keys"}
+        return Observations(keys=keys, **{name: None if c is None else c[rows] for name, c in columns.items()})
 
 
 @dataclass(frozen=True)
@@ -97,14 +108,15 @@ def decode(
     limits: Limits | None = None,
     now: float | None = None,
     partitions: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
 ) -> tuple[Observations, list[Rejected]]:
     """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
 
     A batch message (a JSON list of objects) gives one record per element, and each bad
     element is rejected on its own. With `limits`, absurd magnitudes and timestamps far
     beyond `now` (epoch seconds) are rejected too: one record a century ahead would
-    otherwise make every later record of its series look stale. With `partitions` (one per
-    message), each record carries its message's input partition.
+    otherwise make every later record of its series look stale. With `partitions` and `offsets` (one
+    per message), each record carries its message's input partition and offset.
     """
     keys, times, local_times, rows, positions, messages = [], [], [], [], [], []
     rejected = []
@@ -129,6 +141,7 @@ def decode(
         values=np.asarray(rows, dtype=np.float64).reshape(len(rows), width),
         positions=np.asarray(positions, dtype=np.int64),
         partitions=None if partitions is None else np.asarray(partitions, dtype=np.int64)[messages],
+        offsets=None if offsets is None else np.asarray(offsets, dtype=np.int64)[messages],
     )
     if limits is None:
         return observations, rejected
@@ -215,15 +228,7 @@ def _within_limits(
     keep = ~(too_large | too_late)
     if keep.all():
         return observations, rejected
-    kept = Observations(
-        keys=tuple(k for k, ok in zip(observations.keys, keep) if ok),
-        times=observations.times[keep],
-        local_times=observations.local_times[keep],
-        values=observations.values[keep],
-        positions=observations.positions[keep],
-        partitions=None if observations.partitions is None else observations.partitions[keep],
-    )
-    return kept, rejected
+    return observations.take(keep), rejected
 
 
 def _fields(record: object, fmt: RecordFormat, parsed_times: dict) -> tuple[str, float, float, list[float]]:

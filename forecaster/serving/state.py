@@ -169,6 +169,57 @@ class StateStore:
         self.last_value[slots] = values
         self.last_forecast[slots] = forecasts
 
+    # -- ownership: series by input partition (the changelog, app.py) --------------------------
+
+    def note(self, slots: np.ndarray, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        """`slots` stepped records of input `partitions` at input `offsets` (one row per record, a slot's rows in
+        offset order): each slot belongs to its partition, reflects its newest offset, and is touched."""
+        self.partition[slots] = partitions
+        np.maximum.at(self.reflected, slots, offsets)
+        self.touched[slots] = True
+
+    def owned(self, partitions: Collection[int]) -> np.ndarray:
+        """The slots held of series of `partitions`, ascending."""
+        active = self.active
+        return active[np.isin(self.partition[active], list(partitions))]
+
+    def reflected_offsets(self, keys: Sequence[str]) -> np.ndarray:
+        """The input offset each key's state reflects; -1 for a key not held or never noted."""
+        slots = self.lookup(keys)
+        return np.where(slots >= 0, self.reflected[np.maximum(slots, 0)], -1)
+
+    def drop(self, slots: np.ndarray) -> None:
+        """Forget the series of `slots`: another member owns them now (no spill: they are in the changelog)."""
+        for slot in slots.tolist():
+            del self._index[self._keys[slot]]
+            self._keys[slot] = None
+        self._reset(slots)
+
+    def snapshot_series(self, slots: np.ndarray) -> dict:
+        """The state of `slots` as host arrays with one row per slot (changelog.py encodes it per series):
+        "wide" and "exact" as `_pack` makes them, and each part's snapshot."""
+        wide, exact = self._pack(slots)
+        parts = {
+            name: {field: np.asarray(value) for field, value in part.snapshot(slots).items()}
+            for name, part in self.parts.items()
+        }
+        return {"wide": wide, "exact": exact, "parts": parts}
+
+    def admit_series(self, keys: Sequence[str], snapshot: dict, partition: int, reflected: np.ndarray) -> np.ndarray:
+        """Hold `keys` with the state of `snapshot` (rows in `keys` order, as `snapshot_series` made it), as series
+        of input `partition` reflecting input offsets `reflected`; returns their slots."""
+        slots = self.slots(keys)
+        if (slots == REFUSED).any():
+            raise ValueError(f"cannot hold {len(keys)} more series: max_series is {self.max_series}")
+        self._unpack(slots, snapshot["wide"], snapshot["exact"])
+        for name, part in self.parts.items():
+            if name in snapshot["parts"]:
+                part.restore(slots, {k: torch.from_numpy(np.array(v)) for k, v in snapshot["parts"][name].items()})
+        self.partition[slots] = partition
+        self.reflected[slots] = reflected
+        self.touched[slots] = False
+        return slots
+
     # -- snapshot ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
@@ -275,6 +326,9 @@ class StateStore:
         self.last_value = np.full(capacity, np.nan)
         self.last_forecast = np.full(capacity, np.nan)
         self.last_seen = np.full(capacity, _FREE, dtype=np.int64)
+        self.partition = np.zeros(capacity, np.int64)  # the input partition each series' records come from
+        self.reflected = np.full(capacity, -1, np.int64)  # the newest input offset each series has stepped
+        self.touched = np.zeros(capacity, bool)  # stepped since the changelog last took it
         self._index, self._keys = {}, [None] * capacity
 
     def _admit(self, keys: list[str]) -> None:
@@ -319,7 +373,15 @@ class StateStore:
         return self.moments.mean, self.moments.var, self.moments.count
 
     def _host_arrays(self) -> tuple[np.ndarray, ...]:
-        return self.last_time, self.last_value, self.last_forecast, self.last_seen
+        return (
+            self.last_time,
+            self.last_value,
+            self.last_forecast,
+            self.last_seen,
+            self.partition,
+            self.reflected,
+            self.touched,
+        )
 
     def _evict(self, needed: int) -> list[int]:
         """Free up to `needed` slots of series not seen in the current batch, least recently seen first."""
@@ -346,5 +408,6 @@ class StateStore:
         self.last_value[slots] = np.nan
         self.last_forecast[slots] = np.nan
         self.last_seen[slots] = _FREE
+        self.partition[slots], self.reflected[slots], self.touched[slots] = 0, -1, False
         for part in self.parts.values():
             part.reset(slots)

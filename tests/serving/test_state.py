@@ -132,7 +132,8 @@ def test_restore_refuses_more_series_than_max_series():
 
 def test_memory_is_the_tensor_bytes_plus_bookkeeping():
     s = store(initial_capacity=4, layers=2, width=3, features=2)
-    per_slot = 4 * (2 * 3 + 2 + 2 + 1) + 8 * 4  # fp32 state, mean, var, count; four host arrays
+    # fp32 state, mean, var, count; six 8-byte host arrays and a touched flag
+    per_slot = 4 * (2 * 3 + 2 + 2 + 1) + 8 * 6 + 1
     assert s.nbytes == 4 * per_slot
 
 
