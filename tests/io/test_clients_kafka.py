@@ -65,7 +65,7 @@ def test_an_unreachable_cluster_is_an_error_that_says_where_we_looked(client):
     kafka = Kafka(
         bootstrap_servers=f"127.0.0.1:{free_port()}",
         client=client,
-        admin={"request_timeout_ms": 2000} if client == "kafka-python" else {},
+        admin={"request_timeout_ms": 2000, "bootstrap_timeout_ms": 2000} if client == "kafka-python" else {},
     )
     with pytest.raises(ForecasterError, match="cannot connect to Kafka at 127.0.0.1"):
         clients.missing_topics(kafka, ["any"])
