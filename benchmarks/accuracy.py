@@ -199,6 +199,7 @@ class Network:
     season: int | None = None  # model.season: the network models y[t] - y[t - season]
     tracking_rate: float = 0.02  # intervals.tracking_rate: quantile tracking of each step's coverage
     young_rounds: int = 4  # retraining.young_rounds: the first rounds, started by the steps buffered, train longer
+    young_steps: int = 200  # retraining.young_steps: the optimisation steps of each young round
     combination_loss: str | None = None  # combination.loss; None: squared where the headline is MSE, else absolute
     seed: int = 0  # model.seed and training.seed: the initial weights, window sampling and dropout
 
@@ -497,6 +498,7 @@ def pipeline(
             damping=net.damping,
             calibration_rounds=net.calibration_rounds,
             young_rounds=net.young_rounds,
+            young_steps=net.young_steps,
         ),
         intervals=Intervals(tracking_rate=net.tracking_rate),
         # the combination minimises the error the dataset is judged by: squared for ETT's MSE, else absolute

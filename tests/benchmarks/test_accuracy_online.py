@@ -30,6 +30,7 @@ def small(monkeypatch):
         holdout=24,
         every=24,
         retrain_steps=2,
+        young_steps=2,
         resync_steps=48,
     )
     monkeypatch.setitem(accuracy.PROTOCOLS, "taylor", replace(protocol, network=network))
@@ -70,7 +71,11 @@ def test_rounds_follow_the_rows_learnt_not_how_they_arrive(small):
     np.testing.assert_allclose(at_once.forecast(48), one_by_one.forecast(48), rtol=1e-5)
 
 
-def test_no_resync_promotes_the_same_weights_but_keeps_the_old_states(small):
+def test_no_resync_promotes_the_same_weights_but_keeps_the_old_states(small, monkeypatch):
+    protocol = accuracy.PROTOCOLS["taylor"]  # young rounds long enough to promote: what is compared comes after
+    monkeypatch.setitem(
+        accuracy.PROTOCOLS, "taylor", replace(protocol, network=replace(protocol.network, young_steps=200))
+    )
     rows = small[: LEADING + 72]
     synced, unsynced = online(), online("online_no_resync")
     synced.learn(rows)
