@@ -571,17 +571,17 @@ class Engine:
             return
         levels = self.model.spec.quantiles
         by_wave, bounds = _wave_order(waves)
-        rows = np.arange(len(slots)) if by_wave is None else by_wave
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            wave = rows[a:b]
+            wave = slice(a, b) if by_wave is None else by_wave[a:b]  # one wave, the usual batch: views, no copies
             moved = quantiles[wave]
             shift = self.tracked[None, :] * scales[wave, None]
             moved[:, 0] -= shift
             moved[:, -1] += shift
-            moved.sort(axis=1)  # a negative offset must not cross the outermost levels over the inner ones
+            if (self.tracked < 0).any():  # an offset inwards must not cross the outermost levels over the inner ones
+                moved.sort(axis=1)
             quantiles[wave] = moved
             unscored = None if missing is None else missing[wave]
-            inside = self._score(slots[wave], np.zeros(len(wave), np.int64), actual[wave], moved, unscored)
+            inside = self._score(slots[wave], np.zeros(b - a, np.int64), actual[wave], moved, unscored)
             self.tracked = track(self.tracked, inside, levels[-1] - levels[0], rate)
 
     def _score(self, slots, waves, actual, quantiles: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
