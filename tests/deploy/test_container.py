@@ -224,7 +224,7 @@ def scaled():
 
 
 def test_compose_scaled_runs_several_members_each_on_a_host_port_of_its_own(compose, scaled):
-    assert set(scaled["services"]) == {"forecaster"}
+    assert set(scaled["services"]) == {"topics", "forecaster"}
     replicas = scaled["services"]["forecaster"]["deploy"]["replicas"]
     (published,) = compose["services"]["forecaster"]["ports"]  # "127.0.0.1:9108-9110:9108"
     first, last = map(int, published.split(":")[1].split("-"))
@@ -234,9 +234,11 @@ def test_compose_scaled_runs_several_members_each_on_a_host_port_of_its_own(comp
 def test_compose_scaled_members_load_pipelines_that_keep_their_state_in_the_changelog(
     compose, scaled, monkeypatch, tmp_path
 ):
-    """The image's config.yaml with the mounted pipeline files, as a member's environment expands it."""
+    """The image's config.yaml with the mounted pipeline files, as a member's environment expands it; `forecaster
+    topics` reads the same files, so it creates the changelog topics the members need."""
     workdir = Path(stage_value("WORKDIR"))
     mounts = host_mounts(scaled["services"]["forecaster"])
+    assert host_mounts(scaled["services"]["topics"]) == mounts
     assert list(mounts) == [str(workdir / "pipelines")], "the mount replaces the image's pipelines/"
     root = tmp_path / workdir.relative_to("/")
     shutil.copytree(mounts[str(workdir / "pipelines")], root / "pipelines")
