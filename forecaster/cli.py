@@ -89,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)"
     )
 
-    inspect = _command(commands, "inspect", cmd_inspect, "show what a pipeline's newest checkpoint holds")
+    inspect = _command(
+        commands,
+        "inspect",
+        cmd_inspect,
+        "show the state a pipeline's daemon keeps: its changelog topic with checkpoint.changelog, else its newest "
+        "checkpoint",
+    )
     inspect.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
     inspect.add_argument("--series", default=None, help="show this series' state and latest forecast")
     inspect.add_argument("--limit", type=int, default=10, help="series keys listed per pipeline (default 10)")
@@ -100,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="read the checkpoints here instead of the config's state_dir (the demo keeps them in "
         "state/demo/checkpoints)",
+    )
+    inspect.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        metavar="P",
+        help="with checkpoint.changelog: read only this partition of the changelog (default: all)",
+    )
+    inspect.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
 
     reset = _command(
@@ -250,87 +266,150 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    """Each pipeline's state where its daemon keeps it: the changelog topic with checkpoint.changelog, else the
+    newest local checkpoint; restored into an engine as a start would serve it."""
+    config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
+    if args.state_dir is not None:
+        config = dataclasses.replace(
+            config, settings=dataclasses.replace(config.settings, state_dir=str(args.state_dir))
+        )
+    pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
+    if args.partition is not None and not any(p.checkpoint.changelog for p in pipelines):
+        raise ConfigError("--partition: only pipelines with checkpoint.changelog keep state by partition")
+    found_series, missing = args.series is None, []
+    for pipeline in pipelines:
+        if pipeline.checkpoint.changelog:
+            held = _inspect_changelog(config, pipeline, args.partition)
+        else:
+            held = _inspect_checkpoint(config, pipeline)
+        if isinstance(held, str):  # where it looked, in vain
+            missing.append(held)
+            continue
+        _show_state(pipeline, held, args.limit)
+        if args.series is not None and args.series in held.store:
+            found_series = True
+            _show_series(pipeline, held, args.series)
+    if len(missing) == len(pipelines):
+        print(f"forecaster: {'; '.join(dict.fromkeys(missing))}", file=sys.stderr)
+        return EXIT_FAILED
+    if not found_series:
+        print(f"forecaster: series {args.series!r} is in no checkpoint or changelog", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _inspect_checkpoint(config: config_module.Config, pipeline: config_module.Pipeline):
+    """The engine of the pipeline's newest local checkpoint, as a restart would serve it, its heading printed; or
+    where it looked, in words."""
     from datetime import datetime
 
     from forecaster.app import Checkpoints
     from forecaster.build import pipeline_dir
     from forecaster.learning import migration
     from forecaster.serving.model import changes
+
+    folder = pipeline_dir(config, pipeline)
+    payload = Checkpoints(folder, pipeline).load()
+    if payload is None:
+        print(f"{pipeline.name}: no checkpoint in {folder}")
+        return (
+            f"no checkpoint under {config.resolve(config.settings.state_dir)}; point --state-dir at the folder "
+            "the daemon wrote (the demo's is state/demo/checkpoints)"
+        )
+    engine = migration.resume(config, pipeline, "cpu", payload)
+    written = datetime.fromtimestamp(payload["written_at"], UTC).isoformat(timespec="seconds")
+    spilled = len(engine.store.spill) if engine.store.spill is not None else 0
+    print(
+        f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
+        f"{len(engine.store)} series ({spilled} spilled), "
+        f"offsets {dict(sorted(payload['offsets'].items()))}"
+    )
+    written_under = migration.checkpoint_spec(payload["engine"])
+    if written_under != engine.model.spec:
+        print(f"  shown migrated, as a restart serves it: {changes(written_under, engine.model.spec)}")
+    return engine
+
+
+def _inspect_changelog(config: config_module.Config, pipeline: config_module.Pipeline, partition: int | None):
+    """The engine holding the series of the pipeline's changelog (all partitions, or `partition`), as a member
+    taking them over would serve them, its heading printed; or where it looked, in words."""
+    from forecaster.build import changelog_topic
+    from forecaster.io.clients import partition_count
+    from forecaster.tools.inspection import changelog_state
+
+    kafka = config.settings.kafka
+    topic = changelog_topic(config, pipeline)
+    count = partition_count(kafka, topic)
+    where = f"changelog {topic} at {kafka.bootstrap_servers}"
+    if not count:  # None, or no partitions: a broker may answer either for a topic it does not have
+        print(f"{pipeline.name}: no {where} (`forecaster topics` creates it)")
+        return f"no {where}"
+    if partition is not None and not 0 <= partition < count:
+        raise ConfigError(f"--partition: expected 0 .. {count - 1} ({topic} has {count} partitions), got {partition}")
+    partitions = list(range(count)) if partition is None else [partition]
+    engine, restored = changelog_state(config, pipeline, partitions)
+    read = f"partition {partition}" if partition is not None else f"partitions 0 .. {count - 1}"
+    offsets = {p: r.offset for p, r in restored.items() if r.offset is not None}
+    if not len(engine.store) and not offsets:
+        print(f"{pipeline.name}: nothing in {where}, {read}")
+        return f"nothing in {where}, {read}"
+    versions = sorted(set().union(*(r.versions for r in restored.values())))
+    print(
+        f"{pipeline.name}: {where}, {read}: {len(engine.store)} series of model version "
+        f"{', '.join(map(str, versions)) or '-'}, input offsets {offsets}"
+    )
+    if versions != [engine.model_version]:
+        print(f"  shown with the starting weights (version {engine.model_version}), as a member taking over serves it")
+    return engine
+
+
+def _show_state(pipeline: config_module.Pipeline, engine, limit: int) -> None:
+    """The series held, how far the intervals moved, and the combination's weights."""
+    keys = list(engine.store.keys_of(engine.store.active))
+    print(f"  series: {', '.join(keys[:limit])}{' ...' if len(keys) > limit else ''}")
+    if engine.model.spec.quantiles and pipeline.checkpoint.changelog:
+        print("  intervals: calibration and tracking are each member's own, not kept in the changelog")
+    elif engine.model.spec.quantiles:
+        widening = 0.0 if engine.widening is None else float(engine.widening.mean())
+        print(
+            f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
+            f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})"
+        )
+    if engine.combination is not None:
+        weights = engine.combination.mean_weights()
+        partitions = counted(len(engine.combination.learners), "partition")
+        print(
+            f"  combination weights over {partitions} (mean over steps; step 1 / last): "
+            + ", ".join(
+                f"{name} {w:.2f} ({first:.2f} / {last:.2f})"
+                for name, w, first, last in zip(engine.combination.names, weights.mean(0), weights[0], weights[-1])
+            )
+        )
+
+
+def _show_series(pipeline: config_module.Pipeline, engine, key: str) -> None:
+    """One series' newest value, scaling and state, and the forecast its newest observation produced."""
     from forecaster.serving.records import format_time
     from forecaster.tools.inspection import series_view
 
-    config = config_module.load(args.config, require_weights=False)
-    if args.state_dir is not None:
-        config = dataclasses.replace(
-            config, settings=dataclasses.replace(config.settings, state_dir=str(args.state_dir))
-        )
-    pipelines = [config.pipeline(args.pipeline)] if args.pipeline else list(config.pipelines)
-    found_series, found_any = args.series is None, False
-    for pipeline in pipelines:
-        folder = pipeline_dir(config, pipeline)
-        payload = Checkpoints(folder, pipeline).load()
-        if payload is None:
-            print(f"{pipeline.name}: no checkpoint in {folder}")
-            continue
-        found_any = True
-        engine = migration.resume(config, pipeline, "cpu", payload)  # as a restart would serve it
-        keys = payload["engine"]["store"]["keys"]
-        written = datetime.fromtimestamp(payload["written_at"], UTC).isoformat(timespec="seconds")
-        spilled = len(engine.store.spill) if engine.store.spill is not None else 0
+    partition = None
+    if pipeline.checkpoint.changelog:  # a changelog knows each series' input partition
+        partition = int(engine.store.partition[engine.store.slots([key])[0]])
+    view = series_view(engine, key, partition)
+    print(
+        f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
+        f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
+        + ", ".join(f"{n:.4g}" for n in view.state_norms)
+    )
+    if not view.forecast_values:
         print(
-            f"{pipeline.name}: checkpoint of {written}, model version {engine.model_version}, "
-            f"{len(keys)} series ({spilled} spilled), offsets {dict(sorted(payload['offsets'].items()))}"
+            "  latest forecast: not rebuilt (model.highway reads the newest inputs, kept only with retraining on; "
+            "with several input partitions, the series' combination weights are not known here)"
         )
-        print(f"  series: {', '.join(keys[: args.limit])}{' ...' if len(keys) > args.limit else ''}")
-        written_under = migration.checkpoint_spec(payload["engine"])
-        if written_under != engine.model.spec:
-            print(f"  shown migrated, as a restart serves it: {changes(written_under, engine.model.spec)}")
-        if engine.model.spec.quantiles:
-            widening = 0.0 if engine.widening is None else float(engine.widening.mean())
-            print(
-                f"  intervals moved out by {widening:.3g} scales (conformal widening, mean over steps) "
-                f"and {engine.tracked[0]:.3g} .. {engine.tracked[-1]:.3g} (tracking, step 1 .. {pipeline.horizon})"
-            )
-        if engine.combination is not None:
-            weights = engine.combination.mean_weights()
-            partitions = counted(len(engine.combination.learners), "partition")
-            print(
-                f"  combination weights over {partitions} (mean over steps; step 1 / last): "
-                + ", ".join(
-                    f"{name} {w:.2f} ({first:.2f} / {last:.2f})"
-                    for name, w, first, last in zip(engine.combination.names, weights.mean(0), weights[0], weights[-1])
-                )
-            )
-        if args.series is not None and args.series in engine.store:
-            found_series = True
-            view = series_view(engine, args.series)
-            print(
-                f"  {view.key}: newest {format_time(view.last_time)} = {view.last_value:.6g}; "
-                f"running mean {view.mean:.6g}, std {view.std:.6g}; state norms per layer "
-                + ", ".join(f"{n:.4g}" for n in view.state_norms)
-            )
-            if not view.forecast_values:
-                print(
-                    "  latest forecast: not rebuilt (model.highway reads the newest inputs, kept only with retraining "
-                    "on; "
-                    "with several input partitions, the series' combination weights are not known here)"
-                )
-            else:
-                print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
-            for t, value in zip(view.forecast_times, view.forecast_values):
-                print(f"    {format_time(t)}  {value:.6g}")
-    if not found_any:
-        looked = config.resolve(config.settings.state_dir)
-        print(
-            f"forecaster: no checkpoint under {looked}; point --state-dir at the folder the daemon wrote "
-            "(the demo's is state/demo/checkpoints)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-    if not found_series:
-        print(f"forecaster: series {args.series!r} is in no checkpoint", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    else:
+        print(f"  latest forecast ({pipeline.horizon} x {pipeline.cadence}):")
+    for t, value in zip(view.forecast_times, view.forecast_values):
+        print(f"    {format_time(t)}  {value:.6g}")
 
 
 def cmd_reset(args) -> int:

@@ -18,6 +18,19 @@ from forecaster.io.kafka import create_topics, read_topic  # noqa: F401 - the te
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The stock pipeline's file made an hourly one for ETTh1, seeded, without retraining, its state in the changelog:
+# deploy(..., changes={"stock": HOURLY}) serves ETTh1's records (datasets.load("etth1")) under their own keys.
+HOURLY = {
+    "record": {"key": "series", "timestamp": "time", "target": "value", "covariates": []},
+    "cadence": "1h",
+    "horizon": 24,
+    "calendar": {"hour_of_day": True, "day_of_week": True},
+    "model": {"weights": None},
+    "retraining": {"enabled": False},
+    "spill": "none",
+    "checkpoint": {"changelog": True, "every_records": 300},
+}
+
 
 def deploy(
     broker, directory: Path, pipelines=("stock", "weather", "power_load"), create=True, changes: dict | None = None

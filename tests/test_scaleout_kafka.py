@@ -14,23 +14,11 @@ from forecaster.io.broker import free_port
 from forecaster.io.kafka import Sink, read_topic
 from forecaster.io.messages import Message
 
-from kafka_support import deploy, metrics_url, scrape, serving, wait_for
+from kafka_support import HOURLY, deploy, metrics_url, scrape, serving, wait_for
 
 pytestmark = pytest.mark.kafka
 
 HOURS, COPIES = 160, 3  # ETTh1's first hours; each of its 7 channels under 3 keys: 21 series over 3 partitions
-
-# The stock pipeline's file made an hourly one for ETTh1, seeded, without retraining, its state in the changelog.
-HOURLY = {
-    "record": {"key": "series", "timestamp": "time", "target": "value", "covariates": []},
-    "cadence": "1h",
-    "horizon": 24,
-    "calendar": {"hour_of_day": True, "day_of_week": True},
-    "model": {"weights": None},
-    "retraining": {"enabled": False},
-    "spill": "none",
-    "checkpoint": {"changelog": True, "every_records": 300},
-}
 
 
 def hours() -> list[Message]:

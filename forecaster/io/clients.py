@@ -64,10 +64,16 @@ class ChangelogTopic:
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """The partition's records, (key, value) in log order, up to its end as it stands now."""
-        return [(r.key, r.value) for r in client(self.kafka).read_partition(self.kafka, self.topic, partition)]
+        return read_partition(self.kafka, self.topic, partition)
 
     def close(self) -> None:
         self._sink.close()
+
+
+def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
+    """A partition's records, (key, value) in log order, up to its end as it stands now; without a producer, for
+    readers that only look (`forecaster inspect`)."""
+    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition)]
 
 
 def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:

@@ -1,6 +1,7 @@
-"""What a checkpoint holds, for people: pipelines, model version, series, and one series in detail.
+"""What a checkpoint or a changelog holds, for people: pipelines, model version, series, and one series in detail.
 
-Pure functions over a restored engine; the `forecaster inspect` command prints them.
+Pure functions over a restored engine, and the reading of a changelog into one; the
+`forecaster inspect` command prints them.
 """
 
 from __future__ import annotations
@@ -10,10 +11,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from forecaster.serving import damping, scaling
+from forecaster.build import build_engine, changelog_topic
+from forecaster.config import Config, Pipeline
+from forecaster.io.clients import read_partition
+from forecaster.serving import damping, handover, scaling
 from forecaster.serving.cadence import horizon_times, step_numbers
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster
+
+
+def changelog_state(config: Config, pipeline: Pipeline, partitions: list[int]) -> tuple[Engine, dict]:
+    """The series of `partitions` as the pipeline's changelog holds them, in a fresh engine, and partition ->
+    `handover.Restored`: what a member given those partitions would serve."""
+    engine = build_engine(config, pipeline, "cpu")  # the starting weights, as a member with the changelog starts
+    topic = changelog_topic(config, pipeline)
+    restored = {
+        partition: handover.restore(engine, partition, read_partition(config.settings.kafka, topic, partition))
+        for partition in partitions
+    }
+    return engine, restored
 
 
 def top_output(model: Forecaster, state: torch.Tensor) -> torch.Tensor:
@@ -41,8 +57,11 @@ class SeriesView:
 
 
 @torch.no_grad()
-def series_view(engine: Engine, key: str) -> SeriesView:
-    """One series as its checkpoint holds it, with the forecast its newest observation produced."""
+def series_view(engine: Engine, key: str, partition: int | None = None) -> SeriesView:
+    """One series as its checkpoint holds it, with the forecast its newest observation produced.
+
+    `partition`, the input partition the series comes from, picks the combination's learner where
+    there are several (a changelog knows it, a local checkpoint does not)."""
     store = engine.store
     if key not in store:
         raise KeyError(key)
@@ -67,11 +86,12 @@ def series_view(engine: Engine, key: str) -> SeriesView:
         deltas = deltas.cpu().numpy()[0]
         values = last_value + deltas
         learners = {} if engine.combination is None else engine.combination.learners
-        if len(learners) == 1:  # served combined with the simple experts, at the partition's weights now
-            step = step_numbers(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence)
+        if partition is None and len(learners) == 1:
             partition = next(iter(learners))
+        if partition in learners:  # served combined with the simple experts, at the partition's weights now
+            step = step_numbers(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence)
             values = engine.combination.forecast(partition, s, step, np.array([last_value]), values[None, :])[0]
-        elif learners:  # which partition the series came from is not kept with it
+        elif learners:  # which partition the series came from is not known
             values = np.array([])
         values = values.tolist()
     return SeriesView(

@@ -27,6 +27,7 @@ ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yaml"
 SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yaml"
 DASHBOARD = DEPLOY / "grafana" / "forecaster.json"
 DOCKERFILE = DEPLOY / "Dockerfile"
+K8S = DEPLOY / "kubernetes"
 
 # The samples a metric family exposes, by type (the text exposition format's suffixes).
 _SAMPLE_SUFFIXES = {
@@ -177,3 +178,37 @@ def query(url: str, promql: str) -> dict:
     answer = json.loads(body or b"{}")
     assert status == 200 and answer.get("status") == "success", f"query {promql!r} failed: {status} {answer}"
     return answer["data"]
+
+
+def manifests(folder: Path) -> dict[str, dict]:
+    """{kind: object} of every manifest the folder's kustomization.yaml lists as a file."""
+    found = {}
+    for name in yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]:
+        for document in yaml.safe_load_all((folder / name).read_text()):
+            assert document["kind"] not in found, f"two {document['kind']} objects"
+            found[document["kind"]] = document
+    return found
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+def materialise(pod: dict, container: dict, configmap: dict, root: Path) -> Path:
+    """Lay out the pod's ConfigMap mounts under `root`, the image's other files beside them; return the config path."""
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        source = volumes.get(mount["name"], {}).get("configMap")
+        if source is None:
+            continue
+        assert source["name"] == configmap["metadata"]["name"]
+        target = root / mount["mountPath"].lstrip("/")
+        for item in source["items"]:
+            if mount.get("subPath") and item["path"] != mount["subPath"]:
+                continue
+            path = target if mount.get("subPath") else target / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(configmap["data"][item["key"]])
+    (root / "opt/forecaster/models").symlink_to(REPO / "models")  # COPY models ./models in the image
+    args = container["args"]
+    return root / args[args.index("-c") + 1].lstrip("/")

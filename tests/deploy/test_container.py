@@ -6,6 +6,7 @@ Docker itself is not needed: both files are parsed, and what can run without Doc
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ from deploy_support import (
 )
 
 COMPOSE = DEPLOY / "docker-compose.yaml"
+SCALED_COMPOSE = DEPLOY / "docker-compose.scaled.yaml"
 METRICS_PORT = MetricsServer().port
 
 
@@ -191,7 +193,10 @@ def test_compose_prometheus_loads_the_shipped_scrape_config_and_rules(compose):
     for rule_file in scrape["rule_files"]:
         assert mounts[str(Path(config_path).parent / rule_file)] == (SCRAPE_CONFIG.parent / rule_file).resolve()
     job = next(j for j in scrape["scrape_configs"] if j["job_name"] == "forecaster")
-    assert job["static_configs"][0]["targets"] == [f"forecaster:{METRICS_PORT}"]
+    (members,) = job["dns_sd_configs"]  # every container of the service, however many it is scaled to
+    assert members["names"] == ["forecaster"] and "forecaster" in compose["services"]
+    assert members["type"] == "A" and members["port"] == METRICS_PORT
+    assert "static_configs" not in job
 
 
 def test_compose_grafana_is_provisioned_with_the_datasource_and_the_dashboard(compose):
@@ -208,3 +213,40 @@ def test_compose_grafana_is_provisioned_with_the_datasource_and_the_dashboard(co
         target for target, source in mounts.items() if source == (DEPLOY / "grafana" / "forecaster.json").resolve()
     ]
     assert [str(Path(d).parent) for d in dashboards] == [provider["options"]["path"]]
+
+
+# -- docker-compose.scaled.yaml ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scaled():
+    return yaml.safe_load(SCALED_COMPOSE.read_text())
+
+
+def test_compose_scaled_runs_several_members_each_on_a_host_port_of_its_own(compose, scaled):
+    assert set(scaled["services"]) == {"topics", "forecaster"}
+    replicas = scaled["services"]["forecaster"]["deploy"]["replicas"]
+    (published,) = compose["services"]["forecaster"]["ports"]  # "127.0.0.1:9108-9110:9108"
+    first, last = map(int, published.split(":")[1].split("-"))
+    assert first == METRICS_PORT and last - first + 1 >= replicas > 1
+
+
+def test_compose_scaled_members_load_pipelines_that_keep_their_state_in_the_changelog(
+    compose, scaled, monkeypatch, tmp_path
+):
+    """The image's config.yaml with the mounted pipeline files, as a member's environment expands it; `forecaster
+    topics` reads the same files, so it creates the changelog topics the members need."""
+    workdir = Path(stage_value("WORKDIR"))
+    mounts = host_mounts(scaled["services"]["forecaster"])
+    assert host_mounts(scaled["services"]["topics"]) == mounts
+    assert list(mounts) == [str(workdir / "pipelines")], "the mount replaces the image's pipelines/"
+    root = tmp_path / workdir.relative_to("/")
+    shutil.copytree(mounts[str(workdir / "pipelines")], root / "pipelines")
+    shutil.copy(REPO / "config.yaml", root / "config.yaml")  # COPY config.yaml ./ in the image
+    (root / "models").symlink_to(REPO / "models")
+    env = {**image_env(), **compose["services"]["forecaster"]["environment"]}
+    config = load_config_with_env(monkeypatch, env, root / "config.yaml")
+    replicas = scaled["services"]["forecaster"]["deploy"]["replicas"]
+    for pipeline in config.pipelines:
+        assert pipeline.checkpoint.changelog and pipeline.spill == "none" and not pipeline.retraining.enabled
+        assert replicas <= pipeline.partitions, f"{pipeline.name}: a member beyond the partitions has nothing to do"

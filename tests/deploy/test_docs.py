@@ -1,8 +1,10 @@
-"""docs/operations.md's service and runbook sections match what deploy/ ships."""
+"""docs/operations.md's service and runbook sections, and docs/scaling.md, match what deploy/ ships."""
 
 import re
 
-from deploy_support import REPO, alert_rules
+import yaml
+
+from deploy_support import DEPLOY, REPO, alert_rules
 
 OPERATIONS = (REPO / "docs" / "operations.md").read_text()
 
@@ -22,3 +24,20 @@ def test_the_runbook_follows_the_service_section_which_names_files_that_exist():
     assert paths, "no deploy/ paths named"
     missing = sorted(p for p in paths if not (REPO / p).exists())
     assert missing == []
+
+
+SCALING = (REPO / "docs" / "scaling.md").read_text()
+
+
+def test_the_scaling_commands_name_the_statefulset_and_the_compose_service_that_deploy_ships():
+    statefulset = yaml.safe_load((DEPLOY / "kubernetes" / "statefulset.yaml").read_text())["metadata"]["name"]
+    scaled_compose = yaml.safe_load((DEPLOY / "docker-compose.scaled.yaml").read_text())["services"]
+    for text in (OPERATIONS, SCALING):
+        assert set(re.findall(r"kubectl (?:-n \w+ )?scale statefulset/([\w-]+)", text)) == {statefulset}
+        assert set(re.findall(r"--scale ([\w-]+)=", text)) == {"forecaster"} <= set(scaled_compose)
+
+
+def test_the_scaling_page_names_files_that_exist():
+    paths = set(re.findall(r"\bdeploy/[\w./-]+[\w]", SCALING))
+    assert {"deploy/kubernetes-scaled", "deploy/docker-compose.scaled.yaml"} <= paths
+    assert sorted(p for p in paths if not (REPO / p).exists()) == []

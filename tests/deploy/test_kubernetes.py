@@ -12,21 +12,24 @@ from forecaster.config import MetricsServer
 from forecaster.io.broker import free_port
 from forecaster.io.http import StatusServer
 
-from deploy_support import DEPLOY, REPO, alert_rules, http_get, load_config_with_env, stage_value
+from deploy_support import (
+    K8S,
+    REPO,
+    alert_rules,
+    env_of,
+    http_get,
+    load_config_with_env,
+    manifests,
+    materialise,
+    stage_value,
+)
 
-K8S = DEPLOY / "kubernetes"
 METRICS_PORT = MetricsServer().port
 
 
 @pytest.fixture(scope="module")
 def objects() -> dict[str, dict]:
-    """{kind: object} of every manifest listed in kustomization.yaml."""
-    found = {}
-    for name in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]:
-        for document in yaml.safe_load_all((K8S / name).read_text()):
-            assert document["kind"] not in found, f"two {document['kind']} objects"
-            found[document["kind"]] = document
-    return found
+    return manifests(K8S)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +41,6 @@ def pod(objects) -> dict:
 def container(pod) -> dict:
     (only,) = pod["spec"]["containers"]
     return only
-
-
-def env_of(container: dict) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container["env"]}
 
 
 def selects(selector: dict, labels: dict) -> bool:
@@ -145,26 +144,6 @@ def test_the_configmap_holds_the_repositorys_config_and_pipelines(objects):
     for pipeline in settings["pipelines"]:
         assert data[Path(pipeline).name] == (REPO / pipeline).read_text(), hint
     assert set(data) == {"config.yaml"} | {Path(p).name for p in settings["pipelines"]}
-
-
-def materialise(pod: dict, container: dict, configmap: dict, root: Path) -> Path:
-    """Lay out the pod's ConfigMap mounts under `root`, the image's other files beside them; return the config path."""
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    for mount in container["volumeMounts"]:
-        source = volumes.get(mount["name"], {}).get("configMap")
-        if source is None:
-            continue
-        assert source["name"] == configmap["metadata"]["name"]
-        target = root / mount["mountPath"].lstrip("/")
-        for item in source["items"]:
-            if mount.get("subPath") and item["path"] != mount["subPath"]:
-                continue
-            path = target if mount.get("subPath") else target / item["path"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(configmap["data"][item["key"]])
-    (root / "opt/forecaster/models").symlink_to(REPO / "models")  # COPY models ./models in the image
-    args = container["args"]
-    return root / args[args.index("-c") + 1].lstrip("/")
 
 
 def test_the_pod_loads_its_config_with_every_pipeline_and_serves_metrics_on_the_container_port(

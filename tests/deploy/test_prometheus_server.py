@@ -27,6 +27,7 @@ def scrape_config_for(target: str, directory) -> str:
     config = yaml.safe_load(SCRAPE_CONFIG.read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "forecaster"]
+    job.pop("dns_sd_configs", None)
     job["static_configs"] = [{"targets": [target]}]
     config["scrape_configs"] = [job]
     for rule_file in config["rule_files"]:
