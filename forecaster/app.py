@@ -23,11 +23,18 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-from forecaster.build import changelog_topic, group_id, pipeline_dir, resolve_device, topics_of
+from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
 from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
-from forecaster.io.clients import ChangelogTopic, make_sink, make_source, missing_topics, partition_count
+from forecaster.io.clients import (
+    ChangelogTopic,
+    ModelTopic,
+    make_sink,
+    make_source,
+    missing_topics,
+    partition_count,
+)
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
 from forecaster.learning import migration, rounds
@@ -35,6 +42,7 @@ from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
 from forecaster.serving.engine import Engine, Forecasts
+from forecaster.sharing import TRAINING_PARTITION, ModelSharing
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -112,8 +120,11 @@ class PipelineWorker:
         offsets: dict[int, int] | None = None,
         trainer: Trainer | None = None,
         changelog: ChangelogTopic | None = None,
+        sharing: ModelSharing | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
+        # With the changelog: every member serves the versions the owner of partition 0 trains and publishes
+        self.sharing = sharing
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
         self.changelog = changelog
         self.owned: set[int] = set()
@@ -162,6 +173,8 @@ class PipelineWorker:
         """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
         summary_due = time.monotonic() + _SUMMARY_EVERY_S
         try:
+            if self.sharing is not None:  # the newest published version, before the first batch
+                self.sharing.join(self.stop)
             while not self.stop.is_set():
                 self.run_once()
                 if time.monotonic() >= summary_due:
@@ -183,6 +196,8 @@ class PipelineWorker:
             return self._flow(polled)
 
     def _flow(self, polled: list[Polled]) -> int:
+        if self.sharing is not None:
+            self.sharing.follow(self.offsets)
         if self.changelog is not None:
             self._hand_over()
             polled = [r for r in polled if r.partition in self.owned]  # revoked while it was polled: not ours
@@ -236,7 +251,7 @@ class PipelineWorker:
 
     def _records_to_round(self, observations: records.Observations) -> int | None:
         """How many of the batch's records make a retraining round due; None if none does (or one runs)."""
-        if self.trainer is None or self.trainer.running:
+        if not self._trains() or self.trainer.running:
             return None
         young = rounds.records_to_young_round(self.engine, self.trainer.rounds, observations.keys)
         due = [n for n in (self.trainer.records_to_round(), young) if n is not None]
@@ -277,6 +292,8 @@ class PipelineWorker:
             return
         self._write_changelog(partitions)
         dropped = handover.drop(self.engine, partitions)
+        if self.sharing is not None:
+            self.sharing.forget(partitions)
         for partition in partitions:
             self.offsets.pop(partition, None)
         self.owned -= partitions
@@ -291,10 +308,15 @@ class PipelineWorker:
         started, positions = time.perf_counter(), {}
         for partition in sorted(partitions):
             handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
-            restored = handover.restore(self.engine, partition, self.changelog.read(partition))
+            found = self.changelog.read(partition)
+            if self.sharing is not None:
+                self.sharing.catch_up_with(handover.newest_version(found), self.offsets)
+            restored = handover.restore(self.engine, partition, found)
             positions[partition] = -1 if restored.offset is None else restored.offset
             if restored.offset is not None:
                 self.offsets[partition] = restored.offset
+            if self.sharing is not None:
+                self.sharing.restored(partition, restored, self.offsets)
             log.info(
                 "pipeline %s: took over partition %d: %d series restored, resuming at %s",
                 self.pipeline.name,
@@ -312,7 +334,8 @@ class PipelineWorker:
         records, slots = handover.series_records(self.engine, partitions)
         for partition in partitions:
             if partition in self.offsets:
-                own = handover.partition_record(self.engine, partition, self.offsets[partition])
+                switches = self.sharing.switches.get(partition, ()) if self.sharing is not None else ()
+                own = handover.partition_record(self.engine, partition, self.offsets[partition], switches)
                 records.setdefault(partition, []).append((handover.PARTITION_KEY, own))
         self.changelog.write(records, self.stop)
         self.engine.store.touched[slots] = False
@@ -343,8 +366,14 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
-        if self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
+        if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
+
+    def _trains(self) -> bool:
+        """Whether this member runs retraining rounds: with the changelog, only the owner of partition 0."""
+        if self.trainer is None:
+            return False
+        return self.changelog is None or TRAINING_PARTITION in self.owned
 
     def _start_round(self) -> None:
         engine = self.engine
@@ -354,7 +383,7 @@ class PipelineWorker:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
             return
-        round_ = self.trainer.start(engine.model, windows)
+        round_ = self.trainer.start(engine.model, windows, engine.model_version)
         self.metrics.retrains.labels(self.pipeline.name, "started").inc()
         log.info("pipeline %s: retraining round %d started on %d series", self.pipeline.name, round_, len(windows))
 
@@ -373,6 +402,8 @@ class PipelineWorker:
                 self.engine.model_version,
                 finished.error,
             )
+            return
+        if self.sharing is not None and not self.sharing.may_publish(self.owned, finished.version, self.offsets):
             return
         outcome = finished.outcome
         m.training_loss.labels(name).set(outcome.training_loss)
@@ -394,6 +425,8 @@ class PipelineWorker:
             outcome.expert,
         )
         self._adopt(outcome)
+        if self.sharing is not None:  # before the next batch: no member serves a version before it is published
+            self.sharing.publish(self.stop)
         m.retrains.labels(name, verdict).inc()  # counted once served, so a scrape never sees a promotion ahead of it
 
     def _adopt(self, outcome: rounds.Outcome) -> None:
@@ -406,6 +439,8 @@ class PipelineWorker:
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+        if self.sharing is not None:
+            self.sharing.switched(self.offsets)
         log.info(
             "pipeline %s: serving version %d; %d series re-synchronised in %.2f s",
             self.pipeline.name,
@@ -591,7 +626,7 @@ class Daemon:
     def _check_topics(self) -> None:
         """Refuse to start on missing topics: brokers that auto-create them would pick the wrong partitions."""
         kafka = self.config.settings.kafka
-        names = [t for p in self.config.pipelines for t in topics_of(self.config, p)]
+        names = [name for p in self.config.pipelines for name, _ in topics_of(self.config, p)]
         missing = missing_topics(kafka, names)
         if missing:
             raise ForecasterError(
@@ -631,6 +666,10 @@ class Daemon:
             handover=changelog is not None,
         )
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
+        sharing = None
+        if changelog is not None:
+            models = ModelTopic(kafka, model_topic(self.config, pipeline))
+            sharing = ModelSharing(pipeline, engine, models, self.metrics)
         return PipelineWorker(
             pipeline,
             engine,
@@ -642,6 +681,7 @@ class Daemon:
             offsets,
             trainer,
             changelog,
+            sharing,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
@@ -658,6 +698,8 @@ class Daemon:
                 worker.trainer.close(max(0.0, deadline - time.monotonic()))
             worker.source.close()
             worker.sink.close()
+            if worker.sharing is not None:  # its watcher has seen the stop
+                worker.sharing.topic.close()
         failed = [w.pipeline.name for w in self.workers if w.error is not None]
         if stuck:
             log.error("shutdown timed out after %.0f s waiting for %s", self.shutdown_timeout_s, ", ".join(stuck))

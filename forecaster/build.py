@@ -13,7 +13,7 @@ import torch
 
 from forecaster.config import Config, Pipeline
 from forecaster.errors import ConfigError, ForecasterError
-from forecaster.io.checkpoint import read_weights, save_weights
+from forecaster.io.checkpoint import parse_weights, read_weights, save_weights, weights_bytes
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster, ModelSpec, changes
 from forecaster.serving.spill import DiskSpill, MemorySpill, Spill
@@ -43,10 +43,26 @@ def changelog_topic(config: Config, pipeline: Pipeline) -> str:
     return f"{group_id(config, pipeline)}.changelog"
 
 
-def topics_of(config: Config, pipeline: Pipeline) -> list[str]:
-    """Every topic the pipeline needs: input, output, dead letters, and with checkpoint.changelog its changelog."""
+def model_topic(config: Config, pipeline: Pipeline) -> str:
+    """The compacted topic, of one partition, where the trainer of a group publishes each model version."""
+    return f"{group_id(config, pipeline)}.model"
+
+
+def topics_of(config: Config, pipeline: Pipeline) -> list[tuple[str, int]]:
+    """Every topic the pipeline needs, with its partition count: input, output and dead letters; with
+    checkpoint.changelog also its changelog (a partition per input partition) and its model topic (one)."""
     topics = [pipeline.input_topic, pipeline.output_topic, pipeline.dead_letter_topic]
-    return topics + ([changelog_topic(config, pipeline)] if pipeline.checkpoint.changelog else [])
+    if not pipeline.checkpoint.changelog:
+        return [(name, pipeline.partitions) for name in topics]
+    topics.append(changelog_topic(config, pipeline))
+    return [(name, pipeline.partitions) for name in topics] + [(model_topic(config, pipeline), 1)]
+
+
+def compacted_topics(config: Config, pipeline: Pipeline) -> list[str]:
+    """The topics of `topics_of` that keep only each key's newest record: the changelog and the model topic."""
+    if not pipeline.checkpoint.changelog:
+        return []
+    return [changelog_topic(config, pipeline), model_topic(config, pipeline)]
 
 
 def model_spec(pipeline: Pipeline) -> ModelSpec:
@@ -125,9 +141,25 @@ def save_model(path: str | Path, model: Forecaster, metadata: dict | None = None
     return save_weights(path, dataclasses.asdict(model.spec), state_dict, metadata)
 
 
+def model_bytes(model: Forecaster, metadata: dict | None = None) -> bytes:
+    """`save_model`'s file as bytes, for a model topic's record."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return weights_bytes(dataclasses.asdict(model.spec), state_dict, metadata)
+
+
 def load_model(path: str | Path, expected: ModelSpec | None = None) -> tuple[Forecaster, dict]:
     """Read a weights file into a model; if `expected` is given the file's spec must equal it."""
-    spec_fields, state_dict, metadata = read_weights(path)
+    return _model_of(read_weights(path), path, expected)
+
+
+def model_from_bytes(data: bytes, where: str, expected: ModelSpec | None = None) -> tuple[Forecaster, dict]:
+    """`load_model` of a weights file's bytes read from `where`."""
+    return _model_of(parse_weights(data, where), where, expected)
+
+
+def _model_of(weights: tuple[dict, dict, dict], path, expected: ModelSpec | None) -> tuple[Forecaster, dict]:
+    """A weights file's (spec, state dict, metadata) as a model and its metadata; its spec must be `expected`."""
+    spec_fields, state_dict, metadata = weights
     spec = ModelSpec(**spec_fields)
     if expected is not None and spec != expected:
         raise ConfigError(

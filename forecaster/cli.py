@@ -452,13 +452,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    from forecaster.build import changelog_topic, topics_of
+    from forecaster.build import compacted_topics, topics_of
     from forecaster.io.clients import create_topics
 
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
-    wanted = [(t, p.partitions) for p in config.pipelines for t in topics_of(config, p)]
-    # a changelog keeps each series' newest record only: compacted
-    compacted = {changelog_topic(config, p) for p in config.pipelines if p.checkpoint.changelog}
+    wanted = [topic for p in config.pipelines for topic in topics_of(config, p)]
+    # a changelog keeps each series' newest record only, a model topic the newest version: compacted
+    compacted = {name for p in config.pipelines for name in compacted_topics(config, p)}
     created = create_topics(config.settings.kafka, wanted, compacted)
     for name, partitions in wanted:
         kind = ", compacted" if name in compacted else ""

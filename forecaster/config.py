@@ -160,7 +160,8 @@ class Checkpointing:
         False,
         doc="keep every series' state in a compacted Kafka topic, <group_id>.<pipeline>.changelog, instead of local "
         "files: several daemons in one consumer group then share the pipeline, each series' state following its "
-        "input partition when the group moves it (docs/scaling.md); needs spill: none",
+        "input partition when the group moves it, and every member serves the model versions the owner of input "
+        "partition 0 trains and publishes to <group_id>.<pipeline>.model (docs/scaling.md); needs spill: none",
     )
 
 

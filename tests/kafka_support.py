@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster import config as config_module
 from forecaster.app import Daemon
-from forecaster.build import changelog_topic, topics_of
+from forecaster.build import compacted_topics, topics_of
 from forecaster.io.broker import free_port
 from forecaster.io.kafka import create_topics, read_topic  # noqa: F401 - the tests' way to read a topic back
 
@@ -61,8 +61,8 @@ def deploy(
     if create:
         create_topics(
             config.settings.kafka,
-            [(t, p.partitions) for p in config.pipelines for t in topics_of(config, p)],
-            {changelog_topic(config, p) for p in config.pipelines if p.checkpoint.changelog},
+            [topic for p in config.pipelines for topic in topics_of(config, p)],
+            {name for p in config.pipelines for name in compacted_topics(config, p)},
         )
     return config
 

@@ -216,7 +216,9 @@ def windows_of_the_first_round(pipeline, size, monkeypatch):
     seen = []
     start = Trainer.start
     monkeypatch.setattr(
-        Trainer, "start", lambda self, model, windows: seen.append(windows) or start(self, model, windows)
+        Trainer,
+        "start",
+        lambda self, model, windows, version: seen.append(windows) or start(self, model, windows, version),
     )
     w, _, _ = make_worker(pipeline, batches_of(mean_reverting(length=160), size))
     while w.source.batches and not seen:

@@ -33,10 +33,15 @@ def save_weights(path: str | Path, spec: dict, state_dict: dict, metadata: dict 
     """Write a model's spec (plain values) and weights atomically: temporary file, fsync, rename; owner-only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, weights_bytes(spec, state_dict, metadata))
+
+
+def weights_bytes(spec: dict, state_dict: dict, metadata: dict | None = None) -> bytes:
+    """A weights file's bytes: what `save_weights` writes, and what a model topic's record holds."""
     payload = {"format": FORMAT, "spec": dict(spec), "state_dict": dict(state_dict), "metadata": dict(metadata or {})}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return write_atomically(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data: bytes) -> Path:
@@ -64,13 +69,20 @@ def read_weights(path: str | Path) -> tuple[dict, dict, dict]:
     """A weights file's spec (plain values), state dict and metadata; a ForecasterError for anything else."""
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ForecasterError(f"{path}: weights file not found") from None
+    return parse_weights(data, str(path))
+
+
+def parse_weights(data: bytes, where: str) -> tuple[dict, dict, dict]:
+    """`read_weights` of bytes read from `where` (a file, a topic), loaded without executing code."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused, truncated file, not a torch file
-        raise ForecasterError(f"{path}: not a readable forecaster weights file ({error})") from None
+        raise ForecasterError(f"{where}: not a readable forecaster weights file ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ForecasterError(f"{path}: not a forecaster weights file (expected format {FORMAT})")
+        raise ForecasterError(f"{where}: not a forecaster weights file (expected format {FORMAT})")
     return payload["spec"], payload["state_dict"], payload.get("metadata", {})
 
 

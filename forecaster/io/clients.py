@@ -6,12 +6,15 @@ confluent-kafka is imported only when chosen, so it stays an optional extra.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection, Iterable
 from types import ModuleType
 
 from forecaster.config import Kafka
 from forecaster.io.messages import Message
+
+log = logging.getLogger(__name__)
 
 
 def client(kafka: Kafka) -> ModuleType:
@@ -74,6 +77,68 @@ def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes
     """A partition's records, (key, value) in log order, up to its end as it stands now; without a producer, for
     readers that only look (`forecaster inspect`)."""
     return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition)]
+
+
+class ModelTopic:
+    """A pipeline's model topic: one partition, a record per published model version (learning/published.py).
+
+    `read_new` reads what was published since the last read. `watch` reads on a thread of its own every few
+    seconds, so the run loop never waits on Kafka for it, and `take` hands the loop what that thread found.
+    Values come in no promised order: the caller keeps the newest version.
+    """
+
+    KEY = b"model"
+
+    def __init__(self, kafka: Kafka, topic: str):
+        self.kafka, self.topic = kafka, topic
+        self._sink = make_sink(kafka)
+        self._next = 0  # the offset after the last record read
+        self._reading = threading.Lock()  # the watcher and the loop both read
+        self._found: list[bytes] = []  # read by the watcher, not yet taken
+        self._taking = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def publish(self, value: bytes, stop: threading.Event) -> None:
+        """Produce one version's record and wait until it is acknowledged."""
+        self._sink.deliver([Message(self.topic, self.KEY, value, partition=0)], stop)
+
+    def read_new(self) -> list[bytes]:
+        """The values published since the last read, now, and those the watcher found but were not taken."""
+        new = self._read()
+        return self.take() + new
+
+    def take(self) -> list[bytes]:
+        """What the watcher read since the last take, without waiting for Kafka."""
+        with self._taking:
+            found, self._found = self._found, []
+            return found
+
+    def watch(self, every_s: float, stop: threading.Event) -> None:
+        """Read new records every `every_s` seconds on a thread of its own until `stop`."""
+        self._watcher = threading.Thread(target=self._watch, args=(every_s, stop), name="model-topic", daemon=True)
+        self._watcher.start()
+
+    def _watch(self, every_s: float, stop: threading.Event) -> None:
+        while not stop.wait(every_s):
+            try:
+                found = self._read()
+            except Exception as error:  # noqa: BLE001 - an outage: the next read tries again
+                log.debug("%s: reading failed (%s); trying again in %g s", self.topic, error, every_s)
+                continue
+            with self._taking:
+                self._found += found
+
+    def _read(self) -> list[bytes]:
+        with self._reading:
+            records = client(self.kafka).read_partition(self.kafka, self.topic, 0, start=self._next)
+            if records:
+                self._next = records[-1].offset + 1
+            return [r.value for r in records if r.key == self.KEY and r.value is not None]
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.join(10.0)
+        self._sink.close()
 
 
 def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:

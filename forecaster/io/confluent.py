@@ -336,8 +336,9 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
     return None if found is None or found.error is not None else len(found.partitions)
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0) -> list[Polled]:
-    """Every record of one partition, from its start to its end as it stands when asked (by position)."""
+def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+    """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
+    asked (by position)."""
     consumer = Consumer(
         {
             **client_settings(kafka, {}),
@@ -348,8 +349,9 @@ def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 
     )
     try:
         low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=_ADMIN_TIMEOUT_S)
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        found, position, deadline = [], low, time.monotonic() + timeout_s
+        position = max(low, start)
+        consumer.assign([TopicPartition(topic, partition, position if position > low else OFFSET_BEGINNING)])
+        found, deadline = [], time.monotonic() + timeout_s
         while position < end:
             if time.monotonic() > deadline:
                 raise ForecasterError(

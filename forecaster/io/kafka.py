@@ -373,14 +373,15 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
         consumer.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0) -> list[Polled]:
-    """Every record of one partition, from its start to its end as it stands when asked (by position: the
-    end offset counts transaction markers and compacted gaps alike)."""
+def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+    """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
+    asked (by position: the end offset counts transaction markers and compacted gaps alike)."""
     consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
+        first = consumer.beginning_offsets([tp])[tp]
+        consumer.seek(tp, max(first, start))
         end = consumer.end_offsets([tp])[tp]
         found, deadline = [], time.monotonic() + timeout_s
         while consumer.position(tp) < end:

@@ -69,6 +69,11 @@ def install(engine: Engine, model: Forecaster, version: int, steps: int = 0) -> 
     Call it between batches, from the thread that steps the engine.
     """
     engine.install(model, version)
-    if steps and engine.buffer is not None:
-        slots = engine.store.active
+    refresh(engine, engine.store.active, steps)
+
+
+def refresh(engine: Engine, slots: np.ndarray, steps: int) -> None:
+    """Recompute the states of `slots` under the serving model from their newest `steps` buffered steps (without
+    steps or a buffer they stay as they are): for series whose state an older model computed."""
+    if steps and engine.buffer is not None and len(slots):
         engine.store.set_states(slots, resync(engine.model, engine.buffer, slots, steps))

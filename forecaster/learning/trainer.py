@@ -28,6 +28,7 @@ class Finished:
 
     round: int
     seconds: float
+    version: int  # the champion's: the model version the round started from
     outcome: Outcome | None = None
     error: BaseException | None = None
 
@@ -75,15 +76,18 @@ class Trainer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, champion: Forecaster, windows: Windows) -> int:
-        """Run a round on a copy of `champion` in the background; returns the round's number."""
+    def start(self, champion: Forecaster, windows: Windows, version: int = 0) -> int:
+        """Run a round on a copy of `champion`, model `version`, in the background; returns the round's number."""
         if self.running:
             raise RuntimeError("a retraining round is already running")
         self.rounds += 1
         self.postpone()
         champion = copy.deepcopy(champion).cpu()  # the serving model stays the loop's alone
         self._thread = threading.Thread(
-            target=self._run, args=(self.rounds, champion, windows), name=f"retrain-{self.pipeline.name}", daemon=True
+            target=self._run,
+            args=(self.rounds, champion, windows, version),
+            name=f"retrain-{self.pipeline.name}",
+            daemon=True,
         )
         self._thread.start()
         return self.rounds
@@ -100,13 +104,13 @@ class Trainer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, round_: int, champion: Forecaster, windows: Windows) -> None:
+    def _run(self, round_: int, champion: Forecaster, windows: Windows, version: int) -> None:
         began = time.perf_counter()
         try:
             outcome = rounds.challenge(champion, windows, self.pipeline, round_, self.device, progress=self._check_stop)
-            self._finished = Finished(round_, time.perf_counter() - began, outcome=outcome)
+            self._finished = Finished(round_, time.perf_counter() - began, version, outcome=outcome)
         except BaseException as error:  # noqa: BLE001 - the loop reports it and keeps serving
-            self._finished = Finished(round_, time.perf_counter() - began, error=error)
+            self._finished = Finished(round_, time.perf_counter() - began, version, error=error)
 
     def _check_stop(self, step: int, loss: float) -> None:
         if self.stop.is_set():

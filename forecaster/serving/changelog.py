@@ -145,6 +145,11 @@ def reflected_offset(value: bytes) -> int:
     return _HEADER.unpack_from(value)[1]
 
 
+def version_of(value: bytes) -> int:
+    """The model version a record's state was computed under, from its header alone."""
+    return _HEADER.unpack_from(value)[2]
+
+
 def assemble(series: list[Series], layout: Layout) -> dict:
     """Decoded series back as one snapshot for `StateStore.admit_series`, rows in the order given."""
     snapshot: dict = {"parts": {}}

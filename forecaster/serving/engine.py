@@ -257,6 +257,17 @@ class Engine:
             self._widenings.append(widening.to(self.device, self.store.dtype))
             self.widening = torch.stack(tuple(self._widenings)).mean(dim=0)
 
+    @property
+    def widenings(self) -> list[torch.Tensor]:
+        """The rounds' widenings `calibrate` averages, oldest first (CPU copies)."""
+        return [w.cpu() for w in self._widenings]
+
+    def recalibrate(self, widenings) -> None:
+        """Serve the calibration of `widenings` (as `widenings` gave them), forgetting the engine's own."""
+        self.calibrate(None)
+        for widening in widenings:
+            self.calibrate(widening)
+
     def install(self, model: Forecaster, version: int) -> None:
         """Serve `model` from the next batch on, as `version` (learning/resync.py re-synchronises the states).
 
@@ -277,7 +288,7 @@ class Engine:
                 "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             },
             "store": self.store.snapshot(),
-            "widenings": [w.cpu() for w in self._widenings],
+            "widenings": self.widenings,
             "tracked": torch.from_numpy(self.tracked.copy()),
             "combination": None if self.combination is None else self.combination.snapshot(),
         }
@@ -292,9 +303,7 @@ class Engine:
         self.model_version = int(snapshot["model"]["version"])
         self.store.restore(snapshot["store"])
         self.tracked = snapshot["tracked"].numpy().copy()
-        self.calibrate(None)
-        for widening in snapshot["widenings"]:
-            self.calibrate(widening)
+        self.recalibrate(snapshot["widenings"])
         if self.combination is not None and snapshot["combination"] is not None:  # else the weights start afresh
             self.combination.restore(snapshot["combination"])
 

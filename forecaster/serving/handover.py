@@ -2,8 +2,9 @@
 
 A partition's changelog holds one record per series (changelog.py), and one record of the
 partition itself, keyed `PARTITION_KEY`: the next input offset its state reflects, the model
-version it ran, and what the pipeline learns per partition (the combination's learner). A
-member that is given the partition restores from these; one that loses it drops them.
+version it ran, the input offsets at which it switched versions (its newest `SWITCHES_KEPT`),
+and what the pipeline learns per partition (the combination's learner). A member that is given
+the partition restores from these; one that loses it drops them.
 
 Restoring keeps, for each series, the record whose state reflects the highest input offset,
 wherever it stands in the log: every record holds a state computed from the series' records up
@@ -25,6 +26,9 @@ from forecaster.serving import changelog
 from forecaster.serving.engine import Engine
 
 PARTITION_KEY = b"\x00partition"
+# A partition's newest version switches kept in its record, (version, input offset) each: enough to replay
+# any stretch the model topic still holds the versions of, at a few bytes a promotion.
+SWITCHES_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,9 @@ class Restored:
 
     series: int
     offset: int | None  # the next input offset its state reflects; None: no record of the partition yet
-    versions: frozenset[int]  # the model versions its series' states were computed under
+    versions: dict[str, int]  # series -> the model version its state was computed under
+    version: int | None = None  # the model version the partition ran last; None: no record of it yet
+    switches: tuple[tuple[int, int], ...] = ()  # (version, input offset from which it served it), oldest first
 
 
 def layout(engine: Engine) -> changelog.Layout:
@@ -60,14 +66,16 @@ def series_records(engine: Engine, partitions, touched_only: bool = True) -> tup
     return dict(records), slots
 
 
-def partition_record(engine: Engine, partition: int, offset: int) -> bytes:
-    """The partition's own record: its next input offset, the model version, and its combination learner."""
+def partition_record(engine: Engine, partition: int, offset: int, switches=()) -> bytes:
+    """The partition's own record: its next input offset, the model version, its newest `switches` (version,
+    offset) and its combination learner."""
     combination = engine.combination
     learner = None
     if combination is not None and partition in combination.learners:
         learner = combination.learners[partition].snapshot()
     buffer = io.BytesIO()
-    torch.save({"offset": offset, "version": engine.model_version, "learner": learner}, buffer)
+    kept = [list(switch) for switch in switches][-SWITCHES_KEPT:]
+    torch.save({"offset": offset, "version": engine.model_version, "switches": kept, "learner": learner}, buffer)
     return buffer.getvalue()
 
 
@@ -92,7 +100,25 @@ def restore(engine: Engine, partition: int, records: list[tuple[bytes | None, by
         engine.store.admit_series(keys, changelog.assemble(series, the_layout), partition, offsets)
     if own is not None and own["learner"] is not None and engine.combination is not None:
         engine.combination.learner(partition).restore(own["learner"])
-    return Restored(len(series), None if own is None else int(own["offset"]), frozenset(s.version for s in series))
+    versions = {s.key: s.version for s in series}
+    if own is None:
+        return Restored(len(series), None, versions)
+    switches = tuple((int(v), int(o)) for v, o in own.get("switches", ()))
+    return Restored(len(series), int(own["offset"]), versions, int(own["version"]), switches)
+
+
+def newest_version(records: list[tuple[bytes | None, bytes | None]]) -> int:
+    """The newest model version a partition's changelog `records` ran (-1 for none): the member that takes it
+    over serves that version at least, before it restores them."""
+    versions = [-1]
+    for key, value in records:
+        if key is None or value is None:
+            continue
+        if key == PARTITION_KEY:
+            versions.append(int(torch.load(io.BytesIO(value), weights_only=True)["version"]))
+        else:
+            versions.append(changelog.version_of(value))
+    return max(versions)
 
 
 def drop(engine: Engine, partitions) -> int:

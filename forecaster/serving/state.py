@@ -148,8 +148,10 @@ class StateStore:
         self.moments.count[slots] = moments.count
 
     def set_states(self, slots: np.ndarray, state: Tensor) -> None:
-        """Replace the recurrent states (layers, n, width) of `slots` (n,), keeping everything else."""
+        """Replace the recurrent states (layers, n, width) of `slots` (n,), keeping everything else. They count as
+        touched: the changelog writes them, with the model version they were computed under, next."""
         self.state[:, torch.as_tensor(slots, device=self.device)] = state.to(self.device, self.dtype)
+        self.touched[slots] = True
 
     # -- what each series saw last ------------------------------------------------------------
 

@@ -248,5 +248,5 @@ def test_compose_scaled_members_load_pipelines_that_keep_their_state_in_the_chan
     config = load_config_with_env(monkeypatch, env, root / "config.yaml")
     replicas = scaled["services"]["forecaster"]["deploy"]["replicas"]
     for pipeline in config.pipelines:
-        assert pipeline.checkpoint.changelog and pipeline.spill == "none" and not pipeline.retraining.enabled
+        assert pipeline.checkpoint.changelog and pipeline.spill == "none" and pipeline.retraining.enabled
         assert replicas <= pipeline.partitions, f"{pipeline.name}: a member beyond the partitions has nothing to do"

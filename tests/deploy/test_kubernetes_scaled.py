@@ -54,7 +54,6 @@ def test_the_overlay_builds_on_the_base_and_replaces_every_pipeline_file_only(ob
 def test_a_scaled_pipeline_is_the_repositorys_with_its_state_in_the_changelog(name):
     """Drift check: the overlay's file differs from pipelines/<name>.yaml in the settings several members need only."""
     expected = yaml.safe_load((REPO / "pipelines" / f"{name}.yaml").read_text())
-    expected["retraining"]["enabled"] = False  # one model per member otherwise (docs/scaling.md, Limits)
     expected["spill"] = "none"
     expected["checkpoint"] = {"changelog": True}
     hint = f"make deploy/kubernetes-scaled/pipelines/{name}.yaml pipelines/{name}.yaml with those three changes"
@@ -70,7 +69,7 @@ def test_several_pods_load_pipelines_that_keep_their_state_in_the_changelog(obje
     replicas = objects["StatefulSet"]["spec"]["replicas"]
     assert replicas > 1
     for pipeline in config.pipelines:
-        assert pipeline.checkpoint.changelog and pipeline.spill == "none" and not pipeline.retraining.enabled
+        assert pipeline.checkpoint.changelog and pipeline.spill == "none" and pipeline.retraining.enabled
         assert replicas <= pipeline.partitions, f"{pipeline.name}: a member beyond the partitions has nothing to do"
 
 
