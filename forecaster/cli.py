@@ -353,7 +353,7 @@ def _inspect_changelog(config: config_module.Config, pipeline: config_module.Pip
     if not len(engine.store) and not offsets:
         print(f"{pipeline.name}: nothing in {where}, {read}")
         return f"nothing in {where}, {read}"
-    versions = sorted(set().union(*(r.versions for r in restored.values())))
+    versions = sorted(set().union(*(r.versions.values() for r in restored.values())))  # series -> version
     print(
         f"{pipeline.name}: {where}, {read}: {len(engine.store)} series of model version "
         f"{', '.join(map(str, versions)) or '-'}, input offsets {offsets}"
