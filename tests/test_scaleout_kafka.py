@@ -73,16 +73,23 @@ def handovers(config) -> float:
     return samples.get(("forecaster_handover_seconds_count", frozenset({("pipeline", "stock")})), 0)
 
 
+@pytest.fixture(scope="module")
+def one_member(broker, tmp_path_factory) -> dict:
+    """The forecasts one daemon issues for the whole stream: what every member's must equal."""
+    alone = deploy(broker, tmp_path_factory.mktemp("alone"), pipelines=("stock",), changes={"stock": HOURLY})
+    stream = hours()
+    publish(alone, stream)
+    with serving(alone):
+        return forecasts(broker, alone.pipeline("stock").output_topic, len(stream))
+
+
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_a_joining_member_takes_partitions_with_their_state_and_forecasts_exactly_as_one_member(
-    broker, tmp_path, client
+    broker, tmp_path, client, one_member
 ):
     stream = hours()
     half = len(stream) // 2
-    alone = deploy(broker, tmp_path / "alone", pipelines=("stock",), changes={"stock": HOURLY})
-    publish(alone, stream)
-    with serving(alone):
-        expected = forecasts(broker, alone.pipeline("stock").output_topic, len(stream))
+    expected = one_member
     assert len(expected) == len(stream)
 
     shared = with_client(deploy(broker, tmp_path / "shared", pipelines=("stock",), changes={"stock": HOURLY}), client)
