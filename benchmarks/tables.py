@@ -645,6 +645,42 @@ def operations_chaos() -> str:
     )
 
 
+# --- scaling out: benchmarks/results/scaleout.json -----------------------------------------------
+
+
+def scaling_scaleout() -> str:
+    """Members coming and going on one pipeline: what was done to them and what it cost."""
+    s = results("scaleout.json")
+    events = f"{s['kills']} SIGKILLs, {s['terms']} SIGTERMs, {s['stale_owner_episodes']} stale owner"
+    rows = [
+        ["membership events", f"{events} ({' / '.join(s['events'])})"],
+        ["records (series, partitions)", f"{count(s['records'])} ({s['series']}, {s['partitions']})"],
+        ["forecasts", count(s["forecasts"])],
+        ["lost", count(s["lost"])],
+        ["duplicates (bound)", f"{count(s['duplicates'])} ({count(s['max_duplicates_allowed'])})"],
+        ["largest relative difference from one uninterrupted member", f"{s['max_rel_diff_vs_shadow']:.1e}"],
+        ["clean stops' exit codes", ", ".join(map(str, s["clean_stop_exit_codes"] + s["final_exit_codes"]))],
+    ]
+    if s.get("throughput"):
+        t = s["throughput"]
+        rows.append(
+            [
+                "records/s, 1 member / 2 members (same backlog)",
+                f"{count(t['records_per_s_one_member'])} / {count(t['records_per_s_two_members'])} "
+                f"({times(t['two_members_over_one'])})",
+            ]
+        )
+    if s.get("handover"):
+        h = s["handover"]
+        rows.append(
+            [
+                f"handover pause at {count(h['series_per_partition'])} series per partition (restore alone)",
+                f"{number(h['pause_s'], 2)} s ({number(h['restore_s'], 2)} s)",
+            ]
+        )
+    return table(["what", "measured"], rows)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -667,6 +703,7 @@ TABLES = {
     "performance-combination": ("docs/performance.md", performance_combination),
     "performance-gpu": ("docs/performance.md", performance_gpu),
     "operations-chaos": ("docs/operations.md", operations_chaos),
+    "scaling-scaleout": ("docs/scaling.md", scaling_scaleout),
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
     "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
 }

@@ -75,9 +75,13 @@ class Checkpoints:
             "engine": engine.snapshot(),
         }
         path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
+        self.written()
+        return path
+
+    def written(self) -> None:
+        """A checkpoint is durable (a file, or the changelog's records): the next falls due from now."""
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
-        return path
 
     def newest(self) -> tuple[dict, Path] | None:
         """The newest checkpoint that verifies and its path, or None; a ForecasterError for another pipeline's."""
@@ -264,6 +268,8 @@ class PipelineWorker:
             return
         if self.changelog is not None:
             self._write_changelog(self.owned)
+            if self.checkpoints is not None:
+                self.checkpoints.written()
         elif self.checkpoints is not None:
             started = time.perf_counter()
             path = self.checkpoints.write(self.engine, self.offsets)

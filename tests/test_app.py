@@ -14,7 +14,7 @@ from forecaster.app import Checkpoints, PipelineWorker
 from forecaster.build import resolve_device, seeded_model
 from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint
-from forecaster.io.messages import Polled
+from forecaster.io.messages import Polled, Rebalance
 from forecaster.metrics import Metrics
 from forecaster.serving.engine import Engine
 
@@ -264,3 +264,28 @@ def test_a_checkpoint_resumed_past_the_end_of_its_topic_is_reported_once(tmp_pat
     assert "partition 0 of in resumes at offset 7983" in report.getMessage()
     assert "topic ends at 10: was it recreated, or is this another cluster?" in report.getMessage()
     assert str(tmp_path) in report.getMessage()
+
+
+class FakeChangelog:
+    """The changelog topic in memory: empty when read, and what each checkpoint wrote."""
+
+    def __init__(self):
+        self.writes = []
+
+    def read(self, partition):
+        return []
+
+    def write(self, records, stop):
+        self.writes.append(records)
+
+
+def test_with_the_changelog_checkpoints_keep_their_schedule_instead_of_following_every_batch(tmp_path):
+    w, source, _, _ = worker([hours("a", h, h + 2) for h in range(0, 8, 2)], checkpoint_dir=tmp_path, every_records=3)
+    changelog = FakeChangelog()
+    w.changelog = changelog
+    source.rebalances = lambda: [Rebalance("assigned", frozenset({0}))] if not changelog.writes else []
+    source.resume = lambda positions: None
+    for _ in range(4):  # 2 records a batch: 3 records fall due after the 2nd batch and again after the 4th
+        w.run_once()
+    assert len(changelog.writes) == 2
+    assert source.committed == [{0: 4}, {0: 8}]
