@@ -40,7 +40,7 @@ import numpy as np
 import yaml
 
 from forecaster import config as config_module
-from forecaster.build import changelog_topic, topics_of
+from forecaster.build import compacted_topics, topics_of
 from forecaster.io import datasets
 from forecaster.io.broker import EmbeddedBroker, free_port
 from forecaster.io.kafka import Sink, create_topics, read_topic
@@ -199,13 +199,9 @@ def write_config(folder: Path, bootstrap: str, tag: str, group: str, plan: dict,
 
 
 def create(config: config_module.Config) -> None:
-    """The pipeline's topics, its changelog compacted, all with the input's partitions."""
+    """The pipeline's topics, as `forecaster topics` makes them: its changelog and model topic compacted."""
     pipeline = config.pipelines[0]
-    create_topics(
-        config.settings.kafka,
-        [(t, pipeline.partitions) for t in topics_of(config, pipeline)],
-        {changelog_topic(config, pipeline)},
-    )
+    create_topics(config.settings.kafka, topics_of(config, pipeline), compacted_topics(config, pipeline))
 
 
 class Member(chaos.Subprocess):
