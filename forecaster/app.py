@@ -132,6 +132,7 @@ class PipelineWorker:
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
         self.changelog = changelog
         self.owned: set[int] = set()
+        self._replaying: dict[int, int] = {}  # partition taken over -> the highest offset its series reflect
         # Held while a batch is stepped and delivered: a revocation writes the state between batches
         self._stepping = threading.Lock()
         if changelog is not None:
@@ -281,8 +282,8 @@ class PipelineWorker:
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
     def _hand_over(self) -> None:
-        """Act on what the group moved since the last batch, in order: write and drop the partitions lost; restore
-        the partitions given from the changelog, then resume them where their state stands."""
+        """Restore the partitions the group gave since the last batch from the changelog, then resume them where
+        their state stands (those it took away were written and dropped already: `_revoked`)."""
         for moved in self.source.rebalances():
             if moved.kind == "assigned":
                 self._take_over(moved.partitions)
@@ -302,6 +303,7 @@ class PipelineWorker:
             self.sharing.forget(partitions)
         for partition in partitions:
             self.offsets.pop(partition, None)
+            self._replaying.pop(partition, None)
         self.owned -= partitions
         log.info(
             "pipeline %s: handed over %s (%d series)",
@@ -314,10 +316,13 @@ class PipelineWorker:
         started, positions = time.perf_counter(), {}
         for partition in sorted(partitions):
             handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
-            found = self.changelog.read(partition)
+            found = handover.newest(self.changelog.read(partition))  # one pass over the log
             if self.sharing is not None:
-                self.sharing.catch_up_with(handover.newest_version(found), self.offsets)
+                self.sharing.catch_up_with(found.version, self.offsets)
             restored = handover.restore(self.engine, partition, found)
+            reflected = self.engine.store.reflected[self.engine.store.owned([partition])]
+            if len(reflected):
+                self._replaying[partition] = int(reflected.max())
             positions[partition] = -1 if restored.offset is None else restored.offset
             if restored.offset is not None:
                 self.offsets[partition] = restored.offset
@@ -347,8 +352,25 @@ class PipelineWorker:
         self.engine.store.touched[slots] = False
 
     def _unseen(self, observations: records.Observations) -> records.Observations:
-        """Drop the records a series' state already reflects (replayed after a handover): silently, exactly."""
-        seen = observations.offsets <= self.engine.store.reflected_offsets(observations.keys)
+        """Drop the records a series' state already reflects (replayed after a handover): silently, exactly.
+
+        Only a partition just taken over can replay such records, and only up to the highest offset its restored
+        series reflect (`_replaying`): the usual batch is passed by array comparisons, no lookup per record.
+        """
+        if not self._replaying:
+            return observations
+        until = np.full(len(observations), -1, np.int64)
+        for partition, highest in list(self._replaying.items()):
+            mine = observations.partitions == partition
+            until[mine] = highest
+            if (observations.offsets[mine] > highest).any():  # past it from this batch on
+                del self._replaying[partition]
+        suspect = np.flatnonzero(observations.offsets <= until)
+        if not len(suspect):
+            return observations
+        keys = [observations.keys[i] for i in suspect.tolist()]
+        seen = np.zeros(len(observations), bool)
+        seen[suspect] = observations.offsets[suspect] <= self.engine.store.reflected_offsets(keys)
         return observations if not seen.any() else observations.take(~seen)
 
     def _maybe_checkpoint(self) -> None:

@@ -19,7 +19,6 @@ and encodes what it returns.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -623,7 +622,7 @@ class Engine:
             quantiles = None if quantiles is None else quantiles[arrival]
         times = observations.times[rows]
         return Forecasts(
-            keys=_take(observations.keys, rows),
+            keys=records.take_keys(observations.keys, rows),
             times=times,
             horizon_times=horizon_times(
                 times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon
@@ -668,12 +667,3 @@ def _previous(values: np.ndarray, first: np.ndarray, remembered: np.ndarray) -> 
     previous = np.concatenate([np.full((1, *values.shape[1:]), np.nan), values[:-1]])
     previous[first] = remembered
     return previous
-
-
-def _take(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:
-    """keys[rows] for a tuple; the tuple itself when rows are all of it, in order."""
-    if len(rows) == len(keys) and (len(rows) == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1))):
-        return keys
-    if len(rows) < 2:
-        return tuple(keys[i] for i in rows.tolist())
-    return operator.itemgetter(*rows.tolist())(keys)  # one C-level pass

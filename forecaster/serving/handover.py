@@ -79,25 +79,51 @@ def partition_record(engine: Engine, partition: int, offset: int, switches=()) -
     return buffer.getvalue()
 
 
-def restore(engine: Engine, partition: int, records: list[tuple[bytes | None, bytes | None]]) -> Restored:
-    """Hold the partition's series as its changelog `records` (key, value), in log order, left them."""
-    newest: dict[bytes, bytes] = {}
-    own = None
+@dataclass(frozen=True)
+class Newest:
+    """What a partition's changelog holds once each key's newest record is picked, in one pass over the log."""
+
+    series: dict[bytes, bytes]  # series key -> the record whose state reflects the highest input offset
+    own: dict | None  # the partition's own record of the highest offset; None: none written yet
+    version: int  # the newest model version any record ran (-1 for none)
+
+
+def newest(records: list[tuple[bytes | None, bytes | None]]) -> Newest:
+    """Each key's newest record of a partition's changelog `records` (key, value), in log order."""
+    series: dict[bytes, bytes] = {}
+    own, version = None, -1
     for key, value in records:
         if key is None or value is None:  # a tombstone: nothing of ours writes one
             continue
         if key == PARTITION_KEY:
             state = torch.load(io.BytesIO(value), weights_only=True)
+            version = max(version, int(state["version"]))
             if own is None or state["offset"] >= own["offset"]:
                 own = state
-        elif key not in newest or changelog.reflected_offset(value) >= changelog.reflected_offset(newest[key]):
-            newest[key] = value
-    keys = [key.decode() for key in newest]
+            continue
+        version = max(version, changelog.version_of(value))
+        if key not in series or changelog.reflected_offset(value) >= changelog.reflected_offset(series[key]):
+            series[key] = value
+    return Newest(series, own, version)
+
+
+def newest_version(records: list[tuple[bytes | None, bytes | None]]) -> int:
+    """The newest model version a partition's changelog `records` ran (-1 for none): the member that takes it
+    over serves that version at least, before it restores them."""
+    return newest(records).version
+
+
+def restore(engine: Engine, partition: int, records: list[tuple[bytes | None, bytes | None]] | Newest) -> Restored:
+    """Hold the partition's series as its changelog `records` (key, value), in log order, left them (or as
+    `newest` picked them)."""
+    found = records if isinstance(records, Newest) else newest(records)
+    keys = [key.decode() for key in found.series]
     the_layout = layout(engine)
-    series = changelog.decode(keys, list(newest.values()), the_layout)
+    series = changelog.decode(keys, list(found.series.values()), the_layout)
     if series:
         offsets = np.array([s.offset for s in series], np.int64)
         engine.store.admit_series(keys, changelog.assemble(series, the_layout), partition, offsets)
+    own = found.own
     if own is not None and own["learner"] is not None and engine.combination is not None:
         engine.combination.learner(partition).restore(own["learner"])
     versions = {s.key: s.version for s in series}
@@ -105,20 +131,6 @@ def restore(engine: Engine, partition: int, records: list[tuple[bytes | None, by
         return Restored(len(series), None, versions)
     switches = tuple((int(v), int(o)) for v, o in own.get("switches", ()))
     return Restored(len(series), int(own["offset"]), versions, int(own["version"]), switches)
-
-
-def newest_version(records: list[tuple[bytes | None, bytes | None]]) -> int:
-    """The newest model version a partition's changelog `records` ran (-1 for none): the member that takes it
-    over serves that version at least, before it restores them."""
-    versions = [-1]
-    for key, value in records:
-        if key is None or value is None:
-            continue
-        if key == PARTITION_KEY:
-            versions.append(int(torch.load(io.BytesIO(value), weights_only=True)["version"]))
-        else:
-            versions.append(changelog.version_of(value))
-    return max(versions)
 
 
 def drop(engine: Engine, partitions) -> int:

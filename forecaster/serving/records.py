@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class Observations:
     def take(self, rows: np.ndarray) -> Observations:
         """The observations at `rows`: indices, or a boolean mask."""
         index = np.flatnonzero(rows) if rows.dtype == bool else rows
-        return self._select(index, tuple(self.keys[i] for i in index.tolist()))
+        return self._select(index, take_keys(self.keys, index))
 
     def _slice(self, part: slice) -> Observations:
         return self._select(part, self.keys[part])
@@ -78,6 +79,15 @@ class Observations:
     def _select(self, rows, keys: tuple[str, ...]) -> Observations:
         columns = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "keys"}
         return Observations(keys=keys, **{name: None if c is None else c[rows] for name, c in columns.items()})
+
+
+def take_keys(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:
+    """keys[rows] for a tuple; the tuple itself when rows are all of it, in order."""
+    if len(rows) == len(keys) and (len(rows) == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1))):
+        return keys
+    if len(rows) < 2:
+        return tuple(keys[i] for i in rows.tolist())
+    return operator.itemgetter(*rows.tolist())(keys)  # one C-level pass
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ def test_a_scaled_down_members_volume_goes_with_it(objects):
 def test_kubectl_kustomize_renders_the_overlay_as_these_tests_read_it(objects):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not on PATH")
+        pytest.skip(
+            "kubectl is not on PATH: the overlay is checked as these tests read it, not as kustomize renders it"
+        )
     rendered = subprocess.run([kubectl, "kustomize", str(SCALED)], capture_output=True, text=True, check=True)
     assert {d["kind"]: d for d in yaml.safe_load_all(rendered.stdout)} == objects
