@@ -1,9 +1,10 @@
 """Accuracy of the forecaster and its baselines on real data, prequentially (issue 3, item 7).
 
-    python benchmarks/accuracy.py               # everything: benchmarks/results/accuracy.json
+    python benchmarks/accuracy.py               # the five shipped datasets: accuracy.json
     python benchmarks/accuracy.py --quick       # a smoke run in a minute or two: accuracy_quick.json
     python benchmarks/accuracy.py --datasets etth2 --methods persistence,ets
     python benchmarks/accuracy.py --validation  # the rows before each test part: accuracy_validation.json
+    python benchmarks/accuracy.py --published   # ETT on the published online split: accuracy_published.json
     python benchmarks/accuracy.py --datasets taylor --methods forecaster --set seed=1 --set highway=false
                                                 # a variant of the network: accuracy_variant.json
 
@@ -23,6 +24,11 @@ every row. Protocols (see PROTOCOLS):
   and MAE are the means over origins ("cumulative" MSE and MAE), in z-units. This is
   not the split of the published online-forecasting results in data/ett/README.md (those
   keep the first 14,400 rows only), so its figures do not compare with that table.
+- etth1_published, etth2_published (`--published`, accuracy_published.json): the published
+  online split of ../shared/data/ett/README.md. The first 14,400 rows only: z-statistics and
+  pretraining on rows [0, 2880), validation [2880, 3600), forecasts after every row t-1 for
+  t from 3600 to 14400-H, scored as etth1 and etth2 are. Persistence and the daily seasonal
+  naive reproduce that README's figures (tests/benchmarks/test_accuracy_protocol.py).
 - taylor, greensboro_temp: the second half. An integer horizon h scores the h-step-ahead
   forecast alone; "1-48" (or "1-24") is the mean over steps 1..48, at the same origins.
 - msft: the second half, steps 1 and 5 alone; Diebold-Mariano against the random walk
@@ -225,16 +231,17 @@ class Protocol:
     shown: tuple[int | str, ...] | None = None  # horizons in the Markdown table; None: all
     stride: int = 1
     keep: float = 1.0  # the leading fraction of the dataset's rows this protocol sees (validation: < 1)
+    rows: int | None = None  # the leading rows of the dataset this protocol keeps at all; None: every row
 
     @property
     def horizon(self) -> int:
         return max(max(steps) for _, steps in self.horizons)
 
 
-def _ett(name: str) -> Protocol:
+def _ett(name: str, source: str | None = None, rows: int | None = None) -> Protocol:
     return Protocol(
         name=name,
-        source=name,
+        source=source or name,
         train_fraction=0.2,
         test_start=0.25,
         horizons=tuple((h, tuple(range(1, h + 1))) for h in (24, 48, 96)),
@@ -245,7 +252,15 @@ def _ett(name: str) -> Protocol:
         network=Network(cadence="1h", calendar=HOURLY, every=168, retrain_learning_rate=1e-3, damping=True),
         normalise=True,
         headline=("mse", "mae"),
+        rows=rows,
     )
+
+
+# The published online-forecasting split (../shared/data/ett/README.md, Proceed, DSOF, OneNet, FSNet):
+# the first 14,400 rows only, z-statistics and pretraining on [0, 2880), validation [2880, 3600),
+# the online test from row 3600 on. Its fractions are _ett's own (0.2, 0.25), of 14,400 rows.
+PUBLISHED_ROWS = 14_400
+PUBLISHED = ("etth1_published", "etth2_published")
 
 
 def _steps(horizon: int) -> tuple[tuple[int | str, tuple[int, ...]], ...]:
@@ -261,6 +276,8 @@ def seasonal(period: int, steps) -> tuple[int, ...]:
 PROTOCOLS: dict[str, Protocol] = {
     "etth1": _ett("etth1"),
     "etth2": _ett("etth2"),
+    "etth1_published": _ett("etth1_published", "etth1", PUBLISHED_ROWS),
+    "etth2_published": _ett("etth2_published", "etth2", PUBLISHED_ROWS),
     "taylor": Protocol(
         name="taylor",
         source="taylor",
@@ -344,6 +361,9 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+DEFAULT_DATASETS = tuple(name for name in PROTOCOLS if name not in PUBLISHED)
+
+
 def validation(protocol: Protocol) -> Protocol:
     """The protocol's twin on the rows before its test part, for choosing settings without seeing the test.
 
@@ -374,7 +394,15 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(
-    stride_factor={"etth1": 48, "etth2": 48, "taylor": 12, "greensboro_temp": 12, "msft": 6},
+    stride_factor={
+        "etth1": 48,
+        "etth2": 48,
+        "etth1_published": 48,
+        "etth2_published": 48,
+        "taylor": 12,
+        "greensboro_temp": 12,
+        "msft": 6,
+    },
     refit_factor=8,
     steps=30,
     rounds_factor=8,
@@ -393,6 +421,7 @@ def load_stream(name: str) -> Stream:
         return whole[: int(protocol.keep * len(whole))]
     dataset = datasets.load(protocol.source)
     stream = _ett_stream(dataset) if protocol.source.startswith("etth") else _single_stream(dataset)
+    stream = stream[: protocol.rows]
     if not protocol.normalise:
         return stream
     leading = stream.y[: split(protocol, len(stream))[0]]
@@ -881,7 +910,14 @@ def main(argv: list[str] | None = None) -> int:
         help="score the rows before each test part instead (for choosing settings): accuracy_validation.json",
     )
     parser.add_argument(
-        "--datasets", default=",".join(PROTOCOLS), help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: all)"
+        "--datasets",
+        default=",".join(DEFAULT_DATASETS),
+        help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: {', '.join(DEFAULT_DATASETS)})",
+    )
+    parser.add_argument(
+        "--published",
+        action="store_true",
+        help=f"ETT on the published online split instead ({', '.join(PUBLISHED)}): accuracy_published.json",
     )
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)"
@@ -901,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON rows (default: benchmarks/results/accuracy.json, or accuracy_quick.json with --quick)",
     )
     args = parser.parse_args(argv)
-    names = _choices(args.datasets, PROTOCOLS, "--datasets")
+    names = list(PUBLISHED) if args.published else _choices(args.datasets, PROTOCOLS, "--datasets")
     if args.validation:
         names = [f"{name}_validation" for name in names]
     methods = _choices(args.methods, METHODS, "--methods")
@@ -916,15 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         rows += evaluate_dataset(protocol_of(name), methods, settings, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / (
-        "accuracy_variant.json"
-        if overrides
-        else "accuracy_validation.json"
-        if args.validation
-        else "accuracy_quick.json"
-        if args.quick
-        else "accuracy.json"
-    )
+    out = args.out or RESULTS / results_name(args.published, bool(overrides), args.validation, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
     tables.follow(out)  # the docs' tables are drawn from the results files
@@ -932,6 +960,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report(rows)))
     print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return 0
+
+
+def results_name(published: bool, variant: bool, validation: bool, quick: bool) -> str:
+    """accuracy[_published][_variant|_validation|_quick].json: a run never overwrites another kind's rows."""
+    stem = "accuracy_published" if published else "accuracy"
+    suffix = "_variant" if variant else "_validation" if validation else "_quick" if quick else ""
+    return f"{stem}{suffix}.json"
 
 
 def _overrides(pairs: list[str]) -> dict:

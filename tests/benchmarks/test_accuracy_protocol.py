@@ -37,6 +37,42 @@ def test_each_ett_horizon_scores_the_origins_whose_targets_lie_in_the_test_part(
     assert {row["horizon"]: row["origins"] for row in rows} == {h: test - h + 1 for h in (24, 48, 96)}
 
 
+# ../shared/data/ett/README.md, anchor 1: cumulative MSE at 24 / 48 / 96 on the published online split.
+PUBLISHED_FIGURES = {
+    ("etth1_published", "persistence"): (2.796, 2.932, 3.078),
+    ("etth1_published", "seasonal_naive"): (0.926, 1.069, 1.231),
+    ("etth2_published", "persistence"): (1.818, 2.852, 4.785),
+    ("etth2_published", "seasonal_naive"): (2.561, 3.557, 5.430),
+}
+
+
+@pytest.mark.parametrize("dataset", accuracy.PUBLISHED)
+def test_the_published_split_reproduces_the_readmes_persistence_and_seasonal_naive_figures(dataset):
+    rows = accuracy.evaluate_dataset(
+        accuracy.PROTOCOLS[dataset], ["persistence", "seasonal_naive"], accuracy.FULL, log=quiet
+    )
+    for method in ("persistence", "seasonal_naive"):
+        mse = tuple(round(row["mse"], 3) for row in rows if row["method"] == method)
+        assert mse == PUBLISHED_FIGURES[dataset, method]
+
+
+def test_the_published_split_keeps_14400_rows_normalised_on_the_first_2880_and_tests_from_row_3600():
+    protocol = accuracy.PROTOCOLS["etth2_published"]
+    stream = accuracy.load_stream("etth2_published")
+    leading = stream.y[:2880]
+    np.testing.assert_allclose(leading.mean(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(leading.std(axis=0), 1.0, atol=1e-9)
+    assert len(stream) == 14400 and accuracy.split(protocol, len(stream)) == (2880, 3600)
+    # a forecast after row t - 1 for every t from 3600 to 14400 - H
+    at = accuracy.origin_set(protocol, len(stream), 1)
+    assert at[0] == 3599 and at[-1] == 14400 - 24 - 1
+    validation = accuracy.load_stream("etth2_published_validation")
+    assert len(validation) == 3600 and accuracy.split(accuracy.VALIDATION["etth2_published_validation"], 3600) == (
+        2880,
+        2880,
+    )
+
+
 class Spy(baselines.Persistence):
     """Persistence that remembers what the harness showed it: the times of the rows, and how many at each forecast."""
 
