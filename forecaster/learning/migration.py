@@ -22,6 +22,7 @@ ConfigError (exit 2) that names the checkpoint folder and `forecaster reset`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ import torch
 from forecaster.build import build_engine, load_model, model_spec, pipeline_dir, seeded_model
 from forecaster.config import Config, Pipeline
 from forecaster.errors import ConfigError
-from forecaster.learning.resync import resync
+from forecaster.learning.history import ModelHistory
+from forecaster.learning.resync import install, resync
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import HEAD_ONLY, Forecaster, ModelSpec, changed_fields, changes, resized
 
@@ -137,6 +139,56 @@ def plan(config: Config, pipeline: Pipeline, snapshot: dict, device: torch.devic
         states,
         len(snapshot["store"]["keys"]),
     )
+
+
+def adopt_configured(config: Config, pipeline: Pipeline, engine: Engine, history: ModelHistory, restored: bool) -> bool:
+    """On a start from a checkpoint (`restored`) with model.weights_policy configured: serve a model.weights file
+    whose content changed since the pipeline last adopted it (or none is recorded) and whose weights differ from
+    the checkpoint's as the next version, every series' state re-synchronised; True if it did. Either way the file's
+    digest is recorded, so weights that retraining promoted since are not replaced at every restart.
+
+    A start without a checkpoint serves the file already; a migration takes it where it fits (`_weights`).
+    """
+    if pipeline.model.weights is None or not config.resolve(pipeline.model.weights).is_file():
+        return False  # a file removed since: the checkpoint's weights serve
+    path = config.resolve(pipeline.model.weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not restored or pipeline.model.weights_policy != "configured" or digest == history.configured_digest():
+        history.note_configured(digest)
+        return False
+    model, _ = load_model(path)
+    if model.spec != engine.model.spec:
+        log.warning(
+            "pipeline %s: model.weights %s is for another model than the pipeline configures (%s): the checkpoint's "
+            "weights serve on",
+            pipeline.name,
+            pipeline.model.weights,
+            changes(model.spec, engine.model.spec),
+        )
+        return False
+    adopt = not _same_weights(model, engine.model)
+    if adopt:
+        was, version = engine.model_version, history.next_version(engine.model_version)
+        if not history.holds(was):  # so that a rollback can return to it
+            history.add(engine.model, was, "served before model.weights was adopted", widenings=engine.widenings)
+        install(engine, model, version, pipeline.retraining.resync_steps)
+        history.add(model, version, f"the configured weights file {pipeline.model.weights}")
+        log.info(
+            "pipeline %s: model.weights %s differs from the weights the checkpoint serves (version %d): serving it as "
+            "version %d, %d series re-synchronised (model.weights_policy: checkpoint keeps the checkpoint's)",
+            pipeline.name,
+            pipeline.model.weights,
+            was,
+            version,
+            len(engine.store),
+        )
+    history.note_configured(digest)
+    return adopt
+
+
+def _same_weights(a: Forecaster, b: Forecaster) -> bool:
+    ours = b.state_dict()
+    return all(torch.equal(value.cpu(), ours[name].cpu()) for name, value in a.state_dict().items())
 
 
 def checkpoint_spec(snapshot: dict) -> ModelSpec:
