@@ -152,7 +152,7 @@ def _models_parser(commands) -> None:
         "models",
         help="list the model versions a pipeline keeps, roll back to one, export one",
         description="The model versions each pipeline keeps (retraining.keep_versions) in its state folder: "
-        "`models list`, `models rollback`, `models export` (each takes -c/--config).",
+        "`models list`, `models rollback`, `models export`, each reading the config given with -c.",
     )
     models.set_defaults(handler=lambda args: (models.print_help(), EXIT_CONFIG)[1])
     actions = models.add_subparsers(dest="action", metavar="ACTION")
