@@ -107,9 +107,8 @@ class ModelConfig:
     weights_policy: Literal["configured", "checkpoint"] = setting(
         "configured",
         doc="on a restart from a checkpoint of the same model: configured: a model.weights file whose content changed "
-        "since the pipeline last adopted it (or, with no adoption recorded, differs from the checkpoint's weights) is "
-        "served as the next model version, every series' state re-synchronised; checkpoint: the checkpoint's weights "
-        "always serve",
+        "since the pipeline last adopted it, and whose weights differ from the checkpoint's, serves as the next model "
+        "version, every series' state re-synchronised; checkpoint: the checkpoint's weights always serve",
     )
 
     def __post_init__(self):
@@ -301,7 +300,7 @@ class Retraining:
     keep_versions: int = setting(
         5,
         doc="promoted weights kept in <state_dir>/<pipeline>/models with their version, time and held-out losses, "
-        "for `forecaster models list | rollback | export`; 0: none kept, no rollback",
+        "for `forecaster models` (list, rollback, export); 0: none kept, no rollback",
         check=(lambda v: v >= 0, "an integer >= 0"),
     )
 
