@@ -6,7 +6,7 @@ from test_cli_check import pipeline as pipeline_yaml
 
 from forecaster import config as config_module
 from forecaster.app import Checkpoints
-from forecaster.build import build_engine, load_model, model_spec, pipeline_dir, seeded_model
+from forecaster.build import build_engine, load_model, model_spec, pipeline_dir, save_model, seeded_model
 from forecaster.cli import main
 from forecaster.learning.history import ModelHistory
 from forecaster.serving.model import Forecaster
@@ -93,3 +93,19 @@ def test_export_of_a_kept_version(served, tmp_path, capsys):
 def test_models_without_an_action_prints_its_usage(capsys):
     assert main(["models"]) == 2
     assert capsys.readouterr().out.startswith("usage: forecaster models")
+
+
+def test_check_says_a_restart_serves_a_changed_weights_file_as_the_next_version(served, capsys):
+    config = config_module.load(served)
+    torch.manual_seed(2)
+    save_model(served.parent / "refitted.pt", Forecaster(model_spec(config.pipelines[0])))
+    path = served.parent / "pipelines" / "weather.yaml"
+    path.write_text(path.read_text().replace("weights: null", "weights: refitted.pt"))
+
+    assert main(["check", "-c", str(served)]) == 0
+
+    assert lines(capsys)[1] == (
+        "  checkpoint-000000000001.pt in "
+        f"{served.parent / 'state' / 'weather'}: resumes 0 series at model version 2, then serves model.weights "
+        "refitted.pt as the next version (it differs from the checkpoint's weights)"
+    )
