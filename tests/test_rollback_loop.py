@@ -5,17 +5,23 @@ import json
 
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
+from test_app import FakeChangelog
 from test_retraining_loop import (  # noqa: F401 - fixtures
     batches_of,
     make_worker,
     run_until_the_round_ends,
     stop_rounds_left_running,
 )
+from test_sharing import FakeModelTopic, perturbed
 
 from forecaster.app import Checkpoints
 from forecaster.build import seeded_model
-from forecaster.learning import history, resync
+from forecaster.io.messages import Rebalance
+from forecaster.learning import history, published, resync
 from forecaster.learning.history import ModelHistory
+from forecaster.metrics import Metrics
+from forecaster.sharing import ModelSharing
 
 from support import mean_reverting, retraining_pipeline
 
@@ -120,3 +126,41 @@ def test_roll_back_names_the_versions_in_its_log_line(promoted, caplog):
     history.roll_back(w.engine, w.models, 0, w.pipeline)
 
     assert "pipeline test: rolled back to version 0 as version 2 (was serving 1)" in caplog.text
+
+
+def shared_worker(tmp_path, partition):
+    """A member with the changelog that owns input `partition` from its first batch, serving version 1 over the kept,
+    seeded version 0, with a rollback to version 0 requested; and its model topic."""
+    pipeline = retraining_pipeline()
+    w, _, registry = make_worker(pipeline, [])
+    w.changelog, topic = FakeChangelog(), FakeModelTopic()
+    w.sharing = ModelSharing(pipeline, w.engine, topic, Metrics(CollectorRegistry()))
+    w.source.rebalances = lambda: [Rebalance("assigned", frozenset({partition}))] if not w.owned else []
+    w.source.resume = lambda positions: None
+    w.models = ModelHistory(tmp_path / "models", keep=5, check_every_s=0.0)
+    w.models.add(seeded_model(pipeline), 0, "served before the first promotion kept")
+    w.engine.install(perturbed(seeded_model(pipeline)), 1)
+    w.models.request(0)
+    return w, topic
+
+
+def test_with_the_changelog_the_member_that_trains_publishes_the_rollback_as_a_new_version(tmp_path):
+    w, topic = shared_worker(tmp_path, partition=0)
+
+    w.run_once()  # takes partition 0 over
+    w.run_once()
+
+    assert w.engine.model_version == 2 and same_weights(w.engine.model, seeded_model(w.pipeline))
+    (record,) = topic.log
+    sent = published.decode(record, w.engine.model.spec, topic.topic)
+    assert sent.version == 2 and same_weights(sent.model, seeded_model(w.pipeline))  # every member follows it
+    assert not w.models.request_path.exists()
+
+
+def test_with_the_changelog_a_member_that_does_not_train_leaves_the_request_alone(tmp_path):
+    w, topic = shared_worker(tmp_path, partition=1)
+
+    w.run_once()
+    w.run_once()
+
+    assert w.engine.model_version == 1 and topic.log == [] and w.models.pending() == 0
