@@ -37,7 +37,7 @@ from forecaster.io.clients import (
 )
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
-from forecaster.learning import migration, rounds
+from forecaster.learning import history, migration, rounds
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
@@ -125,8 +125,10 @@ class PipelineWorker:
         trainer: Trainer | None = None,
         changelog: ChangelogTopic | None = None,
         sharing: ModelSharing | None = None,
+        models: history.ModelHistory | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
+        self.models = models  # the versions kept for rollback, and an operator's rollback request
         # With the changelog: every member serves the versions the owner of partition 0 trains and publishes
         self.sharing = sharing
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
@@ -203,6 +205,7 @@ class PipelineWorker:
     def _flow(self, polled: list[Polled]) -> int:
         if self.sharing is not None:
             self.sharing.follow(self.offsets)
+        self._maybe_roll_back()
         if self.changelog is not None:
             self._hand_over()
             polled = [r for r in polled if r.partition in self.owned]  # revoked while it was polled: not ours
@@ -397,6 +400,26 @@ class PipelineWorker:
         if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
 
+    def _maybe_roll_back(self) -> None:
+        """Serve the version an operator asked for (`forecaster models rollback`) as the next version, checkpoint,
+        and with the changelog publish it; between batches. With the changelog only the member that trains does."""
+        if self.models is None or (self.sharing is not None and not self._trains()):
+            return
+        version = self.models.requested()
+        if version is None:
+            return
+        try:
+            history.roll_back(self.engine, self.models, version, self.pipeline)
+        except ForecasterError as error:  # not kept (pruned since), or another model: serve on, say why
+            log.error("pipeline %s: rollback to version %d refused: %s", self.pipeline.name, version, error)
+        else:
+            self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+            if self.sharing is not None:
+                self.sharing.switched(self.offsets)
+                self.sharing.publish(self.stop)
+            self.checkpoint()
+        self.models.done()
+
     def _trains(self) -> bool:
         """Whether this member runs retraining rounds: with the changelog, only the owner of partition 0."""
         if self.trainer is None:
@@ -433,6 +456,14 @@ class PipelineWorker:
             return
         if self.sharing is not None and not self.sharing.may_publish(self.owned, finished.version, self.offsets):
             return
+        if finished.version != self.engine.model_version:  # rolled back meanwhile: it trained on what no longer serves
+            log.info(
+                "pipeline %s: round %d from version %d ended after a rollback: dropped",
+                name,
+                finished.round,
+                finished.version,
+            )
+            return
         outcome = finished.outcome
         m.training_loss.labels(name).set(outcome.training_loss)
         m.heldout_loss.labels(name, "champion").set(outcome.champion_loss)
@@ -460,6 +491,7 @@ class PipelineWorker:
     def _adopt(self, outcome: rounds.Outcome) -> None:
         """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
+        champion, version = self.engine.model, self.engine.model_version
         rounds.adopt(self.engine, outcome, self.pipeline.retraining.resync_steps)
         self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
@@ -469,6 +501,8 @@ class PipelineWorker:
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
         if self.sharing is not None:
             self.sharing.switched(self.offsets)
+        if self.models is not None:
+            history.promoted(self.models, champion, version, self.engine, outcome)
         log.info(
             "pipeline %s: serving version %d; %d series re-synchronised in %.2f s",
             self.pipeline.name,
@@ -684,6 +718,8 @@ class Daemon:
         else:
             restored = checkpoints.load()
         engine = migration.resume(self.config, pipeline, device, restored)
+        models = history.ModelHistory(checkpoints.folder / history.FOLDER, pipeline.retraining.keep_versions)
+        migration.adopt_configured(self.config, pipeline, engine, models, restored is not None)
         offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
             kafka,
@@ -710,6 +746,7 @@ class Daemon:
             trainer,
             changelog,
             sharing,
+            models,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

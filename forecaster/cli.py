@@ -1,4 +1,4 @@
-"""`forecaster` command line: run | check | replay | pretrain | inspect | reset | bench | topics.
+"""`forecaster` command line: run | check | replay | pretrain | inspect | reset | models | bench | topics.
 
 Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
 """
@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     pretrain.add_argument(
         "--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)"
     )
+    pretrain.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from these weights (e.g. `forecaster models export`) instead of seeded ones",
+    )
 
     inspect = _command(
         commands,
@@ -122,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         commands, "reset", cmd_reset, "move a pipeline's checkpoints aside: its series start afresh at the next start"
     )
     reset.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    _models_parser(commands)
 
     bench = commands.add_parser(
         "bench",
@@ -137,6 +145,28 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
     return parser
+
+
+def _models_parser(commands) -> None:
+    models = commands.add_parser(
+        "models",
+        help="list the model versions a pipeline keeps, roll back to one, export one",
+        description="The model versions each pipeline keeps (retraining.keep_versions) in its state folder: "
+        "`models list`, `models rollback`, `models export`, each reading the config given with -c.",
+    )
+    models.set_defaults(handler=lambda args: (models.print_help(), EXIT_CONFIG)[1])
+    actions = models.add_subparsers(dest="action", metavar="ACTION")
+    listed = _command(actions, "list", cmd_models_list, "the versions kept, with time, origin and held-out loss")
+    listed.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
+    rollback = _command(
+        actions, "rollback", cmd_models_rollback, "serve a kept version again (as the next version), between batches"
+    )
+    rollback.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    rollback.add_argument("--version", required=True, type=int, help="a kept version (see `models list`)")
+    export = _command(actions, "export", cmd_models_export, "write a version as a weights file another daemon loads")
+    export.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    export.add_argument("--version", type=int, default=None, help="a kept version (default: the one serving)")
+    export.add_argument("--out", type=Path, required=True, help="weights file to write")
 
 
 def _command(commands, name: str, handler, summary: str) -> argparse.ArgumentParser:
@@ -253,6 +283,7 @@ def cmd_pretrain(args) -> int:
         out=args.out,
         steps=args.steps,
         progress=lambda step, loss: bar.update(step),
+        init=args.init,
     )
     bar.close()
     compared = f"last value {report['last_value_mae']:.4g}"
@@ -430,6 +461,31 @@ def cmd_reset(args) -> int:
         f"{args.pipeline}: moved {folder} to {aside}; at the next start every series starts afresh from the "
         "starting weights, at the consumer group's committed offsets"
     )
+    return EXIT_OK
+
+
+def cmd_models_list(args) -> int:
+    from forecaster.tools.models import listing
+
+    config = config_module.load(args.config, require_weights=False)
+    for pipeline in [config.pipeline(args.pipeline)] if args.pipeline else config.pipelines:
+        print("\n".join(listing(config, pipeline)))
+    return EXIT_OK
+
+
+def cmd_models_rollback(args) -> int:
+    from forecaster.tools.models import request_rollback
+
+    config = config_module.load(args.config, require_weights=False)
+    print(request_rollback(config, config.pipeline(args.pipeline), args.version))
+    return EXIT_OK
+
+
+def cmd_models_export(args) -> int:
+    from forecaster.tools.models import export
+
+    config = config_module.load(args.config, require_weights=False)
+    print(export(config, config.pipeline(args.pipeline), args.out, args.version))
     return EXIT_OK
 
 

@@ -104,6 +104,12 @@ class ModelConfig:
         "initialisation",
     )
     seed: int = setting(0, doc="seed of the initial weights when no weights file is given")
+    weights_policy: Literal["configured", "checkpoint"] = setting(
+        "configured",
+        doc="on a restart from a checkpoint of the same model: configured: a model.weights file whose content changed "
+        "since the pipeline last adopted it, and whose weights differ from the checkpoint's, serves as the next model "
+        "version, every series' state re-synchronised; checkpoint: the checkpoint's weights always serve",
+    )
 
     def __post_init__(self):
         if self.nonlinearity != "tanh" and self.cell != "rnn":
@@ -289,6 +295,12 @@ class Retraining:
         64,
         doc="after a promotion, every series' state is recomputed by replaying its last resync_steps buffered steps "
         "through the new weights; 0: keep the old states",
+        check=(lambda v: v >= 0, "an integer >= 0"),
+    )
+    keep_versions: int = setting(
+        5,
+        doc="promoted weights kept in <state_dir>/<pipeline>/models with their version, time and held-out losses, "
+        "for `forecaster models` (list, rollback, export); 0: none kept, no rollback",
         check=(lambda v: v >= 0, "an integer >= 0"),
     )
 

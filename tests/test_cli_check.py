@@ -9,7 +9,7 @@ import pytest
 
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "reset", "bench"]
+COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "reset", "models", "bench"]
 
 
 def pipeline(name: str, extra: str = "") -> str:
@@ -215,7 +215,8 @@ def test_each_command_has_help(command, capsys):
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: forecaster {command}")
-    assert ("--config" in out) == (command != "bench")  # bench reads no config: it measures this machine
+    # bench reads no config: it measures this machine; models' actions (list, rollback, export) each take one
+    assert ("--config" in out) == (command not in ("bench", "models"))
 
 
 def test_no_command_prints_usage_and_is_a_usage_error(capsys):

@@ -187,7 +187,7 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed)"
+        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed, weights_policy)"
     )
 
 
@@ -615,3 +615,9 @@ def test_documented_fields_show_type_and_default():
     settings = {path: (kind, default) for path, kind, default, _doc in schema.documented_fields(Settings)}
     assert settings["kafka.consumer"] == ("mapping", {})
     assert settings["metrics.port"] == ("int", 9108)
+
+
+def test_weights_policy_names_its_two_choices(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "model:\n  weights_policy: newest\n").startswith(
+        f"{weather_file}: model.weights_policy: expected one of "
+    )

@@ -22,6 +22,7 @@ ConfigError (exit 2) that names the checkpoint folder and `forecaster reset`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ import torch
 from forecaster.build import build_engine, load_model, model_spec, pipeline_dir, seeded_model
 from forecaster.config import Config, Pipeline
 from forecaster.errors import ConfigError
-from forecaster.learning.resync import resync
+from forecaster.learning.history import FOLDER, ModelHistory
+from forecaster.learning.resync import install, resync
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import HEAD_ONLY, Forecaster, ModelSpec, changed_fields, changes, resized
 
@@ -96,7 +98,19 @@ def restart(config: Config, pipeline: Pipeline, payload: dict) -> str:
     snapshot = payload["engine"]
     _check_capacity(config, pipeline, snapshot)
     if checkpoint_spec(snapshot) == model_spec(pipeline):
-        return f"resumes {len(snapshot['store']['keys'])} series at model version {snapshot['model']['version']}"
+        version = snapshot["model"]["version"]
+        served = Forecaster(checkpoint_spec(snapshot))
+        served.load_state_dict(snapshot["model"]["state_dict"])
+        history = ModelHistory(pipeline_dir(config, pipeline) / FOLDER, pipeline.retraining.keep_versions)
+        adopts = (
+            ""
+            if configured_change(config, pipeline, served, history)[0] is None
+            else (
+                f", then serves model.weights {pipeline.model.weights} as the next version (it differs from the "
+                "checkpoint's weights)"
+            )
+        )
+        return f"resumes {len(snapshot['store']['keys'])} series at model version {version}{adopts}"
     migration = plan(config, pipeline, snapshot)
     return f"{migration.changes}: will migrate {migration.describe()}"
 
@@ -137,6 +151,65 @@ def plan(config: Config, pipeline: Pipeline, snapshot: dict, device: torch.devic
         states,
         len(snapshot["store"]["keys"]),
     )
+
+
+def adopt_configured(config: Config, pipeline: Pipeline, engine: Engine, history: ModelHistory, restored: bool) -> bool:
+    """On a start from a checkpoint (`restored`) with model.weights_policy configured: serve a model.weights file
+    whose content changed since the pipeline last adopted it (or none is recorded) and whose weights differ from
+    the checkpoint's as the next version, every series' state re-synchronised; True if it did. Either way the file's
+    digest is recorded, so weights that retraining promoted since are not replaced at every restart.
+
+    A start without a checkpoint serves the file already; a migration takes it where it fits (`_weights`).
+    """
+    model, digest = configured_change(config, pipeline, engine.model, history, restored)
+    adopt = model is not None
+    if adopt:
+        was, version = engine.model_version, history.next_version(engine.model_version)
+        if not history.holds(was):  # so that a rollback can return to it
+            history.add(engine.model, was, "served before model.weights was adopted", widenings=engine.widenings)
+        install(engine, model, version, pipeline.retraining.resync_steps)
+        history.add(model, version, f"the configured weights file {pipeline.model.weights}")
+        log.info(
+            "pipeline %s: model.weights %s differs from the weights the checkpoint serves (version %d): serving it as "
+            "version %d, %d series re-synchronised (model.weights_policy: checkpoint keeps the checkpoint's)",
+            pipeline.name,
+            pipeline.model.weights,
+            was,
+            version,
+            len(engine.store),
+        )
+    if digest is not None:
+        history.note_configured(digest)
+    return adopt
+
+
+def configured_change(
+    config: Config, pipeline: Pipeline, served: Forecaster, history: ModelHistory, restored: bool = True
+) -> tuple[Forecaster | None, str | None]:
+    """The model.weights file's model if a start from a checkpoint serving `served` adopts it (`adopt_configured`
+    says when), else None; and the file's SHA-256, None without a file."""
+    path = None if pipeline.model.weights is None else config.resolve(pipeline.model.weights)
+    if path is None or not path.is_file():
+        return None, None  # a file removed since: the checkpoint's weights serve
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not restored or pipeline.model.weights_policy != "configured" or digest == history.configured_digest():
+        return None, digest
+    model, _ = load_model(path)
+    if model.spec != served.spec:
+        log.warning(
+            "pipeline %s: model.weights %s is for another model than the pipeline configures (%s): the checkpoint's "
+            "weights serve on",
+            pipeline.name,
+            pipeline.model.weights,
+            changes(model.spec, served.spec),
+        )
+        return None, None
+    return (None if _same_weights(model, served) else model), digest
+
+
+def _same_weights(a: Forecaster, b: Forecaster) -> bool:
+    ours = b.state_dict()
+    return all(torch.equal(value.cpu(), ours[name].cpu()) for name, value in a.state_dict().items())
 
 
 def checkpoint_spec(snapshot: dict) -> ModelSpec:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from forecaster.build import save_model, seeded_model
+from forecaster.build import load_model, model_spec, save_model, seeded_model
 from forecaster.config import Config, Pipeline, Training
 from forecaster.errors import ConfigError
 from forecaster.io import datasets
@@ -33,11 +33,13 @@ def pretrain(
     steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     device: str | torch.device = "cpu",
+    init: Path | None = None,
 ) -> dict:
     """Fit a pipeline's seeded model on the leading part of a dataset, score the rest, save the weights.
 
     The dataset goes through JSON and `records.decode`, so training sees what the daemon sees.
-    Returns the saved metadata plus "path" and "seconds".
+    With `init`, training starts from that weights file (`forecaster models export`, an earlier pretrain) instead
+    of the seeded weights. Returns the saved metadata plus "path" and "seconds".
     """
     began = time.perf_counter()
     if dataset is None:
@@ -53,7 +55,7 @@ def pretrain(
     fraction = training.train_fraction
     heads = [head(s, int(fraction * len(s))) for s in series]
     _check_window(config, pipeline, training, name, heads)
-    model = seeded_model(pipeline)
+    model = seeded_model(pipeline) if init is None else load_model(init, expected=model_spec(pipeline))[0]
     losses = fit(model, heads, training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
     metadata = {
@@ -65,6 +67,8 @@ def pretrain(
         "last_value_mae": scores["last_value_mae"],
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if init is not None:
+        metadata["init"] = str(init)
     path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
 

@@ -10,6 +10,7 @@ from forecaster.build import build_engine, save_model, seeded_model
 from forecaster.config import Config, Settings
 from forecaster.errors import ConfigError
 from forecaster.learning import migration
+from forecaster.learning.history import ModelHistory
 from forecaster.learning.resync import resync
 
 from support import observations, random_walks, retraining_pipeline
@@ -180,3 +181,81 @@ def test_more_series_than_max_series_is_refused(tmp_path):
     old = retraining_pipeline(buffer=48, horizon=4)
     message = refusal(tmp_path, old, dataclasses.replace(old, max_series=3))
     assert "hold 5 series, more than max_series 3; raise max_series, or stop the daemon and run" in message
+
+
+# -- a configured weights file that changed since the checkpoint --------------------------------------------------
+
+
+def restarted(tmp_path, pipeline, payload):
+    """The engine a restart on `payload` serves, as the daemon builds it, and whether it adopted model.weights."""
+    config = config_of(tmp_path, pipeline)
+    engine = migration.resume(config, pipeline, "cpu", payload)
+    history = ModelHistory(tmp_path / "state" / pipeline.name / "models", keep=5)
+    return engine, migration.adopt_configured(config, pipeline, engine, history, restored=True)
+
+
+def test_a_configured_weights_file_that_differs_from_the_checkpoints_is_served_as_the_next_version(tmp_path, caplog):
+    pipeline = retraining_pipeline(buffer=48, horizon=4)
+    payload, moments = served(tmp_path, pipeline)  # version 3, seeded weights
+    refitted = seeded_model(changed(pipeline, seed=7))
+    save_model(tmp_path / "refitted.pt", refitted)
+    caplog.set_level("INFO")
+
+    engine, adopted = restarted(tmp_path, changed(pipeline, weights="refitted.pt"), payload)
+
+    assert adopted and engine.model_version == 4
+    assert torch.equal(engine.model.readout.weight, refitted.readout.weight)
+    assert moments_by_key(engine) == moments  # the series carry over, their states re-synchronised under it
+    slots = engine.store.slots(KEYS)
+    torch.testing.assert_close(states_by_key(engine), resync(engine.model, engine.buffer, slots, 48))
+    assert "model.weights refitted.pt differs from the weights the checkpoint serves (version 3): serving it as " in (
+        caplog.text
+    )
+
+
+def test_once_adopted_the_file_does_not_replace_what_retraining_promoted_since(tmp_path):
+    pipeline = changed(retraining_pipeline(buffer=48, horizon=4), weights="refitted.pt")
+    payload, _ = served(tmp_path, retraining_pipeline(buffer=48, horizon=4))  # seeded weights
+    save_model(tmp_path / "refitted.pt", seeded_model(changed(pipeline, seed=7)))
+    restarted(tmp_path, pipeline, payload)  # adopted: its digest recorded
+    promoted = seeded_model(changed(pipeline, seed=8))  # then a round promotes other weights, checkpointed
+    payload["engine"]["model"]["state_dict"] = promoted.state_dict()
+
+    engine, adopted = restarted(tmp_path, pipeline, payload)
+
+    assert not adopted and torch.equal(engine.model.readout.weight, promoted.readout.weight)
+
+
+def test_a_file_equal_to_the_checkpoints_weights_changes_nothing(tmp_path):
+    pipeline = changed(retraining_pipeline(buffer=48, horizon=4), weights="same.pt")
+    payload, _ = served(tmp_path, retraining_pipeline(buffer=48, horizon=4))  # seeded weights
+    save_model(tmp_path / "same.pt", seeded_model(pipeline))  # what the checkpoint serves
+
+    engine, adopted = restarted(tmp_path, pipeline, payload)
+
+    assert not adopted and engine.model_version == 3
+
+
+def test_weights_policy_checkpoint_pins_the_checkpoints_weights(tmp_path):
+    pipeline = changed(retraining_pipeline(buffer=48, horizon=4), weights="refitted.pt", weights_policy="checkpoint")
+    payload, _ = served(tmp_path, retraining_pipeline(buffer=48, horizon=4))  # seeded weights
+    save_model(tmp_path / "refitted.pt", seeded_model(changed(pipeline, seed=7)))
+
+    engine, adopted = restarted(tmp_path, pipeline, payload)
+
+    assert not adopted and engine.model_version == 3
+    assert torch.equal(engine.model.readout.weight, seeded_model(pipeline).readout.weight)
+
+
+def test_the_weights_served_before_the_file_was_adopted_are_kept_for_a_rollback(tmp_path):
+    pipeline = changed(retraining_pipeline(buffer=48, horizon=4), weights="refitted.pt")
+    payload, _ = served(tmp_path, retraining_pipeline(buffer=48, horizon=4))  # seeded weights
+    save_model(tmp_path / "refitted.pt", seeded_model(changed(pipeline, seed=7)))
+
+    restarted(tmp_path, pipeline, payload)
+
+    history = ModelHistory(tmp_path / "state" / "test" / "models", keep=5)
+    assert [(k.version, k.source) for k in history.versions()] == [
+        (4, "the configured weights file refitted.pt"),
+        (3, "served before model.weights was adopted"),
+    ]

@@ -11,7 +11,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from forecaster import config
-from forecaster.build import load_model, model_spec, seeded_model
+from forecaster.build import load_model, model_spec, save_model, seeded_model
 from forecaster.config import Combination, Gaps
 from forecaster.errors import ConfigError
 from forecaster.io import datasets
@@ -506,6 +506,26 @@ def test_pretrain_writes_weights_the_pipeline_can_load(loaded, tmp_path):
     assert metadata["dataset"] == "taylor" and metadata["steps"] == 5
     assert all(math.isfinite(metadata[k]) for k in ("final_loss", "model_mae", "naive_mae", "last_value_mae"))
     assert not torch.equal(model.readout.weight, seeded_model(pipeline).readout.weight)
+
+
+def test_pretrain_init_starts_from_the_weights_given_and_says_so(loaded, tmp_path, monkeypatch):
+    pipeline = loaded.pipeline("power_load")
+    exported = seeded_model(dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, seed=7)))
+    save_model(tmp_path / "exported.pt", exported)
+    started_from = []
+    fit = pretrain.fit
+    monkeypatch.setattr(
+        pretrain,
+        "fit",
+        lambda model, *a, **k: (started_from.append(model.readout.weight.clone()), fit(model, *a, **k))[1],
+    )
+
+    result = pretrain.pretrain(loaded, pipeline, out=tmp_path / "w.pt", steps=1, init=tmp_path / "exported.pt")
+
+    assert torch.equal(started_from[0], exported.readout.weight)
+    assert (
+        result["init"] == str(tmp_path / "exported.pt") and load_model(tmp_path / "w.pt")[1]["init"] == result["init"]
+    )
 
 
 def test_pretrain_needs_a_dataset(loaded, tmp_path):
