@@ -27,6 +27,7 @@ from forecaster.build import changelog_topic, group_id, model_topic, pipeline_di
 from forecaster.config import Config, Pipeline
 from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from forecaster.io.checkpoint_writer import CheckpointWriter, Written
 from forecaster.io.clients import (
     ChangelogTopic,
     ModelTopic,
@@ -60,6 +61,7 @@ class Checkpoints:
         self.folder, self.settings, self.name = folder, pipeline.checkpoint, pipeline.name
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
+        self.writer: CheckpointWriter | None = None  # made on the first `start`, for the engine's device
 
     def due(self) -> bool:
         return self.records_since >= self.settings.every_records or (
@@ -67,16 +69,36 @@ class Checkpoints:
         )
 
     def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
-        payload = {
+        """Write a checkpoint now, in this thread (tools and tests; the run loop uses `start`)."""
+        path = save_checkpoint(self.folder, self._payload(engine, offsets), keep=self.settings.keep)
+        self.written()
+        return path
+
+    def start(self, engine: Engine, offsets: dict[int, int]) -> None:
+        """Snapshot the state and the `offsets` it reflects now, and write them in the background (`finished`
+        says when they are durable); the next checkpoint falls due from now."""
+        offsets = dict(offsets)
+        if self.writer is None:  # a CUDA engine's state is copied in the loop: a forked child cannot read it
+            self.writer = CheckpointWriter(fork=CheckpointWriter().fork and engine.device.type == "cpu")
+        self.writer.start(self.folder, lambda: self._payload(engine, offsets), self.settings.keep, tag=offsets)
+        self.written()
+
+    def finished(self, wait: bool = False) -> Written | None:
+        """The write in flight once durable (`wait`: wait for it), its tag the offsets it holds; else None."""
+        return None if self.writer is None else self.writer.finished(wait)
+
+    @property
+    def writing(self) -> bool:
+        return self.writer is not None and self.writer.writing
+
+    def _payload(self, engine: Engine, offsets: dict[int, int]) -> dict:
+        return {
             "format": CHECKPOINT_FORMAT,
             "pipeline": self.name,
             "offsets": dict(offsets),
             "written_at": time.time(),
             "engine": engine.snapshot(),
         }
-        path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
-        self.written()
-        return path
 
     def written(self) -> None:
         """A checkpoint is durable (a file, or the changelog's records): the next falls due from now."""
@@ -187,7 +209,7 @@ class PipelineWorker:
                 if time.monotonic() >= summary_due:
                     self._log_summary()
                     summary_due = time.monotonic() + _SUMMARY_EVERY_S
-            self.checkpoint()  # every batch taken was delivered: the state and offsets agree
+            self.checkpoint(wait=True)  # every batch taken was delivered: the state and offsets agree
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
         except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
@@ -195,6 +217,16 @@ class PipelineWorker:
             self.error = error
         finally:
             self.last_poll = 0.0  # a finished loop is not healthy
+            self._finish_writing()
+
+    def _finish_writing(self) -> None:
+        """A loop that ended on an error lets a checkpoint in flight become durable (the next start resumes from
+        it), without committing: the source may be what failed."""
+        try:
+            if self.checkpoints is not None:
+                self.checkpoints.finished(wait=True)
+        except (OSError, RuntimeError) as error:
+            log.error("pipeline %s: the last checkpoint was not written: %s", self.pipeline.name, error)
 
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
@@ -265,22 +297,38 @@ class PipelineWorker:
         due = [n for n in (self.trainer.records_to_round(), young) if n is not None]
         return min(due) if due else None
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, wait: bool = False) -> None:
         """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just
-        commit)."""
+        commit). A checkpoint file is written in the background: its offsets are committed once it is durable,
+        at a later batch (`wait`: before returning); while one is in flight the next waits its turn."""
         if not self.offsets:
+            return
+        if self.changelog is None and self.checkpoints is not None:
+            self._checkpoint_files(wait)
             return
         if self.changelog is not None:
             self._write_changelog(self.owned)
             if self.checkpoints is not None:
                 self.checkpoints.written()
-        elif self.checkpoints is not None:
-            started = time.perf_counter()
-            path = self.checkpoints.write(self.engine, self.offsets)
-            self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
-            self.metrics.checkpoints.labels(self.pipeline.name).inc()
-            log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
         self.source.commit(self.offsets)
+
+    def _checkpoint_files(self, wait: bool) -> None:
+        self._commit_written(wait)
+        if not self.checkpoints.writing:
+            self.checkpoints.start(self.engine, self.offsets)
+            if wait:
+                self._commit_written(wait)
+
+    def _commit_written(self, wait: bool = False) -> None:
+        """Commit the offsets of the checkpoint in flight once it is durable: never ahead of a checkpoint."""
+        written = self.checkpoints.finished(wait)
+        if written is None:
+            return
+        self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(written.seconds)
+        self.metrics.checkpoints.labels(self.pipeline.name).inc()
+        name, series = written.path.name, len(self.engine.store)
+        log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, name, series)
+        self.source.commit(written.tag)
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -379,6 +427,8 @@ class PipelineWorker:
     def _maybe_checkpoint(self) -> None:
         if self.checkpoints is None or self.checkpoints.due():
             self.checkpoint()
+        elif self.checkpoints.writing:
+            self._commit_written()
 
     def _advance(self, polled: Sequence[Polled]) -> None:
         """The batch is delivered: the state now reflects every record up to these offsets."""
@@ -417,7 +467,7 @@ class PipelineWorker:
             if self.sharing is not None:
                 self.sharing.switched(self.offsets)
                 self.sharing.publish(self.stop)
-            self.checkpoint()
+            self.checkpoint(wait=True)  # the version served from now on is durable before the next batch
         self.models.done()
 
     def _trains(self) -> bool:

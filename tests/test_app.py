@@ -3,17 +3,20 @@
 import dataclasses
 import json
 import logging
+import os
 import threading
 
 import numpy as np
 import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from forecaster import app
 from forecaster.app import Checkpoints, PipelineWorker
 from forecaster.build import resolve_device, seeded_model
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.checkpoint import load_latest_checkpoint
+from forecaster.io.checkpoint import load_latest_checkpoint, read_checkpoint
+from forecaster.io.checkpoint_writer import CheckpointWriter
 from forecaster.io.messages import Polled, Rebalance
 from forecaster.metrics import Metrics
 from forecaster.serving.engine import Engine
@@ -213,14 +216,66 @@ def hours(key, start, stop, partition=0):
     return [record(key, h, float(h * h % 7), partition=partition, offset=h) for h in range(start, stop)]
 
 
+class HeldWriter(CheckpointWriter):
+    """A checkpoint writer on a thread that holds each write until the test releases it: a slow disk."""
+
+    def __init__(self):
+        super().__init__(fork=False)
+        self.release = threading.Event()
+
+    def _write(self, path, payload):
+        self.release.wait()
+        super()._write(path, payload)
+
+    def let_finish(self):
+        self.release.set()
+        self._thread.join()
+
+
 def test_offsets_are_committed_only_once_a_checkpoint_holds_the_state_they_reflect(tmp_path):
     w, source, _, _ = worker([hours("a", 0, 2), hours("a", 2, 4)], checkpoint_dir=tmp_path, every_records=3)
+    w.checkpoints.writer = writer = HeldWriter()
     w.run_once()
-    assert source.committed == [] and load_latest_checkpoint(tmp_path) is None
-    w.run_once()
+    assert source.committed == [] and not w.checkpoints.writing
+    w.run_once()  # 4 records: a checkpoint falls due and is written in the background
+    w.run_once()  # the next batch (empty) finds it still being written
+    assert w.checkpoints.writing and source.committed == [] and load_latest_checkpoint(tmp_path) is None
+    writer.let_finish()
+    w.run_once()  # the batch after it is durable commits its offsets
     payload, _ = load_latest_checkpoint(tmp_path)
     assert payload["offsets"] == {0: 4} and source.committed == [{0: 4}]
     assert payload["engine"]["store"]["keys"] == ["a"]
+
+
+def test_the_checkpoint_holds_the_state_at_its_snapshot_not_what_was_stepped_while_it_was_written(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 3), hours("a", 3, 6)], checkpoint_dir=tmp_path, every_records=3)
+    gate, opened = os.pipe()  # each forked writer waits for a byte here before it reads the state
+    payload = w.checkpoints._payload
+    w.checkpoints._payload = lambda engine, offsets: (os.read(gate, 1), payload(engine, offsets))[1]
+    w.run_once()  # a checkpoint of offsets {0: 3} falls due: a child is forked, and waits
+    at_snapshot = w.engine.snapshot()["store"]["wide"]
+    w.run_once()  # three more records stepped while it waits; the next checkpoint waits its turn
+    assert source.committed == [] and not torch.equal(w.engine.snapshot()["store"]["wide"], at_snapshot)
+    os.write(opened, b"go")  # one byte for that child, one for the final checkpoint's
+    w.stop.set()
+    w.run()
+    first, last = sorted(tmp_path.glob("checkpoint-*.pt"))
+    assert read_checkpoint(first)["offsets"] == {0: 3} and read_checkpoint(last)["offsets"] == {0: 6}
+    assert torch.equal(read_checkpoint(first)["engine"]["store"]["wide"], at_snapshot)
+    assert source.committed == [{0: 3}, {0: 6}]
+
+
+def test_stopping_waits_for_the_checkpoint_in_flight_then_writes_a_final_one(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 3), hours("a", 3, 5)], checkpoint_dir=tmp_path, every_records=3)
+    w.checkpoints.writer = writer = HeldWriter()
+    w.run_once()
+    w.run_once()
+    assert w.checkpoints.writing and source.committed == []
+    writer.release.set()  # the disk catches up; run() must wait for it rather than leave it behind
+    w.stop.set()
+    w.run()
+    assert not w.checkpoints.writing and source.committed == [{0: 3}, {0: 5}]
+    assert load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 5}
 
 
 def test_stopping_writes_a_final_checkpoint(tmp_path):
@@ -245,7 +300,8 @@ def test_a_restored_worker_forecasts_exactly_as_one_that_never_stopped(tmp_path)
     first, _, _, _ = worker(
         [hours("a", 0, 6) + hours("b", 0, 6, partition=1)], checkpoint_dir=tmp_path, every_records=1
     )
-    first.run_once()  # then the process dies
+    first.run_once()
+    first.checkpoints.finished(wait=True)  # the checkpoint is durable, then the process dies
     resumed, _, after, _ = worker([hours("a", 6, 12)], checkpoint_dir=tmp_path, restore=True)
     resumed.run_once()
     np.testing.assert_allclose(values(after), values(whole)[12:], rtol=1e-6)
