@@ -99,12 +99,18 @@ class CheckpointWriter:
     def _fork(self, path: Path, payload: Callable[[], dict]) -> None:
         errors, report = os.pipe()
         parent = os.getpid()
+        # SIGTERM or Ctrl-C reach the whole process group: the parent stops and waits for this write, which the
+        # child, born with them blocked, finishes
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             pid = os.fork()
         except OSError:  # no memory for the page tables, too many processes
             os.close(errors)
             os.close(report)
             raise
+        finally:
+            if os.getpid() == parent:
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         if pid == 0:  # the child: never returns
             os.close(errors)
             _child(path, payload, report, parent)

@@ -90,3 +90,13 @@ def test_the_writer_keeps_the_newest_checkpoints(tmp_path):
         writer.start(tmp_path, lambda n=n: payload(n + 1), keep=2)
         writer.finished(wait=True)
     assert [p.name for p in sorted(tmp_path.iterdir())] == ["checkpoint-000000000003.pt", "checkpoint-000000000004.pt"]
+
+
+def test_a_sigterm_to_the_process_group_does_not_stop_the_write_in_flight(tmp_path):
+    gate, opened = os.pipe()
+    writer = CheckpointWriter(fork=True)
+    writer.start(tmp_path, lambda: (os.read(gate, 1), payload(3))[1], keep=3)
+    os.kill(writer._pid, signal.SIGTERM)  # as systemd stops the unit: every process of it gets one
+    os.kill(writer._pid, signal.SIGINT)
+    os.write(opened, b"x")
+    assert read_checkpoint(writer.finished(wait=True).path)["offsets"] == {0: 3}
