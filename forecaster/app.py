@@ -27,7 +27,7 @@ from forecaster.build import changelog_topic, group_id, model_topic, pipeline_di
 from forecaster.config import Config, Pipeline
 from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
-from forecaster.io.checkpoint_writer import CheckpointWriter, Written
+from forecaster.io.checkpoint_writer import FORK, CheckpointWriter, Written
 from forecaster.io.clients import (
     ChangelogTopic,
     ModelTopic,
@@ -79,7 +79,7 @@ class Checkpoints:
         says when they are durable); the next checkpoint falls due from now."""
         offsets = dict(offsets)
         if self.writer is None:  # a CUDA engine's state is copied in the loop: a forked child cannot read it
-            self.writer = CheckpointWriter(fork=CheckpointWriter().fork and engine.device.type == "cpu")
+            self.writer = CheckpointWriter(fork=FORK and engine.device.type == "cpu")
         self.writer.start(self.folder, lambda: self._payload(engine, offsets), self.settings.keep, tag=offsets)
         self.written()
 

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import threading
 
 import numpy as np
@@ -284,6 +285,22 @@ def test_stopping_writes_a_final_checkpoint(tmp_path):
     w.stop.set()
     w.run()
     assert load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 2} and source.committed == [{0: 2}]
+
+
+def test_a_writer_that_dies_commits_nothing_and_leaves_the_last_good_checkpoint_in_force(tmp_path):
+    first, _, _, _ = worker([hours("a", 0, 3)], checkpoint_dir=tmp_path, every_records=1000)
+    first.run_once()
+    first.stop.set()
+    first.run()  # the last good checkpoint: offsets {0: 3}
+    second, source, _, _ = worker([hours("a", 3, 6)], checkpoint_dir=tmp_path, every_records=3, restore=True)
+    second.checkpoints._payload = lambda engine, offsets: os.kill(os.getpid(), signal.SIGKILL)  # in the child
+    second.run_once()  # a checkpoint of {0: 6} starts, and its writer is killed before it writes
+    second.stop.set()
+    second.run()
+    assert isinstance(second.error, RuntimeError) and "killed by signal 9" in str(second.error)
+    assert source.committed == []
+    restarted, _, _, _ = worker([], checkpoint_dir=tmp_path, restore=True)
+    assert restarted.offsets == {0: 3} and load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 3}
 
 
 def test_no_checkpoint_when_the_last_batch_could_not_be_delivered(tmp_path):

@@ -29,6 +29,7 @@ import torch
 from forecaster.io.checkpoint import next_checkpoint, prune, write_checkpoint
 
 _PR_SET_PDEATHSIG = 1
+FORK = hasattr(os, "fork")  # POSIX: a copy-on-write child can write the checkpoint
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Written:
 class CheckpointWriter:
     """One checkpoint write at a time, in a forked child (`fork`) or a thread."""
 
-    def __init__(self, fork: bool = hasattr(os, "fork")):
+    def __init__(self, fork: bool = FORK):
         self.fork = fork
         self._path: Path | None = None
         self._keep, self._tag, self._started = 0, None, 0.0
