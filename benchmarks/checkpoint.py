@@ -152,8 +152,7 @@ def measure(series: int, modes: list[str], steps: int, repeat: int) -> dict:
             runs = [timed(mode, Path(scratch), payload) for _ in range(repeat)]
             row = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             rows.append({"series": series, "mode": mode, **row})
-    state = engine.store.nbytes + sum(part.nbytes for part in engine.store.parts.values())
-    return {"rows": rows, "state_bytes": state, "rss_bytes": status("VmRSS"), "fill_s": filled}
+    return {"rows": rows, "state_bytes": engine.store.nbytes, "rss_bytes": status("VmRSS"), "fill_s": filled}
 
 
 def run_sizes(sizes: list[int], steps: int, repeat: int, before_max: int) -> tuple[list[dict], list[dict]]:
