@@ -211,7 +211,10 @@ def _source_options(command: argparse.ArgumentParser, verb: str) -> None:
         help=f"{verb} the records topic T retains (JSON records in the pipeline's format), from the beginning",
     )
     command.add_argument(
-        "--since", default=None, metavar="TIME", help="with --topic: from the first record at or after TIME"
+        "--since",
+        default=None,
+        metavar="TIME",
+        help="with --topic: only the records observed at or after TIME (ISO-8601 or epoch seconds)",
     )
     command.add_argument(
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"

@@ -146,22 +146,11 @@ def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:
     return client(kafka).missing_topics(kafka, names)
 
 
-def read_retained(kafka: Kafka, topic: str, since: float | None = None) -> list[bytes]:
+def read_retained(kafka: Kafka, topic: str) -> list[bytes]:
     """The value of every record `topic` retains, partition after partition in log order (each series keeps its
-    order: it has one partition), from the beginning or from the first record timestamped at or after `since`
-    (epoch seconds), up to each partition's end as it stands when asked. Records without a value are skipped."""
+    order: it has one partition), up to each partition's end as it stands when asked; records without a value
+    are skipped."""
     count = partition_count(kafka, topic)
     if not count:
         raise ForecasterError(f"topic {topic}: not found at {kafka.bootstrap_servers}")
-    starts = {}
-    if since is not None:  # a timestamp lookup is kafka-python's (a core dependency) whichever client serves
-        from forecaster.io import kafka as kafka_python
-
-        starts = kafka_python.offsets_since(kafka, topic, count, since)
-    module = client(kafka)
-    return [
-        r.value
-        for p in range(count)
-        for r in module.read_partition(kafka, topic, p, start=starts.get(p, 0))
-        if r.value is not None
-    ]
+    return [r.value for p in range(count) for r in client(kafka).read_partition(kafka, topic, p) if r.value is not None]

@@ -394,16 +394,3 @@ def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 
         return found
     finally:
         consumer.close()
-
-
-def offsets_since(kafka: Kafka, topic: str, partitions: int, since: float) -> dict[int, int]:
-    """Per partition, the offset of its first record timestamped at or after `since` (epoch seconds); its end
-    offset where none is."""
-    consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        found = consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-        ends = consumer.end_offsets(tps)
-        return {tp.partition: ends[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
-    finally:
-        consumer.close()
