@@ -26,6 +26,7 @@ from forecaster.serving.cadence import seasons, step_numbers, step_seconds
 from forecaster.serving.records import Observations
 
 METHODS = ("forecaster", "persistence", "seasonal_naive")
+MAX_CELLS = 50_000_000  # steps x series of the grid: 400 MB of float64
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
     column = {k: i for i, k in enumerate(keys)}
     columns = np.fromiter((column[k] for k in observations.keys), np.int64, len(observations))
     T = int(rows.max()) + 1
+    if T * len(keys) > MAX_CELLS:  # a stray timestamp years away, or a cadence far finer than the data's
+        raise ForecasterError(
+            f"{name}: the observations span {T:,} steps of {pipeline.cadence} for {len(keys)} series, more than "
+            f"{MAX_CELLS:,} cells; check the timestamps and the pipeline's cadence"
+        )
     values = np.full((T, len(keys)), np.nan)
     values[rows, columns] = observations.values[:, 0]
     covariates = None

@@ -10,10 +10,13 @@ import pytest
 
 from forecaster import config as config_module
 from forecaster.cli import main
+from forecaster.errors import ForecasterError
 from forecaster.evaluation.panel import Panel
 from forecaster.io import datasets
+from forecaster.serving.records import Observations
+from forecaster.tools.backtest import panel_of
 
-from support import benchmark, pipeline_yaml
+from support import benchmark, make_pipeline, pipeline_yaml
 
 HOURS = 400  # about 17 days of Greensboro's hourly temperature: a few retraining rounds, a few seconds
 PIPELINE = pipeline_yaml("weather", "retraining:\n  young_steps: 10\n  steps: 10\n")
@@ -106,3 +109,24 @@ def test_a_bad_file_fails_with_one_line_naming_the_file_and_line(setup, capsys):
     bad.write_text(bad.read_text().replace("\n", "\n2024-01-01T00:00:00,warm\n", 1))
     assert main(command(setup, "--map", "temp=temperature")) == 1
     assert capsys.readouterr().err == f"forecaster: {bad}:line 2: temperature: expected a number, got 'warm'\n"
+
+
+def observations(keys, times, values):
+    times = np.asarray(times, dtype=np.float64)
+    return Observations(
+        tuple(keys), times, times.copy(), np.asarray(values, dtype=np.float64)[:, None], np.arange(len(keys))
+    )
+
+
+def test_a_history_is_laid_on_the_cadences_grid_with_gaps_missing():
+    pipeline = make_pipeline()
+    hour = 3600.0
+    panel = panel_of(pipeline, observations(["a", "b", "a", "a"], [0, 0, hour, 3 * hour], [1, 2, 3, 4]), "h")
+    assert panel.keys == ("a", "b")
+    np.testing.assert_array_equal(panel.times, [0, hour, 2 * hour, 3 * hour])
+    np.testing.assert_array_equal(panel.inputs, [[1, 2], [3, np.nan], [np.nan, np.nan], [4, np.nan]])
+
+
+def test_a_stray_timestamp_years_away_is_an_error_not_a_huge_grid():
+    with pytest.raises(ForecasterError, match="check the timestamps and the pipeline's cadence"):
+        panel_of(make_pipeline(), observations(["a", "a"], [0, 3600.0 * 10**8], [1, 2]), "h")
