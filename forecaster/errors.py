@@ -28,3 +28,8 @@ class NotEnoughData(ForecasterError):
 
 class Cancelled(ForecasterError):
     """The daemon is stopping: a retraining round in progress gives up at its next optimisation step."""
+
+
+class DataFileError(ForecasterError):
+    """A data file given to a command (`--file`) cannot be read: the message names the file, the line or row, what
+    was expected and what was found."""

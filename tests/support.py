@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,29 @@ from forecaster.config import Calendar, Combination, Gaps, ModelConfig, Pipeline
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def pipeline_yaml(name: str, extra: str = "") -> str:
+    """A small pipeline file's YAML (hourly, horizon 24, a 2x8 GRU from seeded weights), plus `extra` lines."""
+    return (
+        textwrap.dedent(f"""\
+        name: {name}
+        input_topic: {name}.in
+        output_topic: {name}.out
+        dead_letter_topic: {name}.dead
+        record:
+          key: station
+          timestamp: time
+          target: temp
+        cadence: 1h
+        horizon: 24
+        model:
+          hidden_size: 8
+          num_layers: 2
+          weights: null
+        """)
+        + extra
+    )
 
 
 def benchmark(name: str):

@@ -3,35 +3,14 @@ a user reads."""
 
 import importlib.metadata
 import re
-import textwrap
 
 import pytest
 
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "reset", "models", "bench"]
+from support import pipeline_yaml as pipeline
 
-
-def pipeline(name: str, extra: str = "") -> str:
-    return (
-        textwrap.dedent(f"""\
-        name: {name}
-        input_topic: {name}.in
-        output_topic: {name}.out
-        dead_letter_topic: {name}.dead
-        record:
-          key: station
-          timestamp: time
-          target: temp
-        cadence: 1h
-        horizon: 24
-        model:
-          hidden_size: 8
-          num_layers: 2
-          weights: null
-        """)
-        + extra
-    )
+COMMANDS = ["run", "check", "replay", "pretrain", "backtest", "topics", "inspect", "reset", "models", "bench"]
 
 
 @pytest.fixture

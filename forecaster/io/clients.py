@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable
 from types import ModuleType
 
 from forecaster.config import Kafka
+from forecaster.errors import ForecasterError
 from forecaster.io.messages import Message
 
 log = logging.getLogger(__name__)
@@ -143,3 +144,13 @@ class ModelTopic:
 
 def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:
     return client(kafka).missing_topics(kafka, names)
+
+
+def read_retained(kafka: Kafka, topic: str) -> list[bytes]:
+    """The value of every record `topic` retains, partition after partition in log order (each series keeps its
+    order: it has one partition), up to each partition's end as it stands when asked; records without a value
+    are skipped."""
+    count = partition_count(kafka, topic)
+    if not count:
+        raise ForecasterError(f"topic {topic}: not found at {kafka.bootstrap_servers}")
+    return [r.value for p in range(count) for r in client(kafka).read_partition(kafka, topic, p) if r.value is not None]
