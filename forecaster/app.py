@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
-from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
+from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from forecaster.io.clients import (
     ChangelogTopic,
@@ -37,6 +37,7 @@ from forecaster.io.clients import (
 )
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
+from forecaster.io.transactions import Transactions, read_committed
 from forecaster.learning import migration, rounds
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
@@ -125,8 +126,11 @@ class PipelineWorker:
         trainer: Trainer | None = None,
         changelog: ChangelogTopic | None = None,
         sharing: ModelSharing | None = None,
+        transactions: Transactions | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
+        # Exactly-once mode: the sink too; a checkpoint commits each partition's transaction, offsets included
+        self.transactions = transactions
         # With the changelog: every member serves the versions the owner of partition 0 trains and publishes
         self.sharing = sharing
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
@@ -277,7 +281,7 @@ class PipelineWorker:
             self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
             self.metrics.checkpoints.labels(self.pipeline.name).inc()
             log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
-        self.source.commit(self.offsets)
+        (self.transactions or self.source).commit(self.offsets)
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -297,7 +301,14 @@ class PipelineWorker:
     def _give_up(self, partitions: set[int]) -> None:
         if not partitions:
             return
-        self._write_changelog(partitions)
+        try:
+            self._write_changelog(partitions)
+            if self.transactions is not None:
+                self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
+        except TransactionError as error:  # fenced, say: their next owner restores what was committed before
+            log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
+        if self.transactions is not None:
+            self.transactions.release(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -314,6 +325,8 @@ class PipelineWorker:
 
     def _take_over(self, partitions) -> None:
         started, positions = time.perf_counter(), {}
+        if self.transactions is not None:  # fence the previous owners first: the changelog then holds all they commit
+            self.transactions.own(partitions)
         for partition in sorted(partitions):
             handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
             found = handover.newest(self.changelog.read(partition))  # one pass over the log
@@ -483,6 +496,9 @@ class PipelineWorker:
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
         encoded = records.encode_many(forecasts, name, target)
         per_message = self.pipeline.batching.forecasts_per_message
+        if self.transactions is not None:  # each into its input partition's transaction (one per message: config)
+            origins = self.engine.store.partition[self.engine.store.lookup(forecasts.keys)].tolist()
+            return [Message(topic, k.encode(), v, origin=o) for k, v, o in zip(forecasts.keys, encoded, origins)]
         if per_message == 1:
             return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
         packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
@@ -508,7 +524,9 @@ class PipelineWorker:
             if origin.element is not None:
                 headers += (("forecaster.element", str(origin.element).encode()),)
                 value = records.element_payload(value, origin.element)
-            messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
+            messages.append(
+                Message(self.pipeline.dead_letter_topic, record.key, value, headers, origin=record.partition)
+            )
         return messages
 
     def _record(self, consumed: int, forecasts: int, rejected, latency_s: float) -> None:
@@ -677,22 +695,26 @@ class Daemon:
         offsets, sink."""
         kafka = self.config.settings.kafka
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
-        changelog = None
-        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
-            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline))
-            restored = None
-        else:
-            restored = checkpoints.load()
+        exactly_once = pipeline.checkpoint.exactly_once
+        restored = None if pipeline.checkpoint.changelog else checkpoints.load()
         engine = migration.resume(self.config, pipeline, device, restored)
         offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
-            kafka,
+            read_committed(kafka) if exactly_once else kafka,
             pipeline.input_topic,
             group_id(self.config, pipeline),
             pipeline.batching.max_records,
             positions=offsets,
-            handover=changelog is not None,
+            handover=pipeline.checkpoint.changelog,
         )
+        transactions = None
+        if exactly_once:
+            transactions = Transactions(
+                kafka, group_id(self.config, pipeline), pipeline.input_topic, source.group_metadata
+            )
+        changelog = None
+        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
+            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline), sink=transactions)
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None
         if changelog is not None:
@@ -702,7 +724,7 @@ class Daemon:
             pipeline,
             engine,
             source,
-            make_sink(kafka),
+            transactions or make_sink(kafka),
             self.metrics,
             self._stop,
             checkpoints,
@@ -710,6 +732,7 @@ class Daemon:
             trainer,
             changelog,
             sharing,
+            transactions,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

@@ -28,3 +28,8 @@ class NotEnoughData(ForecasterError):
 
 class Cancelled(ForecasterError):
     """The daemon is stopping: a retraining round in progress gives up at its next optimisation step."""
+
+
+class TransactionError(ForecasterError):
+    """An exactly-once transaction was aborted (or fenced by a newer owner of its partition): nothing of it counts,
+    and the member stops, so that a restart restores the partition's committed state."""
