@@ -4,7 +4,8 @@ Each pipeline's loop reads like its data flow:
     poll -> decode -> step -> produce forecasts and dead letters -> acknowledged
          -> (every N records or T seconds) checkpoint state with offsets -> commit offsets
          -> (with retraining) install a finished round's winner; hand windows to the next round
-Offsets are committed only once a checkpoint holding the state they reflect is durable.
+Offsets are committed only once a checkpoint holding the state they reflect is durable. In exactly-once mode
+(io/transactions.py) a checkpoint commits, per input partition, one transaction of forecasts, state and offsets.
 After a crash the daemon restores the newest valid checkpoint and resumes at its offsets:
 the records since then are consumed again (their forecasts may be produced twice, never
 lost) and every series' state ends up exactly as if nothing had happened.
@@ -301,14 +302,7 @@ class PipelineWorker:
     def _give_up(self, partitions: set[int]) -> None:
         if not partitions:
             return
-        try:
-            self._write_changelog(partitions)
-            if self.transactions is not None:
-                self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
-        except TransactionError as error:  # fenced, say: their next owner restores what was committed before
-            log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
-        if self.transactions is not None:
-            self.transactions.release(partitions)
+        self._write_leaving(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -322,6 +316,20 @@ class PipelineWorker:
             counted(len(partitions), "partition"),
             dropped,
         )
+
+    def _write_leaving(self, partitions: set[int]) -> None:
+        """Write the state of partitions given up; in exactly-once mode commit their transactions, or hand them over
+        without the last one if it fails (fenced, say: their next owner restores what was committed before)."""
+        if self.transactions is None:
+            self._write_changelog(partitions)
+            return
+        try:
+            self._write_changelog(partitions)
+            self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
+        except TransactionError as error:
+            log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
+        finally:
+            self.transactions.release(partitions)
 
     def _take_over(self, partitions) -> None:
         started, positions = time.perf_counter(), {}
