@@ -75,17 +75,18 @@ class ChangelogTopic:
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """The partition's records, (key, value) in log order, up to its end as it stands now."""
-        records = client(self.kafka).read_partition(self.kafka, self.topic, partition, committed=self._committed)
-        return [(r.key, r.value) for r in records]
+        return read_partition(self.kafka, self.topic, partition, committed=self._committed)
 
     def close(self) -> None:
         self._sink.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-    """A partition's records, (key, value) in log order, up to its end as it stands now; without a producer, for
-    readers that only look (`forecaster inspect`)."""
-    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition)]
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, committed: bool = False
+) -> list[tuple[bytes | None, bytes | None]]:
+    """A partition's records, (key, value) in log order, up to its end as it stands now (with `committed`, those of
+    committed transactions only); without a producer, for readers that only look (`forecaster inspect`)."""
+    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition, committed=committed)]
 
 
 class ModelTopic:
