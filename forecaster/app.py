@@ -4,7 +4,8 @@ Each pipeline's loop reads like its data flow:
     poll -> decode -> step -> produce forecasts and dead letters -> acknowledged
          -> (every N records or T seconds) checkpoint state with offsets -> commit offsets
          -> (with retraining) install a finished round's winner; hand windows to the next round
-Offsets are committed only once a checkpoint holding the state they reflect is durable.
+Offsets are committed only once a checkpoint holding the state they reflect is durable. In exactly-once mode
+(io/transactions.py) a checkpoint commits, per input partition, one transaction of forecasts, state and offsets.
 After a crash the daemon restores the newest valid checkpoint and resumes at its offsets:
 the records since then are consumed again (their forecasts may be produced twice, never
 lost) and every series' state ends up exactly as if nothing had happened.
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
-from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
+from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from forecaster.io.clients import (
     ChangelogTopic,
@@ -37,6 +38,7 @@ from forecaster.io.clients import (
 )
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
+from forecaster.io.transactions import Transactions, read_committed
 from forecaster.learning import history, migration, rounds
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
@@ -126,9 +128,12 @@ class PipelineWorker:
         changelog: ChangelogTopic | None = None,
         sharing: ModelSharing | None = None,
         models: history.ModelHistory | None = None,
+        transactions: Transactions | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
         self.models = models  # the versions kept for rollback, and an operator's rollback request
+        # Exactly-once mode: the sink too; a checkpoint commits each partition's transaction, offsets included
+        self.transactions = transactions
         # With the changelog: every member serves the versions the owner of partition 0 trains and publishes
         self.sharing = sharing
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
@@ -280,7 +285,7 @@ class PipelineWorker:
             self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
             self.metrics.checkpoints.labels(self.pipeline.name).inc()
             log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
-        self.source.commit(self.offsets)
+        (self.transactions or self.source).commit(self.offsets)
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -300,7 +305,7 @@ class PipelineWorker:
     def _give_up(self, partitions: set[int]) -> None:
         if not partitions:
             return
-        self._write_changelog(partitions)
+        self._write_leaving(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -315,8 +320,24 @@ class PipelineWorker:
             dropped,
         )
 
+    def _write_leaving(self, partitions: set[int]) -> None:
+        """Write the state of partitions given up; in exactly-once mode commit their transactions, or hand them over
+        without the last one if it fails (fenced, say: their next owner restores what was committed before)."""
+        if self.transactions is None:
+            self._write_changelog(partitions)
+            return
+        try:
+            self._write_changelog(partitions)
+            self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
+        except TransactionError as error:
+            log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
+        finally:
+            self.transactions.release(partitions)
+
     def _take_over(self, partitions) -> None:
         started, positions = time.perf_counter(), {}
+        if self.transactions is not None:  # fence the previous owners first: the changelog then holds all they commit
+            self.transactions.own(partitions)
         for partition in sorted(partitions):
             handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
             found = handover.newest(self.changelog.read(partition))  # one pass over the log
@@ -517,6 +538,9 @@ class PipelineWorker:
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
         encoded = records.encode_many(forecasts, name, target)
         per_message = self.pipeline.batching.forecasts_per_message
+        if self.transactions is not None:  # each into its input partition's transaction (one per message: config)
+            origins = self.engine.store.partition[self.engine.store.lookup(forecasts.keys)].tolist()
+            return [Message(topic, k.encode(), v, origin=o) for k, v, o in zip(forecasts.keys, encoded, origins)]
         if per_message == 1:
             return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
         packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
@@ -542,7 +566,9 @@ class PipelineWorker:
             if origin.element is not None:
                 headers += (("forecaster.element", str(origin.element).encode()),)
                 value = records.element_payload(value, origin.element)
-            messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
+            messages.append(
+                Message(self.pipeline.dead_letter_topic, record.key, value, headers, origin=record.partition)
+            )
         return messages
 
     def _record(self, consumed: int, forecasts: int, rejected, latency_s: float) -> None:
@@ -711,24 +737,28 @@ class Daemon:
         offsets, sink."""
         kafka = self.config.settings.kafka
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
-        changelog = None
-        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
-            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline))
-            restored = None
-        else:
-            restored = checkpoints.load()
+        exactly_once = pipeline.checkpoint.exactly_once
+        restored = None if pipeline.checkpoint.changelog else checkpoints.load()
         engine = migration.resume(self.config, pipeline, device, restored)
         models = history.ModelHistory(checkpoints.folder / history.FOLDER, pipeline.retraining.keep_versions)
         migration.adopt_configured(self.config, pipeline, engine, models, restored is not None)
         offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
-            kafka,
+            read_committed(kafka) if exactly_once else kafka,
             pipeline.input_topic,
             group_id(self.config, pipeline),
             pipeline.batching.max_records,
             positions=offsets,
-            handover=changelog is not None,
+            handover=pipeline.checkpoint.changelog,
         )
+        transactions = None
+        if exactly_once:
+            transactions = Transactions(
+                kafka, group_id(self.config, pipeline), pipeline.input_topic, source.group_metadata
+            )
+        changelog = None
+        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
+            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline), sink=transactions)
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None
         if changelog is not None:
@@ -738,7 +768,7 @@ class Daemon:
             pipeline,
             engine,
             source,
-            make_sink(kafka),
+            transactions or make_sink(kafka),
             self.metrics,
             self._stop,
             checkpoints,
@@ -747,6 +777,7 @@ class Daemon:
             changelog,
             sharing,
             models,
+            transactions,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

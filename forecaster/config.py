@@ -37,6 +37,9 @@ _CADENCE = (
     "a cadence such as 30m, 1h, 1d or 1b (business day)",
 )
 _EMPTY: Mapping[str, object] = MappingProxyType({})
+# With checkpoint.exactly_once a transaction is open from a checkpoint to the next: at most this long (plus a batch),
+# half the transaction timeout its producers ask for (io/transactions.py), so a broker never aborts one for age.
+MAX_TRANSACTION_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +171,13 @@ class Checkpointing:
         "files: several daemons in one consumer group then share the pipeline, each series' state following its "
         "input partition when the group moves it, and every member serves the model versions the owner of input "
         "partition 0 trains and publishes to <group_id>.<pipeline>.model (docs/scaling.md); needs spill: none",
+    )
+    exactly_once: bool = setting(
+        False,
+        doc="with the changelog: each checkpoint is one Kafka transaction per input partition, holding the forecasts "
+        "and dead letters since the last one, the changelog records and the input offsets, so a consumer of the "
+        "output with isolation.level read_committed sees every forecast once; they see them at each checkpoint, "
+        "so keep every_seconds short (docs/scaling.md#exactly-once-mode)",
     )
 
 
@@ -434,6 +444,22 @@ class Pipeline:
             raise ValueError(
                 f"spill: expected none with checkpoint.changelog (an evicted series' state is not kept apart from "
                 f"the changelog), got {self.spill}"
+            )
+        if self.checkpoint.exactly_once and not self.checkpoint.changelog:
+            raise ValueError(
+                "checkpoint.exactly_once: expected false without checkpoint.changelog (a transaction commits the "
+                "changelog's records with the forecasts and offsets), got true"
+            )
+        if self.checkpoint.exactly_once and self.batching.forecasts_per_message != 1:
+            raise ValueError(
+                "batching.forecasts_per_message: expected 1 with checkpoint.exactly_once (each forecast goes into the "
+                f"transaction of its series' input partition), got {self.batching.forecasts_per_message}"
+            )
+        if self.checkpoint.exactly_once and self.checkpoint.every_seconds > MAX_TRANSACTION_S:
+            raise ValueError(
+                f"checkpoint.every_seconds: expected at most {MAX_TRANSACTION_S:g} with exactly_once (a transaction "
+                f"stays open until the checkpoint, and brokers abort one older than that), got "
+                f"{self.checkpoint.every_seconds:g}"
             )
         if self.intervals.tracking_rate and len(self.model.quantiles) < 2:
             raise ValueError(

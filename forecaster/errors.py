@@ -33,3 +33,8 @@ class Cancelled(ForecasterError):
 class DataFileError(ForecasterError):
     """A data file given to a command (`--file`) cannot be read: the message names the file, the line or row, what
     was expected and what was found."""
+
+
+class TransactionError(ForecasterError):
+    """An exactly-once transaction was aborted (or fenced by a newer owner of its partition): nothing of it counts,
+    and the member stops, so that a restart restores the partition's committed state."""

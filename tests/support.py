@@ -11,6 +11,7 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.config import Calendar, Combination, Gaps, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.errors import TransactionError
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -184,3 +185,24 @@ def sines(n_series=8, length=120, seed=0, noise=0.1):
             times.append(T0 + 3600.0 * step)
             values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + noise * rng.standard_normal())
     return keys, times, values
+
+
+class FakeTransaction:
+    """A client's transactional producer in memory: what it sent, what it committed, and whether it is fenced."""
+
+    def __init__(self, kafka, transactional_id, timeout_ms):
+        self.id, self.timeout_ms = transactional_id, timeout_ms
+        self.sent, self.committed, self.fenced, self.closed = [], [], False, False
+
+    def send(self, messages, stop):
+        if self.fenced:
+            raise TransactionError(f"transaction {self.id}: fenced")
+        self.sent += messages
+
+    def commit(self, topic, partition, offset, group):
+        if self.sent:
+            self.committed.append((self.sent, topic, partition, offset, group))
+            self.sent = []
+
+    def close(self):
+        self.closed = True

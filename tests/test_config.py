@@ -621,3 +621,33 @@ def test_weights_policy_names_its_two_choices(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  weights_policy: newest\n").startswith(
         f"{weather_file}: model.weights_policy: expected one of "
     )
+
+
+def test_exactly_once_is_refused_without_the_changelog(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "checkpoint:\n  exactly_once: true\n") == (
+        f"{weather_file}: checkpoint.exactly_once: expected false without checkpoint.changelog (a transaction "
+        "commits the changelog's records with the forecasts and offsets), got true"
+    )
+
+
+def test_exactly_once_refuses_checkpoints_further_apart_than_a_transaction_may_stay_open(tmp_path, weather_file):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  exactly_once: true\n  every_seconds: 45\n"
+    assert pipeline_error(tmp_path, text) == (
+        f"{weather_file}: checkpoint.every_seconds: expected at most 30 with exactly_once (a transaction stays open "
+        "until the checkpoint, and brokers abort one older than that), got 45"
+    )
+
+
+def test_exactly_once_with_the_changelog_loads_and_is_off_by_default(tmp_path):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  every_seconds: 2\n"
+    assert not config.load(write_config(tmp_path, {"weather": text})).pipeline("weather").checkpoint.exactly_once
+    on = config.load(write_config(tmp_path, {"weather": text + "  exactly_once: true\n"}))
+    assert on.pipeline("weather").checkpoint.exactly_once
+
+
+def test_exactly_once_refuses_forecasts_packed_across_partitions(tmp_path, weather_file):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  exactly_once: true\nbatching:\n"
+    assert pipeline_error(tmp_path, text + "  forecasts_per_message: 8\n") == (
+        f"{weather_file}: batching.forecasts_per_message: expected 1 with checkpoint.exactly_once (each forecast "
+        "goes into the transaction of its series' input partition), got 8"
+    )

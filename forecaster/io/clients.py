@@ -53,31 +53,41 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
 
 
 class ChangelogTopic:
-    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py)."""
+    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py).
 
-    def __init__(self, kafka: Kafka, topic: str):
+    In exactly-once mode `sink` is the member's transactions (io/transactions.py): partition p's records go into
+    input partition p's transaction, and a restore reads only what was committed.
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, sink=None):
         self.kafka, self.topic = kafka, topic
-        self._sink = make_sink(kafka)
+        self._committed = sink is not None
+        self._sink = sink if sink is not None else make_sink(kafka)
 
     def write(self, records: dict[int, list[tuple[bytes, bytes]]], stop: threading.Event) -> None:
-        """Produce every partition's (key, value) records and wait until all are acknowledged."""
+        """Produce every partition's (key, value) records and wait until all are acknowledged (in exactly-once
+        mode: until the transaction commits)."""
         messages = [
-            Message(self.topic, key, value, partition=p) for p, pairs in records.items() for key, value in pairs
+            Message(self.topic, key, value, partition=p, origin=p)
+            for p, pairs in records.items()
+            for key, value in pairs
         ]
         self._sink.deliver(messages, stop)
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """The partition's records, (key, value) in log order, up to its end as it stands now."""
-        return read_partition(self.kafka, self.topic, partition)
+        return read_partition(self.kafka, self.topic, partition, committed=self._committed)
 
     def close(self) -> None:
         self._sink.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-    """A partition's records, (key, value) in log order, up to its end as it stands now; without a producer, for
-    readers that only look (`forecaster inspect`)."""
-    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition)]
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, committed: bool = False
+) -> list[tuple[bytes | None, bytes | None]]:
+    """A partition's records, (key, value) in log order, up to its end as it stands now (with `committed`, those of
+    committed transactions only); without a producer, for readers that only look (`forecaster inspect`)."""
+    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition, committed=committed)]
 
 
 class ModelTopic:

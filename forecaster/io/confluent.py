@@ -28,7 +28,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
-from forecaster.errors import DeliveryError, ForecasterError
+from forecaster.errors import DeliveryError, ForecasterError, TransactionError
 from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
 from forecaster.words import counted
 
@@ -101,6 +101,10 @@ class Source:
             }
         )
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def group_metadata(self):
+        """What a transaction's offsets are committed for: the group, with this member's generation."""
+        return self._consumer.consumer_group_metadata()
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -205,8 +209,7 @@ class Sink:
     """
 
     def __init__(self, kafka: Kafka):
-        settings = {"acks": "all", "linger.ms": 5, **client_settings(kafka, kafka.producer), "error_cb": _log_error}
-        self._producer = Producer(settings)
+        self._producer = Producer(_producer_settings(kafka))
         self._failing_since: float | None = None
 
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
@@ -236,25 +239,11 @@ class Sink:
                     log.debug("delivery to %s failed: %s", message.topic, error)
                     failed.append(message)
 
-            while True:
-                try:
-                    self._producer.produce(
-                        message.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=list(message.headers),
-                        on_delivery=delivered,
-                        **({} if message.partition is None else {"partition": message.partition}),
-                    )
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self._producer.poll(0.1)
-                    if stop.is_set():
-                        raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
-                except KafkaException as error:
-                    log.debug("send to %s failed: %s", message.topic, error)
-                    failed.append(message)
-                    break
+            try:
+                _produce(self._producer, message, stop, on_delivery=delivered)
+            except KafkaException as error:
+                log.debug("send to %s failed: %s", message.topic, error)
+                failed.append(message)
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: librdkafka retries internally for minutes, and a stall must be said, once."""
@@ -272,6 +261,83 @@ class Sink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+
+
+def _producer_settings(kafka: Kafka) -> dict:
+    return {"acks": "all", "linger.ms": 5, **client_settings(kafka, kafka.producer), "error_cb": _log_error}
+
+
+def _produce(producer: Producer, message: Message, stop: threading.Event, **delivery) -> None:
+    """Produce one message, waiting while the local queue is full; a DeliveryError if `stop` is set meanwhile."""
+    while True:
+        try:
+            producer.produce(
+                message.topic,
+                value=message.value,
+                key=message.key,
+                headers=list(message.headers),
+                **delivery,
+                **({} if message.partition is None else {"partition": message.partition}),
+            )
+            return
+        except BufferError:  # the local queue is full: let deliveries drain it
+            producer.poll(0.1)
+            if stop.is_set():
+                raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
+
+
+class Transaction:
+    """The transactional producer of one input partition (exactly-once mode): as io/kafka.py's.
+
+    The offsets are committed with the consumer's group metadata, so a Kafka broker of version 2.5 or
+    later also refuses them from a member of an older generation (KIP-447); tansu does not check it.
+    """
+
+    def __init__(self, kafka: Kafka, transactional_id: str, timeout_ms: int):
+        settings = {**_producer_settings(kafka), "transactional.id": transactional_id}
+        self.id, self._open, self._timeout_s = transactional_id, False, timeout_ms / 1000
+        self._producer = Producer({**settings, "transaction.timeout.ms": timeout_ms})
+        self._call("starting", self._producer.init_transactions, self._timeout_s)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> None:
+        """Send within the open transaction (begun here if none is), without waiting: the commit does."""
+        if not self._open:
+            self._call("beginning", self._producer.begin_transaction)
+            self._open = True
+        for message in messages:
+            self._call("sending", _produce, self._producer, message, stop)
+
+    def commit(self, topic: str, partition: int, offset: int, group) -> None:
+        """Commit what was sent, with `offset` as the group's next offset of input `partition`; nothing if none
+        was sent."""
+        if not self._open:
+            return
+        offsets = [TopicPartition(topic, partition, offset)]
+        self._call("committing", self._producer.send_offsets_to_transaction, offsets, group, self._timeout_s)
+        self._call("committing", self._producer.commit_transaction, self._timeout_s)
+        self._open = False
+
+    def _call(self, doing: str, action, *args):
+        try:
+            return action(*args)
+        except KafkaException as error:
+            self._abort()
+            raise TransactionError(f"transaction {self.id}: {doing} failed: {error.args[0].str()}") from None
+
+    def _abort(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._producer.abort_transaction(self._timeout_s)
+            except KafkaException:  # fenced: the broker has aborted it already
+                pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close without committing: an open transaction is aborted, by the broker at the latest."""
+        try:
+            self._producer.flush(timeout_s)
+        except KafkaException:  # fenced, say: nothing of it is to be delivered
+            pass
 
 
 def _log_error(error: KafkaError) -> None:
@@ -336,14 +402,17 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
     return None if found is None or found.error is not None else len(found.partitions)
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0, committed: bool = False
+) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
-    asked (by position)."""
+    asked (by position). With `committed`, only records of committed transactions, up to the last stable offset."""
     consumer = Consumer(
         {
             **client_settings(kafka, {}),
             "group.id": f"{topic}.reader",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
             "error_cb": _log_error,
         }
     )

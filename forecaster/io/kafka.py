@@ -18,7 +18,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
-from forecaster.errors import DeliveryError, ForecasterError
+from forecaster.errors import DeliveryError, ForecasterError, TransactionError
 from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
 from forecaster.words import counted
 
@@ -82,7 +82,7 @@ class Source:
         positions: dict[int, int] | None = None,
         handover: bool = False,
     ):
-        self.topic = topic
+        self.topic, self._group_id = topic, group_id
         self._events = Rebalances()
         self._max_records = max_records
         settings = {**client_settings(kafka), **kafka.consumer}
@@ -119,6 +119,11 @@ class Source:
             if offset >= 0:
                 self._consumer.seek(tp, offset)
         self._consumer.resume(*[tp for tp, _ in mine])
+
+    def group_metadata(self) -> str:
+        """What a transaction's offsets are committed for: the group alone. A stale owner is fenced by the
+        transactional id of its partition (`Transaction`), not by the group's generation."""
+        return self._group_id
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -236,10 +241,7 @@ class Sink:
     """
 
     def __init__(self, kafka: Kafka):
-        # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
-        # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
-        settings = {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
-        self._producer = _connect(KafkaProducer, kafka, **settings)
+        self._producer = _connect(KafkaProducer, kafka, **_producer_settings(kafka))
         self._failing_since: float | None = None
 
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
@@ -264,18 +266,7 @@ class Sink:
         futures = []
         for message in messages:
             try:
-                futures.append(
-                    (
-                        message,
-                        self._producer.send(
-                            message.topic,
-                            value=message.value,
-                            key=message.key,
-                            headers=list(message.headers),
-                            partition=message.partition,
-                        ),
-                    )
-                )
+                futures.append((message, _send(self._producer, message)))
             except KafkaError as error:
                 log.debug("send to %s failed: %s", message.topic, error)
                 futures.append((message, None))
@@ -301,6 +292,70 @@ class Sink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
+
+
+def _producer_settings(kafka: Kafka) -> dict:
+    # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
+    # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
+    return {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
+
+
+def _send(producer: KafkaProducer, message: Message):
+    return producer.send(
+        message.topic, value=message.value, key=message.key, headers=list(message.headers), partition=message.partition
+    )
+
+
+class Transaction:
+    """The transactional producer of one input partition (exactly-once mode, io/transactions.py).
+
+    Starting it fences every earlier producer with the same transactional id, a previous owner of the
+    partition: its open transaction is aborted and its next one fails. What is sent from one `commit`
+    to the next is committed with the partition's input offset, atomically, or not at all. Any failure
+    aborts the transaction and raises TransactionError: its partition's state is then suspect.
+    """
+
+    def __init__(self, kafka: Kafka, transactional_id: str, timeout_ms: int):
+        settings = {**_producer_settings(kafka), "transactional_id": transactional_id}
+        self.id, self._open = transactional_id, False
+        self._producer = _connect(KafkaProducer, kafka, transaction_timeout_ms=timeout_ms, **settings)
+        self._call("starting", self._producer.init_transactions)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> None:
+        """Send within the open transaction (begun here if none is), without waiting: the commit does."""
+        if not self._open:
+            self._call("beginning", self._producer.begin_transaction)
+            self._open = True
+        for message in messages:
+            self._call("sending", _send, self._producer, message)
+
+    def commit(self, topic: str, partition: int, offset: int, group: str) -> None:
+        """Commit what was sent, with `offset` as the group's next offset of input `partition`; nothing if none
+        was sent."""
+        if not self._open:
+            return
+        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)}
+        self._call("committing", self._producer.send_offsets_to_transaction, offsets, group)
+        self._call("committing", self._producer.commit_transaction)
+        self._open = False
+
+    def _call(self, doing: str, action, *args):
+        try:
+            return action(*args)
+        except KafkaError as error:
+            self._abort()
+            raise TransactionError(f"transaction {self.id}: {doing} failed: {error}") from None
+
+    def _abort(self) -> None:
+        if self._open:
+            self._open = False
+            with contextlib.suppress(KafkaError):  # fenced: the broker has aborted it already
+                self._producer.abort_transaction()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close without committing: an open transaction is aborted, by the broker at the latest."""
+        with contextlib.suppress(KafkaError):  # fenced, say: nothing of it is to be delivered
+            self._producer.close(timeout=timeout_s)
 
 
 def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]], compacted: Collection[str] = ()) -> list[str]:
@@ -373,10 +428,19 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
         consumer.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0, committed: bool = False
+) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
-    asked (by position: the end offset counts transaction markers and compacted gaps alike)."""
-    consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
+    asked (by position: the end offset counts transaction markers and compacted gaps alike). With `committed`,
+    only records of committed transactions, up to the last stable offset."""
+    consumer = _connect(
+        KafkaConsumer,
+        kafka,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+        **client_settings(kafka),
+    )
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])

@@ -22,6 +22,7 @@ class Message:
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = field(default=())
     partition: int | None = None  # None: the producer's partitioner picks it from the key
+    origin: int | None = None  # the input partition it follows from: its transaction, in exactly-once mode
 
 
 @dataclass(frozen=True)
