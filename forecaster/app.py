@@ -554,9 +554,8 @@ class PipelineWorker:
         m.state_bytes.labels(name).set(store.nbytes)
         m.series_evicted.labels(name).inc(store.evictions - self._evictions_seen)
         self._evictions_seen = store.evictions
-        if store.spill is not None:
-            m.spill_dropped.labels(name).inc(store.spill.dropped - self._spill_dropped_seen)
-            self._spill_dropped_seen = store.spill.dropped
+        if store.spill is not None and store.spill.dropped > self._spill_dropped_seen:
+            self._spill_dropping(store.spill.dropped)
         m.one_step_mae.labels(name, "model").set(self.engine.skill.model.value)
         m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
         levels = self.engine.model.spec.quantiles
@@ -570,6 +569,18 @@ class PipelineWorker:
             for expert, weight in zip(combination.names, combination.mean_weights().mean(axis=0)):
                 m.combination_weight.labels(name, expert).set(float(weight))
         m.consumer_lag.labels(name).set(self.source.lag())
+
+    def _spill_dropping(self, dropped: int) -> None:
+        """Count the series the memory spill dropped to stay within its budget; say so once, when it first does."""
+        if not self._spill_dropped_seen:
+            log.warning(
+                "pipeline %s: the spill is full (spill_max_bytes %d): the series spilled longest ago are dropped "
+                "and start afresh if they return (forecaster_spill_dropped_total counts them)",
+                self.pipeline.name,
+                self.pipeline.spill_max_bytes,
+            )
+        self.metrics.spill_dropped.labels(self.pipeline.name).inc(dropped - self._spill_dropped_seen)
+        self._spill_dropped_seen = dropped
 
     def _fields(self) -> tuple[str, ...]:
         """The names of the value fields of a record: the target, then the covariates."""

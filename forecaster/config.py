@@ -407,8 +407,8 @@ class Pipeline:
     )
     spill_max_bytes: int | None = setting(
         256 * 2**20,
-        doc="host memory the memory spill may take, counted as (packed state row + 128) bytes a series (about 680 "
-        "bytes at hidden_size 64 and 2 layers: 256 MiB holds some 400,000 series); beyond it the series spilled "
+        doc="host memory the memory spill may take, counted as (packed state row + 256) bytes a series (about 800 "
+        "bytes at hidden_size 64 and 2 layers: 256 MiB holds some 330,000 series); beyond it the series spilled "
         "longest ago are dropped (forecaster_spill_dropped_total) and start afresh if they return; null: no bound",
         check=positive_int,
     )

@@ -3,6 +3,7 @@ at a time; overlong keys are dead-lettered; series the memory spill drops are co
 
 import dataclasses
 import json
+import logging
 import threading
 
 import numpy as np
@@ -97,15 +98,18 @@ def test_a_key_longer_than_max_key_bytes_is_dead_lettered_and_the_rest_forecast(
     assert make_pipeline().limits == Limits() and Limits().max_key_bytes == 256
 
 
-def test_series_the_memory_spill_drops_are_counted():
+def test_series_the_memory_spill_drops_are_counted_and_logged_once(caplog):
     pipeline = make_pipeline(max_series=2)
     per_series = build.spill(pipeline, seeded_model(pipeline), None).nbytes_per_series
     keys = [f"s{i}" for i in range(6)]
     batches = [[record(key, 0, 1.0, offset=i)] for i, key in enumerate(keys)]
     w, _, _, registry = worker(batches, make={"max_series": 2}, spill_max_bytes=2 * per_series)
-    for _ in batches:
-        w.run_once()
+    with caplog.at_level(logging.WARNING, logger="forecaster.app"):
+        for _ in batches:
+            w.run_once()
     # six series through two slots: four evicted, the spill keeps the newest two of them
     assert w.engine.store.evictions == 4
     assert registry.get_sample_value("forecaster_spill_dropped_total", {"pipeline": "test"}) == 2
     assert registry.get_sample_value("forecaster_spilled_series", {"pipeline": "test"}) == 2
+    full = [r.getMessage() for r in caplog.records if "the spill is full" in r.getMessage()]
+    assert len(full) == 1 and f"spill_max_bytes {2 * per_series}" in full[0]

@@ -3,6 +3,7 @@ a time. The run loop's side (slices delivered one by one, the metrics) is in tes
 
 import dataclasses
 import json
+import tracemalloc
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from forecaster.serving.spill import MemorySpill
 from support import make_pipeline, observations
 
 WIDE = 11  # packed floats per series in these tests
-ROW = WIDE * 4 + 3 * 8 + 128  # what the budget counts per spilled series: the two rows and the key's entry
+ROW = WIDE * 4 + 3 * 8 + 256  # what the budget counts per spilled series: the two rows and the key's entry
 
 
 def rows(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,13 +59,20 @@ def test_more_series_than_the_budget_at_once_keeps_the_last_of_them():
     assert held(spill, keys) == ["k6", "k7", "k8", "k9"] and spill.dropped == 6
 
 
-def test_the_arrays_of_a_memory_spill_never_grow_past_its_budget():
-    budget = 2500 * ROW  # more than the first allocation of 1024 rows, less than its doubling
-    spill = MemorySpill(WIDE, 3, max_bytes=budget)
-    for start in range(0, 10_000, 1000):
-        spill.put([f"k{i}" for i in range(start, start + 1000)], *rows(1000))
+def test_a_memory_spill_at_its_budget_takes_no_more_memory_than_its_budget():
+    wide = 1000  # wide rows, so that the arrays dominate what the spill holds
+    spill = MemorySpill(wide, 3, max_bytes=2500 * (wide * 4 + 3 * 8 + 256))
+    budget = 2500 * spill.nbytes_per_series  # more than the first allocation of 1024 rows, less than its doubling
+    tracemalloc.start()
+    try:
+        for start in range(0, 10_000, 1000):
+            keys = [f"k{i}" for i in range(start, start + 1000)]
+            spill.put(keys, np.ones((1000, wide), np.float32), np.ones((1000, 3)))
+        held_bytes = tracemalloc.get_traced_memory()[0]  # the spill's arrays, its index and the keys it keeps
+    finally:
+        tracemalloc.stop()
     assert len(spill) == 2500 and spill.dropped == 7500
-    assert spill.nbytes <= budget
+    assert held_bytes <= budget
 
 
 def test_the_shipped_default_spill_is_bounded():
