@@ -151,3 +151,12 @@ def test_rejected_records_count_towards_a_slice():
     payloads = [b"not json", batch("a", "b"), payload("c")]
     decoded, rejected, taken = records.decode_slice(payloads, 3, make_pipeline().record, None, None)
     assert taken == 2 and decoded.keys == ("a", "b") and [r.position for r in rejected] == [0]
+
+
+def test_a_restored_memory_spill_keeps_its_spilling_order_and_its_budget():
+    spill = MemorySpill(WIDE, 3)  # no budget: a checkpoint written before one was set
+    spill.put(["a", "b", "c", "d"], *rows(4))
+    spill.put(["a"], *rows(1))  # "a" spilled again: now the newest
+    bounded = MemorySpill(WIDE, 3, max_bytes=3 * ROW)
+    bounded.restore(spill.snapshot())
+    assert held(bounded, ["a", "b", "c", "d"]) == ["a", "c", "d"] and bounded.dropped == 1
