@@ -14,6 +14,7 @@ lost) and every series' state ends up exactly as if nothing had happened.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -111,6 +112,21 @@ class Checkpoints:
         return payload
 
 
+@dataclasses.dataclass
+class _Handled:
+    """What the slices of a poll batch came to: for its metrics, and for the trainer's count."""
+
+    forecasts: int = 0
+    rejected: list[records.Rejected] = dataclasses.field(default_factory=list)
+    uncounted: int = 0  # records stepped that the trainer has not counted yet
+    stepping: float = 0.0  # seconds in the engine's step
+
+    def add(self, forecasts: int, rejected: list[records.Rejected], uncounted: int) -> None:
+        self.forecasts += forecasts
+        self.rejected += rejected
+        self.uncounted += uncounted
+
+
 class PipelineWorker:
     """One pipeline's run loop. Source and sink are passed in, so the loop runs without Kafka in tests."""
 
@@ -159,6 +175,7 @@ class PipelineWorker:
         self._ready_logged = False
         self._ahead_warned: dict[int, int] = {}  # partition -> the offset a warning named
         self._evictions_seen = 0
+        self._spill_dropped_seen = 0
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
@@ -220,29 +237,42 @@ class PipelineWorker:
             self._maybe_checkpoint()
             self._retrain(0)
             return 0
-        received = time.monotonic()
-        observations, bad = records.decode(
+        received, handled, rest = time.monotonic(), _Handled(), polled
+        while rest:  # a slice of at most batching.slice_records records at a time, each delivered before the next
+            rest = rest[self._handle(rest, handled) :]
+        self.metrics.step_seconds.labels(self.pipeline.name).observe(handled.stepping)
+        self._record(len(polled), handled.forecasts, handled.rejected, time.monotonic() - received)
+        self._maybe_checkpoint()
+        self._retrain(handled.uncounted)
+        return len(polled)
+
+    def _handle(self, polled: list[Polled], handled: _Handled) -> int:
+        """Decode the leading messages of `polled` that hold at most `batching.slice_records` records, step them and
+        deliver their forecasts and dead letters, that many records at a time; returns how many messages that was."""
+        most = self.pipeline.batching.slice_records
+        observations, bad, taken = records.decode_slice(
             [r.value for r in polled],
+            most,
             self.pipeline.record,
             self.pipeline.limits,
             time.time(),
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
         )
+        polled = polled[:taken]
         if self.changelog is not None:
             observations = self._unseen(observations)
         self._count_missing(observations)
-        started = time.perf_counter()
-        forecasts, refused, counted = self._step(observations)
-        self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
-        rejected = bad + refused
-        messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
-        self.sink.deliver(self._dead_letters(polled, rejected) + messages, self.stop)
+        for part in observations.pieces(most):  # more than one only for a batch message of more than `most`
+            started = time.perf_counter()
+            forecasts, refused, counted = self._step(part)
+            handled.stepping += time.perf_counter() - started
+            messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
+            self.sink.deliver(self._dead_letters(polled, bad + refused) + messages, self.stop)
+            handled.add(sum(map(len, forecasts)), bad + refused, len(part) - counted)
+            bad = []
         self._advance(polled)
-        self._record(len(polled), sum(map(len, forecasts)), rejected, time.monotonic() - received)
-        self._maybe_checkpoint()
-        self._retrain(len(observations) - counted)
-        return len(polled)
+        return taken
 
     def _step(self, observations: records.Observations) -> tuple[list[Forecasts], list[records.Rejected], int]:
         """Step a batch: its forecasts, the records the engine refused, and how many records the trainer has
@@ -584,6 +614,8 @@ class PipelineWorker:
         m.state_bytes.labels(name).set(store.nbytes)
         m.series_evicted.labels(name).inc(store.evictions - self._evictions_seen)
         self._evictions_seen = store.evictions
+        if store.spill is not None and store.spill.dropped > self._spill_dropped_seen:
+            self._spill_dropping(store.spill.dropped)
         m.one_step_mae.labels(name, "model").set(self.engine.skill.model.value)
         m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
         levels = self.engine.model.spec.quantiles
@@ -597,6 +629,18 @@ class PipelineWorker:
             for expert, weight in zip(combination.names, combination.mean_weights().mean(axis=0)):
                 m.combination_weight.labels(name, expert).set(float(weight))
         m.consumer_lag.labels(name).set(self.source.lag())
+
+    def _spill_dropping(self, dropped: int) -> None:
+        """Count the series the memory spill dropped to stay within its budget; say so once, when it first does."""
+        if not self._spill_dropped_seen:
+            log.warning(
+                "pipeline %s: the spill is full (spill_max_bytes %d): the series spilled longest ago are dropped "
+                "and start afresh if they return (forecaster_spill_dropped_total counts them)",
+                self.pipeline.name,
+                self.pipeline.spill_max_bytes,
+            )
+        self.metrics.spill_dropped.labels(self.pipeline.name).inc(dropped - self._spill_dropped_seen)
+        self._spill_dropped_seen = dropped
 
     def _fields(self) -> tuple[str, ...]:
         """The names of the value fields of a record: the target, then the covariates."""

@@ -146,6 +146,14 @@ class Batching:
         check=positive_int,
     )
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
+    slice_records: int = setting(
+        10_000,
+        doc="most records (each element of a batch message counting as one) decoded, stepped and delivered at once: "
+        "a poll batch holding more is handled in slices of whole messages, and one message holding more is stepped "
+        "and delivered this many records at a time, so the memory a poll batch takes, and the forecasts it turns "
+        "into (about 70 times the bytes of its observations), stay bounded",
+        check=positive_int,
+    )
     forecasts_per_message: int = setting(
         1,
         doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one "
@@ -190,6 +198,11 @@ class Limits:
     )
     max_future_seconds: float = setting(
         7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive
+    )
+    max_key_bytes: int = setting(
+        256,
+        doc="a series key longer than this in UTF-8 is rejected as key_too_long: every series held keeps its key",
+        check=positive_int,
     )
 
 
@@ -413,6 +426,13 @@ class Pipeline:
         "memory",
         doc="where an evicted series' state goes, to be restored if it returns: host memory, a file in state_dir, or "
         "nowhere",
+    )
+    spill_max_bytes: int | None = setting(
+        256 * 2**20,
+        doc="host memory the memory spill may take, counted as (packed state row + 256) bytes a series (about 800 "
+        "bytes at hidden_size 64 and 2 layers: 256 MiB holds some 330,000 series); beyond it the series spilled "
+        "longest ago are dropped (forecaster_spill_dropped_total) and start afresh if they return; null: no bound",
+        check=positive_int,
     )
     checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")

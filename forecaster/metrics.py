@@ -90,6 +90,12 @@ class Metrics:
             p,
             registry=registry,
         )
+        self.spill_dropped = Counter(
+            "forecaster_spill_dropped",
+            "Spilled series forgotten to keep the memory spill within spill_max_bytes (the oldest spilled first).",
+            p,
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "forecaster_checkpoints_total",
             "Checkpoints written (state with the offsets it reflects).",

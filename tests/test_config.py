@@ -179,8 +179,8 @@ def test_config_objects_are_frozen(tmp_path):
 def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
-        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
-        "skill_window, batching, training, retraining, intervals, combination, gaps)"
+        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, spill_max_bytes, "
+        "checkpoint, limits, skill_window, batching, training, retraining, intervals, combination, gaps)"
     )
 
 
