@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ class Sink:
     """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
 
     A failing cluster is logged once when deliveries start failing and once when they recover.
+    What the cluster refuses for good (`_refusal`) is not retried but returned, for the run loop's policy.
     """
 
     def __init__(self, kafka: Kafka):
@@ -209,14 +210,16 @@ class Sink:
         self._producer = Producer(settings)
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
+        was refused for good."""
+        pending, refused, backoff = list(messages), [], 0.5
         while pending:
-            failed: list[Message] = []
+            failed: list[tuple[Message, KafkaError]] = []
             self._send(pending, failed, stop)
             self._wait_for_acknowledgements(len(pending), stop)
-            pending = failed
+            refused += [Refused(m, reason, e.str()) for m, e in failed if (reason := _refusal(e)) is not None]
+            pending = [m for m, e in failed if _refusal(e) is None]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -227,14 +230,16 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return refused
 
-    def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
+    def _send(self, messages: Sequence[Message], failed: list, stop: threading.Event) -> None:
+        """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report."""
         for message in messages:
 
             def delivered(error, _record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
-                    failed.append(message)
+                    failed.append((message, error))
 
             while True:
                 try:
@@ -253,7 +258,7 @@ class Sink:
                         raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
                 except KafkaException as error:
                     log.debug("send to %s failed: %s", message.topic, error)
-                    failed.append(message)
+                    failed.append((message, error.args[0]))
                     break
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
@@ -272,6 +277,23 @@ class Sink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+
+
+# Errors no retry can cure, by the label counted for them. librdkafka retries the rest itself, and a delivery report's
+# `retriable()` is false for a message that merely timed out in an outage: only these codes are final.
+_REFUSALS = {
+    KafkaError.MSG_SIZE_TOO_LARGE: "message_too_large",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError._UNKNOWN_TOPIC: "unknown_topic",
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "unknown_topic",
+    KafkaError.TOPIC_EXCEPTION: "unknown_topic",
+}
+
+
+def _refusal(error: KafkaError) -> str | None:
+    """The reason Kafka refused a message for good, or None when retrying may help (an outage, a timeout)."""
+    return _REFUSALS.get(error.code(), "refused" if error.fatal() else None)
 
 
 def _log_error(error: KafkaError) -> None:
