@@ -422,11 +422,15 @@ class PipelineWorker:
         engine = self.engine
         try:
             windows = rounds.round_windows(engine, self.trainer.rounds + 1)
+            round_ = self.trainer.start(engine.model, windows, engine.model_version)
         except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
             return
-        round_ = self.trainer.start(engine.model, windows, engine.model_version)
+        except (MemoryError, torch.OutOfMemoryError) as error:  # copying the windows: the round fails, not serving
+            self.trainer.postpone()
+            self._conclude(Finished(self.trainer.rounds + 1, 0.0, engine.model_version, error=error))
+            return
         self.metrics.retrains.labels(self.pipeline.name, "started").inc()
         log.info("pipeline %s: retraining round %d started on %d series", self.pipeline.name, round_, len(windows))
 

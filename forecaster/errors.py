@@ -31,5 +31,10 @@ class NotEnoughData(ForecasterError):
     """No buffered series is long enough yet for one training window plus the holdout."""
 
 
+class RoundFailed(ForecasterError):
+    """A retraining round ended without a challenger worth judging: over its time budget, or diverged (a loss or
+    weights not finite)."""
+
+
 class Cancelled(ForecasterError):
     """The daemon is stopping: a retraining round in progress gives up at its next optimisation step."""
