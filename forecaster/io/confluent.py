@@ -2,10 +2,11 @@
 
 Chosen with `kafka.client: confluent-kafka` (installed with the `confluent` extra). The
 semantics are those of io/kafka.py: consumption resumes at the caller's `positions` on every
-assignment, commits are best effort, a batch is delivered completely or retried until stopped,
-and losing and regaining the cluster is logged once each. `kafka.consumer`, `producer` and
-`admin` pass librdkafka properties; a name written with underscores, as kafka-python spells
-it (`session_timeout_ms`), is taken with dots (`session.timeout.ms`).
+assignment, commits are best effort, a batch is delivered completely or retried until stopped
+(what the cluster refuses for good is returned instead), and losing and regaining the cluster
+is logged once each. `kafka.consumer`, `producer` and `admin` pass librdkafka properties; a
+name written with underscores, as kafka-python spells it (`session_timeout_ms`), is taken
+with dots (`session.timeout.ms`).
 """
 
 from __future__ import annotations
