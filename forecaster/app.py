@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
-from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError
+from forecaster.delivery import Delivery
+from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError, Undeliverable
 from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
 from forecaster.io.clients import (
     ChangelogTopic,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 _SUMMARY_EVERY_S = 60.0
 _CONTACT_CHECK_EVERY_S = 1.0
 _STALLED_AFTER_S = 10.0  # a loop that has not polled for this long (stuck delivering, say) is not healthy
+STUCK_AFTER_S = 300.0  # a batch in hand this long (an outage, a hung checkpoint) fails /healthz: restart the process
 CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/2"
 
 
@@ -162,12 +164,14 @@ class PipelineWorker:
             source.on_revoke = self._revoked
         self.trainer = trainer
         self.source, self.sink = source, sink
+        self.delivery = Delivery(pipeline, sink, metrics)  # what Kafka refuses for good is handled there
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
         # partition -> next offset the state reflects; shared with the source, which resumes there on assignment
         self.offsets: dict[int, int] = offsets if offsets is not None else {}
         self.error: BaseException | None = None
         self.last_poll = 0.0
+        self.batch_since: float | None = None  # when the batch in hand was polled; None between batches
         self.in_contact = True
         self.assigned = False
         self._contact_checked = 0.0
@@ -198,6 +202,11 @@ class PipelineWorker:
             and time.monotonic() - self.last_poll < _STALLED_AFTER_S
         )
 
+    def live(self) -> bool:
+        """Not failed, and not stuck: no batch in hand for longer than STUCK_AFTER_S (for /healthz)."""
+        since = self.batch_since
+        return self.error is None and (since is None or time.monotonic() - since <= STUCK_AFTER_S)
+
     def run(self) -> None:
         """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
         summary_due = time.monotonic() + _SUMMARY_EVERY_S
@@ -212,6 +221,9 @@ class PipelineWorker:
             self.checkpoint()  # every batch taken was delivered: the state and offsets agree
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
+        except Undeliverable as error:  # said in words; a traceback adds nothing
+            log.error("pipeline %s stopped: %s", self.pipeline.name, error)
+            self.error = error
         except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
             log.exception("pipeline %s failed", self.pipeline.name)
             self.error = error
@@ -221,8 +233,11 @@ class PipelineWorker:
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
         polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        self.batch_since = time.monotonic()
         with self._stepping:  # a revocation waits for the batch (`_revoked`)
-            return self._flow(polled)
+            consumed = self._flow(polled)
+        self.batch_since = None
+        return consumed
 
     def _flow(self, polled: list[Polled]) -> int:
         if self.sharing is not None:
@@ -268,7 +283,7 @@ class PipelineWorker:
             forecasts, refused, counted = self._step(part)
             handled.stepping += time.perf_counter() - started
             messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
-            self.sink.deliver(self._dead_letters(polled, bad + refused) + messages, self.stop)
+            self.delivery.deliver(self._dead_letters(polled, bad + refused) + messages, self.stop)
             handled.add(sum(map(len, forecasts)), bad + refused, len(part) - counted)
             bad = []
         self._advance(polled)
@@ -481,11 +496,15 @@ class PipelineWorker:
         engine = self.engine
         try:
             windows = rounds.round_windows(engine, self.trainer.rounds + 1)
+            round_ = self.trainer.start(engine.model, windows, engine.model_version)
         except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
             return
-        round_ = self.trainer.start(engine.model, windows, engine.model_version)
+        except (MemoryError, torch.OutOfMemoryError) as error:  # copying the windows: the round fails, not serving
+            self.trainer.postpone()
+            self._conclude(Finished(self.trainer.rounds + 1, 0.0, engine.model_version, error=error))
+            return
         self.metrics.retrains.labels(self.pipeline.name, "started").inc()
         log.info("pipeline %s: retraining round %d started on %d series", self.pipeline.name, round_, len(windows))
 
@@ -729,6 +748,13 @@ class Daemon:
             return False, f"not ready: {', '.join(waiting) or 'starting'}"
         return True, "ready"
 
+    def live(self) -> tuple[bool, str]:
+        """Alive unless a pipeline failed or has held one batch for longer than STUCK_AFTER_S (/healthz)."""
+        stuck = [w.pipeline.name for w in self.workers if not w.live()]
+        if stuck:
+            return False, f"failed or stuck for over {STUCK_AFTER_S:.0f} s: {', '.join(stuck)}"
+        return True, "ok"
+
     def run(self) -> int:
         settings = self.config.settings
         device = resolve_device(settings.device)
@@ -739,6 +765,7 @@ class Daemon:
             settings.metrics.port,
             self.registry,
             self.ready,
+            live=self.live,
             certfile=settings.metrics.tls_certfile,
             keyfile=settings.metrics.tls_keyfile,
         ).start()

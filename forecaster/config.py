@@ -285,6 +285,12 @@ class Retraining:
         check=positive_int,
     )
     steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
+    max_seconds: float = setting(
+        900.0,
+        doc="time budget of a round: one still running after it is abandoned and counted as failed (a hung round "
+        "blocks the next until it ends), and the serving weights stay",
+        check=positive,
+    )
     young_rounds: int = setting(
         4,
         doc="a young network learns sooner and longer: the first young_rounds rounds start as soon as the longest "

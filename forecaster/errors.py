@@ -22,8 +22,18 @@ class DeliveryError(ForecasterError):
     """Output was not acknowledged by Kafka when the daemon stopped: the inputs behind it stay uncommitted."""
 
 
+class Undeliverable(ForecasterError):
+    """Kafka refused output for good (too large, a topic refused or unknown): the pipeline stops rather than retry
+    forever, its inputs stay uncommitted, and the daemon exits non-zero."""
+
+
 class NotEnoughData(ForecasterError):
     """No buffered series is long enough yet for one training window plus the holdout."""
+
+
+class RoundFailed(ForecasterError):
+    """A retraining round ended without a challenger worth judging: over its time budget, or diverged (a loss or
+    weights not finite)."""
 
 
 class Cancelled(ForecasterError):

@@ -29,6 +29,13 @@ class Metrics:
             p + ["reason"],
             registry=registry,
         )
+        self.delivery_failures = Counter(
+            "forecaster_delivery_failures_total",
+            "Output records Kafka refused for good (a non-retriable produce error), by reason: message_too_large, "
+            "not_authorized, unknown_topic or refused.",
+            p + ["reason"],
+            registry=registry,
+        )
         self.missing_values = Counter(
             "forecaster_missing_values_total",
             "Input records whose field (target or covariate) was null, a missing value, by the field's name.",

@@ -58,6 +58,7 @@ class FakeSink:
         if self.error:
             raise self.error
         self.messages.extend(messages)
+        return []
 
     def close(self):
         pass

@@ -30,7 +30,7 @@ class CountingSink(FakeSink):
 
     def deliver(self, messages, stop):
         self.deliveries.append(sum(m.topic == "out" for m in messages))
-        super().deliver(messages, stop)
+        return super().deliver(messages, stop)
 
 
 def worker(batches, slice_records=10_000, **changes):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from types import ModuleType
 
 from forecaster.config import Kafka
-from forecaster.errors import ForecasterError
-from forecaster.io.messages import Message
+from forecaster.errors import ForecasterError, Undeliverable
+from forecaster.io.messages import Message, Sink
+from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,18 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
     return client(kafka).partition_count(kafka, topic)
 
 
+def deliver_all(sink: Sink, messages: Sequence[Message], stop: threading.Event) -> None:
+    """Deliver every message or raise Undeliverable: for records that have no other way than to arrive (a series'
+    state, a model version, a replayed record)."""
+    refused = sink.deliver(messages, stop)
+    if refused:
+        first = refused[0]
+        raise Undeliverable(
+            f"{first.message.topic}: {counted(len(refused), 'record')} refused by Kafka "
+            f"({first.reason}: {first.detail})"
+        )
+
+
 class ChangelogTopic:
     """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py).
 
@@ -72,7 +85,7 @@ class ChangelogTopic:
             for p, pairs in records.items()
             for key, value in pairs
         ]
-        self._sink.deliver(messages, stop)
+        deliver_all(self._sink, messages, stop)
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """The partition's records, (key, value) in log order, up to its end as it stands now."""
@@ -111,7 +124,7 @@ class ModelTopic:
 
     def publish(self, value: bytes, stop: threading.Event) -> None:
         """Produce one version's record and wait until it is acknowledged."""
-        self._sink.deliver([Message(self.topic, self.KEY, value, partition=0)], stop)
+        deliver_all(self._sink, [Message(self.topic, self.KEY, value, partition=0)], stop)
 
     def read_new(self) -> list[bytes]:
         """The values published since the last read, now, and those the watcher found but were not taken."""

@@ -2,10 +2,11 @@
 
 Chosen with `kafka.client: confluent-kafka` (installed with the `confluent` extra). The
 semantics are those of io/kafka.py: consumption resumes at the caller's `positions` on every
-assignment, commits are best effort, a batch is delivered completely or retried until stopped,
-and losing and regaining the cluster is logged once each. `kafka.consumer`, `producer` and
-`admin` pass librdkafka properties; a name written with underscores, as kafka-python spells
-it (`session_timeout_ms`), is taken with dots (`session.timeout.ms`).
+assignment, commits are best effort, a batch is delivered completely or retried until stopped
+(what the cluster refuses for good is returned instead), and losing and regaining the cluster
+is logged once each. `kafka.consumer`, `producer` and `admin` pass librdkafka properties; a
+name written with underscores, as kafka-python spells it (`session_timeout_ms`), is taken
+with dots (`session.timeout.ms`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -206,20 +207,23 @@ class Sink:
     """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
 
     A failing cluster is logged once when deliveries start failing and once when they recover.
+    What the cluster refuses for good (`_refusal`) is not retried but returned, for the run loop's policy.
     """
 
     def __init__(self, kafka: Kafka):
         self._producer = Producer(_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
+        was refused for good."""
+        pending, refused, backoff = list(messages), [], 0.5
         while pending:
-            failed: list[Message] = []
+            failed: list[tuple[Message, KafkaError]] = []
             self._send(pending, failed, stop)
             self._wait_for_acknowledgements(len(pending), stop)
-            pending = failed
+            refused += [Refused(m, reason, e.str()) for m, e in failed if (reason := _refusal(e)) is not None]
+            pending = [m for m, e in failed if _refusal(e) is None]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -230,20 +234,22 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return refused
 
-    def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
+    def _send(self, messages: Sequence[Message], failed: list, stop: threading.Event) -> None:
+        """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report."""
         for message in messages:
 
             def delivered(error, _record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
-                    failed.append(message)
+                    failed.append((message, error))
 
             try:
                 _produce(self._producer, message, stop, on_delivery=delivered)
             except KafkaException as error:
                 log.debug("send to %s failed: %s", message.topic, error)
-                failed.append(message)
+                failed.append((message, error.args[0]))
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: librdkafka retries internally for minutes, and a stall must be said, once."""
@@ -338,6 +344,23 @@ class Transaction:
             self._producer.flush(timeout_s)
         except KafkaException:  # fenced, say: nothing of it is to be delivered
             pass
+
+
+# Errors no retry can cure, by the label counted for them. librdkafka retries the rest itself, and a delivery report's
+# `retriable()` is false for a message that merely timed out in an outage: only these codes are final.
+_REFUSALS = {
+    KafkaError.MSG_SIZE_TOO_LARGE: "message_too_large",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError._UNKNOWN_TOPIC: "unknown_topic",
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "unknown_topic",
+    KafkaError.TOPIC_EXCEPTION: "unknown_topic",
+}
+
+
+def _refusal(error: KafkaError) -> str | None:
+    """The reason Kafka refused a message for good, or None when retrying may help (an outage, a timeout)."""
+    return _REFUSALS.get(error.code(), "refused" if error.fatal() else None)
 
 
 def _log_error(error: KafkaError) -> None:

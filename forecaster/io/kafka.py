@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -237,20 +238,24 @@ class Sink:
     """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
 
     A failing cluster is logged once when deliveries start failing and once when they
-    recover, not on every retry.
+    recover, not on every retry. What the cluster refuses for good (`_refusal`) is not
+    retried but returned, for the run loop's policy.
     """
 
     def __init__(self, kafka: Kafka):
         self._producer = _connect(KafkaProducer, kafka, **_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
+        was refused for good."""
+        pending, refused, backoff = list(messages), [], 0.5
         while pending:
-            futures = self._send(pending)
+            sent = self._send(pending)
             self._wait_for_acknowledgements(len(pending), stop)
-            pending = [m for m, f in futures if f is None or f.failed()]
+            failures = [(m, f if isinstance(f, Exception) else f.exception) for m, f in sent if _failed(f)]
+            refused += [Refused(m, reason, str(e)) for m, e in failures if (reason := _refusal(e)) is not None]
+            pending = [m for m, e in failures if _refusal(e) is None]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -261,16 +266,19 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return refused
 
     def _send(self, messages: Sequence[Message]) -> list:
-        futures = []
+        """(message, its future, or the error that kept it from being sent) for each message."""
+        sent = []
         for message in messages:
             try:
-                futures.append((message, _send(self._producer, message)))
+                future = _send(self._producer, message)
             except KafkaError as error:
                 log.debug("send to %s failed: %s", message.topic, error)
-                futures.append((message, None))
-        return futures
+                future = error
+            sent.append((message, future))
+        return sent
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: the producer retries internally for minutes, and a stall must be said, once."""
@@ -356,6 +364,30 @@ class Transaction:
         """Close without committing: an open transaction is aborted, by the broker at the latest."""
         with contextlib.suppress(KafkaError):  # fenced, say: nothing of it is to be delivered
             self._producer.close(timeout=timeout_s)
+
+
+def _failed(future) -> bool:
+    return isinstance(future, Exception) or future.failed()
+
+
+# Errors no retry can cure, by the label counted for them; other non-retriable broker errors count as `refused`
+_REFUSALS = {
+    kafka_errors.MessageSizeTooLargeError: "message_too_large",
+    kafka_errors.RecordListTooLargeError: "message_too_large",
+    kafka_errors.TopicAuthorizationFailedError: "not_authorized",
+    kafka_errors.ClusterAuthorizationFailedError: "not_authorized",
+    kafka_errors.InvalidTopicError: "unknown_topic",
+}
+
+
+def _refusal(error: Exception) -> str | None:
+    """The reason Kafka refused a message for good, or None when retrying may help (an outage, a timeout)."""
+    for kind, reason in _REFUSALS.items():
+        if isinstance(error, kind):
+            return reason
+    if isinstance(error, kafka_errors.BrokerResponseError) and not error.retriable:
+        return "refused"
+    return None
 
 
 def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]], compacted: Collection[str] = ()) -> list[str]:

@@ -26,6 +26,16 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A message Kafka refused for good: retrying cannot help. `reason` is a short label for metrics:
+    `message_too_large`, `not_authorized`, `unknown_topic` or `refused` (another non-retriable error)."""
+
+    message: Message
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Rebalance:
     """Partitions of the input topic this member lost ("revoked") or was given ("assigned"), in the order the
     group moved them. An assigned partition stays paused until `Source.resume`: its state is restored first."""
@@ -80,7 +90,11 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set."""
+    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set.
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None: ...
+    Retriable errors (an outage, a leader moving) are retried with backoff; what Kafka refuses for
+    good is returned, once the rest is acknowledged, for the caller's policy (forecaster/delivery.py).
+    """
+
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]: ...
     def close(self) -> None: ...

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 from forecaster.config import Kafka
 from forecaster.io import datasets
-from forecaster.io.clients import make_sink
+from forecaster.io.clients import deliver_all, make_sink
 from forecaster.io.messages import Message
 
 _CHUNK = 500  # records per delivery: large enough to batch, small enough to pace smoothly
@@ -55,7 +55,7 @@ def replay(
             if stop.is_set():
                 break
             chunk = batch[begin : begin + chunk_size]
-            sink.deliver(chunk, stop)
+            deliver_all(sink, chunk, stop)
             sent += len(chunk)
             if progress:
                 progress(sent, len(batch))

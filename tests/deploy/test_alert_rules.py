@@ -9,6 +9,7 @@ from deploy_support import ALERTS, ALERTS_TEST, SCRAPE_CONFIG, alert_rules, tool
 
 EXPECTED_ALERTS = {
     "ForecasterDown",
+    "ForecasterPipelineDown",
     "ForecasterNoForecasts",
     "ForecasterConsumerLagGrowing",
     "ForecasterModelWorseThanNaive",
