@@ -220,6 +220,7 @@ class PipelineWorker:
             time.time(),
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
+            cadence=self.pipeline.cadence,
         )
         if self.changelog is not None:
             observations = self._unseen(observations)

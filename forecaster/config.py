@@ -175,6 +175,13 @@ class Limits:
     max_future_seconds: float = setting(
         7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive
     )
+    max_future_steps: float = setting(
+        2.0,
+        doc="a timestamp more than this many steps of the cadence ahead of the wall clock is rejected as "
+        "future_timestamp too (the tighter bound wins): an accepted one would make its series' later records "
+        "out_of_order until the clock catches up",
+        check=positive,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
