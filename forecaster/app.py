@@ -38,6 +38,7 @@ from forecaster.io.clients import (
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
 from forecaster.learning import migration, rounds
+from forecaster.learning.rollback import Rollback
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
@@ -138,6 +139,8 @@ class PipelineWorker:
         if changelog is not None:
             source.on_revoke = self._revoked
         self.trainer = trainer
+        # the model the latest promotion replaced, back in service if its successor serves worse than the last value
+        self.rollback = Rollback(pipeline.retraining) if trainer is not None else None
         self.source, self.sink = source, sink
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
@@ -156,6 +159,7 @@ class PipelineWorker:
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
                 metrics.retrains.labels(pipeline.name, outcome)
+            metrics.rollbacks.labels(pipeline.name)
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
@@ -395,6 +399,8 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
+        if self._trains():
+            self._maybe_roll_back()
         if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
 
@@ -434,6 +440,14 @@ class PipelineWorker:
             return
         if self.sharing is not None and not self.sharing.may_publish(self.owned, finished.version, self.offsets):
             return
+        if finished.version != self.engine.model_version:  # rolled back since: judged against a model gone
+            log.info(
+                "pipeline %s: round %d from version %d ended after a rollback: discarded",
+                name,
+                finished.round,
+                finished.version,
+            )
+            return
         outcome = finished.outcome
         m.training_loss.labels(name).set(outcome.training_loss)
         m.heldout_loss.labels(name, "champion").set(outcome.champion_loss)
@@ -461,10 +475,12 @@ class PipelineWorker:
     def _adopt(self, outcome: rounds.Outcome) -> None:
         """Serve the round's winner (with re-sync) and its interval calibration, between batches."""
         started = time.perf_counter()
+        previous, version = self.engine.model, self.engine.model_version
         rounds.adopt(self.engine, outcome, self.pipeline.retraining.resync_steps)
         self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return
+        self.rollback.promoted(previous, version, self.engine)
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
@@ -476,6 +492,34 @@ class PipelineWorker:
             self.engine.model_version,
             len(self.engine.store),
             seconds,
+        )
+
+    def _maybe_roll_back(self) -> None:
+        """Between batches: serve the model the latest promotion replaced again if its successor's live skill fell
+        below retraining.rollback_below_skill (rollback.py), and publish that with the changelog."""
+        verdict = self.rollback.judge(self.engine)
+        if verdict is None:
+            return
+        started = time.perf_counter()
+        restored = self.rollback.revert(self.engine, self.pipeline.retraining.resync_steps)
+        self.metrics.rollbacks.labels(self.pipeline.name).inc()
+        self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+        if self.sharing is not None:
+            self.sharing.switched(self.offsets)
+            self.sharing.publish(self.stop)
+        log.warning(
+            "pipeline %s: rolled back: version %d's live one-step skill %.3f over %d forecasts is below "
+            "retraining.rollback_below_skill %g; serving version %d's weights as version %d, %d series "
+            "re-synchronised in %.2f s",
+            self.pipeline.name,
+            verdict.version,
+            verdict.skill,
+            verdict.scored,
+            self.pipeline.retraining.rollback_below_skill,
+            restored,
+            self.engine.model_version,
+            len(self.engine.store),
+            time.perf_counter() - started,
         )
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:

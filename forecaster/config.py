@@ -298,6 +298,18 @@ class Retraining:
         "through the new weights; 0: keep the old states",
         check=(lambda v: v >= 0, "an integer >= 0"),
     )
+    rollback_below_skill: float | None = setting(
+        -0.1,
+        doc="after a promotion, roll back to the model it replaced (kept in memory) when the live one-step skill "
+        "against the naive forecast, 1 - MAE / naive MAE over rollback_after_records scored forecasts, falls below "
+        "this; null: never",
+        check=(lambda v: v < 1, "a number below 1"),
+    )
+    rollback_after_records: int = setting(
+        5000,
+        doc="scored one-step forecasts each judgement of rollback_below_skill spans, from the promotion on",
+        check=positive_int,
+    )
 
     def __post_init__(self):
         if self.holdout >= self.buffer:
