@@ -16,7 +16,7 @@ from forecaster.app import PipelineWorker
 from forecaster.build import seeded_model
 from forecaster.io.messages import Polled
 from forecaster.learning import rounds
-from forecaster.learning.trainer import Trainer
+from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving.engine import Engine
 from forecaster.serving.skill import Skill, Totals
@@ -98,6 +98,22 @@ def test_a_promoted_model_worse_than_the_last_value_is_rolled_back_to_the_one_it
         assert torch.equal(served, replaced)
     (line,) = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
     assert "version 1's live one-step skill" in line and "serving version 0's weights as version 2" in line
+
+
+def test_a_round_that_ends_after_a_rollback_is_discarded(pipeline, monkeypatch):
+    """It was judged against the model rolled back: its winner must not serve."""
+    bad = with_readout_bias(pipeline, 3.0)
+    w, registry = run(pipeline, bad, monkeypatch)
+    serving = w.engine.model
+    promoted = registry.get_sample_value("forecaster_retrains_total", {"pipeline": "test", "outcome": "promoted"})
+
+    late = promoting(bad)(None, None, pipeline, round_=9)
+    w._conclude(Finished(round=9, seconds=0.0, version=1, outcome=late))  # a round from version 1, the bad one
+
+    assert w.engine.model is serving and w.engine.model_version == 2
+    assert (
+        registry.get_sample_value("forecaster_retrains_total", {"pipeline": "test", "outcome": "promoted"}) == promoted
+    )
 
 
 def test_a_promoted_model_as_good_as_the_last_value_keeps_serving(pipeline, monkeypatch):
