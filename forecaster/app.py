@@ -42,6 +42,7 @@ from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
 from forecaster.io.transactions import Transactions, read_committed
 from forecaster.learning import history, migration, rounds
+from forecaster.learning.rollback import Rollback
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
@@ -163,6 +164,8 @@ class PipelineWorker:
         if changelog is not None:
             source.on_revoke = self._revoked
         self.trainer = trainer
+        # the model the latest promotion replaced, back in service if its successor serves worse than the last value
+        self.rollback = Rollback(pipeline.retraining) if trainer is not None else None
         self.source, self.sink = source, sink
         self.delivery = Delivery(pipeline, sink, metrics)  # what Kafka refuses for good is handled there
         self.metrics, self.stop = metrics, stop
@@ -184,6 +187,7 @@ class PipelineWorker:
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
                 metrics.retrains.labels(pipeline.name, outcome)
+            metrics.rollbacks.labels(pipeline.name)
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
@@ -273,6 +277,7 @@ class PipelineWorker:
             time.time(),
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
+            cadence=self.pipeline.cadence,
         )
         polled = polled[:taken]
         if self.changelog is not None:
@@ -463,6 +468,8 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
+        if self._trains():
+            self._maybe_revert()
         if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
 
@@ -479,6 +486,8 @@ class PipelineWorker:
         except ForecasterError as error:  # not kept (pruned since), or another model: serve on, say why
             log.error("pipeline %s: rollback to version %d refused: %s", self.pipeline.name, version, error)
         else:
+            if self.rollback is not None:
+                self.rollback.forget()
             self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
             if self.sharing is not None:
                 self.sharing.switched(self.offsets)
@@ -566,6 +575,7 @@ class PipelineWorker:
         self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return
+        self.rollback.promoted(champion, version, self.engine)
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
@@ -579,6 +589,34 @@ class PipelineWorker:
             self.engine.model_version,
             len(self.engine.store),
             seconds,
+        )
+
+    def _maybe_revert(self) -> None:
+        """Between batches: serve the model the latest promotion replaced again if its successor's live skill fell
+        below retraining.rollback_below_skill (rollback.py), and publish that with the changelog."""
+        verdict = self.rollback.judge(self.engine)
+        if verdict is None:
+            return
+        started = time.perf_counter()
+        restored = self.rollback.revert(self.engine, self.pipeline.retraining.resync_steps)
+        self.metrics.rollbacks.labels(self.pipeline.name).inc()
+        self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+        if self.sharing is not None:
+            self.sharing.switched(self.offsets)
+            self.sharing.publish(self.stop)
+        log.warning(
+            "pipeline %s: rolled back: version %d's live one-step skill %.3f over %d forecasts is below "
+            "retraining.rollback_below_skill %g; serving version %d's weights as version %d, %d series "
+            "re-synchronised in %.2f s",
+            self.pipeline.name,
+            verdict.version,
+            verdict.skill,
+            verdict.scored,
+            self.pipeline.retraining.rollback_below_skill,
+            restored,
+            self.engine.model_version,
+            len(self.engine.store),
+            time.perf_counter() - started,
         )
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:

@@ -204,6 +204,13 @@ class Limits:
         doc="a series key longer than this in UTF-8 is rejected as key_too_long: every series held keeps its key",
         check=positive_int,
     )
+    max_future_steps: float = setting(
+        2.0,
+        doc="a timestamp more than this many steps of the cadence ahead of the wall clock is rejected as "
+        "future_timestamp too (the tighter bound wins): an accepted one would make its series' later records "
+        "out_of_order until the clock catches up",
+        check=positive,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,6 +338,18 @@ class Retraining:
         doc="promoted weights kept in <state_dir>/<pipeline>/models with their version, time and held-out losses, "
         "for `forecaster models` (list, rollback, export); 0: none kept, no rollback",
         check=(lambda v: v >= 0, "an integer >= 0"),
+    )
+    rollback_below_skill: float | None = setting(
+        -0.1,
+        doc="after a promotion, roll back to the model it replaced (kept in memory) when the live one-step skill "
+        "against the naive forecast, 1 - MAE / naive MAE over rollback_after_records scored forecasts, falls below "
+        "this; null: never",
+        check=(lambda v: v < 1, "a number below 1"),
+    )
+    rollback_after_records: int = setting(
+        5000,
+        doc="scored one-step forecasts each judgement of rollback_below_skill spans, from the promotion on",
+        check=positive_int,
     )
 
     def __post_init__(self):

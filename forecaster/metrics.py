@@ -129,6 +129,12 @@ class Metrics:
             p + ["outcome"],
             registry=registry,
         )
+        self.rollbacks = Counter(
+            "forecaster_rollbacks_total",
+            "Promoted models rolled back automatically: their live one-step skill fell below the configured threshold.",
+            p,
+            registry=registry,
+        )
         self.training_loss = Gauge(
             "forecaster_training_loss",
             "Mean training loss over the last steps of the latest retraining round (normalised units).",

@@ -29,6 +29,7 @@ import numpy as np
 
 from forecaster.config import Limits, RecordFormat
 from forecaster.errors import RecordError
+from forecaster.serving.cadence import step_seconds
 
 # Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
 # and the `reason` header of its dead letter.
@@ -42,7 +43,7 @@ NO_VALUE_YET = "no_value_yet"  # a null target, and its series has no value befo
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
 SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
 OUT_OF_RANGE = "out_of_range"  # a value larger in magnitude than limits.max_abs_value
-FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits.max_future_seconds
+FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits allow (`future_bound`)
 KEY_TOO_LONG = "key_too_long"  # a series key longer in UTF-8 than limits.max_key_bytes
 
 
@@ -126,16 +127,18 @@ def decode(
     now: float | None = None,
     partitions: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
+    cadence: str | None = None,
 ) -> tuple[Observations, list[Rejected]]:
     """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
 
     A batch message (a JSON list of objects) gives one record per element, and each bad
     element is rejected on its own. With `limits`, absurd magnitudes, overlong keys and timestamps far
     beyond `now` (epoch seconds) are rejected too: one record a century ahead would
-    otherwise make every later record of its series look stale. With `partitions` and `offsets` (one
+    otherwise make every later record of its series look stale; with the pipeline's `cadence`,
+    far means a few steps of it (`future_bound`). With `partitions` and `offsets` (one
     per message), each record carries its message's input partition and offset.
     """
-    observations, rejected, _ = decode_slice(payloads, None, fmt, limits, now, partitions, offsets)
+    observations, rejected, _ = decode_slice(payloads, None, fmt, limits, now, partitions, offsets, cadence)
     return observations, rejected
 
 
@@ -147,6 +150,7 @@ def decode_slice(
     now: float | None,
     partitions: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
+    cadence: str | None = None,
 ) -> tuple[Observations, list[Rejected], int]:
     """`decode` the leading messages of `payloads` that hold at most `most` records together (at least one
     message, however many elements it holds; None: all), and say how many messages that was: a poll batch of
@@ -179,7 +183,7 @@ def decode_slice(
         offsets=None if offsets is None else np.asarray(offsets, dtype=np.int64)[messages],
     )
     if limits is not None:
-        observations, rejected = _within_limits(observations, rejected, limits, now)
+        observations, rejected = _within_limits(observations, rejected, limits, now, cadence)
     return observations, rejected, message + 1
 
 
@@ -245,13 +249,25 @@ def _opens_a_list(payload: bytes | None) -> bool:
     return isinstance(payload, (bytes, bytearray, memoryview)) and bytes(payload).lstrip(b" \t\n\r")[:1] == b"["
 
 
+def future_bound(limits: Limits, cadence: str | None) -> float:
+    """How far ahead of the wall clock, in seconds, a timestamp may lie: limits.max_future_seconds, and with a
+    `cadence` no more than limits.max_future_steps of its steps.
+
+    An accepted timestamp ahead of the clock becomes its series' newest time, and every real
+    record after it is out_of_order until the clock catches up: a week's bound froze a series
+    for up to a week; a few steps' bound costs it a few steps at most.
+    """
+    if cadence is None:
+        return limits.max_future_seconds
+    return min(limits.max_future_seconds, limits.max_future_steps * step_seconds(cadence))
+
+
 def _within_limits(
-    observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None
+    observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None, cadence: str | None
 ) -> tuple[Observations, list[Rejected]]:
     too_large = np.fmax.reduce(np.abs(observations.values), axis=1, initial=0.0) > limits.max_abs_value  # NaN: none
-    too_late = (
-        (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
-    )
+    ahead = future_bound(limits, cadence)
+    too_late = (observations.times > now + ahead) if now is not None else np.zeros(len(observations), bool)
     for i in np.flatnonzero(too_large):
         rejected.append(
             Rejected(
@@ -265,7 +281,7 @@ def _within_limits(
             Rejected(
                 int(observations.positions[i]),
                 FUTURE_TIMESTAMP,
-                f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead",
+                f"{format_time(observations.times[i])} is more than {ahead:g} s ahead of the clock",
             )
         )
     keep = ~(too_large | too_late)
