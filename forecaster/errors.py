@@ -28,3 +28,7 @@ class NotEnoughData(ForecasterError):
 
 class Cancelled(ForecasterError):
     """The daemon is stopping: a retraining round in progress gives up at its next optimisation step."""
+
+
+class StateInUse(ForecasterError):
+    """Another process holds a pipeline's state folder: two writers would corrupt each other's checkpoints."""
