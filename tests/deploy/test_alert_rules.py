@@ -13,6 +13,7 @@ EXPECTED_ALERTS = {
     "ForecasterConsumerLagGrowing",
     "ForecasterModelWorseThanNaive",
     "ForecasterRetrainFailing",
+    "ForecasterCheckpointsFailing",
 }
 
 
