@@ -2,8 +2,10 @@
 folder and the pid of the process that holds it."""
 
 import contextlib
+import errno
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -63,6 +65,22 @@ def test_a_folder_where_no_lock_can_be_made_is_logged_and_left_unlocked(tmp_path
     with caplog.at_level(logging.ERROR, logger="forecaster.io.checkpoint"):
         assert lock_folder(state / "weather") is None
     assert f"cannot lock {state / 'weather'}" in caplog.text
+
+
+def test_a_folder_turned_read_only_is_still_locked_by_the_lock_file_made_before(tmp_path, monkeypatch):
+    folder = tmp_path / "weather"
+    os.close(lock_folder(folder))  # an earlier run made the lock file
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(pathlib.Path, "touch", read_only)  # root ignores permissions: the file system refuses
+    monkeypatch.setattr(pathlib.Path, "write_text", read_only)
+    held = lock_folder(folder)
+    assert held is not None
+    with pytest.raises(StateInUse):
+        lock_folder(folder)
+    os.close(held)
 
 
 @pytest.fixture

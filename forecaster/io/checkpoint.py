@@ -152,13 +152,18 @@ def lock_folder(folder: str | Path) -> int | None:
     """Take `folder` for this process: an exclusive lock on its lock file, held while the returned descriptor is open
     (the kernel drops it when the process ends, however it ends), with this process's pid written in it.
 
-    A StateInUse names the folder and the holder's pid when another process has it. A folder where no lock file can
-    be created (read-only, full) is logged and left unlocked: nothing can write checkpoints there anyway.
+    A StateInUse names the folder and the holder's pid when another process has it. The lock is held through a
+    read-only descriptor, so the daemon keeps no file open for writing there (a file system can still be remounted
+    read-only). A folder where no lock file exists or can be created (read-only, full) is logged and left unlocked:
+    nothing can write checkpoints there anyway.
     """
     folder = Path(folder)
-    try:
+    path = folder / LOCK_NAME
+    with contextlib.suppress(OSError):  # read-only or full: a lock file made before still serves
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = _open_lock_file(folder / LOCK_NAME)
+        path.touch(mode=0o600)
+    try:
+        handle = os.open(path, os.O_RDONLY)
     except OSError as error:
         log.error("cannot lock %s (%s): two processes could share it", folder, error)
         return None
@@ -171,15 +176,6 @@ def lock_folder(folder: str | Path) -> int | None:
             f"{folder} is in use by another forecaster process (pid {holder}): two processes cannot share a "
             "pipeline's state; stop that one, or give this one its own state_dir"
         ) from None
-    with contextlib.suppress(OSError):  # a read-only lock file: locked all the same, the pid left unsaid
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # a read-only folder: locked all the same, the pid left unsaid
+        path.write_text(f"{os.getpid()}\n")
     return handle
-
-
-def _open_lock_file(path: Path) -> int:
-    """The lock file, created owner-only where it is missing, read-only where the folder cannot be written."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return os.open(path, os.O_RDONLY)
