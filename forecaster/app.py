@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -25,11 +26,12 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from forecaster import process
 from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
 from forecaster.delivery import Delivery
 from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError, Undeliverable
-from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from forecaster.io.checkpoint import failure_reason, load_latest_checkpoint, lock_folder, save_checkpoint
 from forecaster.io.clients import (
     ChangelogTopic,
     ModelTopic,
@@ -66,6 +68,7 @@ class Checkpoints:
         self.folder, self.settings, self.name = folder, pipeline.checkpoint, pipeline.name
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
+        self.last_written_at = float("nan")  # Unix seconds of the newest durable checkpoint; NaN before any
 
     def due(self) -> bool:
         return self.records_since >= self.settings.every_records or (
@@ -81,11 +84,17 @@ class Checkpoints:
             "engine": engine.snapshot(),
         }
         path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
-        self.written()
+        self.written(payload["written_at"])
         return path
 
-    def written(self) -> None:
-        """A checkpoint is durable (a file, or the changelog's records): the next falls due from now."""
+    def written(self, at: float | None = None) -> None:
+        """A checkpoint is durable (a file, or the changelog's records), written `at` (Unix seconds; default now):
+        the next falls due from now."""
+        self.last_written_at = time.time() if at is None else at
+        self.postpone()
+
+    def postpone(self) -> None:
+        """The next checkpoint falls due a full interval from now (after a write, or a failed one)."""
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
 
@@ -105,6 +114,7 @@ class Checkpoints:
         if found is None:
             return None
         payload, path = found
+        self.last_written_at = float(payload["written_at"])
         log.info(
             "pipeline %s: restoring %s (%d series, offsets %s)",
             self.name,
@@ -183,6 +193,8 @@ class PipelineWorker:
         self._ahead_warned: dict[int, int] = {}  # partition -> the offset a warning named
         self._evictions_seen = 0
         self._spill_dropped_seen = 0
+        self._checkpoint_failures = 0  # in a row: the first is logged, then the recovery
+        self._newest_event = float("nan")  # the newest observation's timestamp, Unix seconds
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
@@ -191,6 +203,11 @@ class PipelineWorker:
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
+        metrics.event_time_lag.labels(pipeline.name).set_function(lambda: time.time() - self._newest_event)
+        if checkpoints is not None:
+            metrics.last_checkpoint.labels(pipeline.name).set_function(lambda: checkpoints.last_written_at)
+            for reason in ("disk_full", "not_writable", "io_error"):
+                metrics.checkpoint_failures.labels(pipeline.name, reason)
 
     def healthy(self) -> bool:
         """Assigned partitions, in contact with Kafka, polling (not stuck), not failed.
@@ -283,6 +300,8 @@ class PipelineWorker:
         if self.changelog is not None:
             observations = self._unseen(observations)
         self._count_missing(observations)
+        if len(observations):  # for the event-time lag
+            self._newest_event = float(np.fmax(self._newest_event, observations.times.max()))
         for part in observations.pieces(most):  # more than one only for a batch message of more than `most`
             started = time.perf_counter()
             forecasts, refused, counted = self._step(part)
@@ -329,13 +348,42 @@ class PipelineWorker:
             self._write_changelog(self.owned)
             if self.checkpoints is not None:
                 self.checkpoints.written()
-        elif self.checkpoints is not None:
-            started = time.perf_counter()
-            path = self.checkpoints.write(self.engine, self.offsets)
-            self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
-            self.metrics.checkpoints.labels(self.pipeline.name).inc()
-            log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, path.name, len(self.engine.store))
+        elif self.checkpoints is not None and not self._write_checkpoint():
+            return  # not durable: the committed offsets stay at the last good checkpoint
         (self.transactions or self.source).commit(self.offsets)
+
+    def _write_checkpoint(self) -> bool:
+        """Write a checkpoint file; whether it is durable.
+
+        A full disk or a read-only folder must not stop serving or loop on restarts: the failure is counted and
+        logged (once per run of failures), the last good checkpoint stays the one a restart resumes from, and
+        the next attempt waits a full interval.
+        """
+        name, started = self.pipeline.name, time.perf_counter()
+        try:
+            path = self.checkpoints.write(self.engine, self.offsets)
+        except OSError as error:
+            self.metrics.checkpoint_failures.labels(name, failure_reason(error)).inc()
+            if not self._checkpoint_failures:
+                log.error(
+                    "pipeline %s: cannot write a checkpoint in %s: %s; serving on, a restart resumes from the "
+                    "last good checkpoint (forecaster_checkpoint_failures_total counts the attempts)",
+                    name,
+                    self.checkpoints.folder,
+                    error,
+                )
+            self._checkpoint_failures += 1
+            self.checkpoints.postpone()
+            return False
+        if self._checkpoint_failures:
+            log.info(
+                "pipeline %s: checkpoints written again after %s", name, counted(self._checkpoint_failures, "failure")
+            )
+            self._checkpoint_failures = 0
+        self.metrics.checkpoint_seconds.labels(name).observe(time.perf_counter() - started)
+        self.metrics.checkpoints.labels(name).inc()
+        log.info("pipeline %s: checkpoint %s (%d series)", name, path.name, len(self.engine.store))
+        return True
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -775,6 +823,7 @@ class Daemon:
         self._stop = threading.Event()
         self.workers: list[PipelineWorker] = []
         self.server: StatusServer | None = None
+        self._held: list[int] = []  # locks on the state folders this process holds
 
     def stop(self) -> None:
         self._stop.set()
@@ -796,6 +845,26 @@ class Daemon:
     def run(self) -> int:
         settings = self.config.settings
         device = resolve_device(settings.device)
+        process.export(self.metrics, device, settings.kafka.client)
+        try:
+            self._hold_state()
+            return self._serve(device)
+        finally:
+            while self._held:
+                os.close(self._held.pop())
+
+    def _hold_state(self) -> None:
+        """Take the state folder of each pipeline that keeps its state in files, before anything starts: a second
+        daemon on the same state_dir stops here with a StateInUse naming the first (the kernel frees a lock when
+        its process ends, however it ends)."""
+        for pipeline in self.config.pipelines:
+            if not pipeline.checkpoint.changelog:  # a changelog's members share nothing on disk
+                held = lock_folder(pipeline_dir(self.config, pipeline))
+                if held is not None:
+                    self._held.append(held)
+
+    def _serve(self, device: torch.device) -> int:
+        settings = self.config.settings
         self._check_topics()
         log.info("starting %s on %s", counted(len(self.config.pipelines), "pipeline"), device)
         self.server = StatusServer(

@@ -1,6 +1,6 @@
 """`forecaster` command line: run | check | replay | pretrain | backtest | inspect | reset | models | bench | topics.
 
-Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
+Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage, or a state folder another process holds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from forecaster import __version__, logs
 from forecaster import config as config_module
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError, ForecasterError, StateInUse
 from forecaster.words import counted
 
 log = logging.getLogger("forecaster")
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as error:
         print(f"forecaster: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateInUse as error:  # like a bad configuration, restarting cannot fix it
+        print(f"forecaster: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except ForecasterError as error:
         print(f"forecaster: {error}", file=sys.stderr)
@@ -617,10 +620,12 @@ def _show_series(pipeline: config_module.Pipeline, engine, key: str) -> None:
 
 def cmd_reset(args) -> int:
     """Move the pipeline's folder in state_dir (checkpoints and spill) aside, never delete it: a reset is undone by
-    moving it back. The daemon must be stopped, or its next checkpoint starts the folder again."""
+    moving it back. The daemon must be stopped: while it holds the folder, this refuses."""
+    import os
     from datetime import datetime
 
     from forecaster.build import pipeline_dir
+    from forecaster.io.checkpoint import lock_folder
 
     config = config_module.load(args.config, require_weights=False)
     folder = pipeline_dir(config, config.pipeline(args.pipeline))
@@ -628,7 +633,12 @@ def cmd_reset(args) -> int:
         print(f"{args.pipeline}: nothing to reset, {folder} does not exist")
         return EXIT_OK
     aside = folder.with_name(f"{folder.name}.reset-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-    folder.rename(aside)
+    held = lock_folder(folder)  # a StateInUse while a daemon serves from it
+    try:
+        folder.rename(aside)
+    finally:
+        if held is not None:
+            os.close(held)
     print(
         f"{args.pipeline}: moved {folder} to {aside}; at the next start every series starts afresh from the "
         "starting weights, at the consumer group's committed offsets"

@@ -535,6 +535,11 @@ class Kafka:
     )
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
+    auto_offset_reset: Literal["earliest", "latest"] = setting(
+        "earliest",
+        doc="where a consumer group without a committed offset (or past a topic's end) starts: earliest, every "
+        "record kept; latest, only records produced from then on",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
         "PLAINTEXT", doc="transport security"
     )
@@ -595,6 +600,12 @@ class Kafka:
             raise ValueError(
                 "ssl_keyfile: expected ssl_certfile too (the certificate the key belongs to), got no ssl_certfile"
             )
+        for key in self.consumer:  # one typed setting both clients honour, not a pass-through one of them ignores
+            if key.replace(".", "_") == "auto_offset_reset":
+                raise ValueError(
+                    f"consumer: expected kafka.auto_offset_reset instead of consumer.{key}, got "
+                    f"consumer.{key}: {self.consumer[key]}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)

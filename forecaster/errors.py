@@ -48,3 +48,7 @@ class DataFileError(ForecasterError):
 class TransactionError(ForecasterError):
     """An exactly-once transaction was aborted (or fenced by a newer owner of its partition): nothing of it counts,
     and the member stops, so that a restart restores the partition's committed state."""
+
+
+class StateInUse(ForecasterError):
+    """Another process holds a pipeline's state folder: two writers would corrupt each other's checkpoints."""

@@ -118,7 +118,7 @@ def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
           consumer:
             max_poll_records: 500
             enable_auto_commit: false
-            auto_offset_reset: earliest
+            isolation_level: read_committed
             fetch_max_wait_s: 0.5
             api_version: [3, 7]
             sasl_password: null
@@ -128,12 +128,24 @@ def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
     assert dict(consumer) == {
         "max_poll_records": 500,
         "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
         "fetch_max_wait_s": 0.5,
         "api_version": (3, 7),
         "sasl_password": None,
     }
     assert type(consumer["max_poll_records"]) is int and type(consumer["enable_auto_commit"]) is bool
+
+
+@pytest.mark.parametrize("key", ["auto_offset_reset", "auto.offset.reset"])
+def test_where_a_new_group_starts_is_a_typed_setting_not_a_pass_through_one(tmp_path, key):
+    path = write_config(tmp_path, {"weather": WEATHER}, "kafka:\n  auto_offset_reset: latest\n")
+    assert config.load(path).settings.kafka.auto_offset_reset == "latest"
+    assert config.Kafka().auto_offset_reset == "earliest"
+    path = write_config(tmp_path, {"weather": WEATHER}, f"kafka:\n  consumer:\n    {key}: latest\n")
+    assert load_error(path) == (
+        f"{path}: kafka.consumer: expected kafka.auto_offset_reset instead of consumer.{key}, "
+        f"got consumer.{key}: latest"
+    )
 
 
 def test_pass_through_settings_reject_nested_mappings(tmp_path):

@@ -94,7 +94,7 @@ class Source:
                 **client_settings(kafka, kafka.consumer),
                 "group.id": group_id,
                 "enable.auto.commit": False,  # at-least-once: commit after the state is checkpointed
-                "auto.offset.reset": "earliest",  # a new group starts at the beginning of the topic
+                "auto.offset.reset": kafka.auto_offset_reset,  # where a new group starts
                 "allow.auto.create.topics": False,  # topics are created on purpose, never by accident
                 "statistics.interval.ms": 1000,  # broker states, for `connected`
                 "stats_cb": self._on_statistics,

@@ -93,7 +93,7 @@ class Source:
             kafka,
             group_id=group_id,
             enable_auto_commit=False,  # at-least-once: commit after the state is checkpointed
-            auto_offset_reset="earliest",  # a new group starts at the beginning of the topic
+            auto_offset_reset=kafka.auto_offset_reset,  # where a new group starts
             max_poll_records=max_records,
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
             **settings,

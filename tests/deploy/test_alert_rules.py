@@ -14,6 +14,7 @@ EXPECTED_ALERTS = {
     "ForecasterConsumerLagGrowing",
     "ForecasterModelWorseThanNaive",
     "ForecasterRetrainFailing",
+    "ForecasterCheckpointsFailing",
 }
 
 
