@@ -16,12 +16,18 @@ install: $(STAMP)
 # the PyTorch CPU index: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
+# The one torch release the project runs on (deploy/Dockerfile pins the same).
+TORCH  := torch==2.13.0
+
 # Reinstall only when the project's metadata changes. torch is pinned first and
 # exactly: an unpinned torch would pull several GB of CUDA packages on a CPU box.
+# The project was the distribution "forecaster" before it took its PyPI name: a venv
+# that still has that one loses it, or its copy could shadow this checkout.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==2.13.0"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(PY) -m pip uninstall --quiet --yes forecaster
 	$(PY) -m pip install --quiet -e ".[demo,test,bench]"
 	touch $(STAMP)
 
