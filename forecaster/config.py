@@ -530,8 +530,8 @@ class Kafka:
     bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
     client: Literal["kafka-python", "confluent-kafka"] = setting(
         "kafka-python",
-        doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), "
-        "faster at high volume",
+        doc="Kafka client library: kafka-python, or confluent-kafka "
+        "(librdkafka; `pip install forecaster-daemon[confluent]`), faster at high volume",
     )
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from forecaster import DISTRIBUTION
 from forecaster.cli import main
 
 from support import pipeline_yaml as pipeline
@@ -221,7 +222,7 @@ def test_version_prints_the_installed_distributions_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version('forecaster')}"
+    assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version(DISTRIBUTION)}"
 
 
 def test_inspect_without_any_checkpoint_says_where_it_looked_and_fails(config_dir, capsys):

@@ -143,7 +143,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataFileError(
-            f"{path}: reading Parquet needs pyarrow: pip install 'forecaster[files]' (or pip install pyarrow)"
+            f"{path}: reading Parquet needs pyarrow: pip install 'forecaster-daemon[files]' (or pip install pyarrow)"
         ) from None
     try:
         table = pq.read_table(gzip.open(path) if path.suffix.lower() == ".gz" else path)
