@@ -38,7 +38,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,33 +45,16 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.config import Combination, ModelConfig, Pipeline, RecordFormat
-from forecaster.evaluation.network import DaemonRetraining
+from forecaster.evaluation import panel as panel_module
+from forecaster.evaluation.panel import Panel, baseline_forecasts, score
 from forecaster.serving.cadence import seasons
 from forecaster.serving.engine import Engine
-from forecaster.serving.records import Observations
 
 import tables  # benchmarks/tables.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 _HOUR, _DAY = 3600.0, 86_400.0
-
-
-@dataclass(frozen=True)
-class Panel:
-    """Series on a common grid: values (T, N) with NaN where missing, covariates (T, N, C) or None."""
-
-    name: str
-    keys: tuple[str, ...]
-    times: np.ndarray  # (T,) epoch seconds
-    truth: np.ndarray  # (T, N): what is scored
-    inputs: np.ndarray  # (T, N): what the methods see (the truth, with gaps for nyc_weather_gaps)
-    covariates: np.ndarray | None
-    cadence: str
-    horizon: int
-    # Origins are every `stride`-th step, a stride prime to the day and the week, so they fall at every hour of
-    # the day and every day of the week: a stride of a whole day would score only one hour's forecasts.
-    stride: int
 
 
 def _grid(frame, time_column: str, key_column: str, value_column: str, step: float):
@@ -162,72 +144,14 @@ def engine_forecasts(
     panel: Panel, origins: np.ndarray, combination: bool, log=print, loss: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The engine's forecasts (origins, N, H) made right after each origin's row, and its 80% intervals
-    (origins, N, 2, H); NaN where a series had none.
+    (origins, N, 2, H); NaN where a series had none (forecaster/evaluation/panel.py, as `forecaster backtest`).
 
-    It retrains on the daemon's schedule, each round adopted before the next row (DaemonRetraining)."""
+    It starts cold and retrains on the daemon's schedule, each round adopted before the next row."""
     the_pipeline = pipeline(panel, combination, loss)
     engine = Engine(the_pipeline, seeded_model(the_pipeline))
-    retraining = DaemonRetraining(engine)
-    T, N = panel.inputs.shape
-    wanted = {int(t): i for i, t in enumerate(origins)}
-    out = np.full((len(origins), N, panel.horizon), np.nan)
-    intervals = np.full((len(origins), N, 2, panel.horizon), np.nan)
-    levels = the_pipeline.model.quantiles
-    for t in range(min(T, int(origins.max(initial=0)) + 1)):  # nothing after the last origin is needed
-        present, forecasts = step_row(engine, panel, t)
-        if forecasts is None:
-            continue
-        if t in wanted:
-            out[wanted[t], present] = forecasts.values
-            if forecasts.quantiles:
-                intervals[wanted[t], present] = np.stack(
-                    [forecasts.quantiles[levels[0]], forecasts.quantiles[levels[-1]]], 1
-                )
-        retraining.after(len(present))
+    out, intervals, retraining = panel_module.engine_forecasts(engine, panel, origins)
     log(f"{panel.name:<17} {retraining.rounds} retraining rounds, {retraining.promotions} promoted")
     return out, intervals
-
-
-def step_row(engine: Engine, panel: Panel, t: int):
-    """Step the observations of row `t` (one batch): the series present (indices) and their forecasts (None
-    when no series had a record)."""
-    present = np.flatnonzero(~np.isnan(panel.inputs[t]))
-    if not len(present):
-        return present, None
-    values = panel.inputs[t, present][:, None]
-    if panel.covariates is not None:
-        values = np.concatenate([values, panel.covariates[t, present]], axis=1)
-    times = np.full(len(present), panel.times[t])
-    keys = tuple(panel.keys[i] for i in present)
-    forecasts, rejected = engine.step(
-        Observations(keys, times, times.copy(), values, np.arange(len(present))), now=float(panel.times[t])
-    )
-    if rejected:
-        raise ValueError(f"{panel.name}: the engine refused {len(rejected)} rows, first {rejected[0]}")
-    return present, forecasts
-
-
-def baseline_forecasts(panel: Panel, origins: np.ndarray) -> dict[str, np.ndarray]:
-    """Persistence, the seasonal naive per season and at today's level, from the inputs: (origins, N, H) each."""
-    H, x = panel.horizon, panel.inputs
-    h = np.arange(1, H + 1)
-    last = np.repeat(x[origins][:, :, None], H, axis=2)
-    found = {"persistence": last}
-    for period in seasons(panel.cadence):
-        back = period * np.ceil(h / period).astype(np.int64)
-        then = _at(x, origins[:, None] + h[None, :] - back[None, :])  # (O, H, N)
-        before = _at(x, origins[:, None] - back[None, :])
-        then, before = then.transpose(0, 2, 1), before.transpose(0, 2, 1)
-        found[f"seasonal_naive_{period}"] = np.where(np.isnan(then), last, then)
-        level = then + x[origins][:, :, None] - before
-        found[f"seasonal_level_{period}"] = np.where(np.isnan(level), last, level)
-    return found
-
-
-def _at(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """x[rows] for rows (O, H), NaN before the start: (O, H, N)."""
-    safe = np.clip(rows, 0, len(x) - 1)
-    return np.where((rows >= 0)[:, :, None], x[safe], np.nan)
 
 
 def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int, refit_every: int) -> dict[str, np.ndarray]:
@@ -283,54 +207,6 @@ def _filled(history: np.ndarray) -> np.ndarray | None:
 
 
 # -- scoring ----------------------------------------------------------------------------------
-
-
-def scales(panel: Panel) -> np.ndarray:
-    """(N,) in-sample mean absolute error of the seasonal naive with the shortest season, on each first half."""
-    period = min(seasons(panel.cadence), default=1)
-    half = len(panel.truth) // 2
-    x = panel.truth[:half]
-    return np.nanmean(np.abs(x[period:] - x[:-period]), axis=0)
-
-
-def score(
-    panel: Panel, origins: np.ndarray, forecasts: dict[str, np.ndarray], intervals: dict[str, np.ndarray]
-) -> list[dict]:
-    """MASE, MAE and (for methods with `intervals` (O, N, 2, H)) the 80% interval's coverage per horizon step and
-    over steps 1..H, per method, skipping origins where a series had no input."""
-    H, scale = panel.horizon, scales(panel)
-    h = np.arange(1, H + 1)
-    targets = _at(panel.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
-    present = ~np.isnan(panel.inputs[origins])  # (O, N): the series had a record at the origin
-    rows = []
-    for method, f in forecasts.items():
-        error = np.abs(f - targets)
-        usable = present[:, :, None] & ~np.isnan(error)
-        scaled = np.where(usable, error / scale[None, :, None], np.nan)
-        inside = None
-        if method in intervals:
-            lower, upper = intervals[method][:, :, 0], intervals[method][:, :, 1]
-            inside = np.where(usable & ~np.isnan(lower), (lower <= targets) & (targets <= upper), np.nan)
-        for step in range(H):
-            covered = None if inside is None else inside[:, :, step]
-            rows.append(
-                _row(panel, method, step + 1, scaled[:, :, step], error[:, :, step], usable[:, :, step], covered)
-            )
-        rows.append(_row(panel, method, "mean", scaled, error, usable, inside))
-    return rows
-
-
-def _row(panel: Panel, method: str, horizon, scaled, error, usable, inside=None) -> dict:
-    return {
-        "dataset": panel.name,
-        "horizon": horizon,
-        "method": method,
-        "mase": round(float(np.nanmean(np.where(usable, scaled, np.nan))), 5),
-        "mae": round(float(np.nanmean(np.where(usable, error, np.nan))), 5),
-        "coverage80": None if inside is None else round(float(np.nanmean(inside)), 4),
-        "series": len(panel.keys),
-        "origins": int(usable.any(axis=tuple(range(1, usable.ndim))).sum()) if usable.ndim > 1 else 0,
-    }
 
 
 def evaluate(

@@ -9,7 +9,10 @@ from importlib.metadata import PackageNotFoundError, version
 # an operator's own setting wins.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+# The name pip installs it by (pyproject.toml's project.name): "forecaster" on PyPI is another project.
+DISTRIBUTION = "forecaster-daemon"
+
 try:
-    __version__ = version("forecaster")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"

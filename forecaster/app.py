@@ -4,7 +4,8 @@ Each pipeline's loop reads like its data flow:
     poll -> decode -> step -> produce forecasts and dead letters -> acknowledged
          -> (every N records or T seconds) checkpoint state with offsets -> commit offsets
          -> (with retraining) install a finished round's winner; hand windows to the next round
-Offsets are committed only once a checkpoint holding the state they reflect is durable.
+Offsets are committed only once a checkpoint holding the state they reflect is durable. In exactly-once mode
+(io/transactions.py) a checkpoint commits, per input partition, one transaction of forecasts, state and offsets.
 After a crash the daemon restores the newest valid checkpoint and resumes at its offsets:
 the records since then are consumed again (their forecasts may be produced twice, never
 lost) and every series' state ends up exactly as if nothing had happened.
@@ -13,7 +14,9 @@ lost) and every series' state ends up exactly as if nothing had happened.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -23,10 +26,12 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from forecaster import process
 from forecaster.build import changelog_topic, group_id, model_topic, pipeline_dir, resolve_device, topics_of
 from forecaster.config import Config, Pipeline
-from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError
-from forecaster.io.checkpoint import load_latest_checkpoint, save_checkpoint
+from forecaster.delivery import Delivery
+from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError, Undeliverable
+from forecaster.io.checkpoint import failure_reason, load_latest_checkpoint, lock_folder, save_checkpoint
 from forecaster.io.checkpoint_writer import FORK, CheckpointWriter, Written
 from forecaster.io.clients import (
     ChangelogTopic,
@@ -38,7 +43,9 @@ from forecaster.io.clients import (
 )
 from forecaster.io.http import StatusServer
 from forecaster.io.messages import Message, Polled, Sink, Source
+from forecaster.io.transactions import Transactions, read_committed
 from forecaster.learning import history, migration, rounds
+from forecaster.learning.rollback import Rollback
 from forecaster.learning.trainer import Finished, Trainer
 from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 _SUMMARY_EVERY_S = 60.0
 _CONTACT_CHECK_EVERY_S = 1.0
 _STALLED_AFTER_S = 10.0  # a loop that has not polled for this long (stuck delivering, say) is not healthy
+STUCK_AFTER_S = 300.0  # a batch in hand this long (an outage, a hung checkpoint) fails /healthz: restart the process
 CHECKPOINT_FORMAT = "forecaster.pipeline-checkpoint/2"
 
 
@@ -61,7 +69,9 @@ class Checkpoints:
         self.folder, self.settings, self.name = folder, pipeline.checkpoint, pipeline.name
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
+        self.last_written_at = float("nan")  # Unix seconds of the newest durable checkpoint; NaN before any
         self.writer: CheckpointWriter | None = None  # made on the first `start`, for the engine's device
+        self._snapshot_at = float("nan")  # Unix seconds of the snapshot the write in flight holds
 
     def due(self) -> bool:
         return self.records_since >= self.settings.every_records or (
@@ -70,8 +80,9 @@ class Checkpoints:
 
     def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
         """Write a checkpoint now, in this thread (tools and tests; the run loop uses `start`)."""
-        path = save_checkpoint(self.folder, self._payload(engine, offsets), keep=self.settings.keep)
-        self.written()
+        payload = self._payload(engine, offsets)
+        path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
+        self.written(payload["written_at"])
         return path
 
     def start(self, engine: Engine, offsets: dict[int, int]) -> None:
@@ -81,11 +92,16 @@ class Checkpoints:
         if self.writer is None:  # a CUDA engine's state is copied in the loop: a forked child cannot read it
             self.writer = CheckpointWriter(fork=FORK and engine.device.type == "cpu")
         self.writer.start(self.folder, lambda: self._payload(engine, offsets), self.settings.keep, tag=offsets)
-        self.written()
+        self._snapshot_at = time.time()
+        self.postpone()
 
     def finished(self, wait: bool = False) -> Written | None:
-        """The write in flight once durable (`wait`: wait for it), its tag the offsets it holds; else None."""
-        return None if self.writer is None else self.writer.finished(wait)
+        """The write in flight once durable (`wait`: wait for it), its tag the offsets it holds; else None; an
+        OSError or RuntimeError if it failed."""
+        written = None if self.writer is None else self.writer.finished(wait)
+        if written is not None:
+            self.last_written_at = self._snapshot_at
+        return written
 
     @property
     def writing(self) -> bool:
@@ -100,8 +116,14 @@ class Checkpoints:
             "engine": engine.snapshot(),
         }
 
-    def written(self) -> None:
-        """A checkpoint is durable (a file, or the changelog's records): the next falls due from now."""
+    def written(self, at: float | None = None) -> None:
+        """A checkpoint is durable (a file, or the changelog's records), written `at` (Unix seconds; default now):
+        the next falls due from now."""
+        self.last_written_at = time.time() if at is None else at
+        self.postpone()
+
+    def postpone(self) -> None:
+        """The next checkpoint falls due a full interval from now (after a write, or a failed one)."""
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
 
@@ -121,6 +143,7 @@ class Checkpoints:
         if found is None:
             return None
         payload, path = found
+        self.last_written_at = float(payload["written_at"])
         log.info(
             "pipeline %s: restoring %s (%d series, offsets %s)",
             self.name,
@@ -129,6 +152,21 @@ class Checkpoints:
             payload["offsets"],
         )
         return payload
+
+
+@dataclasses.dataclass
+class _Handled:
+    """What the slices of a poll batch came to: for its metrics, and for the trainer's count."""
+
+    forecasts: int = 0
+    rejected: list[records.Rejected] = dataclasses.field(default_factory=list)
+    uncounted: int = 0  # records stepped that the trainer has not counted yet
+    stepping: float = 0.0  # seconds in the engine's step
+
+    def add(self, forecasts: int, rejected: list[records.Rejected], uncounted: int) -> None:
+        self.forecasts += forecasts
+        self.rejected += rejected
+        self.uncounted += uncounted
 
 
 class PipelineWorker:
@@ -148,9 +186,12 @@ class PipelineWorker:
         changelog: ChangelogTopic | None = None,
         sharing: ModelSharing | None = None,
         models: history.ModelHistory | None = None,
+        transactions: Transactions | None = None,
     ):
         self.pipeline, self.engine = pipeline, engine
         self.models = models  # the versions kept for rollback, and an operator's rollback request
+        # Exactly-once mode: the sink too; a checkpoint commits each partition's transaction, offsets included
+        self.transactions = transactions
         # With the changelog: every member serves the versions the owner of partition 0 trains and publishes
         self.sharing = sharing
         # With the changelog: the series' state lives there, the input partitions this member owns come and go
@@ -162,13 +203,17 @@ class PipelineWorker:
         if changelog is not None:
             source.on_revoke = self._revoked
         self.trainer = trainer
+        # the model the latest promotion replaced, back in service if its successor serves worse than the last value
+        self.rollback = Rollback(pipeline.retraining) if trainer is not None else None
         self.source, self.sink = source, sink
+        self.delivery = Delivery(pipeline, sink, metrics)  # what Kafka refuses for good is handled there
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
         # partition -> next offset the state reflects; shared with the source, which resumes there on assignment
         self.offsets: dict[int, int] = offsets if offsets is not None else {}
         self.error: BaseException | None = None
         self.last_poll = 0.0
+        self.batch_since: float | None = None  # when the batch in hand was polled; None between batches
         self.in_contact = True
         self.assigned = False
         self._contact_checked = 0.0
@@ -176,13 +221,22 @@ class PipelineWorker:
         self._ready_logged = False
         self._ahead_warned: dict[int, int] = {}  # partition -> the offset a warning named
         self._evictions_seen = 0
+        self._spill_dropped_seen = 0
+        self._checkpoint_failures = 0  # in a row: the first is logged, then the recovery
+        self._newest_event = float("nan")  # the newest observation's timestamp, Unix seconds
         metrics.model_version.labels(pipeline.name).set(engine.model_version)
         if trainer is not None:  # every outcome exported from the start, at zero, so increase() sees the first
             for outcome in ("started", "promoted", "rejected", "failed"):
                 metrics.retrains.labels(pipeline.name, outcome)
+            metrics.rollbacks.labels(pipeline.name)
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
+        metrics.event_time_lag.labels(pipeline.name).set_function(lambda: time.time() - self._newest_event)
+        if checkpoints is not None:
+            metrics.last_checkpoint.labels(pipeline.name).set_function(lambda: checkpoints.last_written_at)
+            for reason in ("disk_full", "not_writable", "io_error"):
+                metrics.checkpoint_failures.labels(pipeline.name, reason)
 
     def healthy(self) -> bool:
         """Assigned partitions, in contact with Kafka, polling (not stuck), not failed.
@@ -198,6 +252,11 @@ class PipelineWorker:
             and time.monotonic() - self.last_poll < _STALLED_AFTER_S
         )
 
+    def live(self) -> bool:
+        """Not failed, and not stuck: no batch in hand for longer than STUCK_AFTER_S (for /healthz)."""
+        since = self.batch_since
+        return self.error is None and (since is None or time.monotonic() - since <= STUCK_AFTER_S)
+
     def run(self) -> None:
         """Loop until stopped, then checkpoint; an unexpected error is kept for the daemon, which then shuts down."""
         summary_due = time.monotonic() + _SUMMARY_EVERY_S
@@ -212,6 +271,9 @@ class PipelineWorker:
             self.checkpoint(wait=True)  # every batch taken was delivered: the state and offsets agree
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
+        except Undeliverable as error:  # said in words; a traceback adds nothing
+            log.error("pipeline %s stopped: %s", self.pipeline.name, error)
+            self.error = error
         except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
             log.exception("pipeline %s failed", self.pipeline.name)
             self.error = error
@@ -231,8 +293,11 @@ class PipelineWorker:
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
         polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        self.batch_since = time.monotonic()
         with self._stepping:  # a revocation waits for the batch (`_revoked`)
-            return self._flow(polled)
+            consumed = self._flow(polled)
+        self.batch_since = None
+        return consumed
 
     def _flow(self, polled: list[Polled]) -> int:
         if self.sharing is not None:
@@ -247,29 +312,45 @@ class PipelineWorker:
             self._maybe_checkpoint()
             self._retrain(0)
             return 0
-        received = time.monotonic()
-        observations, bad = records.decode(
+        received, handled, rest = time.monotonic(), _Handled(), polled
+        while rest:  # a slice of at most batching.slice_records records at a time, each delivered before the next
+            rest = rest[self._handle(rest, handled) :]
+        self.metrics.step_seconds.labels(self.pipeline.name).observe(handled.stepping)
+        self._record(len(polled), handled.forecasts, handled.rejected, time.monotonic() - received)
+        self._maybe_checkpoint()
+        self._retrain(handled.uncounted)
+        return len(polled)
+
+    def _handle(self, polled: list[Polled], handled: _Handled) -> int:
+        """Decode the leading messages of `polled` that hold at most `batching.slice_records` records, step them and
+        deliver their forecasts and dead letters, that many records at a time; returns how many messages that was."""
+        most = self.pipeline.batching.slice_records
+        observations, bad, taken = records.decode_slice(
             [r.value for r in polled],
+            most,
             self.pipeline.record,
             self.pipeline.limits,
             time.time(),
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
+            cadence=self.pipeline.cadence,
         )
+        polled = polled[:taken]
         if self.changelog is not None:
             observations = self._unseen(observations)
         self._count_missing(observations)
-        started = time.perf_counter()
-        forecasts, refused, counted = self._step(observations)
-        self.metrics.step_seconds.labels(self.pipeline.name).observe(time.perf_counter() - started)
-        rejected = bad + refused
-        messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
-        self.sink.deliver(self._dead_letters(polled, rejected) + messages, self.stop)
+        if len(observations):  # for the event-time lag
+            self._newest_event = float(np.fmax(self._newest_event, observations.times.max()))
+        for part in observations.pieces(most):  # more than one only for a batch message of more than `most`
+            started = time.perf_counter()
+            forecasts, refused, counted = self._step(part)
+            handled.stepping += time.perf_counter() - started
+            messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
+            self.delivery.deliver(self._dead_letters(polled, bad + refused) + messages, self.stop)
+            handled.add(sum(map(len, forecasts)), bad + refused, len(part) - counted)
+            bad = []
         self._advance(polled)
-        self._record(len(polled), sum(map(len, forecasts)), rejected, time.monotonic() - received)
-        self._maybe_checkpoint()
-        self._retrain(len(observations) - counted)
-        return len(polled)
+        return taken
 
     def _step(self, observations: records.Observations) -> tuple[list[Forecasts], list[records.Rejected], int]:
         """Step a batch: its forecasts, the records the engine refused, and how many records the trainer has
@@ -310,25 +391,59 @@ class PipelineWorker:
             self._write_changelog(self.owned)
             if self.checkpoints is not None:
                 self.checkpoints.written()
-        self.source.commit(self.offsets)
+        (self.transactions or self.source).commit(self.offsets)
 
     def _checkpoint_files(self, wait: bool) -> None:
+        """Collect the write in flight if it is durable; if none is in flight now, start the next (`wait`: and wait
+        for it). A writer that is done at once (a test's) is collected in the same batch."""
         self._commit_written(wait)
-        if not self.checkpoints.writing:
+        if self.checkpoints.writing:
+            return  # one write at a time: this checkpoint is taken at the first batch after it
+        try:
             self.checkpoints.start(self.engine, self.offsets)
-            if wait:
-                self._commit_written(wait)
+        except OSError as error:  # no folder, no process for the writer
+            self._checkpoint_failed(error)
+            return
+        self._commit_written(wait)
 
     def _commit_written(self, wait: bool = False) -> None:
-        """Commit the offsets of the checkpoint in flight once it is durable: never ahead of a checkpoint."""
-        written = self.checkpoints.finished(wait)
+        """Commit the offsets of the checkpoint in flight once it is durable: never ahead of a checkpoint. (Files
+        and exactly-once transactions never go together: those need the changelog.)"""
+        name = self.pipeline.name
+        try:
+            written = self.checkpoints.finished(wait)
+        except (OSError, RuntimeError) as error:  # RuntimeError: the writer died
+            self._checkpoint_failed(error)
+            return
         if written is None:
             return
-        self.metrics.checkpoint_seconds.labels(self.pipeline.name).observe(written.seconds)
-        self.metrics.checkpoints.labels(self.pipeline.name).inc()
-        name, series = written.path.name, len(self.engine.store)
-        log.info("pipeline %s: checkpoint %s (%d series)", self.pipeline.name, name, series)
+        if self._checkpoint_failures:
+            log.info(
+                "pipeline %s: checkpoints written again after %s", name, counted(self._checkpoint_failures, "failure")
+            )
+            self._checkpoint_failures = 0
+        self.metrics.checkpoint_seconds.labels(name).observe(written.seconds)
+        self.metrics.checkpoints.labels(name).inc()
+        log.info("pipeline %s: checkpoint %s (%d series)", name, written.path.name, len(self.engine.store))
         self.source.commit(written.tag)
+
+    def _checkpoint_failed(self, error: OSError | RuntimeError) -> None:
+        """A full disk or a read-only folder must not stop serving or loop on restarts: the failure is counted and
+        logged (once per run of failures), the last good checkpoint stays the one a restart resumes from, and
+        the next attempt waits a full interval."""
+        name = self.pipeline.name
+        reason = failure_reason(error) if isinstance(error, OSError) else "io_error"
+        self.metrics.checkpoint_failures.labels(name, reason).inc()
+        if not self._checkpoint_failures:
+            log.error(
+                "pipeline %s: cannot write a checkpoint in %s: %s; serving on, a restart resumes from the "
+                "last good checkpoint (forecaster_checkpoint_failures_total counts the attempts)",
+                name,
+                self.checkpoints.folder,
+                error,
+            )
+        self._checkpoint_failures += 1
+        self.checkpoints.postpone()
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -348,7 +463,7 @@ class PipelineWorker:
     def _give_up(self, partitions: set[int]) -> None:
         if not partitions:
             return
-        self._write_changelog(partitions)
+        self._write_leaving(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -363,8 +478,24 @@ class PipelineWorker:
             dropped,
         )
 
+    def _write_leaving(self, partitions: set[int]) -> None:
+        """Write the state of partitions given up; in exactly-once mode commit their transactions, or hand them over
+        without the last one if it fails (fenced, say: their next owner restores what was committed before)."""
+        if self.transactions is None:
+            self._write_changelog(partitions)
+            return
+        try:
+            self._write_changelog(partitions)
+            self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
+        except TransactionError as error:
+            log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
+        finally:
+            self.transactions.release(partitions)
+
     def _take_over(self, partitions) -> None:
         started, positions = time.perf_counter(), {}
+        if self.transactions is not None:  # fence the previous owners first: the changelog then holds all they commit
+            self.transactions.own(partitions)
         for partition in sorted(partitions):
             handover.drop(self.engine, [partition])  # a partition that comes back: what the changelog says wins
             found = handover.newest(self.changelog.read(partition))  # one pass over the log
@@ -447,6 +578,8 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
+        if self._trains():
+            self._maybe_revert()
         if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
 
@@ -463,6 +596,8 @@ class PipelineWorker:
         except ForecasterError as error:  # not kept (pruned since), or another model: serve on, say why
             log.error("pipeline %s: rollback to version %d refused: %s", self.pipeline.name, version, error)
         else:
+            if self.rollback is not None:
+                self.rollback.forget()
             self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
             if self.sharing is not None:
                 self.sharing.switched(self.offsets)
@@ -480,11 +615,15 @@ class PipelineWorker:
         engine = self.engine
         try:
             windows = rounds.round_windows(engine, self.trainer.rounds + 1)
+            round_ = self.trainer.start(engine.model, windows, engine.model_version)
         except rounds.NotEnoughData as reason:
             log.info("pipeline %s: retraining waits for more data: %s", self.pipeline.name, reason)
             self.trainer.postpone()
             return
-        round_ = self.trainer.start(engine.model, windows, engine.model_version)
+        except (MemoryError, torch.OutOfMemoryError) as error:  # copying the windows: the round fails, not serving
+            self.trainer.postpone()
+            self._conclude(Finished(self.trainer.rounds + 1, 0.0, engine.model_version, error=error))
+            return
         self.metrics.retrains.labels(self.pipeline.name, "started").inc()
         log.info("pipeline %s: retraining round %d started on %d series", self.pipeline.name, round_, len(windows))
 
@@ -546,6 +685,7 @@ class PipelineWorker:
         self.metrics.damping.labels(self.pipeline.name).set(self.engine.mean_damping())
         if not outcome.promoted:
             return
+        self.rollback.promoted(champion, version, self.engine)
         seconds = time.perf_counter() - started
         self.metrics.resync_seconds.labels(self.pipeline.name).observe(seconds)
         self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
@@ -561,12 +701,43 @@ class PipelineWorker:
             seconds,
         )
 
+    def _maybe_revert(self) -> None:
+        """Between batches: serve the model the latest promotion replaced again if its successor's live skill fell
+        below retraining.rollback_below_skill (rollback.py), and publish that with the changelog."""
+        verdict = self.rollback.judge(self.engine)
+        if verdict is None:
+            return
+        started = time.perf_counter()
+        restored = self.rollback.revert(self.engine, self.pipeline.retraining.resync_steps)
+        self.metrics.rollbacks.labels(self.pipeline.name).inc()
+        self.metrics.model_version.labels(self.pipeline.name).set(self.engine.model_version)
+        if self.sharing is not None:
+            self.sharing.switched(self.offsets)
+            self.sharing.publish(self.stop)
+        log.warning(
+            "pipeline %s: rolled back: version %d's live one-step skill %.3f over %d forecasts is below "
+            "retraining.rollback_below_skill %g; serving version %d's weights as version %d, %d series "
+            "re-synchronised in %.2f s",
+            self.pipeline.name,
+            verdict.version,
+            verdict.skill,
+            verdict.scored,
+            self.pipeline.retraining.rollback_below_skill,
+            restored,
+            self.engine.model_version,
+            len(self.engine.store),
+            time.perf_counter() - started,
+        )
+
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
         """One message per forecast keyed by its series or, with `batching.forecasts_per_message` N > 1,
         JSON lists of up to N forecasts, packed per bucket of series (see `records.pack`)."""
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
         encoded = records.encode_many(forecasts, name, target)
         per_message = self.pipeline.batching.forecasts_per_message
+        if self.transactions is not None:  # each into its input partition's transaction (one per message: config)
+            origins = self.engine.store.partition[self.engine.store.lookup(forecasts.keys)].tolist()
+            return [Message(topic, k.encode(), v, origin=o) for k, v, o in zip(forecasts.keys, encoded, origins)]
         if per_message == 1:
             return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
         packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
@@ -592,7 +763,9 @@ class PipelineWorker:
             if origin.element is not None:
                 headers += (("forecaster.element", str(origin.element).encode()),)
                 value = records.element_payload(value, origin.element)
-            messages.append(Message(self.pipeline.dead_letter_topic, record.key, value, headers))
+            messages.append(
+                Message(self.pipeline.dead_letter_topic, record.key, value, headers, origin=record.partition)
+            )
         return messages
 
     def _record(self, consumed: int, forecasts: int, rejected, latency_s: float) -> None:
@@ -608,6 +781,8 @@ class PipelineWorker:
         m.state_bytes.labels(name).set(store.nbytes)
         m.series_evicted.labels(name).inc(store.evictions - self._evictions_seen)
         self._evictions_seen = store.evictions
+        if store.spill is not None and store.spill.dropped > self._spill_dropped_seen:
+            self._spill_dropping(store.spill.dropped)
         m.one_step_mae.labels(name, "model").set(self.engine.skill.model.value)
         m.one_step_mae.labels(name, "naive").set(self.engine.skill.naive.value)
         levels = self.engine.model.spec.quantiles
@@ -621,6 +796,18 @@ class PipelineWorker:
             for expert, weight in zip(combination.names, combination.mean_weights().mean(axis=0)):
                 m.combination_weight.labels(name, expert).set(float(weight))
         m.consumer_lag.labels(name).set(self.source.lag())
+
+    def _spill_dropping(self, dropped: int) -> None:
+        """Count the series the memory spill dropped to stay within its budget; say so once, when it first does."""
+        if not self._spill_dropped_seen:
+            log.warning(
+                "pipeline %s: the spill is full (spill_max_bytes %d): the series spilled longest ago are dropped "
+                "and start afresh if they return (forecaster_spill_dropped_total counts them)",
+                self.pipeline.name,
+                self.pipeline.spill_max_bytes,
+            )
+        self.metrics.spill_dropped.labels(self.pipeline.name).inc(dropped - self._spill_dropped_seen)
+        self._spill_dropped_seen = dropped
 
     def _fields(self) -> tuple[str, ...]:
         """The names of the value fields of a record: the target, then the covariates."""
@@ -698,6 +885,7 @@ class Daemon:
         self._stop = threading.Event()
         self.workers: list[PipelineWorker] = []
         self.server: StatusServer | None = None
+        self._held: list[int] = []  # locks on the state folders this process holds
 
     def stop(self) -> None:
         self._stop.set()
@@ -709,9 +897,36 @@ class Daemon:
             return False, f"not ready: {', '.join(waiting) or 'starting'}"
         return True, "ready"
 
+    def live(self) -> tuple[bool, str]:
+        """Alive unless a pipeline failed or has held one batch for longer than STUCK_AFTER_S (/healthz)."""
+        stuck = [w.pipeline.name for w in self.workers if not w.live()]
+        if stuck:
+            return False, f"failed or stuck for over {STUCK_AFTER_S:.0f} s: {', '.join(stuck)}"
+        return True, "ok"
+
     def run(self) -> int:
         settings = self.config.settings
         device = resolve_device(settings.device)
+        process.export(self.metrics, device, settings.kafka.client)
+        try:
+            self._hold_state()
+            return self._serve(device)
+        finally:
+            while self._held:
+                os.close(self._held.pop())
+
+    def _hold_state(self) -> None:
+        """Take the state folder of each pipeline that keeps its state in files, before anything starts: a second
+        daemon on the same state_dir stops here with a StateInUse naming the first (the kernel frees a lock when
+        its process ends, however it ends)."""
+        for pipeline in self.config.pipelines:
+            if not pipeline.checkpoint.changelog:  # a changelog's members share nothing on disk
+                held = lock_folder(pipeline_dir(self.config, pipeline))
+                if held is not None:
+                    self._held.append(held)
+
+    def _serve(self, device: torch.device) -> int:
+        settings = self.config.settings
         self._check_topics()
         log.info("starting %s on %s", counted(len(self.config.pipelines), "pipeline"), device)
         self.server = StatusServer(
@@ -719,6 +934,7 @@ class Daemon:
             settings.metrics.port,
             self.registry,
             self.ready,
+            live=self.live,
             certfile=settings.metrics.tls_certfile,
             keyfile=settings.metrics.tls_keyfile,
         ).start()
@@ -761,24 +977,28 @@ class Daemon:
         offsets, sink."""
         kafka = self.config.settings.kafka
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
-        changelog = None
-        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
-            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline))
-            restored = None
-        else:
-            restored = checkpoints.load()
+        exactly_once = pipeline.checkpoint.exactly_once
+        restored = None if pipeline.checkpoint.changelog else checkpoints.load()
         engine = migration.resume(self.config, pipeline, device, restored)
         models = history.ModelHistory(checkpoints.folder / history.FOLDER, pipeline.retraining.keep_versions)
         migration.adopt_configured(self.config, pipeline, engine, models, restored is not None)
         offsets = {} if restored is None else {int(p): int(o) for p, o in restored["offsets"].items()}
         source = make_source(
-            kafka,
+            read_committed(kafka) if exactly_once else kafka,
             pipeline.input_topic,
             group_id(self.config, pipeline),
             pipeline.batching.max_records,
             positions=offsets,
-            handover=changelog is not None,
+            handover=pipeline.checkpoint.changelog,
         )
+        transactions = None
+        if exactly_once:
+            transactions = Transactions(
+                kafka, group_id(self.config, pipeline), pipeline.input_topic, source.group_metadata
+            )
+        changelog = None
+        if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
+            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline), sink=transactions)
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None
         if changelog is not None:
@@ -788,7 +1008,7 @@ class Daemon:
             pipeline,
             engine,
             source,
-            make_sink(kafka),
+            transactions or make_sink(kafka),
             self.metrics,
             self._stop,
             checkpoints,
@@ -797,6 +1017,7 @@ class Daemon:
             changelog,
             sharing,
             models,
+            transactions,
         )
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:

@@ -99,7 +99,7 @@ def spill(pipeline: Pipeline, model: Forecaster, path: Path | None) -> Spill | N
     features = 1 + len(pipeline.record.covariates)
     wide = model.spec.num_layers * model.state_width + 2 * features + 1
     if pipeline.spill == "memory":
-        return MemorySpill(wide, 3)
+        return MemorySpill(wide, 3, pipeline.spill_max_bytes)
     if pipeline.spill == "disk":
         if path is None:
             raise ValueError("spill: disk needs a file path (the pipeline's folder in state_dir)")

@@ -1,6 +1,6 @@
-"""`forecaster` command line: run | check | replay | pretrain | inspect | reset | models | bench | topics.
+"""`forecaster` command line: run | check | replay | pretrain | backtest | inspect | reset | models | bench | topics.
 
-Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
+Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage, or a state folder another process holds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from forecaster import __version__, logs
 from forecaster import config as config_module
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError, ForecasterError, StateInUse
 from forecaster.words import counted
 
 log = logging.getLogger("forecaster")
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as error:
         print(f"forecaster: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StateInUse as error:  # like a bad configuration, restarting cannot fix it
+        print(f"forecaster: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except ForecasterError as error:
         print(f"forecaster: {error}", file=sys.stderr)
@@ -66,9 +69,17 @@ def _parser() -> argparse.ArgumentParser:
 
     _command(commands, "check", cmd_check, "validate the config and every pipeline file without starting anything")
 
-    replay = _command(commands, "replay", cmd_replay, "publish a real public dataset to a topic as JSON records")
-    replay.add_argument("dataset", help="one of: msft, taylor, greensboro, etth1, etth2")
+    replay = _command(
+        commands, "replay", cmd_replay, "publish a bundled dataset or a file of your own to a topic as JSON records"
+    )
+    replay.add_argument("dataset", nargs="?", default=None, help="one of: msft, taylor, greensboro, etth1, etth2")
     replay.add_argument("--topic", required=True, help="topic to publish to")
+    _file_options(replay, "publish this file's observations instead of a bundled dataset")
+    replay.add_argument(
+        "--pipeline",
+        default=None,
+        help="with --file: the pipeline whose record fields the records take (default: the one reading --topic)",
+    )
     replay.add_argument(
         "--rate", type=float, default=0.0, metavar="R", help="records per second (default: as fast as possible)"
     )
@@ -81,19 +92,42 @@ def _parser() -> argparse.ArgumentParser:
         commands, "pretrain", cmd_pretrain, "fit a pipeline's model offline on a dataset with truncated BPTT"
     )
     pretrain.add_argument("--pipeline", required=True, help="pipeline name from the config")
-    pretrain.add_argument("--dataset", default=None, help="dataset name (default: the pipeline's training.dataset)")
+    _source_options(pretrain, "pretrain on")
+    pretrain.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from this weights file (e.g. `forecaster models export`; it must fit the pipeline's model) "
+        "instead of the seeded model",
+    )
     pretrain.add_argument(
         "--out", type=Path, default=None, help="weights file to write (default: the pipeline's model.weights)"
     )
     pretrain.add_argument(
         "--steps", type=int, default=None, help="optimisation steps (default: the pipeline's training.steps)"
     )
-    pretrain.add_argument(
-        "--init",
-        type=Path,
+    backtest = _command(
+        commands,
+        "backtest",
+        cmd_backtest,
+        "run a pipeline's engine over a history as the daemon would (forecast, learn, retrain on its schedule) and "
+        "score it per horizon step against persistence and the seasonal naive",
+    )
+    backtest.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    _source_options(backtest, "backtest on")
+    backtest.add_argument(
+        "--from",
+        dest="start",
         default=None,
-        metavar="WEIGHTS",
-        help="start from these weights (e.g. `forecaster models export`) instead of seeded ones",
+        metavar="TIME",
+        help="score the forecasts made from this time on (ISO-8601 or epoch seconds; default: the history's "
+        "second half); the errors are scaled by the seasonal naive's before it",
+    )
+    backtest.add_argument(
+        "--json",
+        action="store_true",
+        help='print the rows as JSON: a list of {"method", "horizon", "mae", "mase", "coverage80"}',
     )
 
     inspect = _command(
@@ -167,6 +201,50 @@ def _models_parser(commands) -> None:
     export.add_argument("--pipeline", required=True, help="pipeline name from the config")
     export.add_argument("--version", type=int, default=None, help="a kept version (default: the one serving)")
     export.add_argument("--out", type=Path, required=True, help="weights file to write")
+
+
+def _file_options(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"{what}: CSV, JSON lines or Parquet, optionally gzipped (.csv, .csv.gz, .jsonl, .parquet), one "
+        "observation a row with the pipeline's record fields as columns; without the key column the file is one "
+        "series",
+    )
+    command.add_argument(
+        "--map",
+        action="append",
+        default=None,
+        metavar="FIELD=COLUMN",
+        help="with --file: read the pipeline's record field FIELD from column COLUMN (repeatable)",
+    )
+
+
+def _source_options(command: argparse.ArgumentParser, verb: str) -> None:
+    """--dataset, --file (--map) and --topic (--since, --bootstrap): where a command's history comes from."""
+    command.add_argument(
+        "--dataset",
+        default=None,
+        help="bundled dataset name: msft, taylor, greensboro, etth1, etth2 (default: the pipeline's training.dataset)",
+    )
+    _file_options(command, f"the file to {verb}")
+    command.add_argument(
+        "--topic",
+        default=None,
+        metavar="T",
+        help=f"{verb} the records topic T retains (JSON records in the pipeline's format), from the beginning",
+    )
+    command.add_argument(
+        "--since",
+        default=None,
+        metavar="TIME",
+        help="with --topic: only the records observed at or after TIME (ISO-8601 or epoch seconds)",
+    )
+    command.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
+    )
 
 
 def _command(commands, name: str, handler, summary: str) -> argparse.ArgumentParser:
@@ -245,45 +323,99 @@ def cmd_replay(args) -> int:
     from forecaster.tools.progress import Progress
     from forecaster.tools.replay import replay
 
-    if args.dataset not in datasets.NAMES:
+    if (args.dataset is None) == (args.file is None):
+        raise ConfigError("replay: expected a dataset name or --file PATH (one of them)")
+    if args.dataset is not None and args.dataset not in datasets.NAMES:
         raise ConfigError(f"unknown dataset {args.dataset!r} (expected one of: {', '.join(datasets.NAMES)})")
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
-    bar = Progress(f"replay {args.dataset} -> {args.topic}", None)
+    source, fmt = args.dataset, None
+    if args.file is not None:
+        from forecaster.tools.sources import file_records, parse_map
+
+        pipeline = _replayed_pipeline(config, args.pipeline, args.topic)
+        source, fmt = file_records(args.file, pipeline, parse_map(args.map)), pipeline.record
+    bar = Progress(f"replay {args.file or args.dataset} -> {args.topic}", None)
     sent = replay(
         config.settings.kafka,
-        args.dataset,
+        source,
         args.topic,
         rate=args.rate,
         limit=args.limit,
         progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
+        key_field=None if fmt is None else fmt.key,
     )
     bar.close()
     print(f"published {counted(sent, 'record')} to {args.topic}")
     return EXIT_OK
 
 
-def cmd_pretrain(args) -> int:
+def _replayed_pipeline(config: config_module.Config, name: str | None, topic: str) -> config_module.Pipeline:
+    """The pipeline named, else the one reading `topic`: its record fields are the replayed records'."""
+    if name is not None:
+        return config.pipeline(name)
+    readers = [p for p in config.pipelines if p.input_topic == topic]
+    if len(readers) != 1:
+        raise ConfigError(
+            f"replay --file: expected --pipeline, since {len(readers)} pipelines of {config.path} read {topic}"
+        )
+    return readers[0]
+
+
+def _check_source(args) -> None:
+    """At most one of --dataset, --file and --topic, and a dataset that is bundled."""
     from forecaster.io import datasets
+
+    chosen = [o for o, v in (("--dataset", args.dataset), ("--file", args.file), ("--topic", args.topic)) if v]
+    if len(chosen) > 1:
+        raise ConfigError(f"expected one of --dataset, --file and --topic, got {' and '.join(chosen)}")
+    if args.dataset is not None and args.dataset not in datasets.NAMES:
+        raise ConfigError(f"--dataset: expected one of {', '.join(datasets.NAMES)}, got {args.dataset!r}")
+
+
+def _history(args, config: config_module.Config, pipeline: config_module.Pipeline) -> tuple[list[bytes], str]:
+    """The JSON records of the source the options name (--file, --topic, else a dataset), and its name."""
+    from forecaster.tools.sources import parse_map, parse_moment, payloads
+
+    _check_source(args)
+    return payloads(
+        config,
+        pipeline,
+        dataset=args.dataset,
+        file=args.file,
+        mapping=parse_map(args.map),
+        topic=args.topic,
+        since=parse_moment(args.since, "--since"),
+    )
+
+
+def cmd_pretrain(args) -> int:
+    from forecaster.build import resolve_device
     from forecaster.learning.pretrain import pretrain
     from forecaster.tools.progress import Progress
 
-    if args.dataset is not None and args.dataset not in datasets.NAMES:
-        raise ConfigError(f"--dataset: expected one of {', '.join(datasets.NAMES)}, got {args.dataset!r}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
-    config = config_module.load(args.config, require_weights=False)
+    config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
     logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     pipeline = config.pipeline(args.pipeline)
+    if args.init is not None and not args.init.is_file():
+        raise ConfigError(f"--init: expected an existing weights file, got {args.init}")
+    _check_source(args)
+    history = {"dataset": args.dataset}  # by name: a bundled dataset's name goes into the weights' metadata
+    if args.file is not None or args.topic is not None:
+        payloads, source = _history(args, config, pipeline)
+        history = {"payloads": payloads, "source": source}
     steps = args.steps or pipeline.training.steps
     bar = Progress(f"pretrain {pipeline.name}", steps)
     report = pretrain(
         config,
         pipeline,
-        dataset=args.dataset,
+        **history,
+        init=args.init,
         out=args.out,
         steps=args.steps,
         progress=lambda step, loss: bar.update(step),
-        init=args.init,
+        device=resolve_device(config.settings.device),
     )
     bar.close()
     compared = f"last value {report['last_value_mae']:.4g}"
@@ -293,6 +425,49 @@ def cmd_pretrain(args) -> int:
         f"wrote {report['path']}: {counted(report['steps'], 'step')} in {report['seconds']:.0f} s, final loss "
         f"{report['final_loss']:.4f}; held-out one-step MAE model {report['model_mae']:.4g} vs {compared}"
     )
+    return EXIT_OK
+
+
+def cmd_backtest(args) -> int:
+    import json
+
+    from forecaster.build import resolve_device
+    from forecaster.serving.records import decode
+    from forecaster.tools.backtest import backtest, table
+    from forecaster.tools.progress import Progress
+    from forecaster.tools.sources import parse_moment
+
+    config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
+    pipeline = config.pipeline(args.pipeline)
+    payloads, source = _history(args, config, pipeline)
+    observations, rejected = decode(payloads, pipeline.record)
+    if rejected:
+        first = rejected[0]
+        raise ForecasterError(
+            f"{source}: {len(rejected)} of {len(payloads)} records do not fit pipeline {pipeline.name}'s record "
+            f"format (first, record {first.position + 1}: {first.reason}: {first.detail})"
+        )
+    bar = Progress(f"backtest {pipeline.name} on {source}", None)
+    result = backtest(
+        config,
+        pipeline,
+        observations,
+        source,
+        start=parse_moment(args.start, "--from"),
+        device=resolve_device(config.settings.device),
+        progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
+    )
+    bar.close()
+    if args.json:
+        print(json.dumps(result.rows))
+        return EXIT_OK
+    from forecaster.serving.records import format_time
+
+    print(
+        f"{pipeline.name} on {source}: {counted(result.origins, 'origin')} from {format_time(result.first_origin)}, "
+        f"{counted(result.rounds, 'retraining round')} ({result.promotions} promoted)"
+    )
+    print(table(result.rows))
     return EXIT_OK
 
 
@@ -445,10 +620,12 @@ def _show_series(pipeline: config_module.Pipeline, engine, key: str) -> None:
 
 def cmd_reset(args) -> int:
     """Move the pipeline's folder in state_dir (checkpoints and spill) aside, never delete it: a reset is undone by
-    moving it back. The daemon must be stopped, or its next checkpoint starts the folder again."""
+    moving it back. The daemon must be stopped: while it holds the folder, this refuses."""
+    import os
     from datetime import datetime
 
     from forecaster.build import pipeline_dir
+    from forecaster.io.checkpoint import lock_folder
 
     config = config_module.load(args.config, require_weights=False)
     folder = pipeline_dir(config, config.pipeline(args.pipeline))
@@ -456,7 +633,12 @@ def cmd_reset(args) -> int:
         print(f"{args.pipeline}: nothing to reset, {folder} does not exist")
         return EXIT_OK
     aside = folder.with_name(f"{folder.name}.reset-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-    folder.rename(aside)
+    held = lock_folder(folder)  # a StateInUse while a daemon serves from it
+    try:
+        folder.rename(aside)
+    finally:
+        if held is not None:
+            os.close(held)
     print(
         f"{args.pipeline}: moved {folder} to {aside}; at the next start every series starts afresh from the "
         "starting weights, at the consumer group's committed offsets"

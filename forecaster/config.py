@@ -37,6 +37,9 @@ _CADENCE = (
     "a cadence such as 30m, 1h, 1d or 1b (business day)",
 )
 _EMPTY: Mapping[str, object] = MappingProxyType({})
+# With checkpoint.exactly_once a transaction is open from a checkpoint to the next: at most this long (plus a batch),
+# half the transaction timeout its producers ask for (io/transactions.py), so a broker never aborts one for age.
+MAX_TRANSACTION_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +146,14 @@ class Batching:
         check=positive_int,
     )
     poll_timeout_ms: int = setting(200, doc="how long one poll waits for records", check=positive_int)
+    slice_records: int = setting(
+        10_000,
+        doc="most records (each element of a batch message counting as one) decoded, stepped and delivered at once: "
+        "a poll batch holding more is handled in slices of whole messages, and one message holding more is stepped "
+        "and delivered this many records at a time, so the memory a poll batch takes, and the forecasts it turns "
+        "into (about 70 times the bytes of its observations), stay bounded",
+        check=positive_int,
+    )
     forecasts_per_message: int = setting(
         1,
         doc="1: each forecast is one output message keyed by its series; N > 1: up to N forecasts packed into one "
@@ -169,6 +180,13 @@ class Checkpointing:
         "input partition when the group moves it, and every member serves the model versions the owner of input "
         "partition 0 trains and publishes to <group_id>.<pipeline>.model (docs/scaling.md); needs spill: none",
     )
+    exactly_once: bool = setting(
+        False,
+        doc="with the changelog: each checkpoint is one Kafka transaction per input partition, holding the forecasts "
+        "and dead letters since the last one, the changelog records and the input offsets, so a consumer of the "
+        "output with isolation.level read_committed sees every forecast once; they see them at each checkpoint, "
+        "so keep every_seconds short (docs/scaling.md#exactly-once-mode)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +198,18 @@ class Limits:
     )
     max_future_seconds: float = setting(
         7 * 86_400.0, doc="a timestamp further ahead of the wall clock is rejected as future_timestamp", check=positive
+    )
+    max_key_bytes: int = setting(
+        256,
+        doc="a series key longer than this in UTF-8 is rejected as key_too_long: every series held keeps its key",
+        check=positive_int,
+    )
+    max_future_steps: float = setting(
+        2.0,
+        doc="a timestamp more than this many steps of the cadence ahead of the wall clock is rejected as "
+        "future_timestamp too (the tighter bound wins): an accepted one would make its series' later records "
+        "out_of_order until the clock catches up",
+        check=positive,
     )
 
 
@@ -262,6 +292,12 @@ class Retraining:
         check=positive_int,
     )
     steps: int = setting(60, doc="optimisation steps per retrain", check=positive_int)
+    max_seconds: float = setting(
+        900.0,
+        doc="time budget of a round: one still running after it is abandoned and counted as failed (a hung round "
+        "blocks the next until it ends), and the serving weights stay",
+        check=positive,
+    )
     young_rounds: int = setting(
         4,
         doc="a young network learns sooner and longer: the first young_rounds rounds start as soon as the longest "
@@ -302,6 +338,18 @@ class Retraining:
         doc="promoted weights kept in <state_dir>/<pipeline>/models with their version, time and held-out losses, "
         "for `forecaster models` (list, rollback, export); 0: none kept, no rollback",
         check=(lambda v: v >= 0, "an integer >= 0"),
+    )
+    rollback_below_skill: float | None = setting(
+        -0.1,
+        doc="after a promotion, roll back to the model it replaced (kept in memory) when the live one-step skill "
+        "against the naive forecast, 1 - MAE / naive MAE over rollback_after_records scored forecasts, falls below "
+        "this; null: never",
+        check=(lambda v: v < 1, "a number below 1"),
+    )
+    rollback_after_records: int = setting(
+        5000,
+        doc="scored one-step forecasts each judgement of rollback_below_skill spans, from the promotion on",
+        check=positive_int,
     )
 
     def __post_init__(self):
@@ -404,6 +452,13 @@ class Pipeline:
         doc="where an evicted series' state goes, to be restored if it returns: host memory, a file in state_dir, or "
         "nowhere",
     )
+    spill_max_bytes: int | None = setting(
+        256 * 2**20,
+        doc="host memory the memory spill may take, counted as (packed state row + 256) bytes a series (about 800 "
+        "bytes at hidden_size 64 and 2 layers: 256 MiB holds some 330,000 series); beyond it the series spilled "
+        "longest ago are dropped (forecaster_spill_dropped_total) and start afresh if they return; null: no bound",
+        check=positive_int,
+    )
     checkpoint: Checkpointing = setting(Checkpointing(), doc="state checkpoints tied to input offsets")
     limits: Limits = setting(Limits(), doc="bounds on record values and timestamps")
     skill_window: int = setting(
@@ -435,6 +490,22 @@ class Pipeline:
                 f"spill: expected none with checkpoint.changelog (an evicted series' state is not kept apart from "
                 f"the changelog), got {self.spill}"
             )
+        if self.checkpoint.exactly_once and not self.checkpoint.changelog:
+            raise ValueError(
+                "checkpoint.exactly_once: expected false without checkpoint.changelog (a transaction commits the "
+                "changelog's records with the forecasts and offsets), got true"
+            )
+        if self.checkpoint.exactly_once and self.batching.forecasts_per_message != 1:
+            raise ValueError(
+                "batching.forecasts_per_message: expected 1 with checkpoint.exactly_once (each forecast goes into the "
+                f"transaction of its series' input partition), got {self.batching.forecasts_per_message}"
+            )
+        if self.checkpoint.exactly_once and self.checkpoint.every_seconds > MAX_TRANSACTION_S:
+            raise ValueError(
+                f"checkpoint.every_seconds: expected at most {MAX_TRANSACTION_S:g} with exactly_once (a transaction "
+                f"stays open until the checkpoint, and brokers abort one older than that), got "
+                f"{self.checkpoint.every_seconds:g}"
+            )
         if self.intervals.tracking_rate and len(self.model.quantiles) < 2:
             raise ValueError(
                 f"intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
@@ -459,11 +530,16 @@ class Kafka:
     bootstrap_servers: str = setting("127.0.0.1:9092", doc="comma-separated host:port list")
     client: Literal["kafka-python", "confluent-kafka"] = setting(
         "kafka-python",
-        doc="Kafka client library: kafka-python, or confluent-kafka (librdkafka; `pip install forecaster[confluent]`), "
-        "faster at high volume",
+        doc="Kafka client library: kafka-python, or confluent-kafka "
+        "(librdkafka; `pip install forecaster-daemon[confluent]`), faster at high volume",
     )
     client_id: str = setting("forecaster", doc="client id shown in broker logs")
     group_id: str = setting("forecaster", doc="consumer group prefix: pipeline P joins group '<group_id>.P'")
+    auto_offset_reset: Literal["earliest", "latest"] = setting(
+        "earliest",
+        doc="where a consumer group without a committed offset (or past a topic's end) starts: earliest, every "
+        "record kept; latest, only records produced from then on",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
         "PLAINTEXT", doc="transport security"
     )
@@ -524,6 +600,12 @@ class Kafka:
             raise ValueError(
                 "ssl_keyfile: expected ssl_certfile too (the certificate the key belongs to), got no ssl_certfile"
             )
+        for key in self.consumer:  # one typed setting both clients honour, not a pass-through one of them ignores
+            if key.replace(".", "_") == "auto_offset_reset":
+                raise ValueError(
+                    f"consumer: expected kafka.auto_offset_reset instead of consumer.{key}, got "
+                    f"consumer.{key}: {self.consumer[key]}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,12 +1,13 @@
 """Every Prometheus metric forecaster exports, on an injected registry.
 
 Tests build `Metrics(CollectorRegistry())` and read `registry.get_sample_value(...)`.
-All metrics carry a `pipeline` label.
+All metrics carry a `pipeline` label, except the process's own: `process_*` and `python_info` (the
+prometheus_client collectors, on the injected registry), `forecaster_build_info` and the GPU's memory.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RETRAIN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -16,7 +17,21 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
+        # resident memory, CPU seconds, open files: the daemon's registry is its own, without the default collectors
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
         p = ["pipeline"]
+        self.build = Info(
+            "forecaster_build",
+            "Versions this process runs: forecaster, python, torch; its device and Kafka client.",
+            registry=registry,
+        )
+        self.gpu_memory = Gauge(
+            "forecaster_gpu_memory_bytes",
+            "Memory torch holds on the GPU (only on CUDA); kind=allocated (now) or max_allocated (the peak so far).",
+            ["device", "kind"],
+            registry=registry,
+        )
         self.records_consumed = Counter(
             "forecaster_records_consumed_total", "Input records polled from Kafka.", p, registry=registry
         )
@@ -26,6 +41,13 @@ class Metrics:
         self.records_rejected = Counter(
             "forecaster_records_rejected_total",
             "Input records rejected and dead-lettered, by reason.",
+            p + ["reason"],
+            registry=registry,
+        )
+        self.delivery_failures = Counter(
+            "forecaster_delivery_failures_total",
+            "Output records Kafka refused for good (a non-retriable produce error), by reason: message_too_large, "
+            "not_authorized, unknown_topic or refused.",
             p + ["reason"],
             registry=registry,
         )
@@ -90,6 +112,12 @@ class Metrics:
             p,
             registry=registry,
         )
+        self.spill_dropped = Counter(
+            "forecaster_spill_dropped",
+            "Spilled series forgotten to keep the memory spill within spill_max_bytes (the oldest spilled first).",
+            p,
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "forecaster_checkpoints_total",
             "Checkpoints written (state with the offsets it reflects).",
@@ -103,6 +131,27 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.checkpoint_failures = Counter(
+            "forecaster_checkpoint_failures_total",
+            "Checkpoints that could not be written, by reason: disk_full, not_writable or io_error; the pipeline "
+            "serves on and its offsets stay at the last good checkpoint.",
+            p + ["reason"],
+            registry=registry,
+        )
+        self.last_checkpoint = Gauge(
+            "forecaster_last_checkpoint_timestamp_seconds",
+            "When the newest durable checkpoint (file or changelog) was written, in Unix seconds; its age is "
+            "time() minus this.",
+            p,
+            registry=registry,
+        )
+        self.event_time_lag = Gauge(
+            "forecaster_event_time_lag_seconds",
+            "Now minus the newest timestamp among the observations the pipeline has stepped: how far behind the "
+            "real world its forecasts start.",
+            p,
+            registry=registry,
+        )
         self.handover_seconds = Histogram(
             "forecaster_handover_seconds",
             "With the changelog: time to restore input partitions given to this member, from their changelog.",
@@ -114,6 +163,12 @@ class Metrics:
             "forecaster_retrains_total",
             "Retraining rounds by outcome: started, then promoted, rejected or failed.",
             p + ["outcome"],
+            registry=registry,
+        )
+        self.rollbacks = Counter(
+            "forecaster_rollbacks_total",
+            "Promoted models rolled back automatically: their live one-step skill fell below the configured threshold.",
+            p,
             registry=registry,
         )
         self.training_loss = Gauge(

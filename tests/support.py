@@ -3,6 +3,7 @@
 import dataclasses
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,33 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.config import Calendar, Combination, Gaps, ModelConfig, Pipeline, RecordFormat, Retraining, Training
+from forecaster.errors import TransactionError
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def pipeline_yaml(name: str, extra: str = "") -> str:
+    """A small pipeline file's YAML (hourly, horizon 24, a 2x8 GRU from seeded weights), plus `extra` lines."""
+    return (
+        textwrap.dedent(f"""\
+        name: {name}
+        input_topic: {name}.in
+        output_topic: {name}.out
+        dead_letter_topic: {name}.dead
+        record:
+          key: station
+          timestamp: time
+          target: temp
+        cadence: 1h
+        horizon: 24
+        model:
+          hidden_size: 8
+          num_layers: 2
+          weights: null
+        """)
+        + extra
+    )
 
 
 def benchmark(name: str):
@@ -160,3 +185,24 @@ def sines(n_series=8, length=120, seed=0, noise=0.1):
             times.append(T0 + 3600.0 * step)
             values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + noise * rng.standard_normal())
     return keys, times, values
+
+
+class FakeTransaction:
+    """A client's transactional producer in memory: what it sent, what it committed, and whether it is fenced."""
+
+    def __init__(self, kafka, transactional_id, timeout_ms):
+        self.id, self.timeout_ms = transactional_id, timeout_ms
+        self.sent, self.committed, self.fenced, self.closed = [], [], False, False
+
+    def send(self, messages, stop):
+        if self.fenced:
+            raise TransactionError(f"transaction {self.id}: fenced")
+        self.sent += messages
+
+    def commit(self, topic, partition, offset, group):
+        if self.sent:
+            self.committed.append((self.sent, topic, partition, offset, group))
+            self.sent = []
+
+    def close(self):
+        self.closed = True

@@ -3,35 +3,15 @@ a user reads."""
 
 import importlib.metadata
 import re
-import textwrap
 
 import pytest
 
+from forecaster import DISTRIBUTION
 from forecaster.cli import main
 
-COMMANDS = ["run", "check", "replay", "pretrain", "topics", "inspect", "reset", "models", "bench"]
+from support import pipeline_yaml as pipeline
 
-
-def pipeline(name: str, extra: str = "") -> str:
-    return (
-        textwrap.dedent(f"""\
-        name: {name}
-        input_topic: {name}.in
-        output_topic: {name}.out
-        dead_letter_topic: {name}.dead
-        record:
-          key: station
-          timestamp: time
-          target: temp
-        cadence: 1h
-        horizon: 24
-        model:
-          hidden_size: 8
-          num_layers: 2
-          weights: null
-        """)
-        + extra
-    )
+COMMANDS = ["run", "check", "replay", "pretrain", "backtest", "topics", "inspect", "reset", "models", "bench"]
 
 
 @pytest.fixture
@@ -242,7 +222,7 @@ def test_version_prints_the_installed_distributions_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0
-    assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version('forecaster')}"
+    assert capsys.readouterr().out.strip() == f"forecaster {importlib.metadata.version(DISTRIBUTION)}"
 
 
 def test_inspect_without_any_checkpoint_says_where_it_looked_and_fails(config_dir, capsys):

@@ -118,7 +118,7 @@ def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
           consumer:
             max_poll_records: 500
             enable_auto_commit: false
-            auto_offset_reset: earliest
+            isolation_level: read_committed
             fetch_max_wait_s: 0.5
             api_version: [3, 7]
             sasl_password: null
@@ -128,12 +128,24 @@ def test_pass_through_kafka_settings_keep_their_yaml_types(tmp_path):
     assert dict(consumer) == {
         "max_poll_records": 500,
         "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
         "fetch_max_wait_s": 0.5,
         "api_version": (3, 7),
         "sasl_password": None,
     }
     assert type(consumer["max_poll_records"]) is int and type(consumer["enable_auto_commit"]) is bool
+
+
+@pytest.mark.parametrize("key", ["auto_offset_reset", "auto.offset.reset"])
+def test_where_a_new_group_starts_is_a_typed_setting_not_a_pass_through_one(tmp_path, key):
+    path = write_config(tmp_path, {"weather": WEATHER}, "kafka:\n  auto_offset_reset: latest\n")
+    assert config.load(path).settings.kafka.auto_offset_reset == "latest"
+    assert config.Kafka().auto_offset_reset == "earliest"
+    path = write_config(tmp_path, {"weather": WEATHER}, f"kafka:\n  consumer:\n    {key}: latest\n")
+    assert load_error(path) == (
+        f"{path}: kafka.consumer: expected kafka.auto_offset_reset instead of consumer.{key}, "
+        f"got consumer.{key}: latest"
+    )
 
 
 def test_pass_through_settings_reject_nested_mappings(tmp_path):
@@ -179,8 +191,8 @@ def test_config_objects_are_frozen(tmp_path):
 def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
-        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, checkpoint, limits, "
-        "skill_window, batching, training, retraining, intervals, combination, gaps)"
+        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, spill_max_bytes, "
+        "checkpoint, limits, skill_window, batching, training, retraining, intervals, combination, gaps)"
     )
 
 
@@ -620,4 +632,34 @@ def test_documented_fields_show_type_and_default():
 def test_weights_policy_names_its_two_choices(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  weights_policy: newest\n").startswith(
         f"{weather_file}: model.weights_policy: expected one of "
+    )
+
+
+def test_exactly_once_is_refused_without_the_changelog(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "checkpoint:\n  exactly_once: true\n") == (
+        f"{weather_file}: checkpoint.exactly_once: expected false without checkpoint.changelog (a transaction "
+        "commits the changelog's records with the forecasts and offsets), got true"
+    )
+
+
+def test_exactly_once_refuses_checkpoints_further_apart_than_a_transaction_may_stay_open(tmp_path, weather_file):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  exactly_once: true\n  every_seconds: 45\n"
+    assert pipeline_error(tmp_path, text) == (
+        f"{weather_file}: checkpoint.every_seconds: expected at most 30 with exactly_once (a transaction stays open "
+        "until the checkpoint, and brokers abort one older than that), got 45"
+    )
+
+
+def test_exactly_once_with_the_changelog_loads_and_is_off_by_default(tmp_path):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  every_seconds: 2\n"
+    assert not config.load(write_config(tmp_path, {"weather": text})).pipeline("weather").checkpoint.exactly_once
+    on = config.load(write_config(tmp_path, {"weather": text + "  exactly_once: true\n"}))
+    assert on.pipeline("weather").checkpoint.exactly_once
+
+
+def test_exactly_once_refuses_forecasts_packed_across_partitions(tmp_path, weather_file):
+    text = WEATHER + "spill: none\ncheckpoint:\n  changelog: true\n  exactly_once: true\nbatching:\n"
+    assert pipeline_error(tmp_path, text + "  forecasts_per_message: 8\n") == (
+        f"{weather_file}: batching.forecasts_per_message: expected 1 with checkpoint.exactly_once (each forecast "
+        "goes into the transaction of its series' input partition), got 8"
     )

@@ -117,11 +117,11 @@ def _answers_metadata(port: int, advertised: int, timeout_s: float = 1.0) -> boo
         return False
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Return a pre-exec hook that has Linux kill the broker when we die.
+def die_with_parent() -> Callable[[], None] | None:
+    """Return a pre-exec hook that has Linux kill a child process (the broker, the demo's daemon) when we die.
 
     PR_SET_PDEATHSIG covers a parent killed by SIGKILL or a crash, where no
-    stop() runs, so no orphan broker outlives a test run. The kernel fires it
+    stop() runs, so no orphan outlives a test run or a demo. The kernel fires it
     when the *thread* that spawned the child exits, so start the broker from
     a long-lived thread (the main thread in the demo and under pytest). libc
     is looked up here, before the fork, so the hook only makes one call in
@@ -213,7 +213,7 @@ class EmbeddedBroker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},  # plain text in the log
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
             # Its own session: a Ctrl-C in the terminal must not kill the broker before the
             # daemon has left its consumer groups; stop() (or our death) ends it.
             start_new_session=True,

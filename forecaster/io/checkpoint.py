@@ -10,6 +10,9 @@ error, never code that runs.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import logging
@@ -22,11 +25,19 @@ from typing import BinaryIO
 
 import torch
 
-from forecaster.errors import ForecasterError
+from forecaster.errors import ForecasterError, StateInUse
 
 FORMAT = "forecaster.weights/1"
 CHECKPOINT_MAGIC = b"forecaster.checkpoint/1 sha256="
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d{12})\.pt")
+LOCK_NAME = "lock"
+_FAILURE_REASONS = {
+    errno.ENOSPC: "disk_full",
+    errno.EDQUOT: "disk_full",
+    errno.EROFS: "not_writable",
+    errno.EACCES: "not_writable",
+    errno.EPERM: "not_writable",
+}
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +193,41 @@ def _checkpoints(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if _CHECKPOINT_NAME.fullmatch(p.name))
+
+
+def failure_reason(error: OSError) -> str:
+    """A failed write's reason as a metric label: disk_full, not_writable, or io_error for anything else."""
+    return _FAILURE_REASONS.get(error.errno, "io_error")
+
+
+def lock_folder(folder: str | Path) -> int | None:
+    """Take `folder` for this process: an exclusive lock on its lock file, held while the returned descriptor is open
+    (the kernel drops it when the process ends, however it ends), with this process's pid written in it.
+
+    A StateInUse names the folder and the holder's pid when another process has it. The lock is held through a
+    read-only descriptor, so the daemon keeps no file open for writing there (a file system can still be remounted
+    read-only). A folder where no lock file exists or can be created (read-only, full) is logged and left unlocked:
+    nothing can write checkpoints there anyway.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    with contextlib.suppress(OSError):  # read-only or full: a lock file made before still serves
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError as error:
+        log.error("cannot lock %s (%s): two processes could share it", folder, error)
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(handle)
+        raise StateInUse(
+            f"{folder} is in use by another forecaster process (pid {holder}): two processes cannot share a "
+            "pipeline's state; stop that one, or give this one its own state_dir"
+        ) from None
+    with contextlib.suppress(OSError):  # a read-only folder: locked all the same, the pid left unsaid
+        path.write_text(f"{os.getpid()}\n")
+    return handle

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from types import ModuleType
 
 from forecaster.config import Kafka
-from forecaster.io.messages import Message
+from forecaster.errors import ForecasterError, Undeliverable
+from forecaster.io.messages import Message, Sink
+from forecaster.words import counted
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +53,54 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
     return client(kafka).partition_count(kafka, topic)
 
 
-class ChangelogTopic:
-    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py)."""
+def deliver_all(sink: Sink, messages: Sequence[Message], stop: threading.Event) -> None:
+    """Deliver every message or raise Undeliverable: for records that have no other way than to arrive (a series'
+    state, a model version, a replayed record)."""
+    refused = sink.deliver(messages, stop)
+    if refused:
+        first = refused[0]
+        raise Undeliverable(
+            f"{first.message.topic}: {counted(len(refused), 'record')} refused by Kafka "
+            f"({first.reason}: {first.detail})"
+        )
 
-    def __init__(self, kafka: Kafka, topic: str):
+
+class ChangelogTopic:
+    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py).
+
+    In exactly-once mode `sink` is the member's transactions (io/transactions.py): partition p's records go into
+    input partition p's transaction, and a restore reads only what was committed.
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, sink=None):
         self.kafka, self.topic = kafka, topic
-        self._sink = make_sink(kafka)
+        self._committed = sink is not None
+        self._sink = sink if sink is not None else make_sink(kafka)
 
     def write(self, records: dict[int, list[tuple[bytes, bytes]]], stop: threading.Event) -> None:
-        """Produce every partition's (key, value) records and wait until all are acknowledged."""
+        """Produce every partition's (key, value) records and wait until all are acknowledged (in exactly-once
+        mode: until the transaction commits)."""
         messages = [
-            Message(self.topic, key, value, partition=p) for p, pairs in records.items() for key, value in pairs
+            Message(self.topic, key, value, partition=p, origin=p)
+            for p, pairs in records.items()
+            for key, value in pairs
         ]
-        self._sink.deliver(messages, stop)
+        deliver_all(self._sink, messages, stop)
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
         """The partition's records, (key, value) in log order, up to its end as it stands now."""
-        return read_partition(self.kafka, self.topic, partition)
+        return read_partition(self.kafka, self.topic, partition, committed=self._committed)
 
     def close(self) -> None:
         self._sink.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-    """A partition's records, (key, value) in log order, up to its end as it stands now; without a producer, for
-    readers that only look (`forecaster inspect`)."""
-    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition)]
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, committed: bool = False
+) -> list[tuple[bytes | None, bytes | None]]:
+    """A partition's records, (key, value) in log order, up to its end as it stands now (with `committed`, those of
+    committed transactions only); without a producer, for readers that only look (`forecaster inspect`)."""
+    return [(r.key, r.value) for r in client(kafka).read_partition(kafka, topic, partition, committed=committed)]
 
 
 class ModelTopic:
@@ -100,7 +124,7 @@ class ModelTopic:
 
     def publish(self, value: bytes, stop: threading.Event) -> None:
         """Produce one version's record and wait until it is acknowledged."""
-        self._sink.deliver([Message(self.topic, self.KEY, value, partition=0)], stop)
+        deliver_all(self._sink, [Message(self.topic, self.KEY, value, partition=0)], stop)
 
     def read_new(self) -> list[bytes]:
         """The values published since the last read, now, and those the watcher found but were not taken."""
@@ -143,3 +167,13 @@ class ModelTopic:
 
 def missing_topics(kafka: Kafka, names: Iterable[str]) -> list[str]:
     return client(kafka).missing_topics(kafka, names)
+
+
+def read_retained(kafka: Kafka, topic: str) -> list[bytes]:
+    """The value of every record `topic` retains, partition after partition in log order (each series keeps its
+    order: it has one partition), up to each partition's end as it stands when asked; records without a value
+    are skipped."""
+    count = partition_count(kafka, topic)
+    if not count:
+        raise ForecasterError(f"topic {topic}: not found at {kafka.bootstrap_servers}")
+    return [r.value for p in range(count) for r in client(kafka).read_partition(kafka, topic, p) if r.value is not None]

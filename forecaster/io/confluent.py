@@ -2,10 +2,11 @@
 
 Chosen with `kafka.client: confluent-kafka` (installed with the `confluent` extra). The
 semantics are those of io/kafka.py: consumption resumes at the caller's `positions` on every
-assignment, commits are best effort, a batch is delivered completely or retried until stopped,
-and losing and regaining the cluster is logged once each. `kafka.consumer`, `producer` and
-`admin` pass librdkafka properties; a name written with underscores, as kafka-python spells
-it (`session_timeout_ms`), is taken with dots (`session.timeout.ms`).
+assignment, commits are best effort, a batch is delivered completely or retried until stopped
+(what the cluster refuses for good is returned instead), and losing and regaining the cluster
+is logged once each. `kafka.consumer`, `producer` and `admin` pass librdkafka properties; a
+name written with underscores, as kafka-python spells it (`session_timeout_ms`), is taken
+with dots (`session.timeout.ms`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
-from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
+from forecaster.errors import DeliveryError, ForecasterError, TransactionError
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Source:
                 **client_settings(kafka, kafka.consumer),
                 "group.id": group_id,
                 "enable.auto.commit": False,  # at-least-once: commit after the state is checkpointed
-                "auto.offset.reset": "earliest",  # a new group starts at the beginning of the topic
+                "auto.offset.reset": kafka.auto_offset_reset,  # where a new group starts
                 "allow.auto.create.topics": False,  # topics are created on purpose, never by accident
                 "statistics.interval.ms": 1000,  # broker states, for `connected`
                 "stats_cb": self._on_statistics,
@@ -101,6 +102,10 @@ class Source:
             }
         )
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def group_metadata(self):
+        """What a transaction's offsets are committed for: the group, with this member's generation."""
+        return self._consumer.consumer_group_metadata()
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -202,21 +207,23 @@ class Sink:
     """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
 
     A failing cluster is logged once when deliveries start failing and once when they recover.
+    What the cluster refuses for good (`_refusal`) is not retried but returned, for the run loop's policy.
     """
 
     def __init__(self, kafka: Kafka):
-        settings = {"acks": "all", "linger.ms": 5, **client_settings(kafka, kafka.producer), "error_cb": _log_error}
-        self._producer = Producer(settings)
+        self._producer = Producer(_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
+        was refused for good."""
+        pending, refused, backoff = list(messages), [], 0.5
         while pending:
-            failed: list[Message] = []
+            failed: list[tuple[Message, KafkaError]] = []
             self._send(pending, failed, stop)
             self._wait_for_acknowledgements(len(pending), stop)
-            pending = failed
+            refused += [Refused(m, reason, e.str()) for m, e in failed if (reason := _refusal(e)) is not None]
+            pending = [m for m, e in failed if _refusal(e) is None]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -227,34 +234,22 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return refused
 
-    def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
+    def _send(self, messages: Sequence[Message], failed: list, stop: threading.Event) -> None:
+        """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report."""
         for message in messages:
 
             def delivered(error, _record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
-                    failed.append(message)
+                    failed.append((message, error))
 
-            while True:
-                try:
-                    self._producer.produce(
-                        message.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=list(message.headers),
-                        on_delivery=delivered,
-                        **({} if message.partition is None else {"partition": message.partition}),
-                    )
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self._producer.poll(0.1)
-                    if stop.is_set():
-                        raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
-                except KafkaException as error:
-                    log.debug("send to %s failed: %s", message.topic, error)
-                    failed.append(message)
-                    break
+            try:
+                _produce(self._producer, message, stop, on_delivery=delivered)
+            except KafkaException as error:
+                log.debug("send to %s failed: %s", message.topic, error)
+                failed.append((message, error.args[0]))
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: librdkafka retries internally for minutes, and a stall must be said, once."""
@@ -272,6 +267,100 @@ class Sink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+
+
+def _producer_settings(kafka: Kafka) -> dict:
+    return {"acks": "all", "linger.ms": 5, **client_settings(kafka, kafka.producer), "error_cb": _log_error}
+
+
+def _produce(producer: Producer, message: Message, stop: threading.Event, **delivery) -> None:
+    """Produce one message, waiting while the local queue is full; a DeliveryError if `stop` is set meanwhile."""
+    while True:
+        try:
+            producer.produce(
+                message.topic,
+                value=message.value,
+                key=message.key,
+                headers=list(message.headers),
+                **delivery,
+                **({} if message.partition is None else {"partition": message.partition}),
+            )
+            return
+        except BufferError:  # the local queue is full: let deliveries drain it
+            producer.poll(0.1)
+            if stop.is_set():
+                raise DeliveryError("records unsent at shutdown; their inputs stay uncommitted") from None
+
+
+class Transaction:
+    """The transactional producer of one input partition (exactly-once mode): as io/kafka.py's.
+
+    The offsets are committed with the consumer's group metadata, so a Kafka broker of version 2.5 or
+    later also refuses them from a member of an older generation (KIP-447); tansu does not check it.
+    """
+
+    def __init__(self, kafka: Kafka, transactional_id: str, timeout_ms: int):
+        settings = {**_producer_settings(kafka), "transactional.id": transactional_id}
+        self.id, self._open, self._timeout_s = transactional_id, False, timeout_ms / 1000
+        self._producer = Producer({**settings, "transaction.timeout.ms": timeout_ms})
+        self._call("starting", self._producer.init_transactions, self._timeout_s)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> None:
+        """Send within the open transaction (begun here if none is), without waiting: the commit does."""
+        if not self._open:
+            self._call("beginning", self._producer.begin_transaction)
+            self._open = True
+        for message in messages:
+            self._call("sending", _produce, self._producer, message, stop)
+
+    def commit(self, topic: str, partition: int, offset: int, group) -> None:
+        """Commit what was sent, with `offset` as the group's next offset of input `partition`; nothing if none
+        was sent."""
+        if not self._open:
+            return
+        offsets = [TopicPartition(topic, partition, offset)]
+        self._call("committing", self._producer.send_offsets_to_transaction, offsets, group, self._timeout_s)
+        self._call("committing", self._producer.commit_transaction, self._timeout_s)
+        self._open = False
+
+    def _call(self, doing: str, action, *args):
+        try:
+            return action(*args)
+        except KafkaException as error:
+            self._abort()
+            raise TransactionError(f"transaction {self.id}: {doing} failed: {error.args[0].str()}") from None
+
+    def _abort(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._producer.abort_transaction(self._timeout_s)
+            except KafkaException:  # fenced: the broker has aborted it already
+                pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close without committing: an open transaction is aborted, by the broker at the latest."""
+        try:
+            self._producer.flush(timeout_s)
+        except KafkaException:  # fenced, say: nothing of it is to be delivered
+            pass
+
+
+# Errors no retry can cure, by the label counted for them. librdkafka retries the rest itself, and a delivery report's
+# `retriable()` is false for a message that merely timed out in an outage: only these codes are final.
+_REFUSALS = {
+    KafkaError.MSG_SIZE_TOO_LARGE: "message_too_large",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "not_authorized",
+    KafkaError._UNKNOWN_TOPIC: "unknown_topic",
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "unknown_topic",
+    KafkaError.TOPIC_EXCEPTION: "unknown_topic",
+}
+
+
+def _refusal(error: KafkaError) -> str | None:
+    """The reason Kafka refused a message for good, or None when retrying may help (an outage, a timeout)."""
+    return _REFUSALS.get(error.code(), "refused" if error.fatal() else None)
 
 
 def _log_error(error: KafkaError) -> None:
@@ -336,14 +425,17 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
     return None if found is None or found.error is not None else len(found.partitions)
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0, committed: bool = False
+) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
-    asked (by position)."""
+    asked (by position). With `committed`, only records of committed transactions, up to the last stable offset."""
     consumer = Consumer(
         {
             **client_settings(kafka, {}),
             "group.id": f"{topic}.reader",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
             "error_cb": _log_error,
         }
     )

@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for supervisors.
+"""The daemon's HTTP endpoints: /metrics for Prometheus, /healthz (alive: restart me if not) and /readyz (send me
+work) for supervisors.
 
 Plain HTTP by default, bound to 127.0.0.1 by the configuration's default; given a
 certificate it serves HTTPS only.
@@ -36,8 +37,9 @@ class StatusServer:
         ready: Callable[[], tuple[bool, str]],
         certfile: str | None = None,
         keyfile: str | None = None,
+        live: Callable[[], tuple[bool, str]] = lambda: (True, "ok"),
     ):
-        handler = _handler(registry, ready)
+        handler = _handler(registry, ready, live)
         try:
             if certfile is None:
                 self._server = ThreadingHTTPServer((host, port), handler)
@@ -87,7 +89,9 @@ class _TLSServer(ThreadingHTTPServer):
         log.debug("connection from %s failed", client_address[0], exc_info=True)
 
 
-def _handler(registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]], live: Callable[[], tuple[bool, str]]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = _CONNECTION_TIMEOUT_S
 
@@ -95,11 +99,9 @@ def _handler(registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]])
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif path == "/readyz":
-                is_ready, why = ready()
-                self._reply(200 if is_ready else 503, f"{why}\n".encode())
+            elif path in ("/healthz", "/readyz"):
+                fine, why = (live if path == "/healthz" else ready)()
+                self._reply(200 if fine else 503, f"{why}\n".encode())
             else:
                 self._reply(404, b"not found: try /metrics, /healthz or /readyz\n")
 

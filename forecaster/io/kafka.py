@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
-from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances
+from forecaster.errors import DeliveryError, ForecasterError, TransactionError
+from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Source:
         positions: dict[int, int] | None = None,
         handover: bool = False,
     ):
-        self.topic = topic
+        self.topic, self._group_id = topic, group_id
         self._events = Rebalances()
         self._max_records = max_records
         settings = {**client_settings(kafka), **kafka.consumer}
@@ -92,7 +93,7 @@ class Source:
             kafka,
             group_id=group_id,
             enable_auto_commit=False,  # at-least-once: commit after the state is checkpointed
-            auto_offset_reset="earliest",  # a new group starts at the beginning of the topic
+            auto_offset_reset=kafka.auto_offset_reset,  # where a new group starts
             max_poll_records=max_records,
             allow_auto_create_topics=False,  # topics are created on purpose (`forecaster topics`), never by accident
             **settings,
@@ -119,6 +120,11 @@ class Source:
             if offset >= 0:
                 self._consumer.seek(tp, offset)
         self._consumer.resume(*[tp for tp, _ in mine])
+
+    def group_metadata(self) -> str:
+        """What a transaction's offsets are committed for: the group alone. A stale owner is fenced by the
+        transactional id of its partition (`Transaction`), not by the group's generation."""
+        return self._group_id
 
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
@@ -232,23 +238,24 @@ class Sink:
     """A producer that delivers a batch completely or keeps retrying, with backoff, until stopped.
 
     A failing cluster is logged once when deliveries start failing and once when they
-    recover, not on every retry.
+    recover, not on every retry. What the cluster refuses for good (`_refusal`) is not
+    retried but returned, for the run loop's policy.
     """
 
     def __init__(self, kafka: Kafka):
-        # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
-        # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
-        settings = {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
-        self._producer = _connect(KafkaProducer, kafka, **settings)
+        self._producer = _connect(KafkaProducer, kafka, **_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
+        was refused for good."""
+        pending, refused, backoff = list(messages), [], 0.5
         while pending:
-            futures = self._send(pending)
+            sent = self._send(pending)
             self._wait_for_acknowledgements(len(pending), stop)
-            pending = [m for m, f in futures if f is None or f.failed()]
+            failures = [(m, f if isinstance(f, Exception) else f.exception) for m, f in sent if _failed(f)]
+            refused += [Refused(m, reason, str(e)) for m, e in failures if (reason := _refusal(e)) is not None]
+            pending = [m for m, e in failures if _refusal(e) is None]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -259,27 +266,19 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return refused
 
     def _send(self, messages: Sequence[Message]) -> list:
-        futures = []
+        """(message, its future, or the error that kept it from being sent) for each message."""
+        sent = []
         for message in messages:
             try:
-                futures.append(
-                    (
-                        message,
-                        self._producer.send(
-                            message.topic,
-                            value=message.value,
-                            key=message.key,
-                            headers=list(message.headers),
-                            partition=message.partition,
-                        ),
-                    )
-                )
+                future = _send(self._producer, message)
             except KafkaError as error:
                 log.debug("send to %s failed: %s", message.topic, error)
-                futures.append((message, None))
-        return futures
+                future = error
+            sent.append((message, future))
+        return sent
 
     def _wait_for_acknowledgements(self, count: int, stop: threading.Event) -> None:
         """Flush in slices: the producer retries internally for minutes, and a stall must be said, once."""
@@ -301,6 +300,94 @@ class Sink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
+
+
+def _producer_settings(kafka: Kafka) -> dict:
+    # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
+    # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
+    return {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
+
+
+def _send(producer: KafkaProducer, message: Message):
+    return producer.send(
+        message.topic, value=message.value, key=message.key, headers=list(message.headers), partition=message.partition
+    )
+
+
+class Transaction:
+    """The transactional producer of one input partition (exactly-once mode, io/transactions.py).
+
+    Starting it fences every earlier producer with the same transactional id, a previous owner of the
+    partition: its open transaction is aborted and its next one fails. What is sent from one `commit`
+    to the next is committed with the partition's input offset, atomically, or not at all. Any failure
+    aborts the transaction and raises TransactionError: its partition's state is then suspect.
+    """
+
+    def __init__(self, kafka: Kafka, transactional_id: str, timeout_ms: int):
+        settings = {**_producer_settings(kafka), "transactional_id": transactional_id}
+        self.id, self._open = transactional_id, False
+        self._producer = _connect(KafkaProducer, kafka, transaction_timeout_ms=timeout_ms, **settings)
+        self._call("starting", self._producer.init_transactions)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> None:
+        """Send within the open transaction (begun here if none is), without waiting: the commit does."""
+        if not self._open:
+            self._call("beginning", self._producer.begin_transaction)
+            self._open = True
+        for message in messages:
+            self._call("sending", _send, self._producer, message)
+
+    def commit(self, topic: str, partition: int, offset: int, group: str) -> None:
+        """Commit what was sent, with `offset` as the group's next offset of input `partition`; nothing if none
+        was sent."""
+        if not self._open:
+            return
+        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)}
+        self._call("committing", self._producer.send_offsets_to_transaction, offsets, group)
+        self._call("committing", self._producer.commit_transaction)
+        self._open = False
+
+    def _call(self, doing: str, action, *args):
+        try:
+            return action(*args)
+        except KafkaError as error:
+            self._abort()
+            raise TransactionError(f"transaction {self.id}: {doing} failed: {error}") from None
+
+    def _abort(self) -> None:
+        if self._open:
+            self._open = False
+            with contextlib.suppress(KafkaError):  # fenced: the broker has aborted it already
+                self._producer.abort_transaction()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close without committing: an open transaction is aborted, by the broker at the latest."""
+        with contextlib.suppress(KafkaError):  # fenced, say: nothing of it is to be delivered
+            self._producer.close(timeout=timeout_s)
+
+
+def _failed(future) -> bool:
+    return isinstance(future, Exception) or future.failed()
+
+
+# Errors no retry can cure, by the label counted for them; other non-retriable broker errors count as `refused`
+_REFUSALS = {
+    kafka_errors.MessageSizeTooLargeError: "message_too_large",
+    kafka_errors.RecordListTooLargeError: "message_too_large",
+    kafka_errors.TopicAuthorizationFailedError: "not_authorized",
+    kafka_errors.ClusterAuthorizationFailedError: "not_authorized",
+    kafka_errors.InvalidTopicError: "unknown_topic",
+}
+
+
+def _refusal(error: Exception) -> str | None:
+    """The reason Kafka refused a message for good, or None when retrying may help (an outage, a timeout)."""
+    for kind, reason in _REFUSALS.items():
+        if isinstance(error, kind):
+            return reason
+    if isinstance(error, kafka_errors.BrokerResponseError) and not error.retriable:
+        return "refused"
+    return None
 
 
 def create_topics(kafka: Kafka, topics: Iterable[tuple[str, int]], compacted: Collection[str] = ()) -> list[str]:
@@ -373,10 +460,19 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
         consumer.close()
 
 
-def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
+def read_partition(
+    kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0, committed: bool = False
+) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
-    asked (by position: the end offset counts transaction markers and compacted gaps alike)."""
-    consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
+    asked (by position: the end offset counts transaction markers and compacted gaps alike). With `committed`,
+    only records of committed transactions, up to the last stable offset."""
+    consumer = _connect(
+        KafkaConsumer,
+        kafka,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+        **client_settings(kafka),
+    )
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])

@@ -22,6 +22,17 @@ class Message:
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = field(default=())
     partition: int | None = None  # None: the producer's partitioner picks it from the key
+    origin: int | None = None  # the input partition it follows from: its transaction, in exactly-once mode
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A message Kafka refused for good: retrying cannot help. `reason` is a short label for metrics:
+    `message_too_large`, `not_authorized`, `unknown_topic` or `refused` (another non-retriable error)."""
+
+    message: Message
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,11 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set."""
+    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set.
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None: ...
+    Retriable errors (an outage, a leader moving) are retried with backoff; what Kafka refuses for
+    good is returned, once the rest is acknowledged, for the caller's policy (forecaster/delivery.py).
+    """
+
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]: ...
     def close(self) -> None: ...

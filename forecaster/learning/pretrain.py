@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,32 +29,34 @@ def pretrain(
     pipeline: Pipeline,
     *,
     dataset: str | None = None,
+    payloads: Sequence[bytes] | None = None,
+    source: str | None = None,
+    init: Path | None = None,
     out: Path | None = None,
     steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     device: str | torch.device = "cpu",
-    init: Path | None = None,
 ) -> dict:
-    """Fit a pipeline's seeded model on the leading part of a dataset, score the rest, save the weights.
+    """Fit a pipeline's model on the leading part of a dataset, score the rest, save the weights.
 
-    The dataset goes through JSON and `records.decode`, so training sees what the daemon sees.
-    With `init`, training starts from that weights file (`forecaster models export`, an earlier pretrain) instead
-    of the seeded weights. Returns the saved metadata plus "path" and "seconds".
+    The data is a bundled dataset (`dataset`, else training.dataset) or `payloads`, the JSON
+    records of a file or a topic that `source` names. Either way it goes through
+    `records.decode`, so training sees what the daemon sees. Training starts from the seeded
+    model, or from the weights file `init` (`forecaster models export`, an earlier pretrain; it
+    must fit the pipeline's model): a model pretrained elsewhere goes on learning from this data.
+    Returns the saved metadata plus "path" and "seconds".
     """
     began = time.perf_counter()
-    if dataset is None:
-        check_dataset(config, pipeline)
-    name = dataset or pipeline.training.dataset
-    if name is None:
-        raise ConfigError(
-            f"{config.pipeline_file(pipeline)}: training.dataset: expected a dataset to pretrain on "
-            f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run"
-        )
+    if payloads is None:
+        name = _dataset_name(config, pipeline, dataset)
+        payloads, label = dataset_payloads(name), f"dataset {name}"
+    else:
+        name = label = source or "records"
     training = pipeline.training if steps is None else dataclasses.replace(pipeline.training, steps=steps)
-    series = prepare(pipeline, _observations(pipeline, name))
+    series = prepare(pipeline, _observations(pipeline, label, payloads))
     fraction = training.train_fraction
     heads = [head(s, int(fraction * len(s))) for s in series]
-    _check_window(config, pipeline, training, name, heads)
+    _check_window(config, pipeline, training, label, heads)
     model = seeded_model(pipeline) if init is None else load_model(init, expected=model_spec(pipeline))[0]
     losses = fit(model, heads, training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
@@ -73,6 +75,19 @@ def pretrain(
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
 
 
+def _dataset_name(config: Config, pipeline: Pipeline, dataset: str | None) -> str:
+    """The bundled dataset to pretrain on: the one named for this run, else training.dataset."""
+    if dataset is None:
+        check_dataset(config, pipeline)
+    name = dataset or pipeline.training.dataset
+    if name is None:
+        raise ConfigError(
+            f"{config.pipeline_file(pipeline)}: training.dataset: expected a dataset to pretrain on "
+            f"(one of {', '.join(datasets.NAMES)}), got null; set it or name one for this run (or --file, --topic)"
+        )
+    return name
+
+
 def check_dataset(config: Config, pipeline: Pipeline) -> None:
     """training.dataset names a dataset pretrain can read, or none: a typo fails `forecaster check`, not a pretrain.
 
@@ -86,30 +101,34 @@ def check_dataset(config: Config, pipeline: Pipeline) -> None:
         )
 
 
-def _observations(pipeline: Pipeline, name: str) -> Observations:
-    """The dataset's records encoded to JSON and decoded with the pipeline's record format."""
+def dataset_payloads(name: str) -> list[bytes]:
+    """A bundled dataset's records encoded to JSON, as replay publishes them."""
     try:
         loaded = datasets.load(name)
     except (OSError, ValueError) as error:  # no data folder, a missing file, a malformed row
         raise ConfigError(f"dataset {name}: {error}") from None
-    payloads = [json.dumps(record).encode() for record in loaded.records]
+    return [json.dumps(record).encode() for record in loaded.records]
+
+
+def _observations(pipeline: Pipeline, label: str, payloads: Sequence[bytes]) -> Observations:
+    """JSON records decoded with the pipeline's record format; one that does not fit is an error, not skipped."""
     observations, rejected = records.decode(payloads, pipeline.record)
     if rejected:
         first = rejected[0]
         raise ConfigError(
-            f"dataset {name}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
+            f"{label}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
     return observations
 
 
-def _check_window(config: Config, pipeline: Pipeline, training: Training, name: str, heads: list[Series]) -> None:
+def _check_window(config: Config, pipeline: Pipeline, training: Training, label: str, heads: list[Series]) -> None:
     """A training window must fit in the longest series' training part, or no window can be drawn."""
     longest = max((len(s) for s in heads), default=0)
     if training.window > longest:
         raise ConfigError(
             f"{config.pipeline_file(pipeline)}: training.window: expected at most the {longest} steps that "
-            f"train_fraction {training.train_fraction:g} leaves of dataset {name}'s longest series, "
+            f"train_fraction {training.train_fraction:g} leaves of {label}'s longest series, "
             f"got {training.window}"
         )
 

@@ -66,7 +66,7 @@ class Outcome:
     training_loss: float  # mean over the round's last optimisation steps
     series: int  # series whose windows were trained on
     # The held-out point MSE of the challenger and of the best simple forecast (persistence, or a seasonal
-    # naive), which a promoted challenger must beat too; and that forecast's name.
+    # naive; with the combination, a seasonal level too), which a promoted challenger must beat; and its name.
     challenger_point_loss: float = math.nan
     expert_loss: float = math.nan
     expert: str = ""
@@ -92,15 +92,17 @@ class Outcome:
         return self.challenger_damping if self.promoted else self.champion_damping
 
 
-def collect(store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int) -> Windows:
+def collect(
+    store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int, bound: float = float("inf")
+) -> Windows:
     """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps
-    first."""
+    first; their targets clipped to +-`bound` (buffer.targets)."""
     slots = torch.as_tensor(store.active, device=buffer.device)
     if len(slots) > max_series:
         written = buffer.written[slots]
         slots = slots[torch.topk(written, max_series).indices.sort().values]
     inputs, actual, scale, valid = buffer.read(slots)
-    targets, mask = buffers.targets(actual, scale, valid, horizon)
+    targets, mask = buffers.targets(actual, scale, valid, horizon, bound)
     on_host = slots.cpu().numpy()
     return Windows(
         inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(), on_host, store.keys_of(on_host)
@@ -173,11 +175,12 @@ def training_window(pipeline: Pipeline, windows: Windows, round_: int) -> int:
 
 
 def round_windows(engine: Engine, round_: int) -> Windows:
-    """The windows round `round_` would train on (`collect`, up to retraining.max_series series); NotEnoughData
-    if none is long enough for its `training_window`."""
+    """The windows round `round_` would train on (`collect`, up to retraining.max_series series, targets within
+    the range the engine's clipped inputs span); NotEnoughData if none is long enough for its `training_window`."""
     pipeline = engine.pipeline
     settings = pipeline.retraining
-    windows = collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series)
+    bound = buffers.target_bound(pipeline.scaling.clip)
+    windows = collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series, bound)
     trainable(windows, settings.holdout, training_window(pipeline, windows, round_))
     return windows
 
@@ -271,30 +274,38 @@ def heldout_mask(windows: Windows, holdout: int) -> Tensor:
     return windows.mask & (target_step >= W - holdout)
 
 
-def simple_losses(windows: Windows, holdout: int, periods: tuple[int, ...]) -> dict[str, float]:
+def simple_losses(windows: Windows, holdout: int, periods: tuple[int, ...], level: bool = False) -> dict[str, float]:
     """The held-out point MSE, in the targets' units, of the forecasts a user would make by hand: the last
     value (a zero move) and the seasonal naive y[t + h - kP] for each period P (the last value where that is
-    not buffered), as the combination's experts forecast."""
+    not buffered), as the combination's experts forecast; with `level` (the combination on), its seasonal level
+    experts y[t + h - kP] + y[t] - y[t - kP] too, so a challenger must beat the best expert it serves beside."""
     mask, targets = heldout_mask(windows, holdout), windows.targets
     losses = {"persistence": float(tbptt.masked_mse(torch.zeros_like(targets), targets, mask))}
     for period in periods:
         moves = seasonal_moves(windows.actual, windows.scale, period, targets.shape[2])
         losses[f"seasonal_naive_{period}"] = float(tbptt.masked_mse(moves, targets, mask))
+        if level:
+            moves = seasonal_moves(windows.actual, windows.scale, period, targets.shape[2], level=True)
+            losses[f"seasonal_level_{period}"] = float(tbptt.masked_mse(moves, targets, mask))
     return losses
 
 
-def seasonal_moves(actual: Tensor, scale: Tensor, period: int, horizon: int) -> Tensor:
-    """(n, W, horizon): the seasonal naive's move (y[t + h - kP] - y[t]) / scale[t], k = ceil(h / P); 0 where
-    y[t + h - kP] is not in the window or not observed (NaN)."""
+def seasonal_moves(actual: Tensor, scale: Tensor, period: int, horizon: int, level: bool = False) -> Tensor:
+    """(n, W, horizon): the seasonal naive's move (y[t + h - kP] - y[t]) / scale[t], k = ceil(h / P), or with
+    `level` the seasonal level's (y[t + h - kP] - y[t - kP]) / scale[t]; 0 where a value it needs is not in the
+    window or not observed (NaN)."""
     n, W = actual.shape
     moves = torch.zeros(n, W, horizon)
     for h in range(1, horizon + 1):
-        back = period * math.ceil(h / period) - h  # y[t - back]
-        if back >= W:
+        season = period * math.ceil(h / period)
+        back = season - h  # y[t - back]
+        base = season if level else 0  # moved from y[t - base]
+        start = max(back, base)  # the first step t with both in the window
+        if start >= W:
             continue
-        then = actual[:, : W - back]
-        move = ((then - actual[:, back:]) / scale[:, back:]).float()
-        moves[:, back:, h - 1] = torch.nan_to_num(move, nan=0.0)
+        then, since = actual[:, start - back : W - back], actual[:, start - base : W - base]
+        move = ((then - since) / scale[:, start:]).float()
+        moves[:, start:, h - 1] = torch.nan_to_num(move, nan=0.0)
     return moves
 
 
@@ -344,12 +355,14 @@ def challenge(
     )
     champion_scores, challenger_scores = judge(champion), judge(challenger)
     # With model.season the targets are seasonal differences: there the last value is the seasonal naive.
-    simple = simple_losses(windows, retraining.holdout, () if champion.spec.season else seasons(pipeline.cadence))
+    periods = () if champion.spec.season else seasons(pipeline.cadence)
+    simple = simple_losses(windows, retraining.holdout, periods, level=pipeline.combination.enabled)
     expert = min(simple, key=simple.__getitem__)
     tail = losses[-max(1, len(losses) // 5) :]
     return Outcome(
         challenger=challenger.cpu().eval(),
-        promoted=challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement)
+        promoted=finite(challenger, challenger_scores)
+        and challenger_scores.loss < champion_scores.loss * (1 - retraining.min_improvement)
         and challenger_scores.point < simple[expert],
         champion_loss=champion_scores.loss,
         challenger_loss=challenger_scores.loss,
@@ -365,6 +378,18 @@ def challenge(
         slots=windows.slots,
         keys=windows.keys,
     )
+
+
+def finite(model: Forecaster, scores: Scores) -> bool:
+    """Whether a model's held-out scores and every one of its weights are finite numbers.
+
+    Windows poisoned with absurd values can drive a round's weights to infinities that saturate
+    a gate and still give finite forecasts here, and to NaN somewhere else later: such a model
+    is never promoted, however its held-out loss compares.
+    """
+    if not (math.isfinite(scores.loss) and math.isfinite(scores.point)):
+        return False
+    return all(bool(torch.isfinite(weights).all()) for weights in model.state_dict().values())
 
 
 def adopt(engine: Engine, outcome: Outcome, resync_steps: int = 0) -> None:

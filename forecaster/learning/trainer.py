@@ -4,11 +4,17 @@ The run loop owns the engine; the trainer never touches it. Between batches the 
 `due()`, hands `start()` copies of the serving weights and of the buffered windows, and
 later takes the result from `finished()` to install, again between batches. One round runs
 at a time, on its own thread, so forecasts never wait for training. No Kafka here.
+
+A round cannot hang or kill serving: it fails (and the serving weights stay) when its loss
+stops being finite, when it runs out of memory, or when it passes `retraining.max_seconds`;
+one that passes the budget inside a step that never returns is abandoned to its thread, and
+the next round waits for that thread to end. The daemon's stop cancels a round at its next step.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from forecaster.config import Pipeline
-from forecaster.errors import Cancelled
+from forecaster.errors import Cancelled, RoundFailed
 from forecaster.learning import rounds
 from forecaster.learning.rounds import Outcome, Windows
 from forecaster.serving.model import Forecaster
@@ -41,7 +47,9 @@ class Trainer:
         self.records_since = 0
         self._due_at = self._next_due()
         self._thread: threading.Thread | None = None
-        self._finished: Finished | None = None
+        self._result: list[Finished] = []  # the running round's thread appends its end here
+        self._started_at, self._version = 0.0, 0  # of the running round
+        self._abandoned: threading.Thread | None = None  # a round past its budget that has not returned
 
     # -- schedule ---------------------------------------------------------------------------
 
@@ -74,18 +82,20 @@ class Trainer:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """A round runs, or an abandoned one has not returned yet: the next waits for it."""
+        return any(thread is not None and thread.is_alive() for thread in (self._thread, self._abandoned))
 
     def start(self, champion: Forecaster, windows: Windows, version: int = 0) -> int:
         """Run a round on a copy of `champion`, model `version`, in the background; returns the round's number."""
         if self.running:
             raise RuntimeError("a retraining round is already running")
+        champion = copy.deepcopy(champion).cpu()  # the serving model stays the loop's alone
         self.rounds += 1
         self.postpone()
-        champion = copy.deepcopy(champion).cpu()  # the serving model stays the loop's alone
+        self._result, self._started_at, self._version = [], time.monotonic(), version
         self._thread = threading.Thread(
             target=self._run,
-            args=(self.rounds, champion, windows, version),
+            args=(self._result, self.rounds, champion, windows, version),
             name=f"retrain-{self.pipeline.name}",
             daemon=True,
         )
@@ -93,25 +103,49 @@ class Trainer:
         return self.rounds
 
     def finished(self) -> Finished | None:
-        """The result of the round that ended since the last call, once."""
-        if self._thread is None or self._thread.is_alive():
+        """The result of the round that ended since the last call (or was abandoned, failed), once."""
+        if self._thread is None:
             return None
-        self._thread, finished, self._finished = None, self._finished, None
-        return finished
+        if self._thread.is_alive():
+            return self._abandon_if_overdue()
+        self._thread = None
+        return self._result[0]
+
+    def _abandon_if_overdue(self) -> Finished | None:
+        """Past its budget and still in a step (the step checks the budget): leave the round to its thread, whose end
+        nobody reads, and report it failed."""
+        seconds = time.monotonic() - self._started_at
+        if seconds <= self.settings.max_seconds:
+            return None
+        self._abandoned, self._thread = self._thread, None
+        error = RoundFailed(f"abandoned after {seconds:.0f} s, over retraining.max_seconds, inside one step")
+        return Finished(self.rounds, seconds, self._version, error=error)
 
     def close(self, timeout: float | None) -> None:
-        """Wait for a round in progress to notice the stop (set by the caller) and give up."""
+        """Wait for a round in progress to notice the stop (set by the caller) and give up; an abandoned round is
+        left to end with the process (its thread is a daemon)."""
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _run(self, round_: int, champion: Forecaster, windows: Windows, version: int) -> None:
+    def _run(self, result: list, round_: int, champion: Forecaster, windows: Windows, version: int) -> None:
         began = time.perf_counter()
         try:
-            outcome = rounds.challenge(champion, windows, self.pipeline, round_, self.device, progress=self._check_stop)
-            self._finished = Finished(round_, time.perf_counter() - began, version, outcome=outcome)
-        except BaseException as error:  # noqa: BLE001 - the loop reports it and keeps serving
-            self._finished = Finished(round_, time.perf_counter() - began, version, error=error)
+            outcome = rounds.challenge(champion, windows, self.pipeline, round_, self.device, progress=self._check)
+            if not math.isfinite(outcome.challenger_loss):
+                raise RoundFailed(f"the challenger's held-out loss is {outcome.challenger_loss}")
+            result.append(Finished(round_, time.perf_counter() - began, version, outcome=outcome))
+        except BaseException as error:  # noqa: BLE001 - out of memory included: the loop reports it and keeps serving
+            if isinstance(error, torch.OutOfMemoryError) and self.device.type == "cuda":
+                torch.cuda.empty_cache()  # give back what the round held, for serving
+            result.append(Finished(round_, time.perf_counter() - began, version, error=error))
 
-    def _check_stop(self, step: int, loss: float) -> None:
+    def _check(self, step: int, loss: float) -> None:
+        """After each optimisation step: give up when stopping, diverged, or past the time budget."""
         if self.stop.is_set():
             raise Cancelled(f"stopped at optimisation step {step}")
+        if not math.isfinite(loss):
+            raise RoundFailed(f"diverged: the training loss is {loss} at optimisation step {step}")
+        if time.monotonic() - self._started_at > self.settings.max_seconds:
+            raise RoundFailed(
+                f"over retraining.max_seconds ({self.settings.max_seconds:g} s) at optimisation step {step}"
+            )

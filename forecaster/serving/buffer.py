@@ -76,12 +76,16 @@ class WindowBuffer:
             getattr(self, name)[slots] = snapshot[name].to(self.device)
 
 
-def targets(actual: Tensor, scale: Tensor, valid: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
+def targets(
+    actual: Tensor, scale: Tensor, valid: Tensor, horizon: int, bound: float = float("inf")
+) -> tuple[Tensor, Tensor]:
     """Training targets from buffered windows: (y[t+h] - y[t]) / scale[t], and where they exist.
 
     Shapes (n, W) in, (n, W, horizon) out. A target exists only if both steps are valid and
     observed (a step that filled a gap holds NaN, gaps.py): nothing past the newest step in
     the buffer is ever used, and nothing is learnt against the network's own forecast.
+    Targets are clipped to +-`bound`: one absurd value written to the input topic must not
+    outweigh every other target of a round (`target_bound`).
     """
     observed = valid & ~torch.isnan(actual)
     n, window = actual.shape
@@ -91,4 +95,10 @@ def targets(actual: Tensor, scale: Tensor, valid: Tensor, horizon: int) -> tuple
         mask[:, :-h, h - 1] = observed[:, :-h] & observed[:, h:]
         move = ((actual[:, h:] - actual[:, :-h]) / scale[:, :-h]).float()
         result[:, :-h, h - 1] = torch.where(mask[:, :-h, h - 1], move, 0.0)
-    return result, mask
+    return result.clamp_(-bound, bound), mask
+
+
+def target_bound(clip: float) -> float:
+    """The largest training target the network's inputs can justify: a move between two scaled values that the
+    engine clips to +-`clip` (scaling.clip) spans at most 2 * clip scales."""
+    return 2.0 * clip

@@ -29,6 +29,7 @@ import numpy as np
 
 from forecaster.config import Limits, RecordFormat
 from forecaster.errors import RecordError
+from forecaster.serving.cadence import step_seconds
 
 # Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
 # and the `reason` header of its dead letter.
@@ -42,7 +43,8 @@ NO_VALUE_YET = "no_value_yet"  # a null target, and its series has no value befo
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # same time as an observation already taken
 SERIES_CAPACITY = "series_capacity"  # more new series in one batch than max_series allows
 OUT_OF_RANGE = "out_of_range"  # a value larger in magnitude than limits.max_abs_value
-FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits.max_future_seconds
+FUTURE_TIMESTAMP = "future_timestamp"  # further ahead of the wall clock than limits allow (`future_bound`)
+KEY_TOO_LONG = "key_too_long"  # a series key longer in UTF-8 than limits.max_key_bytes
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class Observations:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def pieces(self, n: int) -> list[Observations]:
+        """The observations in runs of at most `n`, in order: itself when it holds no more."""
+        if len(self) <= n:
+            return [self]
+        return [self._slice(slice(start, start + n)) for start in range(0, len(self), n)]
 
     def split(self, n: int) -> tuple[Observations, Observations]:
         """The first `n` observations, and the rest."""
@@ -119,21 +127,42 @@ def decode(
     now: float | None = None,
     partitions: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
+    cadence: str | None = None,
 ) -> tuple[Observations, list[Rejected]]:
     """Decode a poll batch; each bad record becomes a `Rejected`, never an exception.
 
     A batch message (a JSON list of objects) gives one record per element, and each bad
-    element is rejected on its own. With `limits`, absurd magnitudes and timestamps far
+    element is rejected on its own. With `limits`, absurd magnitudes, overlong keys and timestamps far
     beyond `now` (epoch seconds) are rejected too: one record a century ahead would
-    otherwise make every later record of its series look stale. With `partitions` and `offsets` (one
+    otherwise make every later record of its series look stale; with the pipeline's `cadence`,
+    far means a few steps of it (`future_bound`). With `partitions` and `offsets` (one
     per message), each record carries its message's input partition and offset.
     """
+    observations, rejected, _ = decode_slice(payloads, None, fmt, limits, now, partitions, offsets, cadence)
+    return observations, rejected
+
+
+def decode_slice(
+    payloads: Sequence[bytes],
+    most: int | None,
+    fmt: RecordFormat,
+    limits: Limits | None,
+    now: float | None,
+    partitions: Sequence[int] | None = None,
+    offsets: Sequence[int] | None = None,
+    cadence: str | None = None,
+) -> tuple[Observations, list[Rejected], int]:
+    """`decode` the leading messages of `payloads` that hold at most `most` records together (at least one
+    message, however many elements it holds; None: all), and say how many messages that was: a poll batch of
+    large batch messages is decoded a slice at a time, never all at once."""
     keys, times, local_times, rows, positions, messages = [], [], [], [], [], []
     rejected = []
     parsed_times: dict = {}  # a poll batch repeats its timestamps: each distinct one is parsed once
-    for position, (message, document) in enumerate(_documents(payloads)):
+    longest = None if limits is None else limits.max_key_bytes
+    message = -1
+    for position, (message, document) in enumerate(_documents(payloads, most)):
         try:
-            key, time, local_time, row = _fields(document, fmt, parsed_times)
+            key, time, local_time, row = _fields(document, fmt, parsed_times, longest)
         except RecordError as error:
             rejected.append(Rejected(position, error.reason, error.detail))
             continue
@@ -153,9 +182,9 @@ def decode(
         partitions=None if partitions is None else np.asarray(partitions, dtype=np.int64)[messages],
         offsets=None if offsets is None else np.asarray(offsets, dtype=np.int64)[messages],
     )
-    if limits is None:
-        return observations, rejected
-    return _within_limits(observations, rejected, limits, now)
+    if limits is not None:
+        observations, rejected = _within_limits(observations, rejected, limits, now, cadence)
+    return observations, rejected, message + 1
 
 
 @dataclass(frozen=True)
@@ -183,10 +212,18 @@ def element_payload(payload: bytes, element: int) -> bytes:
     return json.dumps(json.loads(payload)[element], separators=(",", ":")).encode()
 
 
-def _documents(payloads: Sequence[bytes | None]) -> Iterator[tuple[int, object]]:
-    """Every record of a poll batch as parsed JSON (a RecordError where a message is not JSON), with its message."""
+def _documents(payloads: Sequence[bytes | None], most: int | None = None) -> Iterator[tuple[int, object]]:
+    """Every record of a poll batch as parsed JSON (a RecordError where a message is not JSON), with its message;
+    with `most`, only those of the leading messages holding at most `most` records (at least the first message).
+
+    Every message holds at least one record (an empty list is one malformed record)."""
+    taken = 0
     for message, payload in enumerate(payloads):
-        for document in _split(payload)[0]:
+        documents = _split(payload)[0]
+        taken += len(documents)
+        if message and most is not None and taken > most:
+            return
+        for document in documents:
             yield message, document
 
 
@@ -212,13 +249,25 @@ def _opens_a_list(payload: bytes | None) -> bool:
     return isinstance(payload, (bytes, bytearray, memoryview)) and bytes(payload).lstrip(b" \t\n\r")[:1] == b"["
 
 
+def future_bound(limits: Limits, cadence: str | None) -> float:
+    """How far ahead of the wall clock, in seconds, a timestamp may lie: limits.max_future_seconds, and with a
+    `cadence` no more than limits.max_future_steps of its steps.
+
+    An accepted timestamp ahead of the clock becomes its series' newest time, and every real
+    record after it is out_of_order until the clock catches up: a week's bound froze a series
+    for up to a week; a few steps' bound costs it a few steps at most.
+    """
+    if cadence is None:
+        return limits.max_future_seconds
+    return min(limits.max_future_seconds, limits.max_future_steps * step_seconds(cadence))
+
+
 def _within_limits(
-    observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None
+    observations: Observations, rejected: list[Rejected], limits: Limits, now: float | None, cadence: str | None
 ) -> tuple[Observations, list[Rejected]]:
     too_large = np.fmax.reduce(np.abs(observations.values), axis=1, initial=0.0) > limits.max_abs_value  # NaN: none
-    too_late = (
-        (observations.times > now + limits.max_future_seconds) if now is not None else np.zeros(len(observations), bool)
-    )
+    ahead = future_bound(limits, cadence)
+    too_late = (observations.times > now + ahead) if now is not None else np.zeros(len(observations), bool)
     for i in np.flatnonzero(too_large):
         rejected.append(
             Rejected(
@@ -232,7 +281,7 @@ def _within_limits(
             Rejected(
                 int(observations.positions[i]),
                 FUTURE_TIMESTAMP,
-                f"{format_time(observations.times[i])} is more than {limits.max_future_seconds:g} s ahead",
+                f"{format_time(observations.times[i])} is more than {ahead:g} s ahead of the clock",
             )
         )
     keep = ~(too_large | too_late)
@@ -241,8 +290,11 @@ def _within_limits(
     return observations.take(keep), rejected
 
 
-def _fields(record: object, fmt: RecordFormat, parsed_times: dict) -> tuple[str, float, float, list[float]]:
-    """A parsed record -> (series key, epoch seconds, local epoch seconds, [target, *covariates])."""
+def _fields(
+    record: object, fmt: RecordFormat, parsed_times: dict, longest: int | None = None
+) -> tuple[str, float, float, list[float]]:
+    """A parsed record -> (series key, epoch seconds, local epoch seconds, [target, *covariates]); a key longer
+    than `longest` bytes is rejected."""
     if isinstance(record, RecordError):
         raise record
     if not isinstance(record, dict):
@@ -250,7 +302,7 @@ def _fields(record: object, fmt: RecordFormat, parsed_times: dict) -> tuple[str,
     key = _field(record, fmt.key)
     if isinstance(key, bool) or not isinstance(key, (str, int)) or key == "":
         raise RecordError(WRONG_TYPE, f"{fmt.key}: expected a non-empty string or integer series key, got {key!r}")
-    _check_unicode(key, fmt.key)
+    _check_key(key, fmt.key, longest)
     stamp = _field(record, fmt.timestamp)
     cache_key = (type(stamp), stamp) if isinstance(stamp, (str, int, float)) else None
     time, local_time = parsed_times.get(cache_key) or _parse_time_once(stamp, fmt.timestamp, parsed_times, cache_key)
@@ -265,12 +317,16 @@ def _parse_time_once(value, name: str, parsed_times: dict, cache_key) -> tuple[f
     return parsed
 
 
-def _check_unicode(key: str | int, name: str) -> None:
-    """JSON may escape a lone surrogate ("\\ud800"); such a key has no UTF-8 bytes to be a Kafka key with."""
+def _check_key(key: str | int, name: str, longest: int | None) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); such a key has no UTF-8 bytes to be a Kafka key with. A key
+    longer than `longest` bytes is refused: each series held keeps its key, so a flood of huge keys would grow
+    memory."""
     try:
-        str(key).encode()
+        size = len(str(key).encode())
     except UnicodeEncodeError:
         raise RecordError(MALFORMED, f"{name}: not valid Unicode text (a lone surrogate): {key!r}"[:200]) from None
+    if longest is not None and size > longest:
+        raise RecordError(KEY_TOO_LONG, f"{name}: {size} bytes, more than {longest}: {str(key)[:60]!r}...")
 
 
 def _field(record: dict, name: str):

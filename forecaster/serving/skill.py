@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -40,6 +42,7 @@ class Skill:
     def __init__(self, window: int):
         self.model = RollingMean(window)
         self.naive = RollingMean(window)
+        self.totals = Totals()  # since the start: what the skill over a stretch is measured from
 
     def add(self, actual: np.ndarray, model_forecast: np.ndarray, naive_forecast: np.ndarray) -> None:
         """Score forecasts made one step earlier against the actuals that have now arrived.
@@ -50,8 +53,34 @@ class Skill:
         if len(actual) == 0:
             return
         scored = np.isfinite(actual) & np.isfinite(model_forecast) & np.isfinite(naive_forecast)
-        self.model.extend(np.abs(actual[scored] - model_forecast[scored]))
-        self.naive.extend(np.abs(actual[scored] - naive_forecast[scored]))
+        model, naive = np.abs(actual[scored] - model_forecast[scored]), np.abs(actual[scored] - naive_forecast[scored])
+        self.model.extend(model)
+        self.naive.extend(naive)
+        self.totals = Totals(
+            self.totals.model + model.sum(), self.totals.naive + naive.sum(), self.totals.scored + len(model)
+        )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Summed absolute one-step errors of the model and of the naive forecast, and how many were scored."""
+
+    model: float = 0.0
+    naive: float = 0.0
+    scored: int = 0
+
+    def since(self, earlier: Totals) -> Totals:
+        """What was scored after `earlier` was taken."""
+        return Totals(self.model - earlier.model, self.naive - earlier.naive, self.scored - earlier.scored)
+
+    @property
+    def skill(self) -> float:
+        """1 - MAE / naive MAE: 0 as good as the last value, 1 exact; NaN with nothing scored."""
+        if not self.scored:
+            return float("nan")
+        if self.naive == 0:
+            return 0.0 if self.model == 0 else float("-inf")
+        return 1.0 - self.model / self.naive
 
 
 class Coverage:

@@ -22,7 +22,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster import config as config_module
-from forecaster.io.broker import EmbeddedBroker
+from forecaster.io.broker import EmbeddedBroker, die_with_parent
 from forecaster.io.clients import create_topics
 from forecaster.tools.replay import replay
 
@@ -82,7 +82,10 @@ def _run(config: config_module.Config, args, workdir: Path) -> int:
             [sys.executable, "-m", "forecaster.cli", "run", "-c", str(args.config)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # Ctrl-C reaches the demo alone, which stops the daemon cleanly; a demo killed outright takes the
+            # daemon with it (as it does the broker) rather than leave it serving
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     metrics = config.settings.metrics
     url = f"http://{metrics.host}:{metrics.port}/metrics"

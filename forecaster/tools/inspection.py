@@ -24,9 +24,11 @@ def changelog_state(config: Config, pipeline: Pipeline, partitions: list[int]) -
     """The series of `partitions` as the pipeline's changelog holds them, in a fresh engine, and partition ->
     `handover.Restored`: what a member given those partitions would serve."""
     engine = build_engine(config, pipeline, "cpu")  # the starting weights, as a member with the changelog starts
-    topic = changelog_topic(config, pipeline)
+    topic, committed = changelog_topic(config, pipeline), pipeline.checkpoint.exactly_once  # as a restore reads it
     restored = {
-        partition: handover.restore(engine, partition, read_partition(config.settings.kafka, topic, partition))
+        partition: handover.restore(
+            engine, partition, read_partition(config.settings.kafka, topic, partition, committed)
+        )
         for partition in partitions
     }
     return engine, restored

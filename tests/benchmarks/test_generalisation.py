@@ -5,6 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from forecaster.evaluation.panel import at
+
 from support import benchmark
 
 generalisation = benchmark("generalisation")
@@ -35,7 +37,7 @@ def test_persistence_forecasts_the_input_at_the_origin_and_a_perfect_forecast_sc
     forecasts = generalisation.baseline_forecasts(weather, origins)
     np.testing.assert_array_equal(forecasts["persistence"][:, :, 0], weather.inputs[origins])
     h = np.arange(1, weather.horizon + 1)
-    perfect = generalisation._at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)
+    perfect = at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)
     rows = generalisation.score(weather, origins, {"perfect": perfect}, {})
     assert {r["mase"] for r in rows} == {0.0}
 
@@ -63,7 +65,7 @@ def test_a_run_writes_one_row_per_step_and_the_mean_for_every_method(weather, mo
 def test_an_interval_is_scored_by_whether_the_truth_falls_inside_it(weather):
     origins = np.arange(5000, 5100, 24)
     h = np.arange(1, weather.horizon + 1)
-    truth = generalisation._at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
+    truth = at(weather.truth, origins[:, None] + h[None, :]).transpose(0, 2, 1)  # (O, N, H)
     around = np.stack([truth - 1.0, truth + 1.0], axis=2)
     beside = np.stack([truth + 1.0, truth + 2.0], axis=2)
 

@@ -9,10 +9,12 @@ from deploy_support import ALERTS, ALERTS_TEST, SCRAPE_CONFIG, alert_rules, tool
 
 EXPECTED_ALERTS = {
     "ForecasterDown",
+    "ForecasterPipelineDown",
     "ForecasterNoForecasts",
     "ForecasterConsumerLagGrowing",
     "ForecasterModelWorseThanNaive",
     "ForecasterRetrainFailing",
+    "ForecasterCheckpointsFailing",
 }
 
 

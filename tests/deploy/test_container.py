@@ -84,6 +84,20 @@ def test_the_image_pins_the_same_torch_as_the_makefile_and_has_a_cuda_variant():
     assert "cpu)" in install and "cuda)" in install and "download.pytorch.org/whl/cpu" in install
 
 
+def test_the_image_installs_the_lock_with_its_hashes_then_torch_then_the_project_alone():
+    """The dependencies come from deploy/requirements.lock (`make lock`), not from a resolver run at build time."""
+    runs = [
+        rest for keyword, rest in instructions(DOCKERFILE.read_text()) if keyword == "RUN" and "pip install" in rest
+    ]
+    lock, torch, project = (next(i for i, run in enumerate(runs) if key in run) for key in ("-r ", "torch==", " ."))
+    assert lock < torch < project
+    assert {"--require-hashes", "--no-deps", "requirements.lock"} <= set(runs[lock].split())
+    assert "--no-deps" in runs[project].split() and "pip check" in runs[project]
+    copied = [rest.split() for keyword, rest in instructions(DOCKERFILE.read_text()) if keyword == "COPY"]
+    assert ["deploy/requirements.lock", "./"] in copied
+    assert "deploy/requirements.lock" in (REPO / "Makefile").read_text(), "`make lock` refreshes it"
+
+
 def test_everything_the_image_copies_exists_and_is_in_the_build_context():
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}

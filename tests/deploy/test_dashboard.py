@@ -55,3 +55,13 @@ def test_it_shows_throughput_latency_quantiles_lag_series_skill_rejects_and_mode
     )
     assert "forecaster_model_version" in panel_exprs("Model version")[0]
     assert "by (pipeline, outcome) (increase(forecaster_retrains_total" in panel_exprs("Retrains by outcome")[0]
+
+
+def test_it_shows_checkpoint_age_and_failures_event_time_lag_and_the_process_resources():
+    age = panel_exprs("Checkpoint age")[0]
+    assert "time() - max by (pipeline) (forecaster_last_checkpoint_timestamp_seconds" in age
+    failures = panel_exprs("Checkpoint failures by reason")[0]
+    assert "by (pipeline, reason) (increase(forecaster_checkpoint_failures_total" in failures
+    assert "forecaster_event_time_lag_seconds" in panel_exprs("Event-time lag")[0]
+    assert panel_exprs("Process resident memory") == ['process_resident_memory_bytes{job="forecaster"}']
+    assert 'rate(process_cpu_seconds_total{job="forecaster"}' in panel_exprs("Process CPU")[0]

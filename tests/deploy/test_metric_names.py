@@ -38,4 +38,8 @@ def test_the_rules_use_the_metrics_of_their_alerts():
     assert by_alert["ForecasterConsumerLagGrowing"] == {"forecaster_consumer_lag_records"}
     assert by_alert["ForecasterModelWorseThanNaive"] == {"forecaster_one_step_mae"}
     assert by_alert["ForecasterRetrainFailing"] == {"forecaster_retrains_total"}
+    assert by_alert["ForecasterCheckpointsFailing"] == {
+        "forecaster_checkpoint_failures_total",
+        "forecaster_checkpoints_total",
+    }
     assert by_alert["ForecasterDown"] == set()  # up{job="forecaster"}: Prometheus' own series

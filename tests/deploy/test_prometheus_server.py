@@ -72,6 +72,8 @@ def test_prometheus_scrapes_the_daemons_series_and_evaluates_every_alert_rule(sc
     assert value(query(url, 'forecaster_records_rejected_total{pipeline="stock", reason="malformed"}')) == 1
     assert value(query(url, 'up{job="forecaster"}')) == 1
     assert value(query(url, 'forecaster_pipeline_up{pipeline="stock"}')) == 1
+    assert value(query(url, 'forecaster_build_info{job="forecaster", kafka_client="kafka-python"}')) == 1
+    assert value(query(url, 'process_resident_memory_bytes{job="forecaster"}')) > 0  # the daemon's own registry
     latency_count = value(query(url, 'forecaster_end_to_end_latency_seconds_count{pipeline="stock"}'))
     assert (
         latency_count

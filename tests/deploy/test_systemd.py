@@ -7,11 +7,13 @@ import pytest
 
 from forecaster.cli import EXIT_CONFIG
 from forecaster.config import MetricsServer
+from forecaster.schema import is_secret
 
-from deploy_support import DEPLOY, load_config_with_env
+from deploy_support import DEPLOY, REPO, load_config_with_env
 
 UNIT = DEPLOY / "systemd" / "forecaster.service"
 ENV_FILE = DEPLOY / "systemd" / "forecaster.env"
+OPERATIONS = REPO / "docs" / "operations.md"
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +66,28 @@ def test_the_unit_runs_as_an_unprivileged_user(unit):
     service = unit["Service"]
     assert service["User"] == "forecaster" and service["NoNewPrivileges"] == "true"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_secrets_never_reach_a_command_line_or_the_world_readable_unit(unit):
+    service = unit["Service"]
+    for key in ("ExecStartPre", "ExecStart"):  # anyone on the machine can read a process's arguments
+        words = shlex.split(service[key])
+        assert not [w for w in words if "$" in w or is_secret(w)], f"{key} expands the environment or names a secret"
+    assert "Environment" not in service, "a unit file is world-readable: settings go to the environment file"
+
+
+def test_the_environment_file_is_installed_for_root_alone_and_ships_no_secret(unit):
+    installs = [
+        line
+        for text in (UNIT.read_text(), OPERATIONS.read_text())
+        for line in text.splitlines()
+        if "install " in line and ENV_FILE.name in line
+    ]
+    assert len(installs) == 2 and all("-m 0600 -o root -g root" in line for line in installs)
+    assert {key for key, value in environment_file().items() if is_secret(key) and value} == set()
+    assert "# KAFKA_PASSWORD=" in ENV_FILE.read_text().splitlines()  # where it goes, unset
+
+
+def test_what_the_daemon_writes_is_private_to_its_user(unit):
+    service = unit["Service"]
+    assert service["UMask"] == "0077" and service["StateDirectoryMode"] == "0700"

@@ -36,6 +36,7 @@ DECODE_REASONS = {
     records.BAD_TIMESTAMP,
     records.OUT_OF_RANGE,
     records.FUTURE_TIMESTAMP,
+    records.KEY_TOO_LONG,
 }
 ENGINE_REASONS = {records.OUT_OF_ORDER, records.DUPLICATE_TIMESTAMP, records.SERIES_CAPACITY, records.NO_VALUE_YET}
 # steps vary in time
@@ -168,6 +169,7 @@ def test_decode_accounts_for_every_record_and_accepts_only_sane_values(batch):
     assert not np.isinf(accepted.values).any() and np.isfinite(accepted.times).all()  # NaN: a null, a missing value
     assert (np.abs(np.nan_to_num(accepted.values)) <= LIMITS.max_abs_value).all()
     assert (accepted.times <= NOW + LIMITS.max_future_seconds).all()
+    assert all(len(key.encode()) <= LIMITS.max_key_bytes for key in accepted.keys)
     for i, key in enumerate(accepted.keys):
         assert isinstance(key, str) and key and key.encode()  # the series key becomes the Kafka record key
         record = json.loads(alone(batch, origins[accepted.positions[i]]))
