@@ -2,8 +2,10 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,3 +114,11 @@ def test_backtest_gives_the_rows_of_forecaster_backtest_json(folder, capsys):
 def test_importing_forecaster_does_not_import_torch():
     code = "import sys, forecaster; forecaster.ConfigError; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_example_of_docs_api_runs_as_written(monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[1]
+    example = re.search(r"```python\n(.*?)```", (root / "docs" / "api.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(root)  # the example names the shipped pipeline file and weights from the repository's root
+    exec(compile(example, "docs/api.md", "exec"), {})
+    assert "723170" in capsys.readouterr().out
