@@ -472,33 +472,13 @@ def cmd_pretrain(args) -> int:
 def cmd_backtest(args) -> int:
     import json
 
-    from forecaster.build import resolve_device
-    from forecaster.serving.records import decode
-    from forecaster.tools.backtest import backtest, table
-    from forecaster.tools.progress import Progress
+    from forecaster.tools.backtest import table
     from forecaster.tools.sources import parse_moment
 
     config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
     pipeline = config.pipeline(args.pipeline)
     payloads, source = _history(args, config, pipeline)
-    observations, rejected = decode(payloads, pipeline.record)
-    if rejected:
-        first = rejected[0]
-        raise ForecasterError(
-            f"{source}: {len(rejected)} of {len(payloads)} records do not fit pipeline {pipeline.name}'s record "
-            f"format (first, record {first.position + 1}: {first.reason}: {first.detail})"
-        )
-    bar = Progress(f"backtest {pipeline.name} on {source}", None)
-    result = backtest(
-        config,
-        pipeline,
-        observations,
-        source,
-        start=parse_moment(args.start, "--from"),
-        device=resolve_device(config.settings.device),
-        progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
-    )
-    bar.close()
+    result = _backtested(config, pipeline, payloads, source, parse_moment(args.start, "--from"))
     if args.plot is not None:
         from forecaster.tools import plot
 
@@ -521,7 +501,7 @@ def cmd_plot(args) -> int:
     """A backtest's forecast from the last origin (or --at), or the output topic's newest forecast, drawn with the
     series' actuals."""
     from forecaster.tools import plot
-    from forecaster.tools.sources import parse_moment
+    from forecaster.tools.sources import parse_map, parse_moment, payloads
 
     if sum(x is not None for x in (args.dataset, args.file, args.topic)) != 1:
         raise ConfigError("plot: expected one of --dataset NAME, --file PATH or --topic T")
@@ -539,33 +519,53 @@ def cmd_plot(args) -> int:
             raise ConfigError("plot: --topic needs --series KEY")
         view = plot.topic_view(forecasts, inputs, pipeline, args.series, at, args.last)
     else:
-        view = plot.backtest_view(_backtested(args, config, pipeline), args.series, at, args.last)
+        mapping = parse_map(args.map)
+        records, source = payloads(config, pipeline, dataset=args.dataset, file=args.file, mapping=mapping)
+        view = plot.backtest_view(_backtested(config, pipeline, records, source), args.series, at, args.last)
     path = plot.save(plot.draw_forecast(view), args.out)
     print(f"wrote {path}: {view.series}, {counted(len(view.actuals), 'actual')} and a forecast of {pipeline.horizon}")
     return EXIT_OK
 
 
-def _backtested(args, config: config_module.Config, pipeline: config_module.Pipeline):
-    """The backtest of `args`' history (a file or a bundled dataset), with a progress bar."""
+def _backtested(
+    config: config_module.Config,
+    pipeline: config_module.Pipeline,
+    payloads: list[bytes],
+    source: str,
+    start: float | None = None,
+):
+    """The backtest of a history's records (tools/backtest.py), with a progress bar."""
     from forecaster.build import resolve_device
-    from forecaster.serving.records import decode
     from forecaster.tools.backtest import backtest
     from forecaster.tools.progress import Progress
-    from forecaster.tools.sources import parse_map, payloads
 
-    records, source = payloads(config, pipeline, dataset=args.dataset, file=args.file, mapping=parse_map(args.map))
-    observations, _ = decode(records, pipeline.record)  # what the daemon would dead-letter is left out
+    observations = _decoded(payloads, source, pipeline)
     bar = Progress(f"backtest {pipeline.name} on {source}", None)
     result = backtest(
         config,
         pipeline,
         observations,
         source,
+        start=start,
         device=resolve_device(config.settings.device),
         progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
     )
     bar.close()
     return result
+
+
+def _decoded(payloads: list[bytes], source: str, pipeline: config_module.Pipeline):
+    """A history's records as observations; one that does not fit the pipeline's record format stops the command."""
+    from forecaster.serving.records import decode
+
+    observations, rejected = decode(payloads, pipeline.record)
+    if rejected:
+        first = rejected[0]
+        raise ForecasterError(
+            f"{source}: {len(rejected)} of {len(payloads)} records do not fit pipeline {pipeline.name}'s record "
+            f"format (first, record {first.position + 1}: {first.reason}: {first.detail})"
+        )
+    return observations
 
 
 def cmd_inspect(args) -> int:
