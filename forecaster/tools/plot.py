@@ -64,7 +64,8 @@ def draw_forecast(view: View, title: str = ""):
             _dates(view.target_times), view.lower, view.upper, color="tab:blue", alpha=0.25, label="80% interval"
         )
     axes.axvline(_dates(np.array([view.origin]))[0], color="gray", linestyle=":", linewidth=1)
-    axes.set_title(title or f"{view.series}: forecast from {datetime.fromtimestamp(view.origin, UTC):%Y-%m-%d %H:%M}")
+    origin = datetime.fromtimestamp(view.origin, UTC)
+    axes.set_title(title or f"{view.series}: forecast from {origin:%Y-%m-%d %H:%M} UTC")
     axes.legend(loc="upper left")
     figure.autofmt_xdate()
     return figure
