@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster import Pipeline, RecordError
+from forecaster import ConfigError, Pipeline, RecordError
 from forecaster.cli import main
 from forecaster.io import datasets
 
@@ -103,12 +103,18 @@ def test_backtest_gives_the_rows_of_forecaster_backtest_json(folder, capsys):
         writer = csv.DictWriter(f, ["station", "time", "temp"])
         writer.writeheader()
         writer.writerows(records)
-    config = str(folder / "config.yaml")
+    config, start = str(folder / "config.yaml"), records[250]["time"]
     argv = ["backtest", "-c", config, "--pipeline", "weather", "--file", str(folder / "history.csv"), "--json"]
-    assert main(argv) == 0
+    assert main([*argv, "--from", start]) == 0
     cli = json.loads(capsys.readouterr().out)
-    ours = Pipeline.from_config(config, "weather").backtest(pd.DataFrame(records))
+    ours = Pipeline.from_config(config, "weather").backtest(pd.DataFrame(records), start=pd.Timestamp(start))
     assert ours.astype(object).where(ours.notna(), None).to_dict("records") == cli  # a baseline's NaN coverage: null
+
+
+def test_a_pipeline_file_whose_weights_are_not_under_root_is_refused(folder):
+    (folder / "pipelines" / "weather.yaml").write_text(PIPELINE.replace("weights: null", "weights: models/w.pt"))
+    with pytest.raises(ConfigError, match=r"model.weights: expected an existing weights file under .*'models/w.pt'"):
+        Pipeline.from_file(folder / "pipelines" / "weather.yaml", root=folder)
 
 
 def test_importing_forecaster_does_not_import_torch():
