@@ -192,8 +192,9 @@ def _plot_parser(commands) -> None:
         commands,
         "plot",
         cmd_plot,
-        "draw a series' recent actuals with a forecast and its 80%% interval to a PNG: from a backtest of a history "
-        "(--file, --dataset), or from the forecasts of an output topic (--topic) with the actuals of the input topic",
+        "draw a series' recent actuals with a forecast and its interval (the outermost quantiles) to a PNG: from a "
+        "backtest of a history (--file, --dataset), or from the forecasts of an output topic (--topic) with the "
+        "actuals of the input topic",
     )
     plot.add_argument("--pipeline", required=True, help="pipeline name from the config")
     plot.add_argument("--dataset", default=None, help="backtest this bundled dataset (msft, taylor, greensboro, ...)")
