@@ -138,5 +138,5 @@ def test_the_topic_view_takes_the_newest_forecast_record_and_the_actuals_before_
 
 def test_without_matplotlib_drawing_says_how_to_install_it(result, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(Exception, match=r"pip install 'forecaster\[plot\]'"):
+    with pytest.raises(Exception, match=r"pip install 'forecaster-daemon\[plot\]'"):
         plot.draw_errors(result.rows)
