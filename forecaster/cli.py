@@ -456,7 +456,9 @@ def cmd_backtest(args) -> int:
     )
     bar.close()
     if args.json:
-        print(json.dumps(result.rows))
+        from forecaster.serving.records import nulled
+
+        print(json.dumps(nulled(result.rows), allow_nan=False))
         return EXIT_OK
     from forecaster.serving.records import format_time
 

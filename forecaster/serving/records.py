@@ -459,6 +459,18 @@ def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[
     ]
 
 
+def nulled(document):
+    """A JSON-able document with every NaN and infinite float replaced by None, for `json.dumps(allow_nan=False)`:
+    what forecaster writes is JSON that any parser takes, never a bare NaN or Infinity."""
+    if isinstance(document, float):
+        return document if math.isfinite(document) else None
+    if isinstance(document, dict):
+        return {key: nulled(value) for key, value in document.items()}
+    if isinstance(document, (list, tuple)):
+        return [nulled(value) for value in document]
+    return document
+
+
 def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int) -> list[tuple[bytes, bytes]]:
     """Encoded forecasts packed into (key, JSON list) batch messages of at most `per_message` each.
 
@@ -492,11 +504,19 @@ def _horizon_texts(horizon_times: np.ndarray) -> list[str]:
 
 
 def _number_lists(values: np.ndarray) -> list[str]:
-    """Per row, the inside of its JSON list of numbers, as json.dumps writes floats (NaN as NaN)."""
+    """Per row, the inside of its JSON list of numbers, as json.dumps writes floats, but NaN and the infinities as
+    null: a bare NaN is not JSON, and most consumers outside Python refuse the whole record over it."""
     rows = np.asarray(values).astype(np.float64).tolist()
-    if np.isfinite(values).all():
+    finite = np.isfinite(values)
+    if finite.all():
         return [",".join(map(float.__repr__, row)) for row in rows]
-    return [json.dumps(row, separators=(",", ":"))[1:-1] for row in rows]
+    broken = set(np.flatnonzero(~finite.all(axis=1)).tolist())
+    return [",".join(map(_json_number if i in broken else float.__repr__, row)) for i, row in enumerate(rows)]
+
+
+def _json_number(value: float) -> str:
+    """A float as JSON: null where it is NaN or infinite."""
+    return float.__repr__(value) if math.isfinite(value) else "null"
 
 
 def _quantile_texts(quantiles: Mapping[float, np.ndarray] | None, m: int) -> list[str]:
