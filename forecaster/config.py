@@ -393,6 +393,24 @@ class Gaps:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Output:
+    """The forecast records: their layout, and the Kafka timestamp they carry (docs/records.md)."""
+
+    format: Literal["nested", "long", "wide"] = setting(
+        "nested",
+        doc="nested: one record per forecast, its steps as JSON lists; long: one record per horizon step (step, "
+        "target_time, value, a field per quantile such as p10), keyed by its series; wide: one record per forecast, "
+        "flat fields per step (time_1, value_1, p10_1, ...): the layouts a JDBC sink or a table takes",
+    )
+    timestamp: Literal["observation", "now"] = setting(
+        "observation",
+        doc="the Kafka timestamp of a forecast record: the time of the observation it follows, so that consumers "
+        "and stream joins see event time; now: the producer's clock. Replayed history keeps its old times, so a "
+        "topic retained by time (retention.ms) may delete such forecasts at once: use now there",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
@@ -445,6 +463,7 @@ class Pipeline:
     intervals: Intervals = setting(Intervals(), doc="calibration of the forecast intervals while serving")
     combination: Combination = setting(Combination(), doc="the network combined online with simple experts")
     gaps: Gaps = setting(Gaps(), doc="missing observations")
+    output: Output = setting(Output(), doc="the forecast records' layout and Kafka timestamp")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:

@@ -436,13 +436,16 @@ def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
     return encode_many(_OneForecast.of(forecast), pipeline, target)[0]
 
 
-def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[bytes]:
-    """Every forecast record of a step, each exactly as `json.dumps` writes the documented object
-    (compact separators). The text of each distinct timestamp, and of each distinct row of
-    horizon timestamps, is written once for the whole step: series observed at the same time
+def encode_many(forecasts: ForecastColumns, pipeline: str, target: str, layout: str = "nested") -> list[bytes]:
+    """Every forecast record of a step in the output `layout` (docs/records.md): nested, one record per forecast,
+    exactly as `json.dumps` writes the documented object (compact separators); long, `horizon` records per forecast,
+    one per step, in order; wide, one flat record per forecast. The text of each distinct timestamp, and of each
+    distinct row of horizon timestamps, is written once for the whole step: series observed at the same time
     share it."""
     if len(forecasts.keys) == 0:
         return []
+    if layout != "nested":
+        return _encode_flat(forecasts, pipeline, target, layout == "wide")
     m, horizon = forecasts.values.shape
     head = f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"'
     tail = (
@@ -459,6 +462,64 @@ def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[
     ]
 
 
+def records_per_forecast(layout: str, horizon: int) -> int:
+    """How many records `encode_many` writes per forecast in `layout`."""
+    return horizon if layout == "long" else 1
+
+
+def quantile_field(level: float) -> str:
+    """The flat field of a quantile level: its percentile, a name every SQL table takes (0.1 -> p10, 0.025 -> p2_5)."""
+    return "p" + f"{level * 100:g}".replace(".", "_")
+
+
+def _encode_flat(forecasts: ForecastColumns, pipeline: str, target: str, wide: bool) -> list[bytes]:
+    """The long records (one per step: step, target_time, value, a field per quantile) or the wide ones (one per
+    forecast: time_k, value_k, ... for each step k), each opening with the nested record's scalar fields."""
+    m, horizon = forecasts.values.shape
+    head = f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"'
+    tail = f'","issued_at":"{format_time(forecasts.issued_at)}","model_version":{int(forecasts.model_version)}'
+    quantiles = dict(forecasts.quantiles or {})
+    columns = [_time_cells(forecasts.horizon_times), _number_cells(forecasts.values)]
+    columns += [_number_cells(values) for values in quantiles.values()]
+    names = ["target_time", "value", *map(quantile_field, quantiles)]
+    opening = [
+        f'{{"series":{json.dumps(key)}{head}{time}{tail}'
+        for key, time in zip(forecasts.keys, format_times(forecasts.times))
+    ]
+    if wide:
+        named = [[f',"{name}_{k}":' for name in ["time", *names[1:]]] for k in range(1, horizon + 1)]
+        return [
+            (
+                opening[i]
+                + f',"horizon":{horizon}'
+                + "".join(_step(named[k], columns, i, k) for k in range(horizon))
+                + "}"
+            ).encode()
+            for i in range(m)
+        ]
+    named = [f',"{name}":' for name in names]
+    return [
+        f'{opening[i]},"step":{k + 1}{_step(named, columns, i, k)}}}'.encode() for i in range(m) for k in range(horizon)
+    ]
+
+
+def _step(names: Sequence[str], columns: Sequence[list[list[str]]], row: int, step: int) -> str:
+    """The fields of one step of one forecast: each name followed by its column's text there."""
+    return "".join(name + column[row][step] for name, column in zip(names, columns))
+
+
+def _time_cells(horizon_times: np.ndarray) -> list[list[str]]:
+    """Per row, the quoted text of each horizon time; each distinct instant formatted once."""
+    instants, index = np.unique(horizon_times, return_inverse=True)
+    quoted = [f'"{t}"' for t in format_times(instants)]
+    return [[quoted[j] for j in row] for row in index.reshape(horizon_times.shape).tolist()]
+
+
+def _number_cells(values: np.ndarray) -> list[list[str]]:
+    """Per row, the JSON text of each number: null where it is not finite."""
+    return [list(map(_json_number, row)) for row in np.asarray(values).astype(np.float64).tolist()]
+
+
 def nulled(document):
     """A JSON-able document with every NaN and infinite float replaced by None, for `json.dumps(allow_nan=False)`:
     what forecaster writes is JSON that any parser takes, never a bare NaN or Infinity."""
@@ -471,21 +532,26 @@ def nulled(document):
     return document
 
 
-def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int) -> list[tuple[bytes, bytes]]:
-    """Encoded forecasts packed into (key, JSON list) batch messages of at most `per_message` each.
+def pack(
+    keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int, stamps: Sequence[int] | None = None
+) -> list[tuple[bytes, bytes, int | None]]:
+    """Encoded forecasts packed into (key, JSON list, timestamp) batch messages of at most `per_message` each.
 
     Series are grouped into `buckets` by a stable hash of their key, and a message's key is its
     bucket's number: every forecast of a series goes into messages with the same key, so into
-    one partition, in order. Within a bucket the forecasts keep their order.
+    one partition, in order. Within a bucket the forecasts keep their order. With `stamps` (one per
+    forecast), a message's timestamp is the newest of its forecasts' (else None).
     """
-    groups: dict[int, list[bytes]] = {}
-    for key, value in zip(keys, encoded):
-        groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(value)
-    return [
-        (str(bucket).encode(), b"[" + b",".join(values[i : i + per_message]) + b"]")
-        for bucket, values in sorted(groups.items())
-        for i in range(0, len(values), per_message)
-    ]
+    groups: dict[int, list[int]] = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(row)
+    packed = []
+    for bucket, rows in sorted(groups.items()):
+        for i in range(0, len(rows), per_message):
+            part = rows[i : i + per_message]
+            stamp = None if stamps is None else max(stamps[row] for row in part)
+            packed.append((str(bucket).encode(), b"[" + b",".join([encoded[row] for row in part]) + b"]", stamp))
+    return packed
 
 
 def _horizon_texts(horizon_times: np.ndarray) -> list[str]:
