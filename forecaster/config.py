@@ -44,7 +44,8 @@ MAX_TRANSACTION_S = 30.0
 
 @dataclass(frozen=True, kw_only=True)
 class RecordFormat:
-    """How an input record's JSON fields map onto a series observation."""
+    """How an input record's JSON fields map onto a series observation. A field name with dots that a record does
+    not hold as such is a path into nested JSON objects: `payload.temp` reads {"payload": {"temp": 21.5}}."""
 
     key: str = setting(doc="record field holding the series key (also used as the Kafka record key)")
     timestamp: str = setting(doc="record field holding the observation time: ISO-8601 string or epoch seconds")
@@ -54,6 +55,9 @@ class RecordFormat:
 
     def __post_init__(self):
         names = [self.key, self.timestamp, self.target, *self.covariates]
+        for name in names:
+            if "" in name.split("."):
+                raise ValueError(f"record fields: expected names or dotted paths such as payload.temp, got {name!r}")
         if len(set(names)) != len(names):
             raise ValueError(
                 f"covariates: expected fields distinct from each other and from key, timestamp and target, got {names}"

@@ -314,9 +314,27 @@ def _check_key(key: str | int, name: str, longest: int | None) -> None:
 
 
 def _field(record: dict, name: str):
-    if name not in record:
+    """The record's field `name`; a name with dots that is not itself a field is a path into nested objects:
+    "payload.temp" is record["payload"]["temp"]."""
+    if name in record:
+        return record[name]
+    if "." not in name:
         raise RecordError(MISSING_FIELD, f"{name}: missing")
-    return record[name]
+    return _path(record, name)
+
+
+def _path(record: dict, name: str):
+    """The field at the dotted path `name`, each step into a JSON object."""
+    value: object = record
+    walked = []
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            raise RecordError(WRONG_TYPE, f"{'.'.join(walked)}: expected a JSON object, got {value!r}"[:200])
+        if part not in value:
+            raise RecordError(MISSING_FIELD, f"{name}: missing")
+        value = value[part]
+        walked.append(part)
+    return value
 
 
 def _number(record: dict, name: str) -> float:
