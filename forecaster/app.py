@@ -182,6 +182,7 @@ class PipelineWorker:
                 metrics.retrains.labels(pipeline.name, outcome)
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
+        metrics.key_mismatches.labels(pipeline.name)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
 
     def healthy(self) -> bool:
@@ -258,8 +259,10 @@ class PipelineWorker:
             time.time(),
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
+            message_keys=[r.key for r in polled],
         )
         polled = polled[:taken]
+        self.metrics.key_mismatches.labels(self.pipeline.name).inc(int(observations.mismatched.sum()))
         if self.changelog is not None:
             observations = self._unseen(observations)
         self._count_missing(observations)

@@ -20,7 +20,7 @@ MIDNIGHT_MS = calendar.timegm((2024, 1, 1, 0, 0, 0)) * 1000
 HOUR_MS = 3_600_000
 
 
-def produced(batch, output: Output | None = None, per_message=1) -> list:
+def produced(batch, output: Output | None = None, per_message=1, registry=None) -> list:
     """The forecast messages a worker produces for one poll batch, with `output` settings (None: the defaults)."""
     pipeline = make_pipeline(horizon=4)
     batching = Batching(forecasts_per_message=per_message)
@@ -28,7 +28,7 @@ def produced(batch, output: Output | None = None, per_message=1) -> list:
     source = FakeSource([batch])
     sink = FakeSink(source)
     engine = Engine(pipeline, seeded_model(pipeline))
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(registry or CollectorRegistry())
     PipelineWorker(pipeline, engine, source, sink, metrics, threading.Event(), None, {}).run_once()
     return [m for m in sink.messages if m.topic == "out"]
 
@@ -73,3 +73,12 @@ def test_a_packed_message_is_stamped_with_its_newest_observation():
         MIDNIGHT_MS + HOUR_MS * max(hours[s] for s in series) for _, series in packed
     ]
     assert sorted(s for _, series in packed for s in series) == sorted(hours)
+
+
+def test_records_keyed_otherwise_are_counted_and_forecast_under_their_series_key():
+    registry = CollectorRegistry()
+    other = dataclasses.replace(record("b", 1, 2.0, offset=1), key=b"not-b")
+    unkeyed = dataclasses.replace(record("c", 1, 2.0, offset=2), key=None)
+    messages = produced([record("a", 0, 1.0, offset=0), other, unkeyed], registry=registry)
+    assert [m.key for m in messages] == [b"a", b"b", b"c"]
+    assert registry.get_sample_value("forecaster_key_mismatches_total", {"pipeline": "test"}) == 2

@@ -61,6 +61,9 @@ class Observations:
     # (n,) int64: the input offset of each record's message (None: not from Kafka); with the changelog a series
     # skips records at or below the offset its state reflects (app.py)
     offsets: np.ndarray | None = None
+    # (n,) bool: the record's Kafka message key is not its series key (never for a batch message's records: a batch
+    # message holds many series); None: not checked. The series key wins either way (docs/records.md)
+    mismatched: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -147,10 +150,12 @@ def decode_slice(
     now: float | None,
     partitions: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
+    message_keys: Sequence[bytes | None] | None = None,
 ) -> tuple[Observations, list[Rejected], int]:
     """`decode` the leading messages of `payloads` that hold at most `most` records together (at least one
     message, however many elements it holds; None: all), and say how many messages that was: a poll batch of
-    large batch messages is decoded a slice at a time, never all at once."""
+    large batch messages is decoded a slice at a time, never all at once. With `message_keys` (each message's
+    Kafka key), each record says whether its message's key is not its series key (`Observations.mismatched`)."""
     keys, times, local_times, rows, positions, messages = [], [], [], [], [], []
     rejected = []
     parsed_times: dict = {}  # a poll batch repeats its timestamps: each distinct one is parsed once
@@ -177,10 +182,22 @@ def decode_slice(
         positions=np.asarray(positions, dtype=np.int64),
         partitions=None if partitions is None else np.asarray(partitions, dtype=np.int64)[messages],
         offsets=None if offsets is None else np.asarray(offsets, dtype=np.int64)[messages],
+        mismatched=None if message_keys is None else _mismatched(keys, messages, payloads, message_keys),
     )
     if limits is not None:
         observations, rejected = _within_limits(observations, rejected, limits, now)
     return observations, rejected, message + 1
+
+
+def _mismatched(
+    keys: Sequence[str], messages: Sequence[int], payloads: Sequence[bytes | None], message_keys: Sequence[bytes | None]
+) -> np.ndarray:
+    """Per record, whether it came in a message of its own whose Kafka key is not its series key (a null key too:
+    the producer's partitioner then scatters the series' records over partitions)."""
+    return np.array(
+        [message_keys[m] != key.encode() and not _opens_a_list(payloads[m]) for key, m in zip(keys, messages)],
+        dtype=bool,
+    ).reshape(len(keys))
 
 
 @dataclass(frozen=True)
