@@ -47,7 +47,10 @@ class RecordFormat:
     """How an input record's JSON fields map onto a series observation. A field name with dots that a record does
     not hold as such is a path into nested JSON objects: `payload.temp` reads {"payload": {"temp": 21.5}}."""
 
-    key: str = setting(doc="record field holding the series key (also used as the Kafka record key)")
+    key: str = setting(
+        doc="record field holding the series key (also the forecasts' Kafka record key); it names the series even "
+        "when the input's Kafka key differs, which is counted in forecaster_key_mismatches_total"
+    )
     timestamp: str = setting(doc="record field holding the observation time: ISO-8601 string or epoch seconds")
     target: str = setting(doc="record field holding the value to forecast")
     covariates: tuple[str, ...] = setting((), doc="record fields fed to the model as extra inputs (scaled per series)")
@@ -427,7 +430,10 @@ class Pipeline:
     dead_letter_topic: str = setting(
         doc="topic receiving rejected records with their reason and original bytes", check=_TOPIC
     )
-    record: RecordFormat = setting(doc="field mapping of the input records")
+    record: RecordFormat = setting(
+        doc="field mapping of the input records; a name with dots that a record does not hold as such is a path "
+        "into nested objects (payload.temp)"
+    )
     cadence: str = setting(
         doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE
     )
