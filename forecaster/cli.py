@@ -168,6 +168,23 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
 
+    schema = _command(
+        commands,
+        "schema",
+        cmd_schema,
+        "print the JSON Schema of a pipeline's forecast records in its output.format, or write each output topic's "
+        "for a schema registry",
+    )
+    schema.add_argument("--pipeline", default=None, help="print this pipeline's (default: the only one)")
+    schema.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write <output_topic>.json for every pipeline to DIR instead, as tansu's --schema-registry file://DIR "
+        "reads them",
+    )
+
     reset = _command(
         commands, "reset", cmd_reset, "move a pipeline's checkpoints aside: its series start afresh at the next start"
     )
@@ -489,7 +506,9 @@ def cmd_backtest(args) -> int:
         title = f"{pipeline.name} on {source}: MAE by horizon step"
         plot.save(plot.draw_errors(result.rows, "mae", title), args.plot)
     if args.json:
-        print(json.dumps(result.rows))
+        from forecaster.serving.records import nulled
+
+        print(json.dumps(nulled(result.rows), allow_nan=False))
         return EXIT_OK
     from forecaster.serving.records import format_time
 
@@ -787,6 +806,26 @@ def cmd_bench(args) -> int:
         return int(done.code or 0)
     finally:
         sys.path.remove(str(script.parent))
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    from forecaster.serving import schemas
+
+    config = config_module.load(args.config, require_weights=False)
+    if args.write is not None:
+        args.write.mkdir(parents=True, exist_ok=True)
+        for pipeline in config.pipelines:
+            path = args.write / f"{pipeline.output_topic}.json"
+            path.write_text(json.dumps(schemas.topic_schema(pipeline), indent=1) + "\n")
+            print(f"{pipeline.name}: {path}")
+        return EXIT_OK
+    if args.pipeline is None and len(config.pipelines) > 1:
+        raise ConfigError(f"--pipeline: expected one of {[p.name for p in config.pipelines]} with several pipelines")
+    pipeline = config.pipeline(args.pipeline) if args.pipeline else config.pipelines[0]
+    print(json.dumps(schemas.forecast_schema(pipeline), indent=1))
     return EXIT_OK
 
 
