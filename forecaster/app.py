@@ -231,6 +231,7 @@ class PipelineWorker:
             metrics.rollbacks.labels(pipeline.name)
         for field in self._fields():  # likewise every field that may be missing
             metrics.missing_values.labels(pipeline.name, field)
+        metrics.key_mismatches.labels(pipeline.name)
         metrics.up.labels(pipeline.name).set_function(lambda: int(self.healthy()))
         metrics.event_time_lag.labels(pipeline.name).set_function(lambda: time.time() - self._newest_event)
         if checkpoints is not None:
@@ -334,8 +335,10 @@ class PipelineWorker:
             partitions=[r.partition for r in polled],
             offsets=None if self.changelog is None else [r.offset for r in polled],
             cadence=self.pipeline.cadence,
+            message_keys=[r.key for r in polled],
         )
         polled = polled[:taken]
+        self.metrics.key_mismatches.labels(self.pipeline.name).inc(int(observations.mismatched.sum()))
         if self.changelog is not None:
             observations = self._unseen(observations)
         self._count_missing(observations)
@@ -730,18 +733,30 @@ class PipelineWorker:
         )
 
     def _forecast_messages(self, forecasts: Forecasts) -> list[Message]:
-        """One message per forecast keyed by its series or, with `batching.forecasts_per_message` N > 1,
-        JSON lists of up to N forecasts, packed per bucket of series (see `records.pack`)."""
+        """One message per forecast record (in the long format, per horizon step) keyed by its series or, with
+        `batching.forecasts_per_message` N > 1, JSON lists of up to N records, packed per bucket of series (see
+        `records.pack`); each stamped with its observation's time unless `output.timestamp` is now."""
         name, target, topic = self.pipeline.name, self.pipeline.record.target, self.pipeline.output_topic
-        encoded = records.encode_many(forecasts, name, target)
+        output = self.pipeline.output
+        encoded = records.encode_many(forecasts, name, target, output.format)
+        each = records.records_per_forecast(output.format, self.pipeline.horizon)
+        keys = _each(forecasts.keys, each)
+        if output.timestamp == "now":
+            stamps = [None] * len(keys)
+        else:
+            stamps = _each(np.round(forecasts.times * 1000).astype(np.int64).tolist(), each)
         per_message = self.pipeline.batching.forecasts_per_message
         if self.transactions is not None:  # each into its input partition's transaction (one per message: config)
-            origins = self.engine.store.partition[self.engine.store.lookup(forecasts.keys)].tolist()
-            return [Message(topic, k.encode(), v, origin=o) for k, v, o in zip(forecasts.keys, encoded, origins)]
+            origins = _each(self.engine.store.partition[self.engine.store.lookup(forecasts.keys)].tolist(), each)
+            return [
+                Message(topic, k.encode(), v, origin=o, timestamp_ms=t)
+                for k, v, o, t in zip(keys, encoded, origins, stamps)
+            ]
         if per_message == 1:
-            return [Message(topic, key.encode(), value) for key, value in zip(forecasts.keys, encoded)]
-        packed = records.pack(forecasts.keys, encoded, per_message, buckets=self.pipeline.partitions)
-        return [Message(topic, key, value) for key, value in packed]
+            return [Message(topic, k.encode(), v, timestamp_ms=t) for k, v, t in zip(keys, encoded, stamps)]
+        stamped = None if output.timestamp == "now" else stamps
+        packed = records.pack(keys, encoded, per_message, self.pipeline.partitions, stamped)
+        return [Message(topic, key, value, timestamp_ms=t) for key, value, t in packed]
 
     def _dead_letters(self, polled: Sequence[Polled], rejected: Sequence[records.Rejected]) -> list[Message]:
         """Rejected records, with their original bytes and the reason in headers; a rejected element of a
@@ -872,6 +887,11 @@ class PipelineWorker:
             skill.naive.value,
             skill.model.count,
         )
+
+
+def _each(items: Sequence, times: int) -> Sequence:
+    """Each item `times` times in a row, as the long format writes `times` records per forecast."""
+    return items if times == 1 else [item for item in items for _ in range(times)]
 
 
 class Daemon:

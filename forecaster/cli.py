@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print the rows as JSON: a list of {"method", "horizon", "mae", "mase", "coverage80"}',
     )
+    backtest.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw the MAE by horizon step of the forecaster and the baselines to this PNG (matplotlib: the "
+        "plot extra)",
+    )
+    _plot_parser(commands)
 
     inspect = _command(
         commands,
@@ -159,6 +168,23 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
 
+    schema = _command(
+        commands,
+        "schema",
+        cmd_schema,
+        "print the JSON Schema of a pipeline's forecast records in its output.format, or write each output topic's "
+        "for a schema registry",
+    )
+    schema.add_argument("--pipeline", default=None, help="print this pipeline's (default: the only one)")
+    schema.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write <output_topic>.json for every pipeline to DIR instead, as tansu's --schema-registry file://DIR "
+        "reads them",
+    )
+
     reset = _command(
         commands, "reset", cmd_reset, "move a pipeline's checkpoints aside: its series start afresh at the next start"
     )
@@ -179,6 +205,42 @@ def _parser() -> argparse.ArgumentParser:
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
     return parser
+
+
+def _plot_parser(commands) -> None:
+    plot = _command(
+        commands,
+        "plot",
+        cmd_plot,
+        "draw a series' recent actuals with a forecast and its interval (the outermost quantiles) to a PNG: from a "
+        "backtest of a history (--file, --dataset), or from the forecasts of an output topic (--topic) with the "
+        "actuals of the input topic",
+    )
+    plot.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    plot.add_argument("--dataset", default=None, help="backtest this bundled dataset (msft, taylor, greensboro, ...)")
+    _file_options(plot, "backtest this file")
+    plot.add_argument(
+        "--topic",
+        default=None,
+        metavar="T",
+        help="read the forecasts topic T retains (the pipeline's output, nested format) and the actuals its input "
+        "topic retains",
+    )
+    plot.add_argument("--series", default=None, metavar="KEY", help="the series to draw (needed with several)")
+    plot.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
+    plot.add_argument(
+        "--at",
+        default=None,
+        metavar="TIME",
+        help="the forecast made from the last observation at or before TIME (default: the newest, or with a "
+        "backtest the last origin scored)",
+    )
+    plot.add_argument(
+        "--last", type=int, default=168, metavar="N", help="actuals shown up to the forecast's origin (default 168)"
+    )
+    plot.add_argument(
+        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
+    )
 
 
 def _models_parser(commands) -> None:
@@ -431,35 +493,22 @@ def cmd_pretrain(args) -> int:
 def cmd_backtest(args) -> int:
     import json
 
-    from forecaster.build import resolve_device
-    from forecaster.serving.records import decode
-    from forecaster.tools.backtest import backtest, table
-    from forecaster.tools.progress import Progress
+    from forecaster.tools.backtest import table
     from forecaster.tools.sources import parse_moment
 
     config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
     pipeline = config.pipeline(args.pipeline)
     payloads, source = _history(args, config, pipeline)
-    observations, rejected = decode(payloads, pipeline.record)
-    if rejected:
-        first = rejected[0]
-        raise ForecasterError(
-            f"{source}: {len(rejected)} of {len(payloads)} records do not fit pipeline {pipeline.name}'s record "
-            f"format (first, record {first.position + 1}: {first.reason}: {first.detail})"
-        )
-    bar = Progress(f"backtest {pipeline.name} on {source}", None)
-    result = backtest(
-        config,
-        pipeline,
-        observations,
-        source,
-        start=parse_moment(args.start, "--from"),
-        device=resolve_device(config.settings.device),
-        progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
-    )
-    bar.close()
+    result = _backtested(config, pipeline, payloads, source, parse_moment(args.start, "--from"))
+    if args.plot is not None:
+        from forecaster.tools import plot
+
+        title = f"{pipeline.name} on {source}: MAE by horizon step"
+        plot.save(plot.draw_errors(result.rows, "mae", title), args.plot)
     if args.json:
-        print(json.dumps(result.rows))
+        from forecaster.serving.records import nulled
+
+        print(json.dumps(nulled(result.rows), allow_nan=False))
         return EXIT_OK
     from forecaster.serving.records import format_time
 
@@ -469,6 +518,77 @@ def cmd_backtest(args) -> int:
     )
     print(table(result.rows))
     return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    """A backtest's forecast from the last origin (or --at), or the output topic's newest forecast, drawn with the
+    series' actuals."""
+    from forecaster.tools import plot
+    from forecaster.tools.sources import parse_map, parse_moment, payloads
+
+    if sum(x is not None for x in (args.dataset, args.file, args.topic)) != 1:
+        raise ConfigError("plot: expected one of --dataset NAME, --file PATH or --topic T")
+    if args.last < 1:
+        raise ConfigError(f"--last: expected a positive integer, got {args.last}")
+    config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
+    pipeline = config.pipeline(args.pipeline)
+    at = parse_moment(args.at, "--at")
+    if args.topic is not None:
+        from forecaster.io.clients import read_retained
+
+        kafka = config.settings.kafka
+        forecasts, inputs = read_retained(kafka, args.topic), read_retained(kafka, pipeline.input_topic)
+        if args.series is None:
+            raise ConfigError("plot: --topic needs --series KEY")
+        view = plot.topic_view(forecasts, inputs, pipeline, args.series, at, args.last)
+    else:
+        mapping = parse_map(args.map)
+        records, source = payloads(config, pipeline, dataset=args.dataset, file=args.file, mapping=mapping)
+        view = plot.backtest_view(_backtested(config, pipeline, records, source), args.series, at, args.last)
+    path = plot.save(plot.draw_forecast(view), args.out)
+    print(f"wrote {path}: {view.series}, {counted(len(view.actuals), 'actual')} and a forecast of {pipeline.horizon}")
+    return EXIT_OK
+
+
+def _backtested(
+    config: config_module.Config,
+    pipeline: config_module.Pipeline,
+    payloads: list[bytes],
+    source: str,
+    start: float | None = None,
+):
+    """The backtest of a history's records (tools/backtest.py), with a progress bar."""
+    from forecaster.build import resolve_device
+    from forecaster.tools.backtest import backtest
+    from forecaster.tools.progress import Progress
+
+    observations = _decoded(payloads, source, pipeline)
+    bar = Progress(f"backtest {pipeline.name} on {source}", None)
+    result = backtest(
+        config,
+        pipeline,
+        observations,
+        source,
+        start=start,
+        device=resolve_device(config.settings.device),
+        progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)),
+    )
+    bar.close()
+    return result
+
+
+def _decoded(payloads: list[bytes], source: str, pipeline: config_module.Pipeline):
+    """A history's records as observations; one that does not fit the pipeline's record format stops the command."""
+    from forecaster.serving.records import decode
+
+    observations, rejected = decode(payloads, pipeline.record)
+    if rejected:
+        first = rejected[0]
+        raise ForecasterError(
+            f"{source}: {len(rejected)} of {len(payloads)} records do not fit pipeline {pipeline.name}'s record "
+            f"format (first, record {first.position + 1}: {first.reason}: {first.detail})"
+        )
+    return observations
 
 
 def cmd_inspect(args) -> int:
@@ -686,6 +806,26 @@ def cmd_bench(args) -> int:
         return int(done.code or 0)
     finally:
         sys.path.remove(str(script.parent))
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    from forecaster.serving import schemas
+
+    config = config_module.load(args.config, require_weights=False)
+    if args.write is not None:
+        args.write.mkdir(parents=True, exist_ok=True)
+        for pipeline in config.pipelines:
+            path = args.write / f"{pipeline.output_topic}.json"
+            path.write_text(json.dumps(schemas.topic_schema(pipeline), indent=1) + "\n")
+            print(f"{pipeline.name}: {path}")
+        return EXIT_OK
+    if args.pipeline is None and len(config.pipelines) > 1:
+        raise ConfigError(f"--pipeline: expected one of {[p.name for p in config.pipelines]} with several pipelines")
+    pipeline = config.pipeline(args.pipeline) if args.pipeline else config.pipelines[0]
+    print(json.dumps(schemas.forecast_schema(pipeline), indent=1))
     return EXIT_OK
 
 

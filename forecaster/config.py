@@ -44,9 +44,13 @@ MAX_TRANSACTION_S = 30.0
 
 @dataclass(frozen=True, kw_only=True)
 class RecordFormat:
-    """How an input record's JSON fields map onto a series observation."""
+    """How an input record's JSON fields map onto a series observation. A field name with dots that a record does
+    not hold as such is a path into nested JSON objects: `payload.temp` reads {"payload": {"temp": 21.5}}."""
 
-    key: str = setting(doc="record field holding the series key (also used as the Kafka record key)")
+    key: str = setting(
+        doc="record field holding the series key (also the forecasts' Kafka record key); it names the series even "
+        "when the input's Kafka key differs, which is counted in forecaster_key_mismatches_total"
+    )
     timestamp: str = setting(doc="record field holding the observation time: ISO-8601 string or epoch seconds")
     target: str = setting(doc="record field holding the value to forecast")
     covariates: tuple[str, ...] = setting((), doc="record fields fed to the model as extra inputs (scaled per series)")
@@ -54,6 +58,9 @@ class RecordFormat:
 
     def __post_init__(self):
         names = [self.key, self.timestamp, self.target, *self.covariates]
+        for name in names:
+            if "" in name.split("."):
+                raise ValueError(f"record fields: expected names or dotted paths such as payload.temp, got {name!r}")
         if len(set(names)) != len(names):
             raise ValueError(
                 f"covariates: expected fields distinct from each other and from key, timestamp and target, got {names}"
@@ -418,6 +425,24 @@ class Gaps:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Output:
+    """The forecast records: their layout, and the Kafka timestamp they carry (docs/records.md)."""
+
+    format: Literal["nested", "long", "wide"] = setting(
+        "nested",
+        doc="nested: one record per forecast, its steps as JSON lists; long: one record per horizon step (step, "
+        "target_time, value, a field per quantile such as p10), keyed by its series; wide: one record per forecast, "
+        "flat fields per step (time_1, value_1, p10_1, ...): the layouts a JDBC sink or a table takes",
+    )
+    timestamp: Literal["observation", "now"] = setting(
+        "observation",
+        doc="the Kafka timestamp of a forecast record: the time of the observation it follows, so that consumers "
+        "and stream joins see event time; now: the producer's clock. Replayed history keeps its old times, so a "
+        "topic retained by time (retention.ms) may delete such forecasts at once: use now there",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
     """One input topic of observations, one model, one output topic of forecasts."""
 
@@ -430,7 +455,10 @@ class Pipeline:
     dead_letter_topic: str = setting(
         doc="topic receiving rejected records with their reason and original bytes", check=_TOPIC
     )
-    record: RecordFormat = setting(doc="field mapping of the input records")
+    record: RecordFormat = setting(
+        doc="field mapping of the input records; a name with dots that a record does not hold as such is a path "
+        "into nested objects (payload.temp)"
+    )
     cadence: str = setting(
         doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE
     )
@@ -470,6 +498,7 @@ class Pipeline:
     intervals: Intervals = setting(Intervals(), doc="calibration of the forecast intervals while serving")
     combination: Combination = setting(Combination(), doc="the network combined online with simple experts")
     gaps: Gaps = setting(Gaps(), doc="missing observations")
+    output: Output = setting(Output(), doc="the forecast records' layout and Kafka timestamp")
 
     def __post_init__(self):
         if self.output_topic == self.input_topic:

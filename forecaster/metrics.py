@@ -57,6 +57,12 @@ class Metrics:
             p + ["field"],
             registry=registry,
         )
+        self.key_mismatches = Counter(
+            "forecaster_key_mismatches_total",
+            "Input records used under their series key field although their Kafka message key differed (or was null).",
+            p,
+            registry=registry,
+        )
         self.latency = Histogram(
             "forecaster_end_to_end_latency_seconds",
             "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).",

@@ -12,7 +12,7 @@ from test_app import FakeSource, record
 
 from forecaster.app import Checkpoints, PipelineWorker
 from forecaster.build import seeded_model
-from forecaster.config import Kafka
+from forecaster.config import Kafka, Output
 from forecaster.io import transactions
 from forecaster.io.clients import ChangelogTopic
 from forecaster.io.messages import Rebalance
@@ -24,6 +24,8 @@ from forecaster.serving.engine import Engine
 from support import FakeTransaction, make_pipeline
 
 EVENTS: list[str] = []
+MIDNIGHT_MS = 1_704_067_200_000  # record(..., hour=0): 2024-01-01T00:00Z
+HOUR_MS = 3_600_000
 
 
 class Changelog(ChangelogTopic):
@@ -103,3 +105,14 @@ def test_a_partition_whose_transaction_fails_is_handed_over_without_it(exactly_o
     assert [offset for *_, offset, _ in producer.committed] == [2] and producer.closed
     assert len(w.engine.store) == 0 and w.owned == set()
     assert "handing over without the last transaction: transaction g.p.0: fenced" in caplog.text
+
+
+def test_in_exactly_once_mode_each_long_record_goes_into_its_series_partitions_transaction(exactly_once):
+    w, _, members = exactly_once
+    w.pipeline = dataclasses.replace(w.pipeline, output=Output(format="long"))
+    w.run_once()  # two records of series "a", from input partition 0: a checkpoint commits them
+    [(sent, *_)] = members._producers[0].committed
+    forecasts = [m for m in sent if m.topic == "out"]
+    assert len(forecasts) == 2 * w.pipeline.horizon
+    assert {(m.key, m.origin) for m in forecasts} == {(b"a", 0)}
+    assert [m.timestamp_ms for m in forecasts] == [MIDNIGHT_MS] * 4 + [MIDNIGHT_MS + HOUR_MS] * 4

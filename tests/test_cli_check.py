@@ -2,6 +2,7 @@
 a user reads."""
 
 import importlib.metadata
+import json
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from forecaster.cli import main
 
 from support import pipeline_yaml as pipeline
 
-COMMANDS = ["run", "check", "replay", "pretrain", "backtest", "topics", "inspect", "reset", "models", "bench"]
+COMMANDS = ["run", "check", "replay", "pretrain", "backtest", "topics", "inspect", "reset", "models", "bench", "schema"]
 
 
 @pytest.fixture
@@ -338,3 +339,14 @@ def test_inspect_shows_a_checkpoint_of_another_model_as_a_restart_migrates_it(co
     assert "model version 1, 1 series" in out
     assert "  shown migrated, as a restart serves it: hidden_size 8 -> 16\n" in out
     assert "latest forecast (24 x 1h)" in out
+
+
+def test_schema_prints_the_json_schema_of_a_pipelines_records(config_dir, capsys):
+    assert main(["schema", "-c", str(config_dir / "config.yaml"), "--pipeline", "solar"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "solar forecast (nested)" and "quantiles" in schema["required"]
+
+
+def test_schema_asks_which_pipeline_when_there_are_several(config_dir, capsys):
+    assert main(["schema", "-c", str(config_dir / "config.yaml")]) != 0
+    assert "--pipeline: expected one of ['weather', 'solar']" in capsys.readouterr().err

@@ -192,7 +192,7 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
         "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, spill_max_bytes, "
-        "checkpoint, limits, skill_window, batching, training, retraining, intervals, combination, gaps)"
+        "checkpoint, limits, skill_window, batching, training, retraining, intervals, combination, gaps, output)"
     )
 
 
@@ -662,4 +662,10 @@ def test_exactly_once_refuses_forecasts_packed_across_partitions(tmp_path, weath
     assert pipeline_error(tmp_path, text + "  forecasts_per_message: 8\n") == (
         f"{weather_file}: batching.forecasts_per_message: expected 1 with checkpoint.exactly_once (each forecast "
         "goes into the transaction of its series' input partition), got 8"
+    )
+
+
+def test_an_output_format_is_one_of_the_three_layouts(tmp_path, weather_file):
+    assert pipeline_error(tmp_path, WEATHER + "output:\n  format: csv\n") == (
+        f"{weather_file}: output.format: expected one of nested, long, wide, got 'csv'"
     )

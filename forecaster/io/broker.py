@@ -155,9 +155,18 @@ class EmbeddedBroker:
     to log_path, or to a temporary file deleted by stop(), never to our terminal.
     """
 
-    def __init__(self, port: int | None = None, log_path: str | Path | None = None, advertised_port: int | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: str | Path | None = None,
+        advertised_port: int | None = None,
+        schema_registry: Path | None = None,
+    ):
         """`advertised_port` (default: `port`) is what clients are told to connect to: a proxy
-        in front of the broker, say, that a test can cut to simulate an outage."""
+        in front of the broker, say, that a test can cut to simulate an outage. With `schema_registry`, a folder of
+        `<topic>.json` JSON Schemas (`forecaster schema --write`), the broker refuses a record of such a topic that
+        does not conform (INVALID_RECORD)."""
+        self.schema_registry = schema_registry
         self.port = port if port is not None else free_port()
         self.advertised_port = advertised_port if advertised_port is not None else self.port
         self.bootstrap = f"{HOST}:{self.advertised_port}"
@@ -207,9 +216,12 @@ class EmbeddedBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
+        if self.schema_registry is not None:  # tansu reads a file:// URL relative to its working directory
+            command += ["--schema-registry", "file://./"]
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
+            cwd=self.schema_registry,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},  # plain text in the log

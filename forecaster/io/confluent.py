@@ -284,6 +284,7 @@ def _produce(producer: Producer, message: Message, stop: threading.Event, **deli
                 headers=list(message.headers),
                 **delivery,
                 **({} if message.partition is None else {"partition": message.partition}),
+                **({} if message.timestamp_ms is None else {"timestamp": message.timestamp_ms}),
             )
             return
         except BufferError:  # the local queue is full: let deliveries drain it

@@ -310,7 +310,12 @@ def _producer_settings(kafka: Kafka) -> dict:
 
 def _send(producer: KafkaProducer, message: Message):
     return producer.send(
-        message.topic, value=message.value, key=message.key, headers=list(message.headers), partition=message.partition
+        message.topic,
+        value=message.value,
+        key=message.key,
+        headers=list(message.headers),
+        partition=message.partition,
+        timestamp_ms=message.timestamp_ms,
     )
 
 

@@ -23,6 +23,7 @@ class Message:
     headers: tuple[tuple[str, bytes], ...] = field(default=())
     partition: int | None = None  # None: the producer's partitioner picks it from the key
     origin: int | None = None  # the input partition it follows from: its transaction, in exactly-once mode
+    timestamp_ms: int | None = None  # its Kafka timestamp, epoch milliseconds; None: the producer's clock
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class Observations:
     # (n,) int64: the input offset of each record's message (None: not from Kafka); with the changelog a series
     # skips records at or below the offset its state reflects (app.py)
     offsets: np.ndarray | None = None
+    # (n,) bool: the record's Kafka message key is not its series key (never for a batch message's records: a batch
+    # message holds many series); None: not checked. The series key wins either way (docs/records.md)
+    mismatched: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -151,10 +154,12 @@ def decode_slice(
     partitions: Sequence[int] | None = None,
     offsets: Sequence[int] | None = None,
     cadence: str | None = None,
+    message_keys: Sequence[bytes | None] | None = None,
 ) -> tuple[Observations, list[Rejected], int]:
     """`decode` the leading messages of `payloads` that hold at most `most` records together (at least one
     message, however many elements it holds; None: all), and say how many messages that was: a poll batch of
-    large batch messages is decoded a slice at a time, never all at once."""
+    large batch messages is decoded a slice at a time, never all at once. With `message_keys` (each message's
+    Kafka key), each record says whether its message's key is not its series key (`Observations.mismatched`)."""
     keys, times, local_times, rows, positions, messages = [], [], [], [], [], []
     rejected = []
     parsed_times: dict = {}  # a poll batch repeats its timestamps: each distinct one is parsed once
@@ -181,10 +186,22 @@ def decode_slice(
         positions=np.asarray(positions, dtype=np.int64),
         partitions=None if partitions is None else np.asarray(partitions, dtype=np.int64)[messages],
         offsets=None if offsets is None else np.asarray(offsets, dtype=np.int64)[messages],
+        mismatched=None if message_keys is None else _mismatched(keys, messages, payloads, message_keys),
     )
     if limits is not None:
         observations, rejected = _within_limits(observations, rejected, limits, now, cadence)
     return observations, rejected, message + 1
+
+
+def _mismatched(
+    keys: Sequence[str], messages: Sequence[int], payloads: Sequence[bytes | None], message_keys: Sequence[bytes | None]
+) -> np.ndarray:
+    """Per record, whether it came in a message of its own whose Kafka key is not its series key (a null key too:
+    the producer's partitioner then scatters the series' records over partitions)."""
+    return np.array(
+        [message_keys[m] != key.encode() and not _opens_a_list(payloads[m]) for key, m in zip(keys, messages)],
+        dtype=bool,
+    ).reshape(len(keys))
 
 
 @dataclass(frozen=True)
@@ -330,9 +347,27 @@ def _check_key(key: str | int, name: str, longest: int | None) -> None:
 
 
 def _field(record: dict, name: str):
-    if name not in record:
+    """The record's field `name`; a name with dots that is not itself a field is a path into nested objects:
+    "payload.temp" is record["payload"]["temp"]."""
+    if name in record:
+        return record[name]
+    if "." not in name:
         raise RecordError(MISSING_FIELD, f"{name}: missing")
-    return record[name]
+    return _path(record, name)
+
+
+def _path(record: dict, name: str):
+    """The field at the dotted path `name`, each step into a JSON object."""
+    value: object = record
+    walked = []
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            raise RecordError(WRONG_TYPE, f"{'.'.join(walked)}: expected a JSON object, got {value!r}"[:200])
+        if part not in value:
+            raise RecordError(MISSING_FIELD, f"{name}: missing")
+        value = value[part]
+        walked.append(part)
+    return value
 
 
 def _number(record: dict, name: str) -> float:
@@ -452,13 +487,16 @@ def encode(forecast: Forecast, pipeline: str, target: str) -> bytes:
     return encode_many(_OneForecast.of(forecast), pipeline, target)[0]
 
 
-def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[bytes]:
-    """Every forecast record of a step, each exactly as `json.dumps` writes the documented object
-    (compact separators). The text of each distinct timestamp, and of each distinct row of
-    horizon timestamps, is written once for the whole step: series observed at the same time
+def encode_many(forecasts: ForecastColumns, pipeline: str, target: str, layout: str = "nested") -> list[bytes]:
+    """Every forecast record of a step in the output `layout` (docs/records.md): nested, one record per forecast,
+    exactly as `json.dumps` writes the documented object (compact separators); long, `horizon` records per forecast,
+    one per step, in order; wide, one flat record per forecast. The text of each distinct timestamp, and of each
+    distinct row of horizon timestamps, is written once for the whole step: series observed at the same time
     share it."""
     if len(forecasts.keys) == 0:
         return []
+    if layout != "nested":
+        return _encode_flat(forecasts, pipeline, target, layout == "wide")
     m, horizon = forecasts.values.shape
     head = f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"'
     tail = (
@@ -475,21 +513,96 @@ def encode_many(forecasts: ForecastColumns, pipeline: str, target: str) -> list[
     ]
 
 
-def pack(keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int) -> list[tuple[bytes, bytes]]:
-    """Encoded forecasts packed into (key, JSON list) batch messages of at most `per_message` each.
+def records_per_forecast(layout: str, horizon: int) -> int:
+    """How many records `encode_many` writes per forecast in `layout`."""
+    return horizon if layout == "long" else 1
+
+
+def quantile_field(level: float) -> str:
+    """The flat field of a quantile level: its percentile, a name every SQL table takes (0.1 -> p10, 0.025 -> p2_5)."""
+    return "p" + f"{level * 100:g}".replace(".", "_")
+
+
+def _encode_flat(forecasts: ForecastColumns, pipeline: str, target: str, wide: bool) -> list[bytes]:
+    """The long records (one per step: step, target_time, value, a field per quantile) or the wide ones (one per
+    forecast: time_k, value_k, ... for each step k), each opening with the nested record's scalar fields."""
+    m, horizon = forecasts.values.shape
+    head = f',"pipeline":{json.dumps(pipeline)},"target":{json.dumps(target)},"time":"'
+    tail = f'","issued_at":"{format_time(forecasts.issued_at)}","model_version":{int(forecasts.model_version)}'
+    quantiles = dict(forecasts.quantiles or {})
+    columns = [_time_cells(forecasts.horizon_times), _number_cells(forecasts.values)]
+    columns += [_number_cells(values) for values in quantiles.values()]
+    names = ["target_time", "value", *map(quantile_field, quantiles)]
+    opening = [
+        f'{{"series":{json.dumps(key)}{head}{time}{tail}'
+        for key, time in zip(forecasts.keys, format_times(forecasts.times))
+    ]
+    if wide:
+        named = [[f',"{name}_{k}":' for name in ["time", *names[1:]]] for k in range(1, horizon + 1)]
+        return [
+            (
+                opening[i]
+                + f',"horizon":{horizon}'
+                + "".join(_step(named[k], columns, i, k) for k in range(horizon))
+                + "}"
+            ).encode()
+            for i in range(m)
+        ]
+    named = [f',"{name}":' for name in names]
+    return [
+        f'{opening[i]},"step":{k + 1}{_step(named, columns, i, k)}}}'.encode() for i in range(m) for k in range(horizon)
+    ]
+
+
+def _step(names: Sequence[str], columns: Sequence[list[list[str]]], row: int, step: int) -> str:
+    """The fields of one step of one forecast: each name followed by its column's text there."""
+    return "".join(name + column[row][step] for name, column in zip(names, columns))
+
+
+def _time_cells(horizon_times: np.ndarray) -> list[list[str]]:
+    """Per row, the quoted text of each horizon time; each distinct instant formatted once."""
+    instants, index = np.unique(horizon_times, return_inverse=True)
+    quoted = [f'"{t}"' for t in format_times(instants)]
+    return [[quoted[j] for j in row] for row in index.reshape(horizon_times.shape).tolist()]
+
+
+def _number_cells(values: np.ndarray) -> list[list[str]]:
+    """Per row, the JSON text of each number: null where it is not finite."""
+    return [list(map(_json_number, row)) for row in np.asarray(values).astype(np.float64).tolist()]
+
+
+def nulled(document):
+    """A JSON-able document with every NaN and infinite float replaced by None, for `json.dumps(allow_nan=False)`:
+    what forecaster writes is JSON that any parser takes, never a bare NaN or Infinity."""
+    if isinstance(document, float):
+        return document if math.isfinite(document) else None
+    if isinstance(document, dict):
+        return {key: nulled(value) for key, value in document.items()}
+    if isinstance(document, (list, tuple)):
+        return [nulled(value) for value in document]
+    return document
+
+
+def pack(
+    keys: Sequence[str], encoded: Sequence[bytes], per_message: int, buckets: int, stamps: Sequence[int] | None = None
+) -> list[tuple[bytes, bytes, int | None]]:
+    """Encoded forecasts packed into (key, JSON list, timestamp) batch messages of at most `per_message` each.
 
     Series are grouped into `buckets` by a stable hash of their key, and a message's key is its
     bucket's number: every forecast of a series goes into messages with the same key, so into
-    one partition, in order. Within a bucket the forecasts keep their order.
+    one partition, in order. Within a bucket the forecasts keep their order. With `stamps` (one per
+    forecast), a message's timestamp is the newest of its forecasts' (else None).
     """
-    groups: dict[int, list[bytes]] = {}
-    for key, value in zip(keys, encoded):
-        groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(value)
-    return [
-        (str(bucket).encode(), b"[" + b",".join(values[i : i + per_message]) + b"]")
-        for bucket, values in sorted(groups.items())
-        for i in range(0, len(values), per_message)
-    ]
+    groups: dict[int, list[int]] = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(zlib.crc32(key.encode()) % buckets, []).append(row)
+    packed = []
+    for bucket, rows in sorted(groups.items()):
+        for i in range(0, len(rows), per_message):
+            part = rows[i : i + per_message]
+            stamp = None if stamps is None else max(stamps[row] for row in part)
+            packed.append((str(bucket).encode(), b"[" + b",".join([encoded[row] for row in part]) + b"]", stamp))
+    return packed
 
 
 def _horizon_texts(horizon_times: np.ndarray) -> list[str]:
@@ -508,11 +621,19 @@ def _horizon_texts(horizon_times: np.ndarray) -> list[str]:
 
 
 def _number_lists(values: np.ndarray) -> list[str]:
-    """Per row, the inside of its JSON list of numbers, as json.dumps writes floats (NaN as NaN)."""
+    """Per row, the inside of its JSON list of numbers, as json.dumps writes floats, but NaN and the infinities as
+    null: a bare NaN is not JSON, and most consumers outside Python refuse the whole record over it."""
     rows = np.asarray(values).astype(np.float64).tolist()
-    if np.isfinite(values).all():
+    finite = np.isfinite(values)
+    if finite.all():
         return [",".join(map(float.__repr__, row)) for row in rows]
-    return [json.dumps(row, separators=(",", ":"))[1:-1] for row in rows]
+    broken = set(np.flatnonzero(~finite.all(axis=1)).tolist())
+    return [",".join(map(_json_number if i in broken else float.__repr__, row)) for i, row in enumerate(rows)]
+
+
+def _json_number(value: float) -> str:
+    """A float as JSON: null where it is NaN or infinite."""
+    return float.__repr__(value) if math.isfinite(value) else "null"
 
 
 def _quantile_texts(quantiles: Mapping[float, np.ndarray] | None, m: int) -> list[str]:

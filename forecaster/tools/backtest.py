@@ -36,6 +36,12 @@ class Result:
     first_origin: float  # epoch seconds of the first origin scored
     rounds: int  # retraining rounds run
     promotions: int  # of which the challenger won
+    # What was scored, for pictures (tools/plot.py): the grid, the origins' rows, the forecaster's forecasts
+    # (origins, series, horizon) and its intervals between the outermost quantiles (origins, series, 2, horizon).
+    panel: panels.Panel | None = None
+    origin_rows: np.ndarray | None = None
+    forecasts: np.ndarray | None = None
+    intervals: np.ndarray | None = None
 
 
 def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panels.Panel:
@@ -129,6 +135,10 @@ def backtest(
         float(panel.times[first]),
         retraining.rounds,
         retraining.promotions,
+        panel,
+        origins,
+        forecasts,
+        intervals,
     )
 
 

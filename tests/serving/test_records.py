@@ -2,6 +2,7 @@
 
 import calendar
 import json
+import math
 
 import numpy as np
 import pytest
@@ -269,18 +270,26 @@ def test_a_forecast_encodes_to_the_documented_json():
     assert type(document["values"][0]) is float
 
 
-def test_quantile_forecasts_are_keyed_by_their_level():
-    forecast = Forecast(
-        series="a",
-        time=NOON,
-        issued_at=NOON,
-        model_version=1,
-        times=[NOON + 60, NOON + 120],
-        values=[1.0, 2.0],
-        quantiles={0.1: [0.5, 1.0], 0.9: [np.float32(1.5), 3.0]},
+def at_noon(values, quantiles=None) -> Forecast:
+    """A forecast of series "a" made at NOON, a minute a step."""
+    times = [NOON + 60.0 * (k + 1) for k in range(len(values))]
+    return Forecast(
+        series="a", time=NOON, issued_at=NOON, model_version=1, times=times, values=values, quantiles=quantiles
     )
+
+
+def test_quantile_forecasts_are_keyed_by_their_level():
+    forecast = at_noon([1.0, 2.0], {0.1: [0.5, 1.0], 0.9: [np.float32(1.5), 3.0]})
     document = json.loads(records.encode(forecast, "p", "y"))
     assert document["quantiles"] == {"0.1": [0.5, 1.0], "0.9": [1.5, 3.0]}
+
+
+def test_nan_and_infinite_forecasts_are_written_as_null_never_as_bare_nan():
+    forecast = at_noon([1.0, math.inf, np.float32(np.nan)], {0.1: [np.nan, 0.5, -math.inf], 0.9: [2.0, 3.0, 4.0]})
+    text = records.encode(forecast, "p", "y")
+    document = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in {text!r}"))
+    assert document["values"] == [1.0, None, None]
+    assert document["quantiles"] == {"0.1": [None, 0.5, None], "0.9": [2.0, 3.0, 4.0]}
 
 
 def test_encoded_forecast_times_parse_back_to_the_same_instants():
@@ -306,3 +315,9 @@ def test_each_record_carries_its_messages_partition_through_batch_messages_and_r
     assert observations.partitions.tolist() == [3, 7, 7]
     assert sorted(r.reason for r in rejected) == [records.MALFORMED, records.OUT_OF_RANGE]
     assert records.decode([GOOD], FMT)[0].partitions is None
+
+
+def test_nulled_documents_hold_null_wherever_a_number_is_not_finite():
+    document = {"mase": math.nan, "rows": [{"mae": math.inf, "n": 3}, (-math.inf, 1.5)], "name": "NaN"}
+    text = json.dumps(records.nulled(document), allow_nan=False)
+    assert json.loads(text) == {"mase": None, "rows": [{"mae": None, "n": 3}, [None, 1.5]], "name": "NaN"}

@@ -95,11 +95,16 @@ def reference(forecast: Forecast, pipeline: str, target: str) -> bytes:
         "model_version": forecast.model_version,
         "horizon": len(forecast.values),
         "times": [iso(t) for t in forecast.times],
-        "values": [float(v) for v in forecast.values],
+        "values": [finite(v) for v in forecast.values],
     }
     if forecast.quantiles:
-        document["quantiles"] = {f"{level:g}": [float(v) for v in vs] for level, vs in forecast.quantiles.items()}
+        document["quantiles"] = {f"{level:g}": [finite(v) for v in vs] for level, vs in forecast.quantiles.items()}
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def finite(value) -> float | None:
+    """A number as the records carry it: None (JSON null) where it is NaN or infinite."""
+    return float(value) if np.isfinite(value) else None
 
 
 EDGE_TIMES = [
