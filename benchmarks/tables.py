@@ -461,6 +461,34 @@ def performance_cardinality() -> str:
     )
 
 
+_CHECKPOINT_WRITES = {
+    "before": "before: in the loop, pickled in memory",
+    "thread": "snapshot in the loop, written by a thread (a CUDA engine)",
+    "fork": "forked child, 4 KiB pages",
+    "fork, huge pages": "forked child, huge pages (the default)",
+}
+
+
+def performance_checkpoint() -> str:
+    """A checkpoint's pause, write, size and memory by series count: benchmarks/results/checkpoint.json."""
+    found = results("checkpoint.json")
+    body = [
+        [
+            count(r["series"]),
+            _CHECKPOINT_WRITES[r["mode"]],
+            f"{number(1000 * r['pause_s'], 0)} ms",
+            f"{number(r['total_s'], 1)} s",
+            mib(r["bytes"]),
+            mib(r["peak_extra_bytes"]),
+        ]
+        for r in found["rows"]
+    ]
+    for size in found["sizes"]:
+        if "skipped" in size:
+            body.append([count(size["series"]), f"not run here: {size['skipped']}", "-", "-", "-", "-"])
+    return table(["series", "write", "loop pause", "until durable", "file", "peak extra memory"], body)
+
+
 def performance_retraining() -> str:
     """Retraining's cost while serving: the retrain section of throughput.json."""
     r = results("throughput.json")["retrain"]
@@ -751,6 +779,7 @@ TABLES = {
     "performance-latency": ("docs/performance.md", performance_latency),
     "performance-memory": ("docs/performance.md", performance_memory),
     "performance-cardinality": ("docs/performance.md", performance_cardinality),
+    "performance-checkpoint": ("docs/performance.md", performance_checkpoint),
     "performance-retraining": ("docs/performance.md", performance_retraining),
     "performance-intervals": ("docs/performance.md", performance_intervals),
     "performance-combination": ("docs/performance.md", performance_combination),

@@ -5,9 +5,16 @@ Kafka), `load` (a config.yaml) and the error tree. `Pipeline` and `load` are imp
 `import forecaster` stays light (no torch) for the command line's help and for tools that only read configs.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 
 from forecaster.errors import ConfigError, DataFileError, ForecasterError, RecordError
+
+# torch's large tensors on transparent huge pages: the fork that snapshots a checkpoint (io/checkpoint_writer.py)
+# then copies one page-table entry per 2 MiB of state, not one per 4 KiB: the run loop pauses about 20 ms at 100k
+# series instead of 130 ms (benchmarks/checkpoint.py). torch reads it at its first allocation, so it is set before
+# torch is imported; an operator's own setting wins.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 # The name pip installs it by (pyproject.toml's project.name): "forecaster" on PyPI is another project.
 DISTRIBUTION = "forecaster-daemon"

@@ -32,6 +32,7 @@ from forecaster.config import Config, Pipeline
 from forecaster.delivery import Delivery
 from forecaster.errors import Cancelled, ConfigError, DeliveryError, ForecasterError, TransactionError, Undeliverable
 from forecaster.io.checkpoint import failure_reason, load_latest_checkpoint, lock_folder, save_checkpoint
+from forecaster.io.checkpoint_writer import FORK, CheckpointWriter, Written
 from forecaster.io.clients import (
     ChangelogTopic,
     ModelTopic,
@@ -69,6 +70,8 @@ class Checkpoints:
         self.records_since = 0
         self._due_at = time.monotonic() + self.settings.every_seconds
         self.last_written_at = float("nan")  # Unix seconds of the newest durable checkpoint; NaN before any
+        self.writer: CheckpointWriter | None = None  # made on the first `start`, for the engine's device
+        self._snapshot_at = float("nan")  # Unix seconds of the snapshot the write in flight holds
 
     def due(self) -> bool:
         return self.records_since >= self.settings.every_records or (
@@ -76,16 +79,42 @@ class Checkpoints:
         )
 
     def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
-        payload = {
+        """Write a checkpoint now, in this thread (tools and tests; the run loop uses `start`)."""
+        payload = self._payload(engine, offsets)
+        path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
+        self.written(payload["written_at"])
+        return path
+
+    def start(self, engine: Engine, offsets: dict[int, int]) -> None:
+        """Snapshot the state and the `offsets` it reflects now, and write them in the background (`finished`
+        says when they are durable); the next checkpoint falls due from now."""
+        offsets = dict(offsets)
+        if self.writer is None:  # a CUDA engine's state is copied in the loop: a forked child cannot read it
+            self.writer = CheckpointWriter(fork=FORK and engine.device.type == "cpu")
+        self.writer.start(self.folder, lambda: self._payload(engine, offsets), self.settings.keep, tag=offsets)
+        self._snapshot_at = time.time()
+        self.postpone()
+
+    def finished(self, wait: bool = False) -> Written | None:
+        """The write in flight once durable (`wait`: wait for it), its tag the offsets it holds; else None; an
+        OSError or RuntimeError if it failed."""
+        written = None if self.writer is None else self.writer.finished(wait)
+        if written is not None:
+            self.last_written_at = self._snapshot_at
+        return written
+
+    @property
+    def writing(self) -> bool:
+        return self.writer is not None and self.writer.writing
+
+    def _payload(self, engine: Engine, offsets: dict[int, int]) -> dict:
+        return {
             "format": CHECKPOINT_FORMAT,
             "pipeline": self.name,
             "offsets": dict(offsets),
             "written_at": time.time(),
             "engine": engine.snapshot(),
         }
-        path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
-        self.written(payload["written_at"])
-        return path
 
     def written(self, at: float | None = None) -> None:
         """A checkpoint is durable (a file, or the changelog's records), written `at` (Unix seconds; default now):
@@ -240,7 +269,7 @@ class PipelineWorker:
                 if time.monotonic() >= summary_due:
                     self._log_summary()
                     summary_due = time.monotonic() + _SUMMARY_EVERY_S
-            self.checkpoint()  # every batch taken was delivered: the state and offsets agree
+            self.checkpoint(wait=True)  # every batch taken was delivered: the state and offsets agree
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
         except Undeliverable as error:  # said in words; a traceback adds nothing
@@ -251,6 +280,16 @@ class PipelineWorker:
             self.error = error
         finally:
             self.last_poll = 0.0  # a finished loop is not healthy
+            self._finish_writing()
+
+    def _finish_writing(self) -> None:
+        """A loop that ended on an error lets a checkpoint in flight become durable (the next start resumes from
+        it), without committing: the source may be what failed."""
+        try:
+            if self.checkpoints is not None:
+                self.checkpoints.finished(wait=True)
+        except (OSError, RuntimeError) as error:
+            log.error("pipeline %s: the last checkpoint was not written: %s", self.pipeline.name, error)
 
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
@@ -342,51 +381,72 @@ class PipelineWorker:
         due = [n for n in (self.trainer.records_to_round(), young) if n is not None]
         return min(due) if due else None
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, wait: bool = False) -> None:
         """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just
-        commit)."""
+        commit). A checkpoint file is written in the background: its offsets are committed once it is durable,
+        at a later batch (`wait`: before returning); while one is in flight the next waits its turn."""
         if not self.offsets:
+            return
+        if self.changelog is None and self.checkpoints is not None:
+            self._checkpoint_files(wait)
             return
         if self.changelog is not None:
             self._write_changelog(self.owned)
             if self.checkpoints is not None:
                 self.checkpoints.written()
-        elif self.checkpoints is not None and not self._write_checkpoint():
-            return  # not durable: the committed offsets stay at the last good checkpoint
         (self.transactions or self.source).commit(self.offsets)
 
-    def _write_checkpoint(self) -> bool:
-        """Write a checkpoint file; whether it is durable.
-
-        A full disk or a read-only folder must not stop serving or loop on restarts: the failure is counted and
-        logged (once per run of failures), the last good checkpoint stays the one a restart resumes from, and
-        the next attempt waits a full interval.
-        """
-        name, started = self.pipeline.name, time.perf_counter()
+    def _checkpoint_files(self, wait: bool) -> None:
+        """Collect the write in flight if it is durable; if none is in flight now, start the next (`wait`: and wait
+        for it). A writer that is done at once (a test's) is collected in the same batch."""
+        self._commit_written(wait)
+        if self.checkpoints.writing:
+            return  # one write at a time: this checkpoint is taken at the first batch after it
         try:
-            path = self.checkpoints.write(self.engine, self.offsets)
-        except OSError as error:
-            self.metrics.checkpoint_failures.labels(name, failure_reason(error)).inc()
-            if not self._checkpoint_failures:
-                log.error(
-                    "pipeline %s: cannot write a checkpoint in %s: %s; serving on, a restart resumes from the "
-                    "last good checkpoint (forecaster_checkpoint_failures_total counts the attempts)",
-                    name,
-                    self.checkpoints.folder,
-                    error,
-                )
-            self._checkpoint_failures += 1
-            self.checkpoints.postpone()
-            return False
+            self.checkpoints.start(self.engine, self.offsets)
+        except OSError as error:  # no folder, no process for the writer
+            self._checkpoint_failed(error)
+            return
+        self._commit_written(wait)
+
+    def _commit_written(self, wait: bool = False) -> None:
+        """Commit the offsets of the checkpoint in flight once it is durable: never ahead of a checkpoint. (Files
+        and exactly-once transactions never go together: those need the changelog.)"""
+        name = self.pipeline.name
+        try:
+            written = self.checkpoints.finished(wait)
+        except (OSError, RuntimeError) as error:  # RuntimeError: the writer died
+            self._checkpoint_failed(error)
+            return
+        if written is None:
+            return
         if self._checkpoint_failures:
             log.info(
                 "pipeline %s: checkpoints written again after %s", name, counted(self._checkpoint_failures, "failure")
             )
             self._checkpoint_failures = 0
-        self.metrics.checkpoint_seconds.labels(name).observe(time.perf_counter() - started)
+        self.metrics.checkpoint_seconds.labels(name).observe(written.seconds)
         self.metrics.checkpoints.labels(name).inc()
-        log.info("pipeline %s: checkpoint %s (%d series)", name, path.name, len(self.engine.store))
-        return True
+        log.info("pipeline %s: checkpoint %s (%d series)", name, written.path.name, len(self.engine.store))
+        self.source.commit(written.tag)
+
+    def _checkpoint_failed(self, error: OSError | RuntimeError) -> None:
+        """A full disk or a read-only folder must not stop serving or loop on restarts: the failure is counted and
+        logged (once per run of failures), the last good checkpoint stays the one a restart resumes from, and
+        the next attempt waits a full interval."""
+        name = self.pipeline.name
+        reason = failure_reason(error) if isinstance(error, OSError) else "io_error"
+        self.metrics.checkpoint_failures.labels(name, reason).inc()
+        if not self._checkpoint_failures:
+            log.error(
+                "pipeline %s: cannot write a checkpoint in %s: %s; serving on, a restart resumes from the "
+                "last good checkpoint (forecaster_checkpoint_failures_total counts the attempts)",
+                name,
+                self.checkpoints.folder,
+                error,
+            )
+        self._checkpoint_failures += 1
+        self.checkpoints.postpone()
 
     # -- the changelog: partitions move between members, their series' state with them ---------------------------
 
@@ -501,6 +561,8 @@ class PipelineWorker:
     def _maybe_checkpoint(self) -> None:
         if self.checkpoints is None or self.checkpoints.due():
             self.checkpoint()
+        elif self.checkpoints.writing:
+            self._commit_written()
 
     def _advance(self, polled: Sequence[Polled]) -> None:
         """The batch is delivered: the state now reflects every record up to these offsets."""
@@ -543,7 +605,7 @@ class PipelineWorker:
             if self.sharing is not None:
                 self.sharing.switched(self.offsets)
                 self.sharing.publish(self.stop)
-            self.checkpoint()
+            self.checkpoint(wait=True)  # the version served from now on is durable before the next batch
         self.models.done()
 
     def _trains(self) -> bool:

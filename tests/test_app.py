@@ -3,17 +3,21 @@
 import dataclasses
 import json
 import logging
+import os
+import signal
 import threading
 
 import numpy as np
 import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from forecaster import app
 from forecaster.app import Checkpoints, PipelineWorker
 from forecaster.build import resolve_device, seeded_model
 from forecaster.errors import DeliveryError, ForecasterError
-from forecaster.io.checkpoint import load_latest_checkpoint
+from forecaster.io.checkpoint import load_latest_checkpoint, read_checkpoint
+from forecaster.io.checkpoint_writer import CheckpointWriter
 from forecaster.io.messages import Polled, Rebalance
 from forecaster.metrics import Metrics
 from forecaster.serving.engine import Engine
@@ -79,6 +83,8 @@ def worker(batches, error=None, checkpoint_dir=None, every_records=3, restore=Fa
     sink = FakeSink(source, error)
     engine = Engine(pipeline, seeded_model(pipeline))
     checkpoints = Checkpoints(checkpoint_dir, pipeline) if checkpoint_dir else None
+    if checkpoints is not None:
+        checkpoints.writer = InlineWriter()  # the tests of the background write set their own
     offsets = {}
     if restore:
         payload = checkpoints.load()
@@ -214,14 +220,78 @@ def hours(key, start, stop, partition=0):
     return [record(key, h, float(h * h % 7), partition=partition, offset=h) for h in range(start, stop)]
 
 
+class InlineWriter(CheckpointWriter):
+    """A checkpoint writer that is done when `start` returns: the loop commits in the batch that wrote it."""
+
+    def __init__(self):
+        super().__init__(fork=False)
+
+    def start(self, *args, **kwargs):
+        super().start(*args, **kwargs)
+        self._thread.join()
+
+
+class HeldWriter(CheckpointWriter):
+    """A checkpoint writer on a thread that holds each write until the test releases it: a slow disk."""
+
+    def __init__(self):
+        super().__init__(fork=False)
+        self.release = threading.Event()
+
+    def _write(self, path, payload):
+        self.release.wait()
+        super()._write(path, payload)
+
+    def let_finish(self):
+        self.release.set()
+        self._thread.join()
+
+
 def test_offsets_are_committed_only_once_a_checkpoint_holds_the_state_they_reflect(tmp_path):
     w, source, _, _ = worker([hours("a", 0, 2), hours("a", 2, 4)], checkpoint_dir=tmp_path, every_records=3)
+    w.checkpoints.writer = writer = HeldWriter()
     w.run_once()
-    assert source.committed == [] and load_latest_checkpoint(tmp_path) is None
-    w.run_once()
+    assert source.committed == [] and not w.checkpoints.writing
+    w.run_once()  # 4 records: a checkpoint falls due and is written in the background
+    w.run_once()  # the next batch (empty) finds it still being written
+    assert w.checkpoints.writing and source.committed == [] and load_latest_checkpoint(tmp_path) is None
+    writer.let_finish()
+    w.run_once()  # the batch after it is durable commits its offsets
     payload, _ = load_latest_checkpoint(tmp_path)
     assert payload["offsets"] == {0: 4} and source.committed == [{0: 4}]
     assert payload["engine"]["store"]["keys"] == ["a"]
+
+
+def test_the_checkpoint_holds_the_state_at_its_snapshot_not_what_was_stepped_while_it_was_written(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 3), hours("a", 3, 6)], checkpoint_dir=tmp_path, every_records=3)
+    w.checkpoints.writer = CheckpointWriter(fork=True)
+    gate, opened = os.pipe()  # each forked writer waits for a byte here before it reads the state
+    payload = w.checkpoints._payload
+    w.checkpoints._payload = lambda engine, offsets: (os.read(gate, 1), payload(engine, offsets))[1]
+    w.run_once()  # a checkpoint of offsets {0: 3} falls due: a child is forked, and waits
+    at_snapshot = w.engine.snapshot()["store"]["wide"]
+    w.run_once()  # three more records stepped while it waits; the next checkpoint waits its turn
+    assert source.committed == [] and not torch.equal(w.engine.snapshot()["store"]["wide"], at_snapshot)
+    os.write(opened, b"go")  # one byte for that child, one for the final checkpoint's
+    w.stop.set()
+    w.run()
+    first, last = sorted(tmp_path.glob("checkpoint-*.pt"))
+    assert read_checkpoint(first)["offsets"] == {0: 3} and read_checkpoint(last)["offsets"] == {0: 6}
+    assert torch.equal(read_checkpoint(first)["engine"]["store"]["wide"], at_snapshot)
+    assert source.committed == [{0: 3}, {0: 6}]
+
+
+def test_stopping_waits_for_the_checkpoint_in_flight_then_writes_a_final_one(tmp_path):
+    w, source, _, _ = worker([hours("a", 0, 3), hours("a", 3, 5)], checkpoint_dir=tmp_path, every_records=3)
+    w.checkpoints.writer = writer = HeldWriter()
+    w.run_once()
+    w.run_once()
+    assert w.checkpoints.writing and source.committed == []
+    writer.release.set()  # the disk catches up; run() must wait for it rather than leave it behind
+    w.stop.set()
+    w.run()
+    assert not w.checkpoints.writing and source.committed == [{0: 3}, {0: 5}]
+    assert load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 5}
 
 
 def test_stopping_writes_a_final_checkpoint(tmp_path):
@@ -230,6 +300,25 @@ def test_stopping_writes_a_final_checkpoint(tmp_path):
     w.stop.set()
     w.run()
     assert load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 2} and source.committed == [{0: 2}]
+
+
+def test_a_writer_that_dies_commits_nothing_and_leaves_the_last_good_checkpoint_in_force(tmp_path):
+    first, _, _, _ = worker([hours("a", 0, 3)], checkpoint_dir=tmp_path, every_records=1000)
+    first.run_once()
+    first.stop.set()
+    first.run()  # the last good checkpoint: offsets {0: 3}
+    second, source, _, registry = worker([hours("a", 3, 6)], checkpoint_dir=tmp_path, every_records=3, restore=True)
+    second.checkpoints.writer = CheckpointWriter(fork=True)
+    second.checkpoints._payload = lambda engine, offsets: os.kill(os.getpid(), signal.SIGKILL)  # in the child
+    second.run_once()  # a checkpoint of {0: 6} starts, and its writer is killed before it writes
+    second.stop.set()
+    second.run()  # collects the failure, and the final checkpoint's writer dies too
+    failures = registry.get_sample_value(
+        "forecaster_checkpoint_failures_total", {"pipeline": "test", "reason": "io_error"}
+    )
+    assert failures == 2 and second.error is None and source.committed == []
+    restarted, _, _, _ = worker([], checkpoint_dir=tmp_path, restore=True)
+    assert restarted.offsets == {0: 3} and load_latest_checkpoint(tmp_path)[0]["offsets"] == {0: 3}
 
 
 def test_no_checkpoint_when_the_last_batch_could_not_be_delivered(tmp_path):

@@ -19,7 +19,9 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -55,13 +57,19 @@ def weights_bytes(spec: dict, state_dict: dict, metadata: dict | None = None) ->
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Temporary file, fsync, rename, fsync of the folder: a crash leaves the old file or the new, never half."""
+def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Temporary file, fsync, rename, fsync of the folder: a crash leaves the old file or the new, never half.
+
+    `data` is the content, or a function that writes it to the open file.
+    """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, 0o600)  # owner only: checkpoints hold the model and every series' state
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            if callable(data):
+                data(file)
+            else:
+                file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -99,18 +107,62 @@ def parse_weights(data: bytes, where: str) -> tuple[dict, dict, dict]:
 
 def save_checkpoint(folder: str | Path, payload: dict, keep: int = 3) -> Path:
     """Write the next numbered checkpoint in `folder` (checksummed, atomic), keeping the newest `keep`."""
+    path = write_checkpoint(next_checkpoint(folder), payload)
+    prune(path.parent, keep)
+    return path
+
+
+def next_checkpoint(folder: str | Path) -> Path:
+    """The path the next checkpoint in `folder` takes (the folder made, owner-only, if missing)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     existing = _checkpoints(folder)
     number = int(_CHECKPOINT_NAME.fullmatch(existing[-1].name).group(1)) + 1 if existing else 1
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    body = buffer.getvalue()
-    header = CHECKPOINT_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
-    path = write_atomically(folder / f"checkpoint-{number:012d}.pt", header + body)
+    return folder / f"checkpoint-{number:012d}.pt"
+
+
+def write_checkpoint(path: Path, payload: dict) -> Path:
+    """Stream `payload` to `path` atomically, checksum header first: the bytes pass through once, never held whole.
+
+    The header's place is kept while the body streams through SHA-256, then filled in: the file is
+    byte for byte what pickling into memory and writing header + body would make, without the two
+    extra copies of the whole state that would take.
+    """
+
+    def stream(file) -> None:
+        file.write(_header(hashlib.sha256()))  # a placeholder of the header's length
+        digest = hashlib.sha256()
+        torch.save(payload, _Hashing(file, digest))
+        file.seek(0)
+        file.write(_header(digest))
+
+    return write_atomically(path, stream)
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints, and what a write that died half way left behind."""
     for old in _checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
-    return path
+    for torn in folder.glob(".checkpoint-*.tmp"):
+        torn.unlink(missing_ok=True)
+
+
+def _header(digest) -> bytes:
+    return CHECKPOINT_MAGIC + digest.hexdigest().encode() + b"\n"
+
+
+class _Hashing:
+    """A file that hashes what is written through it (torch.save writes its zip archive front to back)."""
+
+    def __init__(self, file, digest):
+        self.file, self.digest = file, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_latest_checkpoint(folder: str | Path) -> tuple[dict, Path] | None:

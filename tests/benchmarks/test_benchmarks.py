@@ -79,3 +79,12 @@ def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
     latency = bench.latency(0.5, max_rate=100.0, seconds=1.0)
     assert latency["load_fraction"] == 0.5 and latency["records"] == 50
     assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
+def test_the_checkpoint_benchmark_times_every_write_of_the_same_file():
+    checkpoint = benchmark("checkpoint")
+    found = checkpoint.measure(200, ["before", "thread", "fork"], steps=2, repeat=1)
+    assert [r["mode"] for r in found["rows"]] == ["before", "thread", "fork"]
+    assert len({r["bytes"] for r in found["rows"]}) == 1 and found["rows"][0]["bytes"] > found["state_bytes"] / 2
+    for row in found["rows"]:
+        assert 0 < row["pause_s"] <= row["total_s"] and row["peak_extra_bytes"] >= 0
