@@ -22,6 +22,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Group:
 class Layout:
     groups: tuple[Group, ...]
 
-    @property
+    @cached_property
     def id(self) -> int:
         return zlib.crc32(self.describe().encode())
 
@@ -68,13 +69,13 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class Series:
-    """What one decoded record holds: the series' state, the input offset it reflects and the model it ran."""
+class Decoded:
+    """What a batch of records holds, one row per record: one snapshot for `StateStore.admit_series`, and each
+    series' input offset and model version."""
 
-    key: str
-    offset: int
-    version: int
-    rows: dict  # path -> one row (np.ndarray), absent for an optional group the series did not hold
+    snapshot: dict
+    offsets: np.ndarray  # (n,) int64: the input offset each series' state reflects
+    versions: np.ndarray  # (n,) int64: the model version each series' state was computed under
 
 
 def layout_of(snapshot: dict) -> Layout:
@@ -120,24 +121,69 @@ def encode(snapshot: dict, keys: list[str], offsets: np.ndarray, version: int, l
     return values
 
 
-def decode(keys: list[str], values: list[bytes], layout: Layout) -> list[Series]:
-    """The series of record values written under `layout`; a ValueError for one written otherwise."""
-    found = []
-    for key, value in zip(keys, values):
-        magic, offset, version, layout_id = _HEADER.unpack_from(value)
-        if magic != MAGIC or layout_id != layout.id:
-            raise ValueError(f"series {key!r}: a changelog record of another format or layout ({layout_id:#x})")
-        at, rows = _HEADER.size, {}
-        for group in layout.groups:
-            if group.optional:
-                present, at = value[at] == 1, at + 1
-                if not present:
-                    continue
-            for f in group.fields:
-                rows[f.path] = np.frombuffer(value, f.dtype, int(np.prod(f.shape, dtype=np.int64)), at).reshape(f.shape)
-                at += f.nbytes
-        found.append(Series(key, offset, version, rows))
-    return found
+def decode(keys: list[str], values: list[bytes], layout: Layout) -> Decoded:
+    """The series of record values written under `layout`, rows in the order given; a ValueError for one written
+    otherwise.
+
+    Column by column, not record by record: records of one length that hold the same optional groups have the
+    same byte layout, so each such block is one (records, bytes) array that every field is a slice of.
+    """
+    header = np.dtype([("magic", "S4"), ("offset", "<i8"), ("version", "<i8"), ("layout", "<u4")])
+    heads = np.array([_HEADER.unpack_from(v) for v in values], header) if values else np.zeros(0, header)
+    wrong = np.flatnonzero((heads["magic"] != MAGIC) | (heads["layout"] != layout.id))
+    if len(wrong):
+        i = int(wrong[0])
+        raise ValueError(
+            f"series {keys[i]!r}: a changelog record of another format or layout ({heads['layout'][i]:#x})"
+        )
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    columns: dict = {}  # path -> [(rows, arrays)]
+    held: dict = {}  # optional group prefix -> (n,) bool
+    for length in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == length)
+        block = np.frombuffer(b"".join(values[i] for i in rows.tolist()), np.uint8).reshape(len(rows), length)
+        _walk(block, rows, _HEADER.size, layout.groups, columns, held, len(values))
+    return Decoded(_gathered(layout, columns, held, len(values)), heads["offset"], heads["version"])
+
+
+def _walk(block: np.ndarray, rows: np.ndarray, at: int, groups, columns: dict, held: dict, n: int) -> None:
+    """Slice every field of `groups` out of `block` (records of one byte layout so far, `rows` among all), from
+    byte `at`; an optional group splits the block by its presence byte."""
+    for g, group in enumerate(groups):
+        if group.optional:
+            present = block[:, at] == 1
+            mask = held.setdefault(group.prefix, np.zeros(n, bool))
+            mask[rows[present]] = True
+            if not present.all():
+                rest = groups[g + 1 :]
+                _walk(block[~present], rows[~present], at + 1, rest, columns, held, n)
+                block, rows = block[present], rows[present]
+                if not len(rows):  # none holds it: the rest of this layout was never written
+                    return
+            at += 1
+        for f in group.fields:
+            raw = np.ascontiguousarray(block[:, at : at + f.nbytes])
+            columns.setdefault(f.path, []).append((rows, raw.view(f.dtype).reshape(len(rows), *f.shape)))
+            at += f.nbytes
+
+
+def _gathered(layout: Layout, columns: dict, held: dict, n: int) -> dict:
+    """The sliced columns as one snapshot, rows in record order (an optional group's: its holders' rows only)."""
+    snapshot: dict = {"parts": {}}
+    for group in layout.groups:
+        target = snapshot
+        for name in group.prefix:
+            target = target.setdefault(name, {})
+        holders = held.get(group.prefix, np.zeros(n, bool)) if group.optional else np.ones(n, bool)
+        if group.optional:
+            target[OPTIONAL] = holders
+        index = np.cumsum(holders) - 1  # a holder's row among the holders
+        for f in group.fields:
+            array = np.zeros((int(holders.sum()), *f.shape), f.dtype)
+            for rows, values in columns.get(f.path, ()):
+                array[index[rows]] = values
+            target[f.path[-1]] = array
+    return snapshot
 
 
 def reflected_offset(value: bytes) -> int:
@@ -148,22 +194,6 @@ def reflected_offset(value: bytes) -> int:
 def version_of(value: bytes) -> int:
     """The model version a record's state was computed under, from its header alone."""
     return _HEADER.unpack_from(value)[2]
-
-
-def assemble(series: list[Series], layout: Layout) -> dict:
-    """Decoded series back as one snapshot for `StateStore.admit_series`, rows in the order given."""
-    snapshot: dict = {"parts": {}}
-    for group in layout.groups:
-        target = snapshot
-        for name in group.prefix:
-            target = target.setdefault(name, {})
-        members = [s for s in series if not group.optional or group.fields[0].path in s.rows]
-        if group.optional:
-            target[OPTIONAL] = np.array([group.fields[0].path in s.rows for s in series], bool)
-        for f in group.fields:
-            rows = [s.rows[f.path] for s in members]
-            target[f.path[-1]] = np.stack(rows) if rows else np.zeros((0, *f.shape), f.dtype)
-    return snapshot
 
 
 def _at(snapshot: dict, path: tuple[str, ...]) -> dict:
