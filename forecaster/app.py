@@ -186,6 +186,8 @@ class PipelineWorker:
                     self._log_summary()
                     summary_due = time.monotonic() + _SUMMARY_EVERY_S
             self.checkpoint()  # every batch taken was delivered: the state and offsets agree
+            if self.changelog is not None:
+                self._keep_locally(self.owned)
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
         except BaseException as error:  # noqa: BLE001 - reported, then the daemon stops
@@ -298,6 +300,7 @@ class PipelineWorker:
         if not partitions:
             return
         self._write_changelog(partitions)
+        self._keep_locally(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -342,14 +345,27 @@ class PipelineWorker:
     def _write_changelog(self, partitions) -> None:
         """Write the series of `partitions` touched since they were last written, and each partition's own record,
         and wait until they are durable."""
-        records, slots = handover.series_records(self.engine, partitions)
+        records, slots = self._records(partitions, touched_only=True)
+        self.changelog.write(records, self.stop)
+        self.engine.store.touched[slots] = False
+
+    def _keep_locally(self, partitions) -> None:
+        """A local copy of each partition's series as just written, so that taking it back (a restart, a rebalance)
+        reads only the changelog written since. None after an eviction: a series no more held would be missing."""
+        if self.engine.store.evictions:
+            return
+        for partition in partitions:
+            self.changelog.keep(partition, self._records([partition], touched_only=False)[0].get(partition, []))
+
+    def _records(self, partitions, touched_only: bool) -> tuple[dict, np.ndarray]:
+        """partition -> [(key, value)]: its series' records (`handover.series_records`), then its own record."""
+        records, slots = handover.series_records(self.engine, partitions, touched_only)
         for partition in partitions:
             if partition in self.offsets:
                 switches = self.sharing.switches.get(partition, ()) if self.sharing is not None else ()
                 own = handover.partition_record(self.engine, partition, self.offsets[partition], switches)
                 records.setdefault(partition, []).append((handover.PARTITION_KEY, own))
-        self.changelog.write(records, self.stop)
-        self.engine.store.touched[slots] = False
+        return records, slots
 
     def _unseen(self, observations: records.Observations) -> records.Observations:
         """Drop the records a series' state already reflects (replayed after a handover): silently, exactly.
@@ -679,7 +695,9 @@ class Daemon:
         checkpoints = Checkpoints(pipeline_dir(self.config, pipeline), pipeline)
         changelog = None
         if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
-            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline))
+            changelog = ChangelogTopic(
+                kafka, changelog_topic(self.config, pipeline), cache=pipeline_dir(self.config, pipeline) / "changelog"
+            )
             restored = None
         else:
             restored = checkpoints.load()

@@ -6,6 +6,9 @@ version, every series' state, and the input offsets that state reflects; it carr
 SHA-256 of its body, so a torn or corrupted file is detected and skipped for the previous
 one. Both are loaded with `torch.load(weights_only=True)`, so a tampered file is an
 error, never code that runs.
+
+A changelog cache (`save_changelog_cache`) is a member's local copy of one changelog
+partition as it stood up to a position: each key's newest record, raw bytes, with a CRC-32.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import io
 import logging
 import os
 import re
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -25,6 +30,9 @@ from forecaster.errors import ForecasterError
 FORMAT = "forecaster.weights/1"
 CHECKPOINT_MAGIC = b"forecaster.checkpoint/1 sha256="
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d{12})\.pt")
+CACHE_MAGIC = b"forecaster.changelog-cache/1"
+_CACHE_HEADER = struct.Struct("<28sIqI")  # magic, CRC-32 of what follows, changelog position, records
+_CACHE_RECORD = struct.Struct("<II")  # key and value lengths
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +138,36 @@ def _checkpoints(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if _CHECKPOINT_NAME.fullmatch(p.name))
+
+
+def save_changelog_cache(path: Path, position: int, records: list[tuple[bytes, bytes]]) -> Path:
+    """Write `records` (key, value), what a changelog partition's log up to offset `position` comes to, atomically."""
+    body = [struct.pack("<qI", position, len(records))]
+    for key, value in records:
+        body += [_CACHE_RECORD.pack(len(key), len(value)), key, value]
+    data = b"".join(body)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomically(path, CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)) + data)
+
+
+def load_changelog_cache(path: Path) -> tuple[int, list[tuple[bytes, bytes]]] | None:
+    """The position and records `save_changelog_cache` wrote; None for a missing, foreign or damaged file."""
+    try:
+        data = memoryview(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    if len(data) < _CACHE_HEADER.size:
+        return None
+    magic, crc, position, count = _CACHE_HEADER.unpack_from(data)
+    if magic != CACHE_MAGIC or zlib.crc32(data[len(CACHE_MAGIC) + 4 :]) != crc:
+        log.warning("%s: not a changelog cache, or damaged; reading the changelog from its start", path)
+        return None
+    records, at = [], _CACHE_HEADER.size
+    for _ in range(count):
+        key_length, value_length = _CACHE_RECORD.unpack_from(data, at)
+        at += _CACHE_RECORD.size
+        records.append(
+            (bytes(data[at : at + key_length]), bytes(data[at + key_length : at + key_length + value_length]))
+        )
+        at += key_length + value_length
+    return position, records

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Iterable
+from pathlib import Path
 from types import ModuleType
 
 from forecaster.config import Kafka
+from forecaster.io.checkpoint import load_changelog_cache, save_changelog_cache
 from forecaster.io.messages import Message
 
 log = logging.getLogger(__name__)
@@ -52,25 +54,69 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
 
 
 class ChangelogTopic:
-    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py)."""
+    """A pipeline's changelog topic: partition p holds the state of input partition p (serving/handover.py).
 
-    def __init__(self, kafka: Kafka, topic: str):
-        self.kafka, self.topic = kafka, topic
+    With a `cache` folder, a member keeps a local copy of each partition it gives up (`keep`), and its next read
+    of that partition reads the log only after the copy's position: a restarted member, or a partition that
+    comes back to it, reads the records written since, not every checkpoint ever written. The log stays the
+    source of truth: a copy ends where this member's own reads and writes are known to account for every
+    record of the log (any record another wrote in between holds it back to where the member's last read
+    ended), and a copy whose position lies outside the log (a changelog deleted and recreated) is discarded.
+    """
+
+    def __init__(self, kafka: Kafka, topic: str, cache: Path | None = None):
+        self.kafka, self.topic, self.cache = kafka, topic, cache
         self._sink = make_sink(kafka)
+        self._read_to: dict[int, int] = {}  # partition -> the offset its last read reached
+        self._written: dict[int, tuple[int, int]] = {}  # partition -> (records, highest offset) written since
 
     def write(self, records: dict[int, list[tuple[bytes, bytes]]], stop: threading.Event) -> None:
         """Produce every partition's (key, value) records and wait until all are acknowledged."""
         messages = [
             Message(self.topic, key, value, partition=p) for p, pairs in records.items() for key, value in pairs
         ]
-        self._sink.deliver(messages, stop)
+        for partition, offset in self._sink.deliver(messages, stop):
+            if partition in self._written:
+                count, highest = self._written[partition]
+                self._written[partition] = (count + 1, max(highest, offset))
 
     def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-        """The partition's records, (key, value) in log order, up to its end as it stands now."""
-        return read_partition(self.kafka, self.topic, partition)
+        """The partition's records, (key, value) in log order, up to its end as it stands now: the local copy's, if
+        one is valid, then the log's after it."""
+        kept = self._cached(partition)
+        position, copied = kept if kept is not None else (0, [])
+        tail, first, end = client(self.kafka).read_tail(self.kafka, self.topic, partition, position)
+        if kept is not None and not first <= position <= end:
+            log.warning(
+                "%s[%d]: the local copy (up to %d) lies outside the log (%d to %d); discarded",
+                *(self.topic, partition, position, first, end),
+            )
+            copied = []
+            tail, first, end = client(self.kafka).read_tail(self.kafka, self.topic, partition, 0)
+        # Some brokers (tansu) report the end as the start of the last batch: the records read say more
+        self._read_to[partition] = max(end, position, tail[-1].offset + 1 if tail else 0)
+        self._written[partition] = (0, -1)
+        return copied + [(r.key, r.value) for r in tail]
+
+    def keep(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Copy the partition locally: `records` (key, value), each key's newest, are what its log comes to as far
+        as this member has read and written it since its last `read`."""
+        if self.cache is None or partition not in self._read_to:
+            return
+        read_to, (count, highest) = self._read_to.pop(partition), self._written.pop(partition)
+        # The member's records filled the log from where its read ended: the copy holds all of it up to them.
+        # Otherwise another wrote in between, or a record written twice on a retry: the copy goes as far as the read.
+        position = highest + 1 if highest == read_to + count - 1 else read_to
+        save_changelog_cache(self._cache_file(partition), position, records)
 
     def close(self) -> None:
         self._sink.close()
+
+    def _cached(self, partition: int) -> tuple[int, list[tuple[bytes, bytes]]] | None:
+        return None if self.cache is None else load_changelog_cache(self._cache_file(partition))
+
+    def _cache_file(self, partition: int) -> Path:
+        return self.cache / f"{self.topic}.{partition}.cache"
 
 
 def read_partition(kafka: Kafka, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:

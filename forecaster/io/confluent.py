@@ -209,12 +209,13 @@ class Sink:
         self._producer = Producer(settings)
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[tuple[int, int]]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set. Returns the
+        (partition, offset) each record was written at, in no promised order."""
+        pending, backoff, written = list(messages), 0.5, []
         while pending:
             failed: list[Message] = []
-            self._send(pending, failed, stop)
+            self._send(pending, failed, written, stop)
             self._wait_for_acknowledgements(len(pending), stop)
             pending = failed
             if pending:
@@ -227,14 +228,17 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return written
 
-    def _send(self, messages: Sequence[Message], failed: list[Message], stop: threading.Event) -> None:
+    def _send(self, messages: Sequence[Message], failed: list[Message], written: list, stop: threading.Event) -> None:
         for message in messages:
 
-            def delivered(error, _record, message=message):
+            def delivered(error, record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
                     failed.append(message)
+                else:
+                    written.append((record.partition(), record.offset()))
 
             while True:
                 try:
@@ -339,6 +343,13 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
 def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
     asked (by position)."""
+    return read_tail(kafka, topic, partition, start, timeout_s)[0]
+
+
+def read_tail(
+    kafka: Kafka, topic: str, partition: int, start: int, timeout_s: float = 60.0
+) -> tuple[list[Polled], int, int]:
+    """`read_partition`'s records, and the partition's first and end offsets when asked."""
     consumer = Consumer(
         {
             **client_settings(kafka, {}),
@@ -362,6 +373,6 @@ def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 
                     found.append(Polled(partition, m.offset(), m.key(), m.value()))
                     position = m.offset() + 1
             position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
-        return found
+        return found, low, end
     finally:
         consumer.close()

@@ -242,12 +242,14 @@ class Sink:
         self._producer = _connect(KafkaProducer, kafka, **settings)
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set."""
-        pending, backoff = list(messages), 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[tuple[int, int]]:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set. Returns the
+        (partition, offset) each record was written at, in no promised order."""
+        pending, backoff, written = list(messages), 0.5, []
         while pending:
             futures = self._send(pending)
             self._wait_for_acknowledgements(len(pending), stop)
+            written += [(f.value.partition, f.value.offset) for _, f in futures if f is not None and f.succeeded()]
             pending = [m for m, f in futures if f is None or f.failed()]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
@@ -259,6 +261,7 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
+        return written
 
     def _send(self, messages: Sequence[Message]) -> list:
         futures = []
@@ -376,6 +379,13 @@ def partition_count(kafka: Kafka, topic: str) -> int | None:
 def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 60.0, start: int = 0) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
     asked (by position: the end offset counts transaction markers and compacted gaps alike)."""
+    return read_tail(kafka, topic, partition, start, timeout_s)[0]
+
+
+def read_tail(
+    kafka: Kafka, topic: str, partition: int, start: int, timeout_s: float = 60.0
+) -> tuple[list[Polled], int, int]:
+    """`read_partition`'s records, and the partition's first and end offsets when asked."""
     consumer = _connect(KafkaConsumer, kafka, enable_auto_commit=False, **client_settings(kafka))
     try:
         tp = TopicPartition(topic, partition)
@@ -391,6 +401,6 @@ def read_partition(kafka: Kafka, topic: str, partition: int, timeout_s: float = 
                 )
             for records in consumer.poll(timeout_ms=200).values():
                 found += [Polled(partition, r.offset, r.key, r.value) for r in records]
-        return found
+        return found, first, end
     finally:
         consumer.close()

@@ -79,7 +79,8 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set."""
+    """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set; it says the
+    (partition, offset) each record was written at."""
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None: ...
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[tuple[int, int]]: ...
     def close(self) -> None: ...
