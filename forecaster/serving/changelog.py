@@ -28,6 +28,7 @@ import numpy as np
 
 MAGIC = b"FCS1"
 _HEADER = struct.Struct("<4sqqI")
+_HEADS = np.dtype([("magic", "S4"), ("offset", "<i8"), ("version", "<i8"), ("layout", "<u4")])  # _HEADER's
 OPTIONAL = "held"  # a part snapshot with this boolean field (n,) holds its other fields for those rows only
 
 
@@ -97,27 +98,37 @@ def _fields(prefix: tuple[str, ...], arrays: dict) -> list[Field]:
 
 def encode(snapshot: dict, keys: list[str], offsets: np.ndarray, version: int, layout: Layout) -> list[bytes]:
     """One record value per series of `snapshot` (rows in `keys` order; `offsets` (n,) the input offset each
-    series' state reflects)."""
-    columns = []  # per group: (optional, held mask or None, index of each row among the held, arrays)
+    series' state reflects).
+
+    Like `decode`, by blocks: the series that hold the same optional groups are one (series, bytes) array, built
+    field by field, and each series' record is one of its rows."""
+    n = len(keys)
+    heads = np.zeros(n, _HEADS)
+    heads["magic"], heads["offset"], heads["version"], heads["layout"] = MAGIC, offsets, version, layout.id
+    columns = []  # per group: (held mask or None, index of each row among the held, arrays)
     for group in layout.groups:
         source = _at(snapshot, group.prefix) if group.prefix else snapshot
         held = np.asarray(source[OPTIONAL], bool) if group.optional else None
         index = None if held is None else np.cumsum(held) - 1
         arrays = [np.ascontiguousarray(np.asarray(source[f.path[-1]]), dtype=f.dtype) for f in group.fields]
         columns.append((held, index, arrays))
-    values = []
-    for i in range(len(keys)):
-        pieces = [_HEADER.pack(MAGIC, int(offsets[i]), version, layout.id)]
+    holds = np.stack([held for held, _, _ in columns if held is not None] + [np.ones(n, bool)], axis=1)
+    values: list[bytes] = [b""] * n
+    patterns, which = np.unique(holds, axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        rows = np.flatnonzero(which.reshape(-1) == p)
+        pieces, optional = [heads[rows].view(np.uint8).reshape(len(rows), -1)], iter(pattern)
         for held, index, arrays in columns:
+            at = rows
             if held is not None:
-                pieces.append(b"\x01" if held[i] else b"\x00")
-                if not held[i]:
+                present = bool(next(optional))
+                pieces.append(np.full((len(rows), 1), int(present), np.uint8))
+                if not present:
                     continue
-                row = int(index[i])
-            else:
-                row = i
-            pieces += [a[row].tobytes() for a in arrays]
-        values.append(b"".join(pieces))
+                at = index[rows]
+            pieces += [a[at].view(np.uint8).reshape(len(rows), -1) for a in arrays]
+        for row, value in zip(rows.tolist(), np.concatenate(pieces, axis=1)):
+            values[row] = value.tobytes()
     return values
 
 
@@ -128,8 +139,7 @@ def decode(keys: list[str], values: list[bytes], layout: Layout) -> Decoded:
     Column by column, not record by record: records of one length that hold the same optional groups have the
     same byte layout, so each such block is one (records, bytes) array that every field is a slice of.
     """
-    header = np.dtype([("magic", "S4"), ("offset", "<i8"), ("version", "<i8"), ("layout", "<u4")])
-    heads = np.array([_HEADER.unpack_from(v) for v in values], header) if values else np.zeros(0, header)
+    heads = np.array([_HEADER.unpack_from(v) for v in values], _HEADS) if values else np.zeros(0, _HEADS)
     wrong = np.flatnonzero((heads["magic"] != MAGIC) | (heads["layout"] != layout.id))
     if len(wrong):
         i = int(wrong[0])
