@@ -52,19 +52,23 @@ def weights_bytes(spec: dict, state_dict: dict, metadata: dict | None = None) ->
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Temporary file, fsync, rename, fsync of the folder: a crash leaves the old file or the new, never half."""
+def write_atomically(path: Path, data: bytes, durable: bool = True) -> Path:
+    """Temporary file, fsync, rename, fsync of the folder: a crash leaves the old file or the new, never half.
+    Not `durable`: no fsyncs, for a file whose loss or damage after a crash costs time only (it is checked)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, 0o600)  # owner only: checkpoints hold the model and every series' state
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not durable:
+        return path
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -147,7 +151,8 @@ def save_changelog_cache(path: Path, position: int, records: list[tuple[bytes, b
         body += [_CACHE_RECORD.pack(len(key), len(value)), key, value]
     data = b"".join(body)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(path, CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)) + data)
+    # A cache: after a crash its CRC tells a damaged copy, and the changelog is read instead, so no fsync
+    return write_atomically(path, CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)) + data, durable=False)
 
 
 def load_changelog_cache(path: Path) -> tuple[int, list[tuple[bytes, bytes]]] | None:
