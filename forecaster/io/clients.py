@@ -85,18 +85,28 @@ class ChangelogTopic:
         one is valid, then the log's after it."""
         kept = self._cached(partition)
         position, copied = kept if kept is not None else (0, [])
-        tail, first, end = client(self.kafka).read_tail(self.kafka, self.topic, partition, position)
+        tail, first, end = self._read_from(partition, position)
         if kept is not None and not first <= position <= end:
             log.warning(
                 "%s[%d]: the local copy (up to %d) lies outside the log (%d to %d); discarded",
                 *(self.topic, partition, position, first, end),
             )
             copied = []
-            tail, first, end = client(self.kafka).read_tail(self.kafka, self.topic, partition, 0)
-        # Some brokers (tansu) report the end as the start of the last batch: the records read say more
-        self._read_to[partition] = max(end, position, tail[-1].offset + 1 if tail else 0)
-        self._written[partition] = (0, -1)
+            tail, first, end = self._read_from(partition, 0)
+        self._read_to[partition], self._written[partition] = end, (0, -1)
         return copied + [(r.key, r.value) for r in tail]
+
+    def _read_from(self, partition: int, start: int) -> tuple[list, int, int]:
+        """The records from `start` on, and the log's first and end offsets, its end as the records show it: some
+        brokers (tansu) report the first offset of the last batch instead, so a `start` beyond that is looked up
+        in the last batch."""
+        read_tail = client(self.kafka).read_tail
+        tail, first, end = read_tail(self.kafka, self.topic, partition, start)
+        if start >= end > first:
+            last = read_tail(self.kafka, self.topic, partition, end - 1)[0]
+            tail = [r for r in last if r.offset >= start]
+            end = max(end, last[-1].offset + 1 if last else end)
+        return tail, first, max(end, tail[-1].offset + 1 if tail else end)
 
     def keep(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
         """Copy the partition locally: `records` (key, value), each key's newest, are what its log comes to as far

@@ -115,6 +115,23 @@ def test_a_copy_ends_where_the_members_read_ended_when_another_wrote_in_between(
     assert restored(series.pipeline, got) == restored(series.pipeline, ahead.everything())  # the newest states won
 
 
+def test_a_copy_up_to_the_end_of_the_log_is_read_with_nothing_after_it(topic, tmp_path):
+    kafka, name = topic
+    series = Series()
+    series.step(4)
+    clients.ChangelogTopic(kafka, name).write(series.touched(), threading.Event())
+    member = clients.ChangelogTopic(kafka, name, cache=tmp_path)
+    member.read(0)
+    series.step(4)
+    member.write(series.touched(), threading.Event())  # one batch of records, the log's last (tansu: its end)
+    member.keep(0, series.everything())
+
+    got = clients.ChangelogTopic(kafka, name, cache=tmp_path).read(0)
+
+    assert load_changelog_cache(tmp_path / f"{name}.0.cache")[0] == 2 * N_SERIES
+    assert got == series.everything()  # the copy alone: not discarded, nothing read again
+
+
 def test_a_copy_beyond_the_end_of_the_log_is_discarded(topic, tmp_path):
     kafka, name = topic
     series = Series()
