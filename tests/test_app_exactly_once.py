@@ -33,6 +33,9 @@ class Changelog(ChangelogTopic):
         EVENTS.append(f"read {partition}")
         return []
 
+    def keep(self, partition, records):
+        EVENTS.append(f"keep {partition}")
+
 
 class Logged(FakeTransaction):
     def __init__(self, kafka, transactional_id, timeout_ms):
@@ -103,3 +106,13 @@ def test_a_partition_whose_transaction_fails_is_handed_over_without_it(exactly_o
     assert [offset for *_, offset, _ in producer.committed] == [2] and producer.closed
     assert len(w.engine.store) == 0 and w.owned == set()
     assert "handing over without the last transaction: transaction g.p.0: fenced" in caplog.text
+
+
+@pytest.mark.parametrize("fenced", [False, True])
+def test_a_partition_given_up_is_copied_locally_only_once_its_last_transaction_committed(exactly_once, fenced):
+    w, _, members = exactly_once
+    w.run_once()
+    members._producers[0].fenced = fenced
+    w.run_once()
+    w._revoked(frozenset({0}))
+    assert ("keep 0" in EVENTS) is not fenced  # an aborted transaction's state must not come back from a copy
