@@ -963,8 +963,8 @@ class Daemon:
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None
         if changelog is not None:
-            models = ModelTopic(kafka, model_topic(self.config, pipeline))
-            sharing = ModelSharing(pipeline, engine, models, self.metrics)
+            published = ModelTopic(kafka, model_topic(self.config, pipeline))  # `models` stays the history
+            sharing = ModelSharing(pipeline, engine, published, self.metrics)
         return PipelineWorker(
             pipeline,
             engine,
