@@ -40,12 +40,14 @@ import numpy as np
 import yaml
 
 from forecaster import config as config_module
-from forecaster.build import compacted_topics, topics_of
+from forecaster.build import build_engine, changelog_topic, compacted_topics, topics_of
 from forecaster.io import datasets
 from forecaster.io.broker import EmbeddedBroker, free_port
-from forecaster.io.kafka import Sink, create_topics, read_topic
+from forecaster.io.clients import ChangelogTopic
+from forecaster.io.kafka import Sink, create_topics, read_partition, read_topic
 from forecaster.io.messages import Message
-from forecaster.serving.records import format_time, parse_time
+from forecaster.serving import handover
+from forecaster.serving.records import Observations, format_time, parse_time
 
 import tables  # benchmarks/tables.py
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             result["two_members_over_one"] = result["throughput"]["two_members_over_one"]
             result["handover"] = handover_pause(broker, Path(scratch), args.per_partition)
             result["handover_pause_s"] = result["handover"]["pause_s"]
+            result["checkpoint"] = checkpoint_cost(broker, Path(scratch))
+            result["checkpoint_s_touched_1pct"] = result["checkpoint"]["seconds_touched"]["1000"]
+            result["checkpoint_s_touched_all"] = result["checkpoint"]["seconds_touched"]["100000"]
     result["seconds"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -519,9 +524,10 @@ def handover_pause(broker, scratch: Path, per_partition: int, warm_hours: int = 
     group.stop_all()
     assigned, moved = assignment(group.members["B"].log_path, joined)
     output = config.pipelines[0].output_topic
+    issued = (r for p in range(2) for r in read_partition(config.settings.kafka, output, p))  # to the end: all
     first = min(
         datetime.fromisoformat(body["issued_at"]).timestamp()
-        for body in (json.loads(r.value) for r in read_topic(broker.bootstrap, output, warm, linger_s=2.0))
+        for body in (json.loads(r.value) for r in issued)
         if int(body["series"][1:]) % 2 in moved and datetime.fromisoformat(body["issued_at"]).timestamp() >= assigned
     )
     return {
@@ -542,6 +548,47 @@ def big_partitions(per_partition: int, hours: int, topic: str) -> list[Message]:
             body = {**row, "series": f"s{i}"}
             out.append(Message(topic, body["series"].encode(), json.dumps(body).encode(), partition=i % 2))
     return out
+
+
+# --- a checkpoint's cost: the series touched, not the series held ----------------------------------
+
+
+def checkpoint_cost(
+    broker, scratch: Path, held: int = 100_000, touched: tuple[int, ...] = (1_000, 10_000, 100_000)
+) -> dict:
+    """The changelog write of a checkpoint (encoding the touched series and waiting for Kafka's acknowledgements)
+    in a member holding `held` series of one partition, `touched` of which were stepped since the last one."""
+    tag = uuid.uuid4().hex[:8]
+    plan = {"retraining": False, "session_timeout_ms": 6000}
+    config = write_config(scratch / "checkpoint", broker.bootstrap, tag, f"checkpoint-{tag}", plan, max_series=held)
+    create(config)
+    pipeline = config.pipelines[0]
+    engine = build_engine(config, pipeline, "cpu")
+    topic = ChangelogTopic(config.settings.kafka, changelog_topic(config, pipeline))
+    keys = tuple(f"s{i}" for i in range(held))
+    rng = np.random.default_rng(0)
+
+    def step(hour: int, n: int) -> None:
+        times = np.full(n, 1_467_331_200.0 + 3600.0 * hour)  # hourly from 2016-07-01
+        offsets = np.arange(n, dtype=np.int64) + hour * held
+        rows = Observations(keys[:n], times, times, rng.normal(10, 1, (n, 1)), np.arange(n), np.zeros(n, int), offsets)
+        engine.step(rows, now=time.time())
+
+    def write() -> float:
+        started = time.perf_counter()
+        records, slots = handover.series_records(engine, [0])
+        topic.write(records, threading.Event())
+        engine.store.touched[slots] = False
+        return time.perf_counter() - started
+
+    step(0, held)
+    write()  # every series in the changelog once
+    seconds = {}
+    for hour, n in enumerate(touched, start=1):
+        step(hour, n)
+        seconds[str(n)] = round(write(), 3)
+    topic.close()
+    return {"series_held": held, "seconds_touched": seconds}
 
 
 def assignment(log_path: Path, since: float) -> tuple[float, set[int]]:

@@ -757,6 +757,16 @@ def scaling_scaleout() -> str:
                 f"{number(h['pause_s'], 2)} s ({number(h['restore_s'], 2)} s)",
             ]
         )
+    if s.get("checkpoint"):
+        c = s["checkpoint"]
+        touched = c["seconds_touched"]
+        rows.append(
+            [
+                f"a checkpoint's changelog write, {count(c['series_held'])} series held, "
+                f"{' / '.join(count(int(n)) for n in touched)} touched",
+                " / ".join(number(v, 2) for v in touched.values()) + " s",
+            ]
+        )
     return table(["what", "measured"], rows)
 
 

@@ -270,6 +270,8 @@ class PipelineWorker:
                     self._log_summary()
                     summary_due = time.monotonic() + _SUMMARY_EVERY_S
             self.checkpoint(wait=True)  # every batch taken was delivered: the state and offsets agree
+            if self.changelog is not None:
+                self._keep_locally(self.owned)
         except DeliveryError as error:  # the last batch's forecasts are not out: its records must be read again
             log.warning("pipeline %s: %s; not checkpointing", self.pipeline.name, error)
         except Undeliverable as error:  # said in words; a traceback adds nothing
@@ -466,7 +468,8 @@ class PipelineWorker:
     def _give_up(self, partitions: set[int]) -> None:
         if not partitions:
             return
-        self._write_leaving(partitions)
+        if self._write_leaving(partitions):
+            self._keep_locally(partitions)
         dropped = handover.drop(self.engine, partitions)
         if self.sharing is not None:
             self.sharing.forget(partitions)
@@ -481,17 +484,19 @@ class PipelineWorker:
             dropped,
         )
 
-    def _write_leaving(self, partitions: set[int]) -> None:
+    def _write_leaving(self, partitions: set[int]) -> bool:
         """Write the state of partitions given up; in exactly-once mode commit their transactions, or hand them over
-        without the last one if it fails (fenced, say: their next owner restores what was committed before)."""
+        without the last one if it fails (fenced, say: their next owner restores what was committed before).
+        Whether the changelog now holds the state as it stands: only then may it be copied locally."""
         if self.transactions is None:
             self._write_changelog(partitions)
-            return
+            return True
         try:
             self._write_changelog(partitions)
-            self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
+            return self.transactions.commit({p: self.offsets[p] for p in partitions if p in self.offsets})
         except TransactionError as error:
             log.warning("pipeline %s: handing over without the last transaction: %s", self.pipeline.name, error)
+            return False
         finally:
             self.transactions.release(partitions)
 
@@ -527,14 +532,27 @@ class PipelineWorker:
     def _write_changelog(self, partitions) -> None:
         """Write the series of `partitions` touched since they were last written, and each partition's own record,
         and wait until they are durable."""
-        records, slots = handover.series_records(self.engine, partitions)
+        records, slots = self._records(partitions, touched_only=True)
+        self.changelog.write(records, self.stop)
+        self.engine.store.touched[slots] = False
+
+    def _keep_locally(self, partitions) -> None:
+        """A local copy of each partition's series as just written, so that taking it back (a restart, a rebalance)
+        reads only the changelog written since. None after an eviction: a series no more held would be missing."""
+        if self.engine.store.evictions:
+            return
+        for partition in partitions:
+            self.changelog.keep(partition, self._records([partition], touched_only=False)[0].get(partition, []))
+
+    def _records(self, partitions, touched_only: bool) -> tuple[dict, np.ndarray]:
+        """partition -> [(key, value)]: its series' records (`handover.series_records`), then its own record."""
+        records, slots = handover.series_records(self.engine, partitions, touched_only)
         for partition in partitions:
             if partition in self.offsets:
                 switches = self.sharing.switches.get(partition, ()) if self.sharing is not None else ()
                 own = handover.partition_record(self.engine, partition, self.offsets[partition], switches)
                 records.setdefault(partition, []).append((handover.PARTITION_KEY, own))
-        self.changelog.write(records, self.stop)
-        self.engine.store.touched[slots] = False
+        return records, slots
 
     def _unseen(self, observations: records.Observations) -> records.Observations:
         """Drop the records a series' state already reflects (replayed after a handover): silently, exactly.
@@ -1018,12 +1036,17 @@ class Daemon:
             )
         changelog = None
         if pipeline.checkpoint.changelog:  # the state comes from the changelog, partition by partition
-            changelog = ChangelogTopic(kafka, changelog_topic(self.config, pipeline), sink=transactions)
+            changelog = ChangelogTopic(
+                kafka,
+                changelog_topic(self.config, pipeline),
+                sink=transactions,
+                cache=pipeline_dir(self.config, pipeline) / "changelog",
+            )
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None
         if changelog is not None:
-            models = ModelTopic(kafka, model_topic(self.config, pipeline))
-            sharing = ModelSharing(pipeline, engine, models, self.metrics)
+            published = ModelTopic(kafka, model_topic(self.config, pipeline))  # `models` stays the history
+            sharing = ModelSharing(pipeline, engine, published, self.metrics)
         return PipelineWorker(
             pipeline,
             engine,

@@ -41,12 +41,12 @@ class Delivery:
 
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
         """Deliver `messages`; truncate oversize dead letters; raise Undeliverable for any other refusal."""
-        refused = self._count(self.sink.deliver(messages, stop))
+        refused = self._count(self.sink.deliver(messages, stop).refused)
         oversize = [r for r in refused if self._truncatable(r)]
         final = [r for r in refused if not self._truncatable(r)]
         if oversize:
             self._say(oversize[0], f"dead letters are cut to their first {TRUNCATED_BYTES} bytes from now on")
-            final += self._count(self.sink.deliver([truncated(r.message) for r in oversize], stop))
+            final += self._count(self.sink.deliver([truncated(r.message) for r in oversize], stop).refused)
         if final:
             raise Undeliverable(self._stopping(final))
 

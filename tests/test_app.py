@@ -18,8 +18,9 @@ from forecaster.build import resolve_device, seeded_model
 from forecaster.errors import DeliveryError, ForecasterError
 from forecaster.io.checkpoint import load_latest_checkpoint, read_checkpoint
 from forecaster.io.checkpoint_writer import CheckpointWriter
-from forecaster.io.messages import Polled, Rebalance
+from forecaster.io.messages import Delivered, Polled, Rebalance
 from forecaster.metrics import Metrics
+from forecaster.serving import handover
 from forecaster.serving.engine import Engine
 
 from support import make_pipeline
@@ -62,7 +63,7 @@ class FakeSink:
         if self.error:
             raise self.error
         self.messages.extend(messages)
-        return []
+        return Delivered()
 
     def close(self):
         pass
@@ -360,13 +361,16 @@ class FakeChangelog:
     """The changelog topic in memory: empty when read, and what each checkpoint wrote."""
 
     def __init__(self):
-        self.writes = []
+        self.writes, self.kept = [], []
 
     def read(self, partition):
         return []
 
     def write(self, records, stop):
         self.writes.append(records)
+
+    def keep(self, partition, records):
+        self.kept.append((partition, sorted(key for key, _ in records)))
 
 
 def test_with_the_changelog_checkpoints_keep_their_schedule_instead_of_following_every_batch(tmp_path):
@@ -379,3 +383,33 @@ def test_with_the_changelog_checkpoints_keep_their_schedule_instead_of_following
         w.run_once()
     assert len(changelog.writes) == 2
     assert source.committed == [{0: 4}, {0: 8}]
+
+
+def changelog_worker(batches):
+    """A worker with the changelog in memory, given partition 0 before its first batch and checkpointing after
+    every batch."""
+    w, source, _, _ = worker(batches, every_records=1)
+    w.changelog = changelog = FakeChangelog()
+    assigned = iter([[Rebalance("assigned", frozenset({0}))]])
+    source.rebalances = lambda: next(assigned, [])
+    source.resume = lambda positions: None
+    return w, changelog
+
+
+def test_a_partition_given_up_is_copied_locally_with_every_series_not_only_those_written_last():
+    w, changelog = changelog_worker([hours("a", 0, 2) + hours("b", 2, 4), hours("a", 4, 6)])
+    w.run_once()
+    w.run_once()  # b untouched since the first checkpoint
+
+    w._revoked(frozenset({0}))
+
+    assert changelog.kept == [(0, [handover.PARTITION_KEY, b"a", b"b"])]
+    assert [key for key, _ in changelog.writes[-1][0]] == [handover.PARTITION_KEY]  # nothing touched to write
+
+
+def test_stopping_copies_the_partitions_held_locally():
+    w, changelog = changelog_worker([hours("a", 0, 2)])
+    w.run_once()
+    w.stop.set()
+    w.run()
+    assert changelog.kept == [(0, [handover.PARTITION_KEY, b"a"])]

@@ -35,6 +35,9 @@ class Changelog(ChangelogTopic):
         EVENTS.append(f"read {partition}")
         return []
 
+    def keep(self, partition, records):
+        EVENTS.append(f"keep {partition}")
+
 
 class Logged(FakeTransaction):
     def __init__(self, kafka, transactional_id, timeout_ms):
@@ -116,3 +119,13 @@ def test_in_exactly_once_mode_each_long_record_goes_into_its_series_partitions_t
     assert len(forecasts) == 2 * w.pipeline.horizon
     assert {(m.key, m.origin) for m in forecasts} == {(b"a", 0)}
     assert [m.timestamp_ms for m in forecasts] == [MIDNIGHT_MS] * 4 + [MIDNIGHT_MS + HOUR_MS] * 4
+
+
+@pytest.mark.parametrize("fenced", [False, True])
+def test_a_partition_given_up_is_copied_locally_only_once_its_last_transaction_committed(exactly_once, fenced):
+    w, _, members = exactly_once
+    w.run_once()
+    members._producers[0].fenced = fenced
+    w.run_once()
+    w._revoked(frozenset({0}))
+    assert ("keep 0" in EVENTS) is not fenced  # an aborted transaction's state must not come back from a copy

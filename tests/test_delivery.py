@@ -10,7 +10,7 @@ from test_app import record, worker
 from forecaster import app
 from forecaster.delivery import TRUNCATED_BYTES, Delivery
 from forecaster.errors import Undeliverable
-from forecaster.io.messages import Message, Polled, Refused
+from forecaster.io.messages import Delivered, Message, Polled, Refused
 from forecaster.metrics import Metrics
 
 from support import make_pipeline
@@ -25,7 +25,7 @@ class RefusingSink:
     def deliver(self, messages, stop):
         self.calls += 1
         self.delivered += [m for m in messages if self.allows(m)]
-        return [Refused(m, self.reason, "refused by the test") for m in messages if not self.allows(m)]
+        return Delivered([Refused(m, self.reason, "refused by the test") for m in messages if not self.allows(m)])
 
     def close(self):
         pass
@@ -109,7 +109,7 @@ class BlockingSink:
     def deliver(self, messages, stop):
         self.entered.set()
         self.release.wait()
-        return []
+        return Delivered()
 
 
 def test_a_loop_holding_one_batch_too_long_is_not_alive_and_is_again_once_it_completes(monkeypatch):

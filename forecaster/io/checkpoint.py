@@ -6,6 +6,9 @@ version, every series' state, and the input offsets that state reflects; it carr
 SHA-256 of its body, so a torn or corrupted file is detected and skipped for the previous
 one. Both are loaded with `torch.load(weights_only=True)`, so a tampered file is an
 error, never code that runs.
+
+A changelog cache (`save_changelog_cache`) is a member's local copy of one changelog
+partition as it stood up to a position: each key's newest record, raw bytes, with a CRC-32.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import io
 import logging
 import os
 import re
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +43,9 @@ _FAILURE_REASONS = {
     errno.EACCES: "not_writable",
     errno.EPERM: "not_writable",
 }
+CACHE_MAGIC = b"forecaster.changelog-cache/1"
+_CACHE_HEADER = struct.Struct("<28sIqI")  # magic, CRC-32 of what follows, changelog position, records
+_CACHE_RECORD = struct.Struct("<II")  # key and value lengths
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +65,11 @@ def weights_bytes(spec: dict, state_dict: dict, metadata: dict | None = None) ->
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None], durable: bool = True) -> Path:
     """Temporary file, fsync, rename, fsync of the folder: a crash leaves the old file or the new, never half.
 
-    `data` is the content, or a function that writes it to the open file.
+    `data` is the content, or a function that writes it to the open file. Not `durable`: no fsyncs, for a file
+    whose loss or damage after a crash costs time only (it is checked).
     """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -71,11 +80,14 @@ def write_atomically(path: Path, data: bytes | Callable[[BinaryIO], None]) -> Pa
             else:
                 file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not durable:
+        return path
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -231,3 +243,37 @@ def lock_folder(folder: str | Path) -> int | None:
     with contextlib.suppress(OSError):  # a read-only folder: locked all the same, the pid left unsaid
         path.write_text(f"{os.getpid()}\n")
     return handle
+
+
+def save_changelog_cache(path: Path, position: int, records: list[tuple[bytes, bytes]]) -> Path:
+    """Write `records` (key, value), what a changelog partition's log up to offset `position` comes to, atomically."""
+    body = [struct.pack("<qI", position, len(records))]
+    for key, value in records:
+        body += [_CACHE_RECORD.pack(len(key), len(value)), key, value]
+    data = b"".join(body)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A cache: after a crash its CRC tells a damaged copy, and the changelog is read instead, so no fsync
+    return write_atomically(path, CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)) + data, durable=False)
+
+
+def load_changelog_cache(path: Path) -> tuple[int, list[tuple[bytes, bytes]]] | None:
+    """The position and records `save_changelog_cache` wrote; None for a missing, foreign or damaged file."""
+    try:
+        data = memoryview(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    if len(data) < _CACHE_HEADER.size:
+        return None
+    magic, crc, position, count = _CACHE_HEADER.unpack_from(data)
+    if magic != CACHE_MAGIC or zlib.crc32(data[len(CACHE_MAGIC) + 4 :]) != crc:
+        log.warning("%s: not a changelog cache, or damaged; reading the changelog from its start", path)
+        return None
+    records, at = [], _CACHE_HEADER.size
+    for _ in range(count):
+        key_length, value_length = _CACHE_RECORD.unpack_from(data, at)
+        at += _CACHE_RECORD.size
+        records.append(
+            (bytes(data[at : at + key_length]), bytes(data[at + key_length : at + key_length + value_length]))
+        )
+        at += key_length + value_length
+    return position, records

@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
+from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -214,13 +214,13 @@ class Sink:
         self._producer = Producer(_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
-        was refused for good."""
-        pending, refused, backoff = list(messages), [], 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
+        refused for good, and where the rest was written."""
+        pending, refused, written, backoff = list(messages), [], [], 0.5
         while pending:
             failed: list[tuple[Message, KafkaError]] = []
-            self._send(pending, failed, stop)
+            self._send(pending, failed, written, stop)
             self._wait_for_acknowledgements(len(pending), stop)
             refused += [Refused(m, reason, e.str()) for m, e in failed if (reason := _refusal(e)) is not None]
             pending = [m for m, e in failed if _refusal(e) is None]
@@ -234,16 +234,19 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
-        return refused
+        return Delivered(refused, written)
 
-    def _send(self, messages: Sequence[Message], failed: list, stop: threading.Event) -> None:
-        """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report."""
+    def _send(self, messages: Sequence[Message], failed: list, written: list, stop: threading.Event) -> None:
+        """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report, and
+        where each other was written in `written` as (partition, offset)."""
         for message in messages:
 
-            def delivered(error, _record, message=message):
+            def delivered(error, record, message=message):
                 if error is not None:
                     log.debug("delivery to %s failed: %s", message.topic, error)
                     failed.append((message, error))
+                else:
+                    written.append((record.partition(), record.offset()))
 
             try:
                 _produce(self._producer, message, stop, on_delivery=delivered)
@@ -431,6 +434,13 @@ def read_partition(
 ) -> list[Polled]:
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
     asked (by position). With `committed`, only records of committed transactions, up to the last stable offset."""
+    return read_tail(kafka, topic, partition, start, timeout_s, committed)[0]
+
+
+def read_tail(
+    kafka: Kafka, topic: str, partition: int, start: int, timeout_s: float = 60.0, committed: bool = False
+) -> tuple[list[Polled], int, int]:
+    """`read_partition`'s records, and the partition's first and end offsets when asked."""
     consumer = Consumer(
         {
             **client_settings(kafka, {}),
@@ -455,6 +465,6 @@ def read_partition(
                     found.append(Polled(partition, m.offset(), m.key(), m.value()))
                     position = m.offset() + 1
             position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
-        return found
+        return found, low, end
     finally:
         consumer.close()

@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Message, Polled, Rebalance, Rebalances, Refused
+from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -246,16 +246,19 @@ class Sink:
         self._producer = _connect(KafkaProducer, kafka, **_producer_settings(kafka))
         self._failing_since: float | None = None
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
-        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; return what
-        was refused for good."""
-        pending, refused, backoff = list(messages), [], 0.5
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
+        """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
+        refused for good, and where the rest was written."""
+        pending, refused, written, backoff = list(messages), [], [], 0.5
         while pending:
             sent = self._send(pending)
             self._wait_for_acknowledgements(len(pending), stop)
             failures = [(m, f if isinstance(f, Exception) else f.exception) for m, f in sent if _failed(f)]
             refused += [Refused(m, reason, str(e)) for m, e in failures if (reason := _refusal(e)) is not None]
             pending = [m for m, e in failures if _refusal(e) is None]
+            written += [
+                (f.value.partition, f.value.offset) for _, f in sent if not isinstance(f, Exception) and f.succeeded()
+            ]
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -266,7 +269,7 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
-        return refused
+        return Delivered(refused, written)
 
     def _send(self, messages: Sequence[Message]) -> list:
         """(message, its future, or the error that kept it from being sent) for each message."""
@@ -471,6 +474,13 @@ def read_partition(
     """Every record of one partition from offset `start` (or its start, if later) to its end as it stands when
     asked (by position: the end offset counts transaction markers and compacted gaps alike). With `committed`,
     only records of committed transactions, up to the last stable offset."""
+    return read_tail(kafka, topic, partition, start, timeout_s, committed)[0]
+
+
+def read_tail(
+    kafka: Kafka, topic: str, partition: int, start: int, timeout_s: float = 60.0, committed: bool = False
+) -> tuple[list[Polled], int, int]:
+    """`read_partition`'s records, and the partition's first and end offsets when asked."""
     consumer = _connect(
         KafkaConsumer,
         kafka,
@@ -492,6 +502,6 @@ def read_partition(
                 )
             for records in consumer.poll(timeout_ms=200).values():
                 found += [Polled(partition, r.offset, r.key, r.value) for r in records]
-        return found
+        return found, first, end
     finally:
         consumer.close()

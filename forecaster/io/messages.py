@@ -37,6 +37,16 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Delivered:
+    """What a Sink's `deliver` says of a batch: the records Kafka refused for good, and the (partition, offset) each
+    acknowledged record was written at, in no promised order (none from a sink that learns them only at a commit:
+    io/transactions.py)."""
+
+    refused: list[Refused] = field(default_factory=list)
+    written: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Rebalance:
     """Partitions of the input topic this member lost ("revoked") or was given ("assigned"), in the order the
     group moved them. An assigned partition stays paused until `Source.resume`: its state is restored first."""
@@ -94,8 +104,9 @@ class Sink(Protocol):
     """A producer that delivers a batch completely, or raises DeliveryError once `stop` is set.
 
     Retriable errors (an outage, a leader moving) are retried with backoff; what Kafka refuses for
-    good is returned, once the rest is acknowledged, for the caller's policy (forecaster/delivery.py).
+    good is returned, once the rest is acknowledged, for the caller's policy (forecaster/delivery.py),
+    with the (partition, offset) each other record was written at (io/clients.py's changelog copies).
     """
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]: ...
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered: ...
     def close(self) -> None: ...

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from forecaster.config import Kafka
 from forecaster.errors import TransactionError
 from forecaster.io.clients import client
-from forecaster.io.messages import Message, Refused
+from forecaster.io.messages import Delivered, Message
 
 # Twice the longest a transaction stays open (config.MAX_TRANSACTION_S): a checkpoint commits it well before.
 TRANSACTION_TIMEOUT_MS = 60_000
@@ -62,12 +62,12 @@ class Transactions:
             if producer is not None:
                 producer.close()
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> list[Refused]:
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
         """Send each message in the open transaction of its input partition; acknowledged when committed.
 
         A partition whose transaction fails is aborted, sends nothing more and fails at the next `commit`: the
-        other partitions' transactions go on until then, and commit. Nothing is refused here (the Sink protocol's
-        list stays empty): a refusal in a transaction is its failure, at the commit.
+        other partitions' transactions go on until then, and commit. Nothing is refused here: a refusal in a
+        transaction is its failure, at the commit. Nor is an offset said: a record has one once committed.
         """
         by_origin: dict[int | None, list[Message]] = defaultdict(list)
         for message in messages:
@@ -81,7 +81,7 @@ class Transactions:
                     producer.send(mine, stop)
                 except TransactionError as error:
                     self._failed[origin] = error
-        return []
+        return Delivered()
 
     def commit(self, offsets: dict[int, int]) -> bool:
         """Commit the open transaction of each partition in `offsets` with its next input offset. One that fails is

@@ -22,11 +22,13 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 MAGIC = b"FCS1"
 _HEADER = struct.Struct("<4sqqI")
+_HEADS = np.dtype([("magic", "S4"), ("offset", "<i8"), ("version", "<i8"), ("layout", "<u4")])  # _HEADER's
 OPTIONAL = "held"  # a part snapshot with this boolean field (n,) holds its other fields for those rows only
 
 
@@ -54,7 +56,7 @@ class Group:
 class Layout:
     groups: tuple[Group, ...]
 
-    @property
+    @cached_property
     def id(self) -> int:
         return zlib.crc32(self.describe().encode())
 
@@ -68,13 +70,13 @@ class Layout:
 
 
 @dataclass(frozen=True)
-class Series:
-    """What one decoded record holds: the series' state, the input offset it reflects and the model it ran."""
+class Decoded:
+    """What a batch of records holds, one row per record: one snapshot for `StateStore.admit_series`, and each
+    series' input offset and model version."""
 
-    key: str
-    offset: int
-    version: int
-    rows: dict  # path -> one row (np.ndarray), absent for an optional group the series did not hold
+    snapshot: dict
+    offsets: np.ndarray  # (n,) int64: the input offset each series' state reflects
+    versions: np.ndarray  # (n,) int64: the model version each series' state was computed under
 
 
 def layout_of(snapshot: dict) -> Layout:
@@ -96,48 +98,102 @@ def _fields(prefix: tuple[str, ...], arrays: dict) -> list[Field]:
 
 def encode(snapshot: dict, keys: list[str], offsets: np.ndarray, version: int, layout: Layout) -> list[bytes]:
     """One record value per series of `snapshot` (rows in `keys` order; `offsets` (n,) the input offset each
-    series' state reflects)."""
-    columns = []  # per group: (optional, held mask or None, index of each row among the held, arrays)
+    series' state reflects).
+
+    Like `decode`, by blocks: the series that hold the same optional groups are one (series, bytes) array, built
+    field by field, and each series' record is one of its rows."""
+    n = len(keys)
+    heads = np.zeros(n, _HEADS)
+    heads["magic"], heads["offset"], heads["version"], heads["layout"] = MAGIC, offsets, version, layout.id
+    columns = []  # per group: (held mask or None, index of each row among the held, arrays)
     for group in layout.groups:
         source = _at(snapshot, group.prefix) if group.prefix else snapshot
         held = np.asarray(source[OPTIONAL], bool) if group.optional else None
         index = None if held is None else np.cumsum(held) - 1
         arrays = [np.ascontiguousarray(np.asarray(source[f.path[-1]]), dtype=f.dtype) for f in group.fields]
         columns.append((held, index, arrays))
-    values = []
-    for i in range(len(keys)):
-        pieces = [_HEADER.pack(MAGIC, int(offsets[i]), version, layout.id)]
+    holds = np.stack([held for held, _, _ in columns if held is not None] + [np.ones(n, bool)], axis=1)
+    values: list[bytes] = [b""] * n
+    patterns, which = np.unique(holds, axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        rows = np.flatnonzero(which.reshape(-1) == p)
+        pieces, optional = [heads[rows].view(np.uint8).reshape(len(rows), -1)], iter(pattern)
         for held, index, arrays in columns:
+            at = rows
             if held is not None:
-                pieces.append(b"\x01" if held[i] else b"\x00")
-                if not held[i]:
+                present = bool(next(optional))
+                pieces.append(np.full((len(rows), 1), int(present), np.uint8))
+                if not present:
                     continue
-                row = int(index[i])
-            else:
-                row = i
-            pieces += [a[row].tobytes() for a in arrays]
-        values.append(b"".join(pieces))
+                at = index[rows]
+            pieces += [a[at].view(np.uint8).reshape(len(rows), -1) for a in arrays]
+        for row, value in zip(rows.tolist(), np.concatenate(pieces, axis=1)):
+            values[row] = value.tobytes()
     return values
 
 
-def decode(keys: list[str], values: list[bytes], layout: Layout) -> list[Series]:
-    """The series of record values written under `layout`; a ValueError for one written otherwise."""
-    found = []
-    for key, value in zip(keys, values):
-        magic, offset, version, layout_id = _HEADER.unpack_from(value)
-        if magic != MAGIC or layout_id != layout.id:
-            raise ValueError(f"series {key!r}: a changelog record of another format or layout ({layout_id:#x})")
-        at, rows = _HEADER.size, {}
-        for group in layout.groups:
-            if group.optional:
-                present, at = value[at] == 1, at + 1
-                if not present:
-                    continue
-            for f in group.fields:
-                rows[f.path] = np.frombuffer(value, f.dtype, int(np.prod(f.shape, dtype=np.int64)), at).reshape(f.shape)
-                at += f.nbytes
-        found.append(Series(key, offset, version, rows))
-    return found
+def decode(keys: list[str], values: list[bytes], layout: Layout) -> Decoded:
+    """The series of record values written under `layout`, rows in the order given; a ValueError for one written
+    otherwise.
+
+    Column by column, not record by record: records of one length that hold the same optional groups have the
+    same byte layout, so each such block is one (records, bytes) array that every field is a slice of.
+    """
+    heads = np.array([_HEADER.unpack_from(v) for v in values], _HEADS) if values else np.zeros(0, _HEADS)
+    wrong = np.flatnonzero((heads["magic"] != MAGIC) | (heads["layout"] != layout.id))
+    if len(wrong):
+        i = int(wrong[0])
+        raise ValueError(
+            f"series {keys[i]!r}: a changelog record of another format or layout ({heads['layout'][i]:#x})"
+        )
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    columns: dict = {}  # path -> [(rows, arrays)]
+    held: dict = {}  # optional group prefix -> (n,) bool
+    for length in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == length)
+        block = np.frombuffer(b"".join(values[i] for i in rows.tolist()), np.uint8).reshape(len(rows), length)
+        _walk(block, rows, _HEADER.size, layout.groups, columns, held, len(values))
+    return Decoded(_gathered(layout, columns, held, len(values)), heads["offset"], heads["version"])
+
+
+def _walk(block: np.ndarray, rows: np.ndarray, at: int, groups, columns: dict, held: dict, n: int) -> None:
+    """Slice every field of `groups` out of `block` (records of one byte layout so far, `rows` among all), from
+    byte `at`; an optional group splits the block by its presence byte."""
+    for g, group in enumerate(groups):
+        if group.optional:
+            present = block[:, at] == 1
+            mask = held.setdefault(group.prefix, np.zeros(n, bool))
+            mask[rows[present]] = True
+            if not present.all():
+                rest = groups[g + 1 :]
+                _walk(block[~present], rows[~present], at + 1, rest, columns, held, n)
+                block, rows = block[present], rows[present]
+                if not len(rows):  # none holds it: the rest of this layout was never written
+                    return
+            at += 1
+        for f in group.fields:
+            raw = np.ascontiguousarray(block[:, at : at + f.nbytes])
+            columns.setdefault(f.path, []).append((rows, raw.view(f.dtype).reshape(len(rows), *f.shape)))
+            at += f.nbytes
+
+
+def _gathered(layout: Layout, columns: dict, held: dict, n: int) -> dict:
+    """The sliced columns as one snapshot, rows in record order (an optional group's: its holders' rows only)."""
+    snapshot: dict = {"parts": {}}
+    for group in layout.groups:
+        target = snapshot
+        for name in group.prefix:
+            target = target.setdefault(name, {})
+        holders = held.get(group.prefix, np.zeros(n, bool)) if group.optional else np.ones(n, bool)
+        if group.optional:
+            target[OPTIONAL] = holders
+        index = np.cumsum(holders) - 1  # a holder's row among the holders
+        for f in group.fields:
+            array = np.zeros((int(holders.sum()), *f.shape), f.dtype)
+            for rows, values in columns.get(f.path, ()):
+                array[index[rows]] = values
+            target[f.path[-1]] = array
+    return snapshot
 
 
 def reflected_offset(value: bytes) -> int:
@@ -148,22 +204,6 @@ def reflected_offset(value: bytes) -> int:
 def version_of(value: bytes) -> int:
     """The model version a record's state was computed under, from its header alone."""
     return _HEADER.unpack_from(value)[2]
-
-
-def assemble(series: list[Series], layout: Layout) -> dict:
-    """Decoded series back as one snapshot for `StateStore.admit_series`, rows in the order given."""
-    snapshot: dict = {"parts": {}}
-    for group in layout.groups:
-        target = snapshot
-        for name in group.prefix:
-            target = target.setdefault(name, {})
-        members = [s for s in series if not group.optional or group.fields[0].path in s.rows]
-        if group.optional:
-            target[OPTIONAL] = np.array([group.fields[0].path in s.rows for s in series], bool)
-        for f in group.fields:
-            rows = [s.rows[f.path] for s in members]
-            target[f.path[-1]] = np.stack(rows) if rows else np.zeros((0, *f.shape), f.dtype)
-    return snapshot
 
 
 def _at(snapshot: dict, path: tuple[str, ...]) -> dict:

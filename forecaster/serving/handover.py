@@ -118,19 +118,17 @@ def restore(engine: Engine, partition: int, records: list[tuple[bytes | None, by
     `newest` picked them)."""
     found = records if isinstance(records, Newest) else newest(records)
     keys = [key.decode() for key in found.series]
-    the_layout = layout(engine)
-    series = changelog.decode(keys, list(found.series.values()), the_layout)
-    if series:
-        offsets = np.array([s.offset for s in series], np.int64)
-        engine.store.admit_series(keys, changelog.assemble(series, the_layout), partition, offsets)
+    series = changelog.decode(keys, list(found.series.values()), layout(engine))
+    if keys:
+        engine.store.admit_series(keys, series.snapshot, partition, series.offsets)
     own = found.own
     if own is not None and own["learner"] is not None and engine.combination is not None:
         engine.combination.learner(partition).restore(own["learner"])
-    versions = {s.key: s.version for s in series}
+    versions = dict(zip(keys, series.versions.tolist()))
     if own is None:
-        return Restored(len(series), None, versions)
+        return Restored(len(keys), None, versions)
     switches = tuple((int(v), int(o)) for v, o in own.get("switches", ()))
-    return Restored(len(series), int(own["offset"]), versions, int(own["version"]), switches)
+    return Restored(len(keys), int(own["offset"]), versions, int(own["version"]), switches)
 
 
 def drop(engine: Engine, partitions) -> int:

@@ -259,3 +259,16 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_p
     assert files(tmp_path) == before  # no checkpoint-2, no .tmp left behind
     loaded, _ = load_latest_checkpoint(tmp_path)
     assert_same(loaded, payload(1))
+
+
+def test_a_changelog_cache_gives_back_its_position_and_records_and_a_damaged_one_nothing(tmp_path):
+    path = tmp_path / "changelog" / "topic.0.cache"
+    records = [(b"s0", b"\x00" * 10), (b"s1", b""), (b"\x00partition", bytes(range(256)))]
+    checkpoint.save_changelog_cache(path, 42, records)
+
+    assert checkpoint.load_changelog_cache(path) == (42, records)
+    assert checkpoint.load_changelog_cache(tmp_path / "absent.cache") is None
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert checkpoint.load_changelog_cache(path) is None

@@ -121,3 +121,30 @@ def test_a_record_of_another_layout_is_refused_not_misread():
     with pytest.raises(ValueError, match="another format or layout"):
         handover.restore(Engine(other, seeded_model(other)), 0, records)
     assert changelog.reflected_offset(records[0][1]) == 12  # s0's last record: the 13th of partition 0
+
+
+def test_records_decode_to_the_snapshot_they_were_encoded_from_whichever_optional_parts_each_holds():
+    rng = np.random.default_rng(0)
+    n = 6
+    snapshot = {
+        "wide": rng.standard_normal((n, 5)).astype(np.float32),
+        "exact": rng.standard_normal((n, 3)),
+        "parts": {  # two optional parts of one size: records of equal length, of different byte layouts
+            "p": {"held": np.array([1, 0, 1, 0, 1, 1], bool), "x": rng.standard_normal((4, 2, 3)).astype(np.float32)},
+            "q": {"held": np.array([0, 1, 1, 0, 0, 1], bool), "y": rng.standard_normal((3, 2, 3)).astype(np.float32)},
+            "r": {"count": np.arange(n, dtype=np.int64)},
+        },
+    }
+    layout = changelog.layout_of(snapshot)
+    keys = [f"s{i}" for i in range(n)]
+    offsets = np.arange(n, dtype=np.int64) * 10
+
+    decoded = changelog.decode(keys, changelog.encode(snapshot, keys, offsets, 7, layout), layout)
+
+    np.testing.assert_array_equal(decoded.offsets, offsets)
+    np.testing.assert_array_equal(decoded.versions, np.full(n, 7))
+    for name in ("wide", "exact"):
+        np.testing.assert_array_equal(decoded.snapshot[name], snapshot[name])
+    for part, fields in snapshot["parts"].items():
+        for field, array in fields.items():
+            np.testing.assert_array_equal(decoded.snapshot["parts"][part][field], array)
