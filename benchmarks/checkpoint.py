@@ -145,7 +145,7 @@ def measure(series: int, modes: list[str], steps: int, repeat: int) -> dict:
     filled = time.perf_counter() - started
     checkpoints = Checkpoints(Path("."), pipeline)
     offsets = {0: series * steps}
-    payload = lambda: checkpoints._payload(engine, offsets)  # noqa: E731 - what the run loop hands the writer
+    payload = lambda: checkpoints._payload(engine, offsets, time.time())  # noqa: E731 - what the run loop hands the writer
     rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("CHECKPOINT_SCRATCH")) as scratch:
         for mode in modes:

@@ -80,7 +80,7 @@ class Checkpoints:
 
     def write(self, engine: Engine, offsets: dict[int, int]) -> Path:
         """Write a checkpoint now, in this thread (tools and tests; the run loop uses `start`)."""
-        payload = self._payload(engine, offsets)
+        payload = self._payload(engine, offsets, time.time())
         path = save_checkpoint(self.folder, payload, keep=self.settings.keep)
         self.written(payload["written_at"])
         return path
@@ -91,8 +91,9 @@ class Checkpoints:
         offsets = dict(offsets)
         if self.writer is None:  # a CUDA engine's state is copied in the loop: a forked child cannot read it
             self.writer = CheckpointWriter(fork=FORK and engine.device.type == "cpu")
-        self.writer.start(self.folder, lambda: self._payload(engine, offsets), self.settings.keep, tag=offsets)
-        self._snapshot_at = time.time()
+        at = time.time()  # the checkpoint's own written_at: the state it holds is this moment's
+        self.writer.start(self.folder, lambda: self._payload(engine, offsets, at), self.settings.keep, tag=offsets)
+        self._snapshot_at = at
         self.postpone()
 
     def finished(self, wait: bool = False) -> Written | None:
@@ -107,12 +108,12 @@ class Checkpoints:
     def writing(self) -> bool:
         return self.writer is not None and self.writer.writing
 
-    def _payload(self, engine: Engine, offsets: dict[int, int]) -> dict:
+    def _payload(self, engine: Engine, offsets: dict[int, int], at: float) -> dict:
         return {
             "format": CHECKPOINT_FORMAT,
             "pipeline": self.name,
             "offsets": dict(offsets),
-            "written_at": time.time(),
+            "written_at": at,
             "engine": engine.snapshot(),
         }
 
