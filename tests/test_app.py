@@ -268,7 +268,7 @@ def test_the_checkpoint_holds_the_state_at_its_snapshot_not_what_was_stepped_whi
     w.checkpoints.writer = CheckpointWriter(fork=True)
     gate, opened = os.pipe()  # each forked writer waits for a byte here before it reads the state
     payload = w.checkpoints._payload
-    w.checkpoints._payload = lambda engine, offsets: (os.read(gate, 1), payload(engine, offsets))[1]
+    w.checkpoints._payload = lambda engine, offsets, at: (os.read(gate, 1), payload(engine, offsets, at))[1]
     w.run_once()  # a checkpoint of offsets {0: 3} falls due: a child is forked, and waits
     at_snapshot = w.engine.snapshot()["store"]["wide"]
     w.run_once()  # three more records stepped while it waits; the next checkpoint waits its turn
@@ -310,7 +310,7 @@ def test_a_writer_that_dies_commits_nothing_and_leaves_the_last_good_checkpoint_
     first.run()  # the last good checkpoint: offsets {0: 3}
     second, source, _, registry = worker([hours("a", 3, 6)], checkpoint_dir=tmp_path, every_records=3, restore=True)
     second.checkpoints.writer = CheckpointWriter(fork=True)
-    second.checkpoints._payload = lambda engine, offsets: os.kill(os.getpid(), signal.SIGKILL)  # in the child
+    second.checkpoints._payload = lambda engine, offsets, at: os.kill(os.getpid(), signal.SIGKILL)  # in the child
     second.run_once()  # a checkpoint of {0: 6} starts, and its writer is killed before it writes
     second.stop.set()
     second.run()  # collects the failure, and the final checkpoint's writer dies too
