@@ -600,9 +600,10 @@ class PipelineWorker:
         finished = self.trainer.finished()
         if finished is not None:
             self._conclude(finished)
-        if self._trains():
-            self._maybe_revert()
-        if self._trains() and self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
+        if not self._trains():
+            return
+        self._maybe_revert()
+        if self.trainer.due(rounds.young_steps_buffered(self.engine, self.trainer.rounds)):
             self._start_round()
 
     def _maybe_roll_back(self) -> None:
@@ -1041,7 +1042,7 @@ class Daemon:
                 kafka,
                 changelog_topic(self.config, pipeline),
                 sink=transactions,
-                cache=pipeline_dir(self.config, pipeline) / "changelog",
+                cache=checkpoints.folder / "changelog",
             )
         trainer = Trainer(pipeline, device, self._stop) if pipeline.retraining.enabled else None
         sharing = None

@@ -84,9 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=0.0, metavar="R", help="records per second (default: as fast as possible)"
     )
     replay.add_argument("--limit", type=int, default=None, metavar="N", help="publish only the first N records")
-    replay.add_argument(
-        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
-    )
+    _bootstrap_option(replay)
 
     pretrain = _command(
         commands, "pretrain", cmd_pretrain, "fit a pipeline's model offline on a dataset with truncated BPTT"
@@ -164,9 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with checkpoint.changelog: read only this partition of the changelog (default: all)",
     )
-    inspect.add_argument(
-        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
-    )
+    _bootstrap_option(inspect)
 
     schema = _command(
         commands,
@@ -201,9 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=cmd_bench, arguments=[])
 
     topics = _command(commands, "topics", cmd_topics, "create the pipelines' input, output and dead-letter topics")
-    topics.add_argument(
-        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
-    )
+    _bootstrap_option(topics)
     return parser
 
 
@@ -238,9 +232,7 @@ def _plot_parser(commands) -> None:
     plot.add_argument(
         "--last", type=int, default=168, metavar="N", help="actuals shown up to the forecast's origin (default 168)"
     )
-    plot.add_argument(
-        "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
-    )
+    _bootstrap_option(plot)
 
 
 def _models_parser(commands) -> None:
@@ -304,6 +296,10 @@ def _source_options(command: argparse.ArgumentParser, verb: str) -> None:
         metavar="TIME",
         help="with --topic: only the records observed at or after TIME (ISO-8601 or epoch seconds)",
     )
+    _bootstrap_option(command)
+
+
+def _bootstrap_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--bootstrap", default=None, metavar="HOST:PORT", help="override kafka.bootstrap_servers of the config"
     )
@@ -435,10 +431,10 @@ def _check_source(args) -> None:
 
 
 def _history(args, config: config_module.Config, pipeline: config_module.Pipeline) -> tuple[list[bytes], str]:
-    """The JSON records of the source the options name (--file, --topic, else a dataset), and its name."""
+    """The JSON records of the source the options name (--file, --topic, else a dataset; `_check_source` first), and
+    its name."""
     from forecaster.tools.sources import parse_map, parse_moment, payloads
 
-    _check_source(args)
     return payloads(
         config,
         pipeline,
@@ -498,6 +494,7 @@ def cmd_backtest(args) -> int:
 
     config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
     pipeline = config.pipeline(args.pipeline)
+    _check_source(args)
     payloads, source = _history(args, config, pipeline)
     result = _backtested(config, pipeline, payloads, source, parse_moment(args.start, "--from"))
     if args.plot is not None:

@@ -252,8 +252,13 @@ def save_changelog_cache(path: Path, position: int, records: list[tuple[bytes, b
         body += [_CACHE_RECORD.pack(len(key), len(value)), key, value]
     data = b"".join(body)
     path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(file) -> None:  # the header, then the body as joined: no second copy of it in memory
+        file.write(CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)))
+        file.write(data)
+
     # A cache: after a crash its CRC tells a damaged copy, and the changelog is read instead, so no fsync
-    return write_atomically(path, CACHE_MAGIC + struct.pack("<I", zlib.crc32(data)) + data, durable=False)
+    return write_atomically(path, write, durable=False)
 
 
 def load_changelog_cache(path: Path) -> tuple[int, list[tuple[bytes, bytes]]] | None:

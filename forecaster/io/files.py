@@ -63,16 +63,15 @@ def read_records(path: str | Path, fmt: RecordFormat, mapping: Mapping[str, str]
         raise DataFileError(f"{path}: no such file")
     kind = file_format(path)
     rows = {"csv": _csv_rows, "jsonl": _jsonl_rows, "parquet": _parquet_rows}[kind](path)
-    numbers = (fmt.target, *fmt.covariates)
-    records, header_checked = [], False
+    numbers = [(field, columns[field]) for field in (fmt.target, *fmt.covariates)]
+    key, stamp, alone = columns[fmt.key], columns[fmt.timestamp], path.name.split(".")[0]
+    records = []
     for where, row in rows:
-        if not header_checked:
+        if not records:
             _check_columns(path, where, row, columns, fmt.key)
-            header_checked = True
-        record = {fmt.key: str(row.get(columns[fmt.key], path.name.split(".")[0]))}
-        record[fmt.timestamp] = _time(path, where, columns[fmt.timestamp], row.get(columns[fmt.timestamp]))
-        for field in numbers:
-            record[field] = _number(path, where, columns[field], row.get(columns[field]))
+        record = {fmt.key: str(row.get(key, alone)), fmt.timestamp: _time(path, where, stamp, row.get(stamp))}
+        for field, column in numbers:
+            record[field] = _number(path, where, column, row.get(column))
         records.append(record)
     if not records:
         raise DataFileError(f"{path}: expected at least one row of observations, got none")

@@ -253,12 +253,17 @@ class Sink:
         while pending:
             sent = self._send(pending)
             self._wait_for_acknowledgements(len(pending), stop)
-            failures = [(m, f if isinstance(f, Exception) else f.exception) for m, f in sent if _failed(f)]
-            refused += [Refused(m, reason, str(e)) for m, e in failures if (reason := _refusal(e)) is not None]
-            pending = [m for m, e in failures if _refusal(e) is None]
-            written += [
-                (f.value.partition, f.value.offset) for _, f in sent if not isinstance(f, Exception) and f.succeeded()
-            ]
+            pending = []
+            for message, future in sent:  # one pass: written, refused for good, or to be sent again
+                if not isinstance(future, Exception) and future.succeeded():
+                    written.append((future.value.partition, future.value.offset))
+                    continue
+                error = future if isinstance(future, Exception) else future.exception
+                reason = _refusal(error)
+                if reason is None:
+                    pending.append(message)
+                else:
+                    refused.append(Refused(message, reason, str(error)))
             if pending:
                 self._announce_trouble(f"{counted(len(pending), 'record')} failed")
                 if stop.wait(backoff):
@@ -372,10 +377,6 @@ class Transaction:
         """Close without committing: an open transaction is aborted, by the broker at the latest."""
         with contextlib.suppress(KafkaError):  # fenced, say: nothing of it is to be delivered
             self._producer.close(timeout=timeout_s)
-
-
-def _failed(future) -> bool:
-    return isinstance(future, Exception) or future.failed()
 
 
 # Errors no retry can cure, by the label counted for them; other non-retriable broker errors count as `refused`

@@ -99,8 +99,7 @@ def restart(config: Config, pipeline: Pipeline, payload: dict) -> str:
     _check_capacity(config, pipeline, snapshot)
     if checkpoint_spec(snapshot) == model_spec(pipeline):
         version = snapshot["model"]["version"]
-        served = Forecaster(checkpoint_spec(snapshot))
-        served.load_state_dict(snapshot["model"]["state_dict"])
+        served = checkpoint_model(snapshot)
         history = ModelHistory(pipeline_dir(config, pipeline) / FOLDER, pipeline.retraining.keep_versions)
         adopts = (
             ""
@@ -135,8 +134,7 @@ def migrate(config: Config, pipeline: Pipeline, device: torch.device | str, snap
 def plan(config: Config, pipeline: Pipeline, snapshot: dict, device: torch.device | str = "cpu") -> Migration:
     """How `snapshot`, a checkpoint of another model than the pipeline's, migrates; a ConfigError where it cannot."""
     old, new = checkpoint_spec(snapshot), model_spec(pipeline)
-    checkpoint = Forecaster(old)
-    checkpoint.load_state_dict(snapshot["model"]["state_dict"])
+    checkpoint = checkpoint_model(snapshot)
     _refuse_other_scaling(config, pipeline, snapshot, checkpoint)
     model, weights, same_body = _weights(config, pipeline, checkpoint)
     engine = build_engine(config, pipeline, device, model, int(snapshot["model"]["version"]) + 1)
@@ -215,6 +213,13 @@ def _same_weights(a: Forecaster, b: Forecaster) -> bool:
 def checkpoint_spec(snapshot: dict) -> ModelSpec:
     """The model a checkpoint's engine snapshot was written under."""
     return ModelSpec(**snapshot["model"]["spec"])
+
+
+def checkpoint_model(snapshot: dict) -> Forecaster:
+    """The model a checkpoint's engine snapshot served, with its weights."""
+    model = Forecaster(checkpoint_spec(snapshot))
+    model.load_state_dict(snapshot["model"]["state_dict"])
+    return model
 
 
 def _weights(config: Config, pipeline: Pipeline, checkpoint: Forecaster) -> tuple[Forecaster, str, bool]:

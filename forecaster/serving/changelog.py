@@ -196,14 +196,15 @@ def _gathered(layout: Layout, columns: dict, held: dict, n: int) -> dict:
     return snapshot
 
 
+def header(value: bytes) -> tuple[int, int]:
+    """The input offset a record's state reflects and the model version it was computed under, from its header."""
+    _, offset, version, _ = _HEADER.unpack_from(value)
+    return offset, version
+
+
 def reflected_offset(value: bytes) -> int:
     """The input offset a record's state reflects, from its header alone."""
     return _HEADER.unpack_from(value)[1]
-
-
-def version_of(value: bytes) -> int:
-    """The model version a record's state was computed under, from its header alone."""
-    return _HEADER.unpack_from(value)[2]
 
 
 def _at(snapshot: dict, path: tuple[str, ...]) -> dict:

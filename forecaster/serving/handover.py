@@ -91,6 +91,7 @@ class Newest:
 def newest(records: list[tuple[bytes | None, bytes | None]]) -> Newest:
     """Each key's newest record of a partition's changelog `records` (key, value), in log order."""
     series: dict[bytes, bytes] = {}
+    reflected: dict[bytes, int] = {}  # each key's winning record's offset: every header is read once
     own, version = None, -1
     for key, value in records:
         if key is None or value is None:  # a tombstone: nothing of ours writes one
@@ -101,9 +102,10 @@ def newest(records: list[tuple[bytes | None, bytes | None]]) -> Newest:
             if own is None or state["offset"] >= own["offset"]:
                 own = state
             continue
-        version = max(version, changelog.version_of(value))
-        if key not in series or changelog.reflected_offset(value) >= changelog.reflected_offset(series[key]):
-            series[key] = value
+        offset, ran = changelog.header(value)
+        version = max(version, ran)
+        if key not in series or offset >= reflected[key]:
+            series[key], reflected[key] = value, offset
     return Newest(series, own, version)
 
 

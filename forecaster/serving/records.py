@@ -198,9 +198,9 @@ def _mismatched(
 ) -> np.ndarray:
     """Per record, whether it came in a message of its own whose Kafka key is not its series key (a null key too:
     the producer's partitioner then scatters the series' records over partitions)."""
+    alone = [not _opens_a_list(payload) for payload in payloads]  # once per message, not per element
     return np.array(
-        [message_keys[m] != key.encode() and not _opens_a_list(payloads[m]) for key, m in zip(keys, messages)],
-        dtype=bool,
+        [alone[m] and message_keys[m] != key.encode() for key, m in zip(keys, messages)], dtype=bool
     ).reshape(len(keys))
 
 
