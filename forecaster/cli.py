@@ -76,9 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", required=True, help="topic to publish to")
     _file_options(replay, "publish this file's observations instead of a bundled dataset")
     replay.add_argument(
+        "--from-topic",
+        default=None,
+        metavar="SRC",
+        help="publish the records topic SRC retains instead (JSON records in the pipeline's format, from the "
+        "beginning, partition by partition), for example a backup of the input or another cluster's copy",
+    )
+    replay.add_argument(
+        "--since",
+        default=None,
+        metavar="TIME",
+        help="with --from-topic: only the records observed at or after TIME (ISO-8601 or epoch seconds)",
+    )
+    replay.add_argument(
         "--pipeline",
         default=None,
-        help="with --file: the pipeline whose record fields the records take (default: the one reading --topic)",
+        help="with --file or --from-topic: the pipeline whose record fields the records take (default: the one "
+        "reading --topic)",
     )
     replay.add_argument(
         "--rate", type=float, default=0.0, metavar="R", help="records per second (default: as fast as possible)"
@@ -381,18 +395,27 @@ def cmd_replay(args) -> int:
     from forecaster.tools.progress import Progress
     from forecaster.tools.replay import replay
 
-    if (args.dataset is None) == (args.file is None):
-        raise ConfigError("replay: expected a dataset name or --file PATH (one of them)")
+    chosen = [v for v in (args.dataset, args.file, args.from_topic) if v is not None]
+    if len(chosen) != 1:
+        raise ConfigError("replay: expected one of a dataset name, --file PATH and --from-topic SRC")
+    if args.since is not None and args.from_topic is None:
+        raise ConfigError("replay: --since reads only with --from-topic SRC")
     if args.dataset is not None and args.dataset not in datasets.NAMES:
         raise ConfigError(f"unknown dataset {args.dataset!r} (expected one of: {', '.join(datasets.NAMES)})")
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
     source, fmt = args.dataset, None
-    if args.file is not None:
-        from forecaster.tools.sources import file_records, parse_map
+    if args.file is not None or args.from_topic is not None:
+        from forecaster.tools.sources import file_records, parse_map, parse_moment, topic_records
 
         pipeline = _replayed_pipeline(config, args.pipeline, args.topic)
-        source, fmt = file_records(args.file, pipeline, parse_map(args.map)), pipeline.record
-    bar = Progress(f"replay {args.file or args.dataset} -> {args.topic}", None)
+        fmt = pipeline.record
+        if args.file is not None:
+            source = file_records(args.file, pipeline, parse_map(args.map))
+        else:
+            source, skipped = topic_records(config, pipeline, args.from_topic, parse_moment(args.since, "--since"))
+            if skipped:
+                print(f"skipped {counted(skipped, 'record')} of {args.from_topic} without a JSON {fmt.key} field")
+    bar = Progress(f"replay {chosen[0]} -> {args.topic}", None)
     sent = replay(
         config.settings.kafka,
         source,
@@ -413,9 +436,7 @@ def _replayed_pipeline(config: config_module.Config, name: str | None, topic: st
         return config.pipeline(name)
     readers = [p for p in config.pipelines if p.input_topic == topic]
     if len(readers) != 1:
-        raise ConfigError(
-            f"replay --file: expected --pipeline, since {len(readers)} pipelines of {config.path} read {topic}"
-        )
+        raise ConfigError(f"replay: expected --pipeline, since {len(readers)} pipelines of {config.path} read {topic}")
     return readers[0]
 
 

@@ -316,11 +316,11 @@ def _fields(
         raise record
     if not isinstance(record, dict):
         raise RecordError(MALFORMED, f"expected a JSON object, got {type(record).__name__}")
-    key = _field(record, fmt.key)
+    key = field(record, fmt.key)
     if isinstance(key, bool) or not isinstance(key, (str, int)) or key == "":
         raise RecordError(WRONG_TYPE, f"{fmt.key}: expected a non-empty string or integer series key, got {key!r}")
     _check_key(key, fmt.key, longest)
-    stamp = _field(record, fmt.timestamp)
+    stamp = field(record, fmt.timestamp)
     cache_key = (type(stamp), stamp) if isinstance(stamp, (str, int, float)) else None
     time, local_time = parsed_times.get(cache_key) or _parse_time_once(stamp, fmt.timestamp, parsed_times, cache_key)
     row = [_number(record, name) for name in (fmt.target, *fmt.covariates)]
@@ -346,7 +346,7 @@ def _check_key(key: str | int, name: str, longest: int | None) -> None:
         raise RecordError(KEY_TOO_LONG, f"{name}: {size} bytes, more than {longest}: {str(key)[:60]!r}...")
 
 
-def _field(record: dict, name: str):
+def field(record: dict, name: str):
     """The record's field `name`; a name with dots that is not itself a field is a path into nested objects:
     "payload.temp" is record["payload"]["temp"]."""
     if name in record:
@@ -372,7 +372,7 @@ def _path(record: dict, name: str):
 
 def _number(record: dict, name: str) -> float:
     """The field's number; NaN where it is null, a missing value."""
-    value = _field(record, name)
+    value = field(record, name)
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -11,6 +11,7 @@ from forecaster.config import Kafka
 from forecaster.io import datasets
 from forecaster.io.clients import deliver_all, make_sink
 from forecaster.io.messages import Message
+from forecaster.serving.records import field
 
 _CHUNK = 500  # records per delivery: large enough to batch, small enough to pace smoothly
 
@@ -21,9 +22,11 @@ def messages(dataset: datasets.Dataset, topic: str, limit: int | None = None) ->
 
 
 def record_messages(rows: Sequence[dict], key_field: str, topic: str, limit: int | None = None) -> list[Message]:
-    """Records as Kafka messages keyed by their series, in the order given."""
+    """Records as Kafka messages keyed by their series (`key_field` may be a dotted path), in the order given."""
     rows = rows if limit is None else rows[:limit]
-    return [Message(topic, str(r[key_field]).encode(), json.dumps(r, separators=(",", ":")).encode()) for r in rows]
+    return [
+        Message(topic, str(field(r, key_field)).encode(), json.dumps(r, separators=(",", ":")).encode()) for r in rows
+    ]
 
 
 def replay(

@@ -11,7 +11,7 @@ from forecaster.config import Config, Pipeline
 from forecaster.errors import ConfigError, RecordError
 from forecaster.io import datasets, files
 from forecaster.learning.pretrain import dataset_payloads
-from forecaster.serving.records import parse_time
+from forecaster.serving.records import field, parse_time
 
 
 def parse_map(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -68,6 +68,32 @@ def payloads(
     return dataset_payloads(name), f"dataset {name}"
 
 
+def topic_records(config: Config, pipeline: Pipeline, topic: str, since: float | None = None) -> tuple[list[dict], int]:
+    """The records `topic` retains as JSON objects (a batch message's elements one by one), observed since `since`
+    when given, and how many retained records were skipped for holding no JSON object with the pipeline's key."""
+    retained, _ = payloads(config, pipeline, topic=topic, since=since)
+    records, skipped = [], 0
+    for payload in retained:
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            skipped += 1
+            continue
+        for element in document if isinstance(document, list) else [document]:
+            if _keyed(element, pipeline):
+                records.append(element)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def _keyed(record, pipeline: Pipeline) -> bool:
+    try:
+        return isinstance(record, dict) and field(record, pipeline.record.key) is not None
+    except RecordError:
+        return False
+
+
 def observed_since(payloads: Sequence[bytes], pipeline: Pipeline, since: float) -> list[bytes]:
     """The records observed at or after `since` (epoch seconds), by the pipeline's timestamp field.
 
@@ -92,6 +118,6 @@ def observed_since(payloads: Sequence[bytes], pipeline: Pipeline, since: float) 
 
 def _since(record, pipeline: Pipeline, since: float) -> bool:
     try:
-        return parse_time(record[pipeline.record.timestamp], pipeline.record.timestamp)[0] >= since
-    except (TypeError, KeyError, RecordError):
+        return parse_time(field(record, pipeline.record.timestamp), pipeline.record.timestamp)[0] >= since
+    except (TypeError, RecordError):
         return True

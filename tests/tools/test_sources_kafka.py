@@ -69,3 +69,33 @@ def test_since_reads_only_the_records_observed_from_then_on(setup, broker, capsy
 
     assert source == f"topic {topic}" and len(payloads) == 2 * 30
     assert {datetime.fromisoformat(json.loads(p)["time"]).timestamp() >= since for p in payloads} == {True}
+
+
+def test_replay_from_a_topic_copies_its_records_keyed_by_series(setup, broker, capsys):
+    config, source, copy = str(setup / "config.yaml"), "files.backup", "files.copy"
+    kafka = Kafka(bootstrap_servers=broker.bootstrap)
+    create_topics(kafka, [(source, 2), (copy, 2)])
+    argv = ["replay", "-c", config, "--pipeline", "files", "--file", str(setup / "hours.csv"), "--map", "time=date"]
+    assert main([*argv, "--topic", source]) == 0
+    since = datasets.load("greensboro").records[HOURS - 30]["time"]
+    capsys.readouterr()
+
+    copied = ["replay", "-c", config, "--pipeline", "files", "--from-topic", source, "--since", since]
+    assert main([*copied, "--topic", copy]) == 0
+
+    assert capsys.readouterr().out == f"published {2 * 30} records to {copy}\n"
+    records = [json.loads(v) for v in clients.read_retained(kafka, copy)]
+    originals = [json.loads(v) for v in clients.read_retained(kafka, source)]
+    assert sorted(map(json.dumps, records)) == sorted(json.dumps(r) for r in originals if r["time"] >= since)
+    by_partition = [
+        [json.loads(r.value)["station"] for r in clients.client(kafka).read_partition(kafka, copy, p)] for p in range(2)
+    ]
+    assert all(len(set(stations)) <= 1 for stations in by_partition)  # keyed: a series stays in one partition
+
+
+def test_replay_refuses_two_sources_and_since_without_a_topic(setup, capsys):
+    config = str(setup / "config.yaml")
+    assert main(["replay", "-c", config, "etth1", "--from-topic", "files.in", "--topic", "files.copy"]) == 2
+    assert "expected one of a dataset name, --file PATH and --from-topic SRC" in capsys.readouterr().err
+    assert main(["replay", "-c", config, "etth1", "--since", "2020-01-01", "--topic", "files.copy"]) == 2
+    assert "--since reads only with --from-topic SRC" in capsys.readouterr().err
