@@ -21,6 +21,7 @@ from forecaster.errors import ConfigError
 from forecaster.io import datasets
 from forecaster.learning.tbptt import Series, evaluate, fit, head, prepare
 from forecaster.serving import records
+from forecaster.serving.cadence import Cadence
 from forecaster.serving.records import Observations
 
 
@@ -119,7 +120,7 @@ def _observations(pipeline: Pipeline, label: str, payloads: Sequence[bytes]) -> 
             f"{label}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
-    return observations
+    return records.localised(observations, Cadence.of(pipeline))  # calendar features read in the cadence's zone
 
 
 def _check_window(config: Config, pipeline: Pipeline, training: Training, label: str, heads: list[Series]) -> None:
