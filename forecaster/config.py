@@ -11,9 +11,11 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from forecaster.errors import ConfigError
 from forecaster.schema import (
@@ -33,10 +35,27 @@ _TOPIC = (
     "a Kafka topic name (letters, digits, '.', '_', '-')",
 )
 _CADENCE = (
-    lambda v: re.fullmatch(r"[1-9][0-9]*[smhdb]", v) is not None,
-    "a cadence such as 30m, 1h, 1d or 1b (business day)",
+    lambda v: re.fullmatch(r"[1-9][0-9]*[smhdbwMQ]", v) is not None,
+    "a cadence such as 30m, 1h, 1d, 1b (business day), 1w, 1M (month) or 1Q (quarter)",
+)
+
+
+def _is_zone(name: str) -> bool:
+    """Whether zoneinfo knows the name ("UTC", "Europe/London"); a path, a folder or an empty name is no zone."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+_ZONE = (
+    _is_zone,
+    "an IANA time zone name such as Europe/London or America/New_York (from the system's tz database, or the "
+    "tzdata package where it has none)",
 )
 _EMPTY: Mapping[str, object] = MappingProxyType({})
+
 # With checkpoint.exactly_once a transaction is open from a checkpoint to the next: at most this long (plus a batch),
 # half the transaction timeout its producers ask for (io/transactions.py), so a broker never aborts one for age.
 MAX_TRANSACTION_S = 30.0
@@ -73,10 +92,12 @@ class Calendar:
 
     hour_of_day: bool = setting(False, doc="add hour-of-day features (for sub-daily cadences)")
     day_of_week: bool = setting(False, doc="add day-of-week features")
+    month_of_year: bool = setting(False, doc="add month-of-year features")
+    week_of_year: bool = setting(False, doc="add week-of-year features (the ISO week)")
 
     @property
     def width(self) -> int:
-        return 2 * (self.hour_of_day + self.day_of_week)
+        return 2 * (self.hour_of_day + self.day_of_week + self.month_of_year + self.week_of_year)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,7 +481,19 @@ class Pipeline:
         "into nested objects (payload.temp)"
     )
     cadence: str = setting(
-        doc="time between observations of a series: Ns, Nm, Nh, Nd or Nb (business days)", check=_CADENCE
+        doc="time between observations of a series: Ns, Nm, Nh, Nd, Nb (business days), Nw (weeks, Monday to "
+        "Sunday), NM (months) or NQ (quarters); days and longer follow the local calendar (docs/records.md)",
+        check=_CADENCE,
+    )
+    cadence_tz: str | None = setting(
+        None,
+        doc="the time zone whose calendar and clock the cadence follows (an IANA name): a day is a local date, 23 "
+        "or 25 hours long across a DST change, and calendar features read the local clock; null: each record's own "
+        "UTC offset, and days of 24 hours",
+        check=_ZONE,
+    )
+    holidays: tuple[date, ...] = setting(
+        (), doc="dates (YYYY-MM-DD) that are not business days, for an Nb cadence: its steps skip them"
     )
     horizon: int = setting(doc="forecast steps emitted per forecast", check=positive_int)
     partitions: int = setting(3, doc="partitions when forecaster creates the topics", check=positive_int)
@@ -539,6 +572,11 @@ class Pipeline:
             raise ValueError(
                 f"intervals.tracking_rate: expected 0 unless model.quantiles has at least two levels "
                 f"(an interval to track), got {self.intervals.tracking_rate} with {list(self.model.quantiles)}"
+            )
+        if self.holidays and self.cadence[-1] != "b":
+            raise ValueError(
+                f"holidays: expected none unless the cadence is in business days (Nb), got {len(self.holidays)} "
+                f"with cadence {self.cadence}"
             )
         if self.model.season is not None and self.model.season < self.horizon:
             raise ValueError(

@@ -9,6 +9,7 @@ generated from the same declarations).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 import re
@@ -199,7 +200,19 @@ class Builder:
             if isinstance(value, str) and value:
                 return value
             raise self.fail(path, f"expected a non-empty string, got {_describe(value, path)}")
+        if hint is datetime.date:  # YAML reads 2024-12-25 as a date; quoted, it is text
+            return self._date(value, path)
         raise TypeError(f"unsupported configuration type {hint!r} at {path}")
+
+    def _date(self, value: Any, path: str) -> datetime.date:
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return datetime.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.fail(path, f"expected a date such as 2024-12-25, got {_describe(value, path)}")
 
     def _scalar(self, value: Any, path: str) -> Any:
         """Pass-through settings (Kafka client options) may be any scalar or list of scalars."""
@@ -256,6 +269,8 @@ def read_yaml(path: str, display: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{display}: not valid YAML{at}: {getattr(error, 'problem', error)}") from None
+    except ValueError as error:  # PyYAML builds a date such as 2024-13-01 and fails without saying where
+        raise ConfigError(f"{display}: not valid YAML: an impossible date or time ({error})") from None
 
 
 def documented_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -3,6 +3,7 @@ what was expected and what arrived."""
 
 import dataclasses
 import textwrap
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -191,8 +192,9 @@ def test_config_objects_are_frozen(tmp_path):
 def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "colour: blue\n") == (
         f"{weather_file}: colour: unknown key (expected one of: name, input_topic, output_topic, dead_letter_topic, "
-        "record, cadence, horizon, partitions, calendar, model, scaling, emit, max_series, spill, spill_max_bytes, "
-        "checkpoint, limits, skill_window, batching, training, retraining, intervals, combination, gaps, output)"
+        "record, cadence, cadence_tz, holidays, horizon, partitions, calendar, model, scaling, emit, max_series, "
+        "spill, spill_max_bytes, checkpoint, limits, skill_window, batching, training, retraining, intervals, "
+        "combination, gaps, output)"
     )
 
 
@@ -321,12 +323,14 @@ def test_config_yaml_must_list_its_pipelines(tmp_path):
         (
             "cadence: 1h",
             "cadence: 7x",
-            "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '7x'",
+            "cadence: expected a cadence such as 30m, 1h, 1d, 1b (business day), 1w, 1M (month) or 1Q (quarter), "
+            "got '7x'",
         ),
         (
             "cadence: 1h",
             "cadence: 0h",
-            "cadence: expected a cadence such as 30m, 1h, 1d or 1b (business day), got '0h'",
+            "cadence: expected a cadence such as 30m, 1h, 1d, 1b (business day), 1w, 1M (month) or 1Q (quarter), "
+            "got '0h'",
         ),
         (
             "input_topic: weather.in",
@@ -668,4 +672,49 @@ def test_exactly_once_refuses_forecasts_packed_across_partitions(tmp_path, weath
 def test_an_output_format_is_one_of_the_three_layouts(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "output:\n  format: csv\n") == (
         f"{weather_file}: output.format: expected one of nested, long, wide, got 'csv'"
+    )
+
+
+# --- calendar cadences ------------------------------------------------------------------
+
+
+def test_a_time_zone_and_holidays_load_as_yaml_dates_or_text(tmp_path):
+    text = WEATHER.replace(
+        "cadence: 1h", "cadence: 1b\ncadence_tz: America/New_York\nholidays: [2024-12-25, '2024-12-26']"
+    )
+    loaded = config.load(write_config(tmp_path, {"weather": text})).pipeline("weather")
+    assert (loaded.cadence_tz, loaded.holidays) == ("America/New_York", (date(2024, 12, 25), date(2024, 12, 26)))
+
+
+@pytest.mark.parametrize("cadence", ["1w", "2w", "1M", "3M", "1Q"])
+def test_weeks_months_and_quarters_are_cadences(tmp_path, cadence):
+    text = WEATHER.replace("cadence: 1h", f"cadence: {cadence}")
+    assert config.load(write_config(tmp_path, {"weather": text})).pipeline("weather").cadence == cadence
+
+
+@pytest.mark.parametrize(
+    "new, message",
+    [
+        (
+            "cadence: 1d\ncadence_tz: Europe/Londn",
+            "cadence_tz: expected an IANA time zone name such as Europe/London or America/New_York (from the "
+            "system's tz database, or the tzdata package where it has none), got 'Europe/Londn'",
+        ),
+        (
+            "cadence: 1d\nholidays: [2024-12-25]",
+            "holidays: expected none unless the cadence is in business days (Nb), got 1 with cadence 1d",
+        ),
+        ("cadence: 1b\nholidays: ['25/12/2024']", "holidays[0]: expected a date such as 2024-12-25, got '25/12/2024'"),
+        ("cadence: 1m\ncadence_tz: Europe", "cadence_tz: expected an IANA time zone name"),
+    ],
+    ids=["unknown-zone", "holidays-not-business-days", "holiday-not-iso", "zone-folder"],
+)
+def test_a_bad_zone_or_holiday_is_named_with_the_constraint(tmp_path, weather_file, new, message):
+    assert pipeline_error(tmp_path, WEATHER.replace("cadence: 1h", new)).startswith(f"{weather_file}: {message}")
+
+
+def test_an_impossible_yaml_date_is_a_config_error_naming_the_file(tmp_path, weather_file):
+    text = WEATHER.replace("cadence: 1h", "cadence: 1b\nholidays: [2024-13-01]")
+    assert pipeline_error(tmp_path, text) == (
+        f"{weather_file}: not valid YAML: an impossible date or time (month must be in 1..12)"
     )

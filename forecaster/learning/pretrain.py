@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from forecaster.build import load_model, model_spec, save_model, seeded_model
@@ -21,6 +22,7 @@ from forecaster.errors import ConfigError
 from forecaster.io import datasets
 from forecaster.learning.tbptt import Series, evaluate, fit, head, prepare
 from forecaster.serving import records
+from forecaster.serving.cadence import Cadence
 from forecaster.serving.records import Observations
 
 
@@ -111,7 +113,11 @@ def dataset_payloads(name: str) -> list[bytes]:
 
 
 def _observations(pipeline: Pipeline, label: str, payloads: Sequence[bytes]) -> Observations:
-    """JSON records decoded with the pipeline's record format; one that does not fit is an error, not skipped."""
+    """JSON records decoded with the pipeline's record format; one that does not fit is an error, not skipped.
+
+    A record with a null value (a missing reading) is left out: training takes each series' rows in
+    time order, so it learns across it as across a record that never came, where a NaN would make
+    every weight NaN."""
     observations, rejected = records.decode(payloads, pipeline.record)
     if rejected:
         first = rejected[0]
@@ -119,7 +125,8 @@ def _observations(pipeline: Pipeline, label: str, payloads: Sequence[bytes]) -> 
             f"{label}: {len(rejected)} of {len(payloads)} records do not fit pipeline "
             f"{pipeline.name}'s record format (first, at {first.position}: {first.reason}: {first.detail})"
         )
-    return observations
+    observed = observations.take(~np.isnan(observations.values).any(axis=1))
+    return records.localised(observed, Cadence.of(pipeline))  # calendar features read in the cadence's zone
 
 
 def _check_window(config: Config, pipeline: Pipeline, training: Training, label: str, heads: list[Series]) -> None:

@@ -29,7 +29,7 @@ import torch
 from forecaster.config import Pipeline
 from forecaster.serving import damping, gaps, records, scaling
 from forecaster.serving.buffer import WindowBuffer
-from forecaster.serving.cadence import calendar_features, horizon_times, step_numbers
+from forecaster.serving.cadence import Cadence, calendar_features, horizon_times, step_numbers
 from forecaster.serving.combination import Combination
 from forecaster.serving.fused_step import FusedStep
 from forecaster.serving.intervals import IntervalHistory, track
@@ -179,6 +179,7 @@ class Engine:
         spill: Spill | None = None,
     ):
         self.pipeline = pipeline
+        self.cadence = Cadence.of(pipeline)  # with its time zone and holidays
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model_version = model_version
@@ -310,6 +311,7 @@ class Engine:
     def step(self, observations: Observations, now: float) -> tuple[Forecasts, list[Rejected]]:
         """Step every observation into its series' state and forecast, issued at `now` (epoch seconds);
         refused rows come back as Rejected."""
+        observations = records.localised(observations, self.cadence)
         slots = self.store.slots(observations.keys)
         the_plan = plan(slots, observations.times, self.store.newest_times())
         observations, the_plan = self._stand_in_for_missing(observations, slots, the_plan)
@@ -383,9 +385,7 @@ class Engine:
         values, _ = self.store.remembered(s[the_plan.first])
         previous = _previous(observations.times[order], the_plan.first, self.store.newest_times()[s[the_plan.first]])
         previous_values = _previous(observations.values[order, 0], the_plan.first, values)
-        filled = gaps.fill(
-            observations, slots, order, previous, previous_values, self.pipeline.cadence, self.pipeline.horizon
-        )
+        filled = gaps.fill(observations, slots, order, previous, previous_values, self.cadence, self.pipeline.horizon)
         if not filled.distance.any():
             return observations, slots, the_plan
         missing = None
@@ -407,7 +407,7 @@ class Engine:
         Each partition's rows go in its own order, an epoch of its learner at a time, and within
         an epoch wave after wave, so a series' later record is scored and forecast after its earlier one.
         """
-        steps = step_numbers(observations.times[order], observations.local_times[order], self.pipeline.cadence)
+        steps = step_numbers(observations.times[order], observations.local_times[order], self.cadence)
         partitions = (
             np.zeros(len(order), np.int64) if observations.partitions is None else observations.partitions[order]
         )
@@ -624,9 +624,7 @@ class Engine:
         return Forecasts(
             keys=records.take_keys(observations.keys, rows),
             times=times,
-            horizon_times=horizon_times(
-                times, observations.local_times[rows], self.pipeline.cadence, self.pipeline.horizon
-            ),
+            horizon_times=horizon_times(times, observations.local_times[rows], self.cadence, self.pipeline.horizon),
             values=values,
             positions=positions,
             issued_at=now,

@@ -13,7 +13,8 @@ the engine steps over it in the same way, and forecasts from it (engine.py).
 
 The spacing of two records is rounded to whole steps: a record less than one and a half
 steps after its predecessor is the next step, one two steps after it leaves one step
-missing, and so on. Business-day cadences count business days.
+missing, and so on. Calendar cadences (business days, weeks, months, quarters, days in a time
+zone) count the steps of the calendar: January 31 to March 31 leaves February missing.
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from forecaster.serving.cadence import horizon_times, step_numbers, step_seconds
+from forecaster.serving.cadence import Cadence, as_cadence, horizon_times, step_numbers, step_seconds, to_local
 from forecaster.serving.records import Observations
 
 
-def missing_steps(times: np.ndarray, local_times: np.ndarray, previous: np.ndarray, cadence: str) -> np.ndarray:
+def missing_steps(
+    times: np.ndarray, local_times: np.ndarray, previous: np.ndarray, cadence: str | Cadence
+) -> np.ndarray:
     """Per row, the whole cadence steps strictly between `previous` (its series' previous observation
     time, -inf for none) and its own time; 0 where none is missing or there is no previous."""
+    cadence = as_cadence(cadence)
     known = np.isfinite(previous)
     before = np.where(known, previous, times)
-    if cadence[-1] == "b":
-        offset = local_times - times
-        spacing = step_numbers(times, local_times, cadence) - step_numbers(before, before + offset, cadence)
+    if cadence.calendar:  # the previous observation's local time in the row's UTC offset, or in the zone
+        local_before = to_local(before, local_times - times, cadence)
+        spacing = step_numbers(times, local_times, cadence) - step_numbers(before, local_before, cadence)
     else:
         spacing = np.rint((times - before) / step_seconds(cadence)).astype(np.int64)
     return np.where(known, np.maximum(spacing - 1, 0), 0)
@@ -58,7 +62,7 @@ def fill(
     order: np.ndarray,
     previous: np.ndarray,
     previous_values: np.ndarray,
-    cadence: str,
+    cadence: str | Cadence,
     limit: int,
 ) -> Filled:
     """Insert, before each row of `order` (accepted rows in (series, time) order), a row for each of the
@@ -80,14 +84,15 @@ def fill(
     source = order[successor]
     start = previous[successor]
     offset = observations.local_times[source] - observations.times[source]
-    filled_times = horizon_times(start, start + offset, cadence, int(distance.max()))[np.arange(total), distance - 1]
+    ahead = horizon_times(start, to_local(start, offset, cadence), cadence, int(distance.max()))
+    filled_times = ahead[np.arange(total), distance - 1]
     values = observations.values[source].copy()
     values[:, 0] = previous_values[successor]
     n = len(observations)
     extended = dataclasses.replace(  # each filled row is its successor's copy, at its own time and value
         observations.take(np.r_[np.arange(n), source]),
         times=np.r_[observations.times, filled_times],
-        local_times=np.r_[observations.local_times, filled_times + offset],
+        local_times=np.r_[observations.local_times, to_local(filled_times, offset, cadence)],
         values=np.concatenate([observations.values, values]),
     )
     new_order = np.empty(len(order) + total, np.int64)

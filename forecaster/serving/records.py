@@ -29,7 +29,7 @@ import numpy as np
 
 from forecaster.config import Limits, RecordFormat
 from forecaster.errors import RecordError
-from forecaster.serving.cadence import step_seconds
+from forecaster.serving.cadence import Cadence, step_seconds, to_local
 
 # Reasons a record is rejected: the `reason` label of forecaster_records_rejected_total
 # and the `reason` header of its dead letter.
@@ -53,7 +53,9 @@ class Observations:
 
     keys: tuple[str, ...]
     times: np.ndarray  # (n,) float64 epoch seconds (UTC)
-    local_times: np.ndarray  # (n,) float64 epoch seconds shifted by the record's UTC offset: for calendar features
+    # (n,) float64 epoch seconds shifted by the record's UTC offset (by the cadence's zone's, once `localised`): the
+    # local wall-clock time that calendar cadences and features read
+    local_times: np.ndarray
     values: np.ndarray  # (n, 1 + covariates) float64: target first, then covariates; NaN where null (missing)
     positions: np.ndarray  # (n,) int64: index of each record in the poll batch (see `origins`)
     # (n,) int64: the input partition each record came from (None: all from one); what the engine
@@ -90,6 +92,13 @@ class Observations:
     def _select(self, rows, keys: tuple[str, ...]) -> Observations:
         columns = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "keys"}
         return Observations(keys=keys, **{name: None if c is None else c[rows] for name, c in columns.items()})
+
+
+def localised(observations: Observations, cadence: Cadence) -> Observations:
+    """The observations with their local times read in the cadence's time zone (themselves where it has none)."""
+    if cadence.zone is None:
+        return observations
+    return dataclasses.replace(observations, local_times=to_local(observations.times, 0.0, cadence))
 
 
 def take_keys(keys: tuple[str, ...], rows: np.ndarray) -> tuple[str, ...]:

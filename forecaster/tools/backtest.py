@@ -22,8 +22,8 @@ from forecaster.build import starting_model
 from forecaster.config import Config, Pipeline
 from forecaster.errors import ForecasterError
 from forecaster.evaluation import panel as panels
-from forecaster.serving.cadence import seasons, step_numbers, step_seconds
-from forecaster.serving.records import Observations
+from forecaster.serving.cadence import Cadence, seasons, step_numbers, step_seconds
+from forecaster.serving.records import Observations, localised
 
 METHODS = ("forecaster", "persistence", "seasonal_naive")
 MAX_CELLS = 50_000_000  # steps x series of the grid: 400 MB of float64
@@ -49,7 +49,9 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
     series (in order of first appearance), NaN where it has no observation; a repeated step keeps the last."""
     if not len(observations):
         raise ForecasterError(f"{name}: no observations")
-    steps = step_numbers(observations.times, observations.local_times, pipeline.cadence)
+    cadence = Cadence.of(pipeline)
+    observations = localised(observations, cadence)
+    steps = step_numbers(observations.times, observations.local_times, cadence)
     rows = steps - steps.min()
     keys = tuple(dict.fromkeys(observations.keys))
     column = {k: i for i, k in enumerate(keys)}
@@ -66,16 +68,16 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
     if observations.values.shape[1] > 1:
         covariates = np.full((T, len(keys), observations.values.shape[1] - 1), np.nan)
         covariates[rows, columns] = observations.values[:, 1:]
-    times, local = _grid_times(pipeline, steps, rows, observations, T)
+    times, local = _grid_times(cadence, steps, rows, observations, T)
     return panels.Panel(name, keys, times, values, values, covariates, pipeline.cadence, pipeline.horizon, 1, local)
 
 
-def _grid_times(pipeline: Pipeline, steps, rows, observations: Observations, T: int):
+def _grid_times(cadence: Cadence, steps, rows, observations: Observations, T: int):
     """Each grid row's time and local time: its observations' (the last one's where they differ), else the
     step's on a fixed-length cadence (a row without observations is never stepped)."""
     times = np.full(T, np.nan)
-    if pipeline.cadence[-1] != "b":
-        times = (steps.min() + np.arange(T)) * step_seconds(pipeline.cadence)
+    if not cadence.calendar:
+        times = (steps.min() + np.arange(T)) * step_seconds(cadence)
     local = times.copy()
     times[rows] = observations.times
     local[rows] = observations.local_times

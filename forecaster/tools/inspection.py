@@ -15,7 +15,7 @@ from forecaster.build import build_engine, changelog_topic
 from forecaster.config import Config, Pipeline
 from forecaster.io.clients import read_partition
 from forecaster.serving import damping, handover, scaling
-from forecaster.serving.cadence import horizon_times, step_numbers
+from forecaster.serving.cadence import horizon_times, step_numbers, to_local
 from forecaster.serving.engine import Engine
 from forecaster.serving.model import Forecaster
 
@@ -73,9 +73,9 @@ def series_view(engine: Engine, key: str, partition: int | None = None) -> Serie
     s = slot.cpu().numpy()
     last_time, (values, _) = float(store.newest_times()[s][0]), store.remembered(s)
     last_value = float(values[0])
-    times = horizon_times(
-        np.array([last_time]), np.array([last_time]), engine.pipeline.cadence, engine.pipeline.horizon
-    )[0]
+    # the state keeps no UTC offset: the local time is the cadence's zone's, else UTC's
+    last, last_local = np.array([last_time]), to_local(np.array([last_time]), 0.0, engine.cadence)
+    times = horizon_times(last, last_local, engine.cadence, engine.pipeline.horizon)[0]
     inputs = newest_inputs(engine, slot)
     values = []
     if inputs is not None:
@@ -91,7 +91,7 @@ def series_view(engine: Engine, key: str, partition: int | None = None) -> Serie
         if partition is None and len(learners) == 1:
             partition = next(iter(learners))
         if partition in learners:  # served combined with the simple experts, at the partition's weights now
-            step = step_numbers(np.array([last_time]), np.array([last_time]), engine.pipeline.cadence)
+            step = step_numbers(last, last_local, engine.cadence)
             values = engine.combination.forecast(partition, s, step, np.array([last_value]), values[None, :])[0]
         elif learners:  # which partition the series came from is not known
             values = np.array([])

@@ -87,3 +87,42 @@ def test_only_one_source_at_a_time(setup, capsys):
     assert capsys.readouterr().err == (
         "forecaster: configuration error: expected one of --dataset, --file and --topic, got --dataset and --file\n"
     )
+
+
+def test_pretrain_on_a_monthly_file_with_month_features_in_a_zone_writes_weights_its_pipeline_loads(tmp_path, capsys):
+    calendar = "calendar:\n  month_of_year: true\n  week_of_year: true\ncadence_tz: Europe/London\n"
+    text = pipeline_yaml("sales", TRAINING + calendar).replace("cadence: 1h", "cadence: 1M")
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "sales.yaml").write_text(text)
+    (tmp_path / "config.yaml").write_text("pipelines:\n  - pipelines/sales.yaml\n")
+    with (tmp_path / "sales.csv").open("w", newline="") as f:
+        months = [f"{2001 + k // 12}-{k % 12 + 1:02d}-01T00:00:00+00:00" for k in range(120)]
+        csv.writer(f).writerows([["month", "sales"], *((m, 100 + k % 12) for k, m in enumerate(months))])
+    out = tmp_path / "w.pt"
+    argv = [
+        "pretrain",
+        "-c",
+        str(tmp_path / "config.yaml"),
+        "--pipeline",
+        "sales",
+        "--file",
+        str(tmp_path / "sales.csv"),
+    ]
+    assert main([*argv, "--map", "time=month", "--map", "temp=sales", "--out", str(out)]) == 0
+    pipeline = config_module.load(tmp_path / "config.yaml").pipeline("sales")
+    model, _ = load_model(out, expected=model_spec(pipeline))
+    assert model_spec(pipeline).input_size == 1 + 4  # the value, and two sine/cosine pairs
+    assert capsys.readouterr().out.startswith(f"wrote {out}: 3 steps")
+
+
+def test_missing_values_in_the_file_are_left_out_of_training_not_learnt_as_nan(setup, capsys):
+    data = setup / "hours.csv"
+    lines = data.read_text().splitlines()
+    for i in (20, 150, 151):  # empty cells: null readings
+        lines[i] = lines[i].split(",")[0] + ","
+    data.write_text("\n".join(lines) + "\n")
+    out = setup / "w.pt"
+    assert pretrain_file(setup, "--out", str(out)) == 0
+    model, _ = load_model(out)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "nan" not in capsys.readouterr().out

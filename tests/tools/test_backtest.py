@@ -130,3 +130,52 @@ def test_a_history_is_laid_on_the_cadences_grid_with_gaps_missing():
 def test_a_stray_timestamp_years_away_is_an_error_not_a_huge_grid():
     with pytest.raises(ForecasterError, match="check the timestamps and the pipeline's cadence"):
         panel_of(make_pipeline(), observations(["a", "a"], [0, 3600.0 * 10**8], [1, 2]), "h")
+
+
+# --- a monthly series ----------------------------------------------------------------------
+
+
+MONTHLY = pipeline_yaml("sales", "retraining:\n  young_steps: 10\n  steps: 10\n").replace("cadence: 1h", "cadence: 1M")
+
+
+def month_starts(years: int) -> list[str]:
+    return [f"{2001 + k // 12}-{k % 12 + 1:02d}-01" for k in range(12 * years)]
+
+
+@pytest.fixture
+def monthly(tmp_path):
+    """A config with a monthly pipeline (horizon 24), and 16 years of a made-up series of month starts as a CSV
+    (a yearly pattern, a trend and noise; two months empty)."""
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "sales.yaml").write_text(MONTHLY)
+    (tmp_path / "config.yaml").write_text("pipelines:\n  - pipelines/sales.yaml\n")
+    rng = np.random.default_rng(3)
+    months = month_starts(16)
+    values = [f"{200 + k + 40 * np.sin(2 * np.pi * k / 12) + rng.normal(0, 3):.1f}" for k in range(len(months))]
+    values[30] = values[100] = ""  # missing values: null in the records
+    with (tmp_path / "sales.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["month", "sales"], *zip(months, values)])
+    return tmp_path
+
+
+def test_a_monthly_csv_is_backtested_on_the_month_grid_against_the_seasonal_naive_a_year_back(monthly, capsys):
+    config, data = str(monthly / "config.yaml"), str(monthly / "sales.csv")
+    argv = ["backtest", "-c", config, "--pipeline", "sales", "--file", data, "--map", "time=month"]
+    assert main([*argv, "--map", "temp=sales", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    mean = {r["method"]: r for r in rows if r["horizon"] == "mean"}
+    assert set(mean) == {"forecaster", "persistence", "seasonal_naive"}
+    assert [r["horizon"] for r in rows if r["method"] == "seasonal_naive"] == list(range(1, 25)) + ["mean"]
+    # a year-back naive of a yearly pattern beats the last value; scaled by its own in-sample error it is near 1
+    assert mean["seasonal_naive"]["mase"] < mean["persistence"]["mase"]
+    assert 0.5 < mean["seasonal_naive"]["mase"] < 2.5
+    assert np.isfinite(mean["forecaster"]["mase"])
+
+
+def test_month_starts_lay_on_one_grid_row_a_month_whatever_the_months_length():
+    pipeline = make_pipeline(cadence="1M")
+    days = ["2024-01-01", "2024-02-01", "2024-03-01", "2024-05-01"]  # April missing
+    times = [datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp() for d in days]
+    panel = panel_of(pipeline, observations(["a"] * 4, times, [1, 2, 3, 5]), "months")
+    np.testing.assert_array_equal(panel.inputs[:, 0], [1, 2, 3, np.nan, 5])
+    assert np.isnan(panel.times[3]) and panel.times[4] == times[3]  # a row without observations has no time
