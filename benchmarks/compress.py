@@ -1,6 +1,6 @@
 """Smaller served networks, by distillation and by structured pruning: validation accuracy against engine speed.
 
-    python benchmarks/compress.py            # greensboro_temp and etth2: 20-35 minutes on 2 shared cores
+    python benchmarks/compress.py            # greensboro_temp and etth2: about 20 minutes on 2 shared cores
     python benchmarks/compress.py --quick    # a smoke run: 20 training steps, every 24th origin, 2 speed rounds
     python benchmarks/compress.py --datasets greensboro_temp
 
