@@ -792,6 +792,68 @@ def scaling_scaleout() -> str:
     return table(["what", "measured"], rows)
 
 
+# --- smaller networks: benchmarks/results/compress.json ----------------------------------------
+
+COMPRESSION_HOW = {
+    "scratch": "from its seed",
+    "scratch_longer": "from its seed, twice the steps",
+    "distilled": "distilled from 2 x 128",
+    "pruned_not_tuned": "2 x 128 pruned, not fine-tuned",
+    "pruned": "2 x 128 pruned, fine-tuned",
+    "pruned_activation": "2 x 128 pruned by activation, fine-tuned",
+    "pruned_distilled": "2 x 128 pruned, fine-tuned with it as teacher",
+}
+
+
+def compression_speed() -> dict[tuple[int, int], dict]:
+    """compress.json's dense speed rows by (layers, hidden)."""
+    return {(r["layers"], r["hidden"]): r for r in results("compress.json")["speed"] if not r["zeroed"]}
+
+
+def compression_accuracy(dataset: str) -> str:
+    """One dataset's networks on its validation part (the longest horizon label), with the engine's speed of
+    their size against the 2 x 128 teacher's."""
+    rows = [r for r in results("compress.json")["accuracy"] if r["dataset"] == f"{dataset}_validation"]
+    label = rows[-1]["horizon"]
+    speed = compression_speed()
+    teacher = speed[2, 128]["steps_per_cpu_s"]
+    body = [
+        [
+            f"{r['layers']} x {r['hidden']}",
+            COMPRESSION_HOW[r["how"]],
+            count(r["parameters"]),
+            number(r["mae"]),
+            number(r["relative_mae"]),
+            share(r["coverage80"]),
+            rate(speed[r["layers"], r["hidden"]]["steps_per_cpu_s"]),
+            times(speed[r["layers"], r["hidden"]]["steps_per_cpu_s"] / teacher),
+        ]
+        for r in rows
+        if r["horizon"] == label
+    ]
+    header = ["network", "trained", "parameters", f"MAE {label}", "/ persistence", "coverage80"]
+    return table(header + ["series-steps / CPU-s", "speed"], body)
+
+
+def compression_greensboro() -> str:
+    return compression_accuracy("greensboro_temp")
+
+
+def compression_etth2() -> str:
+    return compression_accuracy("etth2")
+
+
+def compression_unstructured() -> str:
+    """The teacher's speed with a share of every weight matrix zeroed, beside the dense one's."""
+    speed = [r for r in results("compress.json")["speed"] if (r["layers"], r["hidden"]) == (2, 128)]
+    dense = next(r for r in speed if not r["zeroed"])["steps_per_cpu_s"]
+    body = [
+        [share(r["zeroed"]), rate(r["steps_per_cpu_s"]), times(r["steps_per_cpu_s"] / dense)]
+        for r in sorted(speed, key=lambda r: r["zeroed"])
+    ]
+    return table(["2 x 128, weights zeroed", "series-steps / CPU-s", "speed"], body)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -821,6 +883,9 @@ TABLES = {
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
     "accuracy-generalisation-calendar": ("docs/accuracy.md", generalisation_calendar),
     "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
+    "compression-greensboro": ("docs/compression.md", compression_greensboro),
+    "compression-etth2": ("docs/compression.md", compression_etth2),
+    "compression-unstructured": ("docs/compression.md", compression_unstructured),
 }
 
 

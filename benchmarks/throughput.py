@@ -183,10 +183,12 @@ class Feed:
 # -- engine --------------------------------------------------------------------------------------
 
 
-def bench_pipeline(cell: str, max_series: int, combination: bool = False) -> Pipeline:
+def bench_pipeline(
+    cell: str, max_series: int, combination: bool = False, hidden_size: int = 64, num_layers: int = 2
+) -> Pipeline:
     """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar);
     served alone unless `combination` (the engine's rows measure the network's step, `combination_cost` what
-    the online combination adds to it)."""
+    the online combination adds to it). benchmarks/compress.py times other widths and depths."""
     return Pipeline(
         name="bench",
         input_topic="bench.in",
@@ -198,7 +200,7 @@ def bench_pipeline(cell: str, max_series: int, combination: bool = False) -> Pip
         calendar=Calendar(),
         max_series=max(max_series, 1000),
         spill="none",
-        model=ModelConfig(cell=cell, hidden_size=64, num_layers=2, weights=None),
+        model=ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, weights=None),
         combination=Combination(enabled=combination),
     )
 
@@ -206,24 +208,9 @@ def bench_pipeline(cell: str, max_series: int, combination: bool = False) -> Pip
 def combination_cost(quick: bool, n: int = 10_000) -> dict:
     """The GRU engine's step at n series without and with the online combination, in interleaved rounds:
     the median step of each round, the best round of each."""
-    values = etth1()
     engines = {on: Engine(bench_pipeline("gru", n, on), seeded_model(bench_pipeline("gru", n))) for on in (False, True)}
-    feeds = {on: Feed(n, values) for on in engines}
-    for on, engine in engines.items():
-        for _ in range(2):  # the first steps admit every series
-            engine.step(feeds[on].next(), now=time.time())
-    rounds, steps = repetitions(n, quick)
-    medians = {on: [] for on in engines}
-    for _ in range(rounds):
-        for on, engine in engines.items():
-            seconds = []
-            for _ in range(steps):
-                batch = feeds[on].next()
-                started = time.perf_counter()
-                engine.step(batch, now=time.time())
-                seconds.append(time.perf_counter() - started)
-            medians[on].append(statistics.median(seconds))
-    alone, combined = min(medians[False]), min(medians[True])
+    best = step_seconds(engines, n, *repetitions(n, quick))
+    alone, combined = best[False], best[True]
     print(f"  combination at {n:,} series: {1e3 * alone:.1f} ms -> {1e3 * combined:.1f} ms a step", flush=True)
     return {
         "n_series": n,
@@ -232,6 +219,27 @@ def combination_cost(quick: bool, n: int = 10_000) -> dict:
         "step_ms_with_combination": round(1e3 * combined, 3),
         "ratio": round(combined / alone, 2),
     }
+
+
+def step_seconds(engines: dict, n: int, rounds: int, steps: int, clock=time.perf_counter) -> dict:
+    """Each engine's step on n series (one record of each, ETTh1's values) in interleaved rounds: the median
+    step of each round, the best round of each engine, in seconds of `clock`, by the engines' keys."""
+    values = etth1()
+    feeds = {key: Feed(n, values) for key in engines}
+    for key, engine in engines.items():
+        for _ in range(2):  # the first steps admit every series
+            engine.step(feeds[key].next(), now=time.time())
+    medians = {key: [] for key in engines}
+    for _ in range(rounds):
+        for key, engine in engines.items():
+            seconds = []
+            for _ in range(steps):
+                batch = feeds[key].next()
+                started = clock()
+                engine.step(batch, now=time.time())
+                seconds.append(clock() - started)
+            medians[key].append(statistics.median(seconds))
+    return {key: min(m) for key, m in medians.items()}
 
 
 def repetitions(n: int, quick: bool) -> tuple[int, int]:

@@ -114,6 +114,29 @@ def _parser() -> argparse.ArgumentParser:
         "instead of the seeded model",
     )
     pretrain.add_argument(
+        "--prune",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="start from this weights file of a wider network (the pipeline's model but for hidden_size), with each "
+        "layer's weakest hidden units removed down to the pipeline's model.hidden_size, and fine-tune it",
+    )
+    pretrain.add_argument(
+        "--prune-by",
+        choices=("magnitude", "activation"),
+        default="magnitude",
+        help="with --prune: rank units by the norm of their weights (magnitude, the default) or by their mean output "
+        "on the training data times the weights that read it (activation)",
+    )
+    pretrain.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        metavar="WEIGHTS",
+        help="also learn this weights file's forecasts and quantiles (knowledge distillation; training.teacher_weight "
+        "of the loss): any network with the pipeline's inputs, horizon, quantiles and season, e.g. a larger one",
+    )
+    pretrain.add_argument(
         "--out", type=Path, default=None, help="weights file to write (default: the pipeline's model.weights)"
     )
     pretrain.add_argument(
@@ -477,8 +500,11 @@ def cmd_pretrain(args) -> int:
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
     logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     pipeline = config.pipeline(args.pipeline)
-    if args.init is not None and not args.init.is_file():
-        raise ConfigError(f"--init: expected an existing weights file, got {args.init}")
+    for option, path in (("--init", args.init), ("--prune", args.prune), ("--teacher", args.teacher)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{option}: expected an existing weights file, got {path}")
+    if args.init is not None and args.prune is not None:
+        raise ConfigError("expected one of --init and --prune (where training starts), got both")
     _check_source(args)
     history = {"dataset": args.dataset}  # by name: a bundled dataset's name goes into the weights' metadata
     if args.file is not None or args.topic is not None:
@@ -491,6 +517,9 @@ def cmd_pretrain(args) -> int:
         pipeline,
         **history,
         init=args.init,
+        prune_from=args.prune,
+        prune_by=args.prune_by,
+        teacher=args.teacher,
         out=args.out,
         steps=args.steps,
         progress=lambda step, loss: bar.update(step),

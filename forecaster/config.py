@@ -271,6 +271,12 @@ class Training:
         "moves dominate; relative_mse divides each step's by the last-value forecast's on the same targets, so the "
         "short steps count as much (the quantiles' pinball loss is unchanged)",
     )
+    teacher_weight: float = setting(
+        0.5,
+        doc="with `forecaster pretrain --teacher`: the share of the loss spent on matching the teacher's forecasts and "
+        "quantiles, the rest on the targets (knowledge distillation); 0: the teacher is ignored, 1: only it is learnt",
+        check=(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    )
     grad_clip: float = setting(1.0, doc="gradient clipping by global norm", check=positive)
     warmup_steps: int = setting(
         20, doc="linear learning-rate warm-up before cosine decay", check=(lambda v: v >= 0, "an integer >= 0")

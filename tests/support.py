@@ -40,6 +40,35 @@ def pipeline_yaml(name: str, extra: str = "") -> str:
     )
 
 
+class PretrainFolder:
+    """A config folder for `forecaster pretrain` tests: one small pipeline, weather (`pipeline_yaml` plus
+    `extra`), and 300 hours of Greensboro's temperature as hours.csv (time, temp)."""
+
+    def __init__(self, folder: Path, extra: str = ""):
+        from forecaster.io import datasets
+
+        self.folder = folder
+        (folder / "pipelines").mkdir()
+        (folder / "pipelines" / "weather.yaml").write_text(pipeline_yaml("weather", extra))
+        (folder / "config.yaml").write_text("pipelines:\n  - pipelines/weather.yaml\n")
+        rows = datasets.load("greensboro").records[:300]
+        (folder / "hours.csv").write_text("time,temp\n" + "".join(f"{r['time']},{r['drybulb_c']}\n" for r in rows))
+
+    def pipeline(self, **model) -> Pipeline:
+        """The weather pipeline as loaded, its model section changed by `model` (e.g. hidden_size=16)."""
+        from forecaster import config
+
+        loaded = config.load(self.folder / "config.yaml", require_weights=False).pipeline("weather")
+        return dataclasses.replace(loaded, model=dataclasses.replace(loaded.model, **model))
+
+    def pretrain(self, *extra: str) -> int:
+        """`forecaster pretrain` of the weather pipeline on hours.csv, writing w.pt; its exit code."""
+        from forecaster.cli import main
+
+        config, data, out = (str(self.folder / name) for name in ("config.yaml", "hours.csv", "w.pt"))
+        return main(["pretrain", "-c", config, "--pipeline", "weather", "--file", data, "--out", out, *extra])
+
+
 def benchmark(name: str):
     """benchmarks/<name>.py as the module `name`, imported once per session (it may import its siblings)."""
     if str(BENCHMARKS) not in sys.path:

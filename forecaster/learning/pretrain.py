@@ -20,9 +20,11 @@ from forecaster.build import load_model, model_spec, save_model, seeded_model
 from forecaster.config import Config, Pipeline, Training
 from forecaster.errors import ConfigError
 from forecaster.io import datasets
+from forecaster.learning import distill, prune
 from forecaster.learning.tbptt import Series, evaluate, fit, head, prepare
 from forecaster.serving import records
 from forecaster.serving.cadence import Cadence
+from forecaster.serving.model import Forecaster
 from forecaster.serving.records import Observations
 
 
@@ -34,6 +36,9 @@ def pretrain(
     payloads: Sequence[bytes] | None = None,
     source: str | None = None,
     init: Path | None = None,
+    prune_from: Path | None = None,
+    prune_by: str = "magnitude",
+    teacher: Path | None = None,
     out: Path | None = None,
     steps: int | None = None,
     progress: Callable[[int, float], None] | None = None,
@@ -45,7 +50,11 @@ def pretrain(
     records of a file or a topic that `source` names. Either way it goes through
     `records.decode`, so training sees what the daemon sees. Training starts from the seeded
     model, or from the weights file `init` (`forecaster models export`, an earlier pretrain; it
-    must fit the pipeline's model): a model pretrained elsewhere goes on learning from this data.
+    must fit the pipeline's model): a model pretrained elsewhere goes on learning from this data;
+    or from the weights file `prune_from`, a wider network of the same kind cut down to the
+    pipeline's model.hidden_size (prune.py, units chosen by `prune_by`), which training then
+    fine-tunes. With `teacher`, a weights file of any network with the pipeline's inputs and
+    outputs, the model also learns the teacher's forecasts (distill.py, training.teacher_weight).
     Returns the saved metadata plus "path" and "seconds".
     """
     began = time.perf_counter()
@@ -59,7 +68,9 @@ def pretrain(
     fraction = training.train_fraction
     heads = [head(s, int(fraction * len(s))) for s in series]
     _check_window(config, pipeline, training, label, heads)
-    model = seeded_model(pipeline) if init is None else load_model(init, expected=model_spec(pipeline))[0]
+    model = _starting_model(pipeline, init, prune_from, prune_by, heads)
+    if teacher is not None:
+        heads = distill.taught(_teacher(pipeline, teacher), heads, device)
     losses = fit(model, heads, training, device=device, progress=progress)
     scores = evaluate(model, series, device, warmup_fraction=fraction)
     metadata = {
@@ -73,8 +84,37 @@ def pretrain(
     }
     if init is not None:
         metadata["init"] = str(init)
+    if prune_from is not None:
+        metadata.update(pruned_from=str(prune_from), pruned_by=prune_by)
+    if teacher is not None:
+        metadata.update(teacher=str(teacher), teacher_weight=training.teacher_weight)
     path = save_model(out or _default_weights(config, pipeline), model.cpu(), metadata=metadata)
     return {**metadata, "path": str(path), "seconds": time.perf_counter() - began}
+
+
+def _starting_model(
+    pipeline: Pipeline, init: Path | None, prune_from: Path | None, prune_by: str, heads: list[Series]
+) -> Forecaster:
+    """The seeded model, the weights `init`, or the weights `prune_from` pruned to the pipeline's model."""
+    if init is not None and prune_from is not None:
+        raise ConfigError(f"expected one starting point, got both init {init} and prune_from {prune_from}")
+    if prune_from is None:
+        return seeded_model(pipeline) if init is None else load_model(init, expected=model_spec(pipeline))[0]
+    wide, _ = load_model(prune_from)
+    try:
+        return prune.pruned(wide, model_spec(pipeline), prune_by, heads)
+    except ValueError as error:
+        raise ConfigError(f"{prune_from}: cannot prune to pipeline {pipeline.name}'s model: {error}") from None
+
+
+def _teacher(pipeline: Pipeline, path: Path) -> Forecaster:
+    """The teacher's network from its weights file, if the pipeline's model can imitate its outputs."""
+    teacher, _ = load_model(path)
+    try:
+        distill.check_teacher(teacher.spec, model_spec(pipeline))
+    except ValueError as error:
+        raise ConfigError(f"{path}: cannot teach pipeline {pipeline.name}'s model: {error}") from None
+    return teacher
 
 
 def _dataset_name(config: Config, pipeline: Pipeline, dataset: str | None) -> str:

@@ -40,6 +40,7 @@ class Series:
     actual: Tensor  # (T,) float64: the target y[t], or with model.season its seasonal difference z[t]
     std: Tensor  # (T,): std_t, the scale the engine multiplies the head by
     level: Tensor | None = None  # (T,) float64: y[t] when `actual` is z[t]; None: `actual` is y[t], or y is not kept
+    soft: Tensor | None = None  # (T, outputs): a teacher's head outputs at each step (distill.py); None: no teacher
 
     def __len__(self) -> int:
         return len(self.actual)
@@ -129,6 +130,16 @@ def _series(inputs: Tensor, actual: np.ndarray, std: Tensor, horizon: int, level
     )
 
 
+def equal_lengths(series: Sequence[Series]) -> Iterator[tuple[list[int], Tensor]]:
+    """The series in groups of equal length, for a network to step each group as one batch: the indices of a
+    group's series and their inputs (T, n, input_size)."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(series):
+        groups.setdefault(len(s), []).append(i)
+    for members in groups.values():
+        yield members, torch.stack([series[i].inputs for i in members], dim=1)
+
+
 def head(series: Series, length: int) -> Series:
     """The first `length` steps of a series, as if nothing came after: later targets are masked.
 
@@ -145,6 +156,7 @@ def head(series: Series, length: int) -> Series:
         actual=series.actual[:length],
         std=series.std[:length],
         level=None if series.level is None else series.level[:length],
+        soft=None if series.soft is None else series.soft[:length],
     )
 
 
@@ -236,10 +248,39 @@ def forecast_loss(
     return loss + pinball(quantiles, targets, mask, levels) if levels else loss
 
 
+def imitation_loss(forecasts: Tensor, soft: Tensor, horizon: int, relative: bool = False) -> Tensor:
+    """How far a student's head outputs (..., outputs) lie from a teacher's on the same steps: the point
+    forecast's MSE against the teacher's (relative: see `masked_mse`), plus the mean squared difference of
+    the quantiles. Every step counts: the teacher has an output where the target is not known yet."""
+    point, quantiles = split_head(forecasts, horizon)
+    taught_point, taught_quantiles = split_head(soft, horizon)
+    loss = masked_mse(point, taught_point, torch.ones_like(taught_point, dtype=torch.bool), relative)
+    if quantiles.shape[-2] == 0:
+        return loss
+    return loss + (quantiles.float() - taught_quantiles).square().mean()
+
+
+def window_loss(
+    forecasts: Tensor, targets: Tensor, mask: Tensor, soft: Tensor | None, levels: Sequence[float], training: Training
+) -> Tensor:
+    """The loss of one chunk: `forecast_loss` on the targets, or with a teacher's outputs (`soft`) that loss
+    and `imitation_loss` mixed by training.teacher_weight (knowledge distillation, Hinton et al. 2015)."""
+    relative = training.loss == "relative_mse"
+    loss = forecast_loss(forecasts, targets, mask, levels, relative)
+    if soft is None:
+        return loss
+    weight = training.teacher_weight
+    return (1 - weight) * loss + weight * imitation_loss(forecasts, soft, targets.shape[-1], relative)
+
+
+WINDOW_FIELDS = ("inputs", "targets", "mask")
+
+
 def sample_windows(
-    series: Sequence[Series], training: Training, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """`batch_size` windows, uniform over every (series, start) pair: inputs, targets, mask, each (window, B, ...).
+    series: Sequence[Series], training: Training, generator: torch.Generator, fields: Sequence[str] = WINDOW_FIELDS
+) -> tuple[Tensor, ...]:
+    """`batch_size` windows, uniform over every (series, start) pair: each of `fields` (default inputs, targets,
+    mask; "soft" too when distilling), each (window, B, ...).
 
     Drawing starts rather than series first gives every time step the same chance, so a
     long series is not underweighted against a short one.
@@ -254,10 +295,7 @@ def sample_windows(
     which = torch.searchsorted(ends, draws, right=True)
     starts = draws - (ends[which] - starts_per_series[which])
     picked = [(series[int(i)], int(a)) for i, a in zip(which, starts)]
-    return tuple(
-        torch.stack([getattr(s, name)[a : a + window] for s, a in picked], dim=1)
-        for name in ("inputs", "targets", "mask")
-    )
+    return tuple(torch.stack([getattr(s, name)[a : a + window] for s, a in picked], dim=1) for name in fields)
 
 
 def fit(
@@ -273,7 +311,8 @@ def fit(
     Each window starts from a zero state, like a new series in the engine; its first chunk
     only warms the state up (no loss), so the model learns to forecast from a warmed state.
     Every later chunk is one step. The seed fixes window sampling and dropout, and the
-    global random state is left as it was.
+    global random state is left as it was. Series that carry a teacher's outputs (`Series.soft`,
+    from distill.py) are learnt from those too (`window_loss`).
     """
     if training.window <= training.chunk:
         raise ValueError(
@@ -287,19 +326,21 @@ def fit(
         optimizer, lambda i: learning_rate(training, i) / training.learning_rate
     )
     generator = torch.Generator().manual_seed(training.seed)
-    relative = training.loss == "relative_mse"
+    taught = bool(series) and series[0].soft is not None  # distill.taught gives every series its soft targets
+    fields = (*WINDOW_FIELDS, "soft") if taught else WINDOW_FIELDS
     losses: list[float] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(training.seed)
         while len(losses) < training.steps:
-            inputs, targets, mask = (t.to(device) for t in sample_windows(series, training, generator))
+            inputs, targets, mask, *soft = (t.to(device) for t in sample_windows(series, training, generator, fields))
             state = model.initial_state(inputs.shape[1], device=device)
             unrolled = chunks(model, inputs, state, training.chunk, training.backprop_steps)
             for k, (forecasts, _) in enumerate(unrolled):
                 if k == 0:
                     continue  # burn-in: the state warms up, nothing is learnt
                 rows = slice(k * training.chunk, (k + 1) * training.chunk)
-                loss = forecast_loss(forecasts, targets[rows], mask[rows], model.spec.quantiles, relative)
+                chunk_soft = soft[0][rows] if soft else None
+                loss = window_loss(forecasts, targets[rows], mask[rows], chunk_soft, model.spec.quantiles, training)
                 _optimise(model, loss, optimizer, schedule, training.grad_clip)
                 losses.append(loss.item())
                 if progress is not None:
