@@ -22,6 +22,7 @@ from forecaster.io.messages import Delivered, Polled, Rebalance
 from forecaster.metrics import Metrics
 from forecaster.serving import handover
 from forecaster.serving.engine import Engine
+from forecaster.stages import STAGES
 
 from support import make_pipeline
 
@@ -413,3 +414,17 @@ def test_stopping_copies_the_partitions_held_locally():
     w.stop.set()
     w.run()
     assert changelog.kept == [(0, [handover.PARTITION_KEY, b"a"])]
+
+
+def test_each_batch_says_where_its_time_went_stage_by_stage():
+    w, _, _, registry = worker([[record("a", 0, 1.0)], [], [record("a", 1, 2.0), record("b", 1, 3.0)]])
+    for _ in range(3):
+        w.run_once()
+    sample = lambda name, stage: registry.get_sample_value(  # noqa: E731
+        f"forecaster_stage_seconds_{name}", {"pipeline": "test", "stage": stage}
+    )
+    for stage in STAGES:  # once per batch that held records: the empty poll is no batch
+        assert sample("count", stage) == 2
+        assert sample("sum", stage) >= 0
+    assert sample("sum", "step") == registry.get_sample_value("forecaster_step_seconds_sum", {"pipeline": "test"})
+    assert sample("sum", "decode") > 0 and sample("sum", "encode") > 0

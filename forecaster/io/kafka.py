@@ -249,10 +249,12 @@ class Sink:
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
         refused for good, and where the rest was written."""
-        pending, refused, written, backoff = list(messages), [], [], 0.5
+        pending, refused, written, backoff, waited = list(messages), [], [], 0.5, 0.0
         while pending:
             sent = self._send(pending)
+            waiting_since = time.perf_counter()
             self._wait_for_acknowledgements(len(pending), stop)
+            waited += time.perf_counter() - waiting_since
             pending = []
             for message, future in sent:  # one pass: written, refused for good, or to be sent again
                 if not isinstance(future, Exception) and future.succeeded():
@@ -274,7 +276,7 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
-        return Delivered(refused, written)
+        return Delivered(refused, written, waited)
 
     def _send(self, messages: Sequence[Message]) -> list:
         """(message, its future, or the error that kept it from being sent) for each message."""
