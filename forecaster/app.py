@@ -299,6 +299,7 @@ class PipelineWorker:
         """One poll batch through the whole flow; returns the number of records consumed."""
         with self.stages.timed("poll"):
             polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        self.stages.waited(polled, 1000 * time.time())
         self.batch_since = time.monotonic()
         with self._stepping:  # a revocation waits for the batch (`_revoked`)
             consumed = self._flow(polled)

@@ -117,7 +117,8 @@ class Metrics:
         self.stage_seconds = Histogram(
             "forecaster_stage_seconds",
             "Time per poll batch in each stage of the run loop: poll (waiting for records included), decode, step, "
-            "encode, produce, acknowledge, checkpoint, retrain.",
+            "encode, produce, acknowledge, checkpoint, retrain; and wait, how long its oldest record waited, from its "
+            "Kafka timestamp to the poll that returned it.",
             p + ["stage"],
             buckets=_STAGE_BUCKETS,
             registry=registry,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from forecaster.io.messages import Polled
 from forecaster.metrics import Metrics
 
-STAGES = ("poll", "decode", "step", "encode", "produce", "acknowledge", "checkpoint", "retrain")
+# `wait` is not the loop's time: how long the batch's oldest record waited, from its Kafka timestamp to the poll
+# that returned it (behind the batches before it, in the producer, the broker and the fetch)
+STAGES = ("wait", "poll", "decode", "step", "encode", "produce", "acknowledge", "checkpoint", "retrain")
 
 
 class Stages:
@@ -35,6 +38,12 @@ class Stages:
             yield
         finally:
             self.seconds[stage] += time.perf_counter() - started
+
+    def waited(self, polled: Sequence[Polled], now_ms: float) -> None:
+        """The poll returned `polled` at `now_ms` (Unix milliseconds): its oldest record's wait (none if unknown)."""
+        stamps = [p.timestamp_ms for p in polled if p.timestamp_ms is not None]
+        if stamps:
+            self.seconds["wait"] = max(0.0, now_ms - min(stamps)) / 1000
 
     def idle(self) -> None:
         """A poll brought nothing: its wait is no batch's, but what else was done then delays the next batch."""

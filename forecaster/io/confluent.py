@@ -115,7 +115,8 @@ class Source:
             if m.error() is not None:
                 log.debug("%s: fetch error %s", self.topic, m.error())
                 continue
-            polled.append(Polled(m.partition(), m.offset(), m.key(), m.value()))
+            kind, stamp = m.timestamp()
+            polled.append(Polled(m.partition(), m.offset(), m.key(), m.value(), None if kind == 0 else stamp))
         return polled
 
     def commit(self, offsets: dict[int, int], timeout_ms: int = 5000) -> bool:

@@ -129,7 +129,7 @@ class Source:
     def poll(self, timeout_ms: int) -> list[Polled]:
         """Records in partition order (each partition's records stay in offset order)."""
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max_records)
-        return [Polled(tp.partition, r.offset, r.key, r.value) for tp, rs in batches.items() for r in rs]
+        return [Polled(tp.partition, r.offset, r.key, r.value, r.timestamp) for tp, rs in batches.items() for r in rs]
 
     def commit(self, offsets: dict[int, int], timeout_ms: int = 5000) -> bool:
         """Commit `offsets` (partition -> next offset to consume) for the partitions still assigned.

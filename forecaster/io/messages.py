@@ -64,6 +64,7 @@ class Polled:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None  # its Kafka timestamp (the producer's clock, or the broker's); None: unknown
 
 
 class Rebalances:
