@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from forecaster.stages import STAGES
+
 from support import benchmark
 
 throughput = benchmark("throughput")
@@ -76,9 +78,25 @@ def test_daemon_ceiling_and_latency_through_the_broker(broker, tmp_path):
     }
     assert rows["confluent-kafka", 1, "C (crc32c)"]["ceiling"] == "confluent-kafka"
     assert daemon["rows"][0]["records_per_s"] == daemon["records_per_s"]  # the first row is the default daemon
+    assert set(daemon["stages"]) == {*STAGES, "batch"}  # where the default daemon's loop spends its time
     latency = bench.latency(0.5, max_rate=100.0, seconds=1.0)
     assert latency["load_fraction"] == 0.5 and latency["records"] == 50
     assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert set(latency["stages"]) == {*STAGES, "batch"} and latency["records_per_batch"]["max"] >= 1
+    assert latency["gc"]["collections"] >= 0
+
+
+def test_a_latency_row_is_the_median_of_its_runs_with_their_range():
+    stages = lambda ms: {"step": {"p50_ms": ms, "p99_ms": ms, "max_ms": ms, "share": 0.5}}  # noqa: E731
+    runs = [
+        {"offered_records_per_s": 10, "records": 80, "p50_ms": p50, "p99_ms": p99, "max_ms": p99 + 1,
+         "stages": stages(p50), "records_per_batch": {"p50": 1.0, "p99": 2.0, "max": 3},
+         "gc": {"collections": 4, "total_ms": 1.0, "p99_ms": 0.5, "max_ms": 0.5}, "method": "m"}
+        for p50, p99 in ((5.0, 50.0), (7.0, 90.0), (6.0, 30.0))
+    ]  # fmt: skip
+    row = throughput.median_row(0.5, runs)
+    assert (row["p50_ms"], row["p99_ms"], row["p99_ms_min"], row["p99_ms_max"]) == (6.0, 50.0, 30.0, 90.0)
+    assert row["runs"] == 3 and row["stages"]["step"]["p50_ms"] == 6.0 and len(row["trials"]) == 3
 
 
 def test_the_checkpoint_benchmark_times_every_write_of_the_same_file():
