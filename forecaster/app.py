@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -1005,6 +1006,9 @@ class Daemon:
         log.info("metrics at %s/metrics", self.server.address)
         try:
             self.workers = [self._worker(p, device) for p in self.config.pipelines]
+            # What start-up made (modules, the model, the restored state) lives as long as the process: out of the
+            # garbage collector's reach, a full collection walks only what serving made since.
+            gc.freeze()
             threads = [threading.Thread(target=w.run, name=f"pipeline-{w.pipeline.name}") for w in self.workers]
             for thread in threads:
                 thread.start()
