@@ -141,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     if "engine" in sections:
         result["engine"], result["memory"] = engine_section(args.quick)
         print_engine(result["engine"], result["memory"])
+        result["engine_scaling"] = engine_scaling(result["engine"])
+        if result["engine_scaling"]:
+            scaling = result["engine_scaling"]
+            print(
+                f"the step at {scaling['n_series']:,} series: {scaling['step_ms']:,.0f} ms, {scaling['ratio']:.2f}x "
+                f"the same series-steps at 10,000 a step ({scaling['steps_of_10000_ms']:,.0f} ms)"
+            )
         result["combination"] = combination_cost(args.quick)
     if sections & {"daemon", "latency"}:
         result.update(kafka_sections(args.quick, sections, device, args.latency_runs))
@@ -272,8 +279,77 @@ def engine_section(quick: bool) -> tuple[list[dict], dict]:
     for _ in range(max(bench.rounds for bench in benches.values())):
         for bench in benches.values():
             bench.round()
+    for bench in benches.values():  # after the timed rounds: the wrappers cost a little
+        bench.profile_stages()
     rows = [benches[key].row() for key in sorted(benches, key=lambda k: (devices.index(k[0]), CELLS.index(k[1]), k[2]))]
     return rows, memory
+
+
+def engine_scaling(rows: list[dict]) -> dict:
+    """The issue's measure of how the step scales: the full step at the most series against the same number of
+    series-steps taken at 10,000 series a step, GRU on the CPU, from the same run."""
+    by_size = {r["n_series"]: r for r in rows if r["cell"] == "gru" and r["device"] == "cpu"}
+    largest = max(by_size)
+    if 10_000 not in by_size or largest <= 10_000:
+        return {}
+    small = by_size[10_000]["step_ms"] * largest / 10_000
+    return {
+        "n_series": largest,
+        "step_ms": by_size[largest]["step_ms"],
+        "steps_of_10000_ms": round(small, 3),
+        "ratio": round(by_size[largest]["step_ms"] / small, 3),
+    }
+
+
+# Engine.step's parts, timed one by one (`EngineBench.profile_stages`): stage -> the engine's methods in it
+ENGINE_STAGES = {
+    "lookup": ("store.slots",),
+    "plan": ("plan",),
+    "gaps": ("_stand_in_for_missing", "_fill_gaps"),
+    "recurrent": ("_run_waves",),
+    "quantiles": ("_quantiles",),
+    "combination": ("_combine",),
+    "scoring": ("_score_and_remember", "_track_and_score"),
+    "forecasts": ("_forecasts",),
+}
+
+
+@contextlib.contextmanager
+def timed_stages(engine: Engine):
+    """Seconds per ENGINE_STAGES stage of the engine's steps while inside (each method wrapped on the instance;
+    `plan`, a function of the module, wrapped there)."""
+    from forecaster.serving import engine as engine_module
+
+    seconds = dict.fromkeys(ENGINE_STAGES, 0.0)
+
+    def timing(stage, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+
+        return timed
+
+    plan = engine_module.plan
+    for stage, names in ENGINE_STAGES.items():
+        for name in names:
+            if name == "plan":
+                engine_module.plan = timing(stage, plan)
+            else:
+                owner, _, attribute = name.rpartition(".")
+                target = engine.store if owner == "store" else engine
+                setattr(target, attribute, timing(stage, getattr(target, attribute)))
+    try:
+        yield seconds
+    finally:
+        engine_module.plan = plan
+        for names in ENGINE_STAGES.values():
+            for name in names:
+                if name != "plan":
+                    owner, _, attribute = name.rpartition(".")
+                    delattr(engine.store if owner == "store" else engine, attribute)
 
 
 class EngineBench:
@@ -293,6 +369,7 @@ class EngineBench:
             self.engine.step(self.feed.next(), now=time.time())
         self.rounds, self.steps = repetitions(n, quick)
         self.batched, self.naive_rates, self.every_step = [], [], []
+        self.stages: dict[str, float] = {}
 
     def round(self) -> None:
         if len(self.batched) == self.rounds:
@@ -306,6 +383,18 @@ class EngineBench:
         self.batched.append(statistics.median(seconds))
         self.every_step += seconds
         self.naive_rates.append(self.naive.steps_per_s())
+
+    def profile_stages(self, steps: int = 3) -> None:
+        """The median of `steps` more steps, stage by stage (ENGINE_STAGES; `other`: the rest of the step)."""
+        found = []
+        for _ in range(steps):
+            batch = self.feed.next()
+            with timed_stages(self.engine) as seconds:
+                started = time.perf_counter()
+                self.engine.step(batch, now=time.time())
+                total = time.perf_counter() - started
+            found.append({**seconds, "other": total - sum(seconds.values()), "step": total})
+        self.stages = {stage: round(1e3 * statistics.median(f[stage] for f in found), 3) for stage in found[0]}
 
     def row(self) -> dict:
         n, best = self.n, min(self.batched)
@@ -324,6 +413,7 @@ class EngineBench:
             "rounds": self.rounds,
             "steps_per_round": self.steps,
             "naive_series": self.naive.count,
+            "stages_ms": self.stages,  # one step, stage by stage (ENGINE_STAGES), median of three more steps
         }
         print(
             f"  engine {self.device} {self.cell:<4} {n:>9,} series: {row['batched_steps_per_s']:>12,} series-steps/s, "
@@ -396,6 +486,10 @@ def print_engine(rows: list[dict], memory: dict) -> None:
             f"{r['naive_steps_per_s']:>14,} {r['speedup']:>7,.0f}x {r['naive_torch_rnn_steps_per_s']:>20,} "
             f"{r['speedup_vs_torch_rnn']:>7,.0f}x {r['step_ms']:>9.2f}"
         )
+    for r in rows:
+        if r["cell"] == "gru" and r.get("stages_ms"):
+            parts = ", ".join(f"{stage} {ms:,.1f}" for stage, ms in r["stages_ms"].items() if stage != "step")
+            print(f"  {r['device']} gru {r['n_series']:>9,} series, ms a step: {parts}")
     if memory:
         print(
             f"memory: {memory['bytes_per_series']:.0f} B per series (raw state {memory['raw_state_bytes_per_series']} "

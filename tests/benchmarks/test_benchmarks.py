@@ -45,9 +45,19 @@ def test_engine_rows_for_every_cell_and_size_and_memory_at_the_largest(monkeypat
     for row in rows:
         assert ENGINE_FIELDS <= row.keys()
         assert row["batched_steps_per_s"] > 0 and row["naive_steps_per_s"] > 0
+        assert set(row["stages_ms"]) == {*throughput.ENGINE_STAGES, "other", "step"}  # profiled stage by stage
+        assert row["stages_ms"]["recurrent"] > 0 and row["stages_ms"]["lookup"] > 0
     assert memory["n_series"] == 300 and memory["raw_state_bytes_per_series"] == 2 * 64 * 4
     assert memory["bytes_per_series"] >= memory["raw_state_bytes_per_series"]
     assert memory["rss_bytes_at_1m_series"] > 0
+    scaling = {"cell": "gru", "device": "cpu"}
+    rows = [{**scaling, "n_series": 10_000, "step_ms": 10.0}, {**scaling, "n_series": 1_000_000, "step_ms": 1100.0}]
+    assert throughput.engine_scaling(rows) == {
+        "n_series": 1_000_000,
+        "step_ms": 1100.0,
+        "steps_of_10000_ms": 1000.0,
+        "ratio": 1.1,
+    }
 
 
 def test_the_feed_gives_each_series_one_newer_record_per_batch():
