@@ -1,7 +1,7 @@
 """Throughput, memory and latency of forecaster on this machine, everything compared measured in one run.
 
-    python benchmarks/throughput.py            # the full run, about 15 minutes on 2 cores
-    python benchmarks/throughput.py --quick    # under 5 minutes: fewer repetitions, shorter latency runs
+    python benchmarks/throughput.py            # the full run, about 20 minutes on 2 cores
+    python benchmarks/throughput.py --quick    # about 7 minutes: fewer repetitions, shorter latency runs
 
 Writes benchmarks/results/throughput.json and prints a table. What each section measures:
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 2)[2],
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repetitions and shorter latency runs (under 5 minutes)"
+        "--quick", action="store_true", help="fewer repetitions and shorter latency runs (about 7 minutes)"
     )
     parser.add_argument(
         "--sections",
