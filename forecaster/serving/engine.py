@@ -33,7 +33,7 @@ from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import calendar_features, horizon_times, step_numbers
 from forecaster.serving.combination import Combination
 from forecaster.serving.fused_step import FusedStep
-from forecaster.serving.intervals import IntervalHistory, track
+from forecaster.serving.intervals import IntervalHistory, sort_levels, track
 from forecaster.serving.model import Forecaster, ModelSpec, changes
 from forecaster.serving.records import Observations, Rejected
 from forecaster.serving.seasonal import SeasonRing
@@ -470,7 +470,7 @@ class Engine:
         if not levels:
             return None
         offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
-        return _sort_levels(base[:, None, None] + offsets)
+        return sort_levels(base[:, None, None] + offsets)
 
     def _run_waves(
         self,
@@ -667,26 +667,6 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
     return np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
-
-
-def _sort_levels(quantiles: np.ndarray) -> np.ndarray:
-    """(n, levels, horizon) sorted along the levels, in place, so that quantiles never cross.
-
-    A few levels (3 by default) are sorted by compare-and-swap passes of np.minimum and np.maximum over whole
-    (n, horizon) planes, with no copy: np.sort along that short middle axis copied the whole array and sorted
-    rows of 3, the largest cost of a step after the recurrent arithmetic (at 1M series, 576 MB copied).
-    """
-    levels = quantiles.shape[1]
-    if levels > 8 or np.isnan(quantiles).any():  # np.sort puts a NaN last, where min and max would spread it
-        return np.sort(quantiles, axis=1)
-    low = np.empty_like(quantiles[:, 0])
-    for sweep in range(levels):  # odd-even transposition: `levels` sweeps sort any order
-        for i in range(sweep % 2, levels - 1, 2):
-            a, b = quantiles[:, i], quantiles[:, i + 1]
-            np.minimum(a, b, out=low)
-            np.maximum(a, b, out=b)
-            a[...] = low
-    return quantiles
 
 
 def _in_row_order(values: np.ndarray, by_wave: np.ndarray | None) -> np.ndarray:

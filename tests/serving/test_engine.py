@@ -6,7 +6,7 @@ import torch
 
 from forecaster.build import seeded_model
 from forecaster.serving import records
-from forecaster.serving.engine import Engine, _sort_levels, plan
+from forecaster.serving.engine import Engine, plan
 
 from support import make_pipeline, observations, random_walks
 
@@ -157,14 +157,3 @@ def test_a_small_step_runs_on_one_cpu_thread_and_leaves_the_count_as_it_was(monk
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("levels", [1, 2, 3, 5, 9])
-def test_quantiles_are_sorted_along_their_levels_as_np_sort_does(levels):
-    rng = np.random.default_rng(levels)
-    crossing = rng.normal(size=(40, levels, 6))
-    with_nan = crossing.copy()
-    with_nan[7, 0, 3] = np.nan
-    for quantiles in (crossing, with_nan):
-        expected = np.sort(quantiles, axis=1)
-        np.testing.assert_array_equal(_sort_levels(quantiles.copy()), expected)
