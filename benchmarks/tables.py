@@ -385,19 +385,27 @@ def performance_daemon() -> str:
 
 
 def performance_latency() -> str:
-    """Latency at a fraction of the default daemon's measured rate."""
+    """Latency at a fraction of the default daemon's measured rate: with several runs, their median and range."""
     body = [
         [
             share(r["load_fraction"]),
             count(r["offered_records_per_s"]),
             count(r["records"]),
-            number(r["p50_ms"], 0),
-            number(r["p99_ms"], 0),
+            ranged(r, "p50_ms"),
+            ranged(r, "p99_ms"),
             number(r["max_ms"], 0),
         ]
         for r in results("throughput.json")["latency"]
     ]
     return table(["load", "offered records/s", "records", "p50 ms", "p99 ms", "max ms"], body)
+
+
+def ranged(row: dict, figure: str) -> str:
+    """A figure with the range of its runs beside it, where the row is the median of several."""
+    if row.get("runs", 1) < 2:
+        return number(row[figure], 0)
+    low, high = number(row[f"{figure}_min"], 0), number(row[f"{figure}_max"], 0)
+    return f"{number(row[figure], 0)} ({low} to {high}, {row['runs']} runs)"
 
 
 def performance_memory() -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -51,6 +52,7 @@ from forecaster.metrics import Metrics
 from forecaster.serving import handover, records
 from forecaster.serving.engine import Engine, Forecasts
 from forecaster.sharing import TRAINING_PARTITION, ModelSharing
+from forecaster.stages import Stages
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,6 @@ class _Handled:
     forecasts: int = 0
     rejected: list[records.Rejected] = dataclasses.field(default_factory=list)
     uncounted: int = 0  # records stepped that the trainer has not counted yet
-    stepping: float = 0.0  # seconds in the engine's step
 
     def add(self, forecasts: int, rejected: list[records.Rejected], uncounted: int) -> None:
         self.forecasts += forecasts
@@ -208,6 +209,7 @@ class PipelineWorker:
         self.rollback = Rollback(pipeline.retraining) if trainer is not None else None
         self.source, self.sink = source, sink
         self.delivery = Delivery(pipeline, sink, metrics)  # what Kafka refuses for good is handled there
+        self.stages = Stages(metrics, pipeline.name)  # where each batch's time goes
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
         # partition -> next offset the state reflects; shared with the source, which resumes there on assignment
@@ -296,11 +298,18 @@ class PipelineWorker:
 
     def run_once(self) -> int:
         """One poll batch through the whole flow; returns the number of records consumed."""
-        polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        with self.stages.timed("poll"):
+            polled = self.source.poll(self.pipeline.batching.poll_timeout_ms)
+        self.stages.waited(polled, 1000 * time.time())
         self.batch_since = time.monotonic()
         with self._stepping:  # a revocation waits for the batch (`_revoked`)
             consumed = self._flow(polled)
         self.batch_since = None
+        if consumed:
+            self.metrics.step_seconds.labels(self.pipeline.name).observe(self.stages.seconds["step"])
+            self.stages.observe()
+        else:  # an empty poll's wait is no batch's; a checkpoint or round started meanwhile delays the next one
+            self.stages.idle()
         return consumed
 
     def _flow(self, polled: list[Polled]) -> int:
@@ -319,7 +328,6 @@ class PipelineWorker:
         received, handled, rest = time.monotonic(), _Handled(), polled
         while rest:  # a slice of at most batching.slice_records records at a time, each delivered before the next
             rest = rest[self._handle(rest, handled) :]
-        self.metrics.step_seconds.labels(self.pipeline.name).observe(handled.stepping)
         self._record(len(polled), handled.forecasts, handled.rejected, time.monotonic() - received)
         self._maybe_checkpoint()
         self._retrain(handled.uncounted)
@@ -329,6 +337,7 @@ class PipelineWorker:
         """Decode the leading messages of `polled` that hold at most `batching.slice_records` records, step them and
         deliver their forecasts and dead letters, that many records at a time; returns how many messages that was."""
         most = self.pipeline.batching.slice_records
+        started = time.perf_counter()
         observations, bad, taken = records.decode_slice(
             [r.value for r in polled],
             most,
@@ -347,16 +356,24 @@ class PipelineWorker:
         self._count_missing(observations)
         if len(observations):  # for the event-time lag
             self._newest_event = float(np.fmax(self._newest_event, observations.times.max()))
+        self.stages.add("decode", time.perf_counter() - started)
         for part in observations.pieces(most):  # more than one only for a batch message of more than `most`
-            started = time.perf_counter()
             forecasts, refused, counted = self._step(part)
-            handled.stepping += time.perf_counter() - started
-            messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
-            self.delivery.deliver(self._dead_letters(polled, bad + refused) + messages, self.stop)
+            with self.stages.timed("encode"):
+                messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
+                messages = self._dead_letters(polled, bad + refused) + messages
+            self._deliver(messages)
             handled.add(sum(map(len, forecasts)), bad + refused, len(part) - counted)
             bad = []
         self._advance(polled)
         return taken
+
+    def _deliver(self, messages: list[Message]) -> None:
+        """Deliver a slice's messages, its time split between handing them to the client and waiting for Kafka."""
+        started = time.perf_counter()
+        waited = self.delivery.deliver(messages, self.stop)
+        self.stages.add("produce", time.perf_counter() - started - waited)
+        self.stages.add("acknowledge", waited)
 
     def _step(self, observations: records.Observations) -> tuple[list[Forecasts], list[records.Rejected], int]:
         """Step a batch: its forecasts, the records the engine refused, and how many records the trainer has
@@ -368,12 +385,15 @@ class PipelineWorker:
         """
         cut = self._records_to_round(observations)
         if cut is None or not 0 < cut < len(observations):
-            forecasts, refused = self.engine.step(observations, time.time())
+            with self.stages.timed("step"):
+                forecasts, refused = self.engine.step(observations, time.time())
             return [forecasts], refused, 0
         head, tail = observations.split(cut)
-        first, refused = self.engine.step(head, time.time())
+        with self.stages.timed("step"):
+            first, refused = self.engine.step(head, time.time())
         self._retrain(len(head))
-        rest, more = self.engine.step(tail, time.time())
+        with self.stages.timed("step"):
+            rest, more = self.engine.step(tail, time.time())
         return [first, rest], refused + more, len(head)
 
     def _records_to_round(self, observations: records.Observations) -> int | None:
@@ -578,10 +598,11 @@ class PipelineWorker:
         return observations if not seen.any() else observations.take(~seen)
 
     def _maybe_checkpoint(self) -> None:
-        if self.checkpoints is None or self.checkpoints.due():
-            self.checkpoint()
-        elif self.checkpoints.writing:
-            self._commit_written()
+        with self.stages.timed("checkpoint"):
+            if self.checkpoints is None or self.checkpoints.due():
+                self.checkpoint()
+            elif self.checkpoints.writing:
+                self._commit_written()
 
     def _advance(self, polled: Sequence[Polled]) -> None:
         """The batch is delivered: the state now reflects every record up to these offsets."""
@@ -596,6 +617,10 @@ class PipelineWorker:
         of a finished round, then start the next round when due."""
         if self.trainer is None:
             return
+        with self.stages.timed("retrain"):
+            self._retrain_now(consumed)
+
+    def _retrain_now(self, consumed: int) -> None:
         self.trainer.count(consumed)
         finished = self.trainer.finished()
         if finished is not None:
@@ -981,6 +1006,9 @@ class Daemon:
         log.info("metrics at %s/metrics", self.server.address)
         try:
             self.workers = [self._worker(p, device) for p in self.config.pipelines]
+            # What start-up made (modules, the model, the restored state) lives as long as the process: out of the
+            # garbage collector's reach, a full collection walks only what serving made since.
+            gc.freeze()
             threads = [threading.Thread(target=w.run, name=f"pipeline-{w.pipeline.name}") for w in self.workers]
             for thread in threads:
                 thread.start()

@@ -633,7 +633,8 @@ class Kafka:
     consumer: dict[str, object] = setting(
         _EMPTY,
         doc="extra consumer settings, passed through: kafka-python KafkaConsumer arguments, or librdkafka properties "
-        "(underscores read as dots)",
+        "(underscores read as dots); with kafka-python, fetch_max_wait_ms is 25 unless set here (a broker that holds "
+        "an empty fetch for the whole wait, as the embedded one does, then delays records by no more)",
     )
     producer: dict[str, object] = setting(
         _EMPTY,

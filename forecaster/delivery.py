@@ -39,16 +39,21 @@ class Delivery:
         for reason in ("message_too_large", "not_authorized", "unknown_topic", "refused"):
             metrics.delivery_failures.labels(pipeline.name, reason)  # exported at zero, so increase() sees the first
 
-    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Deliver `messages`; truncate oversize dead letters; raise Undeliverable for any other refusal."""
-        refused = self._count(self.sink.deliver(messages, stop).refused)
+    def deliver(self, messages: Sequence[Message], stop: threading.Event) -> float:
+        """Deliver `messages`; truncate oversize dead letters; raise Undeliverable for any other refusal. Returns the
+        seconds spent waiting for Kafka's acknowledgements (the rest went to handing messages to the client)."""
+        delivered = self.sink.deliver(messages, stop)
+        refused, waited = self._count(delivered.refused), delivered.waiting_s
         oversize = [r for r in refused if self._truncatable(r)]
         final = [r for r in refused if not self._truncatable(r)]
         if oversize:
             self._say(oversize[0], f"dead letters are cut to their first {TRUNCATED_BYTES} bytes from now on")
-            final += self._count(self.sink.deliver([truncated(r.message) for r in oversize], stop).refused)
+            again = self.sink.deliver([truncated(r.message) for r in oversize], stop)
+            final += self._count(again.refused)
+            waited += again.waiting_s
         if final:
             raise Undeliverable(self._stopping(final))
+        return waited
 
     def _truncatable(self, refused: Refused) -> bool:
         return refused.reason == "message_too_large" and refused.message.topic == self.pipeline.dead_letter_topic

@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, PlatformCollector, ProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# finer than _LATENCY_BUCKETS below 10 ms, where most stages of a batch fall
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RETRAIN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
@@ -110,6 +112,15 @@ class Metrics:
             "Time in the engine's batched step per poll batch.",
             p,
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "forecaster_stage_seconds",
+            "Time per poll batch in each stage of the run loop: poll (waiting for records included), decode, step, "
+            "encode, produce, acknowledge, checkpoint, retrain; and wait, how long its oldest record waited, from its "
+            "Kafka timestamp to the poll that returned it.",
+            p + ["stage"],
+            buckets=_STAGE_BUCKETS,
             registry=registry,
         )
         self.spilled_series = Gauge(

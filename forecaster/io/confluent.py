@@ -115,7 +115,8 @@ class Source:
             if m.error() is not None:
                 log.debug("%s: fetch error %s", self.topic, m.error())
                 continue
-            polled.append(Polled(m.partition(), m.offset(), m.key(), m.value()))
+            kind, stamp = m.timestamp()
+            polled.append(Polled(m.partition(), m.offset(), m.key(), m.value(), None if kind == 0 else stamp))
         return polled
 
     def commit(self, offsets: dict[int, int], timeout_ms: int = 5000) -> bool:
@@ -217,11 +218,13 @@ class Sink:
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
         refused for good, and where the rest was written."""
-        pending, refused, written, backoff = list(messages), [], [], 0.5
+        pending, refused, written, backoff, waited = list(messages), [], [], 0.5, 0.0
         while pending:
             failed: list[tuple[Message, KafkaError]] = []
             self._send(pending, failed, written, stop)
+            waiting_since = time.perf_counter()
             self._wait_for_acknowledgements(len(pending), stop)
+            waited += time.perf_counter() - waiting_since
             refused += [Refused(m, reason, e.str()) for m, e in failed if (reason := _refusal(e)) is not None]
             pending = [m for m, e in failed if _refusal(e) is None]
             if pending:
@@ -234,7 +237,7 @@ class Sink:
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None
-        return Delivered(refused, written)
+        return Delivered(refused, written, waited)
 
     def _send(self, messages: Sequence[Message], failed: list, written: list, stop: threading.Event) -> None:
         """Produce each message; what fails lands in `failed` as (message, error), now or at its delivery report, and

@@ -44,6 +44,7 @@ class Delivered:
 
     refused: list[Refused] = field(default_factory=list)
     written: list[tuple[int, int]] = field(default_factory=list)
+    waiting_s: float = 0.0  # seconds of the call spent waiting for acknowledgements (the stage `acknowledge`)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Polled:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int | None = None  # its Kafka timestamp (the producer's clock, or the broker's); None: unknown
 
 
 class Rebalances:

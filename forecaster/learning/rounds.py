@@ -43,8 +43,9 @@ class Windows:
     """Buffered windows of n series, oldest step first; a series with fewer steps has them at the end."""
 
     inputs: Tensor  # (n, W, input_size): what the engine fed the model
-    targets: Tensor  # (n, W, horizon): (y[t + h] - y[t]) / std_t, from steps already in the window
-    mask: Tensor  # (n, W, horizon) bool: the target exists
+    # (n, W, horizon): (y[t + h] - y[t]) / std_t, from steps already in the window; None until `with_targets`
+    targets: Tensor | None
+    mask: Tensor | None  # (n, W, horizon) bool: the target exists
     valid: Tensor  # (n, W) bool: the step holds data
     actual: Tensor  # (n, W) float64: the raw target
     scale: Tensor  # (n, W): std_t
@@ -93,20 +94,37 @@ class Outcome:
 
 
 def collect(
-    store: StateStore, buffer: WindowBuffer, horizon: int, max_series: int, bound: float = float("inf")
+    store: StateStore,
+    buffer: WindowBuffer,
+    horizon: int,
+    max_series: int,
+    bound: float = float("inf"),
+    targets: bool = True,
 ) -> Windows:
     """CPU copies of the windows of up to `max_series` of the store's series, those with the most buffered steps
-    first; their targets clipped to +-`bound` (buffer.targets)."""
+    first; their targets clipped to +-`bound` (`with_targets`), or without `targets` none yet: the run loop copies
+    the windows between two batches and leaves the targets, ten times the copy's time, to the round's thread."""
     slots = torch.as_tensor(store.active, device=buffer.device)
     if len(slots) > max_series:
         written = buffer.written[slots]
         slots = slots[torch.topk(written, max_series).indices.sort().values]
     inputs, actual, scale, valid = buffer.read(slots)
-    targets, mask = buffers.targets(actual, scale, valid, horizon, bound)
     on_host = slots.cpu().numpy()
-    return Windows(
-        inputs.cpu(), targets.cpu(), mask.cpu(), valid.cpu(), actual.cpu(), scale.cpu(), on_host, store.keys_of(on_host)
-    )
+    windows = Windows(inputs.cpu(), None, None, valid.cpu(), actual.cpu(), scale.cpu(), on_host, store.keys_of(on_host))
+    return _targeted(windows, horizon, bound) if targets else windows
+
+
+def with_targets(windows: Windows, pipeline: Pipeline) -> Windows:
+    """`windows` with their training targets, clipped to the moves the engine's clipped inputs can span
+    (buffer.target_bound); as they are if they have them."""
+    if windows.targets is not None:
+        return windows
+    return _targeted(windows, pipeline.horizon, buffers.target_bound(pipeline.scaling.clip))
+
+
+def _targeted(windows: Windows, horizon: int, bound: float) -> Windows:
+    targets, mask = buffers.targets(windows.actual, windows.scale, windows.valid, horizon, bound)
+    return dataclasses.replace(windows, targets=targets, mask=mask)
 
 
 def minimal_steps(pipeline: Pipeline) -> int:
@@ -175,12 +193,12 @@ def training_window(pipeline: Pipeline, windows: Windows, round_: int) -> int:
 
 
 def round_windows(engine: Engine, round_: int) -> Windows:
-    """The windows round `round_` would train on (`collect`, up to retraining.max_series series, targets within
-    the range the engine's clipped inputs span); NotEnoughData if none is long enough for its `training_window`."""
+    """The windows round `round_` would train on (`collect`, up to retraining.max_series series), without their
+    targets: `challenge` adds them in the round's thread; NotEnoughData if none is long enough for its
+    `training_window`."""
     pipeline = engine.pipeline
     settings = pipeline.retraining
-    bound = buffers.target_bound(pipeline.scaling.clip)
-    windows = collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series, bound)
+    windows = collect(engine.store, engine.buffer, pipeline.horizon, settings.max_series, targets=False)
     trainable(windows, settings.holdout, training_window(pipeline, windows, round_))
     return windows
 
@@ -332,6 +350,7 @@ def challenge(
     `round_` varies the seed from round to round, so each samples other windows; `progress`
     is `tbptt.fit`'s per-step callback (it may raise to cancel the round).
     """
+    windows = with_targets(windows, pipeline)  # here, in the round's thread, not the run loop's
     retraining = pipeline.retraining
     steps = retraining.young_steps if young(pipeline, round_) else retraining.steps
     training = dataclasses.replace(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,19 @@ from forecaster.errors import Cancelled, RoundFailed
 from forecaster.learning import rounds
 from forecaster.learning.rounds import Outcome, Windows
 from forecaster.serving.model import Forecaster
+
+# The niceness of a round's thread: the kernel gives the run loop, the Kafka clients and the broker a core first.
+_ROUND_NICENESS = 10
+
+
+def _yield_the_cores() -> None:
+    """Lower this thread's CPU priority, and with it that of the threads torch starts from it: a round is
+    background work, and on a 2-core machine, at the same priority, it held a core the run loop and the broker
+    were waiting for. Linux only (elsewhere a thread's priority cannot be set apart from its process's)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _ROUND_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the round runs at the process's priority
+        pass
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,7 @@ class Trainer:
 
     def _run(self, result: list, round_: int, champion: Forecaster, windows: Windows, version: int) -> None:
         began = time.perf_counter()
+        _yield_the_cores()
         try:
             outcome = rounds.challenge(champion, windows, self.pipeline, round_, self.device, progress=self._check)
             if not math.isfinite(outcome.challenger_loss):

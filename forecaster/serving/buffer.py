@@ -12,11 +12,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_FIELDS = ("inputs", "actual", "scale", "written")
+_PLANES = ("inputs", "actual", "scale")  # (W, slots, ...): a plane per step
 
 
 class WindowBuffer:
-    """Ring buffers of shape (slots, window, ...) on the state's device; a `state.Part` of the store."""
+    """Ring buffers of shape (window, slots, ...) on the state's device; a `state.Part` of the store.
+
+    Step-major: a step writes one position of each of its series, and series stepped together mostly stand at
+    the same position, so their writes land side by side in one plane. Series-major, each series' write was a
+    page of its own: at a million series a step wrote into a million pages, most of its cost that grew faster
+    than the series. Windows are read (for a round, a re-sync) far less often than written.
+    """
 
     def __init__(self, capacity: int, window: int, input_size: int, device: torch.device | str = "cpu"):
         if window < 2:
@@ -26,9 +32,9 @@ class WindowBuffer:
 
     def allocate(self, capacity: int) -> None:
         """Empty buffers for `capacity` slots."""
-        self.inputs = torch.zeros(capacity, self.window, self.input_size, device=self.device)  # (slots, W, I)
-        self.actual = torch.zeros(capacity, self.window, device=self.device, dtype=torch.float64)  # (slots, W)
-        self.scale = torch.ones(capacity, self.window, device=self.device)  # (slots, W)
+        self.inputs = torch.zeros(self.window, capacity, self.input_size, device=self.device)  # (W, slots, I)
+        self.actual = torch.zeros(self.window, capacity, device=self.device, dtype=torch.float64)  # (W, slots)
+        self.scale = torch.ones(self.window, capacity, device=self.device)  # (W, slots)
         self.written = torch.zeros(capacity, device=self.device, dtype=torch.int64)  # steps ever written
 
     @property
@@ -38,9 +44,9 @@ class WindowBuffer:
     def write(self, slots: Tensor, inputs: Tensor, actual: Tensor, scale: Tensor) -> None:
         """Append one step for each of `slots` (distinct): inputs (n, I), actual (n,), scale (n,)."""
         position = self.written[slots] % self.window
-        self.inputs[slots, position] = inputs
-        self.actual[slots, position] = actual.to(torch.float64)
-        self.scale[slots, position] = scale
+        self.inputs[position, slots] = inputs
+        self.actual[position, slots] = actual.to(torch.float64)
+        self.scale[position, slots] = scale
         self.written[slots] += 1
 
     def read(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -53,27 +59,31 @@ class WindowBuffer:
         order = (written[:, None] + steps[None, :]) % self.window  # oldest first
         rows = slots[:, None]
         valid = steps[None, :] >= (self.window - written.clamp(max=self.window))[:, None]
-        return self.inputs[rows, order], self.actual[rows, order], self.scale[rows, order], valid
+        return self.inputs[order, rows], self.actual[order, rows], self.scale[order, rows], valid
 
     def grow(self, capacity: int) -> None:
-        old = self.inputs.shape[0]
+        old = self.written.shape[0]
         previous = (self.inputs, self.actual, self.scale, self.written)
         self.allocate(capacity)
-        for mine, theirs in zip((self.inputs, self.actual, self.scale, self.written), previous):
-            mine[:old] = theirs
+        for mine, theirs in zip((self.inputs, self.actual, self.scale), previous):
+            mine[:, :old] = theirs
+        self.written[:old] = previous[-1]
 
     def reset(self, slots) -> None:
         """Forget what `slots` held: a new series starts with an empty window."""
         self.written[torch.as_tensor(slots, device=self.device)] = 0
 
     def snapshot(self, slots) -> dict:
+        """Each field of `slots`, series first ((n, W, ...), as checkpoints have always held them)."""
         slots = torch.as_tensor(slots, device=self.device)
-        return {name: getattr(self, name)[slots].cpu() for name in _FIELDS}
+        planes = {name: getattr(self, name)[:, slots].transpose(0, 1).contiguous().cpu() for name in _PLANES}
+        return {**planes, "written": self.written[slots].cpu()}
 
     def restore(self, slots, snapshot: dict) -> None:
         slots = torch.as_tensor(slots, device=self.device)
-        for name in _FIELDS:
-            getattr(self, name)[slots] = snapshot[name].to(self.device)
+        for name in _PLANES:
+            getattr(self, name)[:, slots] = snapshot[name].to(self.device).transpose(0, 1)
+        self.written[slots] = snapshot["written"].to(self.device)
 
 
 def targets(

@@ -46,6 +46,7 @@ import torch
 
 from forecaster.serving.aggregation import MLPoly, OnlineLinear
 from forecaster.serving.cadence import seasons
+from forecaster.serving.intervals import sort_levels
 from forecaster.serving.quantile_weights import QuantileWeights
 
 # Moves and targets are clipped to this many scales when scored.
@@ -346,7 +347,7 @@ class Combination:
         point = y[:, None] + scale[:, None] * combined
         if offsets is None:
             return point, None
-        return point, np.sort(point[:, None, :] + scale[:, None, None] * offsets[:, 2], axis=1)
+        return point, sort_levels(point[:, None, :] + scale[:, None, None] * offsets[:, 2])
 
     def forecast(self, partition: int, slots, steps, y, network) -> np.ndarray:
         """What `step` serves for slots whose newest value `y` at `steps` is already held, without learning."""

@@ -18,9 +18,10 @@ and encodes what it returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import Cadence, calendar_features, horizon_times, step_numbers
 from forecaster.serving.combination import Combination
 from forecaster.serving.fused_step import FusedStep
-from forecaster.serving.intervals import IntervalHistory, track
+from forecaster.serving.intervals import IntervalHistory, sort_levels, track
 from forecaster.serving.model import Forecaster, ModelSpec, changes
 from forecaster.serving.records import Observations, Rejected
 from forecaster.serving.seasonal import SeasonRing
@@ -156,6 +157,26 @@ def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
 # On the CPU a wave is stepped in pieces of this many rows: a piece's gathered states, normaliser
 # and gates stay in cache, instead of a million rows' worth streaming through memory at each stage.
 _ROWS_PER_STEP = 16384
+# A step of fewer rows runs on one CPU thread. Its arithmetic takes a few milliseconds, and a second thread of
+# torch's pool must wait for a core that the broker, the Kafka client's thread or the trainer may hold: on a
+# busy 2-core machine a step of 25 records took 32 ms on two threads and 1.8 ms on one, which made the tail of
+# the daemon's latency. Large steps (a catch-up, a benchmark's 10,000 series) gain from every thread.
+_PARALLEL_ROWS = 4096
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
+    """torch's CPU threads set to `threads` inside. The setting is the process's: on leaving it goes back to the
+    larger of the two counts, so that two pipelines' loops stepping at once can never leave it lowered."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(max(threads, before))
 
 
 def _pieces(bounds: np.ndarray, rows: int | None) -> list[tuple[int, int]]:
@@ -181,6 +202,7 @@ class Engine:
         self.pipeline = pipeline
         self.cadence = Cadence.of(pipeline)  # with its time zone and holidays
         self.device = torch.device(device)
+        self.threads = torch.get_num_threads()  # what a large step takes on the CPU (`_cpu_threads`)
         self.model = model.to(self.device).eval()
         self.model_version = model_version
         features = 1 + len(pipeline.record.covariates)
@@ -325,7 +347,10 @@ class Engine:
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed, served = the_plan.order, the_plan.observed, the_plan.records
-        deltas, scales, stepped = self._run_waves(slots[order], observations, order, the_plan.waves, the_plan.filling)
+        with _cpu_threads(self.threads if len(order) >= _PARALLEL_ROWS else 1, self.device):
+            deltas, scales, stepped = self._run_waves(
+                slots[order], observations, order, the_plan.waves, the_plan.filling
+            )
         values = observations.values[order, 0]
         actual = np.where(observed, values, np.nan)  # a filled step or a null reading has no actual
         # a record is forecast from its value; a null reading from the value it was stepped with
@@ -347,9 +372,9 @@ class Engine:
         if quantiles is not None:
             self._track_and_score(slots[order], the_plan.waves, actual, quantiles, scales, the_plan.missing)
         emit = served if self.pipeline.emit == "per_record" else served & the_plan.last
-        return self._forecasts(
-            observations, order[emit], forecast[emit], now, None if quantiles is None else quantiles[emit]
-        ), rejected
+        if not emit.all():  # else every row is forecast, the usual batch: no copies (at 1M series, 0.8 GB)
+            order, forecast, quantiles = order[emit], forecast[emit], None if quantiles is None else quantiles[emit]
+        return self._forecasts(observations, order, forecast, now, quantiles), rejected
 
     def _stand_in_for_missing(self, observations: Observations, slots: np.ndarray, the_plan: Plan):
         """The batch with each null reading (a NaN target) marked in the plan and holding its series' last value,
@@ -445,7 +470,7 @@ class Engine:
         if not levels:
             return None
         offsets = deltas[:, horizon:].reshape(len(deltas), len(levels), horizon)
-        return np.sort(base[:, None, None] + offsets, axis=1)
+        return sort_levels(base[:, None, None] + offsets)
 
     def _run_waves(
         self,
@@ -477,15 +502,16 @@ class Engine:
         device_slots = torch.as_tensor(slots if by_wave is None else slots[by_wave], device=self.device)
         if filling is not None:
             filling = torch.as_tensor(filling if by_wave is None else filling[by_wave], device=self.device)
-        deltas = torch.empty(n, self.model.spec.outputs, device=self.device, dtype=dtype)
-        scales = torch.empty(n, device=self.device, dtype=dtype)
+        # each row's outputs, then its scale: one tensor, that crosses back in one copy
+        outputs = torch.empty(n, self.model.spec.outputs + 1, device=self.device, dtype=dtype)
+        deltas, scales = outputs[:, :-1], outputs[:, -1]
         for a, b in _pieces(bounds, _ROWS_PER_STEP if self.device.type == "cpu" else None):
             rows_filling = None if filling is None else filling[a:b]
             self._step_wave(
                 device_slots[a:b], x[a:b], cal[a:b], out=deltas[a:b], scales=scales[a:b], filling=rows_filling
             )
         stepped = None if filling is None else _in_row_order(x[:, 0].double().cpu().numpy(), by_wave)
-        outputs = _in_row_order(torch.cat([deltas, scales[:, None]], dim=1).cpu().numpy(), by_wave)  # one crossing
+        outputs = _in_row_order(outputs.cpu().numpy(), by_wave)
         return outputs[:, :-1], outputs[:, -1], stepped
 
     def _step_wave(

@@ -129,3 +129,23 @@ def track(offset: np.ndarray, inside: np.ndarray, coverage: float, rate: float) 
     missed = np.where(scored, 1.0 - inside, 0.0).sum(axis=0)
     excess = np.divide(missed, count, out=np.zeros(len(offset)), where=count > 0) - (1.0 - coverage)
     return offset + rate * np.where(count > 0, excess, 0.0)
+
+
+def sort_levels(quantiles: np.ndarray) -> np.ndarray:
+    """(n, levels, horizon) sorted along the levels, in place, so that quantiles never cross.
+
+    A few levels (3 by default) are sorted by compare-and-swap passes of np.minimum and np.maximum over whole
+    (n, horizon) planes, with no copy: np.sort along that short middle axis copied the whole array and sorted
+    rows of 3: 13% of the engine's step at 10,000 series, and at 1M series 576 MB copied.
+    """
+    levels = quantiles.shape[1]
+    if levels > 8 or np.isnan(quantiles).any():  # np.sort puts a NaN last, where min and max would spread it
+        return np.sort(quantiles, axis=1)
+    low = np.empty_like(quantiles[:, 0])
+    for sweep in range(levels):  # odd-even transposition: `levels` sweeps sort any order
+        for i in range(sweep % 2, levels - 1, 2):
+            a, b = quantiles[:, i], quantiles[:, i + 1]
+            np.minimum(a, b, out=low)
+            np.maximum(a, b, out=b)
+            a[...] = low
+    return quantiles

@@ -35,7 +35,8 @@ def test_training_targets_are_clipped_to_the_moves_the_clipped_inputs_can_span()
     pipeline = retraining_pipeline()
     engine = stepped(pipeline, spiked(mean_reverting()))
 
-    windows = rounds.round_windows(engine, round_=1)
+    assert rounds.round_windows(engine, round_=1).targets is None  # left to the round's thread: not the loop's
+    windows = rounds.with_targets(rounds.round_windows(engine, round_=1), pipeline)
 
     bound = buffers.target_bound(pipeline.scaling.clip)
     assert bound == 2 * pipeline.scaling.clip
@@ -55,7 +56,8 @@ def test_a_challenger_with_an_infinite_weight_is_never_promoted(monkeypatch):
     """An infinite bias saturates a gate: the forecasts stay finite and may even score well, the weights do not."""
     pipeline = retraining_pipeline()
     engine = stepped(pipeline, mean_reverting())
-    windows = rounds.round_windows(engine, round_=1)
+    assert rounds.round_windows(engine, round_=1).targets is None  # left to the round's thread: not the loop's
+    windows = rounds.with_targets(rounds.round_windows(engine, round_=1), pipeline)
     fit = tbptt.fit
 
     def fit_then_saturate(model, *args, **kwargs):
@@ -99,7 +101,8 @@ def level_shifting_sines(n_series=8, length=120, seed=0):
 def test_with_the_combination_a_challenger_must_beat_its_seasonal_level_expert_too():
     pipeline = retraining_pipeline(combination=True)
     engine = stepped(pipeline, level_shifting_sines())
-    windows = rounds.round_windows(engine, round_=1)
+    assert rounds.round_windows(engine, round_=1).targets is None  # left to the round's thread: not the loop's
+    windows = rounds.with_targets(rounds.round_windows(engine, round_=1), pipeline)
 
     alone = rounds.simple_losses(windows, pipeline.retraining.holdout, (24,))
     combined = rounds.simple_losses(windows, pipeline.retraining.holdout, (24,), level=True)

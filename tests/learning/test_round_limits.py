@@ -3,6 +3,8 @@ weights stay, the loop goes on), hung inside a step it is abandoned, and the dae
 
 import dataclasses
 import json
+import os
+import sys
 import threading
 
 import pytest
@@ -162,3 +164,20 @@ def test_the_daemon_s_stop_ends_a_round_at_its_next_step():
     trainer.close(timeout=None)  # returns: the round gave up
     error = trainer.finished().error
     assert isinstance(error, Cancelled) and "stopped at optimisation step" in str(error)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own CPU priority is Linux's")
+def test_a_round_runs_at_a_lower_cpu_priority_than_the_loop(monkeypatch):
+    seen = []
+
+    def challenge(*args, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # 0: the calling thread, on Linux
+        raise RoundFailed("enough")
+
+    monkeypatch.setattr(rounds, "challenge", challenge)
+    champion, buffered = windows(limited())
+    trainer = Trainer(limited(), "cpu", threading.Event())
+    trainer.start(champion, buffered)
+    trainer.close(timeout=None)
+    assert isinstance(trainer.finished().error, RoundFailed)
+    assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)]

@@ -49,3 +49,16 @@ def test_growth_keeps_what_was_written():
     fill(buffer, 0, [1, 2])
     buffer.grow(4)
     assert buffer.read(torch.tensor([0]))[1][0, 1:].tolist() == [1.0, 2.0]
+
+
+def test_a_snapshot_holds_each_series_window_series_first_and_restores_it_elsewhere():
+    buffer = WindowBuffer(capacity=3, window=4, input_size=2)
+    fill(buffer, 0, [1, 2])
+    fill(buffer, 2, [5, 6, 7, 8, 9])
+    snapshot = buffer.snapshot([2, 0])
+    assert snapshot["inputs"].shape == (2, 4, 2) and snapshot["actual"].shape == snapshot["scale"].shape == (2, 4)
+    assert snapshot["written"].tolist() == [5, 2]  # as checkpoints have always held them: a row per series
+    other = WindowBuffer(capacity=2, window=4, input_size=2)
+    other.restore([1, 0], snapshot)
+    for restored, original in zip(other.read(torch.tensor([1, 0])), buffer.read(torch.tensor([2, 0]))):
+        assert torch.equal(restored, original)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from forecaster.build import seeded_model
 from forecaster.serving import records
@@ -137,3 +138,22 @@ def test_plan_puts_the_kth_record_of_every_series_in_wave_k():
     assert list(the_plan.first) == [True, False, False, True, False, True]
     assert list(the_plan.last) == [False, False, True, False, True, True]
     assert the_plan.rejected == []
+
+
+def test_a_small_step_runs_on_one_cpu_thread_and_leaves_the_count_as_it_was(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stepper = engine()
+        seen, run_waves = [], stepper._run_waves
+
+        def counted(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return run_waves(*args, **kwargs)
+
+        monkeypatch.setattr(stepper, "_run_waves", counted)
+        keys, times, rows = random_walks()
+        stepper.step(observations(keys, times, rows), now=0.0)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

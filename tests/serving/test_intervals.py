@@ -9,7 +9,7 @@ import pytest
 from forecaster.build import seeded_model
 from forecaster.config import Intervals
 from forecaster.serving.engine import Engine
-from forecaster.serving.intervals import IntervalHistory, track
+from forecaster.serving.intervals import IntervalHistory, sort_levels, track
 
 from support import make_pipeline, observations, ordered_quantiles_model
 
@@ -148,3 +148,14 @@ def test_a_checkpoint_keeps_the_tracked_offsets():
     a, _ = engine.step(observations(["s"], [T0 + 3600.0 * 30], [100.0]), now=0.0)
     b, _ = restored.step(observations(["s"], [T0 + 3600.0 * 30], [100.0]), now=0.0)
     np.testing.assert_allclose(b.quantiles[0.9], a.quantiles[0.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3, 5, 9])
+def test_quantiles_are_sorted_along_their_levels_as_np_sort_does(levels):
+    rng = np.random.default_rng(levels)
+    crossing = rng.normal(size=(40, levels, 6))
+    with_nan = crossing.copy()
+    with_nan[7, 0, 3] = np.nan
+    for quantiles in (crossing, with_nan):
+        expected = np.sort(quantiles, axis=1)
+        np.testing.assert_array_equal(sort_levels(quantiles.copy()), expected)
