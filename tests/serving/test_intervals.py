@@ -138,6 +138,25 @@ def test_tracking_brings_intervals_too_narrow_or_too_wide_to_the_nominal_coverag
     assert (engine.tracked > 0).all() if spread < 1 else (engine.tracked < 0).all()
 
 
+def test_an_offset_tracked_in_past_the_inner_levels_narrows_the_interval_and_tracking_brings_it_back():
+    """A round's widening can shrink under offsets that had made up for it, leaving them further in than the
+    heads' spread: the interval must then be narrow and miss, not inside out, wide and covering everything,
+    which would pull the offsets further in without end."""
+    pipeline = tracking_pipeline(0.05)
+    engine = Engine(pipeline, ordered_quantiles_model(pipeline, 1.0))
+    engine.tracked[:] = -3.0  # 3 scales in: 2 past the median
+    rng = np.random.default_rng(0)
+    widths = []
+    for t in range(300):
+        y = 100.0 + rng.standard_normal()
+        forecasts, _ = engine.step(observations(["s"], [T0 + 3600.0 * t], [y]), now=0.0)
+        widths.append(forecasts.quantiles[0.9][0] - forecasts.quantiles[0.1][0])
+
+    assert np.min(widths) >= 0.0  # never inside out
+    assert np.all(widths[1] <= 1e-9)  # at first the interval is the median's point: it misses
+    assert (engine.tracked > -1.0).all()  # and tracking moves the offsets back out
+
+
 def test_a_checkpoint_keeps_the_tracked_offsets():
     _, engine = one_step_coverage(0.05, 1.0, length=30)
     restored = Engine(engine.pipeline, seeded_model(engine.pipeline))
