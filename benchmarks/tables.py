@@ -155,6 +155,71 @@ def accuracy_etth2_published() -> str:
     return published_table("etth2_published")
 
 
+# --- GIFT-Eval's ETT windows: benchmarks/results/gift_ett.json ------------------------------------
+
+
+def gift_label(row: dict) -> str:
+    """A gift_ett.json row's name in the table: published models as GIFT-Eval names them, computed rows with
+    their data."""
+    if row["source"] == "published":
+        return row["method"]
+    data = "ETTh values" if row["data"].startswith("ETTh") else "ETTm hourly sums"
+    names = {"seasonal_naive": "Seasonal naive", "naive": "Naive", "forecaster": "**forecaster**"}
+    return f"{names[row['method']]} (computed here, on {data})"
+
+
+def geometric_mean(values: list[float]) -> float:
+    product = 1.0
+    for value in values:
+        product *= value
+    return product ** (1 / len(values))
+
+
+def accuracy_gift_ett() -> str:
+    """Every model's MASE / CRPS per configuration, best first by the geometric mean of its MASE over the seasonal
+    naive's of the same data (GIFT-Eval's leaderboard normalisation), over the configurations the forecaster was
+    scored on."""
+    rows = results("gift_ett.json")
+    configs = list(dict.fromkeys(r["config"] for r in rows if r["method"] == "forecaster"))
+    cells: dict[str, dict[str, dict]] = {}  # label -> config -> row
+    for r in rows:
+        cells.setdefault(gift_label(r), {})[r["config"]] = r
+    ours = next(label for label in cells if label.startswith("Seasonal naive (computed"))
+
+    def relative(label: str, metric: str) -> float:
+        """Over the seasonal naive of the same data: published rows over the published one, computed over ours."""
+        reference = cells[ours if cells[label][configs[0]]["source"] == "computed" else "Seasonal naive"]
+        return geometric_mean([cells[label][c][metric] / reference[c][metric] for c in configs])
+
+    complete = [label for label in cells if all(c in cells[label] for c in configs)]
+    labels = sorted(complete, key=lambda label: relative(label, "mase"))
+    body = [
+        [label]
+        + [f"{number(cells[label][c]['mase'])} / {number(cells[label][c]['crps'])}" for c in configs]
+        + [number(relative(label, "mase")), number(relative(label, "crps"))]
+        for label in labels
+    ]
+    return table(["model"] + configs + ["MASE ÷ seasonal naive", "CRPS ÷ seasonal naive"], body)
+
+
+def accuracy_gift_ett_check() -> str:
+    """The naive rows computed here against GIFT-Eval's published ones."""
+    rows = results("gift_ett.json")
+    published = {(r["method"], r["config"]): r for r in rows if r["source"] == "published"}
+    names = {"seasonal_naive": "Seasonal naive", "naive": "Naive"}
+    body = []
+    for r in rows:
+        if r["source"] != "computed" or r["method"] not in names:
+            continue
+        theirs = published[names[r["method"]], r["config"]]
+        gaps = [f"{100 * (r[m] / theirs[m] - 1):+.1f}%" for m in ("mase", "crps")]
+        body.append(
+            [r["config"], names[r["method"]], r["data"], f"{number(r['mase'])} / {number(r['crps'])}"]
+            + [f"{number(theirs['mase'])} / {number(theirs['crps'])}", " / ".join(gaps)]
+        )
+    return table(["configuration", "model", "computed on", "computed", "published", "gap"], body)
+
+
 # The one figure per dataset that the summaries quote: (dataset, horizon, metric, how it reads).
 HEADLINES = (
     ("etth1", "24", "mse", "ETTh1, MSE at horizon 24 (z-units)"),
@@ -894,6 +959,8 @@ TABLES = {
     "compression-greensboro": ("docs/compression.md", compression_greensboro),
     "compression-etth2": ("docs/compression.md", compression_etth2),
     "compression-unstructured": ("docs/compression.md", compression_unstructured),
+    "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
+    "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
 }
 
 

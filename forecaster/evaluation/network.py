@@ -16,7 +16,7 @@ from forecaster.config import Pipeline
 from forecaster.evaluation.prequential import Stream
 from forecaster.learning import rounds
 from forecaster.learning.trainer import Trainer
-from forecaster.serving.engine import Engine
+from forecaster.serving.engine import Engine, Forecasts
 from forecaster.serving.records import Observations
 
 
@@ -110,6 +110,10 @@ class EngineMethod:
         forecasts, rejected = self.engine.step(observations(rows, self.covariates, lags), now=float(rows.times[-1]))
         if rejected:
             raise ValueError(f"{self.name}: the engine refused {len(rejected)} rows, first: {rejected[0]}")
+        self.keep(forecasts)
+
+    def keep(self, forecasts: Forecasts) -> None:
+        """Remember each series' newest forecast and interval; a subclass keeping more extends this."""
         outer = (
             None
             if not forecasts.quantiles

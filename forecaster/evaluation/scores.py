@@ -89,6 +89,25 @@ def mase(actual, forecast, train, period: int = 1) -> float:
     return float(np.mean(np.abs(actual - forecast) / naive_scale(train, period)))
 
 
+def weighted_quantile_loss(actual, quantiles, levels) -> float:
+    """The CRPS as GIFT-Eval and gluonts approximate it (`mean_weighted_sum_quantile_loss`).
+
+    For each level q, the pinball loss 2 |(a - f_q)(1{a <= f_q} - q)| summed over every
+    element and divided by the sum of |a|; then the mean over the levels. `quantiles` has
+    the levels on its first axis: (levels, *actual.shape).
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    quantiles = np.asarray(quantiles, dtype=np.float64)
+    levels = np.asarray(levels, dtype=np.float64)
+    if quantiles.shape != (len(levels), *actual.shape):
+        expected = (len(levels), *actual.shape)
+        raise ValueError(f"quantiles must be (levels, *actual.shape) = {expected}, got {quantiles.shape}")
+    below = (actual <= quantiles).astype(np.float64)
+    level = levels.reshape(-1, *([1] * actual.ndim))
+    losses = 2.0 * np.abs((actual - quantiles) * (below - level))
+    return float(np.mean(losses.reshape(len(levels), -1).sum(axis=1) / np.abs(actual).sum()))
+
+
 def coverage(actual, lower, upper) -> float:
     """Fraction of actuals inside the closed interval [lower, upper]."""
     actual, lower = _pair(actual, lower)

@@ -68,6 +68,23 @@ def test_mase_refuses_a_constant_training_part():
         scores.mase([1.0], [2.0], [5.0, 5.0, 5.0])
 
 
+def test_weighted_quantile_loss_sums_each_levels_pinball_loss_over_the_sum_of_actuals_then_averages():
+    actual = np.array([2.0, -4.0])
+    quantiles = np.array([[1.0, -4.0], [3.0, -2.0]])  # levels 0.1 and 0.9
+    # level 0.1: 2|(2-1)(0-0.1)| + 0 = 0.2; level 0.9: 2|(2-3)(1-0.9)| + 2|(-4+2)(1-0.9)| = 0.2 + 0.4
+    expected = (0.2 / 6 + 0.6 / 6) / 2
+    assert scores.weighted_quantile_loss(actual, quantiles, [0.1, 0.9]) == pytest.approx(expected)
+
+
+def test_weighted_quantile_loss_of_the_median_alone_is_the_mae_over_the_mean_absolute_actual():
+    assert scores.weighted_quantile_loss(ACTUAL, [FORECAST], [0.5]) == pytest.approx(6 / 12)
+
+
+def test_weighted_quantile_loss_wants_the_levels_on_the_first_axis():
+    with pytest.raises(ValueError, match="levels"):
+        scores.weighted_quantile_loss(ACTUAL, FORECAST, [0.5])
+
+
 def test_coverage_counts_the_interval_ends_as_inside():
     actual = [1.0, 2.0, 3.0, 4.0]
     assert scores.coverage(actual, [1.0, 0.0, 3.5, 0.0], [1.0, 1.5, 4.0, 4.0]) == pytest.approx(2 / 4)
