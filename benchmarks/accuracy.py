@@ -5,11 +5,13 @@
     python benchmarks/accuracy.py --datasets etth2 --methods persistence,ets
     python benchmarks/accuracy.py --validation  # the rows before each test part: accuracy_validation.json
     python benchmarks/accuracy.py --published   # ETT on the published online split: accuracy_published.json
+    python benchmarks/accuracy.py --statsforecast --jobs 2   # statsforecast's models: accuracy_statsforecast.json
     python benchmarks/accuracy.py --datasets taylor --methods forecaster --set seed=1 --set highway=false
                                                 # a variant of the network: accuracy_variant.json
 
-The ets and snarimax baselines need the `bench` extra (statsmodels, river, scipy), which
-`make install` includes; elsewhere `pip install -e '.[bench]'`. Without it they are skipped.
+The ets and snarimax baselines and statsforecast's models need the `bench` extra (statsmodels,
+river, scipy, statsforecast), which `make install` includes; elsewhere `pip install -e '.[bench]'`.
+Without it they are skipped.
 
 Every method sees each dataset in stream order through `forecaster.evaluation.prequential.run`: at
 origin t it has learnt rows 0..t and nothing later, forecasts t+1..t+H, and only then may
@@ -38,6 +40,24 @@ Besides persistence, the seasonal naive, ETS and SNARIMAX, `seasonal_level` is t
 seasonal naive moved to today's level, y[t + h - period] + y[t] - y[t - period]: what a
 network with model.season forecasts when it outputs nothing, so the forecaster's gain over
 it is what taylor's network adds to its seasonal structure.
+
+statsforecast's AutoETS, AutoARIMA, AutoTheta and MSTL (`--statsforecast`, forecaster/evaluation/
+statistical.py) are the baselines users pick. Each channel's model sees the protocol's `statistical`
+window of rows (four weeks, 500 business days on msft: AutoARIMA's stepwise search on all the
+rows before an origin would take minutes a fit), with the seasons of the network's cadence (a
+day and a week on ETT and greensboro_temp, 48 and 336 half-hours on taylor, 5 business days
+on msft; AutoETS, AutoARIMA and AutoTheta the shortest, MSTL all), fitted where the network's
+retraining rounds run (after the leading part, then every `Network.every` rows) and, at each
+origin in between, applied with the fitted parameters to the channel's newest rows
+(statsforecast's `forward`), so a fit at row t sees rows before t only. AutoARIMA searches with
+R's approximation (CSS in the search, maximum likelihood for the model chosen: statsforecast's
+exact search took 5 to 65 CPU seconds a fit on four weeks of hourly rows); on ETT it refits
+every fourth round (its fits cost about 3 CPU seconds each, 546 a dataset at every round), and
+it is not run on taylor, where one fit of the 48-step season took from 30 seconds to over ten
+minutes. The run scores every STATISTICAL-stride-th origin (49 on ETT, 7 on taylor, 5 on
+greensboro_temp, 1 on msft), with persistence, the seasonal naive and ETS at the same origins;
+fits are made only where an origin needs one, so those origins' forecasts are the ones every
+origin would get. Their rows add the forms the fits chose and the CPU seconds per fit.
 
 The forecaster's methods (`forecaster_method`) all start from the same weights, pretrained
 with `tbptt.fit` on the leading part only (first 20% for ETT, first half otherwise):
@@ -114,7 +134,12 @@ channel's leading part (first 20% for ETT, first half otherwise). relative_mae i
 divided by persistence's at the same origins and steps (the MASE "against the random walk"
 of the issue's stock target). mse_ and mae_second_half score only the origins in the
 dataset's second half. seconds covers the method's whole run on the dataset, pretraining
-included (shared pretraining is counted in every method that uses it).
+included (shared pretraining is counted in every method that uses it). statsforecast's rows add
+{"window", "refit_every", "fits", "fit_seconds", "fit_seconds_total", "selected"}: the rows each
+fit sees and the rows between fits, how many channel fits the run made, the median and total
+CPU seconds of one (process time, so a busy machine does not inflate them), and the forms the
+fits chose most often with how many chose each; their coverage80 is that of statsforecast's
+own 80% intervals.
 """
 
 from __future__ import annotations
@@ -123,6 +148,7 @@ import argparse
 import functools
 import json
 import math
+import multiprocessing
 import sys
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -144,12 +170,13 @@ from forecaster.config import (
     Scaling,
     Training,
 )
-from forecaster.evaluation import baselines, prequential, scores
+from forecaster.evaluation import baselines, prequential, scores, statistical
 from forecaster.evaluation.network import EngineMethod, Lags, OnlineMethod, observations
 from forecaster.evaluation.prequential import Stream
 from forecaster.io import datasets
 from forecaster.learning import tbptt
 from forecaster.serving import records
+from forecaster.serving.cadence import seasons
 
 import tables  # benchmarks/tables.py, beside this script
 
@@ -165,6 +192,9 @@ METHODS = BASELINES + (
     "forecaster_gru",
     "forecaster_lstm",
 )
+STATSFORECAST = statistical.MODELS  # slow: run on their own with --statsforecast
+# what --statsforecast runs: the models, and the baselines at the same origins to compare them with
+STATSFORECAST_RUN = ("persistence", "seasonal_naive", "ets") + STATSFORECAST
 HOURLY = Calendar(hour_of_day=True, day_of_week=True)
 
 
@@ -223,6 +253,9 @@ class Protocol:
     period: int  # of the seasonal naive
     ets: dict
     snarimax: dict
+    # statsforecast's models: window, the rows each fit sees; arima_rounds, AutoARIMA refits on every this
+    # many of the network's rounds (None: not run)
+    statistical: dict
     network: Network
     normalise: bool = False  # z-normalise each channel with the leading part's statistics
     percentages: bool = False  # MAPE and sMAPE apply: the series stays positive
@@ -249,6 +282,7 @@ def _ett(name: str, source: str | None = None, rows: int | None = None) -> Proto
         period=24,
         ets=dict(period=24, window=1344, refit_every=336),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, learning_rate=0.001),
+        statistical=dict(window=672, arima_rounds=4),
         network=Network(cadence="1h", calendar=HOURLY, every=168, retrain_learning_rate=1e-3, damping=True),
         normalise=True,
         headline=("mse", "mae"),
@@ -288,6 +322,7 @@ PROTOCOLS: dict[str, Protocol] = {
         period=336,
         ets=dict(period=336, window=1344, refit_every=48),
         snarimax=dict(p=2, d=0, q=1, m=336, sp=1, sd=1, sq=1),
+        statistical=dict(window=1344, arima_rounds=None),
         network=Network(
             cadence="30m",
             calendar=HOURLY,
@@ -315,6 +350,7 @@ PROTOCOLS: dict[str, Protocol] = {
         period=24,
         ets=dict(period=24, window=672, refit_every=24),
         snarimax=dict(p=2, d=0, q=1, m=24, sp=1, sd=1, sq=1),
+        statistical=dict(window=672, arima_rounds=1),
         network=Network(
             cadence="1h",
             calendar=Calendar(hour_of_day=True),
@@ -340,6 +376,7 @@ PROTOCOLS: dict[str, Protocol] = {
         period=5,
         ets=dict(period=None, window=500, refit_every=20),
         snarimax=dict(p=1, d=1, q=1),
+        statistical=dict(window=500, arima_rounds=1),
         network=Network(
             cadence="1b",
             calendar=Calendar(day_of_week=True),
@@ -406,6 +443,18 @@ QUICK = Settings(
     refit_factor=8,
     steps=30,
     rounds_factor=8,
+)
+# --statsforecast: what costs is the forward of every channel at every origin (MSTL's most) and the fits, so
+# origins come every stride-th row, strides prime to the day so that they fall at every hour of it
+STATISTICAL = Settings(
+    stride_factor={
+        "etth1": 49,
+        "etth2": 49,
+        "etth1_published": 49,
+        "etth2_published": 49,
+        "taylor": 7,
+        "greensboro_temp": 5,
+    }
 )
 
 
@@ -629,6 +678,8 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
         return baselines.ETS(ets["period"], ets["window"], ets["refit_every"] * settings.refit_factor)
     if name == "snarimax":
         return baselines.Snarimax(**protocol.snarimax)
+    if name in STATSFORECAST:
+        return statistical_method(name, protocol, settings)
     if name in VARIANT_OF:
         variant = VARIANT_OF[name]
         if variant.removeprefix("online_") == protocol.network.cell:
@@ -637,6 +688,34 @@ def make_method(name: str, protocol: Protocol, settings: Settings):
             protocol.name, protocol.horizon, variant, steps=settings.steps, rounds_factor=settings.rounds_factor
         )
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}")
+
+
+def statistical_method(name: str, protocol: Protocol, settings: Settings) -> statistical.Statistical:
+    """statsforecast's model `name` on one dataset, with the seasons of the network's cadence, fitted on the
+    protocol's window at the network's retraining rounds (AutoARIMA at every arima_rounds-th)."""
+    spec, net = protocol.statistical, protocol.network
+    rounds = spec["arima_rounds"] if name == "autoarima" else 1
+    if rounds is None:
+        raise NotImplementedError(f"{protocol.name}: AutoARIMA is not run (a fit of its season takes minutes)")
+    every = net.every * rounds * settings.rounds_factor
+    start = split(protocol, len(load_stream(protocol.name)))[0]  # the first fit sees what pretraining sees
+    return statistical.Statistical(name, seasons(net.cadence), spec["window"], every, start)
+
+
+def fit_fields(method) -> dict:
+    """What the rows of a statsforecast method add: its window and refit interval in rows, how many channel fits
+    it made, their median and total CPU seconds, and the forms they chose (the five most frequent, with counts)."""
+    if not isinstance(method, statistical.Statistical):
+        return {}
+    spent = method.fit_seconds
+    return {
+        "window": method.window,
+        "refit_every": method.every,
+        "fits": len(spent),
+        "fit_seconds": float(np.median(spent)) if spent else None,
+        "fit_seconds_total": float(np.sum(spent)),
+        "selected": dict(method.selected.most_common(5)),
+    }
 
 
 def evaluate_dataset(protocol: Protocol, methods: list[str], settings: Settings, log=print) -> list[dict]:
@@ -662,12 +741,16 @@ def evaluate_dataset(protocol: Protocol, methods: list[str], settings: Settings,
             reference = forecasts
         if name in methods:
             intervals = np.array(method.intervals) if getattr(method, "intervals", None) else None
-            rows += score(protocol, stream, at, forecasts, reference, name, stride, seconds, intervals)
+            found = score(protocol, stream, at, forecasts, reference, name, stride, seconds, intervals)
+            rows += [{**row, **fit_fields(method)} for row in found]
     return rows
 
 
 def _notes(method) -> str:
     refits, n_rounds = getattr(method, "refits", None), getattr(method, "rounds", None)
+    if isinstance(method, statistical.Statistical):
+        spent = method.fit_seconds
+        return f" ({len(spent)} fits, median {np.median(spent):.2f} CPU s, {method.failures} fell back to last value)"
     if refits is not None:
         return f" ({refits} refits, {method.failures} fits fell back to the last value)"
     return f" ({n_rounds} retraining rounds, {method.promotions} promoted)" if n_rounds is not None else ""
@@ -911,8 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--datasets",
-        default=",".join(DEFAULT_DATASETS),
-        help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: {', '.join(DEFAULT_DATASETS)})",
+        help=f"comma-separated, from {', '.join(PROTOCOLS)} (default: {', '.join(DEFAULT_DATASETS)}; "
+        "with --statsforecast, every one)",
     )
     parser.add_argument(
         "--published",
@@ -920,8 +1003,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"ETT on the published online split instead ({', '.join(PUBLISHED)}): accuracy_published.json",
     )
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)"
+        "--statsforecast",
+        action="store_true",
+        help=f"statsforecast's models instead ({', '.join(STATSFORECAST_RUN)}) on every dataset, published split "
+        "included, at the origins of STATISTICAL's strides: accuracy_statsforecast.json",
     )
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated, from {', '.join(METHODS + STATSFORECAST)} (default: {', '.join(METHODS)})",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="datasets run at a time, each in a process of its own")
     parser.add_argument(
         "--set",
         action="append",
@@ -937,22 +1028,23 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON rows (default: benchmarks/results/accuracy.json, or accuracy_quick.json with --quick)",
     )
     args = parser.parse_args(argv)
-    names = list(PUBLISHED) if args.published else _choices(args.datasets, PROTOCOLS, "--datasets")
+    every_dataset = ",".join(DEFAULT_DATASETS + (PUBLISHED if args.statsforecast else ()))
+    names = list(PUBLISHED) if args.published else _choices(args.datasets or every_dataset, PROTOCOLS, "--datasets")
     if args.validation:
         names = [f"{name}_validation" for name in names]
-    methods = _choices(args.methods, METHODS, "--methods")
+    default = STATSFORECAST_RUN if args.statsforecast else METHODS
+    methods = _choices(args.methods or ",".join(default), METHODS + STATSFORECAST, "--methods")
     overrides = _overrides(args.overrides)
     for protocols in (PROTOCOLS, VALIDATION):  # the run's own protocols: every lookup by name sees the variant
         protocols.update({name: replace(p, network=replace(p.network, **overrides)) for name, p in protocols.items()})
-    settings = QUICK if args.quick else FULL
+    settings = QUICK if args.quick else STATISTICAL if args.statsforecast else FULL
     # One thread: the engine steps a handful of series at a time, where a second OpenMP thread
     # costs more in synchronisation than it saves (10-20x slower on a busy 2-core machine).
     torch.set_num_threads(1)
     began = time.perf_counter()
-    rows = []
-    for name in names:
-        rows += evaluate_dataset(protocol_of(name), methods, settings, log=lambda line: print(line, file=sys.stderr))
-    out = args.out or RESULTS / results_name(args.published, bool(overrides), args.validation, args.quick)
+    rows = evaluate(names, methods, settings, args.jobs)
+    kind = "accuracy_published" if args.published else "accuracy_statsforecast" if args.statsforecast else "accuracy"
+    out = args.out or RESULTS / results_name(kind, bool(overrides), args.validation, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([{k: _clean(v) for k, v in row.items()} for row in rows], indent=1) + "\n")
     tables.follow(out)  # the docs' tables are drawn from the results files
@@ -962,11 +1054,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def results_name(published: bool, variant: bool, validation: bool, quick: bool) -> str:
-    """accuracy[_published][_variant|_validation|_quick].json: a run never overwrites another kind's rows."""
-    stem = "accuracy_published" if published else "accuracy"
+def results_name(kind: str, variant: bool, validation: bool, quick: bool) -> str:
+    """accuracy[_published|_statsforecast][_variant|_validation|_quick].json: a run never overwrites another kind's
+    rows."""
     suffix = "_variant" if variant else "_validation" if validation else "_quick" if quick else ""
-    return f"{stem}{suffix}.json"
+    return f"{kind}{suffix}.json"
+
+
+def evaluate(names: list[str], methods: list[str], settings: Settings, jobs: int = 1) -> list[dict]:
+    """The rows of every dataset of `names`, in that order: one at a time, or `jobs` at a time in forked processes
+    (datasets share nothing, and a fork sees the run's protocols)."""
+    run = functools.partial(_evaluate_named, methods=methods, settings=settings)
+    if jobs <= 1:
+        return [row for name in names for row in run(name)]
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        return [row for rows in pool.imap(run, names) for row in rows]
+
+
+def _evaluate_named(name: str, methods: list[str], settings: Settings) -> list[dict]:
+    return evaluate_dataset(protocol_of(name), methods, settings, log=_log)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _overrides(pairs: list[str]) -> dict:

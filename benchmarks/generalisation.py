@@ -59,7 +59,10 @@ import torch
 from forecaster.build import seeded_model
 from forecaster.config import Combination, ModelConfig, Pipeline, RecordFormat
 from forecaster.evaluation import panel as panel_module
+from forecaster.evaluation import prequential
 from forecaster.evaluation.panel import Panel, baseline_forecasts, score
+from forecaster.evaluation.prequential import Stream
+from forecaster.evaluation.statistical import Statistical
 from forecaster.serving.cadence import seasons
 from forecaster.serving.engine import Engine
 
@@ -197,56 +200,17 @@ def engine_forecasts(
     return out, intervals
 
 
-def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int, refit_every: int) -> dict[str, np.ndarray]:
-    """AutoETS and MSTL on each series' last `window` steps (or up to a season more), fitted at the first origin
-    and then every `refit_every` origins (the network's retraining schedule), and in between applied to the
-    newest steps with the fitted parameters (statsforecast's `forward`).
-
-    `forward` runs the fitted model's filter over the new steps from its first, which it takes to be at
-    the season's phase of the first step fitted on: each window therefore starts a whole number of the
-    longest season after the fitted one's."""
-    from statsforecast.models import MSTL, AutoETS
-
-    periods = seasons(panel.cadence) or (1,)
-    longest, H = max(periods), panel.horizon
-    found = {name: np.full((len(origins), len(panel.keys), H), np.nan) for name in ("autoets", "mstl")}
-    fitted: dict[tuple[str, int], object] = {}
-    anchor: dict[int, int] = {}  # per series: where the window fitted on started
-    for o, t in enumerate(origins.tolist()):
-        for n in range(len(panel.keys)):
-            refit = o % refit_every == 0 or n not in anchor
-            start = max(0, t + 1 - window)
-            if not refit:
-                start = anchor[n] + (start - anchor[n]) // longest * longest
-            history = _filled(panel.inputs[start : t + 1, n])
-            if history is None:
-                continue
-            if refit:
-                anchor[n] = start
-                fitted["autoets", n] = AutoETS(season_length=periods[0] if len(history) > 2 * periods[0] else 1)
-                usable = tuple(p for p in periods if len(history) > 2 * p)
-                fitted["mstl", n] = MSTL(season_length=list(usable)) if usable else None
-                for name in ("autoets", "mstl"):
-                    if fitted[name, n] is not None:
-                        fitted[name, n] = fitted[name, n].fit(y=history)
-            for name in ("autoets", "mstl"):
-                model = fitted[name, n] or fitted["autoets", n]  # too short for a season: ETS stands in
-                found[name][o, n] = model.forward(y=history, h=H)["mean"]
+def statsforecast_forecasts(panel: Panel, origins: np.ndarray, window: int, every: int) -> dict[str, np.ndarray]:
+    """AutoETS and MSTL (forecaster.evaluation.statistical) on each series' last `window` steps, fitted at the first
+    origin and then every `every` rows (the network's retraining schedule), and in between applied to the newest
+    steps with the fitted parameters (statsforecast's `forward`): (origins, N, H) each."""
+    local = panel.times if panel.local_times is None else panel.local_times
+    stream = Stream(panel.times, local, panel.inputs, np.zeros((len(panel.times), 0)), panel.keys)
+    found = {}
+    for name in ("autoets", "mstl"):
+        method = Statistical(name, seasons(panel.cadence), window, every, start=int(origins[0]) + 1)
+        found[name] = prequential.run(method, stream, origins, panel.horizon).transpose(0, 2, 1)
     return found
-
-
-def _filled(history: np.ndarray) -> np.ndarray | None:
-    """A history with its gaps filled by the last value before them, leading ones by the first value, so it
-    keeps its length and phase (None if it has fewer than 10 values)."""
-    valid = ~np.isnan(history)
-    if valid.sum() < 10:
-        return None
-    history = history.copy()
-    history[: int(np.argmax(valid))] = history[int(np.argmax(valid))]
-    for i in range(1, len(history)):
-        if np.isnan(history[i]):
-            history[i] = history[i - 1]
-    return history
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -276,10 +240,10 @@ def evaluate(
         log(f"{panel.name:<17} {name:<12} {len(origins):,} origins  {time.perf_counter() - began:6.1f} s")
     if with_statsforecast and not validation:
         began = time.perf_counter()
-        # the network's retraining schedule, every_records records, in origins
-        every = max(1, round(pipeline(panel).retraining.every_records / len(panel.keys) / stride))
+        # the network's retraining schedule, every_records records, in rows a whole number of strides apart
+        every = max(1, round(pipeline(panel).retraining.every_records / len(panel.keys) / stride)) * stride
         window = 8 * max(seasons(panel.cadence), default=14)
-        forecasts.update(statsforecast_forecasts(panel, origins, window, refit_every=every))
+        forecasts.update(statsforecast_forecasts(panel, origins, window, every))
         log(f"{panel.name:<17} statsforecast {time.perf_counter() - began:6.1f} s")
     return score(panel, origins, forecasts, intervals)
 
