@@ -42,7 +42,7 @@ from the first window on; so they run from the first row.
 
 Medium and long (H = 480, 720) are not in the default run: the network's head, its buffers'
 targets and the intervals grow with H, and on this project's 2-core machine one configuration of
-ett2/H/medium took about 11 CPU-minutes against about 3 for short: the two medium ones alone
+ett2/H/medium took about 9 CPU-minutes against about 3 for short: the two medium ones alone
 would take most of the benchmark's half-hour budget (long was not timed).
 
 Rows: {"config", "method", "mase", "crps", "source", "data", "windows", "seconds"}; source is
