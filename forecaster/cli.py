@@ -616,8 +616,9 @@ def cmd_tune(args) -> int:
     bars: dict[int, Progress] = {}
 
     def rows(number: int, done: int, total: int) -> None:
-        bar = bars.setdefault(number, Progress(f"trial {number + 1}/{args.trials}", total))
-        bar.update(done)
+        if number not in bars:
+            bars[number] = Progress(f"trial {number + 1}/{args.trials}", total)
+        bars[number].update(done)
 
     def finished(trial: tune.Trial) -> None:
         if trial.number in bars:
