@@ -249,16 +249,23 @@ def fragment(found: Search, pipeline_file: str, config_path: str) -> str:
     if best is None:
         return "# forecaster tune: no trial completed\n"
     own_score = "not complete" if own is None or own.mase is None else f"{own.mase:.4f}"
+    lines = [
+        f"# forecaster tune: best of {len(found.trials)} trials on {found.source}: trial {best.number}, validation "
+        f"MASE {best.mase:.4f}; the pipeline's own settings (trial 0): {own_score}"
+    ]
+    if best.number == 0:
+        lines.append(f"# the settings of {pipeline_file} scored best: nothing to change")
+    elif own is not None and any(v != own.settings.get(p) for p, v in best.settings.items() if p.startswith("model.")):
+        lines.append(
+            f"# set these in {pipeline_file}; the network changes, so its model.weights must be refit: "
+            f"forecaster pretrain -c {config_path} --pipeline {found.pipeline}"
+        )
+    else:
+        lines.append(f"# set these in {pipeline_file}")
     sections: dict[str, dict[str, object]] = {}
     for path, value in best.settings.items():
         section, name = path.split(".")
         sections.setdefault(section, {})[name] = value
-    lines = [
-        f"# forecaster tune: best of {len(found.trials)} trials on {found.source} (trial {best.number}), validation "
-        f"MASE {best.mase:.4f}; the pipeline's own settings (trial 0): {own_score}",
-        f"# set these in {pipeline_file}; a model.weights file must then be refit for them: "
-        f"forecaster pretrain -c {config_path} --pipeline {found.pipeline}",
-    ]
     return "\n".join(lines) + "\n" + yaml.safe_dump(sections, sort_keys=False, default_flow_style=False)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from forecaster.cli import main
 from forecaster.errors import ConfigError, ForecasterError
 from forecaster.serving.records import decode
 from forecaster.tools import tune
+from forecaster.tools.backtest import backtest
 from forecaster.tools.sources import file_records
 
 from support import PretrainFolder
@@ -103,6 +105,22 @@ def test_the_fragment_loads_back_into_the_pipeline(tmp_path, found):
     assert tune.own_settings(pipeline, SMALL) == found.best.settings
 
 
+def test_a_backtest_reports_interim_scores_a_search_can_stop_it_at(folder):
+    """backtest's interim scores come at a quarter, a half and three quarters of the origins; raising stops it."""
+    config, pipeline = loaded(folder)
+    seen = []
+
+    def interim(step: int, mase: float) -> None:
+        seen.append((step, mase))
+        if step == 2:
+            raise optuna.TrialPruned()
+
+    with pytest.raises(optuna.TrialPruned):
+        backtest(config, pipeline, observations(folder), "hours", interim=interim)
+    assert [step for step, _ in seen] == [1, 2]
+    assert all(np.isfinite(mase) and mase > 0 for _, mase in seen)
+
+
 def test_knob_values_that_would_not_load_are_left_out(folder):
     pipeline = loaded(folder)[1]
     pipeline = dataclasses.replace(
@@ -170,3 +188,11 @@ def test_a_pipeline_without_retraining_cannot_be_tuned(tmp_path):
     config, pipeline = loaded(folder)
     with pytest.raises(ConfigError, match="retraining.enabled: expected true to tune"):
         tune.search(config, pipeline, observations(folder), "hours", trials=1, space=SMALL)
+
+
+def test_the_docs_list_the_search_space():
+    """docs/tuning.md's table of the space is SPACE's, path by path and value by value."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
+    section = page.split("## The search space")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{k.path}` | {', '.join(map(str, k.values))} |" for k in tune.SPACE]
