@@ -21,6 +21,7 @@ same trials; settings drawn again are not run again, their score is the earlier 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -186,31 +187,51 @@ def search(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
     study.enqueue_trial(own_settings(pipeline, space))
-    scored: dict[tuple, float] = {}  # the settings run to the end, and their score
+    run = functools.partial(
+        _objective, config=config, pipeline=pipeline, part=part, name=name, seed=seed, device=device
+    )
+    scored: dict[tuple, float] = {}  # settings run to the end, and their score: a run is deterministic
 
     def objective(trial) -> float:
         settings = {k.path: trial.suggest_categorical(k.path, k.values) for k in space}
-        if tuple(settings.items()) in scored:  # a run is deterministic: the same settings score the same
-            return scored[tuple(settings.items())]
-        torch.manual_seed(seed)  # what the model's and training's own seeds leave to the global generator
+        key = tuple(settings.items())
+        if key not in scored:
+            rows = None if progress is None else functools.partial(progress, trial.number)
+            scored[key] = run(trial, settings, rows)
+        return scored[key]
 
-        def interim(step: int, mase: float) -> None:
-            trial.report(mase, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        rows = None if progress is None else (lambda done, total: progress(trial.number, done, total))
-        tuned = with_settings(pipeline, settings)
-        result = backtest(config, tuned, part, name, device=device, progress=rows, interim=interim)
-        scored[tuple(settings.items())] = mean_mase(result.rows)
-        return scored[tuple(settings.items())]
-
-    def report(study, frozen) -> None:
+    def report(_study, frozen) -> None:
         if finished is not None:
             finished(_trial(frozen))
 
     study.optimize(objective, n_trials=trials, timeout=timeout, n_jobs=1, callbacks=[report])
     return Search(pipeline.name, name, [_trial(t) for t in study.trials], kept, cut)
+
+
+def _objective(
+    trial,
+    settings: dict[str, object],
+    rows: Callable[[int, int], None] | None,
+    *,
+    config: Config,
+    pipeline: Pipeline,
+    part: Observations,
+    name: str,
+    seed: int,
+    device: str | torch.device,
+) -> float:
+    """One trial: the backtest of the pipeline with `settings` on the validation part, its interim scores reported
+    to the pruner (which may stop it), its mean MASE returned."""
+    optuna = optuna_module()
+
+    def interim(step: int, mase: float) -> None:
+        trial.report(mase, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    torch.manual_seed(seed)  # what the model's and training's own seeds leave to the global generator
+    tuned = with_settings(pipeline, settings)
+    return mean_mase(backtest(config, tuned, part, name, device=device, progress=rows, interim=interim).rows)
 
 
 def _trial(frozen) -> Trial:
