@@ -927,6 +927,35 @@ def compression_unstructured() -> str:
     return table(["2 x 128, weights zeroed", "series-steps / CPU-s", "speed"], body)
 
 
+def tuning_search() -> str:
+    """Per `forecaster tune --json` run (results/tune_*.json): the trials, the validation MASE of the pipeline's own
+    settings (trial 0), of the best trial and of the others, and the settings where the best differs from trial 0."""
+    body = []
+    for path in sorted(RESULTS.glob("tune_*.json")):
+        run = json.loads(path.read_text())
+        trials, best = run["trials"], run["best"]
+        own = trials[0]
+        states = [t["state"] for t in trials]
+        others = [f"{number(t['mase'], 4)} (trial {t['number']})" for t in trials[1:] if t["state"] == "complete"]
+        changed = [
+            f"`{name}` {own['settings'][name]} → {value}"
+            for name, value in best["settings"].items()
+            if value != own["settings"][name]
+        ]
+        body.append(
+            [
+                f"{run['pipeline']} on {run['source']}",
+                f"{len(trials)} ({states.count('complete')} complete, {states.count('pruned')} pruned)",
+                number(own["mase"], 4),
+                f"{number(best['mase'], 4)} (trial {best['trial']})",
+                ", ".join(others) or "-",
+                ", ".join(changed) or "none: the pipeline's own",
+            ]
+        )
+    header = ["pipeline on data", "trials", "validation MASE, own settings", "best", "the other trials"]
+    return table([*header, "best differs in"], body)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -961,6 +990,7 @@ TABLES = {
     "compression-unstructured": ("docs/compression.md", compression_unstructured),
     "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
     "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
+    "tuning-search": ("docs/tuning.md", tuning_search),
 }
 
 
