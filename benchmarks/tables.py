@@ -791,6 +791,40 @@ def cold_start_blocks() -> str:
     return table(header, body)
 
 
+def warm_start_histories() -> str:
+    """A new series' first forecasts from a state stepped over its history, or encoded from it in one pass."""
+    body = [
+        [
+            r["dataset"],
+            count(r["history"]),
+            count(r["test_series"]),
+            number(r["persistence_mae"]),
+            number(r["zero_mae"]),
+            number(r["stepped_mae"]),
+            number(r["encoder_mae"]),
+            number(r["encoder_over_stepped"]),
+            str(r["width"]),
+            f"{number(r['stepped_ms_per_series_batched'], 4)} / {number(r['encoder_ms_per_series_batched'], 4)}",
+            f"{number(r['stepped_ms_one_series'], 2)} / {number(r['encoder_ms_one_series'], 2)}",
+        ]
+        for r in results("warm_start.json")
+    ]
+    header = [
+        "dataset",
+        "history rows",
+        "new series (test)",
+        "persistence MAE",
+        "zero state MAE",
+        "stepped MAE (today)",
+        "encoder MAE",
+        "encoder / stepped",
+        "encoder width",
+        "ms per series, all at once: stepped / encoder",
+        "ms for one series: stepped / encoder",
+    ]
+    return table(header, body)
+
+
 def operations_chaos() -> str:
     """Kill -9 recovery on a paced replay."""
     c = results("chaos.json")
@@ -985,6 +1019,7 @@ TABLES = {
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
     "accuracy-generalisation-calendar": ("docs/accuracy.md", generalisation_calendar),
     "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
+    "accuracy-warm-start": ("docs/accuracy.md", warm_start_histories),
     "compression-greensboro": ("docs/compression.md", compression_greensboro),
     "compression-etth2": ("docs/compression.md", compression_etth2),
     "compression-unstructured": ("docs/compression.md", compression_unstructured),
