@@ -1006,6 +1006,13 @@ def write_docs(names=None) -> list[str]:
     return changed
 
 
+def write_results(out: Path, result) -> None:
+    """Write a benchmark's results as JSON to `out`, then the docs' tables drawn from it (see `follow`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    follow(out)
+
+
 def follow(out: Path) -> None:
     """Called by each benchmark after writing `out`: when it is one of the results files the docs are
     drawn from, rewrite the tables (a run to a scratch file, as the tests make, leaves the docs alone)."""
