@@ -927,6 +927,53 @@ def compression_unstructured() -> str:
     return table(["2 x 128, weights zeroed", "series-steps / CPU-s", "speed"], body)
 
 
+# --- attention over recent states: benchmarks/results/attention.json ----------------------------
+
+# (dataset, horizon label, metric) shown: each protocol's headline at its scored horizons
+ATTENTION_ROWS = (
+    ("taylor", "1", "mape"),
+    ("taylor", "1-48", "mape"),
+    ("greensboro_temp", "1", "mae"),
+    ("greensboro_temp", "1-24", "mae"),
+    ("etth2", "24", "mse"),
+    ("etth2", "48", "mse"),
+    ("etth2", "96", "mse"),
+)
+
+
+def attention_accuracy() -> str:
+    """The online forecaster on validation parts without and with attention, each metric's change beside it."""
+    run = results("attention.json")
+    k = run["k"]
+    rows = {(r["dataset"].removesuffix("_validation"), str(r["horizon"]), r["attention"]): r for r in run["accuracy"]}
+    body = []
+    for dataset, horizon, metric in ATTENTION_ROWS:
+        if (dataset, horizon, 0) not in rows:
+            continue
+        base, attended = rows[dataset, horizon, 0], rows[dataset, horizon, k]
+        change = f"{100 * (attended[metric] / base[metric] - 1):+.1f}%"
+        coverage = f"{share(base['coverage80'])} / {share(attended['coverage80'])}"
+        body.append([dataset, horizon, metric, number(base[metric]), number(attended[metric]), change, coverage])
+    header = ["dataset", "horizon", "metric", "without", f"attention {k}", "change", "coverage80 without / with"]
+    return table(header, body)
+
+
+def attention_speed() -> str:
+    """The engine's step at 10,000 series by K, with the state each series carries."""
+    rows = results("attention.json")["speed"]
+    base = next(r for r in rows if r["attention"] == 0)
+    body = [
+        [
+            str(r["attention"]) if r["attention"] else "off",
+            f"{r['state_bytes_per_series']:,} B",
+            rate(r["steps_per_cpu_s"]),
+            times(base["steps_per_cpu_s"] / r["steps_per_cpu_s"]),
+        ]
+        for r in rows
+    ]
+    return table(["attention K", "state per series", "series-steps / CPU-s", "cost per step"], body)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -961,6 +1008,8 @@ TABLES = {
     "compression-unstructured": ("docs/compression.md", compression_unstructured),
     "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
     "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
+    "accuracy-attention": ("docs/accuracy.md", attention_accuracy),
+    "performance-attention": ("docs/performance.md", attention_speed),
 }
 
 
