@@ -990,6 +990,53 @@ def tuning_search() -> str:
     return table([*header, "best differs in"], body)
 
 
+# --- attention over recent states: benchmarks/results/attention.json ----------------------------
+
+# (dataset, horizon label, metric) shown: each protocol's headline at its scored horizons
+ATTENTION_ROWS = (
+    ("taylor", "1", "mape"),
+    ("taylor", "1-48", "mape"),
+    ("greensboro_temp", "1", "mae"),
+    ("greensboro_temp", "1-24", "mae"),
+    ("etth2", "24", "mse"),
+    ("etth2", "48", "mse"),
+    ("etth2", "96", "mse"),
+)
+
+
+def attention_accuracy() -> str:
+    """The online forecaster on validation parts without and with attention, each metric's change beside it."""
+    run = results("attention.json")
+    k = run["k"]
+    rows = {(r["dataset"].removesuffix("_validation"), str(r["horizon"]), r["attention"]): r for r in run["accuracy"]}
+    body = []
+    for dataset, horizon, metric in ATTENTION_ROWS:
+        if (dataset, horizon, 0) not in rows:
+            continue
+        base, attended = rows[dataset, horizon, 0], rows[dataset, horizon, k]
+        change = f"{100 * (attended[metric] / base[metric] - 1):+.1f}%"
+        coverage = f"{share(base['coverage80'])} / {share(attended['coverage80'])}"
+        body.append([dataset, horizon, metric, number(base[metric]), number(attended[metric]), change, coverage])
+    header = ["dataset", "horizon", "metric", "without", f"attention {k}", "change", "coverage80 without / with"]
+    return table(header, body)
+
+
+def attention_speed() -> str:
+    """The engine's step at 10,000 series by K, with the state each series carries."""
+    rows = results("attention.json")["speed"]
+    base = next(r for r in rows if r["attention"] == 0)
+    body = [
+        [
+            str(r["attention"]) if r["attention"] else "off",
+            f"{r['state_bytes_per_series']:,} B",
+            rate(r["steps_per_cpu_s"]),
+            times(base["steps_per_cpu_s"] / r["steps_per_cpu_s"]),
+        ]
+        for r in rows
+    ]
+    return table(["attention K", "state per series", "series-steps / CPU-s", "cost per step"], body)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -1026,6 +1073,8 @@ TABLES = {
     "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
     "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
     "tuning-search": ("docs/tuning.md", tuning_search),
+    "accuracy-attention": ("docs/accuracy.md", attention_accuracy),
+    "performance-attention": ("docs/performance.md", attention_speed),
 }
 
 
@@ -1069,6 +1118,13 @@ def write_docs(names=None) -> list[str]:
             path.write_text(new)
             changed.append(name)
     return changed
+
+
+def write_results(out: Path, result) -> None:
+    """Write a benchmark's results as JSON to `out`, then the docs' tables drawn from it (see `follow`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    follow(out)
 
 
 def follow(out: Path) -> None:
