@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip uninstall --quiet --yes forecaster
-	$(PY) -m pip install --quiet -e ".[demo,test,bench]"
+	$(PY) -m pip install --quiet -e ".[demo,test,bench,tune]"
 	touch $(STAMP)
 
 demo: install

@@ -237,6 +237,7 @@ class Network:
     young_rounds: int = 4  # retraining.young_rounds: the first rounds, started by the steps buffered, train longer
     young_steps: int = 200  # retraining.young_steps: the optimisation steps of each young round
     combination_loss: str | None = None  # combination.loss; None: squared where the headline is MSE, else absolute
+    attention: int = 0  # model.attention: the top output attends over its last K outputs
     seed: int = 0  # model.seed and training.seed: the initial weights, window sampling and dropout
 
 
@@ -549,6 +550,7 @@ def pipeline(
             quantiles=net.quantiles,
             highway=net.highway,
             season=net.season,
+            attention=net.attention,
             weights=None,
             seed=net.seed,
         ),

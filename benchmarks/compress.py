@@ -43,7 +43,6 @@ speed     `Engine.step` on throughput.py's benchmark pipeline (input 4, horizon 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -108,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": rows,
         "speed": speed,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    tables.follow(args.out)
+    tables.write_results(args.out, result)
     print(f"wrote {args.out} in {result['seconds']} s")
     return 0
 

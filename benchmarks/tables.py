@@ -791,6 +791,40 @@ def cold_start_blocks() -> str:
     return table(header, body)
 
 
+def warm_start_histories() -> str:
+    """A new series' first forecasts from a state stepped over its history, or encoded from it in one pass."""
+    body = [
+        [
+            r["dataset"],
+            count(r["history"]),
+            count(r["test_series"]),
+            number(r["persistence_mae"]),
+            number(r["zero_mae"]),
+            number(r["stepped_mae"]),
+            number(r["encoder_mae"]),
+            number(r["encoder_over_stepped"]),
+            str(r["width"]),
+            f"{number(r['stepped_ms_per_series_batched'], 4)} / {number(r['encoder_ms_per_series_batched'], 4)}",
+            f"{number(r['stepped_ms_one_series'], 2)} / {number(r['encoder_ms_one_series'], 2)}",
+        ]
+        for r in results("warm_start.json")
+    ]
+    header = [
+        "dataset",
+        "history rows",
+        "new series (test)",
+        "persistence MAE",
+        "zero state MAE",
+        "stepped MAE (today)",
+        "encoder MAE",
+        "encoder / stepped",
+        "encoder width",
+        "ms per series, all at once: stepped / encoder",
+        "ms for one series: stepped / encoder",
+    ]
+    return table(header, body)
+
+
 def operations_chaos() -> str:
     """Kill -9 recovery on a paced replay."""
     c = results("chaos.json")
@@ -927,6 +961,82 @@ def compression_unstructured() -> str:
     return table(["2 x 128, weights zeroed", "series-steps / CPU-s", "speed"], body)
 
 
+def tuning_search() -> str:
+    """Per `forecaster tune --json` run (results/tune_*.json): the trials, the validation MASE of the pipeline's own
+    settings (trial 0), of the best trial and of the others, and the settings where the best differs from trial 0."""
+    body = []
+    for path in sorted(RESULTS.glob("tune_*.json")):
+        run = json.loads(path.read_text())
+        trials, best = run["trials"], run["best"]
+        own = trials[0]
+        states = [t["state"] for t in trials]
+        others = [f"{number(t['mase'], 4)} (trial {t['number']})" for t in trials[1:] if t["state"] == "complete"]
+        changed = [
+            f"`{name}` {own['settings'][name]} → {value}"
+            for name, value in best["settings"].items()
+            if value != own["settings"][name]
+        ]
+        body.append(
+            [
+                f"{run['pipeline']} on {run['source']}",
+                f"{len(trials)} ({states.count('complete')} complete, {states.count('pruned')} pruned)",
+                number(own["mase"], 4),
+                f"{number(best['mase'], 4)} (trial {best['trial']})",
+                ", ".join(others) or "-",
+                ", ".join(changed) or "none: the pipeline's own",
+            ]
+        )
+    header = ["pipeline on data", "trials", "validation MASE, own settings", "best", "the other trials"]
+    return table([*header, "best differs in"], body)
+
+
+# --- attention over recent states: benchmarks/results/attention.json ----------------------------
+
+# (dataset, horizon label, metric) shown: each protocol's headline at its scored horizons
+ATTENTION_ROWS = (
+    ("taylor", "1", "mape"),
+    ("taylor", "1-48", "mape"),
+    ("greensboro_temp", "1", "mae"),
+    ("greensboro_temp", "1-24", "mae"),
+    ("etth2", "24", "mse"),
+    ("etth2", "48", "mse"),
+    ("etth2", "96", "mse"),
+)
+
+
+def attention_accuracy() -> str:
+    """The online forecaster on validation parts without and with attention, each metric's change beside it."""
+    run = results("attention.json")
+    k = run["k"]
+    rows = {(r["dataset"].removesuffix("_validation"), str(r["horizon"]), r["attention"]): r for r in run["accuracy"]}
+    body = []
+    for dataset, horizon, metric in ATTENTION_ROWS:
+        if (dataset, horizon, 0) not in rows:
+            continue
+        base, attended = rows[dataset, horizon, 0], rows[dataset, horizon, k]
+        change = f"{100 * (attended[metric] / base[metric] - 1):+.1f}%"
+        coverage = f"{share(base['coverage80'])} / {share(attended['coverage80'])}"
+        body.append([dataset, horizon, metric, number(base[metric]), number(attended[metric]), change, coverage])
+    header = ["dataset", "horizon", "metric", "without", f"attention {k}", "change", "coverage80 without / with"]
+    return table(header, body)
+
+
+def attention_speed() -> str:
+    """The engine's step at 10,000 series by K, with the state each series carries."""
+    rows = results("attention.json")["speed"]
+    base = next(r for r in rows if r["attention"] == 0)
+    body = [
+        [
+            str(r["attention"]) if r["attention"] else "off",
+            f"{r['state_bytes_per_series']:,} B",
+            rate(r["steps_per_cpu_s"]),
+            times(base["steps_per_cpu_s"] / r["steps_per_cpu_s"]),
+        ]
+        for r in rows
+    ]
+    return table(["attention K", "state per series", "series-steps / CPU-s", "cost per step"], body)
+
+
 # --- the registry and the block writer ----------------------------------------------------------
 
 TABLES = {
@@ -956,11 +1066,15 @@ TABLES = {
     "accuracy-generalisation": ("docs/accuracy.md", generalisation_summary),
     "accuracy-generalisation-calendar": ("docs/accuracy.md", generalisation_calendar),
     "accuracy-cold-start": ("docs/accuracy.md", cold_start_blocks),
+    "accuracy-warm-start": ("docs/accuracy.md", warm_start_histories),
     "compression-greensboro": ("docs/compression.md", compression_greensboro),
     "compression-etth2": ("docs/compression.md", compression_etth2),
     "compression-unstructured": ("docs/compression.md", compression_unstructured),
     "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
     "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
+    "tuning-search": ("docs/tuning.md", tuning_search),
+    "accuracy-attention": ("docs/accuracy.md", attention_accuracy),
+    "performance-attention": ("docs/performance.md", attention_speed),
 }
 
 
@@ -1004,6 +1118,13 @@ def write_docs(names=None) -> list[str]:
             path.write_text(new)
             changed.append(name)
     return changed
+
+
+def write_results(out: Path, result) -> None:
+    """Write a benchmark's results as JSON to `out`, then the docs' tables drawn from it (see `follow`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    follow(out)
 
 
 def follow(out: Path) -> None:

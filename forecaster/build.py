@@ -81,6 +81,7 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
         quantiles=m.quantiles,
         highway=m.highway,
         season=m.season or 0,
+        attention=m.attention,
     )
 
 

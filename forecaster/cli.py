@@ -1,4 +1,5 @@
-"""`forecaster` command line: run | check | replay | pretrain | backtest | inspect | reset | models | bench | topics.
+"""`forecaster` command line: run | check | replay | pretrain | backtest | tune | inspect | reset | models |
+bench | topics.
 
 Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage, or a state folder another process holds.
 """
@@ -173,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         "plot extra)",
     )
     _plot_parser(commands)
+    _tune_parser(commands)
 
     inspect = _command(
         commands,
@@ -270,6 +272,36 @@ def _plot_parser(commands) -> None:
         "--last", type=int, default=168, metavar="N", help="actuals shown up to the forecast's origin (default 168)"
     )
     _bootstrap_option(plot)
+
+
+def _tune_parser(commands) -> None:
+    tune = _command(
+        commands,
+        "tune",
+        cmd_tune,
+        "search a pipeline's model, training and retraining settings (Optuna: TPE, median pruning) by backtests on a "
+        "validation part of a history; print the trials and the best settings as YAML (the tune extra)",
+    )
+    tune.add_argument("--pipeline", required=True, help="pipeline name from the config")
+    _source_options(tune, "tune on")
+    tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials to run (default 20)")
+    tune.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampler and of torch (default 0)")
+    tune.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no trial after this many seconds (one under way finishes)",
+    )
+    tune.add_argument(
+        "--validation",
+        type=float,
+        default=0.6,
+        metavar="SHARE",
+        help="the leading share of the history's grid that trials see (default 0.6), scored on its second half; the "
+        "rest, the test part, is never read",
+    )
+    tune.add_argument("--json", action="store_true", help="print the search as JSON: the best settings and every trial")
 
 
 def _models_parser(commands) -> None:
@@ -564,6 +596,62 @@ def cmd_backtest(args) -> int:
         f"{counted(result.rounds, 'retraining round')} ({result.promotions} promoted)"
     )
     print(table(result.rows))
+    return EXIT_OK
+
+
+def cmd_tune(args) -> int:
+    """A search of the pipeline's settings on the history's validation part (tools/tune.py), each trial's rows
+    and outcome on stderr; the table and the best settings as YAML (or JSON) on stdout."""
+    import json
+
+    from forecaster.build import resolve_device
+    from forecaster.tools import tune
+    from forecaster.tools.progress import Progress
+
+    tune.optuna_module()  # the missing extra is said before the history is read
+    config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
+    pipeline = config.pipeline(args.pipeline)
+    _check_source(args)
+    payloads, source = _history(args, config, pipeline)
+    bars: dict[int, Progress] = {}
+
+    def rows(number: int, done: int, total: int) -> None:
+        if number not in bars:
+            bars[number] = Progress(f"trial {number + 1}/{args.trials}", total)
+        bars[number].update(done)
+
+    def finished(trial: tune.Trial) -> None:
+        if trial.number in bars:
+            bars.pop(trial.number).close()
+        score = "" if trial.mase is None else f", MASE {trial.mase:.4f}"
+        print(f"trial {trial.number + 1}/{args.trials}: {trial.state}{score} ({trial.seconds:.0f} s)", file=sys.stderr)
+
+    found = tune.search(
+        config,
+        pipeline,
+        _decoded(payloads, source, pipeline),
+        source,
+        trials=args.trials,
+        seed=args.seed,
+        timeout=args.timeout,
+        validation=args.validation,
+        device=resolve_device(config.settings.device),
+        progress=rows,
+        finished=finished,
+    )
+    if args.json:
+        from forecaster.serving.records import nulled
+
+        print(json.dumps(nulled(tune.as_json(found)), allow_nan=False))
+        return EXIT_OK
+    print(
+        f"{pipeline.name} on {source}: {counted(len(found.trials), 'trial')} on the first "
+        f"{counted(found.validation_rows, 'step')} (validation part, scored on its second half); the last "
+        f"{counted(found.test_rows, 'step')} (test part) were not read"
+    )
+    print(tune.table(found))
+    print()
+    print(tune.fragment(found, config.pipeline_file(pipeline), str(args.config)), end="")
     return EXIT_OK
 
 

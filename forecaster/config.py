@@ -129,6 +129,13 @@ class ModelConfig:
         "half-hours; at least the horizon); null: off",
         check=positive_int,
     )
+    attention: int = setting(
+        0,
+        doc="K: the top layer's output also attends over its own last K outputs (one head, added as a residual that "
+        "starts at zero), which each series keeps in its state (K x hidden_size more numbers); 0: off. Measured in "
+        "docs/accuracy.md (Attention over recent states): not a default",
+        check=(lambda v: v >= 0, "an integer >= 0"),
+    )
     weights: str | None = setting(
         None,
         doc="starting weights written by `forecaster pretrain` (path relative to config.yaml); null: seeded "

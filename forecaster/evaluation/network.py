@@ -179,7 +179,7 @@ class DaemonRetraining:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.trainer = Trainer(engine.pipeline, engine.device, threading.Event())
+        self.trainer = Trainer(engine.pipeline, engine.device, threading.Event(), background=False)
         self.promotions = 0
 
     @property

@@ -42,12 +42,17 @@ class Panel:
 
 
 def engine_forecasts(
-    engine: Engine, panel: Panel, origins: np.ndarray, progress: Callable[[int, int], None] | None = None
+    engine: Engine,
+    panel: Panel,
+    origins: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
+    forecast: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, DaemonRetraining]:
     """The engine's forecasts (origins, N, H) made right after each origin's row, its intervals between the
     outermost quantiles (origins, N, 2, H), NaN where a series had none, and the retraining that ran.
 
-    `progress(done, total)` is called with the rows stepped so far."""
+    `progress(done, total)` is called with the rows stepped so far; `forecast(done, forecasts)` after each
+    origin's row with the origins done so far and the forecasts array, filled up to them (for interim scores)."""
     retraining = DaemonRetraining(engine)
     T, N = panel.inputs.shape
     wanted = {int(t): i for i, t in enumerate(origins)}
@@ -67,6 +72,8 @@ def engine_forecasts(
                 intervals[wanted[t], present] = np.stack(
                     [forecasts.quantiles[levels[0]], forecasts.quantiles[levels[-1]]], 1
                 )
+            if forecast is not None:
+                forecast(wanted[t] + 1, out)
         retraining.after(len(present))
     return out, intervals, retraining
 

@@ -88,6 +88,8 @@ def kept_units(model: Forecaster, scores: Sequence[Tensor], count: int) -> list[
 @torch.no_grad()
 def select(model: Forecaster, kept: Sequence[Tensor], spec: ModelSpec | None = None) -> Forecaster:
     """A network of `spec` (default: `model`'s at the width of `kept`) holding only the `kept` units of each layer."""
+    if model.attention is not None:  # its query and key dimensions are no hidden units to keep or drop
+        raise ValueError("pruning keeps hidden units of the recurrent layers: an attention network cannot be pruned")
     spec = spec or dataclasses.replace(model.spec, hidden_size=len(kept[0]))
     H, state = model.spec.hidden_size, {}
     for depth, (cell, units) in enumerate(zip(model.layers, kept)):

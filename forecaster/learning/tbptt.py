@@ -55,19 +55,19 @@ def prepare(pipeline: Pipeline, observations: Observations) -> list[Series]:
     Rows are taken in time order and a repeated timestamp keeps only its first row, as the
     engine refuses duplicates. Series of equal length are scaled together in one batch.
     """
-    rows = _rows_by_series(observations)
+    rows = rows_by_series(observations)
     by_length: dict[int, list[str]] = {}
     for key, index in rows.items():
         by_length.setdefault(len(index), []).append(key)
     prepared = {}
     for keys in by_length.values():
         index = np.stack([rows[k] for k in keys], axis=1)  # (T, n)
-        for key, series in zip(keys, _prepare_batch(pipeline, observations, index)):
+        for key, series in zip(keys, prepare_rows(pipeline, observations, index)):
             prepared[key] = dataclasses.replace(series, key=key)
     return [prepared[key] for key in rows]
 
 
-def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
+def rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
     """Row indices of each series key, sorted by time, without repeated timestamps."""
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(observations.keys):
@@ -81,8 +81,10 @@ def _rows_by_series(observations: Observations) -> dict[str, np.ndarray]:
     return rows
 
 
-def _prepare_batch(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
-    """Series whose rows are the columns of `index` (T, n): the engine's step, once per time."""
+def prepare_rows(pipeline: Pipeline, observations: Observations, index: np.ndarray) -> list[Series]:
+    """Series whose rows are the columns of `index` (T, n): the engine's step, once per time. Each column is
+    prepared as a new series from its first row (scaling from nothing), so a column may be any run of a
+    series' rows (learning/warm_start.py cuts new series so)."""
     values = observations.values[index]  # (T, n, F), a copy (fancy indexing)
     levels = None
     if pipeline.model.season:  # the engine's float32 target, differenced in float64 as SeasonRing does

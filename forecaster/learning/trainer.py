@@ -54,9 +54,14 @@ class Finished:
 
 
 class Trainer:
-    def __init__(self, pipeline: Pipeline, device: torch.device | str, stop: threading.Event):
+    def __init__(
+        self, pipeline: Pipeline, device: torch.device | str, stop: threading.Event, *, background: bool = True
+    ):
+        """`background`: rounds yield the cores to the run loop (the daemon); false where the caller waits for
+        each round to end (a backtest, a benchmark), so a busy machine does not starve what it waits for."""
         self.pipeline, self.settings = pipeline, pipeline.retraining
         self.device, self.stop = torch.device(device), stop
+        self.background = background
         self.rounds = 0
         self.records_since = 0
         self._due_at = self._next_due()
@@ -143,7 +148,8 @@ class Trainer:
 
     def _run(self, result: list, round_: int, champion: Forecaster, windows: Windows, version: int) -> None:
         began = time.perf_counter()
-        _yield_the_cores()
+        if self.background:
+            _yield_the_cores()
         try:
             outcome = rounds.challenge(champion, windows, self.pipeline, round_, self.device, progress=self._check)
             if not math.isfinite(outcome.challenger_loss):

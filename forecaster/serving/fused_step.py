@@ -14,7 +14,8 @@ arithmetic needs (each measured by benchmarks/engine_ablation.py):
     from its matmul to its new state instead of streaming a million rows through memory per op.
 `FusedStep` copies the weights it needs and copies them again whenever a parameter of the model
 changes in place (a load_state_dict, a restore), so it never serves stale weights. Dropout is
-not applied: this is the eval-mode step. It equals `Forecaster.step` then `head` to float
+not applied: this is the eval-mode step. Attention over recent outputs (model.attention) runs
+the model's own module after the fused cells. It equals `Forecaster.step` then `head` to float
 rounding (tests/serving/test_fused_step.py).
 """
 
@@ -164,7 +165,12 @@ class FusedStep:
         block = self.block_rows if x.device.type == "cpu" else max(n, 1)  # a GPU takes every row at once
         for a in range(0, n, block):
             b = min(n, a + block)
-            out[a:b] = self._head(self._block(x[a:b], state[:, a:b]))
+            rows = state[:, a:b]  # (layers, rows, width): a view, updated in place
+            if self.model.attention is None:
+                top = self._block(x[a:b], rows)
+            else:
+                top = self._attend_(self._block(x[a:b], rows[..., : self.model.cell_width]), rows)
+            out[a:b] = self._head(top)
             if self._highway is not None:
                 out[a:b] += self._highway(x[a:b])
         return out
@@ -182,6 +188,15 @@ class FusedStep:
             else:
                 x = h
         return x
+
+    def _attend_(self, top: Tensor, rows: Tensor) -> Tensor:
+        """Shift `top` (rows, H) into the ring of top outputs that `rows` (layers, rows, width) keeps, in place;
+        returns the model's attention over the new ring (rows, H). The model's own module, as `Forecaster.step`
+        runs it: a product of (rows, K, H) whose cost the benchmark measures."""
+        model = self.model
+        ring = torch.cat([model.ring(rows)[:, 1:], top[:, None]], 1)  # (rows, K, H), newest last
+        rows[..., model.cell_width :] = model.ring_columns(ring)
+        return model.attention(ring)
 
     def _cell(self, layer: _Layer, x: Tensor, s: Tensor) -> Tensor:
         """One layer's cell: the new state is written over `s` (rows, width); returns its output h."""

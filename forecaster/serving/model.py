@@ -2,8 +2,9 @@
 
 Pure tensor math: no logging, files or clocks. The state of every layer travels as one tensor
 (num_layers, batch, state_width) so a store can keep it in one slot per series; for the LSTM the
-last dim holds [h | c]. `forward` over a window is `step` in a loop, so the streaming path and the
-training path are the same code.
+last dim holds [h | c]. With attention over the last K top outputs (`RecentAttention`), those
+outputs travel in the same tensor, in columns after every layer's cell state. `forward` over a
+window is `step` in a loop, so the streaming path and the training path are the same code.
 
 With layer_norm=False, residual=False and dropout=0 the network equals torch's nn.GRU / nn.LSTM /
 nn.RNN given the same weights (same gate order, equations and initialisation).
@@ -39,6 +40,7 @@ class ModelSpec:
     season: int = (
         0  # the network models y[t] - y[t - season] (seasonal.py); 0: y itself. Not a shape, but what the weights mean
     )
+    attention: int = 0  # K: the output attends over the top layer's last K outputs (RecentAttention); 0: off
 
     def __post_init__(self):
         """Reject a bad spec where it is made, with a message that states the constraint."""
@@ -54,8 +56,10 @@ class ModelSpec:
         d = self.dropout
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
-        if isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 0:
-            raise ValueError(f"season must be a non-negative integer, got {self.season!r}")
+        for name in ("season", "attention"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.season and self.season < self.horizon:
             raise ValueError(f"season must be at least the horizon ({self.horizon}), got {self.season}")
         for name in ("layer_norm", "residual", "highway"):
@@ -183,6 +187,34 @@ class RNNCell(_Cell):
         return h, h
 
 
+class RecentAttention(nn.Module):
+    """One head of attention from the newest top output over the last K (itself included), as a residual.
+
+    out = h + W_o sum_j softmax_j(q(h) . W_k m_j / sqrt(H)) m_j, over the ring m (B, K, H), newest last.
+    The values are the outputs themselves: a value map and the output map, both linear, would
+    multiply into one, so `out` is both. It starts at zero, so a new attention leaves the network
+    as it was until training moves it. The query meets the keys as m_j . (W_k^T q): the same
+    scores with one (H, H) product a step instead of K. A key bias would add the same q . b to
+    every score, which the softmax ignores, so the key map has none.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, ring: torch.Tensor) -> torch.Tensor:
+        """The ring of top outputs (B, K, H), newest last -> the newest plus what it attends to (B, H)."""
+        h = ring[:, -1]  # (B, H)
+        probe = self.query(h) @ self.key.weight  # (B, H): W_k^T q, so that m_j . probe = q . W_k m_j
+        scores = (ring @ probe[:, :, None]).squeeze(-1) / math.sqrt(h.shape[-1])  # (B, K)
+        mixed = (scores.softmax(-1)[:, None, :] @ ring).squeeze(1)  # (B, H)
+        return h + self.out(mixed)
+
+
 def _make_cell(spec: ModelSpec, input_size: int) -> _Cell:
     """One layer of the kind the spec names."""
     if spec.cell == "gru":
@@ -193,12 +225,20 @@ def _make_cell(spec: ModelSpec, input_size: int) -> _Cell:
 
 
 class Forecaster(nn.Module):
-    """Stacked recurrent cells and a linear head that reads all `horizon` steps off the top hidden."""
+    """Stacked recurrent cells and a linear head that reads all `horizon` steps off the top hidden.
+
+    With `spec.attention` K, the top output also attends over the last K top outputs. Those
+    are part of the series' state: K * H numbers spread over the layers' rows, after each
+    layer's cell state (`ring_width` columns each), so the state stays one (layers, batch,
+    width) tensor that the store, spill and checkpoints keep as they keep any other.
+    """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.state_width = 2 * spec.hidden_size if spec.cell == "lstm" else spec.hidden_size
+        self.cell_width = 2 * spec.hidden_size if spec.cell == "lstm" else spec.hidden_size
+        self.ring_width = -(-spec.attention * spec.hidden_size // spec.num_layers)  # ceil(K * H / layers)
+        self.state_width = self.cell_width + self.ring_width
         sizes = [spec.input_size] + [spec.hidden_size] * (spec.num_layers - 1)
         self.layers = nn.ModuleList(_make_cell(spec, n) for n in sizes)
         self.drop = nn.Dropout(spec.dropout)
@@ -207,6 +247,7 @@ class Forecaster(nn.Module):
         self.highway = nn.Linear(spec.input_size, spec.outputs, bias=False) if spec.highway else None
         if self.highway is not None:
             nn.init.zeros_(self.highway.weight)
+        self.attention = RecentAttention(spec.hidden_size) if spec.attention else None
 
     def initial_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         """Zeros (num_layers, batch, state_width), on the model's device and dtype unless told."""
@@ -223,11 +264,25 @@ class Forecaster(nn.Module):
         last = self.spec.num_layers - 1
         new = []
         for depth, cell in enumerate(self.layers):
-            h, s = cell(x, state[depth])  # (B, H), (B, state_width)
+            h, s = cell(x, state[depth, :, : self.cell_width])  # (B, H), (B, cell_width)
             x = x + h if self.spec.residual and depth > 0 else h
             x = self.drop(x) if depth < last else x
             new.append(s)
-        return x, torch.stack(new)  # (B, H), (L, B, state_width)
+        if self.attention is None:
+            return x, torch.stack(new)  # (B, H), (L, B, state_width)
+        ring = torch.cat([self.ring(state)[:, 1:], x[:, None]], 1)  # (B, K, H): the oldest out, this step's in
+        return self.attention(ring), torch.cat([torch.stack(new), self.ring_columns(ring)], -1)
+
+    def ring(self, state: torch.Tensor) -> torch.Tensor:
+        """The last K top outputs that `state` (L, B, state_width) keeps -> (B, K, H), newest last."""
+        K, H = self.spec.attention, self.spec.hidden_size
+        columns = state[..., self.cell_width :].transpose(0, 1).reshape(state.shape[1], -1)  # (B, L * ring_width)
+        return columns[:, : K * H].unflatten(1, (K, H))
+
+    def ring_columns(self, ring: torch.Tensor) -> torch.Tensor:
+        """`ring` (B, K, H) laid out as the state keeps it: (L, B, ring_width), zeros after its K * H numbers."""
+        flat = F.pad(ring.flatten(1), (0, self.spec.num_layers * self.ring_width - ring[0].numel()))
+        return flat.unflatten(1, (self.spec.num_layers, self.ring_width)).transpose(0, 1)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A window (T, B, input_size) -> top outputs (T, B, H) and the state after its last step."""

@@ -51,7 +51,7 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
         raise ForecasterError(f"{name}: no observations")
     cadence = Cadence.of(pipeline)
     observations = localised(observations, cadence)
-    steps = step_numbers(observations.times, observations.local_times, cadence)
+    steps = grid_steps(pipeline, observations)
     rows = steps - steps.min()
     keys = tuple(dict.fromkeys(observations.keys))
     column = {k: i for i, k in enumerate(keys)}
@@ -70,6 +70,14 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
         covariates[rows, columns] = observations.values[:, 1:]
     times, local = _grid_times(cadence, steps, rows, observations, T)
     return panels.Panel(name, keys, times, values, values, covariates, pipeline.cadence, pipeline.horizon, 1, local)
+
+
+def grid_steps(pipeline: Pipeline, observations: Observations) -> np.ndarray:
+    """Each observation's step number on the cadence's grid (read in the cadence's time zone): row r of the
+    backtest's grid holds the observations whose step is the smallest plus r."""
+    cadence = Cadence.of(pipeline)
+    observations = localised(observations, cadence)
+    return step_numbers(observations.times, observations.local_times, cadence)
 
 
 def _grid_times(cadence: Cadence, steps, rows, observations: Observations, T: int):
@@ -114,16 +122,21 @@ def backtest(
     start: float | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    interim: Callable[[int, float], None] | None = None,
 ) -> Result:
     """The pipeline's engine, from its starting weights, over the observations prequentially; scored from
-    `start` on. The daemon's state folder is never touched: any spill goes to a temporary folder."""
+    `start` on. The daemon's state folder is never touched: any spill goes to a temporary folder.
+
+    `interim(k, mase)` is called once a share INTERIM_SHARES[k - 1] of the origins is forecast, with the
+    forecaster's mean MASE over those: a search stops a hopeless run there by raising."""
     panel = panel_of(pipeline, observations, name)
     first = start_row(panel, start)
     origins = np.arange(first, len(panel.times) - panel.horizon, panel.stride)
     model, version = starting_model(config, pipeline)
+    watch = None if interim is None else _interim_scores(panel, origins, first, interim)
     with tempfile.TemporaryDirectory(prefix="forecaster-backtest-") as folder:
         engine = build_engine(pipeline, model, device, version, Path(folder) / "spill.sqlite")
-        forecasts, intervals, retraining = panels.engine_forecasts(engine, panel, origins, progress)
+        forecasts, intervals, retraining = panels.engine_forecasts(engine, panel, origins, progress, watch)
     period = seasonal_period(pipeline)
     baselines = panels.baseline_forecasts(panel, origins, () if period is None else (period,))
     methods = {"forecaster": forecasts, "persistence": baselines["persistence"]}
@@ -142,6 +155,32 @@ def backtest(
         forecasts,
         intervals,
     )
+
+
+INTERIM_SHARES = (0.25, 0.5, 0.75)  # of the origins, where `backtest` reports interim scores
+
+
+def _interim_scores(
+    panel: panels.Panel, origins: np.ndarray, first: int, interim: Callable[[int, float], None]
+) -> Callable[[int, np.ndarray], None]:
+    """engine_forecasts' `forecast` callback: past each of INTERIM_SHARES of the origins, `interim` with the
+    mean MASE of the origins forecast so far (scaled as the final score is)."""
+    marks = [max(1, int(len(origins) * share)) for share in INTERIM_SHARES]
+    reported = 0
+
+    def forecast(done: int, forecasts: np.ndarray) -> None:
+        nonlocal reported
+        while reported < len(marks) and done >= marks[reported]:
+            reported += 1
+            rows = panels.score(panel, origins[:done], {"forecaster": forecasts[:done]}, {}, scale_before=first)
+            interim(reported, mean_mase(rows))
+
+    return forecast
+
+
+def mean_mase(rows: list[dict], method: str = "forecaster") -> float:
+    """A method's MASE over every horizon step (the row with horizon "mean")."""
+    return next(r["mase"] for r in rows if r["method"] == method and r["horizon"] == "mean")
 
 
 def table(rows: list[dict]) -> str:

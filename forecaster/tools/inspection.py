@@ -39,8 +39,11 @@ def top_output(model: Forecaster, state: torch.Tensor) -> torch.Tensor:
 
     At inference (no dropout) layer l's output is its h, plus, with residual connections,
     the output of the layer below: so the top output is h of the top layer, or the sum of
-    every layer's h.
+    every layer's h. With attention over recent outputs the state keeps that output as its
+    ring's newest, and the top output is the attention over the ring.
     """
+    if model.attention is not None:
+        return model.attention(model.ring(state))
     hidden = model.spec.hidden_size
     h = state[..., :hidden]  # LSTM carries [h | c]; the output is h
     return h.sum(dim=0) if model.spec.residual else h[-1]

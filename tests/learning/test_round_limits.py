@@ -181,3 +181,19 @@ def test_a_round_runs_at_a_lower_cpu_priority_than_the_loop(monkeypatch):
     trainer.close(timeout=None)
     assert isinstance(trainer.finished().error, RoundFailed)
     assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own CPU priority is Linux's")
+def test_a_round_someone_waits_for_keeps_the_callers_cpu_priority(monkeypatch):
+    seen = []
+
+    def challenge(*args, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+        raise RoundFailed("enough")
+
+    monkeypatch.setattr(rounds, "challenge", challenge)
+    champion, buffered = windows(limited())
+    trainer = Trainer(limited(), "cpu", threading.Event(), background=False)
+    trainer.start(champion, buffered)
+    trainer.close(timeout=None)
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0)]
