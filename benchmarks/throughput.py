@@ -74,7 +74,7 @@ import yaml
 
 from forecaster import config as config_module
 from forecaster.build import resolve_device, seeded_model
-from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat
+from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat, Retraining
 from forecaster.io import datasets
 from forecaster.serving.engine import Engine
 from forecaster.serving.records import Observations
@@ -211,7 +211,9 @@ def bench_pipeline(
 ) -> Pipeline:
     """The benchmark network: hidden 64, 2 layers, horizon 24, input 4 (target + 3 covariates, no calendar);
     served alone unless `combination` (the engine's rows measure the network's step, `combination_cost` what
-    the online combination adds to it). benchmarks/compress.py times other widths and depths."""
+    the online combination adds to it), and without retraining: the rows measure serving, and the retraining
+    buffer (retraining.buffer steps of every series: 14 GB at a million series of this network) is what a
+    pipeline of that many series must size for itself. benchmarks/compress.py times other widths and depths."""
     return Pipeline(
         name="bench",
         input_topic="bench.in",
@@ -225,6 +227,7 @@ def bench_pipeline(
         spill="none",
         model=ModelConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, weights=None),
         combination=Combination(enabled=combination),
+        retraining=Retraining(enabled=False),
     )
 
 
