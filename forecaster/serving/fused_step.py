@@ -194,7 +194,7 @@ class FusedStep:
         returns the model's attention over the new ring (rows, H). The model's own module, as `Forecaster.step`
         runs it: a product of (rows, K, H) whose cost the benchmark measures."""
         model = self.model
-        ring = torch.cat([model.ring(rows)[:, 1:], top[:, None]], 1)  # (rows, K, H), newest last
+        ring = model.pushed(rows, top)  # (rows, K, H), newest last
         rows[..., model.cell_width :] = model.ring_columns(ring)
         return model.attention(ring)
 

@@ -270,8 +270,12 @@ class Forecaster(nn.Module):
             new.append(s)
         if self.attention is None:
             return x, torch.stack(new)  # (B, H), (L, B, state_width)
-        ring = torch.cat([self.ring(state)[:, 1:], x[:, None]], 1)  # (B, K, H): the oldest out, this step's in
+        ring = self.pushed(state, x)
         return self.attention(ring), torch.cat([torch.stack(new), self.ring_columns(ring)], -1)
+
+    def pushed(self, state: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The ring `state` keeps with this step's top output `top` (B, H) in and the oldest out: (B, K, H)."""
+        return torch.cat([self.ring(state)[:, 1:], top[:, None]], 1)
 
     def ring(self, state: torch.Tensor) -> torch.Tensor:
         """The last K top outputs that `state` (L, B, state_width) keeps -> (B, K, H), newest last."""

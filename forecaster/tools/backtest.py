@@ -51,7 +51,7 @@ def panel_of(pipeline: Pipeline, observations: Observations, name: str) -> panel
         raise ForecasterError(f"{name}: no observations")
     cadence = Cadence.of(pipeline)
     observations = localised(observations, cadence)
-    steps = grid_steps(pipeline, observations)
+    steps = step_numbers(observations.times, observations.local_times, cadence)  # as grid_steps, localised once
     rows = steps - steps.min()
     keys = tuple(dict.fromkeys(observations.keys))
     column = {k: i for i, k in enumerate(keys)}

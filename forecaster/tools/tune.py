@@ -105,13 +105,20 @@ def optuna_module():
 def with_settings(pipeline: Pipeline, settings: dict[str, object]) -> Pipeline:
     """The pipeline with `settings` ({"model.hidden_size": 32, ...}) in place and seeded weights (no weights file).
     A ValueError where they contradict its other settings, as loading them from its file would."""
-    sections: dict[str, dict[str, object]] = {"model": {"weights": None}}
-    for path, value in settings.items():
-        section, name = path.split(".")
-        sections.setdefault(section, {})[name] = value
+    sections = by_section(settings)
+    sections.setdefault("model", {})["weights"] = None
     return dataclasses.replace(
         pipeline, **{s: dataclasses.replace(getattr(pipeline, s), **values) for s, values in sections.items()}
     )
+
+
+def by_section(settings: dict[str, object]) -> dict[str, dict[str, object]]:
+    """{"model.hidden_size": 32, ...} as a pipeline file's sections: {"model": {"hidden_size": 32}, ...}."""
+    sections: dict[str, dict[str, object]] = {}
+    for path, value in settings.items():
+        section, name = path.split(".")
+        sections.setdefault(section, {})[name] = value
+    return sections
 
 
 def own_settings(pipeline: Pipeline, space: tuple[Knob, ...] = SPACE) -> dict[str, object]:
@@ -283,10 +290,7 @@ def fragment(found: Search, pipeline_file: str, config_path: str) -> str:
         )
     else:
         lines.append(f"# set these in {pipeline_file}")
-    sections: dict[str, dict[str, object]] = {}
-    for path, value in best.settings.items():
-        section, name = path.split(".")
-        sections.setdefault(section, {})[name] = value
+    sections = by_section(best.settings)
     return "\n".join(lines) + "\n" + yaml.safe_dump(sections, sort_keys=False, default_flow_style=False)
 
 
