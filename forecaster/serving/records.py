@@ -274,12 +274,19 @@ def _split(payload: bytes | None) -> tuple[Sequence[object], bool]:
 
 def _loads(payload: bytes | None) -> object:
     """The JSON document of a payload, as `json.loads` reads it: by orjson, several times faster, and by json.loads
-    where orjson refuses the text (NaN or Infinity literals, integers beyond 64 bits, UTF-16, a lone surrogate),
-    so that what json.loads accepts is accepted, and what it refuses is refused with its own words."""
+    where orjson refuses the text (NaN or Infinity literals, UTF-16, a lone surrogate), so that what json.loads
+    accepts is accepted, and what it refuses is refused with its own words. Integers orjson reads as floats
+    (beyond 64 bits) json.loads reads as floats too, so a record decodes alike whichever reads its message."""
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return json.loads(payload)
+        return json.loads(payload, parse_int=_int_as_orjson)
+
+
+def _int_as_orjson(text: str) -> int | float:
+    """An integer as orjson reads it: exact from -2**63 to 2**64 - 1, a float beyond."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(text)
 
 
 def _opens_a_list(payload: bytes | None) -> bool:

@@ -157,6 +157,7 @@ def alone(batch: list, origin: records.Origin) -> bytes:
 @given(batches)
 @example([LONE_SURROGATE, b"[]", None])
 @example([b"[null,{}]", b'[[{}], {"key": "k", "time": 0, "y": 1, "x": 2}]'])
+@example([b'[{"key":"s4","x":1.0,"extra":NaN},{"key": -9223372036854775809, "time": 1699982000.0, "y": 1, "x": 2}]'])
 def test_decode_accounts_for_every_record_and_accepts_only_sane_values(batch):
     accepted, rejected = records.decode(batch, FMT, LIMITS, NOW)
     origins = records.origins(batch)
