@@ -49,6 +49,10 @@ latency  A producer in another process (kafka-python, linger_ms 5: batching, as 
 retrain  benchmarks/retrain.py's figures (see its docstring): TBPTT windows trained per second by a
          retraining round alone, and the engine's steps/s while a round trains in the daemon's
          background thread over its steps/s alone (rounds alternate), at 10,000 GRU series.
+
+The whole run keeps the memory it frees for reuse, as the default daemon does (the keep_freed_memory
+setting, forecaster/process.py); --c-library-memory leaves glibc's defaults, as a daemon with the
+setting off does: the run to compare with.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ import torch.nn as nn
 import yaml
 
 from forecaster import config as config_module
+from forecaster import process
 from forecaster.build import resolve_device, seeded_model
 from forecaster.config import Calendar, Combination, ModelConfig, Pipeline, RecordFormat, Retraining
 from forecaster.io import datasets
@@ -121,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         help="latency runs at each load, interleaved (50%%, 90%%, 50%%, ...); each figure is their median (default 3)",
     )
     parser.add_argument(
+        "--c-library-memory",
+        action="store_true",
+        help="leave glibc's allocator at its defaults, as a daemon with keep_freed_memory: false (default: keep "
+        "freed memory for reuse, as the default daemon does; forecaster/process.py)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "benchmarks/results/throughput.json", help="where to write the JSON"
     )
     args = parser.parse_args(argv)
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "command": " ".join(["python benchmarks/throughput.py", *(argv or sys.argv[1:])]),
         "quick": args.quick,
+        # before any thread starts, as `forecaster run` does (cli.py)
+        "keep_freed_memory": False if args.c_library_memory else process.keep_freed_memory(),
     }
     if "engine" in sections:
         result["engine"], result["memory"] = engine_section(args.quick)

@@ -395,6 +395,7 @@ def cmd_run(args) -> int:
 
     config = config_module.load(args.config)
     logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
+    _set_up_memory(config)
     daemon = Daemon(config, shutdown_timeout_s=args.shutdown_timeout)
 
     def request_stop(signum, _frame):
@@ -405,6 +406,16 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     return daemon.run()
+
+
+def _set_up_memory(config: config_module.Config) -> None:
+    """For a command that steps or trains networks, before it starts threads: glibc keeps what it frees
+    (settings.keep_freed_memory, process.py)."""
+    from forecaster import process
+
+    if config.settings.keep_freed_memory:
+        kept = process.keep_freed_memory()
+        log.debug("freed memory kept for reuse" if kept else "freed memory: the C library's own ways (not glibc)")
 
 
 def cmd_check(args) -> int:
@@ -530,6 +541,7 @@ def cmd_pretrain(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
+    _set_up_memory(config)
     logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
     pipeline = config.pipeline(args.pipeline)
     for option, path in (("--init", args.init), ("--prune", args.prune), ("--teacher", args.teacher)):
@@ -575,6 +587,7 @@ def cmd_backtest(args) -> int:
     from forecaster.tools.sources import parse_moment
 
     config = _with_bootstrap(config_module.load(args.config), args.bootstrap)
+    _set_up_memory(config)
     pipeline = config.pipeline(args.pipeline)
     _check_source(args)
     payloads, source = _history(args, config, pipeline)
@@ -610,6 +623,7 @@ def cmd_tune(args) -> int:
 
     tune.optuna_module()  # the missing extra is said before the history is read
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
+    _set_up_memory(config)
     pipeline = config.pipeline(args.pipeline)
     _check_source(args)
     payloads, source = _history(args, config, pipeline)

@@ -731,6 +731,13 @@ class Settings:
         "daemon reports an outage itself; lower it to debug a connection",
     )
     state_dir: str = setting("state", doc="directory for state and checkpoints (relative to config.yaml)")
+    keep_freed_memory: bool = setting(
+        True,
+        doc="on glibc (most Linux), the daemon, backtest, tune and pretrain keep the memory they free for their next "
+        "allocations rather than hand large blocks back to the kernel: at a million series every step's arrays "
+        "otherwise fault in fresh zeroed pages, kernel time that exceeded the step's arithmetic; the process then "
+        "holds on to the most memory it ever used; false: the C library's defaults",
+    )
     pipelines: tuple[str, ...] = setting(doc="pipeline files, relative to config.yaml")
 
 

@@ -22,3 +22,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def kept_memory(monkeypatch):
+    """The commands that set glibc's allocator up for the whole process (process.keep_freed_memory) only record
+    that they did here: the suite's process keeps the C library's defaults. tests/test_process.py checks the
+    setting itself, in processes of its own."""
+    calls = []
+    monkeypatch.setattr("forecaster.process.keep_freed_memory", lambda: calls.append(True) or True)
+    return calls

@@ -210,7 +210,8 @@ def test_an_unknown_global_key_names_config_yaml(tmp_path):
     path = write_config(tmp_path, {"weather": WEATHER}, "metric:\n  port: 9100\n")
     assert load_error(path) == (
         f"{path}: metric: unknown key "
-        "(expected one of: kafka, device, metrics, log_level, log_format, kafka_log_level, state_dir, pipelines)"
+        "(expected one of: kafka, device, metrics, log_level, log_format, kafka_log_level, state_dir, "
+        "keep_freed_memory, pipelines)"
     )
 
 

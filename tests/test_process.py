@@ -3,10 +3,14 @@ old the newest checkpoint is and how far behind the real world each pipeline is.
 
 import importlib.metadata
 import math
+import os
 import platform
+import subprocess
+import sys
 import time
 from datetime import datetime
 
+import pytest
 import torch
 from prometheus_client import CollectorRegistry
 from test_app import hours, worker
@@ -14,6 +18,7 @@ from test_app import hours, worker
 from forecaster import __version__, process
 from forecaster.io.checkpoint import load_latest_checkpoint
 from forecaster.metrics import Metrics
+from forecaster.process import keep_freed_memory  # the real one: conftest.kept_memory stands in for it
 
 GPU = "forecaster_gpu_memory_bytes"
 
@@ -104,3 +109,57 @@ def test_the_last_checkpoint_time_is_the_newest_checkpoints_own_and_survives_a_r
     assert timestamp(registry) == written_at
     _, _, _, restarted = worker([], None, tmp_path, restore=True)
     assert timestamp(restarted) == written_at
+
+
+CHURN = """
+import resource, sys, threading
+import numpy as np
+from forecaster import process
+if sys.argv[1] == "keep":
+    assert process.keep_freed_memory()
+faults = []
+def churn():  # a step's worth of large arrays, made and freed again and again, on a thread like a pipeline's
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        block = np.ones(16 * 2**20, np.float32)  # 64 MB, every page written
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+        del block
+thread = threading.Thread(target=churn)
+thread.start()
+thread.join()
+print(faults[-1])
+"""
+
+
+def pages_faulted_by_the_third_large_block(how: str) -> int:
+    # 4 KiB pages, so that the count does not hang on whether the kernel found huge ones
+    environment = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
+    ran = subprocess.run([sys.executable, "-c", CHURN, how], capture_output=True, text=True, env=environment)
+    assert ran.returncode == 0, ran.stderr
+    return int(ran.stdout)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's; elsewhere it does nothing")
+def test_with_freed_memory_kept_a_large_block_reuses_the_pages_of_the_one_freed_before_it():
+    block_pages = 64 * 2**20 // 4096
+    assert pages_faulted_by_the_third_large_block("default") >= block_pages  # the kernel maps fresh pages each time
+    assert pages_faulted_by_the_third_large_block("keep") < block_pages // 100
+
+
+class FakeLibc:
+    def __init__(self, answer: int):
+        self.answer, self.calls = answer, []
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return self.answer
+
+
+def test_keeping_freed_memory_maps_no_block_alone_never_trims_and_shares_one_arena():
+    libc = FakeLibc(answer=1)
+    assert keep_freed_memory(libc)
+    assert libc.calls == [(process.M_MMAP_MAX, 0), (process.M_TRIM_THRESHOLD, -1), (process.M_ARENA_MAX, 1)]
+
+
+def test_a_c_library_that_refuses_the_settings_is_reported_not_raised():
+    assert not keep_freed_memory(FakeLibc(answer=0))

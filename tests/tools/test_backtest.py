@@ -179,3 +179,12 @@ def test_month_starts_lay_on_one_grid_row_a_month_whatever_the_months_length():
     panel = panel_of(pipeline, observations(["a"] * 4, times, [1, 2, 3, 5]), "months")
     np.testing.assert_array_equal(panel.inputs[:, 0], [1, 2, 3, np.nan, 5])
     assert np.isnan(panel.times[3]) and panel.times[4] == times[3]  # a row without observations has no time
+
+
+def test_a_backtest_keeps_freed_memory_for_reuse_unless_the_config_says_not_to(setup, capsys, kept_memory):
+    backtest_rows(setup, capsys)
+    assert kept_memory == [True]
+    config = setup / "config.yaml"
+    config.write_text("keep_freed_memory: false\n" + config.read_text())
+    backtest_rows(setup, capsys)
+    assert kept_memory == [True]
