@@ -175,6 +175,11 @@ def test_quantiles_are_sorted_along_their_levels_as_np_sort_does(levels):
     crossing = rng.normal(size=(40, levels, 6))
     with_nan = crossing.copy()
     with_nan[7, 0, 3] = np.nan
-    for quantiles in (crossing, with_nan):
+    seldom_crossing = np.sort(crossing, axis=1)  # as a trained head's: two rows cross, one at a single step
+    seldom_crossing[[3, 30]] = crossing[[3, 30]]
+    seldom_crossing[11, :, 2] = seldom_crossing[11, ::-1, 2]
+    seldom_with_nan = seldom_crossing.copy()
+    seldom_with_nan[20, -1, 0] = np.nan
+    for quantiles in (crossing, with_nan, seldom_crossing, seldom_crossing.astype(np.float32), seldom_with_nan):
         expected = np.sort(quantiles, axis=1)
         np.testing.assert_array_equal(sort_levels(quantiles.copy()), expected)
