@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 BASELINES = ("persistence", "seasonal_naive", "seasonal_level", "ets", "snarimax")
-ACCURACY_METHODS = BASELINES + ("frozen_offline", "forecaster_network", "forecaster")
+NETWORK_METHODS = ("frozen_offline", "forecaster_network", "forecaster")
+# statsforecast's models, from their own run (accuracy_statsforecast.json), and their names in the tables
+STATSFORECAST = {"autoets": "AutoETS", "autoarima": "AutoARIMA", "autotheta": "AutoTheta", "mstl": "MSTL"}
 
 
 # --- reading and formatting ---------------------------------------------------------------------
@@ -87,15 +89,39 @@ def horizons(rows: dict, method: str = "forecaster") -> list[str]:
     return sorted((h for h in found if h.isdigit()), key=int) + sorted(h for h in found if not h.isdigit())
 
 
+def statsforecast_rows(dataset: str) -> dict[tuple[str, str], dict]:
+    """accuracy_statsforecast.json's rows of one dataset, by (method, horizon as text)."""
+    found = results("accuracy_statsforecast.json")
+    return {(r["method"], str(r["horizon"])): r for r in found if r["dataset"] == dataset}
+
+
+def statsforecast_header(rows: dict) -> list[str]:
+    """The statsforecast columns' names, each with its stride where it scores fewer origins than every one."""
+    strides = {m: r["stride"] for (m, _), r in rows.items()}
+    return [name + (f", stride {strides[m]}" if strides.get(m, 1) > 1 else "") for m, name in STATSFORECAST.items()]
+
+
+def cells(rows: dict, methods, horizon: str, metrics: tuple[str, ...], digits: int = 3) -> list[str]:
+    """Each method's metrics at `horizon`, joined by ' / '; '-' where the rows have none."""
+    return [
+        " / ".join(number(rows[m, horizon][k], digits) for k in metrics) if (m, horizon) in rows else "-"
+        for m in methods
+    ]
+
+
 def method_table(dataset: str, metrics: tuple[str, ...], digits: int = 3, keep: tuple[str, ...] | None = None) -> str:
-    """Horizons down, methods across; each cell the metrics joined by ' / '."""
-    rows = accuracy_rows(dataset)
+    """Horizons down, methods across (the baselines, statsforecast's models, the forecaster's); each cell the metrics
+    joined by ' / '."""
+    rows, theirs = accuracy_rows(dataset), statsforecast_rows(dataset)
     body = [
-        [h] + [" / ".join(number(rows[m, h][k], digits) for k in metrics) for m in ACCURACY_METHODS]
+        [h]
+        + cells(rows, BASELINES, h, metrics, digits)
+        + cells(theirs, STATSFORECAST, h, metrics, digits)
+        + cells(rows, NETWORK_METHODS, h, metrics, digits)
         for h in horizons(rows)
         if keep is None or h in keep
     ]
-    return table(["horizon"] + list(ACCURACY_METHODS), body)
+    return table(["horizon", *BASELINES, *statsforecast_header(theirs), *NETWORK_METHODS], body)
 
 
 def accuracy_etth1() -> str:
@@ -121,30 +147,24 @@ def accuracy_msft() -> str:
 # The best published online method on ETTh2's published split, cumulative MSE in z-units, as
 # ../shared/data/ett/README.md quotes them (DSOF, ICLR 2025; Proceed, KDD 2025, Table 3).
 PUBLISHED_ONLINE_ETTH2 = {"24": ("DSOF", 1.694), "48": ("DSOF", 2.988), "96": ("Proceed", 5.555)}
-PUBLISHED_METHODS = (
-    "persistence",
-    "seasonal_naive",
-    "ets",
-    "snarimax",
-    "frozen_offline",
-    "forecaster_network",
-    "forecaster",
-)
+PUBLISHED_BASELINES = ("persistence", "seasonal_naive", "ets", "snarimax")
 
 
 def published_table(dataset: str) -> str:
     """ETT on the published online split (accuracy_published.json), MSE / MAE, with the best published method."""
     rows = {(r["method"], str(r["horizon"])): r for r in results("accuracy_published.json") if r["dataset"] == dataset}
+    theirs, metrics = statsforecast_rows(dataset), ("mse", "mae")
     published = dataset == "etth2_published"
     body = []
     for h in horizons(rows):
-        cells = [" / ".join(number(rows[m, h][k]) for k in ("mse", "mae")) for m in PUBLISHED_METHODS]
+        row = [h] + cells(rows, PUBLISHED_BASELINES, h, metrics) + cells(theirs, STATSFORECAST, h, metrics)
+        row += cells(rows, NETWORK_METHODS, h, metrics)
         if published:
             name, mse = PUBLISHED_ONLINE_ETTH2[h]
-            cells.append(f"{number(mse)} ({name})")
-        body.append([h] + cells)
-    header = ["horizon"] + list(PUBLISHED_METHODS) + (["best published online, MSE"] if published else [])
-    return table(header, body)
+            row.append(f"{number(mse)} ({name})")
+        body.append(row)
+    header = ["horizon", *PUBLISHED_BASELINES, *statsforecast_header(theirs), *NETWORK_METHODS]
+    return table(header + (["best published online, MSE"] if published else []), body)
 
 
 def accuracy_etth1_published() -> str:
@@ -218,6 +238,118 @@ def accuracy_gift_ett_check() -> str:
             + [f"{number(theirs['mase'])} / {number(theirs['crps'])}", " / ".join(gaps)]
         )
     return table(["configuration", "model", "computed on", "computed", "published", "gap"], body)
+
+
+# --- statsforecast's models: benchmarks/results/accuracy_statsforecast.json --------------------
+
+STATSFORECAST_DATASETS = ("etth1", "etth2", "etth1_published", "etth2_published", "taylor", "greensboro_temp", "msft")
+
+
+def accuracy_statsforecast() -> str:
+    """How statsforecast's models ran on each dataset, and the median CPU seconds of a channel's fit and how many."""
+    body = []
+    for dataset in STATSFORECAST_DATASETS:
+        rows = statsforecast_rows(dataset)
+        each = {m: r for (m, _), r in rows.items()}  # the fields shown are the same at every horizon
+        if "autoets" not in each:
+            continue
+        usual = each["autoets"]["refit_every"]
+        fits = [
+            "-"
+            if m not in each
+            else f"{number(each[m]['fit_seconds'], 2)} s × {count(each[m]['fits'])}"
+            + (f" (every {count(each[m]['refit_every'])})" if each[m]["refit_every"] != usual else "")
+            for m in STATSFORECAST
+        ]
+        origins = max(r["origins"] for (m, _), r in rows.items() if m == "autoets")
+        common = [str(each["autoets"]["stride"]), count(origins), count(each["autoets"]["window"]), count(usual)]
+        body.append([dataset, *common, *fits])
+    header = ["dataset", "stride", "origins", "window (rows)", "refit every (rows)", *STATSFORECAST.values()]
+    return table(header, body)
+
+
+# Where statsmodels' ETS and statsforecast's AutoETS are compared, from the same run at the same origins.
+ETS_ROWS = (
+    ("etth1", "24", "mse"),
+    ("etth1", "96", "mse"),
+    ("etth2", "24", "mse"),
+    ("etth2", "96", "mse"),
+    ("etth1_published", "24", "mse"),
+    ("etth1_published", "96", "mse"),
+    ("etth2_published", "24", "mse"),
+    ("etth2_published", "96", "mse"),
+    ("taylor", "1", "mape"),
+    ("taylor", "1-48", "mape"),
+    ("greensboro_temp", "1", "mae"),
+    ("greensboro_temp", "1-24", "mae"),
+    ("msft", "1", "mae"),
+    ("msft", "5", "mae"),
+)
+
+
+def forms(row: dict) -> str:
+    """The two forms a method's fits chose most often, with their share of the fits."""
+    top = sorted(row["selected"].items(), key=lambda pair: -pair[1])[:2]
+    return ", ".join(f"{form} {share(n / row['fits'])}" for form, n in top)
+
+
+def accuracy_ets_autoets() -> str:
+    """statsmodels' ETS against statsforecast's AutoETS at the same origins, with the forms AutoETS chose."""
+    body = []
+    for dataset, horizon, metric in ETS_ROWS:
+        rows = statsforecast_rows(dataset)
+        if ("autoets", horizon) not in rows:
+            continue
+        ets, auto = rows["ets", horizon][metric], rows["autoets", horizon][metric]
+        body.append(
+            [dataset, horizon, metric]
+            + [number(rows[m, horizon][metric]) for m in ("persistence", "ets", "autoets")]
+            + [f"{100 * (auto / ets - 1):+.1f}%", forms(rows["autoets", horizon])]
+        )
+    header = ["dataset", "horizon", "metric", "persistence", "ets", "AutoETS", "AutoETS against ets"]
+    return table(header + ["AutoETS's forms, share of its fits"], body)
+
+
+# The issue's target: each shipped dataset's forecaster at or below statsforecast's best model, on the mean over
+# horizons (ETT's scores at horizon H are means over steps 1..H; taylor and greensboro_temp have their 1-H rows).
+STATSFORECAST_TARGET = (
+    ("etth1", ("24", "48", "96"), "mse"),
+    ("etth2", ("24", "48", "96"), "mse"),
+    ("etth1_published", ("24", "48", "96"), "mse"),
+    ("etth2_published", ("24", "48", "96"), "mse"),
+    ("taylor", ("1-48",), "mape"),
+    ("greensboro_temp", ("1-24",), "mae"),
+    ("msft", ("1", "5"), "mae"),
+)
+
+
+def forecaster_rows(dataset: str) -> dict[tuple[str, str], dict]:
+    """The forecaster's run of one dataset (accuracy.json, or accuracy_published.json for the published split)."""
+    if dataset.endswith("_published"):
+        found = results("accuracy_published.json")
+        return {(r["method"], str(r["horizon"])): r for r in found if r["dataset"] == dataset}
+    return accuracy_rows(dataset)
+
+
+def accuracy_statsforecast_target() -> str:
+    """The forecaster against statsforecast's best model at each horizon, each also over persistence at its own
+    origins: the forecaster's every origin, the models' every `stride`-th."""
+    body = []
+    for dataset, hs, metric in STATSFORECAST_TARGET:
+        ours, theirs = forecaster_rows(dataset), statsforecast_rows(dataset)
+        for h in hs:
+            if ("forecaster", h) not in ours or not any((m, h) in theirs for m in STATSFORECAST):
+                continue
+            best = min((m for m in STATSFORECAST if (m, h) in theirs), key=lambda m: theirs[m, h][metric])
+            mine, their = ours["forecaster", h][metric], theirs[best, h][metric]
+            mine_rel = mine / ours["persistence", h][metric]
+            their_rel = their / theirs["persistence", h][metric]
+            body.append(
+                [dataset, h, metric, number(mine), f"{STATSFORECAST[best]} {number(their)}"]
+                + [number(mine_rel), number(their_rel), "yes" if mine_rel <= their_rel else "**no**"]
+            )
+    header = ["dataset", "horizon", "metric", "forecaster", "statsforecast's best", "forecaster / persistence"]
+    return table(header + ["best / persistence, its origins", "at or below"], body)
 
 
 # The one figure per dataset that the summaries quote: (dataset, horizon, metric, how it reads).
@@ -1048,6 +1180,9 @@ TABLES = {
     "accuracy-msft": ("docs/accuracy.md", accuracy_msft),
     "accuracy-etth1-published": ("docs/accuracy.md", accuracy_etth1_published),
     "accuracy-etth2-published": ("docs/accuracy.md", accuracy_etth2_published),
+    "accuracy-statsforecast": ("docs/accuracy.md", accuracy_statsforecast),
+    "accuracy-ets-autoets": ("docs/accuracy.md", accuracy_ets_autoets),
+    "accuracy-statsforecast-target": ("docs/accuracy.md", accuracy_statsforecast_target),
     "accuracy-coverage": ("docs/accuracy.md", accuracy_coverage),
     "accuracy-ablations": ("docs/accuracy.md", accuracy_ablations),
     "accuracy-pipelines": ("docs/accuracy.md", accuracy_pipelines),
