@@ -548,6 +548,25 @@ def performance_engine() -> str:
     )
 
 
+def performance_engine_stages() -> str:
+    """Where the GRU engine's step goes on the CPU, stage by stage (throughput.json's stages_ms: the median of three
+    more steps, each stage's methods timed on their own), and the step at the most series against the same
+    series-steps taken 10,000 at a time (engine_scaling, from the same run)."""
+    speed = results("throughput.json")
+    rows = [r for r in speed["engine"] if r["cell"] == "gru" and r["device"] == "cpu"]
+    stages = [s for s in rows[0]["stages_ms"] if s not in ("combination", "step")]  # the rows serve no combination
+    body = [[count(r["n_series"]), *(number(r["stages_ms"][s], 1) for s in stages)] for r in rows]
+    scaling = speed.get("engine_scaling")
+    lines = [table(["series", *stages], body)]
+    if scaling:
+        lines.append(
+            f"\nThe step at {count(scaling['n_series'])} series, {number(scaling['step_ms'], 0)} ms, against 100 "
+            f"steps of 10,000 series in the same run, {number(scaling['steps_of_10000_ms'], 0)} ms: "
+            f"{number(scaling['ratio'], 2)}x."
+        )
+    return "\n".join(lines)
+
+
 def output_name(row: dict) -> str:
     n = row["forecasts_per_message"]
     return "one message per forecast" if n == 1 else f"{n} forecasts per message"
@@ -1187,6 +1206,7 @@ TABLES = {
     "accuracy-ablations": ("docs/accuracy.md", accuracy_ablations),
     "accuracy-pipelines": ("docs/accuracy.md", accuracy_pipelines),
     "performance-engine": ("docs/performance.md", performance_engine),
+    "performance-engine-stages": ("docs/performance.md", performance_engine_stages),
     "performance-daemon": ("docs/performance.md", performance_daemon),
     "performance-latency": ("docs/performance.md", performance_latency),
     "performance-memory": ("docs/performance.md", performance_memory),
