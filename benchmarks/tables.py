@@ -83,6 +83,14 @@ def accuracy_rows(dataset: str) -> dict[tuple[str, str], dict]:
     return {(r["method"], str(r["horizon"])): r for r in results("accuracy.json") if r["dataset"] == dataset}
 
 
+def forecaster_rows(dataset: str) -> dict[tuple[str, str], dict]:
+    """The forecaster's run of one dataset (accuracy.json, or accuracy_published.json for the published split)."""
+    if dataset.endswith("_published"):
+        found = results("accuracy_published.json")
+        return {(r["method"], str(r["horizon"])): r for r in found if r["dataset"] == dataset}
+    return accuracy_rows(dataset)
+
+
 def horizons(rows: dict, method: str = "forecaster") -> list[str]:
     """The horizons a dataset is scored at, integers in order and the averaged range ("1-48") last."""
     found = {h for m, h in rows if m == method}
@@ -152,7 +160,7 @@ PUBLISHED_BASELINES = ("persistence", "seasonal_naive", "ets", "snarimax")
 
 def published_table(dataset: str) -> str:
     """ETT on the published online split (accuracy_published.json), MSE / MAE, with the best published method."""
-    rows = {(r["method"], str(r["horizon"])): r for r in results("accuracy_published.json") if r["dataset"] == dataset}
+    rows = forecaster_rows(dataset)
     theirs, metrics = statsforecast_rows(dataset), ("mse", "mae")
     published = dataset == "etth2_published"
     body = []
@@ -321,14 +329,6 @@ STATSFORECAST_TARGET = (
     ("greensboro_temp", ("1-24",), "mae"),
     ("msft", ("1", "5"), "mae"),
 )
-
-
-def forecaster_rows(dataset: str) -> dict[tuple[str, str], dict]:
-    """The forecaster's run of one dataset (accuracy.json, or accuracy_published.json for the published split)."""
-    if dataset.endswith("_published"):
-        found = results("accuracy_published.json")
-        return {(r["method"], str(r["horizon"])): r for r in found if r["dataset"] == dataset}
-    return accuracy_rows(dataset)
 
 
 def accuracy_statsforecast_target() -> str:

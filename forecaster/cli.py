@@ -541,8 +541,8 @@ def cmd_pretrain(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: expected a positive integer, got {args.steps}")
     config = _with_bootstrap(config_module.load(args.config, require_weights=False), args.bootstrap)
-    _set_up_memory(config)
     logs.setup(config.settings.log_level, config.settings.log_format, kafka_level=config.settings.kafka_log_level)
+    _set_up_memory(config)
     pipeline = config.pipeline(args.pipeline)
     for option, path in (("--init", args.init), ("--prune", args.prune), ("--teacher", args.teacher)):
         if path is not None and not path.is_file():
