@@ -237,6 +237,7 @@ class Network:
     young_rounds: int = 4  # retraining.young_rounds: the first rounds, started by the steps buffered, train longer
     young_steps: int = 200  # retraining.young_steps: the optimisation steps of each young round
     combination_loss: str | None = None  # combination.loss; None: squared where the headline is MSE, else absolute
+    combination_discount: float | None = None  # combination.discount; None: the pipeline's default
     attention: int = 0  # model.attention: the top output attends over its last K outputs
     seed: int = 0  # model.seed and training.seed: the initial weights, window sampling and dropout
 
@@ -585,6 +586,7 @@ def pipeline(
         combination=Combination(
             enabled=combine,
             loss=net.combination_loss or ("squared" if protocol.headline[0] == "mse" else "absolute"),
+            **({} if net.combination_discount is None else {"discount": net.combination_discount}),
         ),
     )
 

@@ -428,7 +428,7 @@ class Combination:
         256,
         doc="the pipeline's weights are learnt from the matured targets of this many series (the first slots), "
         "each keeping its last horizon forecasts of every expert until scored (4 x (experts + features + 1) x "
-        "horizon^2 bytes a series: 35 KB at a horizon of 24 with a day and a week)",
+        "horizon^2 bytes a series: 44 KB at a horizon of 24 with a day and a week)",
         check=positive_int,
     )
     loss: Literal["absolute", "squared"] = setting(

@@ -7,6 +7,8 @@ serves, per horizon step h, a weighted mean of experts
     persistence        y[t]
     seasonal naive     y[t + h - kP]                     for each season P the cadence implies (day, week)
     seasonal level     y[t + h - kP] + y[t] - y[t - kP]  last season moved to today's level (k = ceil(h / P))
+    seasonal drift     y[t + h - kP] + k d[t]            last season moved by d, the recent change from one
+                                                         season to the next, smoothed over about a day
     online linear      y[t] + s[t] * (a[h] . x[t, h])   a ridge regression on the experts' moves, recent change
                                                          and distance to the series' mean, refitted as targets mature
     network            the engine's own forecast
@@ -59,6 +61,7 @@ def expert_names(periods: tuple[int, ...]) -> tuple[str, ...]:
         ("network", "persistence")
         + tuple(f"seasonal_naive_{p}" for p in periods)
         + tuple(f"seasonal_level_{p}" for p in periods)
+        + tuple(f"seasonal_drift_{p}" for p in periods)
         + ("linear",)
     )
 
@@ -72,21 +75,30 @@ def _grow(part, fields: tuple[str, ...], capacity: int) -> None:
 
 
 class History:
-    """Each slot's last `length` values by step number, and its running level and scale.
+    """Each slot's last `length` values by step number, its running level and scale, and per season its drift.
 
     A `state.Part` of the store: it grows, resets, snapshots and restores with the slots. A
     value sits in the cell of its step number modulo `length`; the cells of steps skipped by a
     gap are cleared when the next value arrives, and a missing one (NaN, a null reading) is
     written as missing, so within the last `length` steps a missing observation reads as missing.
     The scale is the exponentially weighted mean absolute change between consecutive observations
-    (the error of the last value at one step), the unit every loss is measured in.
+    (the error of the last value at one step), the unit every loss is measured in. The drift of a
+    season P is the exponentially weighted mean of y[t] - y[t - P] with a half-life of the
+    shortest season (a day, for a cadence under a day): how far this season runs from the last,
+    less noisy than the one difference the seasonal level expert moves by. It is 0 until a value one
+    season back has been seen, and a missing value, or one a gap hides, leaves it where it is.
     """
 
-    _FIELDS = ("values", "newest", "level", "scale", "count")
+    _FIELDS = ("values", "newest", "level", "scale", "count", "drift")
 
-    def __init__(self, length: int, halflife: float = 500.0):
-        self.length = length
+    def __init__(self, length: int, halflife: float = 500.0, periods: tuple[int, ...] = ()):
+        self.length, self.periods = length, tuple(periods)
+        if any(period >= length for period in self.periods):
+            raise ValueError(f"a history of {length} steps cannot hold a value one season ({max(periods)}) back")
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        # The shortest season as the drift's half-life: on the validation parts of ETTh1, ETTh2, greensboro_temp
+        # and taylor it beat an eighth, a quarter and half of it on most channels (docs/decisions.md).
+        self.drift_alpha = 1.0 - 0.5 ** (1.0 / min(self.periods, default=1))
         self.allocate(0)
 
     def allocate(self, capacity: int) -> None:
@@ -95,6 +107,7 @@ class History:
         self.level = np.zeros(capacity)
         self.scale = np.zeros(capacity)
         self.count = np.zeros(capacity, np.int64)  # values written (a missing one is not counted)
+        self.drift = np.zeros((capacity, len(self.periods)))  # per season: the smoothed y[t] - y[t - P]
 
     @property
     def nbytes(self) -> int:
@@ -107,6 +120,7 @@ class History:
         gap = np.where(held, steps - self.newest[slots], 1)
         wide = gap > 1
         self._clear(slots[wide], self.newest[slots[wide]], np.minimum(gap[wide], self.length + 1))
+        self._move_drift(slots, steps, y, held)
         previous = np.where(held & (gap == 1), self.values[slots, (steps - 1) % self.length], np.nan)
         change = np.abs(y - previous)  # NaN after a gap, at the first value or at a missing one: the scale stays
         level = self.level[slots]
@@ -118,6 +132,14 @@ class History:
         self.values[slots, steps % self.length] = y
         self.newest[slots] = steps
         self.count[slots] += known
+
+    def _move_drift(self, slots: np.ndarray, steps: np.ndarray, y: np.ndarray, held: np.ndarray) -> None:
+        """Move each season's drift by y - y[t - P] where both are known (a gap's cells are cleared already)."""
+        for j, period in enumerate(self.periods):
+            then = np.where(held, self.values[slots, (steps - period) % self.length], np.nan)
+            change = y - then
+            drift = self.drift[slots, j]
+            self.drift[slots, j] = np.where(np.isnan(change), drift, drift + self.drift_alpha * (change - drift))
 
     def _clear(self, slots: np.ndarray, newest: np.ndarray, gaps: np.ndarray) -> None:
         """Forget the cells of the steps newest + 1 .. newest + gap - 1 of each slot: a gap's."""
@@ -142,13 +164,22 @@ class History:
     def reset(self, slots: np.ndarray) -> None:
         self.values[slots] = np.nan
         self.newest[slots], self.level[slots], self.scale[slots], self.count[slots] = 0, 0.0, 0.0, 0
+        self.drift[slots] = 0.0
 
     def snapshot(self, slots: np.ndarray) -> dict:
         return {name: torch.from_numpy(getattr(self, name)[slots]) for name in self._FIELDS}
 
     def restore(self, slots: np.ndarray, snapshot: dict) -> None:
+        """A checkpoint without the drift (older, or of other seasons) restores the rest: the drift starts at 0."""
         for name in self._FIELDS:
-            getattr(self, name)[slots] = snapshot[name].numpy()
+            kept = snapshot.get(name)
+            if name == "drift" and (kept is None or tuple(kept.shape[1:]) != (len(self.periods),)):
+                self.drift[slots] = 0.0
+            else:
+                getattr(self, name)[slots] = kept.numpy()
+
+
+_SHAPED = ("moves", "features", "quantiles")  # Pending's fields whose shapes follow the experts and levels
 
 
 class Pending:
@@ -196,7 +227,10 @@ class Pending:
         return {"held": torch.from_numpy(mine), **fields}
 
     def restore(self, slots: np.ndarray, snapshot: dict) -> None:
-        """Restore the scored slots among `slots`; a series restored into a slot beyond them keeps nothing."""
+        """Restore the scored slots among `slots`; a series restored into a slot beyond them keeps nothing, and so
+        does every series of a checkpoint with other experts, features or levels: its pending issues go unscored."""
+        if any(tuple(snapshot[name].shape[2:]) != getattr(self, name).shape[2:] for name in _SHAPED):
+            return
         mine = slots[snapshot["held"].numpy()]
         fits = mine < len(self.issued)
         for name in self._FIELDS:
@@ -295,9 +329,9 @@ class Combination:
         self.horizon, self.periods, self.discount, self.levels = horizon, seasons(cadence), discount, tuple(levels)
         self.loss = loss
         self.names = expert_names(self.periods)
-        self.features = 3 + 2 * len(self.periods)
+        self.features = 3 + 3 * len(self.periods)
         longest = max(self.periods, default=1)
-        self.history = History(longest * math.ceil(horizon / longest) + 2)
+        self.history = History(longest * math.ceil(horizon / longest) + 2, periods=self.periods)
         self.pending = Pending(scored_series, horizon, len(self.names), horizon, self.features, len(self.levels))
         self.learners: dict[int, Learner] = {}
 
@@ -386,11 +420,11 @@ class Combination:
         return [network_move, persistence, *seasonal, linear], change, reversion, seasonal
 
     def _moves(self, slots, steps, y, scale) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Each seasonal expert's move from the last value in scales (n, H), the naive ones, then the
-        today's-level ones; the last change and the distance to the running mean, in scales (n,)."""
+        """Each seasonal expert's move from the last value in scales (n, H): the naive ones, the today's-level
+        ones, then the drifting ones; the last change and the distance to the running mean, in scales (n,)."""
         h = np.arange(1, self.horizon + 1)
-        naive, level = [], []
-        for period in self.periods:
+        naive, level, drift = [], [], []
+        for j, period in enumerate(self.periods):
             back = period * np.ceil(h / period).astype(np.int64)  # k * P for each step
             then = self.history.lookup(slots, steps[:, None] + (h - back)[None, :])  # y[t + h - kP]
             before = np.empty_like(then)  # y[t - kP]: one value a row for each k
@@ -400,10 +434,12 @@ class Combination:
             naive.append(np.where(np.isnan(then), 0.0, move))  # missing: the last value stands in
             today = move + (y[:, None] - before) / scale[:, None]
             level.append(np.where(np.isnan(then) | np.isnan(before), 0.0, today))
+            drifted = move + (back // period)[None, :] * (self.history.drift[slots, j] / scale)[:, None]
+            drift.append(np.where(np.isnan(then), 0.0, drifted))
         previous = self.history.lookup(slots, (steps - 1)[:, None])[:, 0]
         change = np.where(np.isnan(previous), 0.0, y - previous) / scale
         reversion = (self.history.level[slots] - y) / scale
-        return naive + level, change, reversion
+        return naive + level + drift, change, reversion
 
     def _features(self, change, reversion, moves) -> np.ndarray:
         """The linear expert's features (n, H, F): 1, the last change, the distance to the mean, the seasonal moves."""

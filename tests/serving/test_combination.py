@@ -8,7 +8,7 @@ import pytest
 from forecaster.build import seeded_model
 from forecaster.serving.aggregation import OnlineLinear
 from forecaster.serving.cadence import seasons, step_numbers
-from forecaster.serving.combination import Combination, History, MLPoly, expert_names
+from forecaster.serving.combination import Combination, History, MLPoly, Pending, expert_names
 from forecaster.serving.engine import Engine
 
 from support import make_pipeline, observations
@@ -93,9 +93,9 @@ def test_the_weights_move_to_the_expert_that_is_right():
     served = run(combination, values, network=lambda t, y: y[:, None] + 50 * rng.standard_normal((len(y), 6)))
     weights = combination.learner(0).weights.weights()
     names = combination.names
-    seasonal = names.index("seasonal_naive_24")
+    right = [names.index(name) for name in ("seasonal_naive_24", "seasonal_drift_24", "linear")]
     assert weights[:, names.index("network")].max() < 0.05  # a network that is noise loses its weight
-    assert (weights[:, seasonal] + weights[:, names.index("linear")] > 0.5).all()
+    assert (weights[:, right].sum(axis=1) > 0.5).all()  # a daily sine: last day's value, drifting or not
     assert len(served) == 600
 
 
@@ -210,8 +210,67 @@ def test_the_experts_are_named_in_order():
         "seasonal_naive_168",
         "seasonal_level_24",
         "seasonal_level_168",
+        "seasonal_drift_24",
+        "seasonal_drift_168",
         "linear",
     )
+
+
+def test_the_drift_learns_how_far_each_season_runs_above_the_last():
+    history = History(length=10, periods=(4,))
+    history.allocate(1)
+    slot = np.array([0])
+    for step in range(40):  # a season of 4 steps, each season 3 above the last
+        history.write(slot, np.array([step]), np.array([float(step % 4) + 3.0 * (step // 4)]))
+    assert history.drift[0, 0] == pytest.approx(3.0, rel=0.01)  # from 0, nine half-lives ago
+
+
+def test_a_missing_value_or_one_a_gap_hides_leaves_the_drift_where_it_is():
+    history = History(length=10, periods=(4,))
+    history.allocate(1)
+    slot = np.array([0])
+    for step in range(8):
+        history.write(slot, np.array([step]), np.array([float(step // 4)]))  # the second season 1 above the first
+    drift = history.drift[0, 0]
+    history.write(slot, np.array([8]), np.array([np.nan]))  # missing
+    history.write(slot, np.array([20]), np.array([100.0]))  # its value a season back, step 16, was never seen
+    assert history.drift[0, 0] == drift > 0
+
+
+def test_the_seasonal_drift_expert_moves_last_seasons_value_by_the_drift_per_season_back():
+    combination = Combination("1h", horizon=30)
+    values = np.arange(24 * 9, dtype=float)[:, None] % 24 + 10.0 * (np.arange(24 * 9)[:, None] // 24)  # +10 a day
+    experts = {}
+    run(combination, values, experts=experts)
+    last = len(values) - 1
+    then = values[last + np.arange(1, 31) - 24 * np.ceil(np.arange(1, 31) / 24).astype(int), 0]
+    days_back = np.ceil(np.arange(1, 31) / 24)
+    drift = combination.history.drift[0, combination.periods.index(24)]
+    assert drift == pytest.approx(10.0, rel=0.05)
+    np.testing.assert_allclose(experts["seasonal_drift_24"][last][0], then + days_back * drift)
+
+
+def test_pending_forecasts_of_a_checkpoint_with_other_experts_are_dropped_not_misread():
+    before = Pending(slots=4, depth=3, experts=7, horizon=3, features=7)  # a day and a week, before the drift
+    before.allocate(2)
+    before.issued[:] = 2
+    now = Pending(slots=4, depth=3, experts=9, horizon=3, features=9)
+    now.allocate(2)
+    now.restore(np.array([0, 1]), before.snapshot(np.array([0, 1])))
+    assert (now.issued == 0).all()
+
+
+def test_a_checkpoint_from_before_the_drift_restores_the_rest_with_the_drift_at_zero():
+    history = History(length=30, periods=(24,))
+    history.allocate(2)
+    for step in range(28):
+        history.write(np.array([0, 1]), np.array([step, step]), np.array([step, 2.0 * step]))
+    old = {name: kept for name, kept in history.snapshot(np.array([0, 1])).items() if name != "drift"}
+    restored = History(length=30, periods=(24,))
+    restored.allocate(2)
+    restored.restore(np.array([0, 1]), old)
+    np.testing.assert_array_equal(restored.values, history.values)
+    assert (restored.drift == 0.0).all() and (history.drift > 0).all()
 
 
 def hourly_batch(values: np.ndarray, rows, partitions=None):
