@@ -6,6 +6,7 @@ Nothing here depends on the embedded broker: the same calls serve a user's Kafka
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -16,6 +17,7 @@ from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, Ka
 from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
@@ -320,7 +322,32 @@ class Sink:
 def _producer_settings(kafka: Kafka) -> dict:
     # 512 KiB batches, not kafka-python's 16 KiB: each new batch wakes the sender thread, which
     # costs the run loop the GIL; a poll batch of forecasts (about 1 KiB each) then needs a few.
-    return {"acks": "all", "linger_ms": 5, "batch_size": 512 * 1024, **client_settings(kafka), **kafka.producer}
+    return {
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 512 * 1024,
+        "partitioner": KeyHashCache(),
+        **client_settings(kafka),
+        **kafka.producer,
+    }
+
+
+class KeyHashCache(DefaultPartitioner):
+    """kafka-python's default partitioner, the Java client's murmur2 of the key modulo the partitions, with each
+    key's hash remembered: a series' forecasts carry the same key every step, and the hash in pure Python takes
+    3.5 µs of a send's 20 µs. Records go to the partitions they always went to."""
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+        if serialized_key is None:
+            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+        if topic not in cluster.topics():
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        every = sorted(cluster.partitions_for_topic(topic))
+        return every[(_murmur2(serialized_key) & 0x7FFFFFFF) % len(every)]
+
+
+# About 130,000 keys (some 20 MB): beyond that the keys least recently sent are hashed again.
+_murmur2 = functools.lru_cache(maxsize=1 << 17)(murmur2)
 
 
 def _send(producer: KafkaProducer, message: Message):
