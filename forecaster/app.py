@@ -43,7 +43,7 @@ from forecaster.io.clients import (
     partition_count,
 )
 from forecaster.io.http import StatusServer
-from forecaster.io.messages import Message, Polled, Sink, Source
+from forecaster.io.messages import Message, Polled, Sending, Sink, Source
 from forecaster.io.transactions import Transactions, read_committed
 from forecaster.learning import history, migration, rounds
 from forecaster.learning.rollback import Rollback
@@ -161,12 +161,10 @@ class Checkpoints:
 class _Handled:
     """What the slices of a poll batch came to: for its metrics, and for the trainer's count."""
 
-    forecasts: int = 0
     rejected: list[records.Rejected] = dataclasses.field(default_factory=list)
     uncounted: int = 0  # records stepped that the trainer has not counted yet
 
-    def add(self, forecasts: int, rejected: list[records.Rejected], uncounted: int) -> None:
-        self.forecasts += forecasts
+    def add(self, rejected: list[records.Rejected], uncounted: int) -> None:
         self.rejected += rejected
         self.uncounted += uncounted
 
@@ -209,6 +207,9 @@ class PipelineWorker:
         self.rollback = Rollback(pipeline.retraining) if trainer is not None else None
         self.source, self.sink = source, sink
         self.delivery = Delivery(pipeline, sink, metrics)  # what Kafka refuses for good is handled there
+        # The last slice's messages handed to the producer, its records and its forecasts: Kafka acknowledges them
+        # while the loop polls the next batch; only then do the offsets count as done (`_settle`)
+        self._unacknowledged: tuple[Sending, Sequence[Polled], int] | None = None
         self.stages = Stages(metrics, pipeline.name)  # where each batch's time goes
         self.metrics, self.stop = metrics, stop
         self.checkpoints = checkpoints
@@ -313,6 +314,7 @@ class PipelineWorker:
         return consumed
 
     def _flow(self, polled: list[Polled]) -> int:
+        self._settle()  # from here on, as at every checkpoint and revocation, the offsets reflect delivered records
         if self.sharing is not None:
             self.sharing.follow(self.offsets)
         self._maybe_roll_back()
@@ -328,7 +330,7 @@ class PipelineWorker:
         received, handled, rest = time.monotonic(), _Handled(), polled
         while rest:  # a slice of at most batching.slice_records records at a time, each delivered before the next
             rest = rest[self._handle(rest, handled) :]
-        self._record(len(polled), handled.forecasts, handled.rejected, time.monotonic() - received)
+        self._record(len(polled), handled.rejected, time.monotonic() - received)
         self._maybe_checkpoint()
         self._retrain(handled.uncounted)
         return len(polled)
@@ -357,23 +359,38 @@ class PipelineWorker:
         if len(observations):  # for the event-time lag
             self._newest_event = float(np.fmax(self._newest_event, observations.times.max()))
         self.stages.add("decode", time.perf_counter() - started)
-        for part in observations.pieces(most):  # more than one only for a batch message of more than `most`
+        pieces = observations.pieces(most)  # more than one only for a batch message of more than `most`
+        for number, part in enumerate(pieces, start=1):
             forecasts, refused, counted = self._step(part)
             with self.stages.timed("encode"):
                 messages = [message for piece in forecasts for message in self._forecast_messages(piece)]
                 messages = self._dead_letters(polled, bad + refused) + messages
-            self._deliver(messages)
-            handled.add(sum(map(len, forecasts)), bad + refused, len(part) - counted)
+            self._send(messages, polled if number == len(pieces) else (), sum(map(len, forecasts)))
+            handled.add(bad + refused, len(part) - counted)
             bad = []
-        self._advance(polled)
         return taken
 
-    def _deliver(self, messages: list[Message]) -> None:
-        """Deliver a slice's messages, its time split between handing them to the client and waiting for Kafka."""
-        started = time.perf_counter()
-        waited = self.delivery.deliver(messages, self.stop)
-        self.stages.add("produce", time.perf_counter() - started - waited)
+    def _send(self, messages: list[Message], polled: Sequence[Polled], forecasts: int) -> None:
+        """Hand a slice's messages, `forecasts` forecasts among them, to the producer once those before are
+        acknowledged; the offsets of `polled` advance when these are (`_settle`: at once, with a sink that has nothing
+        to wait for)."""
+        self._settle()
+        with self.stages.timed("produce"):
+            sending = self.delivery.send(messages, self.stop)
+        self._unacknowledged = (sending, polled, forecasts)
+        if sending.done:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for Kafka's acknowledgement of the messages sent last, then count their records' offsets as done."""
+        if self._unacknowledged is None:
+            return
+        sending, polled, forecasts = self._unacknowledged
+        waited = self.delivery.settle(sending, self.stop)
+        self._unacknowledged = None
         self.stages.add("acknowledge", waited)
+        self.metrics.forecasts_produced.labels(self.pipeline.name).inc(forecasts)
+        self._advance(polled)
 
     def _step(self, observations: records.Observations) -> tuple[list[Forecasts], list[records.Rejected], int]:
         """Step a batch: its forecasts, the records the engine refused, and how many records the trainer has
@@ -408,6 +425,7 @@ class PipelineWorker:
         """Write the state with the offsets it reflects, then commit those offsets (without checkpoints: just
         commit). A checkpoint file is written in the background: its offsets are committed once it is durable,
         at a later batch (`wait`: before returning); while one is in flight the next waits its turn."""
+        self._settle()
         if not self.offsets:
             return
         if self.changelog is None and self.checkpoints is not None:
@@ -417,7 +435,11 @@ class PipelineWorker:
             self._write_changelog(self.owned)
             if self.checkpoints is not None:
                 self.checkpoints.written()
-        (self.transactions or self.source).commit(self.offsets)
+        self._commit()
+
+    def _commit(self) -> None:
+        if self.offsets:
+            (self.transactions or self.source).commit(self.offsets)
 
     def _checkpoint_files(self, wait: bool) -> None:
         """Collect the write in flight if it is durable; if none is in flight now, start the next (`wait`: and wait
@@ -484,6 +506,7 @@ class PipelineWorker:
         """The group takes `partitions` away (called on the consumer's hand-over thread): write and drop them, once
         the loop is between batches."""
         with self._stepping:
+            self._settle()
             self._give_up(set(partitions) & self.owned)
 
     def _give_up(self, partitions: set[int]) -> None:
@@ -599,7 +622,9 @@ class PipelineWorker:
 
     def _maybe_checkpoint(self) -> None:
         with self.stages.timed("checkpoint"):
-            if self.checkpoints is None or self.checkpoints.due():
+            if self.checkpoints is None and self.changelog is None:  # no state kept: only the consumer's position
+                self._commit()  # what is acknowledged; the batch in flight is committed with the next
+            elif self.checkpoints is None or self.checkpoints.due():
                 self.checkpoint()
             elif self.checkpoints.writing:
                 self._commit_written()
@@ -624,6 +649,7 @@ class PipelineWorker:
         self.trainer.count(consumed)
         finished = self.trainer.finished()
         if finished is not None:
+            self._settle()  # a promotion says from which offsets on the new version serves
             self._conclude(finished)
         if not self._trains():
             return
@@ -755,6 +781,7 @@ class PipelineWorker:
         verdict = self.rollback.judge(self.engine)
         if verdict is None:
             return
+        self._settle()  # the version served again is published with the offsets it serves from
         started = time.perf_counter()
         restored = self.rollback.revert(self.engine, self.pipeline.retraining.resync_steps)
         self.metrics.rollbacks.labels(self.pipeline.name).inc()
@@ -828,10 +855,9 @@ class PipelineWorker:
             )
         return messages
 
-    def _record(self, consumed: int, forecasts: int, rejected, latency_s: float) -> None:
+    def _record(self, consumed: int, rejected, latency_s: float) -> None:
         m, name, store = self.metrics, self.pipeline.name, self.engine.store
         m.records_consumed.labels(name).inc(consumed)
-        m.forecasts_produced.labels(name).inc(forecasts)
         for reason, count in collections.Counter(r.reason for r in rejected).items():
             m.records_rejected.labels(name, reason).inc(count)
         m.latency.labels(name).observe(latency_s)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from forecaster.config import Pipeline
 from forecaster.errors import Undeliverable
-from forecaster.io.messages import Message, Refused, Sink
+from forecaster.io.messages import Message, Refused, Sending, Sink
 from forecaster.metrics import Metrics
 from forecaster.words import counted
 
@@ -42,7 +42,16 @@ class Delivery:
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> float:
         """Deliver `messages`; truncate oversize dead letters; raise Undeliverable for any other refusal. Returns the
         seconds spent waiting for Kafka's acknowledgements (the rest went to handing messages to the client)."""
-        delivered = self.sink.deliver(messages, stop)
+        return self.settle(self.send(messages, stop), stop)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> Sending:
+        """The first half of `deliver`: hand `messages` to the client."""
+        return self.sink.send(messages, stop)
+
+    def settle(self, sending: Sending, stop: threading.Event) -> float:
+        """The second half of `deliver`: wait for Kafka's acknowledgements of what `send` handed over, with the policy
+        above for what it refused; the seconds spent waiting."""
+        delivered = sending.wait(stop)
         refused, waited = self._count(delivered.refused), delivered.waiting_s
         oversize = [r for r in refused if self._truncatable(r)]
         final = [r for r in refused if not self._truncatable(r)]

@@ -67,7 +67,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "forecaster_end_to_end_latency_seconds",
-            "From a poll batch received to its forecasts acknowledged (every record of a batch shares it).",
+            "From a poll batch received to its forecasts handed to the Kafka client (all its records share it).",
             p,
             buckets=_LATENCY_BUCKETS,
             registry=registry,

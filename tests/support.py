@@ -12,6 +12,7 @@ import torch
 from forecaster.build import seeded_model
 from forecaster.config import Calendar, Combination, Gaps, ModelConfig, Pipeline, RecordFormat, Retraining, Training
 from forecaster.errors import TransactionError
+from forecaster.io.messages import Sending
 from forecaster.serving.records import Observations
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -214,6 +215,13 @@ def sines(n_series=8, length=120, seed=0, noise=0.1):
             times.append(T0 + 3600.0 * step)
             values.append(10 * (s + 1) + 3 * np.sin(2 * np.pi * (step + 3 * s) / 24) + noise * rng.standard_normal())
     return keys, times, values
+
+
+class DeliversAtOnce:
+    """A fake sink's `send`: its `deliver`, done before it returns (nothing left to acknowledge later)."""
+
+    def send(self, messages, stop):
+        return Sending.delivered(self.deliver(messages, stop))
 
 
 class FakeTransaction:

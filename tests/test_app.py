@@ -25,7 +25,7 @@ from forecaster.serving import handover
 from forecaster.serving.engine import Engine
 from forecaster.stages import STAGES
 
-from support import make_pipeline
+from support import DeliversAtOnce, make_pipeline
 
 
 class FakeSource:
@@ -56,7 +56,7 @@ class FakeSource:
         pass
 
 
-class FakeSink:
+class FakeSink(DeliversAtOnce):
     def __init__(self, source, error=None):
         self.source, self.error, self.messages = source, error, []
 

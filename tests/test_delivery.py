@@ -13,10 +13,10 @@ from forecaster.errors import Undeliverable
 from forecaster.io.messages import Delivered, Message, Polled, Refused
 from forecaster.metrics import Metrics
 
-from support import make_pipeline
+from support import DeliversAtOnce, make_pipeline
 
 
-class RefusingSink:
+class RefusingSink(DeliversAtOnce):
     """Acknowledges what `allows` lets through and refuses the rest for `reason`, as a client's sink returns it."""
 
     def __init__(self, reason, allows):
@@ -100,7 +100,7 @@ def test_a_delivery_with_nothing_refused_sends_once():
     assert sink.calls == 1 and len(sink.delivered) == 1
 
 
-class BlockingSink:
+class BlockingSink(DeliversAtOnce):
     """Holds a delivery until released, as a sink retrying an outage does."""
 
     def __init__(self):

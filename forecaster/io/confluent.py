@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused
+from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused, Sending
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -218,10 +218,19 @@ class Sink:
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
         refused for good, and where the rest was written."""
-        pending, refused, written, backoff, waited = list(messages), [], [], 0.5, 0.0
+        return self.send(messages, stop).wait(stop)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> Sending:
+        """Hand all to the producer; what `deliver` does after that is left to the Sending's `wait`."""
+        if not messages:
+            return Sending.delivered(Delivered())
+        messages, failed, written = list(messages), [], []
+        self._send(messages, failed, written, stop)
+        return Sending(lambda stop: self._acknowledged(messages, failed, written, stop))
+
+    def _acknowledged(self, pending: list[Message], failed: list, written: list, stop: threading.Event) -> Delivered:
+        refused, backoff, waited = [], 0.5, 0.0
         while pending:
-            failed: list[tuple[Message, KafkaError]] = []
-            self._send(pending, failed, written, stop)
             waiting_since = time.perf_counter()
             self._wait_for_acknowledgements(len(pending), stop)
             waited += time.perf_counter() - waiting_since
@@ -234,6 +243,8 @@ class Sink:
                         f"{counted(len(pending), 'record')} undelivered at shutdown; their inputs stay uncommitted"
                     )
                 backoff = min(2 * backoff, 30.0)
+                failed = []
+                self._send(pending, failed, written, stop)
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None

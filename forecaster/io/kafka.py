@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata
 
 from forecaster.config import Kafka
 from forecaster.errors import DeliveryError, ForecasterError, TransactionError
-from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused
+from forecaster.io.messages import Delivered, Message, Polled, Rebalance, Rebalances, Refused, Sending
 from forecaster.words import counted
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,19 @@ class Sink:
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered:
         """Send all, wait for acknowledgements; resend what failed until it succeeds or `stop` is set; say what was
         refused for good, and where the rest was written."""
-        pending, refused, written, backoff, waited = list(messages), [], [], 0.5, 0.0
+        return self.send(messages, stop).wait(stop)
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> Sending:
+        """Hand all to the producer; what `deliver` does after that is left to the Sending's `wait`."""
+        if not messages:
+            return Sending.delivered(Delivered())
+        messages = list(messages)
+        sent = self._send(messages)
+        return Sending(lambda stop: self._acknowledged(messages, sent, stop))
+
+    def _acknowledged(self, pending: list[Message], sent: list, stop: threading.Event) -> Delivered:
+        refused, written, backoff, waited = [], [], 0.5, 0.0
         while pending:
-            sent = self._send(pending)
             waiting_since = time.perf_counter()
             self._wait_for_acknowledgements(len(pending), stop)
             waited += time.perf_counter() - waiting_since
@@ -280,6 +290,7 @@ class Sink:
                         f"{counted(len(pending), 'record')} undelivered at shutdown; their inputs stay uncommitted"
                     )
                 backoff = min(2 * backoff, 30.0)
+                sent = self._send(pending)
         if self._failing_since is not None:
             log.info("deliveries recovered after %.0f s", time.monotonic() - self._failing_since)
             self._failing_since = None

@@ -47,6 +47,30 @@ class Delivered:
     waiting_s: float = 0.0  # seconds of the call spent waiting for acknowledgements (the stage `acknowledge`)
 
 
+class Sending:
+    """Messages handed to a producer, their acknowledgements still to come: `wait` blocks until Kafka has them all
+    (retrying what failed, as `Sink.deliver` does) and says what became of them. A sink with nothing to wait for
+    returns one already `done`."""
+
+    def __init__(self, wait: Callable[[threading.Event], Delivered]):
+        self._wait, self._delivered = wait, None
+
+    @classmethod
+    def delivered(cls, delivered: Delivered) -> Sending:
+        sending = cls(lambda stop: delivered)
+        sending._delivered = delivered
+        return sending
+
+    @property
+    def done(self) -> bool:
+        return self._delivered is not None
+
+    def wait(self, stop: threading.Event) -> Delivered:
+        if self._delivered is None:
+            self._delivered = self._wait(stop)
+        return self._delivered
+
+
 @dataclass(frozen=True)
 class Rebalance:
     """Partitions of the input topic this member lost ("revoked") or was given ("assigned"), in the order the
@@ -111,4 +135,7 @@ class Sink(Protocol):
     """
 
     def deliver(self, messages: Sequence[Message], stop: threading.Event) -> Delivered: ...
+
+    # what deliver does in two halves: hand the messages to the client, and later wait for Kafka's acknowledgements
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> Sending: ...
     def close(self) -> None: ...

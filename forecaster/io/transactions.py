@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from forecaster.config import Kafka
 from forecaster.errors import TransactionError
 from forecaster.io.clients import client
-from forecaster.io.messages import Delivered, Message
+from forecaster.io.messages import Delivered, Message, Sending
 
 # Twice the longest a transaction stays open (config.MAX_TRANSACTION_S): a checkpoint commits it well before.
 TRANSACTION_TIMEOUT_MS = 60_000
@@ -82,6 +82,10 @@ class Transactions:
                 except TransactionError as error:
                     self._failed[origin] = error
         return Delivered()
+
+    def send(self, messages: Sequence[Message], stop: threading.Event) -> Sending:
+        """As `deliver`: nothing is acknowledged before the commit, so nothing is left to wait for."""
+        return Sending.delivered(self.deliver(messages, stop))
 
     def commit(self, offsets: dict[int, int]) -> bool:
         """Commit the open transaction of each partition in `offsets` with its next input offset. One that fails is
