@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from generalisation import LOADERS, Panel, pipeline, step_row  # benchmarks/generalisation.py, beside this script
+from generalisation import LOADERS, Panel, pipeline  # benchmarks/generalisation.py, beside this script
 
 from forecaster.build import seeded_model
 from forecaster.evaluation.network import DaemonRetraining
+from forecaster.evaluation.panel import step_row
 from forecaster.serving.engine import Engine
 
 import tables
