@@ -89,7 +89,7 @@ class History:
     season back has been seen, and a missing value, or one a gap hides, leaves it where it is.
     """
 
-    _FIELDS = ("values", "newest", "level", "scale", "count", "drift")
+    _FIELDS = ("values", "newest", "level", "scale", "count", "drift")  # the drift last: `restore` says why
 
     def __init__(self, length: int, halflife: float = 500.0, periods: tuple[int, ...] = ()):
         self.length, self.periods = length, tuple(periods)
@@ -171,12 +171,11 @@ class History:
 
     def restore(self, slots: np.ndarray, snapshot: dict) -> None:
         """A checkpoint without the drift (older, or of other seasons) restores the rest: the drift starts at 0."""
-        for name in self._FIELDS:
-            kept = snapshot.get(name)
-            if name == "drift" and (kept is None or tuple(kept.shape[1:]) != (len(self.periods),)):
-                self.drift[slots] = 0.0
-            else:
-                getattr(self, name)[slots] = kept.numpy()
+        for name in self._FIELDS[:-1]:
+            getattr(self, name)[slots] = snapshot[name].numpy()
+        drift = snapshot.get("drift")
+        fits = drift is not None and tuple(drift.shape[1:]) == (len(self.periods),)
+        self.drift[slots] = drift.numpy() if fits else 0.0
 
 
 _SHAPED = ("moves", "features", "quantiles")  # Pending's fields whose shapes follow the experts and levels
