@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from forecaster.serving import threads
 from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.engine import Engine
 from forecaster.serving.fused_step import FusedStep
@@ -30,6 +31,12 @@ def replay(model: Forecaster, inputs: Tensor, valid: Tensor) -> tuple[Tensor, Te
     there are zero), with the engine's fused inference step (serving/fused_step.py): eval mode, equal to
     `model.step` then `model.head` to float rounding.
     """
+    n, W = valid.shape
+    with threads.cpu_threads(threads.for_rows(n, torch.get_num_threads()), inputs.device):
+        return _replay(model, inputs, valid)
+
+
+def _replay(model: Forecaster, inputs: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     fast = FusedStep(model)
     n, W = valid.shape
     first = W - valid.sum(dim=1)  # each row's oldest valid step

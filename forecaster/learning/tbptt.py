@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from forecaster.config import Pipeline, Training
-from forecaster.serving import scaling, seasonal
+from forecaster.serving import scaling, seasonal, threads
 from forecaster.serving.cadence import calendar_features
 from forecaster.serving.model import Forecaster, split_head
 from forecaster.serving.records import Observations
@@ -331,7 +331,9 @@ def fit(
     taught = bool(series) and series[0].soft is not None  # distill.taught gives every series its soft targets
     fields = (*WINDOW_FIELDS, "soft") if taught else WINDOW_FIELDS
     losses: list[float] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    pool = threads.cpu_threads(threads.for_rows(training.batch_size, torch.get_num_threads()), device)
+    with rng, pool:
         torch.manual_seed(training.seed)
         while len(losses) < training.steps:
             inputs, targets, mask, *soft = (t.to(device) for t in sample_windows(series, training, generator, fields))

@@ -18,17 +18,16 @@ and encodes what it returns.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from forecaster.config import Pipeline
-from forecaster.serving import damping, gaps, records, scaling
+from forecaster.serving import damping, gaps, records, scaling, threads
 from forecaster.serving.buffer import WindowBuffer
 from forecaster.serving.cadence import Cadence, calendar_features, horizon_times, step_numbers
 from forecaster.serving.combination import Combination
@@ -175,26 +174,6 @@ def _wave_order(waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
 # On the CPU a wave is stepped in pieces of this many rows: a piece's gathered states, normaliser
 # and gates stay in cache, instead of a million rows' worth streaming through memory at each stage.
 _ROWS_PER_STEP = 16384
-# A step of fewer rows runs on one CPU thread. Its arithmetic takes a few milliseconds, and a second thread of
-# torch's pool must wait for a core that the broker, the Kafka client's thread or the trainer may hold: on a
-# busy 2-core machine a step of 25 records took 32 ms on two threads and 1.8 ms on one, which made the tail of
-# the daemon's latency. Large steps (a catch-up, a benchmark's 10,000 series) gain from every thread.
-_PARALLEL_ROWS = 4096
-
-
-@contextlib.contextmanager
-def _cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
-    """torch's CPU threads set to `threads` inside. The setting is the process's: on leaving it goes back to the
-    larger of the two counts, so that two pipelines' loops stepping at once can never leave it lowered."""
-    before = torch.get_num_threads()
-    if device.type != "cpu" or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(max(threads, before))
 
 
 def _pieces(bounds: np.ndarray, rows: int | None) -> list[tuple[int, int]]:
@@ -220,7 +199,7 @@ class Engine:
         self.pipeline = pipeline
         self.cadence = Cadence.of(pipeline)  # with its time zone and holidays
         self.device = torch.device(device)
-        self.threads = torch.get_num_threads()  # what a large step takes on the CPU (`_cpu_threads`)
+        self.most_threads = torch.get_num_threads()  # what a large step takes on the CPU (threads.py)
         self.model = model.to(self.device).eval()
         self.model_version = model_version
         features = 1 + len(pipeline.record.covariates)
@@ -365,7 +344,7 @@ class Engine:
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed, served = the_plan.order, the_plan.observed, the_plan.records
-        with _cpu_threads(self.threads if len(order) >= _PARALLEL_ROWS else 1, self.device):
+        with threads.cpu_threads(threads.for_rows(len(order), self.most_threads), self.device):
             deltas, scales, stepped = self._run_waves(
                 slots[order], observations, order, the_plan.waves, the_plan.filling
             )

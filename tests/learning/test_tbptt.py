@@ -391,6 +391,20 @@ def test_fit_reports_progress_every_step(pipeline, series):
     assert seen == list(enumerate(losses, start=1))
 
 
+def test_fit_trains_a_small_batch_on_one_cpu_thread_and_leaves_the_count_as_it_was(pipeline, series):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        training = dataclasses.replace(pipeline.training, steps=2)
+
+        tbptt.fit(seeded_model(pipeline), series, training, progress=lambda *_: seen.append(torch.get_num_threads()))
+
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_window_longer_than_every_series_is_refused(pipeline, series):
     training = dataclasses.replace(pipeline.training, window=5000, steps=1)
 
