@@ -1141,6 +1141,43 @@ def tuning_search() -> str:
     return table([*header, "best differs in"], body)
 
 
+def defaults_search() -> str:
+    """benchmarks/results/defaults_search.json: each complete trial, best first, with the geometric mean of its
+    validation MASE over the data sets and its change from the defaults' (trial 0), each set's MASE, and the
+    settings in which it differs from the defaults; then the best's changes split (`ablations`), and the pruned
+    trials in one row."""
+    run = results("defaults_search.json")
+    names, defaults = run["datasets"], run["defaults"]
+    complete = sorted((t for t in run["trials"] if t["state"] == "complete"), key=lambda t: t["score"])
+    own = next(t for t in run["trials"] if t["trial"] == 0)
+    body = []
+    for t in complete:
+        changed = [f"`{p}` {defaults[p]} → {v}" for p, v in t["settings"].items() if v != defaults[p]]
+        body.append(
+            [
+                f"{t['trial']}{' (defaults)' if t['trial'] == 0 else ''}",
+                f"{number(t['score'], 4)} ({t['score'] / own['score'] - 1:+.1%})",
+                *(number(t["mase"][n], 4) for n in names),
+                ", ".join(changed) or "-",
+            ]
+        )
+    for part, ablation in run.get("ablations", {}).items():
+        changed = [f"`{p}` {defaults[p]} → {v}" for p, v in ablation["settings"].items()]
+        body.append(
+            [
+                f"trial {run['best']}'s {part} settings alone",
+                f"{number(ablation['score'], 4)} ({ablation['score'] / own['score'] - 1:+.1%})",
+                *(number(ablation["mase"][n], 4) for n in names),
+                ", ".join(changed),
+            ]
+        )
+    pruned = [str(t["trial"]) for t in run["trials"] if t["state"] != "complete"]
+    if pruned:
+        body.append([f"pruned: {', '.join(pruned)}", "-", *("-" for _ in names), "stopped by the median pruner"])
+    header = ["trial", "geometric mean (against the defaults)", *names, "differs from the defaults in"]
+    return table(header, body)
+
+
 # --- attention over recent states: benchmarks/results/attention.json ----------------------------
 
 # (dataset, horizon label, metric) shown: each protocol's headline at its scored horizons
@@ -1228,6 +1265,7 @@ TABLES = {
     "accuracy-gift-ett": ("docs/accuracy.md", accuracy_gift_ett),
     "accuracy-gift-ett-check": ("docs/accuracy.md", accuracy_gift_ett_check),
     "tuning-search": ("docs/tuning.md", tuning_search),
+    "tuning-defaults": ("docs/tuning.md", defaults_search),
     "accuracy-attention": ("docs/accuracy.md", attention_accuracy),
     "performance-attention": ("docs/performance.md", attention_speed),
 }
