@@ -1,7 +1,7 @@
 """The project's global defaults, searched on the validation parts of several data sets at once.
 
-    python benchmarks/defaults_search.py --trials 30 --timeout 3600   # writes results/defaults_search.json
-    python benchmarks/defaults_search.py --datasets births --trials 2 --quick
+    python benchmarks/defaults_search.py --trials 40 --timeout 3900   # writes results/defaults_search.json
+    python benchmarks/defaults_search.py --datasets births --trials 2 --rows 240   # a smoke run
 
 `forecaster tune` searches one pipeline on one history. The defaults of forecaster/config.py
 serve every pipeline that does not set a key, on data nobody has seen, so they are searched
@@ -20,7 +20,9 @@ set counts alike whatever its scale: a trial 1% better on every set scores 1% be
 Trial 0 is the defaults. Optuna's TPE (seeded) proposes the settings and the median pruner
 stops a trial whose geometric mean over the sets scored so far is worse than the earlier
 trials' median there; trials run one after another (each set of a trial in its own process,
-two at a time), so a seed gives the same trials.
+two at a time), so a seed gives the same trials. After the search, the best trial's changes
+are split into its network's and its training's, each scored alone on the defaults
+(`ablations`): a larger network costs every step of every series, training settings do not.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def run_trial(trial, settings, names, quick, rows, pool, optuna) -> dict[str, fl
 def search(
     names, trials: int, seed: int, timeout: float | None, quick: bool, workers: int, rows: int | None = None
 ) -> dict:
+    """Up to `trials` trials (none started after `timeout` seconds), trial 0 the defaults: the results as written
+    to defaults_search.json."""
     optuna = tune.optuna_module()
     knobs = space()
     defaults = tune.own_settings(generalisation.pipeline(generalisation.LOADERS["births"]()), knobs)
