@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from forecaster.build import seeded_model
+from forecaster.config import Pipeline
 from forecaster.evaluation import panel as panel_module
 from forecaster.evaluation.panel import Panel
 from forecaster.serving.engine import Engine
@@ -55,9 +56,8 @@ DATASETS = ("nyc_weather", "nyc_weather_gaps", "births", "chicago", "vic_elec")
 EVERY_RECORDS = (5_000, 10_000, 20_000, 40_000)
 
 
-def space() -> tuple[tune.Knob, ...]:
-    """tune.SPACE, with retraining.every_records on the panels' scale, each knob holding the default's value."""
-    defaults = generalisation.pipeline(generalisation.LOADERS["births"]())
+def space(defaults: Pipeline) -> tuple[tune.Knob, ...]:
+    """tune.SPACE, with retraining.every_records on the panels' scale, each knob holding the `defaults`' value."""
     knobs = tuple(
         dataclasses.replace(k, values=EVERY_RECORDS) if k.path == "retraining.every_records" else k for k in tune.SPACE
     )
@@ -95,10 +95,15 @@ def geometric_mean(values: list[float]) -> float:
     return float(math.exp(np.mean(np.log(values))))
 
 
+def submitted(pool, settings: dict[str, object], names, quick: bool, rows: int | None) -> list:
+    """Each set's `validation_mase` with `settings`, handed to the pool's processes, in `names` order."""
+    return [pool.submit(validation_mase, name, settings, quick, rows) for name in names]
+
+
 def run_trial(trial, settings, names, quick, rows, pool, optuna) -> dict[str, float]:
     """Every set's MASE for `settings`, two sets at a time; after each set in `names` order, the geometric mean so
     far goes to the pruner, which may stop the trial (optuna.TrialPruned)."""
-    futures = [pool.submit(validation_mase, name, settings, quick, rows) for name in names]
+    futures = submitted(pool, settings, names, quick, rows)
     scores: dict[str, float] = {}
     try:
         for step, future in enumerate(futures):
@@ -120,8 +125,9 @@ def search(
     """Up to `trials` trials (none started after `timeout` seconds), trial 0 the defaults: the results as written
     to defaults_search.json."""
     optuna = tune.optuna_module()
-    knobs = space()
-    defaults = tune.own_settings(generalisation.pipeline(generalisation.LOADERS["births"]()), knobs)
+    pipeline = generalisation.pipeline(generalisation.LOADERS["births"]())  # the defaults, as any set configures them
+    knobs = space(pipeline)
+    defaults = tune.own_settings(pipeline, knobs)
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
@@ -186,26 +192,11 @@ def ablations(result: dict, workers: int) -> dict[str, dict]:
             if not change:
                 continue
             names, settings = result["datasets"], {**defaults, **change}
-            futures = [pool.submit(validation_mase, n, settings, result["quick"], result["rows"]) for n in names]
+            futures = submitted(pool, settings, names, result["quick"], result["rows"])
             scores = {name: mase for name, mase, _ in (f.result() for f in futures)}
             found[part] = {"settings": change, "mase": scores, "score": geometric_mean([scores[n] for n in names])}
             print(f"ablation {part}: {change} -> {found[part]['score']:.4f}", file=sys.stderr)
     return found
-
-
-def summary(result: dict) -> str:
-    """The defaults, the best trial and what differs, per data set."""
-    trials = {t["trial"]: t for t in result["trials"]}
-    own, best = trials[0], trials[result["best"]]
-    names = result["datasets"]
-    lines = ["| trial | " + " | ".join(names) + " | geometric mean |", "|---" * (len(names) + 2) + "|"]
-    for label, t in (("defaults (0)", own), (f"best ({best['trial']})", best)):
-        cells = [f"{t['mase'][n]:.4f}" for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {t['score']:.4f} |")
-    changed = [f"{p} {own['settings'][p]} -> {v}" for p, v in best["settings"].items() if v != own["settings"][p]]
-    lines.append("")
-    lines.append("best differs in: " + (", ".join(changed) or "nothing: the defaults scored best"))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         result["ablations"] = ablations(result, args.workers)
     out = args.out or args.ablate or RESULTS / ("defaults_search" + ("_quick" if args.quick else "") + ".json")
     tables.write_results(out, result)
-    print(summary(result))
+    print(tables.defaults_search(result))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

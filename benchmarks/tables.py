@@ -1141,36 +1141,27 @@ def tuning_search() -> str:
     return table([*header, "best differs in"], body)
 
 
-def defaults_search() -> str:
-    """benchmarks/results/defaults_search.json: each complete trial, best first, with the geometric mean of its
-    validation MASE over the data sets and its change from the defaults' (trial 0), each set's MASE, and the
-    settings in which it differs from the defaults; then the best's changes split (`ablations`), and the pruned
-    trials in one row."""
-    run = results("defaults_search.json")
+def defaults_search(run: dict | None = None) -> str:
+    """benchmarks/results/defaults_search.json (or the search `run`): each complete trial, best first, with the
+    geometric mean of its validation MASE over the data sets and its change from the defaults' (trial 0), each
+    set's MASE, and the settings in which it differs from the defaults; then the best's changes split
+    (`ablations`), and the pruned trials in one row."""
+    run = results("defaults_search.json") if run is None else run
     names, defaults = run["datasets"], run["defaults"]
-    complete = sorted((t for t in run["trials"] if t["state"] == "complete"), key=lambda t: t["score"])
     own = next(t for t in run["trials"] if t["trial"] == 0)
-    body = []
-    for t in complete:
-        changed = [f"`{p}` {defaults[p]} → {v}" for p, v in t["settings"].items() if v != defaults[p]]
-        body.append(
-            [
-                f"{t['trial']}{' (defaults)' if t['trial'] == 0 else ''}",
-                f"{number(t['score'], 4)} ({t['score'] / own['score'] - 1:+.1%})",
-                *(number(t["mase"][n], 4) for n in names),
-                ", ".join(changed) or "-",
-            ]
-        )
-    for part, ablation in run.get("ablations", {}).items():
-        changed = [f"`{p}` {defaults[p]} → {v}" for p, v in ablation["settings"].items()]
-        body.append(
-            [
-                f"trial {run['best']}'s {part} settings alone",
-                f"{number(ablation['score'], 4)} ({ablation['score'] / own['score'] - 1:+.1%})",
-                *(number(ablation["mase"][n], 4) for n in names),
-                ", ".join(changed),
-            ]
-        )
+
+    def row(label: str, scored: dict) -> list[str]:
+        changed = [f"`{p}` {defaults[p]} → {v}" for p, v in scored["settings"].items() if v != defaults[p]]
+        return [
+            label,
+            f"{number(scored['score'], 4)} ({scored['score'] / own['score'] - 1:+.1%})",
+            *(number(scored["mase"][n], 4) for n in names),
+            ", ".join(changed) or "-",
+        ]
+
+    complete = sorted((t for t in run["trials"] if t["state"] == "complete"), key=lambda t: t["score"])
+    body = [row(f"{t['trial']}{' (defaults)' if t['trial'] == 0 else ''}", t) for t in complete]
+    body += [row(f"trial {run['best']}'s {part} settings alone", a) for part, a in run.get("ablations", {}).items()]
     pruned = [str(t["trial"]) for t in run["trials"] if t["state"] != "complete"]
     if pruned:
         body.append([f"pruned: {', '.join(pruned)}", "-", *("-" for _ in names), "stopped by the median pruner"])

@@ -31,8 +31,7 @@ def replay(model: Forecaster, inputs: Tensor, valid: Tensor) -> tuple[Tensor, Te
     there are zero), with the engine's fused inference step (serving/fused_step.py): eval mode, equal to
     `model.step` then `model.head` to float rounding.
     """
-    n, W = valid.shape
-    with threads.cpu_threads(threads.for_rows(n, torch.get_num_threads()), inputs.device):
+    with threads.sized(len(valid), inputs.device):
         return _replay(model, inputs, valid)
 
 

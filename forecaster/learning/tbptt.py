@@ -332,8 +332,7 @@ def fit(
     fields = (*WINDOW_FIELDS, "soft") if taught else WINDOW_FIELDS
     losses: list[float] = []
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-    pool = threads.cpu_threads(threads.for_rows(training.batch_size, torch.get_num_threads()), device)
-    with rng, pool:
+    with rng, threads.sized(training.batch_size, device):  # the seed's draws, and a small batch on one thread
         torch.manual_seed(training.seed)
         while len(losses) < training.steps:
             inputs, targets, mask, *soft = (t.to(device) for t in sample_windows(series, training, generator, fields))

@@ -344,7 +344,7 @@ class Engine:
         if self.last_forecasts is not None:
             observations, slots, the_plan = self._fill_gaps(observations, slots, the_plan)
         order, observed, served = the_plan.order, the_plan.observed, the_plan.records
-        with threads.cpu_threads(threads.for_rows(len(order), self.most_threads), self.device):
+        with threads.sized(len(order), self.device, self.most_threads):
             deltas, scales, stepped = self._run_waves(
                 slots[order], observations, order, the_plan.waves, the_plan.filling
             )

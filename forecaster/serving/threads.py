@@ -6,7 +6,7 @@ busy 2-core machine a second thread must wait for a core that the broker, the Ka
 thread or the trainer may hold. Measured here: an engine step of 25 records took 32 ms on two
 threads and 1.8 ms on one, which made the tail of the daemon's latency; a year's backtest of the
 shipped weather pipeline, whose retraining trains on 32 windows at a time, took 294 s of wall
-time (239 s of CPU, a quarter of it the kernel's) on two threads and 94 s on one, with the same
+time (239 s of CPU, a quarter of it the kernel's) on two threads and 85 s on one, with the same
 figures out. Large steps (a catch-up, a benchmark's 10,000 series) gain from every thread.
 
 With torch's OpenMP pool the count is the calling thread's own (and the default of threads it
@@ -27,6 +27,12 @@ PARALLEL_ROWS = 4096
 def for_rows(rows: int, most: int) -> int:
     """The threads a computation over `rows` rows takes: `most` for a large one, one for a small one."""
     return most if rows >= PARALLEL_ROWS else 1
+
+
+def sized(rows: int, device: torch.device, most: int | None = None) -> contextlib.AbstractContextManager:
+    """`cpu_threads` for a computation over `rows` rows: one thread for a small one, `most` (default: the calling
+    thread's count now) for a large one."""
+    return cpu_threads(for_rows(rows, torch.get_num_threads() if most is None else most), device)
 
 
 @contextlib.contextmanager
